@@ -1,0 +1,110 @@
+//! Capabilities: what a set of users may run, and how big.
+
+use crate::common::{Condition, Subject};
+use crate::workspace::ExposureType;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+/// Grants to users, groups or service accounts: which images they may run, how large a
+/// workspace may be, how it may be exposed, where it may be placed, and whether they
+/// administer others' workspaces. A user gets the union of every Capabilities that names
+/// them; a user named by none may not create workspaces.
+#[derive(CustomResource, Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[kube(
+    group = "guildnet.io",
+    version = "v1alpha1",
+    kind = "Capabilities",
+    plural = "capabilities",
+    singular = "capabilities",
+    shortname = "caps",
+    category = "guildnet",
+    status = "CapabilitiesStatus",
+    derive = "PartialEq",
+    derive = "Default",
+    doc = "Grants to users, groups or service accounts: allowed images, per-workspace resource ceilings, exposure types, clusters, and admin rights.",
+    printcolumn(name = "Admin", type_ = "boolean", json_path = ".spec.admin"),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+pub struct CapabilitiesSpec {
+    /// Who these grants apply to.
+    #[schemars(length(min = 1, max = 64))]
+    pub subjects: Vec<Subject>,
+    /// Images the subjects may run.
+    #[serde(default)]
+    pub images: ImagePolicy,
+    /// Ceilings on a single workspace's resources.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceCeilings>,
+    /// Exposure types the subjects may use. Empty allows ClusterIP only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 3))]
+    pub exposure: Vec<ExposureType>,
+    /// ClusterRegistration names (or `*`) the subjects may place workspaces on. Empty
+    /// allows only the local cluster.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub clusters: Vec<String>,
+    /// Whether the subjects may act on workspaces they do not own (update, delete,
+    /// suspend all).
+    #[serde(default)]
+    pub admin: bool,
+}
+
+/// Which images may run.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ImagePolicy {
+    /// Image patterns, matched against the normalised reference (`docker.io/library/...`
+    /// for short names). `*` matches within one path segment or tag, a trailing `/*`
+    /// matches any repository below a path, e.g. `docker.io/codercom/code-server:*`,
+    /// `quay.io/jupyter/*`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 256), extend("items" = {"type": "string", "maxLength": 512}))]
+    #[x_kube(validation = kube::core::Rule::new("self.all(p, size(p) > 0 && !p.contains(' '))")
+        .message("spec.images.allow entries must be non-empty image patterns without spaces, e.g. quay.io/jupyter/*"))]
+    pub allow: Vec<String>,
+}
+
+/// Per-workspace resource ceilings.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ResourceCeilings {
+    /// Largest requests/limits one workspace may ask for, e.g. `{cpu: "4", memory: 8Gi}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_per_workspace: Option<ResourceAmounts>,
+}
+
+/// Amounts of CPU and memory.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ResourceAmounts {
+    /// CPU, e.g. `4` or `500m`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("maxLength" = 64))]
+    #[x_kube(validation = kube::core::Rule::new("isQuantity(string(self))").message("cpu must be a quantity, e.g. 4 or 500m"))]
+    pub cpu: Option<Quantity>,
+    /// Memory, e.g. `8Gi`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("maxLength" = 64))]
+    #[x_kube(validation = kube::core::Rule::new("isQuantity(string(self))").message("memory must be a quantity, e.g. 8Gi"))]
+    pub memory: Option<Quantity>,
+}
+
+/// The observed state of a Capabilities.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CapabilitiesStatus {
+    /// The latest observations.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+}

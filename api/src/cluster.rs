@@ -1,0 +1,91 @@
+//! ClusterRegistration: another cluster workspaces can be placed on.
+
+use crate::common::Condition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+/// Another Kubernetes cluster GuildNet may place workspaces on, reached through a
+/// kubeconfig kept in a Secret. Its labels are what `spec.placement.clusterSelector` of a
+/// Workspace matches.
+#[derive(CustomResource, Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[kube(
+    group = "guildnet.io",
+    version = "v1alpha1",
+    kind = "ClusterRegistration",
+    shortname = "creg",
+    category = "guildnet",
+    status = "ClusterRegistrationStatus",
+    derive = "PartialEq",
+    derive = "Default",
+    doc = "Another Kubernetes cluster workspaces may be placed on, reached through a kubeconfig Secret.",
+    printcolumn(
+        name = "Reachable",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Reachable\")].status"
+    ),
+    printcolumn(name = "Version", type_ = "string", json_path = ".status.version"),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterRegistrationSpec {
+    /// The Secret holding the kubeconfig of the cluster. Its name and namespace cannot
+    /// change; register the cluster anew to use another Secret.
+    pub kubeconfig_secret_ref: KubeconfigSecretRef,
+    /// Namespace in that cluster where workspaces are created. Defaults to
+    /// `guildnet-workspaces`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63))]
+    #[x_kube(validation = kube::core::Rule::new("self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')")
+        .message("spec.namespace must be a DNS label, e.g. guildnet-workspaces"))]
+    pub namespace: Option<String>,
+    /// Stop placing new workspaces on the cluster; existing ones keep running.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cordoned: Option<bool>,
+}
+
+/// Where a cluster's kubeconfig is kept.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KubeconfigSecretRef {
+    /// Namespace of the Secret. Immutable.
+    #[schemars(length(min = 1, max = 63))]
+    #[x_kube(validation = kube::core::Rule::new("self == oldSelf")
+        .message("spec.kubeconfigSecretRef.namespace is immutable: create a new ClusterRegistration to use another Secret"))]
+    pub namespace: String,
+    /// Name of the Secret. Immutable.
+    #[schemars(length(min = 1, max = 253))]
+    #[x_kube(validation = kube::core::Rule::new("self == oldSelf")
+        .message("spec.kubeconfigSecretRef.name is immutable: create a new ClusterRegistration to use another Secret"))]
+    pub name: String,
+    /// Key holding the kubeconfig. Defaults to `kubeconfig`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub key: Option<String>,
+}
+
+/// The observed state of a ClusterRegistration.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterRegistrationStatus {
+    /// The cluster's Kubernetes version, e.g. `v1.37.2`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// When the cluster last answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_probe_time: Option<Time>,
+    /// Workspaces placed on the cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workspaces: Option<i32>,
+    /// The latest observations: Reachable, Ready.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+}

@@ -1,0 +1,19 @@
+//! Labels and annotations GuildNet puts on, or reads from, objects. They carry over from the
+//! earlier host-app version of GuildNet unchanged, so existing selectors keep working.
+
+/// On every object GuildNet manages.
+pub const MANAGED: &str = "guildnet.io/managed";
+/// The name of the Workspace an object belongs to.
+pub const ID: &str = "guildnet.io/id";
+/// The stable id of the user who owns a Workspace (set by the admission webhook).
+pub const OWNER: &str = "guildnet.io/owner";
+/// The owner's readable user name (annotation).
+pub const OWNER_NAME: &str = "guildnet.io/owner-name";
+/// `true` opts a Workspace out of idle reaping.
+pub const KEEPALIVE: &str = "guildnet.io/keepalive";
+/// Annotation: probe profile override (slow | default | fast).
+pub const PROBE_PROFILE: &str = "guildnet.io/probe-profile";
+/// Annotation: probe HTTP path override.
+pub const PROBE_PATH: &str = "guildnet.io/probe-path";
+/// Annotation: take a VolumeSnapshot of a Workspace's persistent volumes under this name.
+pub const SNAPSHOT: &str = "guildnet.io/snapshot";

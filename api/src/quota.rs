@@ -1,0 +1,123 @@
+//! Quota: per-owner limits on workspaces.
+
+use crate::common::{Condition, Subject};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+/// Per-owner limits: how many workspaces, and how much CPU, memory and storage in total,
+/// each owner it applies to may have. Where several Quotas apply, the strictest limit
+/// wins. Namespaced Quotas count the owner's workspaces in their namespace; cluster-wide
+/// ones (in the operator's namespace, `scope: Cluster`) count them everywhere.
+#[derive(CustomResource, Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[kube(
+    group = "guildnet.io",
+    version = "v1alpha1",
+    kind = "Quota",
+    namespaced,
+    category = "guildnet",
+    status = "QuotaStatus",
+    derive = "PartialEq",
+    derive = "Default",
+    doc = "Per-owner limits on workspaces (count, CPU, memory, storage); status shows each owner's usage.",
+    printcolumn(
+        name = "Max",
+        type_ = "integer",
+        json_path = ".spec.perOwner.maxWorkspaces"
+    ),
+    printcolumn(name = "Owners", type_ = "integer", json_path = ".status.ownerCount"),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+pub struct QuotaSpec {
+    /// Who the limits apply to. Omitted or empty: every owner.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub subjects: Vec<Subject>,
+    /// `Namespace` (default) counts workspaces in this Quota's namespace; `Cluster` counts
+    /// them in every namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<QuotaScope>,
+    /// The limits per owner.
+    pub per_owner: PerOwnerLimits,
+}
+
+/// What a Quota counts.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema,
+)]
+pub enum QuotaScope {
+    #[default]
+    Namespace,
+    Cluster,
+}
+
+/// Limits per owner. Unset limits are unlimited.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PerOwnerLimits {
+    /// Most workspaces an owner may have.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub max_workspaces: Option<i32>,
+    /// Total CPU of an owner's workspaces, e.g. `8`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("maxLength" = 64))]
+    #[x_kube(validation = kube::core::Rule::new("isQuantity(string(self))").message("spec.perOwner.cpu must be a quantity, e.g. 8"))]
+    pub cpu: Option<Quantity>,
+    /// Total memory of an owner's workspaces, e.g. `16Gi`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("maxLength" = 64))]
+    #[x_kube(validation = kube::core::Rule::new("isQuantity(string(self))").message("spec.perOwner.memory must be a quantity, e.g. 16Gi"))]
+    pub memory: Option<Quantity>,
+    /// Total persistent storage of an owner's workspaces, e.g. `50Gi`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("maxLength" = 64))]
+    #[x_kube(validation = kube::core::Rule::new("isQuantity(string(self))").message("spec.perOwner.storage must be a quantity, e.g. 50Gi"))]
+    pub storage: Option<Quantity>,
+}
+
+/// The observed state of a Quota.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct QuotaStatus {
+    /// Usage of every owner the Quota applies to.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub usage: Vec<OwnerUsage>,
+    /// How many owners have workspaces counted by this Quota.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner_count: Option<i32>,
+    /// The latest observations.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+}
+
+/// One owner's usage.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OwnerUsage {
+    /// The owner's stable id (the `guildnet.io/owner` label).
+    pub owner: String,
+    /// The owner's readable name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner_name: Option<String>,
+    /// Workspaces counted.
+    pub workspaces: i32,
+    /// CPU requested in total.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<Quantity>,
+    /// Memory requested in total.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<Quantity>,
+    /// Persistent storage requested in total.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage: Option<Quantity>,
+}

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs what `make dev` and `make test` need and a fresh machine may lack. Idempotent:
+# on a machine that has everything it only checks. Go modules and crates are fetched by
+# `go build` and `cargo` themselves.
+set -euo pipefail
+
+need_apt=()
+command -v curl >/dev/null || need_apt+=(curl)
+command -v gcc >/dev/null || need_apt+=(gcc)
+command -v ip >/dev/null || need_apt+=(iproute2)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "installing Debian packages: ${need_apt[*]}"
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}"
+fi
+
+command -v go >/dev/null || { echo "Go 1.26 or newer is required (https://go.dev/doc/install)"; exit 1; }
+go_minor=$(go env GOVERSION | sed -E 's/^go1\.([0-9]+).*/\1/')
+[ "$go_minor" -ge 26 ] || { echo "Go 1.26 or newer is required, found $(go env GOVERSION)"; exit 1; }
+
+command -v cargo >/dev/null || { echo "Rust (cargo) is required (https://rustup.rs)"; exit 1; }
+for c in rustfmt clippy; do
+  if ! cargo "${c/rustfmt/fmt}" --version >/dev/null 2>&1; then
+    command -v rustup >/dev/null && rustup component add "$c" || { echo "cargo $c is required"; exit 1; }
+  fi
+done

@@ -74,6 +74,8 @@ unit: ## Unit tests (no cluster needed)
 e2e: cluster-bin build ## End-to-end tests against a control plane started (and stopped) for them
 	@$(BIN)/kube cluster up --dir $(E2E_DIR) >/dev/null
 	@status=0; \
+	  scripts/install-crds.sh $(E2E_DIR)/kubeconfig >/dev/null || status=$$?; \
+	  [ $$status -ne 0 ] || \
 	  KUBECONFIG=$(E2E_DIR)/kubeconfig GUILDNET_BIN=$(BIN) cargo test -p guildnet-e2e -- --test-threads=4 || status=$$?; \
 	  $(BIN)/kube cluster down --dir $(E2E_DIR) >/dev/null; \
 	  exit $$status

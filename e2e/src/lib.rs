@@ -1,1 +1,111 @@
-//! Helpers for the end-to-end tests in `tests/`.
+//! Helpers for the end-to-end tests in `tests/`. They run against the local control plane
+//! that `make e2e` (and so `make test`) starts: `KUBECONFIG` names its kubeconfig, with the
+//! contexts `admin`, `alice` and `bob`, and `GUILDNET_BIN` the directory of its binaries.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config};
+
+/// The users of the local control plane.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum User {
+    /// A cluster admin (group system:masters).
+    Admin,
+    /// An ordinary user in group guildnet:users.
+    Alice,
+    /// Another ordinary user in group guildnet:users.
+    Bob,
+}
+
+impl User {
+    /// The kubeconfig context of the user.
+    pub fn context(self) -> &'static str {
+        match self {
+            User::Admin => "admin",
+            User::Alice => "alice",
+            User::Bob => "bob",
+        }
+    }
+}
+
+fn env_path(var: &str) -> PathBuf {
+    std::env::var_os(var).map(PathBuf::from).unwrap_or_else(|| {
+        panic!("{var} is not set: run the end-to-end tests with `make e2e` (or `make test`), which starts the control plane")
+    })
+}
+
+/// The kubeconfig of the control plane under test.
+pub fn kubeconfig_path() -> PathBuf {
+    env_path("KUBECONFIG")
+}
+
+/// A client acting as `user`.
+pub async fn client(user: User) -> Client {
+    let kubeconfig = Kubeconfig::read_from(kubeconfig_path()).expect("read KUBECONFIG");
+    let options = KubeConfigOptions {
+        context: Some(user.context().to_string()),
+        ..Default::default()
+    };
+    let config = Config::from_custom_kubeconfig(kubeconfig, &options)
+        .await
+        .expect("kubeconfig context");
+    Client::try_from(config).expect("client")
+}
+
+/// What a kubectl invocation printed and whether it succeeded.
+#[derive(Debug)]
+pub struct Output {
+    pub success: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs the kubectl built with the control plane as `user`.
+pub fn kubectl(user: User, args: &[&str]) -> Output {
+    let out = Command::new(env_path("GUILDNET_BIN").join("kubectl"))
+        .arg("--context")
+        .arg(user.context())
+        .args(args)
+        .output()
+        .expect("run kubectl");
+    Output {
+        success: out.status.success(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// A name unique to this test run, so tests running in parallel never share objects.
+pub fn unique_name(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or_default();
+    format!("{prefix}-{:x}{n}", nanos % 0xfffff)
+}
+
+/// Polls `check` until it returns `Some`, failing the test with `what` after `timeout`.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# Runs GuildNet on the local control plane (or on the cluster named by GUILDNET_KUBECONFIG):
+#   dev.sh run   in the foreground; Ctrl-C stops everything it started
+#   dev.sh up    in the background; logs in .guildnet/logs/
+#   dev.sh down  stops what `up` started
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+state=$root/.guildnet/dev
+logs=$root/.guildnet/logs
+bin=$root/.guildnet/bin
+target=$root/target/debug
+proxy_addr=${GUILDNET_PROXY_ADDR:-127.0.0.1:8090}
+mkdir -p "$state" "$logs"
+
+start_cluster() {
+  if [ -n "${GUILDNET_KUBECONFIG:-}" ]; then
+    kubeconfig=$GUILDNET_KUBECONFIG
+  else
+    # Stop on the way out only a control plane this script started.
+    if ! { [ -f "$root/.guildnet/cluster.ready" ] && kill -0 "$(cat "$root/.guildnet/cluster.pid" 2>/dev/null)" 2>/dev/null; }; then
+      touch "$state/started-cluster"
+    fi
+    "$bin/kube" cluster up --dir "$root/.guildnet" >/dev/null
+    kubeconfig=$root/.guildnet/kubeconfig
+  fi
+  echo "$kubeconfig" > "$state/kubeconfig"
+  scripts/install-crds.sh "$kubeconfig" >/dev/null
+}
+
+start_components() {
+  for c in operator webhook proxy; do
+    args=()
+    [ "$c" = proxy ] && args=(--listen "$proxy_addr")
+    KUBECONFIG=$kubeconfig "$target/guildnet-$c" "${args[@]}" >"$logs/$c.log" 2>&1 &
+    echo $! > "$state/$c.pid"
+  done
+  # Fail fast when a component cannot start (bad kubeconfig, port taken).
+  sleep 1
+  for c in operator webhook proxy; do
+    if ! kill -0 "$(cat "$state/$c.pid")" 2>/dev/null; then
+      echo "guildnet-$c failed to start:"; tail -20 "$logs/$c.log"; stop; exit 1
+    fi
+  done
+  cat <<TXT
+GuildNet is running.
+  export KUBECONFIG=$kubeconfig
+  dashboard: http://$proxy_addr/
+  logs:      $logs/
+TXT
+}
+
+stop() {
+  for c in proxy webhook operator; do
+    if [ -f "$state/$c.pid" ]; then
+      pid=$(cat "$state/$c.pid")
+      kill "$pid" 2>/dev/null && while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
+      rm -f "$state/$c.pid"
+    fi
+  done
+  if [ -f "$state/started-cluster" ]; then
+    "$bin/kube" cluster down --dir "$root/.guildnet" >/dev/null
+    rm -f "$state/started-cluster"
+  fi
+  rm -f "$state/kubeconfig"
+}
+
+case "${1:-}" in
+  run)
+    start_cluster
+    trap 'echo; echo "stopping GuildNet"; stop; exit 0' INT TERM
+    start_components
+    echo "Press Ctrl-C to stop."
+    wait
+    ;;
+  up)
+    start_cluster
+    start_components
+    echo "Stop it with: make dev-down"
+    ;;
+  down)
+    stop
+    echo "GuildNet stopped."
+    ;;
+  *)
+    echo "usage: $0 run|up|down" >&2; exit 2 ;;
+esac

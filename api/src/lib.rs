@@ -4,6 +4,9 @@
 //! the validation the API server enforces (OpenAPI constraints and CEL rules), and of the
 //! objects the operator, webhook and proxy read and write.
 
+// Several `#[kube(printcolumn(type_ = "string", ...))]` entries repeat an argument by design.
+#![allow(clippy::duplicated_attributes)]
+
 pub mod capabilities;
 pub mod cluster;
 pub mod common;

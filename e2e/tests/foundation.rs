@@ -419,3 +419,108 @@ async fn a_cluster_registrations_secret_ref_cannot_change() {
         .expect("other fields stay editable");
     api.delete(&name, &DeleteParams::default()).await.unwrap();
 }
+
+#[tokio::test]
+async fn guild_database_names_are_validated_by_the_api_server() {
+    let api: Api<kube::api::DynamicObject> = Api::namespaced_with(
+        client(User::Admin).await,
+        "default",
+        &kube::api::ApiResource::erase::<guildnet_api::GuildDatabase>(&()),
+    );
+    let database = |databases: serde_json::Value| -> kube::api::DynamicObject {
+        serde_json::from_value(json!({
+            "apiVersion": "guildnet.io/v1alpha1",
+            "kind": "GuildDatabase",
+            "metadata": {"name": unique_name("db")},
+            "spec": {"storage": {"size": "1Gi"}, "databases": databases}
+        }))
+        .unwrap()
+    };
+    let cases = [
+        (
+            json!([{"name": "inventory", "tables": [{"name": "bad-name"}]}]),
+            "spec.databases[0].tables[0].name",
+            "only letters, digits and _",
+        ),
+        (
+            json!([{"name": "inventory", "tables": [{"name": "items"}, {"name": "items"}]}]),
+            "spec.databases[0].tables[1]",
+            "Duplicate value",
+        ),
+        (
+            json!([{"name": "rethinkdb"}]),
+            "spec.databases[0].name",
+            "must not be rethinkdb",
+        ),
+        (
+            json!([{"name": "a"}, {"name": "a"}]),
+            "spec.databases",
+            "names must be unique",
+        ),
+    ];
+    for (databases, field, advice) in cases {
+        let err = api
+            .create(&PostParams::default(), &database(databases.clone()))
+            .await
+            .expect_err(&format!("{databases} is refused"))
+            .to_string();
+        assert!(
+            err.contains(field) && err.contains(advice),
+            "{databases}: {err}"
+        );
+    }
+    let ok = database(
+        json!([{"name": "inventory", "tables": [{"name": "items", "primaryKey": "id"}, {"name": "events"}]}]),
+    );
+    api.create(&PostParams::default(), &ok)
+        .await
+        .expect("a valid GuildDatabase is accepted");
+}
+
+#[tokio::test]
+async fn pod_security_admission_enforces_namespace_levels() {
+    let admin = client(User::Admin).await;
+    let ns = unique_name("restricted");
+    let namespaces: Api<Namespace> = Api::all(admin.clone());
+    let restricted = json!({"metadata": {"name": ns, "labels": {"pod-security.kubernetes.io/enforce": "restricted"}}});
+    namespaces
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(restricted).unwrap(),
+        )
+        .await
+        .unwrap();
+    let pods: Api<Pod> = Api::namespaced(admin, &ns);
+    let root_pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "root"},
+        "spec": {"containers": [{"name": "c", "image": "busybox"}]}
+    }))
+    .unwrap();
+    let err = pods
+        .create(&PostParams::default(), &root_pod)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("violates PodSecurity \"restricted:latest\""),
+        "{err}"
+    );
+
+    let hardened: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "hardened"},
+        "spec": {
+            "securityContext": {"runAsNonRoot": true, "runAsUser": 1000, "seccompProfile": {"type": "RuntimeDefault"}},
+            "containers": [{"name": "c", "image": "busybox", "securityContext": {
+                "allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]}
+            }}]
+        }
+    }))
+    .unwrap();
+    pods.create(&PostParams::default(), &hardened)
+        .await
+        .expect("a hardened Pod is admitted");
+    namespaces
+        .delete(&ns, &DeleteParams::default())
+        .await
+        .unwrap();
+}

@@ -21,6 +21,8 @@ use serde::{Deserialize, Serialize};
     status = "WorkspaceStatus",
     derive = "PartialEq",
     derive = "Default",
+    validation = kube::core::Rule::new("size(self.metadata.name) <= 63 && self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')")
+        .message("metadata.name must be a DNS label of at most 63 characters starting with a letter (its Service carries the name), e.g. ide"),
     doc = "A developer workspace: a container image run as a hardened Deployment with a Service, reachable through the GuildNet proxy at /w/<namespace>/<name>/.",
     printcolumn(
         name = "Phase",

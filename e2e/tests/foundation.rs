@@ -315,6 +315,29 @@ async fn invalid_workspaces_are_refused_naming_the_field_and_the_fix() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
+#[tokio::test]
+async fn a_workspace_name_that_cannot_name_a_service_is_refused() {
+    let api: Api<Workspace> = Api::namespaced(client(User::Alice).await, "default");
+    for name in ["1-ide", &format!("ide-{}", "x".repeat(60))] {
+        let ws = Workspace::new(
+            name,
+            guildnet_api::WorkspaceSpec {
+                image: "nginx".into(),
+                ..Default::default()
+            },
+        );
+        let err = api
+            .create(&PostParams::default(), &ws)
+            .await
+            .expect_err(name)
+            .to_string();
+        assert!(
+            err.contains("metadata.name must be a DNS label"),
+            "{name}: {err}"
+        );
+    }
+}
+
 /// Creates a Workspace from raw JSON as alice (raw, so specs the Rust types cannot even hold
 /// reach the server), returning the API server's message on refusal.
 async fn create_raw(spec: &str) -> Result<(), String> {

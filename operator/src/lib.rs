@@ -1,5 +1,7 @@
 //! The GuildNet operator: controllers for the guildnet.io kinds.
 
+pub mod workspace;
+
 /// The CRD manifests as `(file name, YAML)` pairs, named `<plural>.<group>.yaml`.
 pub fn crd_files() -> anyhow::Result<Vec<(String, String)>> {
     guildnet_api::crds()

@@ -1,0 +1,189 @@
+//! Names, labels and owner references shared by every child of a workspace.
+
+use super::Error;
+use guildnet_api::{Workspace, labels};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use kube::{Resource, ResourceExt};
+use std::collections::BTreeMap;
+
+/// Longest name a Service accepts (a DNS-1035 label). Children are named after their
+/// workspace, so this bounds workspace names.
+const MAX_NAME_LEN: usize = 63;
+
+/// Checks that `name` can name a workspace's Service: a DNS-1035 label of at most 63
+/// characters. Workspace names may be longer DNS subdomains as far as the CRD is concerned,
+/// but such a workspace could never get its Service, so it is refused instead of truncated
+/// (a truncated name could collide with another workspace's).
+pub fn validate_name(name: &str) -> Result<(), Error> {
+    let invalid = |reason| {
+        Err(Error::InvalidName {
+            name: name.to_owned(),
+            reason,
+        })
+    };
+    if name.len() > MAX_NAME_LEN {
+        return invalid("is longer than 63 characters");
+    }
+    if !name.starts_with(|c: char| c.is_ascii_lowercase()) {
+        return invalid("does not start with a lowercase letter");
+    }
+    if name.ends_with('-') {
+        return invalid("ends with -");
+    }
+    if !name
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+    {
+        return invalid("contains characters other than lowercase letters, digits and -");
+    }
+    Ok(())
+}
+
+/// What every child inherits from its workspace: the name, namespace, labels and the owner
+/// reference that lets Kubernetes garbage-collect the child with the workspace.
+#[derive(Clone, Debug)]
+pub(super) struct Parent {
+    pub name: String,
+    namespace: Option<String>,
+    /// `guildnet.io/managed`, `guildnet.io/id` and, when the workspace has one,
+    /// `guildnet.io/owner`, so children can be listed per workspace and per user.
+    pub labels: BTreeMap<String, String>,
+    owner: OwnerReference,
+}
+
+impl Parent {
+    pub fn new(ws: &Workspace) -> Result<Self, Error> {
+        let name = ws
+            .metadata
+            .name
+            .clone()
+            .ok_or(Error::MissingMetadata("name"))?;
+        validate_name(&name)?;
+        let owner = OwnerReference {
+            // Under foreground deletion the workspace stays until this child is gone, so
+            // `kubectl delete --cascade=foreground` returns only when nothing of it runs.
+            block_owner_deletion: Some(true),
+            ..ws.controller_owner_ref(&())
+                .ok_or(Error::MissingMetadata("uid"))?
+        };
+        let mut labels = selector(&name);
+        if let Some(owner) = ws.labels().get(labels::OWNER) {
+            labels.insert(labels::OWNER.to_owned(), owner.clone());
+        }
+        Ok(Self {
+            name,
+            namespace: ws.namespace(),
+            labels,
+            owner,
+        })
+    }
+
+    /// Labels that select the workspace's pods. The owner label is left out: selectors of
+    /// Deployments are immutable, and the pods are identified by the workspace alone.
+    pub fn selector(&self) -> BTreeMap<String, String> {
+        selector(&self.name)
+    }
+
+    /// Metadata of a child that is deleted with the workspace.
+    pub fn owned_meta(&self, name: String) -> ObjectMeta {
+        ObjectMeta {
+            owner_references: Some(vec![self.owner.clone()]),
+            ..self.unowned_meta(name)
+        }
+    }
+
+    /// Metadata of a child that outlives the workspace (a retained volume claim).
+    pub fn unowned_meta(&self, name: String) -> ObjectMeta {
+        ObjectMeta {
+            name: Some(name),
+            namespace: self.namespace.clone(),
+            labels: Some(self.labels.clone()),
+            ..ObjectMeta::default()
+        }
+    }
+}
+
+fn selector(name: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (labels::MANAGED.to_owned(), "true".to_owned()),
+        (labels::ID.to_owned(), name.to_owned()),
+    ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::workspace::test_support::workspace;
+
+    #[test]
+    fn names_that_cannot_name_a_service_are_refused() {
+        let cases = [
+            ("ide", true),
+            ("a", true),
+            ("team-a-ide-2", true),
+            (&"a".repeat(63), true),
+            (&"a".repeat(64), false),
+            ("Ide", false),
+            ("2ide", false),
+            ("-ide", false),
+            ("ide-", false),
+            ("my.ide", false),
+            ("my_ide", false),
+            ("", false),
+        ];
+        for (name, ok) in cases {
+            assert_eq!(validate_name(name).is_ok(), ok, "name {name:?}");
+        }
+    }
+
+    #[test]
+    fn children_carry_workspace_labels_and_a_blocking_controller_reference() {
+        let parent = Parent::new(&workspace("nginx")).unwrap();
+        let meta = parent.owned_meta("ide".into());
+        assert_eq!(meta.namespace.as_deref(), Some("team-a"));
+        let labels = meta.labels.unwrap();
+        assert_eq!(labels[labels::MANAGED], "true");
+        assert_eq!(labels[labels::ID], "ide");
+        assert_eq!(labels[labels::OWNER], "alice-id");
+        let owner = &meta.owner_references.unwrap()[0];
+        assert_eq!(
+            (owner.kind.as_str(), owner.name.as_str(), owner.uid.as_str()),
+            ("Workspace", "ide", "uid-1")
+        );
+        assert_eq!(owner.api_version, "guildnet.io/v1alpha1");
+        assert_eq!(owner.controller, Some(true));
+        assert_eq!(owner.block_owner_deletion, Some(true));
+    }
+
+    #[test]
+    fn owner_label_is_copied_only_when_present_and_never_selected_on() {
+        let mut ws = workspace("nginx");
+        ws.metadata.labels = None;
+        let parent = Parent::new(&ws).unwrap();
+        assert!(!parent.labels.contains_key(labels::OWNER));
+        let with_owner = Parent::new(&workspace("nginx")).unwrap();
+        assert!(!with_owner.selector().contains_key(labels::OWNER));
+    }
+
+    #[test]
+    fn objects_not_from_the_api_server_are_refused() {
+        let mut no_uid = workspace("nginx");
+        no_uid.metadata.uid = None;
+        assert_eq!(
+            Parent::new(&no_uid).unwrap_err(),
+            Error::MissingMetadata("uid")
+        );
+        let mut no_name = workspace("nginx");
+        no_name.metadata.name = None;
+        assert_eq!(
+            Parent::new(&no_name).unwrap_err(),
+            Error::MissingMetadata("name")
+        );
+        let mut long = workspace("nginx");
+        long.metadata.name = Some("w".repeat(64));
+        assert!(matches!(
+            Parent::new(&long).unwrap_err(),
+            Error::InvalidName { .. }
+        ));
+    }
+}

@@ -1,0 +1,697 @@
+//! What a user may do: the union of every Capabilities that names them, and the checks a
+//! workspace spec must pass against it.
+
+use super::denial::{Denial, DenialReason};
+use super::image::{ImagePattern, ImageRef};
+use super::owner::owner_id;
+use super::quantity::{QuantityStyle, format_milli, quantity_milli};
+use super::subjects::{User, any_subject_matches};
+use crate::capabilities::{Capabilities, CapabilitiesSpec};
+use crate::workspace::{Exposure, ExposureType, Placement, WorkspaceSpec};
+use k8s_openapi::api::core::v1::ResourceRequirements;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+/// The cluster name that grants every registered cluster.
+const ALL_CLUSTERS: &str = "*";
+/// At most this many allowed patterns are listed in a denial message.
+const PATTERNS_SHOWN: usize = 10;
+
+/// A per-workspace ceiling on one resource.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ceiling {
+    /// Some matching grant sets no ceiling.
+    Unlimited,
+    /// At most this many milli-units.
+    AtMost(i128),
+}
+
+impl Ceiling {
+    /// The more generous of two ceilings: grants add up, so the largest wins.
+    fn max(self, other: Self) -> Self {
+        match (self, other) {
+            (Self::AtMost(a), Self::AtMost(b)) => Self::AtMost(a.max(b)),
+            _ => Self::Unlimited,
+        }
+    }
+
+    /// The ceiling one grant sets: none is unlimited; a malformed one (which the schema's
+    /// `isQuantity` rule should have refused) grants nothing rather than everything.
+    fn of_grant(quantity: Option<&Quantity>) -> Self {
+        quantity.map_or(Self::Unlimited, |q| {
+            Self::AtMost(quantity_milli(q).unwrap_or(0))
+        })
+    }
+}
+
+/// The registered clusters a user may place workspaces on. The local cluster (no
+/// placement) is always allowed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClusterGrant {
+    /// `*`: every ClusterRegistration.
+    All,
+    /// These ClusterRegistrations by name; empty allows only the local cluster.
+    Only(BTreeSet<String>),
+}
+
+impl ClusterGrant {
+    /// Whether the ClusterRegistration `name` is granted.
+    pub fn allows(&self, name: &str) -> bool {
+        match self {
+            Self::All => true,
+            Self::Only(names) => names.contains(name),
+        }
+    }
+}
+
+/// The union of the Capabilities that name a user.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EffectiveCapabilities {
+    /// Names of the Capabilities that matched, for messages and audit.
+    pub grants: Vec<String>,
+    /// Every allowed image pattern. Malformed patterns (which the schema should have
+    /// refused) are left out: they admit nothing.
+    pub images: Vec<ImagePattern>,
+    /// The largest per-workspace CPU among the grants.
+    pub max_cpu: Ceiling,
+    /// The largest per-workspace memory among the grants.
+    pub max_memory: Ceiling,
+    /// Allowed exposure types; always includes ClusterIP, which every grant allows (an
+    /// empty list means ClusterIP only, and the other types are built on a ClusterIP
+    /// Service anyway).
+    pub exposure: Vec<ExposureType>,
+    /// Allowed registered clusters.
+    pub clusters: ClusterGrant,
+    /// Whether any grant makes the user an admin (acts on others' workspaces).
+    pub admin: bool,
+}
+
+/// The union of every Capabilities in `all` that names `user`: all their image patterns,
+/// the largest of their CPU and memory ceilings (a grant without a ceiling makes it
+/// unlimited: grants only ever add rights), all their exposure types and clusters, and
+/// admin if any grants it. `None` when none names the user, who may then do nothing.
+pub fn effective_capabilities(user: &User, all: &[Capabilities]) -> Option<EffectiveCapabilities> {
+    let matching: Vec<&Capabilities> = all
+        .iter()
+        .filter(|caps| any_subject_matches(&caps.spec.subjects, user))
+        .collect();
+    if matching.is_empty() {
+        return None;
+    }
+    // Non-empty from here on, so every `reduce` below yields a value.
+    let specs = || matching.iter().map(|caps| &caps.spec);
+    Some(EffectiveCapabilities {
+        grants: matching
+            .iter()
+            .map(|caps| caps.metadata.name.clone().unwrap_or_default())
+            .collect(),
+        images: specs()
+            .flat_map(|spec| &spec.images.allow)
+            .filter_map(|pattern| ImagePattern::parse(pattern).ok())
+            .collect(),
+        max_cpu: specs()
+            .map(|spec| Ceiling::of_grant(max_per_workspace(spec).cpu))
+            .reduce(Ceiling::max)?,
+        max_memory: specs()
+            .map(|spec| Ceiling::of_grant(max_per_workspace(spec).memory))
+            .reduce(Ceiling::max)?,
+        exposure: granted_exposure(specs()),
+        clusters: granted_clusters(specs()),
+        admin: specs().any(|spec| spec.admin),
+    })
+}
+
+/// Like [`effective_capabilities`], but refuses with [`DenialReason::NoCapabilities`] when
+/// nothing names the user: secure by default.
+pub fn require_capabilities(
+    user: &User,
+    all: &[Capabilities],
+) -> Result<EffectiveCapabilities, Denial> {
+    effective_capabilities(user, all).ok_or_else(|| {
+        Denial::new(
+            DenialReason::NoCapabilities,
+            format!(
+                "no Capabilities grants anything to user {:?}: ask an admin to add you, or one of your groups, to the spec.subjects of a Capabilities",
+                user.username
+            ),
+        )
+    })
+}
+
+/// Whether `user` may act on a workspace whose `guildnet.io/owner` label is `owner_label`:
+/// its owner may, and so may an admin. A workspace without the label (created before the
+/// webhook ran) belongs to nobody, so only admins may act on it.
+pub fn check_owner(user: &User, owner_label: Option<&str>, admin: bool) -> Result<(), Denial> {
+    let owner_id = owner_id(&user.username);
+    if admin || owner_label == Some(owner_id.as_str()) {
+        return Ok(());
+    }
+    Err(Denial::new(
+        DenialReason::NotOwner,
+        format!(
+            "user {:?} (owner id {owner_id}) does not own this workspace (owner {}) and has no admin rights: act on your own workspaces, or ask an admin",
+            user.username,
+            owner_label.unwrap_or("unset"),
+        ),
+    ))
+}
+
+/// The CPU and memory ceilings of one grant, each `None` when unset.
+struct GrantCeilings<'a> {
+    cpu: Option<&'a Quantity>,
+    memory: Option<&'a Quantity>,
+}
+
+fn max_per_workspace(spec: &CapabilitiesSpec) -> GrantCeilings<'_> {
+    let amounts = spec
+        .resources
+        .as_ref()
+        .and_then(|resources| resources.max_per_workspace.as_ref());
+    GrantCeilings {
+        cpu: amounts.and_then(|a| a.cpu.as_ref()),
+        memory: amounts.and_then(|a| a.memory.as_ref()),
+    }
+}
+
+fn granted_exposure<'a>(specs: impl Iterator<Item = &'a CapabilitiesSpec>) -> Vec<ExposureType> {
+    let mut granted = vec![ExposureType::ClusterIP];
+    for exposure in specs.flat_map(|spec| &spec.exposure) {
+        if !granted.contains(exposure) {
+            granted.push(*exposure);
+        }
+    }
+    granted
+}
+
+fn granted_clusters<'a>(specs: impl Iterator<Item = &'a CapabilitiesSpec>) -> ClusterGrant {
+    let names: BTreeSet<String> = specs.flat_map(|spec| spec.clusters.clone()).collect();
+    if names.contains(ALL_CLUSTERS) {
+        ClusterGrant::All
+    } else {
+        ClusterGrant::Only(names)
+    }
+}
+
+impl EffectiveCapabilities {
+    /// Checks everything a workspace spec asks for, in the order a user would fix it:
+    /// image, resources, exposure, placement. Call it after defaulting, so resources
+    /// chosen from `hint` are checked too.
+    pub fn check_workspace(&self, spec: &WorkspaceSpec) -> Result<(), Denial> {
+        self.check_image(&spec.image)?;
+        self.check_resources(spec.resources.as_ref())?;
+        self.check_exposure(spec.exposure.as_ref())?;
+        self.check_placement(spec.placement.as_ref())
+    }
+
+    /// Parses `image` and checks it against the allowed patterns.
+    pub fn check_image(&self, image: &str) -> Result<ImageRef, Denial> {
+        let reference = ImageRef::parse(image).map_err(|error| {
+            Denial::new(
+                DenialReason::ImageDenied,
+                format!("spec.image: {error}; use a reference such as codercom/code-server:4.96.2"),
+            )
+        })?;
+        if self
+            .images
+            .iter()
+            .any(|pattern| pattern.matches(&reference))
+        {
+            return Ok(reference);
+        }
+        Err(Denial::new(
+            DenialReason::ImageDenied,
+            format!(
+                "spec.image {image:?} ({reference}) matches none of your allowed image patterns [{}]: use a matching image, or ask an admin to add it to spec.images.allow of a Capabilities",
+                self.shown_patterns()
+            ),
+        ))
+    }
+
+    /// Checks the CPU and memory requests and limits against the ceilings. Absent resources
+    /// pass: defaulting fills them in before the check. Quantities are parsed only where a
+    /// ceiling applies; one that cannot be parsed there is refused, as it cannot be shown
+    /// to be within the ceiling.
+    pub fn check_resources(&self, resources: Option<&ResourceRequirements>) -> Result<(), Denial> {
+        let Some(resources) = resources else {
+            return Ok(());
+        };
+        let lists = [
+            ("requests", resources.requests.as_ref()),
+            ("limits", resources.limits.as_ref()),
+        ];
+        let ceilings = [
+            ("cpu", self.max_cpu, QuantityStyle::DecimalSI),
+            ("memory", self.max_memory, QuantityStyle::BinarySI),
+        ];
+        for (list, amounts) in lists {
+            for (resource, ceiling, style) in ceilings {
+                let field = format!("spec.resources.{list}.{resource}");
+                check_amount(&field, amounts, resource, ceiling, style)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks the exposure type (ClusterIP when unset).
+    pub fn check_exposure(&self, exposure: Option<&Exposure>) -> Result<(), Denial> {
+        let wanted = exposure.map(|e| e.type_).unwrap_or_default();
+        if self.exposure.contains(&wanted) {
+            return Ok(());
+        }
+        Err(Denial::new(
+            DenialReason::ExposureDenied,
+            format!(
+                "spec.exposure.type {wanted:?} is not granted to you (allowed: {}): use an allowed type, or ask an admin to add it to spec.exposure of a Capabilities",
+                join_debug(&self.exposure)
+            ),
+        ))
+    }
+
+    /// Checks the placement. No placement (the local cluster) always passes; a named
+    /// cluster must be granted; a cluster selector needs every cluster granted (`*`),
+    /// because the clusters it selects change as registrations are labelled.
+    pub fn check_placement(&self, placement: Option<&Placement>) -> Result<(), Denial> {
+        let Some(placement) = placement else {
+            return Ok(());
+        };
+        if let Some(cluster) = &placement.cluster
+            && !self.clusters.allows(cluster)
+        {
+            return Err(self.cluster_denied(format!(
+                "spec.placement.cluster {cluster:?} is not granted to you"
+            )));
+        }
+        if placement.cluster_selector.is_some() && self.clusters != ClusterGrant::All {
+            return Err(self.cluster_denied(
+                "spec.placement.clusterSelector needs every cluster granted (clusters: [\"*\"]); name a granted cluster in spec.placement.cluster instead".to_owned(),
+            ));
+        }
+        Ok(())
+    }
+
+    fn cluster_denied(&self, what: String) -> Denial {
+        let granted = match &self.clusters {
+            ClusterGrant::All => "all".to_owned(),
+            ClusterGrant::Only(names) if names.is_empty() => "only the local cluster".to_owned(),
+            ClusterGrant::Only(names) => names.iter().cloned().collect::<Vec<_>>().join(", "),
+        };
+        Denial::new(
+            DenialReason::ClusterDenied,
+            format!(
+                "{what} (granted clusters: {granted}): ask an admin to add it to spec.clusters of a Capabilities"
+            ),
+        )
+    }
+
+    fn shown_patterns(&self) -> String {
+        let mut shown: Vec<String> = self
+            .images
+            .iter()
+            .take(PATTERNS_SHOWN)
+            .map(ToString::to_string)
+            .collect();
+        if self.images.len() > PATTERNS_SHOWN {
+            shown.push(format!("… {} more", self.images.len() - PATTERNS_SHOWN));
+        }
+        shown.join(", ")
+    }
+}
+
+/// Checks one resource of a requests or limits list against its ceiling.
+fn check_amount(
+    field: &str,
+    amounts: Option<&BTreeMap<String, Quantity>>,
+    resource: &str,
+    ceiling: Ceiling,
+    style: QuantityStyle,
+) -> Result<(), Denial> {
+    let (Ceiling::AtMost(max), Some(quantity)) = (ceiling, amounts.and_then(|a| a.get(resource)))
+    else {
+        return Ok(());
+    };
+    let denied = |message| Denial::new(DenialReason::ResourceLimitExceeded, message);
+    let asked = quantity_milli(quantity).map_err(|error| denied(format!("{field}: {error}")))?;
+    if asked <= max {
+        return Ok(());
+    }
+    let max = format_milli(max, style).0;
+    Err(denied(format!(
+        "{field} is {}, above your per-workspace ceiling of {max}: lower it to at most {max}, or ask an admin to raise spec.resources.maxPerWorkspace.{resource} of a Capabilities",
+        quantity.0
+    )))
+}
+
+fn join_debug<T: fmt::Debug>(items: &[T]) -> String {
+    items
+        .iter()
+        .map(|item| format!("{item:?}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::capabilities::{ImagePolicy, ResourceAmounts, ResourceCeilings};
+    use crate::common::{Subject, SubjectKind};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+
+    fn group(name: &str) -> Subject {
+        Subject {
+            kind: SubjectKind::Group,
+            name: name.to_owned(),
+            namespace: None,
+        }
+    }
+
+    fn grant(name: &str, subjects: Vec<Subject>, images: &[&str]) -> Capabilities {
+        Capabilities::new(
+            name,
+            CapabilitiesSpec {
+                subjects,
+                images: ImagePolicy {
+                    allow: images.iter().map(|s| (*s).to_owned()).collect(),
+                },
+                ..CapabilitiesSpec::default()
+            },
+        )
+    }
+
+    fn with_ceilings(
+        mut caps: Capabilities,
+        cpu: Option<&str>,
+        memory: Option<&str>,
+    ) -> Capabilities {
+        caps.spec.resources = Some(ResourceCeilings {
+            max_per_workspace: Some(ResourceAmounts {
+                cpu: cpu.map(|q| Quantity(q.to_owned())),
+                memory: memory.map(|q| Quantity(q.to_owned())),
+            }),
+        });
+        caps
+    }
+
+    fn developers() -> Capabilities {
+        let mut caps = with_ceilings(
+            grant(
+                "developers",
+                vec![group("guildnet:users")],
+                &["docker.io/codercom/code-server:*", "quay.io/jupyter/*"],
+            ),
+            Some("4"),
+            Some("8Gi"),
+        );
+        caps.spec.clusters = vec!["edge-berlin".into()];
+        caps
+    }
+
+    fn alice() -> User {
+        User::new("alice", ["guildnet:users", "system:authenticated"])
+    }
+
+    fn resources(list: &str, cpu: &str, memory: &str) -> ResourceRequirements {
+        let amounts = BTreeMap::from([
+            ("cpu".to_owned(), Quantity(cpu.to_owned())),
+            ("memory".to_owned(), Quantity(memory.to_owned())),
+        ]);
+        match list {
+            "requests" => ResourceRequirements {
+                requests: Some(amounts),
+                ..ResourceRequirements::default()
+            },
+            _ => ResourceRequirements {
+                limits: Some(amounts),
+                ..ResourceRequirements::default()
+            },
+        }
+    }
+
+    #[test]
+    fn nobody_named_gets_nothing() {
+        let caps = [developers()];
+        let mallory = User::new("mallory", ["system:authenticated"]);
+        assert_eq!(effective_capabilities(&mallory, &caps), None);
+        assert_eq!(effective_capabilities(&alice(), &[]), None);
+        let denial = require_capabilities(&mallory, &caps).unwrap_err();
+        assert_eq!(denial.reason, DenialReason::NoCapabilities);
+        assert!(denial.message.contains("\"mallory\""));
+    }
+
+    #[test]
+    fn a_single_grant_is_taken_as_is() {
+        let effective = effective_capabilities(&alice(), &[developers()]).unwrap();
+        assert_eq!(effective.grants, ["developers"]);
+        assert_eq!(effective.images.len(), 2);
+        assert_eq!(effective.max_cpu, Ceiling::AtMost(4_000));
+        assert_eq!(effective.max_memory, Ceiling::AtMost(8 * (1 << 30) * 1_000));
+        assert_eq!(effective.exposure, [ExposureType::ClusterIP]);
+        assert_eq!(
+            effective.clusters,
+            ClusterGrant::Only(BTreeSet::from(["edge-berlin".to_owned()]))
+        );
+        assert!(!effective.admin);
+    }
+
+    #[test]
+    fn grants_add_up() {
+        let mut big = with_ceilings(
+            grant(
+                "big",
+                vec![group("system:authenticated")],
+                &["nginx", "not a pattern"],
+            ),
+            Some("16"),
+            Some("4Gi"),
+        );
+        big.spec.exposure = vec![ExposureType::Ingress, ExposureType::ClusterIP];
+        big.spec.clusters = vec!["*".into()];
+        let mut admins = grant("admins", vec![group("guildnet:users")], &[]);
+        admins.spec.admin = true;
+        let unrelated = with_ceilings(grant("other", vec![group("ops")], &["*"]), None, None);
+        let capped_admins = with_ceilings(admins.clone(), Some("1"), Some("1Gi"));
+        let effective =
+            effective_capabilities(&alice(), &[developers(), big, capped_admins, unrelated])
+                .unwrap();
+        assert_eq!(effective.grants, ["developers", "big", "admins"]);
+        // Malformed patterns admit nothing; the valid ones of every grant count.
+        assert_eq!(effective.images.len(), 3);
+        assert_eq!(effective.max_cpu, Ceiling::AtMost(16_000));
+        assert_eq!(effective.max_memory, Ceiling::AtMost(8 * (1 << 30) * 1_000));
+        assert_eq!(
+            effective.exposure,
+            [ExposureType::ClusterIP, ExposureType::Ingress]
+        );
+        assert_eq!(effective.clusters, ClusterGrant::All);
+        assert!(effective.admin);
+        // The `admins` grant sets no ceiling: alice's ceilings become unlimited.
+        let effective = effective_capabilities(&alice(), &[developers(), admins]).unwrap();
+        assert_eq!(effective.max_cpu, Ceiling::Unlimited);
+        assert_eq!(effective.max_memory, Ceiling::Unlimited);
+    }
+
+    #[test]
+    fn a_missing_ceiling_is_unlimited_per_resource_and_a_malformed_one_grants_nothing() {
+        let cpu_only = with_ceilings(
+            grant("cpu-only", vec![group("guildnet:users")], &[]),
+            Some("2"),
+            None,
+        );
+        let effective = effective_capabilities(&alice(), &[cpu_only]).unwrap();
+        assert_eq!(effective.max_cpu, Ceiling::AtMost(2_000));
+        assert_eq!(effective.max_memory, Ceiling::Unlimited);
+        let broken = with_ceilings(
+            grant("broken", vec![group("guildnet:users")], &[]),
+            Some("lots"),
+            Some("8Gi"),
+        );
+        let effective = effective_capabilities(&alice(), &[broken]).unwrap();
+        assert_eq!(effective.max_cpu, Ceiling::AtMost(0));
+    }
+
+    #[test]
+    fn checks_images() {
+        let effective = effective_capabilities(&alice(), &[developers()]).unwrap();
+        let image = effective
+            .check_image("codercom/code-server:4.96.2")
+            .unwrap();
+        assert_eq!(image.to_string(), "docker.io/codercom/code-server:4.96.2");
+        assert!(
+            effective
+                .check_image("quay.io/jupyter/base-notebook")
+                .is_ok()
+        );
+        let denial = effective
+            .check_image("docker.io/codercom/code-server-evil:1")
+            .unwrap_err();
+        assert_eq!(denial.reason, DenialReason::ImageDenied);
+        assert!(
+            denial
+                .message
+                .contains("docker.io/codercom/code-server-evil:1")
+        );
+        assert!(denial.message.contains("quay.io/jupyter/*"));
+        assert!(denial.message.contains("spec.images.allow"));
+        let denial = effective.check_image("Quay.io/Jupyter/x").unwrap_err();
+        assert_eq!(denial.reason, DenialReason::ImageDenied);
+        assert!(denial.message.starts_with("spec.image: "));
+    }
+
+    #[test]
+    fn checks_resources_against_ceilings() {
+        let effective = effective_capabilities(&alice(), &[developers()]).unwrap();
+        assert!(effective.check_resources(None).is_ok());
+        assert!(
+            effective
+                .check_resources(Some(&ResourceRequirements::default()))
+                .is_ok()
+        );
+        assert!(
+            effective
+                .check_resources(Some(&resources("limits", "4", "8Gi")))
+                .is_ok()
+        );
+        assert!(
+            effective
+                .check_resources(Some(&resources("requests", "3500m", "8192Mi")))
+                .is_ok()
+        );
+        let denial = effective
+            .check_resources(Some(&resources("limits", "4001m", "1Gi")))
+            .unwrap_err();
+        assert_eq!(denial.reason, DenialReason::ResourceLimitExceeded);
+        assert!(
+            denial
+                .message
+                .starts_with("spec.resources.limits.cpu is 4001m"),
+            "{}",
+            denial.message
+        );
+        assert!(denial.message.contains("at most 4,"));
+        let denial = effective
+            .check_resources(Some(&resources("requests", "1", "8.5Gi")))
+            .unwrap_err();
+        assert!(
+            denial
+                .message
+                .starts_with("spec.resources.requests.memory is 8.5Gi")
+        );
+        assert!(denial.message.contains("at most 8Gi"));
+        let denial = effective
+            .check_resources(Some(&resources("limits", "many", "1Gi")))
+            .unwrap_err();
+        assert_eq!(denial.reason, DenialReason::ResourceLimitExceeded);
+        assert!(denial.message.contains("\"many\" is not a quantity"));
+        let unlimited =
+            effective_capabilities(&alice(), &[grant("u", vec![group("guildnet:users")], &[])])
+                .unwrap();
+        assert!(
+            unlimited
+                .check_resources(Some(&resources("limits", "512", "1Ti")))
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn checks_exposure() {
+        let effective = effective_capabilities(&alice(), &[developers()]).unwrap();
+        assert!(effective.check_exposure(None).is_ok());
+        let cluster_ip = Exposure::default();
+        assert!(effective.check_exposure(Some(&cluster_ip)).is_ok());
+        let balancer = Exposure {
+            type_: ExposureType::LoadBalancer,
+            ingress: None,
+        };
+        let denial = effective.check_exposure(Some(&balancer)).unwrap_err();
+        assert_eq!(denial.reason, DenialReason::ExposureDenied);
+        assert!(denial.message.contains("LoadBalancer"));
+        assert!(denial.message.contains("allowed: ClusterIP"));
+    }
+
+    #[test]
+    fn checks_placement() {
+        let effective = effective_capabilities(&alice(), &[developers()]).unwrap();
+        let named = |name: &str| Placement {
+            cluster: Some(name.to_owned()),
+            cluster_selector: None,
+        };
+        let selector = Placement {
+            cluster: None,
+            cluster_selector: Some(LabelSelector::default()),
+        };
+        assert!(effective.check_placement(None).is_ok());
+        assert!(
+            effective
+                .check_placement(Some(&Placement::default()))
+                .is_ok()
+        );
+        assert!(
+            effective
+                .check_placement(Some(&named("edge-berlin")))
+                .is_ok()
+        );
+        let denial = effective
+            .check_placement(Some(&named("edge-paris")))
+            .unwrap_err();
+        assert_eq!(denial.reason, DenialReason::ClusterDenied);
+        assert!(denial.message.contains("granted clusters: edge-berlin"));
+        let denial = effective.check_placement(Some(&selector)).unwrap_err();
+        assert_eq!(denial.reason, DenialReason::ClusterDenied);
+        let mut everywhere = developers();
+        everywhere.spec.clusters = vec!["*".into()];
+        let effective = effective_capabilities(&alice(), &[everywhere]).unwrap();
+        assert!(effective.check_placement(Some(&selector)).is_ok());
+        assert!(
+            effective
+                .check_placement(Some(&named("edge-paris")))
+                .is_ok()
+        );
+        let local_only =
+            effective_capabilities(&alice(), &[grant("l", vec![group("guildnet:users")], &[])])
+                .unwrap();
+        let denial = local_only
+            .check_placement(Some(&named("edge-berlin")))
+            .unwrap_err();
+        assert!(denial.message.contains("only the local cluster"));
+    }
+
+    #[test]
+    fn checks_a_whole_workspace_in_order() {
+        let effective = effective_capabilities(&alice(), &[developers()]).unwrap();
+        let mut spec = WorkspaceSpec {
+            image: "codercom/code-server:4.96.2".into(),
+            resources: Some(resources("limits", "2", "4Gi")),
+            ..WorkspaceSpec::default()
+        };
+        assert!(effective.check_workspace(&spec).is_ok());
+        spec.resources = Some(resources("limits", "8", "4Gi"));
+        spec.image = "evil/miner".into();
+        assert_eq!(
+            effective.check_workspace(&spec).unwrap_err().reason,
+            DenialReason::ImageDenied
+        );
+        spec.image = "quay.io/jupyter/scipy-notebook:2025-01-01".into();
+        assert_eq!(
+            effective.check_workspace(&spec).unwrap_err().reason,
+            DenialReason::ResourceLimitExceeded
+        );
+    }
+
+    #[test]
+    fn owners_and_admins_may_act() {
+        let alice = alice();
+        let alice_id = owner_id("alice");
+        assert!(check_owner(&alice, Some(&alice_id), false).is_ok());
+        assert!(check_owner(&alice, Some("u-someoneelse"), true).is_ok());
+        assert!(check_owner(&alice, None, true).is_ok());
+        let denial = check_owner(&alice, Some("u-someoneelse"), false).unwrap_err();
+        assert_eq!(denial.reason, DenialReason::NotOwner);
+        assert!(denial.message.contains("u-someoneelse"));
+        assert_eq!(
+            check_owner(&alice, None, false).unwrap_err().reason,
+            DenialReason::NotOwner
+        );
+        // The readable name is not the id: a label set to the user name does not pass.
+        assert!(check_owner(&alice, Some("alice"), false).is_err());
+    }
+}

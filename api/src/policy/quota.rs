@@ -1,0 +1,639 @@
+//! Per-owner Quotas: what a workspace costs, which Quotas count it, and whether an owner
+//! may add it.
+
+use super::denial::{Denial, DenialReason};
+use super::quantity::{QuantityError, QuantityStyle, format_milli, quantity_milli};
+use super::subjects::{User, any_subject_matches};
+use crate::quota::{OwnerUsage, PerOwnerLimits, Quota, QuotaScope};
+use crate::workspace::WorkspaceSpec;
+
+/// What an owner uses, what a workspace demands, or what a change adds (fields may then be
+/// negative). CPU, memory and storage are exact milli-units (see
+/// [`quantity`](super::quantity)); sums saturate rather than wrap, so an absurd total
+/// exceeds every limit instead of slipping under one.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// Number of workspaces.
+    pub workspaces: i64,
+    /// CPU, milli-cores.
+    pub cpu: i128,
+    /// Memory, milli-bytes.
+    pub memory: i128,
+    /// Persistent storage, milli-bytes.
+    pub storage: i128,
+}
+
+impl Usage {
+    /// The sum of two usages.
+    pub fn saturating_add(self, other: Self) -> Self {
+        Self {
+            workspaces: self.workspaces.saturating_add(other.workspaces),
+            cpu: self.cpu.saturating_add(other.cpu),
+            memory: self.memory.saturating_add(other.memory),
+            storage: self.storage.saturating_add(other.storage),
+        }
+    }
+
+    /// What replacing `old` by `self` adds: the change an update makes.
+    pub fn saturating_sub(self, old: Self) -> Self {
+        Self {
+            workspaces: self.workspaces.saturating_sub(old.workspaces),
+            cpu: self.cpu.saturating_sub(old.cpu),
+            memory: self.memory.saturating_sub(old.memory),
+            storage: self.storage.saturating_sub(old.storage),
+        }
+    }
+
+    /// The total demand of an owner's workspaces. Pass the ones a Quota counts (see
+    /// [`quota_counts_namespace`]) that are not being deleted.
+    pub fn of_workspaces<'a>(
+        specs: impl IntoIterator<Item = &'a WorkspaceSpec>,
+    ) -> Result<Self, QuantityError> {
+        specs.into_iter().try_fold(Self::default(), |total, spec| {
+            Ok(total.saturating_add(workspace_demand(spec)?))
+        })
+    }
+
+    /// The usage as a Quota status entry for `owner`.
+    pub fn to_owner_usage(&self, owner: &str, owner_name: Option<&str>) -> OwnerUsage {
+        OwnerUsage {
+            owner: owner.to_owned(),
+            owner_name: owner_name.map(str::to_owned),
+            workspaces: i32::try_from(self.workspaces).unwrap_or(i32::MAX),
+            cpu: Some(format_milli(self.cpu, QuantityStyle::DecimalSI)),
+            memory: Some(format_milli(self.memory, QuantityStyle::BinarySI)),
+            storage: Some(format_milli(self.storage, QuantityStyle::BinarySI)),
+        }
+    }
+}
+
+/// What one workspace counts against Quotas: one workspace; CPU and memory as requested,
+/// or as limited where no request is given (Kubernetes then requests the limit); storage
+/// as the sum of its persistent volumes' sizes (ephemeral volumes live on the node and
+/// leave with the pod). Call it after defaulting, so profile resources count.
+///
+/// A suspended workspace counts in full: its volumes keep their storage, and resuming it
+/// must not fail because someone else took its place in the meantime.
+pub fn workspace_demand(spec: &WorkspaceSpec) -> Result<Usage, QuantityError> {
+    let amount = |resource: &str| -> Result<i128, QuantityError> {
+        let resources = spec.resources.as_ref();
+        let requested = resources.and_then(|r| r.requests.as_ref()?.get(resource));
+        let limited = resources.and_then(|r| r.limits.as_ref()?.get(resource));
+        requested.or(limited).map_or(Ok(0), quantity_milli)
+    };
+    let storage = spec
+        .volumes
+        .iter()
+        .filter_map(|volume| volume.persistent.as_ref())
+        .try_fold(0i128, |total, persistent| {
+            Ok::<_, QuantityError>(total.saturating_add(quantity_milli(&persistent.size)?))
+        })?;
+    Ok(Usage {
+        workspaces: 1,
+        cpu: amount("cpu")?,
+        memory: amount("memory")?,
+        storage,
+    })
+}
+
+/// Whether `quota` limits a workspace of `user` in `workspace_namespace`: its subjects
+/// name the user (no subjects: everyone), and it counts that namespace.
+pub fn quota_applies(
+    quota: &Quota,
+    user: &User,
+    workspace_namespace: &str,
+    system_namespace: &str,
+) -> bool {
+    let names_user =
+        quota.spec.subjects.is_empty() || any_subject_matches(&quota.spec.subjects, user);
+    names_user && quota_counts_namespace(quota, workspace_namespace, system_namespace)
+}
+
+/// Whether `quota` counts workspaces in `namespace`: a Namespace-scoped Quota counts its own
+/// namespace; a Cluster-scoped one counts every namespace, but only when it lives in the
+/// operator's `system_namespace`. Elsewhere it is treated as Namespace-scoped, so a tenant
+/// who may create Quotas in their own namespace cannot limit other namespaces' owners.
+pub fn quota_counts_namespace(quota: &Quota, namespace: &str, system_namespace: &str) -> bool {
+    let home = quota.metadata.namespace.as_deref();
+    let cluster_wide =
+        quota.spec.scope == Some(QuotaScope::Cluster) && home == Some(system_namespace);
+    cluster_wide || home == Some(namespace)
+}
+
+/// A Quota that applies, with the owner's usage as that Quota counts it (a cluster-wide and
+/// a namespaced Quota count different workspaces).
+#[derive(Clone, Debug)]
+pub struct ApplicableQuota<'a> {
+    /// How messages name the Quota, e.g. `team-a/default-per-owner`.
+    pub name: &'a str,
+    /// Its per-owner limits.
+    pub limits: &'a PerOwnerLimits,
+    /// The owner's usage as it counts it, without the workspace being admitted.
+    pub usage: Usage,
+}
+
+/// Whether an owner may make `change`, given every Quota that applies. `change` is a new
+/// workspace's [`workspace_demand`] on create, or `new.saturating_sub(old)` on update
+/// (zero workspaces). Every Quota is evaluated, so the strictest limit wins; the first
+/// violation found (in the given order, then workspaces, CPU, memory, storage) is reported.
+/// Only what grows is checked: shrinking a workspace is allowed even when the owner is over
+/// a limit that was lowered since. A malformed limit refuses (fail closed).
+pub fn check_quotas(quotas: &[ApplicableQuota<'_>], change: &Usage) -> Result<(), Denial> {
+    quotas
+        .iter()
+        .try_for_each(|quota| check_quota(quota, change))
+}
+
+fn check_quota(quota: &ApplicableQuota<'_>, change: &Usage) -> Result<(), Denial> {
+    let limits = quota.limits;
+    let dimensions = [
+        Dimension::Workspaces.check(
+            limits.max_workspaces.map(|n| Ok(i128::from(n))),
+            quota,
+            change,
+        ),
+        Dimension::Cpu.check(limits.cpu.as_ref().map(quantity_milli), quota, change),
+        Dimension::Memory.check(limits.memory.as_ref().map(quantity_milli), quota, change),
+        Dimension::Storage.check(limits.storage.as_ref().map(quantity_milli), quota, change),
+    ];
+    dimensions.into_iter().collect()
+}
+
+/// One limit of a Quota.
+#[derive(Clone, Copy)]
+enum Dimension {
+    Workspaces,
+    Cpu,
+    Memory,
+    Storage,
+}
+
+impl Dimension {
+    /// The `spec.perOwner` field holding the limit.
+    fn field(self) -> &'static str {
+        match self {
+            Self::Workspaces => "maxWorkspaces",
+            Self::Cpu => "cpu",
+            Self::Memory => "memory",
+            Self::Storage => "storage",
+        }
+    }
+
+    /// The owner's usage and the change along this dimension.
+    fn amounts(self, usage: &Usage, change: &Usage) -> (i128, i128) {
+        match self {
+            Self::Workspaces => (usage.workspaces.into(), change.workspaces.into()),
+            Self::Cpu => (usage.cpu, change.cpu),
+            Self::Memory => (usage.memory, change.memory),
+            Self::Storage => (usage.storage, change.storage),
+        }
+    }
+
+    fn show(self, amount: i128) -> String {
+        match self {
+            Self::Workspaces => amount.to_string(),
+            Self::Cpu => format_milli(amount, QuantityStyle::DecimalSI).0,
+            Self::Memory | Self::Storage => format_milli(amount, QuantityStyle::BinarySI).0,
+        }
+    }
+
+    /// What the user can change about the workspace itself.
+    fn own_fix(self) -> &'static str {
+        match self {
+            Self::Workspaces => "delete one of your workspaces",
+            Self::Cpu => "lower spec.resources cpu, or shrink or delete another of your workspaces",
+            Self::Memory => {
+                "lower spec.resources memory, or shrink or delete another of your workspaces"
+            }
+            Self::Storage => {
+                "use smaller persistent volumes, or delete another of your workspaces and its claims"
+            }
+        }
+    }
+
+    fn check(
+        self,
+        limit: Option<Result<i128, QuantityError>>,
+        quota: &ApplicableQuota<'_>,
+        change: &Usage,
+    ) -> Result<(), Denial> {
+        let (used, added) = self.amounts(&quota.usage, change);
+        let denied = |message| Denial::new(DenialReason::QuotaExceeded, message);
+        let Some(limit) = limit else {
+            return Ok(());
+        };
+        let limit = limit.map_err(|error| {
+            denied(format!(
+                "Quota {}: spec.perOwner.{} is invalid ({error}): ask an admin to fix it",
+                quota.name,
+                self.field()
+            ))
+        })?;
+        if added <= 0 || used.saturating_add(added) <= limit {
+            return Ok(());
+        }
+        Err(denied(format!(
+            "Quota {}: spec.perOwner.{} is {} per owner; you use {} and this request adds {}: {}, or ask an admin to raise spec.perOwner.{}",
+            quota.name,
+            self.field(),
+            self.show(limit),
+            self.show(used),
+            self.show(added),
+            self.own_fix(),
+            self.field()
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::common::{Subject, SubjectKind};
+    use crate::quota::QuotaSpec;
+    use crate::workspace::{EphemeralVolume, PersistentVolume, WorkspaceVolume};
+    use k8s_openapi::api::core::v1::ResourceRequirements;
+    use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+    use std::collections::BTreeMap;
+
+    const GI: i128 = 1 << 30;
+
+    fn quantity(text: &str) -> Option<Quantity> {
+        Some(Quantity(text.to_owned()))
+    }
+
+    fn amounts(pairs: &[(&str, &str)]) -> Option<BTreeMap<String, Quantity>> {
+        Some(
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), Quantity((*v).to_owned())))
+                .collect(),
+        )
+    }
+
+    fn volume(name: &str, persistent: Option<&str>) -> WorkspaceVolume {
+        WorkspaceVolume {
+            name: name.to_owned(),
+            mount_path: format!("/{name}"),
+            persistent: persistent.map(|size| PersistentVolume {
+                size: Quantity(size.to_owned()),
+                ..PersistentVolume::default()
+            }),
+            ephemeral: persistent.is_none().then(|| EphemeralVolume {
+                size_limit: quantity("50Gi"),
+                medium: None,
+            }),
+        }
+    }
+
+    fn limits(max: Option<i32>, cpu: &str, memory: &str, storage: &str) -> PerOwnerLimits {
+        PerOwnerLimits {
+            max_workspaces: max,
+            cpu: quantity(cpu),
+            memory: quantity(memory),
+            storage: quantity(storage),
+        }
+    }
+
+    fn usage(workspaces: i64, cpu: &str, memory: &str, storage: &str) -> Usage {
+        let milli = |q: &str| super::super::parse_milli(q).unwrap();
+        Usage {
+            workspaces,
+            cpu: milli(cpu),
+            memory: milli(memory),
+            storage: milli(storage),
+        }
+    }
+
+    #[test]
+    fn demand_prefers_requests_then_limits_and_sums_persistent_storage() {
+        let spec = WorkspaceSpec {
+            image: "nginx".into(),
+            resources: Some(ResourceRequirements {
+                requests: amounts(&[("cpu", "500m")]),
+                limits: amounts(&[("cpu", "2"), ("memory", "4Gi")]),
+                ..ResourceRequirements::default()
+            }),
+            volumes: vec![
+                volume("home", Some("10Gi")),
+                volume("data", Some("512Mi")),
+                volume("scratch", None),
+            ],
+            ..WorkspaceSpec::default()
+        };
+        assert_eq!(
+            workspace_demand(&spec),
+            Ok(Usage {
+                workspaces: 1,
+                cpu: 500,
+                memory: 4 * GI * 1_000,
+                storage: (10 * GI + GI / 2) * 1_000,
+            })
+        );
+    }
+
+    #[test]
+    fn demand_of_a_bare_or_suspended_workspace_is_one_workspace() {
+        let mut spec = WorkspaceSpec {
+            image: "nginx".into(),
+            ..WorkspaceSpec::default()
+        };
+        let bare = Usage {
+            workspaces: 1,
+            ..Usage::default()
+        };
+        assert_eq!(workspace_demand(&spec), Ok(bare));
+        spec.lifecycle = Some(crate::workspace::Lifecycle {
+            suspend: Some(true),
+            ..Default::default()
+        });
+        assert_eq!(workspace_demand(&spec), Ok(bare));
+    }
+
+    #[test]
+    fn demand_reports_malformed_quantities() {
+        let spec = WorkspaceSpec {
+            volumes: vec![volume("home", Some("big"))],
+            ..WorkspaceSpec::default()
+        };
+        assert_eq!(
+            workspace_demand(&spec),
+            Err(QuantityError::Malformed("big".into()))
+        );
+    }
+
+    #[test]
+    fn usage_sums_workspaces_and_becomes_a_status_entry() {
+        let spec = |cpu: &str, memory: &str| WorkspaceSpec {
+            resources: Some(ResourceRequirements {
+                requests: amounts(&[("cpu", cpu), ("memory", memory)]),
+                ..ResourceRequirements::default()
+            }),
+            volumes: vec![volume("home", Some("5Gi"))],
+            ..WorkspaceSpec::default()
+        };
+        let specs = [spec("1.5", "1Gi"), spec("500m", "3Gi")];
+        let total = Usage::of_workspaces(&specs).unwrap();
+        assert_eq!(total, usage(2, "2", "4Gi", "10Gi"));
+        let entry = total.to_owner_usage("u-abc", Some("alice"));
+        assert_eq!(entry.workspaces, 2);
+        assert_eq!(entry.cpu, quantity("2"));
+        assert_eq!(entry.memory, quantity("4Gi"));
+        assert_eq!(entry.storage, quantity("10Gi"));
+        assert_eq!(entry.owner_name.as_deref(), Some("alice"));
+    }
+
+    #[test]
+    fn within_every_limit_is_allowed() {
+        let limits = limits(Some(5), "8", "16Gi", "50Gi");
+        let quotas = [ApplicableQuota {
+            name: "team-a/default",
+            limits: &limits,
+            usage: usage(4, "6", "12Gi", "40Gi"),
+        }];
+        assert_eq!(check_quotas(&quotas, &usage(1, "2", "4Gi", "10Gi")), Ok(()));
+        assert_eq!(check_quotas(&[], &usage(1, "200", "1Ti", "1Pi")), Ok(()));
+    }
+
+    #[test]
+    fn each_limit_is_enforced_with_a_message_naming_it() {
+        let limits = limits(Some(5), "8", "16Gi", "50Gi");
+        let at = |used: Usage| ApplicableQuota {
+            name: "team-a/default",
+            limits: &limits,
+            usage: used,
+        };
+        let cases = [
+            (
+                usage(5, "0", "0", "0"),
+                usage(1, "0", "0", "0"),
+                "spec.perOwner.maxWorkspaces is 5 per owner; you use 5 and this request adds 1: delete one of your workspaces",
+            ),
+            (
+                usage(1, "7500m", "0", "0"),
+                usage(1, "501m", "0", "0"),
+                "spec.perOwner.cpu is 8 per owner; you use 7500m and this request adds 501m: lower spec.resources cpu",
+            ),
+            (
+                usage(1, "0", "12Gi", "0"),
+                usage(1, "0", "4097Mi", "0"),
+                "spec.perOwner.memory is 16Gi per owner; you use 12Gi and this request adds 4097Mi",
+            ),
+            (
+                usage(1, "0", "0", "45Gi"),
+                usage(1, "0", "0", "10Gi"),
+                "spec.perOwner.storage is 50Gi per owner; you use 45Gi and this request adds 10Gi: use smaller persistent volumes",
+            ),
+        ];
+        for (used, change, message) in cases {
+            let denial = check_quotas(&[at(used)], &change).unwrap_err();
+            assert_eq!(denial.reason, DenialReason::QuotaExceeded);
+            assert!(
+                denial
+                    .message
+                    .starts_with(&format!("Quota team-a/default: {message}")),
+                "{}",
+                denial.message
+            );
+            assert!(
+                denial
+                    .message
+                    .contains("or ask an admin to raise spec.perOwner.")
+            );
+        }
+        // Exactly at the limit is allowed.
+        assert_eq!(
+            check_quotas(
+                &[at(usage(4, "6", "12Gi", "40Gi"))],
+                &usage(1, "2", "4Gi", "10Gi")
+            ),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn unset_limits_are_unlimited_and_zero_allows_nothing() {
+        let none = PerOwnerLimits::default();
+        let zero = limits(Some(0), "8", "16Gi", "50Gi");
+        let huge = usage(1_000, "1000", "1Ti", "1Pi");
+        assert!(
+            check_quotas(
+                &[ApplicableQuota {
+                    name: "open",
+                    limits: &none,
+                    usage: huge
+                }],
+                &usage(1, "1", "1Gi", "1Gi")
+            )
+            .is_ok()
+        );
+        let denial = check_quotas(
+            &[ApplicableQuota {
+                name: "closed",
+                limits: &zero,
+                usage: Usage::default(),
+            }],
+            &usage(1, "0", "0", "0"),
+        )
+        .unwrap_err();
+        assert!(denial.message.contains("maxWorkspaces is 0"));
+    }
+
+    #[test]
+    fn the_strictest_of_several_quotas_wins() {
+        let generous = limits(Some(10), "32", "64Gi", "1Ti");
+        let strict = limits(Some(10), "4", "64Gi", "1Ti");
+        let quotas = [
+            ApplicableQuota {
+                name: "guildnet-system/cluster",
+                limits: &generous,
+                usage: usage(3, "3", "1Gi", "0"),
+            },
+            ApplicableQuota {
+                name: "team-a/small",
+                limits: &strict,
+                usage: usage(2, "3", "1Gi", "0"),
+            },
+        ];
+        let denial = check_quotas(&quotas, &usage(1, "2", "1Gi", "0")).unwrap_err();
+        assert!(
+            denial
+                .message
+                .starts_with("Quota team-a/small: spec.perOwner.cpu is 4")
+        );
+        // When several are violated, the first in order is reported.
+        let denial = check_quotas(
+            &[quotas[1].clone(), quotas[1].clone()],
+            &usage(1, "2", "100Gi", "0"),
+        )
+        .unwrap_err();
+        assert!(
+            denial
+                .message
+                .starts_with("Quota team-a/small: spec.perOwner.cpu")
+        );
+    }
+
+    #[test]
+    fn updates_are_checked_only_where_they_grow() {
+        let limits = limits(Some(2), "4", "8Gi", "50Gi");
+        // The owner is over a CPU limit that was lowered since.
+        let quota = ApplicableQuota {
+            name: "q",
+            limits: &limits,
+            usage: usage(2, "6", "4Gi", "0"),
+        };
+        let old = usage(1, "3", "2Gi", "0");
+        let shrink = usage(1, "2", "2Gi", "0").saturating_sub(old);
+        assert_eq!(shrink.workspaces, 0);
+        assert_eq!(check_quotas(std::slice::from_ref(&quota), &shrink), Ok(()));
+        let grow = usage(1, "3", "8Gi", "0").saturating_sub(old);
+        let denial = check_quotas(&[quota], &grow).unwrap_err();
+        assert!(denial.message.contains(
+            "spec.perOwner.memory is 8Gi per owner; you use 4Gi and this request adds 6Gi"
+        ));
+    }
+
+    #[test]
+    fn malformed_limits_refuse() {
+        let broken = PerOwnerLimits {
+            cpu: quantity("plenty"),
+            ..PerOwnerLimits::default()
+        };
+        let denial = check_quotas(
+            &[ApplicableQuota {
+                name: "q",
+                limits: &broken,
+                usage: Usage::default(),
+            }],
+            &usage(1, "1", "0", "0"),
+        )
+        .unwrap_err();
+        assert_eq!(denial.reason, DenialReason::QuotaExceeded);
+        assert!(denial.message.contains("spec.perOwner.cpu is invalid"));
+    }
+
+    #[test]
+    fn sums_saturate_and_still_exceed_limits() {
+        let limits = limits(None, "8", "16Gi", "50Gi");
+        let full = Usage {
+            workspaces: i64::MAX,
+            cpu: i128::MAX,
+            memory: 0,
+            storage: 0,
+        };
+        let quota = ApplicableQuota {
+            name: "q",
+            limits: &limits,
+            usage: full,
+        };
+        assert_eq!(full.saturating_add(full).cpu, i128::MAX);
+        assert!(check_quotas(&[quota], &usage(1, "1", "0", "0")).is_err());
+    }
+
+    fn quota(namespace: &str, scope: Option<QuotaScope>, subjects: Vec<Subject>) -> Quota {
+        let mut quota = Quota::new(
+            "q",
+            QuotaSpec {
+                subjects,
+                scope,
+                per_owner: PerOwnerLimits::default(),
+            },
+        );
+        quota.metadata.namespace = Some(namespace.to_owned());
+        quota
+    }
+
+    #[test]
+    fn quotas_apply_to_their_subjects_and_namespaces() {
+        let alice = User::new("alice", ["guildnet:users"]);
+        let bob = User::new("bob", ["other"]);
+        let users = vec![Subject {
+            kind: SubjectKind::Group,
+            name: "guildnet:users".into(),
+            namespace: None,
+        }];
+        let everyone_here = quota("team-a", None, vec![]);
+        assert!(quota_applies(
+            &everyone_here,
+            &alice,
+            "team-a",
+            "guildnet-system"
+        ));
+        assert!(quota_applies(
+            &everyone_here,
+            &bob,
+            "team-a",
+            "guildnet-system"
+        ));
+        assert!(!quota_applies(
+            &everyone_here,
+            &alice,
+            "team-b",
+            "guildnet-system"
+        ));
+        let users_here = quota("team-a", Some(QuotaScope::Namespace), users.clone());
+        assert!(quota_applies(
+            &users_here,
+            &alice,
+            "team-a",
+            "guildnet-system"
+        ));
+        assert!(!quota_applies(
+            &users_here,
+            &bob,
+            "team-a",
+            "guildnet-system"
+        ));
+        let cluster = quota("guildnet-system", Some(QuotaScope::Cluster), users.clone());
+        assert!(quota_applies(&cluster, &alice, "team-b", "guildnet-system"));
+        assert!(!quota_applies(&cluster, &bob, "team-b", "guildnet-system"));
+        // A cluster scope outside the operator's namespace only counts its own namespace.
+        let tenant = quota("team-a", Some(QuotaScope::Cluster), vec![]);
+        assert!(quota_counts_namespace(&tenant, "team-a", "guildnet-system"));
+        assert!(!quota_counts_namespace(
+            &tenant,
+            "team-b",
+            "guildnet-system"
+        ));
+    }
+}

@@ -1,5 +1,7 @@
 //! The GuildNet operator: controllers for the guildnet.io kinds.
 
+pub mod conditions;
+
 pub mod workspace;
 
 /// The CRD manifests as `(file name, YAML)` pairs, named `<plural>.<group>.yaml`.

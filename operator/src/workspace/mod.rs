@@ -14,11 +14,14 @@
 //! [`Workspace`]: guildnet_api::Workspace
 
 mod builders;
+pub mod controller;
 mod defaults;
 mod image;
 mod meta;
 mod password;
+pub mod reaper;
 mod service;
+pub mod status;
 mod storage;
 
 pub use builders::{Children, desired_children};

@@ -351,6 +351,9 @@ func clusterRun(d clusterDirs) (err error) {
 	if err := bootstrap(context.Background(), admin); err != nil {
 		return fmt.Errorf("bootstrap: %w", err)
 	}
+	provisionerCtx, stopProvisioner := context.WithCancel(context.Background())
+	defer stopProvisioner()
+	go runProvisioner(provisionerCtx, admin)
 
 	if err := s.start("kube-controller-manager", "kube-controller-manager",
 		"--kubeconfig="+d.componentKubeconfig("system:kube-controller-manager"),
@@ -484,7 +487,8 @@ func nodeReady(c kubernetes.Interface, name string) bool {
 }
 
 // bootstrap creates what every GuildNet cluster of ours starts with: RBAC that lets
-// guildnet:users work with Workspaces in namespace default, and a fake Node for KWOK.
+// guildnet:users work with Workspaces in namespace default, a fake Node for KWOK, and a
+// default StorageClass served by the fake provisioner.
 func bootstrap(ctx context.Context, c kubernetes.Interface) error {
 	role := &rbacv1.ClusterRole{
 		ObjectMeta: metav1.ObjectMeta{Name: "guildnet:workspace-user"},
@@ -543,6 +547,9 @@ func bootstrap(ctx context.Context, c kubernetes.Interface) error {
 	}
 	if _, err := c.CoreV1().Nodes().Create(ctx, node, metav1.CreateOptions{}); create(err) != nil {
 		return errors.Join(errors.New("create fake node"), err)
+	}
+	if _, err := c.StorageV1().StorageClasses().Create(ctx, defaultStorageClass(), metav1.CreateOptions{}); create(err) != nil {
+		return errors.Join(errors.New("create default storage class"), err)
 	}
 	return nil
 }

@@ -1,0 +1,461 @@
+//! The Workspace controller: validate → build → apply → update status, one workspace at a
+//! time, plus the reaper loop. Children are written by server-side apply with one field
+//! manager; the status only when it changed.
+
+use super::reaper::{self, IdleAction, Reap};
+use super::status::{self, Observation};
+use super::{BuildContext, Children, desired_children, password_secret};
+use futures::StreamExt;
+use guildnet_api::workspace::WorkspaceStatus;
+use guildnet_api::{Workspace, labels};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret, Service};
+use k8s_openapi::api::networking::v1::Ingress;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::{self, ObjectRef, Store, reflector};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::collections::HashMap;
+use std::fmt::Debug;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tracing::{info, warn};
+
+/// The field manager of everything the operator writes.
+pub const FIELD_MANAGER: &str = "guildnet-operator";
+
+/// Operator-wide settings of the Workspace controller.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Restarts in CrashLoopBackOff at or above which a workspace is Failed.
+    pub crash_loop_restarts: i32,
+    /// Idle timeout of workspaces that set none; `None`: only workspaces that set one.
+    pub default_idle_timeout: Option<Duration>,
+    pub idle_action: IdleAction,
+    /// How often the reaper scans the cache.
+    pub reap_interval: Duration,
+    /// Edits to a workspace closer together than this are reconciled once.
+    pub debounce: Duration,
+    pub build: BuildContext,
+}
+
+/// What every reconcile shares.
+pub struct Context {
+    pub client: Client,
+    pub settings: Settings,
+    recorder: Recorder,
+    pods: Store<Pod>,
+    /// Consecutive failures per workspace, for the capped exponential backoff.
+    failures: Mutex<HashMap<ObjectRef<Workspace>, u32>>,
+}
+
+/// Why a reconcile failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("workspace {0} has no namespace")]
+    NoNamespace(String),
+    #[error(transparent)]
+    InvalidSpec(#[from] super::Error),
+}
+
+impl Error {
+    /// A write lost a race with another writer: retried soon, not an outage.
+    fn is_conflict(&self) -> bool {
+        matches!(self, Error::Kube(kube::Error::Api(s)) if s.code == 409)
+    }
+}
+
+/// The longest wait between retries of a failing workspace.
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+
+/// Runs the controller and the reaper until `shutdown` resolves.
+pub async fn run(
+    client: Client,
+    settings: Settings,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let workspaces: Api<Workspace> = Api::all(client.clone());
+    let managed = watcher::Config::default().labels(&format!("{}=true", labels::MANAGED));
+
+    let (pods, pod_writer) = reflector::store();
+    let pod_events = reflector(
+        pod_writer,
+        watcher(Api::<Pod>::all(client.clone()), managed.clone()),
+    )
+    .default_backoff()
+    .touched_objects();
+
+    let ctx = Arc::new(Context {
+        recorder: Recorder::new(client.clone(), Reporter::from(FIELD_MANAGER)),
+        client: client.clone(),
+        settings: settings.clone(),
+        pods,
+        failures: Mutex::default(),
+    });
+    let controller = Controller::new(workspaces, watcher::Config::default())
+        .with_config(kube::runtime::controller::Config::default().debounce(settings.debounce))
+        .owns(Api::<Deployment>::all(client.clone()), managed.clone())
+        .owns(Api::<Service>::all(client.clone()), managed.clone())
+        .watches_stream(pod_events, |pod: Pod| {
+            let name = pod.labels().get(labels::ID)?.clone();
+            Some(ObjectRef::new(&name).within(&pod.namespace()?))
+        })
+        .graceful_shutdown_on(shutdown);
+    let store = controller.store();
+    let reaper = tokio::spawn(reap_forever(store, ctx.clone()));
+    controller
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                warn!(error = %e, "reconcile failed");
+            }
+        })
+        .await;
+    reaper.abort();
+}
+
+async fn reconcile(ws: Arc<Workspace>, ctx: Arc<Context>) -> Result<Action, Error> {
+    if ws.metadata.deletion_timestamp.is_some() {
+        // Owner references hand the children to the garbage collector.
+        return Ok(Action::await_change());
+    }
+    let namespace = ws
+        .namespace()
+        .ok_or_else(|| Error::NoNamespace(ws.name_any()))?;
+    let applied = apply_children(&ws, &namespace, &ctx).await;
+    let (children, deployment) = match &applied {
+        Ok((children, deployment)) => (Some(children), Some(deployment)),
+        Err(_) => (None, None),
+    };
+    let failure = match &applied {
+        Err(Error::InvalidSpec(e)) => Some(status::Failure {
+            reason: "InvalidSpec",
+            message: e.to_string(),
+        }),
+        _ => None,
+    };
+    let conflict = match &applied {
+        Err(e) if e.is_conflict() => Some(format!(
+            "another writer changed a child at the same time; retrying: {e}"
+        )),
+        _ => None,
+    };
+    let pods = ctx.pods_of(&ws.name_any(), &namespace);
+    let pods: Vec<&Pod> = pods.iter().map(|p| p.as_ref()).collect();
+    let observation = Observation {
+        deployment,
+        pods: &pods,
+        crash_loop_restarts: ctx.settings.crash_loop_restarts,
+        profile_applied: children.and_then(|c| c.profile_applied),
+        password_secret: children.and_then(|c| c.password_secret.clone()),
+        volume_claims: children
+            .map(|c| c.pvcs.iter().map(|p| p.name_any()).collect())
+            .unwrap_or_default(),
+        failure,
+        conflict_backoff: conflict,
+        now: Timestamp::now(),
+    };
+    let other_error = applied
+        .as_ref()
+        .is_err_and(|e| !e.is_conflict() && !matches!(e, Error::InvalidSpec(_)));
+    if !other_error {
+        update_status(&ws, &namespace, status::compute(&ws, &observation), &ctx).await?;
+    }
+    match applied {
+        // Nothing to retry until the spec changes, and a spec change wakes the controller.
+        Err(Error::InvalidSpec(_)) => Ok(Action::await_change()),
+        Err(e) => Err(e),
+        Ok(_) => {
+            ctx.failures
+                .lock()
+                .unwrap()
+                .remove(&ObjectRef::from_obj(&*ws));
+            // Children's and pods' changes wake the controller; the requeue only heals drift.
+            Ok(Action::requeue(Duration::from_secs(300)))
+        }
+    }
+}
+
+impl Context {
+    /// The workspace's pods, from the watch cache.
+    fn pods_of(&self, name: &str, namespace: &str) -> Vec<Arc<Pod>> {
+        self.pods
+            .state()
+            .into_iter()
+            .filter(|p| {
+                p.namespace().as_deref() == Some(namespace)
+                    && p.labels().get(labels::ID).map(String::as_str) == Some(name)
+            })
+            .collect()
+    }
+}
+
+/// Applies every child of `ws` and prunes what its spec no longer asks for. Returns the
+/// built children and the Deployment as the API server has it after the apply.
+async fn apply_children(
+    ws: &Workspace,
+    namespace: &str,
+    ctx: &Context,
+) -> Result<(Children, Deployment), Error> {
+    // Only what the schema cannot check fails here; the message says what to fix.
+    let children = desired_children(ws, &ctx.settings.build)?;
+    let client = &ctx.client;
+    if let Some(name) = &children.password_secret {
+        ensure_password_secret(ws, namespace, name, ctx).await?;
+    }
+    for pvc in &children.pvcs {
+        apply(client, namespace, pvc).await?;
+    }
+    apply(client, namespace, &children.service).await?;
+    match &children.ingress {
+        Some(ingress) => {
+            apply(client, namespace, ingress).await?;
+        }
+        None if ws.status.as_ref().and_then(|s| s.url.as_ref()).is_some() => {
+            // The spec no longer asks for an Ingress; the status says one was made.
+            delete_if_exists::<Ingress>(client, namespace, &ws.name_any()).await?;
+        }
+        None => {}
+    }
+    prune_volume_claims(ws, namespace, &children, client).await?;
+    let first_launch = ws.status.is_none();
+    let deployment = apply(client, namespace, &children.deployment).await?;
+    if first_launch {
+        publish(
+            ctx,
+            ws,
+            EventType::Normal,
+            "Launched",
+            &format!("launched image {}", ws.spec.image),
+        )
+        .await;
+    }
+    Ok((children, deployment))
+}
+
+/// Server-side applies `obj` with the operator's field manager, taking over fields another
+/// manager set (the operator is the only author of its children's specs).
+async fn apply<K>(client: &Client, namespace: &str, obj: &K) -> Result<K, Error>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + Serialize
+        + Debug,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), namespace);
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    let mut body = serde_json::to_value(obj).expect("k8s objects serialize");
+    body["apiVersion"] = K::api_version(&()).into();
+    body["kind"] = K::kind(&()).into();
+    Ok(api
+        .patch(&obj.name_any(), &params, &Patch::Apply(body))
+        .await?)
+}
+
+async fn delete_if_exists<K>(client: &Client, namespace: &str, name: &str) -> Result<(), Error>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + Debug,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), namespace);
+    match api.delete(name, &DeleteParams::default()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Deletes the claims of persistent volumes removed from the spec, but only those marked
+/// `reclaimPolicy: Delete` (they carry an owner reference); retained data is never removed.
+async fn prune_volume_claims(
+    ws: &Workspace,
+    namespace: &str,
+    children: &Children,
+    client: &Client,
+) -> Result<(), Error> {
+    let recorded = ws
+        .status
+        .as_ref()
+        .map(|s| s.volume_claims.as_slice())
+        .unwrap_or_default();
+    let desired: Vec<String> = children.pvcs.iter().map(|p| p.name_any()).collect();
+    if recorded.iter().all(|name| desired.contains(name)) {
+        return Ok(());
+    }
+    let api: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), namespace);
+    let selector = format!("{}={}", labels::ID, ws.name_any());
+    for pvc in api.list(&ListParams::default().labels(&selector)).await? {
+        let owned_by_ws = pvc
+            .owner_references()
+            .iter()
+            .any(|o| Some(&o.uid) == ws.metadata.uid.as_ref());
+        if owned_by_ws && !desired.contains(&pvc.name_any()) {
+            delete_if_exists::<PersistentVolumeClaim>(client, namespace, &pvc.name_any()).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Creates the workspace's password Secret once; an existing one is never rewritten, so the
+/// password a user has stays valid.
+async fn ensure_password_secret(
+    ws: &Workspace,
+    namespace: &str,
+    name: &str,
+    ctx: &Context,
+) -> Result<(), Error> {
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
+    if api.get_opt(name).await?.is_some() {
+        return Ok(());
+    }
+    let secret = password_secret(ws, &super::generate_password())
+        .expect("a workspace read from the API server has a name and uid");
+    match api
+        .create(
+            &PostParams {
+                field_manager: Some(FIELD_MANAGER.into()),
+                ..Default::default()
+            },
+            &secret,
+        )
+        .await
+    {
+        Ok(_) => Ok(()),
+        // Created by a reconcile that raced us: theirs stands.
+        Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Writes `new` as the status when it differs from what the workspace has, and publishes an
+/// Event for each phase transition. `lastAccessTime` belongs to the proxy and is never
+/// written here.
+async fn update_status(
+    ws: &Workspace,
+    namespace: &str,
+    mut new: WorkspaceStatus,
+    ctx: &Context,
+) -> Result<(), Error> {
+    let mut current = ws.status.clone().unwrap_or_default();
+    current.last_access_time = None;
+    new.last_access_time = None;
+    if current == new {
+        return Ok(());
+    }
+    let api: Api<Workspace> = Api::namespaced(ctx.client.clone(), namespace);
+    let body = serde_json::json!({
+        "apiVersion": Workspace::api_version(&()),
+        "kind": Workspace::kind(&()),
+        "status": new,
+    });
+    api.patch_status(
+        &ws.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(body),
+    )
+    .await?;
+    if current.phase != new.phase {
+        announce_phase(ws, &new, ctx).await;
+    }
+    Ok(())
+}
+
+async fn announce_phase(ws: &Workspace, status: &WorkspaceStatus, ctx: &Context) {
+    use guildnet_api::workspace::WorkspacePhase::*;
+    let ready = crate::conditions::find(&status.conditions, status::READY);
+    let message = ready.map(|c| c.message.clone()).unwrap_or_default();
+    match status.phase {
+        Some(Running) => publish(ctx, ws, EventType::Normal, "Ready", &message).await,
+        Some(Failed) => publish(ctx, ws, EventType::Warning, "Failed", &message).await,
+        Some(Stopped) => publish(ctx, ws, EventType::Normal, "Suspended", &message).await,
+        Some(Pending) | None => {}
+    }
+}
+
+async fn publish(ctx: &Context, ws: &Workspace, type_: EventType, reason: &str, note: &str) {
+    let event = Event {
+        type_,
+        reason: reason.into(),
+        note: Some(note.chars().take(1000).collect()),
+        action: reason.into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &ws.object_ref(&())).await {
+        warn!(error = %e, reason, "could not publish event");
+    }
+}
+
+/// Retries a failing workspace with exponential backoff (100 ms doubling, capped at 2 s).
+fn error_policy(ws: Arc<Workspace>, error: &Error, ctx: Arc<Context>) -> Action {
+    let mut failures = ctx.failures.lock().unwrap();
+    let count = failures.entry(ObjectRef::from_obj(&*ws)).or_insert(0);
+    *count += 1;
+    let delay =
+        Duration::from_millis(100u64.saturating_mul(1 << (*count - 1).min(10))).min(MAX_BACKOFF);
+    warn!(workspace = %ws.name_any(), namespace = ws.namespace().unwrap_or_default(), error = %error, retry_in = ?delay, "reconcile failed");
+    Action::requeue(delay)
+}
+
+/// Scans the cache every `reap_interval` and suspends, deletes or expires what is due.
+async fn reap_forever(store: Store<Workspace>, ctx: Arc<Context>) {
+    let mut tick = tokio::time::interval(ctx.settings.reap_interval);
+    loop {
+        tick.tick().await;
+        let workspaces = store.state();
+        let due = reaper::scan(
+            workspaces.iter().map(|w| w.as_ref()),
+            Timestamp::now(),
+            ctx.settings.default_idle_timeout,
+        );
+        for (ws, reap) in due {
+            if let Err(e) = reap_one(ws, &reap, &ctx).await {
+                warn!(workspace = %ws.name_any(), error = %e, "reaping failed");
+            }
+        }
+    }
+}
+
+async fn reap_one(ws: &Workspace, reap: &Reap, ctx: &Context) -> Result<(), Error> {
+    let namespace = ws
+        .namespace()
+        .ok_or_else(|| Error::NoNamespace(ws.name_any()))?;
+    let api: Api<Workspace> = Api::namespaced(ctx.client.clone(), &namespace);
+    let name = ws.name_any();
+    match (reap, ctx.settings.idle_action) {
+        (Reap::Idle { idle_for }, IdleAction::Suspend) => {
+            let patch = serde_json::json!({"spec": {"lifecycle": {"suspend": true}}});
+            api.patch(&name, &PatchParams::default(), &Patch::Merge(patch))
+                .await?;
+            let note = format!(
+                "idle for {}s: suspended (set spec.lifecycle.suspend to false to resume)",
+                idle_for.as_secs()
+            );
+            info!(workspace = %name, namespace, "{note}");
+            publish(ctx, ws, EventType::Normal, "Reaped", &note).await;
+        }
+        (Reap::Idle { idle_for }, IdleAction::Delete) => {
+            let note = format!("idle for {}s: deleted", idle_for.as_secs());
+            publish(ctx, ws, EventType::Normal, "Reaped", &note).await;
+            delete_if_exists::<Workspace>(&ctx.client, &namespace, &name).await?;
+        }
+        (Reap::Expired { finished_for }, _) => {
+            let note = format!(
+                "finished {}s ago: deleted after ttlSecondsAfterFinished",
+                finished_for.as_secs()
+            );
+            publish(ctx, ws, EventType::Normal, "Expired", &note).await;
+            delete_if_exists::<Workspace>(&ctx.client, &namespace, &name).await?;
+        }
+    }
+    Ok(())
+}

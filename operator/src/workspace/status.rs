@@ -1,0 +1,458 @@
+//! A workspace's status, computed from what its children report. Pure: the controller reads
+//! the Deployment and Pods from its caches and writes the result only when it changed.
+
+use crate::conditions::{self, Observed};
+use guildnet_api::workspace::{Hint, WorkspacePhase, WorkspaceStatus};
+use guildnet_api::{Workspace, WorkspaceSpec};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
+
+/// Condition types of a Workspace.
+pub const READY: &str = "Ready";
+pub const PROGRESSING: &str = "Progressing";
+pub const FAILED: &str = "Failed";
+pub const SUSPENDED: &str = "Suspended";
+
+/// Why a workspace cannot run, as the `Failed` condition's reason.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Failure {
+    pub reason: &'static str,
+    pub message: String,
+}
+
+/// What the status is computed from.
+pub struct Observation<'a> {
+    pub deployment: Option<&'a Deployment>,
+    /// The workspace's pods (any not being deleted).
+    pub pods: &'a [&'a Pod],
+    /// Restarts of a container in CrashLoopBackOff at or above which the workspace fails.
+    pub crash_loop_restarts: i32,
+    pub profile_applied: Option<Hint>,
+    pub password_secret: Option<String>,
+    pub volume_claims: Vec<String>,
+    /// A failure found outside the children: a spec that cannot be built, the Quota it
+    /// exceeds.
+    pub failure: Option<Failure>,
+    /// Set while applying the children keeps conflicting with other writers.
+    pub conflict_backoff: Option<String>,
+    pub now: Timestamp,
+}
+
+/// The status `ws` should have given `obs`.
+pub fn compute(ws: &Workspace, obs: &Observation) -> WorkspaceStatus {
+    let previous = ws.status.clone().unwrap_or_default();
+    let suspended = is_suspended(&ws.spec);
+    let ready_replicas = obs
+        .deployment
+        .and_then(|d| d.status.as_ref())
+        .and_then(|s| s.ready_replicas)
+        .unwrap_or(0);
+    let failure = obs
+        .failure
+        .clone()
+        .or_else(|| {
+            (!suspended)
+                .then(|| pod_failure(obs.pods, obs.crash_loop_restarts))
+                .flatten()
+        })
+        .or_else(|| {
+            (!suspended)
+                .then(|| deployment_failure(obs.deployment))
+                .flatten()
+        });
+    let ready = ready_replicas > 0 && !suspended && failure.is_none();
+
+    let phase = if failure.is_some() {
+        WorkspacePhase::Failed
+    } else if suspended {
+        WorkspacePhase::Stopped
+    } else if ready {
+        WorkspacePhase::Running
+    } else {
+        WorkspacePhase::Pending
+    };
+
+    let ready_condition = match (&failure, suspended, ready) {
+        (Some(f), _, _) => Observed::new(READY, false, f.reason, f.message.clone()),
+        (None, true, _) => Observed::new(
+            READY,
+            false,
+            "Suspended",
+            "the workspace is suspended: set spec.lifecycle.suspend to false to resume",
+        ),
+        (None, false, true) => Observed::new(
+            READY,
+            true,
+            "DeploymentReady",
+            format!("{ready_replicas} replica(s) ready"),
+        ),
+        (None, false, false) => Observed::new(
+            READY,
+            false,
+            "Starting",
+            "waiting for the workspace pod to become ready",
+        ),
+    };
+    let progressing = match (&obs.conflict_backoff, &failure, suspended, ready) {
+        (Some(message), _, _, _) => {
+            Observed::new(PROGRESSING, true, "ConflictBackoff", message.clone())
+        }
+        (None, Some(_), _, _) => Observed::new(
+            PROGRESSING,
+            false,
+            "Failed",
+            "the workspace failed; see the Failed condition",
+        ),
+        (None, None, true, _) => Observed::new(PROGRESSING, false, "Suspended", "scaled to zero"),
+        (None, None, false, true) => Observed::new(
+            PROGRESSING,
+            false,
+            "Ready",
+            "the workspace is up to date and ready",
+        ),
+        (None, None, false, false) => Observed::new(
+            PROGRESSING,
+            true,
+            "Deploying",
+            "the workspace pod is starting",
+        ),
+    };
+    let failed = match &failure {
+        Some(f) => Observed::new(FAILED, true, f.reason, f.message.clone()),
+        None => Observed::new(FAILED, false, "Healthy", ""),
+    };
+    let suspended_condition = if suspended {
+        Observed::new(
+            SUSPENDED,
+            true,
+            "Suspended",
+            "spec.lifecycle.suspend is true",
+        )
+    } else {
+        Observed::new(SUSPENDED, false, "Active", "")
+    };
+
+    let (name, namespace) = (ws.name_any(), ws.namespace().unwrap_or_default());
+    WorkspaceStatus {
+        phase: Some(phase),
+        conditions: conditions::merge(
+            &previous.conditions,
+            vec![ready_condition, progressing, failed, suspended_condition],
+            ws.metadata.generation,
+            obs.now,
+        ),
+        observed_generation: ws.metadata.generation,
+        ready_replicas: Some(ready_replicas),
+        service_dns: Some(format!("{name}.{namespace}.svc.cluster.local")),
+        proxy_target: Some(format!("/w/{namespace}/{name}/")),
+        url: external_url(&ws.spec),
+        cluster: previous.cluster,
+        // Written by the proxy; the operator never moves it.
+        last_access_time: previous.last_access_time,
+        profile_applied: obs.profile_applied,
+        password_secret: obs.password_secret.clone(),
+        volume_claims: obs.volume_claims.clone(),
+    }
+}
+
+pub fn is_suspended(spec: &WorkspaceSpec) -> bool {
+    spec.lifecycle
+        .as_ref()
+        .and_then(|l| l.suspend)
+        .unwrap_or(false)
+}
+
+fn external_url(spec: &WorkspaceSpec) -> Option<String> {
+    let ingress = spec.exposure.as_ref()?.ingress.as_ref()?;
+    let scheme = if ingress.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    Some(format!("{scheme}://{}/", ingress.host))
+}
+
+/// Image pull errors fail a workspace at once; a crash loop once a container has restarted
+/// `crash_loop_restarts` times, so one unlucky restart does not.
+fn pod_failure(pods: &[&Pod], crash_loop_restarts: i32) -> Option<Failure> {
+    pods.iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .flat_map(|p| p.status.iter().flat_map(|s| s.container_statuses.iter().flatten()))
+        .find_map(|c| {
+            let waiting = c.state.as_ref()?.waiting.as_ref()?;
+            let reason = waiting.reason.as_deref()?;
+            match reason {
+                "ErrImagePull" | "ImagePullBackOff" | "InvalidImageName" => Some(Failure {
+                    reason: "ImagePullFailed",
+                    message: format!(
+                        "cannot pull image {}: {reason}{}: check spec.image and spec.imagePullSecrets",
+                        c.image,
+                        waiting.message.as_deref().map(|m| format!(" ({m})")).unwrap_or_default()
+                    ),
+                }),
+                "CrashLoopBackOff" if c.restart_count >= crash_loop_restarts => {
+                    let last = c
+                        .last_state
+                        .as_ref()
+                        .and_then(|s| s.terminated.as_ref())
+                        .map(|t| format!(", last exit code {} ({})", t.exit_code, t.reason.as_deref().unwrap_or("unknown")))
+                        .unwrap_or_default();
+                    Some(Failure {
+                        reason: "CrashLoopBackOff",
+                        message: format!(
+                            "container {} restarted {} times{last}: fix the image, command or args; the workspace recovers once the pod runs",
+                            c.name, c.restart_count
+                        ),
+                    })
+                }
+                _ => None,
+            }
+        })
+}
+
+fn deployment_failure(deployment: Option<&Deployment>) -> Option<Failure> {
+    let conditions = deployment?.status.as_ref()?.conditions.as_ref()?;
+    conditions
+        .iter()
+        .find(|c| {
+            c.type_.as_deref() == Some("Progressing")
+                && c.status.as_deref() == Some("False")
+                && c.reason.as_deref() == Some("ProgressDeadlineExceeded")
+        })
+        .map(|c| Failure {
+            reason: "ProgressDeadlineExceeded",
+            message: format!(
+                "the workspace did not become ready in time: {}",
+                c.message.as_deref().unwrap_or("progress deadline exceeded")
+            ),
+        })
+}
+
+/// When the workspace last stopped or failed, for `ttlSecondsAfterFinished`.
+pub fn finished_at(status: &WorkspaceStatus) -> Option<Timestamp> {
+    let since = |type_| {
+        conditions::find(&status.conditions, type_)
+            .filter(|c| c.status == "True")
+            .map(|c| c.last_transition_time.0)
+    };
+    match status.phase? {
+        WorkspacePhase::Failed => since(FAILED),
+        WorkspacePhase::Stopped => since(SUSPENDED),
+        WorkspacePhase::Pending | WorkspacePhase::Running => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use guildnet_api::workspace::Lifecycle;
+    use serde_json::json;
+
+    fn workspace(suspend: bool) -> Workspace {
+        let mut ws = Workspace::new(
+            "ide",
+            WorkspaceSpec {
+                image: "nginx".into(),
+                lifecycle: Some(Lifecycle {
+                    suspend: Some(suspend),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        );
+        ws.metadata.namespace = Some("team-a".into());
+        ws.metadata.generation = Some(3);
+        ws
+    }
+
+    fn deployment(ready: i32) -> Deployment {
+        serde_json::from_value(json!({"status": {"readyReplicas": ready}})).unwrap()
+    }
+
+    fn pod(waiting_reason: &str, restarts: i32) -> Pod {
+        serde_json::from_value(json!({"status": {"containerStatuses": [{
+            "name": "workspace", "image": "example/app:1", "imageID": "", "ready": false, "restartCount": restarts,
+            "state": {"waiting": {"reason": waiting_reason, "message": "back-off"}},
+            "lastState": {"terminated": {"exitCode": 1, "reason": "Error"}}
+        }]}}))
+        .unwrap()
+    }
+
+    fn observe<'a>(deployment: Option<&'a Deployment>, pods: &'a [&'a Pod]) -> Observation<'a> {
+        Observation {
+            deployment,
+            pods,
+            crash_loop_restarts: 3,
+            profile_applied: None,
+            password_secret: None,
+            volume_claims: vec![],
+            failure: None,
+            conflict_backoff: None,
+            now: Timestamp::from_second(1_000).unwrap(),
+        }
+    }
+
+    fn condition<'a>(status: &'a WorkspaceStatus, type_: &str) -> (&'a str, &'a str) {
+        let c = conditions::find(&status.conditions, type_).unwrap();
+        (c.status.as_str(), c.reason.as_str())
+    }
+
+    #[test]
+    fn phase_and_conditions_follow_the_children() {
+        let ready = deployment(1);
+        let not_ready = deployment(0);
+        let crashing = pod("CrashLoopBackOff", 5);
+        let restarted_once = pod("CrashLoopBackOff", 1);
+        let unpullable = pod("ImagePullBackOff", 0);
+        // (what, suspended, deployment, pods, phase, Ready (status, reason), Failed (status, reason))
+        type Case<'a> = (
+            &'a str,
+            bool,
+            Option<&'a Deployment>,
+            Vec<&'a Pod>,
+            WorkspacePhase,
+            (&'a str, &'a str),
+            (&'a str, &'a str),
+        );
+        let cases: Vec<Case> = vec![
+            (
+                "no deployment yet",
+                false,
+                None,
+                vec![],
+                WorkspacePhase::Pending,
+                ("False", "Starting"),
+                ("False", "Healthy"),
+            ),
+            (
+                "pod starting",
+                false,
+                Some(&not_ready),
+                vec![],
+                WorkspacePhase::Pending,
+                ("False", "Starting"),
+                ("False", "Healthy"),
+            ),
+            (
+                "ready",
+                false,
+                Some(&ready),
+                vec![],
+                WorkspacePhase::Running,
+                ("True", "DeploymentReady"),
+                ("False", "Healthy"),
+            ),
+            (
+                "suspended",
+                true,
+                Some(&not_ready),
+                vec![],
+                WorkspacePhase::Stopped,
+                ("False", "Suspended"),
+                ("False", "Healthy"),
+            ),
+            (
+                "crash loop",
+                false,
+                Some(&not_ready),
+                vec![&crashing],
+                WorkspacePhase::Failed,
+                ("False", "CrashLoopBackOff"),
+                ("True", "CrashLoopBackOff"),
+            ),
+            (
+                "one restart is no crash loop",
+                false,
+                Some(&not_ready),
+                vec![&restarted_once],
+                WorkspacePhase::Pending,
+                ("False", "Starting"),
+                ("False", "Healthy"),
+            ),
+            (
+                "image pull",
+                false,
+                Some(&not_ready),
+                vec![&unpullable],
+                WorkspacePhase::Failed,
+                ("False", "ImagePullFailed"),
+                ("True", "ImagePullFailed"),
+            ),
+            (
+                "a suspended crash loop is just stopped",
+                true,
+                Some(&not_ready),
+                vec![&crashing],
+                WorkspacePhase::Stopped,
+                ("False", "Suspended"),
+                ("False", "Healthy"),
+            ),
+        ];
+        for (what, suspend, deployment, pods, phase, ready_condition, failed_condition) in cases {
+            let status = compute(&workspace(suspend), &observe(deployment, &pods));
+            assert_eq!(status.phase, Some(phase), "{what}");
+            assert_eq!(condition(&status, READY), ready_condition, "{what}");
+            assert_eq!(condition(&status, FAILED), failed_condition, "{what}");
+            assert_eq!(status.observed_generation, Some(3), "{what}");
+        }
+    }
+
+    #[test]
+    fn crash_loop_message_names_the_container_and_the_fix() {
+        let crashing = pod("CrashLoopBackOff", 4);
+        let status = compute(&workspace(false), &observe(None, &[&crashing]));
+        let failed = conditions::find(&status.conditions, FAILED).unwrap();
+        assert!(
+            failed
+                .message
+                .contains("container workspace restarted 4 times, last exit code 1"),
+            "{}",
+            failed.message
+        );
+        assert!(
+            failed.message.contains("fix the image"),
+            "{}",
+            failed.message
+        );
+    }
+
+    #[test]
+    fn addresses_are_derived_from_the_name() {
+        let status = compute(&workspace(false), &observe(None, &[]));
+        assert_eq!(status.proxy_target.as_deref(), Some("/w/team-a/ide/"));
+        assert_eq!(
+            status.service_dns.as_deref(),
+            Some("ide.team-a.svc.cluster.local")
+        );
+    }
+
+    #[test]
+    fn recomputing_an_unchanged_status_gives_the_same_status() {
+        let mut ws = workspace(false);
+        let ready = deployment(1);
+        let first = compute(&ws, &observe(Some(&ready), &[]));
+        ws.status = Some(first.clone());
+        let mut later = observe(Some(&ready), &[]);
+        later.now = Timestamp::from_second(5_000).unwrap();
+        assert_eq!(
+            compute(&ws, &later),
+            first,
+            "no change, so the controller skips the write"
+        );
+    }
+
+    #[test]
+    fn finished_at_is_when_the_workspace_stopped_or_failed() {
+        let mut ws = workspace(true);
+        let stopped = compute(&ws, &observe(None, &[]));
+        assert_eq!(
+            finished_at(&stopped),
+            Some(Timestamp::from_second(1_000).unwrap())
+        );
+        ws.spec.lifecycle = None;
+        let running = compute(&ws, &observe(Some(&deployment(1)), &[]));
+        assert_eq!(finished_at(&running), None);
+    }
+}

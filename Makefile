@@ -4,7 +4,6 @@ SHELL := /bin/bash
 
 GUILDNET_DIR   := $(CURDIR)/.guildnet
 BIN            := $(GUILDNET_DIR)/bin
-E2E_DIR        := $(GUILDNET_DIR)/e2e
 K8S_VERSION    := v1.37.2
 export GOTOOLCHAIN := local
 export GOFLAGS     := -mod=mod -buildvcs=false
@@ -72,13 +71,7 @@ unit: ## Unit tests (no cluster needed)
 
 .PHONY: e2e
 e2e: cluster-bin build ## End-to-end tests against a control plane started (and stopped) for them
-	@$(BIN)/kube cluster up --dir $(E2E_DIR) >/dev/null
-	@status=0; \
-	  scripts/install-crds.sh $(E2E_DIR)/kubeconfig >/dev/null || status=$$?; \
-	  [ $$status -ne 0 ] || \
-	  KUBECONFIG=$(E2E_DIR)/kubeconfig GUILDNET_BIN=$(BIN) cargo test -p guildnet-e2e -- --test-threads=4 || status=$$?; \
-	  $(BIN)/kube cluster down --dir $(E2E_DIR) >/dev/null; \
-	  exit $$status
+	@scripts/e2e.sh
 
 .PHONY: test
 test: deps lint unit e2e ## All tests: lint, unit, end-to-end

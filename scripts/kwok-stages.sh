@@ -12,5 +12,5 @@ for f in "$kwok_dir"/kustomize/stage/node/fast/node-initialize.yaml \
   [ -f "$f" ] || continue
   [ $first -eq 1 ] || echo "---"
   first=0
-  grep -v '^---$' "$f"
+  sed '1{/^---$/d}' "$f"
 done

@@ -109,3 +109,32 @@ where
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// Creates namespace `name` with `labels` as admin and waits until its `default`
+/// ServiceAccount exists: until kube-controller-manager has made it, Pods in the namespace
+/// are refused.
+pub async fn create_namespace(admin: &Client, name: &str, labels: &[(&str, &str)]) {
+    use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
+    use kube::api::{Api, PostParams};
+    let mut namespace = Namespace::default();
+    namespace.metadata.name = Some(name.to_string());
+    namespace.metadata.labels = Some(
+        labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    );
+    Api::<Namespace>::all(admin.clone())
+        .create(&PostParams::default(), &namespace)
+        .await
+        .expect("create namespace");
+    let accounts: Api<ServiceAccount> = Api::namespaced(admin.clone(), name);
+    let exists =
+        kube::runtime::wait::await_condition(accounts, "default", |sa: Option<&ServiceAccount>| {
+            sa.is_some()
+        });
+    tokio::time::timeout(Duration::from_secs(60), exists)
+        .await
+        .expect("the default ServiceAccount appears")
+        .expect("watch ServiceAccounts");
+}

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use guildnet_api::{Workspace, crds};
-use guildnet_e2e::{User, client, kubectl, unique_name};
+use guildnet_e2e::{User, client, create_namespace, kubectl, unique_name};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -21,13 +21,7 @@ async fn a_deployment_gets_a_running_ready_pod() {
     let admin = client(User::Admin).await;
     let ns = unique_name("pods");
     let namespaces: Api<Namespace> = Api::all(admin.clone());
-    namespaces
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap(),
-        )
-        .await
-        .unwrap();
+    create_namespace(&admin, &ns, &[]).await;
 
     let deployments: Api<Deployment> = Api::namespaced(admin.clone(), &ns);
     let deployment: Deployment = serde_json::from_value(json!({
@@ -505,14 +499,12 @@ async fn pod_security_admission_enforces_namespace_levels() {
     let admin = client(User::Admin).await;
     let ns = unique_name("restricted");
     let namespaces: Api<Namespace> = Api::all(admin.clone());
-    let restricted = json!({"metadata": {"name": ns, "labels": {"pod-security.kubernetes.io/enforce": "restricted"}}});
-    namespaces
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(restricted).unwrap(),
-        )
-        .await
-        .unwrap();
+    create_namespace(
+        &admin,
+        &ns,
+        &[("pod-security.kubernetes.io/enforce", "restricted")],
+    )
+    .await;
     let pods: Api<Pod> = Api::namespaced(admin, &ns);
     let root_pod: Pod = serde_json::from_value(json!({
         "metadata": {"name": "root"},

@@ -89,8 +89,8 @@ fn idle_timeout(ws: &Workspace) -> Option<Duration> {
         .and_then(|d| Duration::try_from(d).ok())
 }
 
-/// The latest sign of use: traffic seen by the proxy, the moment the workspace became ready
-/// (a workspace nobody has opened yet is not idle from its creation), or its creation.
+/// The latest sign of use: traffic seen by the proxy or the moment the workspace became
+/// ready (so a resumed workspace gets a full idle window); its creation when neither exists.
 fn last_activity(ws: &Workspace) -> Option<Timestamp> {
     let status = ws.status.as_ref();
     let accessed = status
@@ -101,7 +101,7 @@ fn last_activity(ws: &Workspace) -> Option<Timestamp> {
         .filter(|c| c.status == "True")
         .map(|c| c.last_transition_time.0);
     let created = ws.metadata.creation_timestamp.as_ref().map(|t| t.0);
-    [accessed, ready_since, created].into_iter().flatten().max()
+    accessed.max(ready_since).or(created)
 }
 
 fn elapsed(since: Timestamp, now: Timestamp) -> Duration {

@@ -385,6 +385,8 @@ func clusterRun(d clusterDirs) (err error) {
 		"--manage-nodes-with-annotation-selector="+fakeNodeAnnotation+"=fake",
 		"--cidr=10.244.0.0/16",
 		"--node-ip=10.243.0.1",
+		// Renew the Node lease so the node lifecycle controller keeps the node Ready.
+		"--node-lease-duration-seconds=40",
 	); err != nil {
 		return err
 	}

@@ -1,0 +1,537 @@
+//! The Workspace controller on a real API server: children, hardening, garbage collection,
+//! failures, suspend/resume, TTL, idle reaping and debounced bursts of edits.
+
+use std::time::Duration;
+
+use guildnet_api::Workspace;
+use guildnet_e2e::{User, client, create_namespace, kubectl, unique_name};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Event, Namespace, PersistentVolumeClaim, Secret, Service};
+use k8s_openapi::api::networking::v1::Ingress;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::wait::{await_condition, conditions};
+use kube::{Client, ResourceExt};
+use serde_json::{Value, json};
+
+const TIMEOUT: Duration = Duration::from_secs(60);
+
+fn workspace(name: &str, spec: Value) -> Workspace {
+    serde_json::from_value(json!({
+        "apiVersion": "guildnet.io/v1alpha1",
+        "kind": "Workspace",
+        "metadata": {"name": name},
+        "spec": spec,
+    }))
+    .unwrap()
+}
+
+async fn create(api: &Api<Workspace>, name: &str, spec: Value) -> Workspace {
+    api.create(&PostParams::default(), &workspace(name, spec))
+        .await
+        .unwrap()
+}
+
+/// Waits until the workspace satisfies `check`, failing with `what` after the deadline.
+async fn wait_for(
+    api: &Api<Workspace>,
+    name: &str,
+    what: &str,
+    check: impl Fn(&Workspace) -> bool,
+) -> Workspace {
+    let cond = await_condition(api.clone(), name, move |ws: Option<&Workspace>| {
+        ws.is_some_and(&check)
+    });
+    match tokio::time::timeout(TIMEOUT, cond).await {
+        Ok(Ok(Some(ws))) => ws,
+        _ => panic!(
+            "{name}: timed out waiting for {what}; now: {:?}",
+            api.get_opt(name)
+                .await
+                .ok()
+                .flatten()
+                .and_then(|w| w.status)
+        ),
+    }
+}
+
+fn condition(ws: &Workspace, type_: &str) -> Option<(String, String)> {
+    let c = ws
+        .status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)?;
+    Some((c.status.clone(), c.reason.clone()))
+}
+
+fn has_condition(ws: &Workspace, type_: &str, status: &str, reason: &str) -> bool {
+    condition(ws, type_) == Some((status.into(), reason.into()))
+}
+
+fn phase(ws: &Workspace) -> String {
+    ws.status
+        .as_ref()
+        .and_then(|s| s.phase)
+        .map(|p| format!("{p:?}"))
+        .unwrap_or_default()
+}
+
+async fn wait_gone<K>(api: &Api<K>, name: &str)
+where
+    K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
+{
+    let uid = match api.get_opt(name).await.unwrap() {
+        Some(obj) => obj.uid().unwrap_or_default(),
+        None => return,
+    };
+    tokio::time::timeout(
+        TIMEOUT,
+        await_condition(api.clone(), name, conditions::is_deleted(&uid)),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("{name} was not deleted"))
+    .unwrap();
+}
+
+async fn events_for(admin: &Client, namespace: &str, name: &str) -> Vec<String> {
+    let events: Api<Event> = Api::namespaced(admin.clone(), namespace);
+    let list = events
+        .list(&ListParams::default().fields(&format!("involvedObject.name={name}")))
+        .await
+        .unwrap();
+    list.items.into_iter().filter_map(|e| e.reason).collect()
+}
+
+#[tokio::test]
+async fn code_server_becomes_ready_hardened_and_is_garbage_collected_but_keeps_its_volume() {
+    let name = unique_name("ide");
+    let alice: Api<Workspace> = Api::namespaced(client(User::Alice).await, "default");
+    let spec = json!({
+        "image": "codercom/code-server:latest",
+        "volumes": [{"name": "home", "mountPath": "/home/coder", "persistent": {"size": "1Gi"}}]
+    });
+    create(&alice, &name, spec).await;
+
+    // What a user types, exactly.
+    let wait = kubectl(
+        User::Alice,
+        &[
+            "wait",
+            "--for=condition=Ready",
+            &format!("ws/{name}"),
+            "--timeout=60s",
+        ],
+    );
+    assert!(
+        wait.success,
+        "kubectl wait returns once Ready: {} {}",
+        wait.stdout, wait.stderr
+    );
+
+    let admin = client(User::Admin).await;
+    let ws = alice.get(&name).await.unwrap();
+    let status = ws.status.clone().unwrap();
+    assert_eq!(phase(&ws), "Running");
+    assert_eq!(status.ready_replicas, Some(1));
+    assert_eq!(
+        status.proxy_target.as_deref(),
+        Some(format!("/w/default/{name}/").as_str())
+    );
+    assert_eq!(status.volume_claims, vec![format!("{name}-home")]);
+    let secret_name = status
+        .password_secret
+        .clone()
+        .expect("code-server gets a password Secret");
+
+    let uid = ws.uid().unwrap();
+    let deployment = Api::<Deployment>::namespaced(admin.clone(), "default")
+        .get(&name)
+        .await
+        .unwrap();
+    let service = Api::<Service>::namespaced(admin.clone(), "default")
+        .get(&name)
+        .await
+        .unwrap();
+    let secret = Api::<Secret>::namespaced(admin.clone(), "default")
+        .get(&secret_name)
+        .await
+        .unwrap();
+    for (kind, meta) in [
+        ("Deployment", &deployment.metadata),
+        ("Service", &service.metadata),
+        ("Secret", &secret.metadata),
+    ] {
+        let labels = meta.labels.clone().unwrap_or_default();
+        assert_eq!(
+            labels.get("guildnet.io/managed").map(String::as_str),
+            Some("true"),
+            "{kind} labels"
+        );
+        assert_eq!(labels.get("guildnet.io/id"), Some(&name), "{kind} labels");
+        let owner = meta.owner_references.clone().unwrap_or_default();
+        assert!(
+            owner
+                .iter()
+                .any(|o| o.uid == uid && o.controller == Some(true)),
+            "{kind} is owned by the Workspace"
+        );
+    }
+    assert_eq!(
+        service.spec.as_ref().unwrap().publish_not_ready_addresses,
+        Some(true)
+    );
+
+    let pod = deployment.spec.template.spec.unwrap();
+    let pod_security = pod.security_context.unwrap();
+    assert_eq!(pod_security.run_as_non_root, Some(true));
+    assert_eq!(
+        pod_security.seccomp_profile.unwrap().type_,
+        "RuntimeDefault"
+    );
+    let container = &pod.containers[0];
+    let security = container.security_context.clone().unwrap();
+    assert_eq!(security.allow_privilege_escalation, Some(false));
+    assert_eq!(
+        security.capabilities.unwrap().drop,
+        Some(vec!["ALL".to_string()])
+    );
+    let args = container.args.clone().unwrap_or_default().join(" ");
+    assert!(
+        args.contains("--bind-addr 0.0.0.0:8080") && args.contains("--auth password"),
+        "{args}"
+    );
+    let password_env = container
+        .env
+        .iter()
+        .flatten()
+        .find(|e| e.name == "PASSWORD")
+        .unwrap();
+    let from = password_env
+        .value_from
+        .clone()
+        .unwrap()
+        .secret_key_ref
+        .unwrap();
+    assert_eq!(
+        from.name, secret_name,
+        "the password comes from the per-workspace Secret, never a literal"
+    );
+    assert!(password_env.value.is_none());
+
+    let events = events_for(&admin, "default", &name).await;
+    assert!(
+        events.contains(&"Launched".into()) && events.contains(&"Ready".into()),
+        "{events:?}"
+    );
+
+    alice
+        .delete(&name, &DeleteParams::foreground())
+        .await
+        .unwrap();
+    wait_gone(&alice, &name).await;
+    wait_gone(
+        &Api::<Deployment>::namespaced(admin.clone(), "default"),
+        &name,
+    )
+    .await;
+    wait_gone(&Api::<Service>::namespaced(admin.clone(), "default"), &name).await;
+    wait_gone(
+        &Api::<Secret>::namespaced(admin.clone(), "default"),
+        &secret_name,
+    )
+    .await;
+    let pvc = Api::<PersistentVolumeClaim>::namespaced(admin, "default")
+        .get_opt(&format!("{name}-home"))
+        .await
+        .unwrap();
+    let pvc = pvc.expect("a Retain volume outlives its workspace");
+    assert!(
+        pvc.metadata.deletion_timestamp.is_none(),
+        "and is not being deleted"
+    );
+}
+
+#[tokio::test]
+async fn a_workspace_runs_in_a_restricted_pod_security_namespace() {
+    let admin = client(User::Admin).await;
+    let ns = unique_name("restricted");
+    create_namespace(
+        &admin,
+        &ns,
+        &[("pod-security.kubernetes.io/enforce", "restricted")],
+    )
+    .await;
+    let api: Api<Workspace> = Api::namespaced(admin.clone(), &ns);
+    let name = unique_name("ide");
+    create(&api, &name, json!({"image": "codercom/code-server:4.96.2"})).await;
+    wait_for(&api, &name, "Ready under PSA restricted", |ws| {
+        has_condition(ws, "Ready", "True", "DeploymentReady")
+    })
+    .await;
+    Api::<Namespace>::all(admin)
+        .delete(&ns, &DeleteParams::default())
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_crash_loop_fails_the_workspace_and_fixing_the_image_clears_it() {
+    let api: Api<Workspace> = Api::namespaced(client(User::Admin).await, "default");
+    let name = unique_name("crash");
+    create(
+        &api,
+        &name,
+        json!({"image": "registry.guildnet.test/crashloop:1"}),
+    )
+    .await;
+    let failed = wait_for(&api, &name, "Failed/CrashLoopBackOff", |ws| {
+        has_condition(ws, "Failed", "True", "CrashLoopBackOff")
+    })
+    .await;
+    assert_eq!(phase(&failed), "Failed");
+    assert!(has_condition(&failed, "Ready", "False", "CrashLoopBackOff"));
+
+    let fix = json!({"spec": {"image": "nginx:1.27"}});
+    api.patch(&name, &PatchParams::default(), &Patch::Merge(fix))
+        .await
+        .unwrap();
+    let fixed = wait_for(&api, &name, "Ready after the fix", |ws| {
+        has_condition(ws, "Ready", "True", "DeploymentReady")
+    })
+    .await;
+    assert!(has_condition(&fixed, "Failed", "False", "Healthy"));
+    assert_eq!(phase(&fixed), "Running");
+    api.delete(&name, &DeleteParams::default()).await.unwrap();
+}
+
+#[tokio::test]
+async fn an_image_that_cannot_be_pulled_fails_the_workspace() {
+    let api: Api<Workspace> = Api::namespaced(client(User::Admin).await, "default");
+    let name = unique_name("pull");
+    create(
+        &api,
+        &name,
+        json!({"image": "registry.guildnet.test/missing:1"}),
+    )
+    .await;
+    let ws = wait_for(&api, &name, "Failed/ImagePullFailed", |ws| {
+        has_condition(ws, "Failed", "True", "ImagePullFailed")
+    })
+    .await;
+    let message = &ws
+        .status
+        .unwrap()
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == "Failed")
+        .unwrap()
+        .message;
+    assert!(
+        message.contains("registry.guildnet.test/missing:1") && message.contains("spec.image"),
+        "{message}"
+    );
+    api.delete(&name, &DeleteParams::default()).await.unwrap();
+}
+
+#[tokio::test]
+async fn suspend_scales_to_zero_and_resume_brings_it_back() {
+    let admin = client(User::Admin).await;
+    let api: Api<Workspace> = Api::namespaced(client(User::Alice).await, "default");
+    let deployments: Api<Deployment> = Api::namespaced(admin.clone(), "default");
+    let name = unique_name("pause");
+    create(&api, &name, json!({"image": "nginx:1.27"})).await;
+    wait_for(&api, &name, "Ready", |ws| {
+        has_condition(ws, "Ready", "True", "DeploymentReady")
+    })
+    .await;
+
+    let suspend = |value: bool| Patch::Merge(json!({"spec": {"lifecycle": {"suspend": value}}}));
+    api.patch(&name, &PatchParams::default(), &suspend(true))
+        .await
+        .unwrap();
+    let stopped = wait_for(&api, &name, "Stopped", |ws| phase(ws) == "Stopped").await;
+    assert!(has_condition(&stopped, "Ready", "False", "Suspended"));
+    let replicas = deployments.get(&name).await.unwrap().spec.replicas;
+    assert_eq!(replicas, Some(0), "suspended means zero replicas");
+
+    api.patch(&name, &PatchParams::default(), &suspend(false))
+        .await
+        .unwrap();
+    wait_for(&api, &name, "Running again", |ws| phase(ws) == "Running").await;
+    assert_eq!(deployments.get(&name).await.unwrap().spec.replicas, Some(1));
+    let events = events_for(&admin, "default", &name).await;
+    assert!(events.contains(&"Suspended".into()), "{events:?}");
+    api.delete(&name, &DeleteParams::default()).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_finished_workspace_is_deleted_after_its_ttl() {
+    let api: Api<Workspace> = Api::namespaced(client(User::Alice).await, "default");
+    let name = unique_name("ttl");
+    create(&api, &name, json!({"image": "nginx:1.27", "lifecycle": {"suspend": true, "ttlSecondsAfterFinished": 2}})).await;
+    wait_for(&api, &name, "Stopped", |ws| phase(ws) == "Stopped").await;
+    wait_gone(&api, &name).await;
+}
+
+#[tokio::test]
+async fn idle_workspaces_are_suspended_unless_kept_alive() {
+    let admin = client(User::Admin).await;
+    let api: Api<Workspace> = Api::namespaced(admin.clone(), "default");
+    let (kept, idle) = (unique_name("kept"), unique_name("idle"));
+    let spec = json!({"image": "nginx:1.27", "lifecycle": {"idleTimeout": "1m"}});
+    let mut keepalive = workspace(&kept, spec.clone());
+    keepalive.metadata.labels =
+        Some([("guildnet.io/keepalive".to_string(), "true".to_string())].into());
+    api.create(&PostParams::default(), &keepalive)
+        .await
+        .unwrap();
+    create(&api, &idle, spec).await;
+    for name in [&kept, &idle] {
+        wait_for(&api, name, "Ready", |ws| {
+            has_condition(ws, "Ready", "True", "DeploymentReady")
+        })
+        .await;
+    }
+
+    // As if each had been ready for two hours with no traffic through the proxy. The
+    // keep-alive one first, so the reaper has seen it by the time it reaps the other.
+    let two_hours_ago =
+        k8s_openapi::jiff::Timestamp::now() - k8s_openapi::jiff::SignedDuration::from_hours(2);
+    for name in [&kept, &idle] {
+        let mut status = api.get(name).await.unwrap().status.unwrap();
+        for c in status.conditions.iter_mut().filter(|c| c.type_ == "Ready") {
+            c.last_transition_time =
+                k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(two_hours_ago);
+        }
+        let stale = json!({"status": {"lastAccessTime": two_hours_ago.to_string(), "conditions": status.conditions}});
+        api.patch_status(name, &PatchParams::default(), &Patch::Merge(stale))
+            .await
+            .unwrap();
+    }
+
+    let reaped = wait_for(&api, &idle, "suspended for idleness", |ws| {
+        phase(ws) == "Stopped"
+    })
+    .await;
+    assert_eq!(reaped.spec.lifecycle.unwrap().suspend, Some(true));
+    assert!(
+        events_for(&admin, "default", &idle)
+            .await
+            .contains(&"Reaped".into())
+    );
+    // The reaper's cache saw the keep-alive workspace's patch before the other's (one watch,
+    // in order), so the pass that reaped one has judged the other too.
+    let still = api.get(&kept).await.unwrap();
+    assert_eq!(
+        phase(&still),
+        "Running",
+        "guildnet.io/keepalive=true opts out of reaping"
+    );
+    assert_ne!(still.spec.lifecycle.unwrap().suspend, Some(true));
+    for name in [&kept, &idle] {
+        api.delete(name, &DeleteParams::default()).await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn ingress_exposure_is_created_and_removed_with_the_spec() {
+    let admin = client(User::Admin).await;
+    let api: Api<Workspace> = Api::namespaced(admin.clone(), "default");
+    let ingresses: Api<Ingress> = Api::namespaced(admin.clone(), "default");
+    let name = unique_name("web");
+    let host = format!("{name}.example.test");
+    let exposure = json!({"type": "Ingress", "ingress": {"host": host, "className": "nginx", "tls": {"clusterIssuer": "letsencrypt"}}});
+    create(
+        &api,
+        &name,
+        json!({"image": "nginx:1.27", "exposure": exposure}),
+    )
+    .await;
+    let ws = wait_for(&api, &name, "an external URL", |ws| {
+        ws.status.as_ref().and_then(|s| s.url.as_ref()).is_some()
+    })
+    .await;
+    assert_eq!(ws.status.unwrap().url, Some(format!("https://{host}/")));
+    let ingress = ingresses.get(&name).await.unwrap();
+    assert_eq!(
+        ingress
+            .annotations()
+            .get("cert-manager.io/cluster-issuer")
+            .map(String::as_str),
+        Some("letsencrypt")
+    );
+    assert_eq!(
+        ingress.spec.unwrap().rules.unwrap()[0].host.as_deref(),
+        Some(host.as_str())
+    );
+
+    let back = Patch::Merge(json!({"spec": {"exposure": {"type": "ClusterIP", "ingress": null}}}));
+    api.patch(&name, &PatchParams::default(), &back)
+        .await
+        .unwrap();
+    wait_gone(&ingresses, &name).await;
+    api.delete(&name, &DeleteParams::default()).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_burst_of_edits_ends_in_the_final_spec_with_few_deployment_writes() {
+    let admin = client(User::Admin).await;
+    let api: Api<Workspace> = Api::namespaced(admin.clone(), "default");
+    let deployments: Api<Deployment> = Api::namespaced(admin, "default");
+    let name = unique_name("burst");
+    create(
+        &api,
+        &name,
+        json!({"image": "nginx:1.27", "env": [{"name": "EDIT", "value": "0"}]}),
+    )
+    .await;
+    wait_for(&api, &name, "Ready", |ws| {
+        has_condition(ws, "Ready", "True", "DeploymentReady")
+    })
+    .await;
+    let before = deployments
+        .get(&name)
+        .await
+        .unwrap()
+        .metadata
+        .generation
+        .unwrap();
+
+    const EDITS: i64 = 50;
+    let start = std::time::Instant::now();
+    for i in 1..=EDITS {
+        let patch =
+            Patch::Merge(json!({"spec": {"env": [{"name": "EDIT", "value": i.to_string()}]}}));
+        api.patch(&name, &PatchParams::default(), &patch)
+            .await
+            .unwrap();
+        // Spread the edits over about one second.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let spread = start.elapsed();
+
+    let final_value = EDITS.to_string();
+    let deployment = tokio::time::timeout(
+        TIMEOUT,
+        await_condition(deployments.clone(), &name, move |d: Option<&Deployment>| {
+            d.and_then(|d| d.spec.template.spec.as_ref())
+                .and_then(|p| p.containers[0].env.as_ref())
+                .is_some_and(|env| {
+                    env.iter().any(|e| {
+                        e.name == "EDIT" && e.value.as_deref() == Some(final_value.as_str())
+                    })
+                })
+        }),
+    )
+    .await
+    .expect("the Deployment reaches the final spec")
+    .unwrap()
+    .unwrap();
+    let writes = deployment.metadata.generation.unwrap() - before;
+    println!("{EDITS} edits in {spread:?} led to {writes} Deployment spec writes");
+    assert!(
+        writes * 4 <= EDITS,
+        "{EDITS} edits caused {writes} Deployment writes; debouncing should coalesce them"
+    );
+    api.delete(&name, &DeleteParams::default()).await.unwrap();
+}

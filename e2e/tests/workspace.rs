@@ -535,3 +535,84 @@ async fn a_burst_of_edits_ends_in_the_final_spec_with_few_deployment_writes() {
     );
     api.delete(&name, &DeleteParams::default()).await.unwrap();
 }
+
+#[tokio::test]
+async fn a_snapshot_annotation_says_why_not_until_the_snapshot_api_exists() {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    let admin = client(User::Admin).await;
+    let api: Api<Workspace> = Api::namespaced(admin.clone(), "default");
+    let name = unique_name("snap");
+    let mut ws = workspace(
+        &name,
+        json!({"image": "nginx:1.27", "volumes": [{"name": "home", "mountPath": "/home", "persistent": {"size": "1Gi"}}]}),
+    );
+    ws.metadata.annotations =
+        Some([("guildnet.io/snapshot".to_string(), "first".to_string())].into());
+    api.create(&PostParams::default(), &ws).await.unwrap();
+    wait_for(
+        &api,
+        &name,
+        "Snapshot condition saying the API is missing",
+        |ws| has_condition(ws, "Snapshot", "False", "SnapshotAPIUnavailable"),
+    )
+    .await;
+
+    // The CSI snapshot API arrives (its CRD; no snapshot controller is needed to see the
+    // objects GuildNet creates).
+    let crd: CustomResourceDefinition = serde_json::from_value(json!({
+        "metadata": {
+            "name": "volumesnapshots.snapshot.storage.k8s.io",
+            // As upstream's external-snapshotter CRDs carry for the protected k8s.io group.
+            "annotations": {"api-approved.kubernetes.io": "https://github.com/kubernetes-csi/external-snapshotter/pull/814"}
+        },
+        "spec": {
+            "group": "snapshot.storage.k8s.io",
+            "names": {"kind": "VolumeSnapshot", "plural": "volumesnapshots", "singular": "volumesnapshot"},
+            "scope": "Namespaced",
+            "versions": [{"name": "v1", "served": true, "storage": true,
+                "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}]
+        }
+    }))
+    .unwrap();
+    let crds: Api<CustomResourceDefinition> = Api::all(admin.clone());
+    crds.create(&PostParams::default(), &crd).await.unwrap();
+    tokio::time::timeout(
+        TIMEOUT,
+        await_condition(
+            crds,
+            "volumesnapshots.snapshot.storage.k8s.io",
+            conditions::is_crd_established(),
+        ),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+
+    let again =
+        Patch::Merge(json!({"metadata": {"annotations": {"guildnet.io/snapshot": "second"}}}));
+    api.patch(&name, &PatchParams::default(), &again)
+        .await
+        .unwrap();
+    wait_for(&api, &name, "Snapshot created", |ws| {
+        has_condition(ws, "Snapshot", "True", "SnapshotCreated")
+    })
+    .await;
+    let snapshots: Api<kube::api::DynamicObject> = Api::namespaced_with(
+        admin,
+        "default",
+        &kube::api::ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk(
+            "snapshot.storage.k8s.io",
+            "v1",
+            "VolumeSnapshot",
+        )),
+    );
+    let snapshot = snapshots
+        .get(&format!("{name}-home-second"))
+        .await
+        .expect("the VolumeSnapshot exists");
+    assert_eq!(
+        snapshot.data["spec"]["source"]["persistentVolumeClaimName"],
+        format!("{name}-home")
+    );
+    api.delete(&name, &DeleteParams::default()).await.unwrap();
+}

@@ -4,7 +4,8 @@
 
 use super::reaper::{self, IdleAction, Reap};
 use super::status::{self, Observation};
-use super::{BuildContext, Children, desired_children, password_secret};
+use super::{BuildContext, Children, desired_children, password_secret, snapshot};
+use crate::conditions::Observed;
 use futures::StreamExt;
 use guildnet_api::workspace::WorkspaceStatus;
 use guildnet_api::{Workspace, labels};
@@ -12,7 +13,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret, Service};
 use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store, reflector};
@@ -130,9 +131,9 @@ async fn reconcile(ws: Arc<Workspace>, ctx: Arc<Context>) -> Result<Action, Erro
         .namespace()
         .ok_or_else(|| Error::NoNamespace(ws.name_any()))?;
     let applied = apply_children(&ws, &namespace, &ctx).await;
-    let (children, deployment) = match &applied {
-        Ok((children, deployment)) => (Some(children), Some(deployment)),
-        Err(_) => (None, None),
+    let (children, deployment, snapshot) = match &applied {
+        Ok(a) => (Some(&a.children), Some(&a.deployment), a.snapshot.clone()),
+        Err(_) => (None, None, None),
     };
     let failure = match &applied {
         Err(Error::InvalidSpec(e)) => Some(status::Failure {
@@ -160,6 +161,7 @@ async fn reconcile(ws: Arc<Workspace>, ctx: Arc<Context>) -> Result<Action, Erro
             .unwrap_or_default(),
         failure,
         conflict_backoff: conflict,
+        snapshot,
         now: Timestamp::now(),
     };
     let other_error = applied
@@ -197,13 +199,17 @@ impl Context {
     }
 }
 
-/// Applies every child of `ws` and prunes what its spec no longer asks for. Returns the
-/// built children and the Deployment as the API server has it after the apply.
-async fn apply_children(
-    ws: &Workspace,
-    namespace: &str,
-    ctx: &Context,
-) -> Result<(Children, Deployment), Error> {
+/// What applying a workspace's children produced.
+struct Applied {
+    children: Children,
+    /// The Deployment as the API server has it after the apply (with its status).
+    deployment: Deployment,
+    /// The outcome of a requested snapshot, as the `Snapshot` condition.
+    snapshot: Option<Observed>,
+}
+
+/// Applies every child of `ws` and prunes what its spec no longer asks for.
+async fn apply_children(ws: &Workspace, namespace: &str, ctx: &Context) -> Result<Applied, Error> {
     // Only what the schema cannot check fails here; the message says what to fix.
     let children = desired_children(ws, &ctx.settings.build)?;
     let client = &ctx.client;
@@ -225,6 +231,10 @@ async fn apply_children(
         None => {}
     }
     prune_volume_claims(ws, namespace, &children, client).await?;
+    let snapshot = match snapshot::requested(ws) {
+        Some(name) => Some(take_snapshots(ws, namespace, &children, name, client).await?),
+        None => None,
+    };
     let first_launch = ws.status.is_none();
     let deployment = apply(client, namespace, &children.deployment).await?;
     if first_launch {
@@ -237,7 +247,57 @@ async fn apply_children(
         )
         .await;
     }
-    Ok((children, deployment))
+    Ok(Applied {
+        children,
+        deployment,
+        snapshot,
+    })
+}
+
+/// Creates the requested VolumeSnapshots, or says why it cannot.
+async fn take_snapshots(
+    ws: &Workspace,
+    namespace: &str,
+    children: &Children,
+    name: &str,
+    client: &Client,
+) -> Result<Observed, Error> {
+    if children.pvcs.is_empty() {
+        return Ok(Observed::new(
+            status::SNAPSHOT,
+            false,
+            "NoPersistentVolumes",
+            "the workspace has no persistent volumes to snapshot",
+        ));
+    }
+    let api: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), namespace, &snapshot::snapshot_resource());
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    let mut names = Vec::new();
+    for snapshot in snapshot::volume_snapshots(ws, &children.pvcs, name) {
+        match api
+            .patch(&snapshot.name_any(), &params, &Patch::Apply(&snapshot))
+            .await
+        {
+            Ok(created) => names.push(created.name_any()),
+            // The API server does not serve the resource at all.
+            Err(kube::Error::Api(s)) if s.code == 404 => {
+                return Ok(Observed::new(
+                    status::SNAPSHOT,
+                    false,
+                    "SnapshotAPIUnavailable",
+                    "the cluster does not serve snapshot.storage.k8s.io/v1 VolumeSnapshots: install the CSI snapshot CRDs and snapshot controller",
+                ));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(Observed::new(
+        status::SNAPSHOT,
+        true,
+        "SnapshotCreated",
+        format!("VolumeSnapshots {}", names.join(", ")),
+    ))
 }
 
 /// Server-side applies `obj` with the operator's field manager, taking over fields another

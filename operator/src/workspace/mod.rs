@@ -21,6 +21,7 @@ mod meta;
 mod password;
 pub mod reaper;
 mod service;
+pub mod snapshot;
 pub mod status;
 mod storage;
 

@@ -14,6 +14,8 @@ pub const READY: &str = "Ready";
 pub const PROGRESSING: &str = "Progressing";
 pub const FAILED: &str = "Failed";
 pub const SUSPENDED: &str = "Suspended";
+/// Present while the `guildnet.io/snapshot` annotation asks for a snapshot.
+pub const SNAPSHOT: &str = "Snapshot";
 
 /// Why a workspace cannot run, as the `Failed` condition's reason.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -37,6 +39,8 @@ pub struct Observation<'a> {
     pub failure: Option<Failure>,
     /// Set while applying the children keeps conflicting with other writers.
     pub conflict_backoff: Option<String>,
+    /// The outcome of a requested snapshot.
+    pub snapshot: Option<Observed>,
     pub now: Timestamp,
 }
 
@@ -139,7 +143,10 @@ pub fn compute(ws: &Workspace, obs: &Observation) -> WorkspaceStatus {
         phase: Some(phase),
         conditions: conditions::merge(
             &previous.conditions,
-            vec![ready_condition, progressing, failed, suspended_condition],
+            [ready_condition, progressing, failed, suspended_condition]
+                .into_iter()
+                .chain(obs.snapshot.clone())
+                .collect(),
             ws.metadata.generation,
             obs.now,
         ),
@@ -290,6 +297,7 @@ mod tests {
             volume_claims: vec![],
             failure: None,
             conflict_backoff: None,
+            snapshot: None,
             now: Timestamp::from_second(1_000).unwrap(),
         }
     }

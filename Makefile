@@ -73,6 +73,10 @@ unit: ## Unit tests (no cluster needed)
 e2e: cluster-bin build ## End-to-end tests against a control plane started (and stopped) for them
 	@scripts/e2e.sh
 
+.PHONY: bench
+bench: cluster-bin build ## Run the benchmarks and write docs/benchmarks.md
+	@scripts/bench.sh
+
 .PHONY: test
 test: deps lint unit e2e ## All tests: lint, unit, end-to-end
 

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# `make bench`: runs every benchmark and writes docs/benchmarks.md with the machine and date.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=docs/benchmarks.md
+tmp=$(mktemp)
+trap 'rm -f "$tmp"' EXIT
+
+cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')
+{
+  echo "# Benchmarks"
+  echo
+  echo "Written by \`make bench\` on $(date -u +%Y-%m-%d): $(nproc) cores ($cpu), $(free -g | awk '/Mem:/ {print $2}') GiB memory, $(uname -sr)."
+  echo "Numbers from one run on this machine; rerun \`make bench\` to reproduce."
+  echo
+  echo "## Workspace controller"
+  echo
+  cargo bench -q -p guildnet-operator --bench reaper_scan
+  GUILDNET_STACK=bench scripts/with-stack.sh cargo bench -q -p guildnet-e2e --bench reconcile_latency
+} > "$tmp"
+mv "$tmp" "$out"
+trap - EXIT
+echo "wrote $out"

@@ -77,11 +77,13 @@ async fn main() {
     }
     recorder.abort();
 
-    let seen = seen.lock().unwrap();
-    let mut latencies: Vec<Duration> = written
-        .iter()
-        .map(|(name, at)| seen[name].saturating_duration_since(*at))
-        .collect();
+    let mut latencies: Vec<Duration> = {
+        let seen = seen.lock().unwrap();
+        written
+            .iter()
+            .map(|(name, at)| seen[name].saturating_duration_since(*at))
+            .collect()
+    };
     latencies.sort();
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     println!("### Reconcile latency (`make bench`: e2e/benches/reconcile_latency.rs)\n");

@@ -26,13 +26,27 @@ start_cluster() {
   fi
   echo "$kubeconfig" > "$state/kubeconfig"
   scripts/install-crds.sh "$kubeconfig" >/dev/null
+  "$bin/kubectl" --kubeconfig "$kubeconfig" get namespace guildnet-system >/dev/null 2>&1 ||
+    "$bin/kubectl" --kubeconfig "$kubeconfig" create namespace guildnet-system >/dev/null
+  "$bin/kubectl" --kubeconfig "$kubeconfig" apply -f webhook/config/starter-capabilities.yaml >/dev/null
+}
+
+# The kubeconfig a component runs with: its own identity on the local control plane, the
+# given kubeconfig otherwise.
+component_kubeconfig() {
+  if [ -z "${GUILDNET_KUBECONFIG:-}" ] && [ -f "$root/.guildnet/$1.kubeconfig" ]; then
+    echo "$root/.guildnet/$1.kubeconfig"
+  else
+    echo "$kubeconfig"
+  fi
 }
 
 start_components() {
   for c in operator webhook proxy; do
     args=()
     [ "$c" = proxy ] && args=(--listen "$proxy_addr")
-    KUBECONFIG=$kubeconfig "$target/guildnet-$c" "${args[@]}" >"$logs/$c.log" 2>&1 &
+    [ "$c" = webhook ] && args=(--webhook-url https://127.0.0.1:9443)
+    KUBECONFIG=$(component_kubeconfig $c) "$target/guildnet-$c" "${args[@]}" >"$logs/$c.log" 2>&1 &
     echo $! > "$state/$c.pid"
   done
   # Fail fast when a component cannot start (bad kubeconfig, port taken).

@@ -1,6 +1,7 @@
-//! guildnet-webhook: admission for Workspaces.
+//! guildnet-webhook: admission for Workspaces. See `guildnet-webhook --help`.
 
-use tracing::info;
+use clap::Parser;
+use guildnet_webhook::{app, cli::Args};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -9,8 +10,5 @@ async fn main() -> anyhow::Result<()> {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .init();
-    info!("guildnet-webhook started");
-    tokio::signal::ctrl_c().await?;
-    info!("shutting down");
-    Ok(())
+    app::run(Args::parse()).await
 }

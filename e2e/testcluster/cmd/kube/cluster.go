@@ -39,6 +39,15 @@ var users = []clientIdentity{
 // contextNames maps kubeconfig context names to the identities above.
 var contextNames = map[string]string{"admin": "guildnet-admin", "alice": "alice", "bob": "bob"}
 
+// GuildNet's own components, with the identities their in-cluster ServiceAccounts have, so
+// the webhook's defaults (which service accounts may write status) hold unchanged here.
+// Each gets a kubeconfig of its own, <dir>/<component>.kubeconfig.
+var guildnetComponents = map[string]clientIdentity{
+	"operator": {Name: "system:serviceaccount:guildnet-system:guildnet-operator", Groups: []string{"system:serviceaccounts", "system:serviceaccounts:guildnet-system"}},
+	"webhook":  {Name: "system:serviceaccount:guildnet-system:guildnet-webhook", Groups: []string{"system:serviceaccounts", "system:serviceaccounts:guildnet-system"}},
+	"proxy":    {Name: "system:serviceaccount:guildnet-system:guildnet-proxy", Groups: []string{"system:serviceaccounts", "system:serviceaccounts:guildnet-system"}},
+}
+
 // Components authenticate as the identities upstream's default RBAC expects.
 var components = []clientIdentity{
 	{Name: "system:kube-controller-manager"},
@@ -62,13 +71,20 @@ func (d clusterDirs) logs() string       { return filepath.Join(d.root, "logs") 
 func (d clusterDirs) kubeconfig() string { return filepath.Join(d.root, "kubeconfig") }
 func (d clusterDirs) pidFile() string    { return filepath.Join(d.root, "cluster.pid") }
 func (d clusterDirs) readyFile() string  { return filepath.Join(d.root, "cluster.ready") }
+func (d clusterDirs) guildnetKubeconfig(component string) string {
+	return filepath.Join(d.root, component+".kubeconfig")
+}
 func (d clusterDirs) componentKubeconfig(name string) string {
 	return filepath.Join(d.pki(), strings.ReplaceAll(name, ":", "_")+".kubeconfig")
 }
 
 // state is what `cluster down` removes; logs stay for the post-mortem.
 func (d clusterDirs) state() []string {
-	return []string{d.pki(), d.etcd(), d.kubeconfig(), d.pidFile(), d.readyFile()}
+	state := []string{d.pki(), d.etcd(), d.kubeconfig(), d.pidFile(), d.readyFile()}
+	for c := range guildnetComponents {
+		state = append(state, d.guildnetKubeconfig(c))
+	}
+	return state
 }
 
 func newClusterCommand() *cobra.Command {
@@ -286,7 +302,11 @@ func clusterRun(d clusterDirs) (err error) {
 		_ = os.Remove(d.readyFile())
 	}()
 
-	keys, err := newPKI(d.pki(), append(append([]clientIdentity{}, users...), components...))
+	identities := append(append([]clientIdentity{}, users...), components...)
+	for _, id := range guildnetComponents {
+		identities = append(identities, id)
+	}
+	keys, err := newPKI(d.pki(), identities)
 	if err != nil {
 		return fmt.Errorf("pki: %w", err)
 	}
@@ -462,6 +482,13 @@ func writeKubeconfigs(d clusterDirs, server string, keys *pki) error {
 			return err
 		}
 	}
+	for name, c := range guildnetComponents {
+		cfg := kubeconfigFor(server, keys, map[string]string{name: c.Name}, name)
+		cfg.Contexts[name].Namespace = "guildnet-system"
+		if err := clientcmd.WriteToFile(*cfg, d.guildnetKubeconfig(name)); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 
@@ -489,8 +516,9 @@ func nodeReady(c kubernetes.Interface, name string) bool {
 }
 
 // bootstrap creates what every GuildNet cluster of ours starts with: RBAC that lets
-// guildnet:users work with Workspaces in namespace default, a fake Node for KWOK, and a
-// default StorageClass served by the fake provisioner.
+// guildnet:users work with Workspaces in namespace default, GuildNet's components admin
+// rights and their namespace guildnet-system, a fake Node for KWOK, and a default
+// StorageClass served by the fake provisioner.
 func bootstrap(ctx context.Context, c kubernetes.Interface) error {
 	role := &rbacv1.ClusterRole{
 		ObjectMeta: metav1.ObjectMeta{Name: "guildnet:workspace-user"},
@@ -545,6 +573,22 @@ func bootstrap(ctx context.Context, c kubernetes.Interface) error {
 		time.Sleep(200 * time.Millisecond)
 	}
 	if _, err := c.RbacV1().RoleBindings("default").Create(ctx, binding, metav1.CreateOptions{}); create(err) != nil {
+		return err
+	}
+	// GuildNet's components run with full rights here; the Helm chart grants each only what
+	// it needs.
+	components := &rbacv1.ClusterRoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: "guildnet:components"},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "cluster-admin"},
+	}
+	for _, id := range guildnetComponents {
+		components.Subjects = append(components.Subjects, rbacv1.Subject{Kind: rbacv1.UserKind, APIGroup: rbacv1.GroupName, Name: id.Name})
+	}
+	if _, err := c.RbacV1().ClusterRoleBindings().Create(ctx, components, metav1.CreateOptions{}); create(err) != nil {
+		return err
+	}
+	systemNamespace := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "guildnet-system"}}
+	if _, err := c.CoreV1().Namespaces().Create(ctx, systemNamespace, metav1.CreateOptions{}); create(err) != nil {
 		return err
 	}
 	if _, err := c.CoreV1().Nodes().Create(ctx, node, metav1.CreateOptions{}); create(err) != nil {

@@ -1,0 +1,882 @@
+//! The admission webhook on the local control plane: owners from the requesting user,
+//! ownership of updates and deletes, image policy, resource ceilings, exposure and
+//! placement grants, per-owner Quotas (429), objects that are not ours left alone, and the
+//! serving certificate rotated while requests keep succeeding.
+//!
+//! The suite's webhook is already running and registered (see the Makefile). Each test makes
+//! its own Capabilities and Quotas under unique names, and keeps them narrow, so tests
+//! running in parallel never widen each other's grants: every grant here allows
+//! guildnet:users only `nginx` and `codercom/code-server` images, 2 CPUs and 4Gi per
+//! workspace, ClusterIP exposure and the local cluster. The denials assume no other
+//! Capabilities in the cluster grants `docker.io/guildnet-e2e-denied/*`, 64 CPUs,
+//! LoadBalancer or the cluster `guildnet-e2e-nowhere`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use guildnet_api::policy::owner_id;
+use guildnet_api::{Capabilities, Quota, Workspace};
+use guildnet_e2e::{User, client, eventually, kubeconfig_path, unique_name};
+use k8s_openapi::api::admissionregistration::v1::{
+    MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
+};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, ServiceAccount};
+use k8s_openapi::api::rbac::v1::RoleBinding;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::core::Status;
+use kube::{Client, Config};
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const TIMEOUT: Duration = Duration::from_secs(60);
+/// The allowed image every grant here names.
+const ALLOWED_IMAGE: &str = "nginx:1.27";
+
+// ---- helpers -------------------------------------------------------------------------------
+
+fn workspace(name: &str, spec: Value) -> Workspace {
+    serde_json::from_value(json!({
+        "apiVersion": "guildnet.io/v1alpha1",
+        "kind": "Workspace",
+        "metadata": {"name": name},
+        "spec": spec
+    }))
+    .unwrap()
+}
+
+fn dry_run() -> PostParams {
+    PostParams {
+        dry_run: true,
+        ..PostParams::default()
+    }
+}
+
+/// The API server's refusal of `result`.
+fn refusal<T: std::fmt::Debug>(result: Result<T, kube::Error>) -> Box<Status> {
+    match result {
+        Err(kube::Error::Api(status)) => status,
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+/// Checks that `result` was refused by the webhook for `reason` with HTTP `code`.
+fn assert_refused<T: std::fmt::Debug>(
+    result: Result<T, kube::Error>,
+    reason: &str,
+    code: u16,
+) -> String {
+    let status = refusal(result);
+    assert_eq!(status.reason, reason, "{}", status.message);
+    assert_eq!(status.code, code, "{}", status.message);
+    assert!(
+        status
+            .message
+            .contains(&format!("denied the request: {reason}: ")),
+        "{}",
+        status.message
+    );
+    status.message
+}
+
+fn owner_label(ws: &Workspace) -> Option<String> {
+    ws.metadata
+        .labels
+        .as_ref()?
+        .get("guildnet.io/owner")
+        .cloned()
+}
+
+fn owner_name(ws: &Workspace) -> Option<String> {
+    ws.metadata
+        .annotations
+        .as_ref()?
+        .get("guildnet.io/owner-name")
+        .cloned()
+}
+
+/// A Capabilities this test owns.
+struct Grant {
+    api: Api<Capabilities>,
+    name: String,
+}
+
+impl Grant {
+    /// The narrow grant of the module documentation, for `subjects`, plus `extra` fields.
+    async fn new(subjects: Value, extra: Value) -> Self {
+        let api: Api<Capabilities> = Api::all(client(User::Admin).await);
+        let name = unique_name("e2e-webhook");
+        let mut spec = json!({
+            "subjects": subjects,
+            "images": {"allow": ["docker.io/library/nginx:*", "docker.io/codercom/code-server:*"]},
+            "resources": {"maxPerWorkspace": {"cpu": "2", "memory": "4Gi"}},
+            "exposure": ["ClusterIP"]
+        });
+        for (key, value) in extra.as_object().into_iter().flatten() {
+            spec[key] = value.clone();
+        }
+        let caps: Capabilities = serde_json::from_value(json!({
+            "apiVersion": "guildnet.io/v1alpha1",
+            "kind": "Capabilities",
+            "metadata": {"name": name},
+            "spec": spec
+        }))
+        .unwrap();
+        api.create(&PostParams::default(), &caps).await.unwrap();
+        Self { api, name }
+    }
+
+    /// The grant for guildnet:users (alice and bob).
+    async fn users() -> Self {
+        Self::new(
+            json!([{"kind": "Group", "name": "guildnet:users"}]),
+            json!({}),
+        )
+        .await
+    }
+
+    /// Deletes the grant. A test that fails leaves it behind: it is as narrow as every
+    /// other grant here, and the control plane is torn down after the suite.
+    async fn remove(self) {
+        let _ = self.api.delete(&self.name, &DeleteParams::default()).await;
+    }
+}
+
+/// Waits until the webhook admits a workspace of `api`'s user: its cache has the grants.
+async fn until_admitted(api: &Api<Workspace>) {
+    eventually("the webhook to see the new Capabilities", TIMEOUT, || {
+        let api = api.clone();
+        async move {
+            let probe = workspace(&unique_name("probe"), json!({"image": ALLOWED_IMAGE}));
+            api.create(&dry_run(), &probe).await.ok().map(|_| ())
+        }
+    })
+    .await;
+}
+
+/// A new namespace where guildnet:users may work with Workspaces (their RBAC otherwise
+/// covers only `default`), so Quota tests never count each other's workspaces.
+async fn users_namespace(prefix: &str) -> String {
+    let admin = client(User::Admin).await;
+    let name = unique_name(prefix);
+    let namespaces: Api<Namespace> = Api::all(admin.clone());
+    let namespace = serde_json::from_value(json!({"metadata": {"name": name}})).unwrap();
+    namespaces
+        .create(&PostParams::default(), &namespace)
+        .await
+        .unwrap();
+    bind_workspace_user(
+        &admin,
+        &name,
+        json!({"kind": "Group", "apiGroup": "rbac.authorization.k8s.io", "name": "guildnet:users"}),
+    )
+    .await;
+    name
+}
+
+/// Lets `subject` work with Workspaces in `namespace`; the RoleBinding's name.
+async fn bind_workspace_user(admin: &Client, namespace: &str, subject: Value) -> String {
+    let bindings: Api<RoleBinding> = Api::namespaced(admin.clone(), namespace);
+    let name = unique_name("workspace-user");
+    let binding = serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "guildnet:workspace-user"},
+        "subjects": [subject]
+    }))
+    .unwrap();
+    bindings
+        .create(&PostParams::default(), &binding)
+        .await
+        .unwrap();
+    name
+}
+
+async fn delete_namespace(name: &str) {
+    let namespaces: Api<Namespace> = Api::all(client(User::Admin).await);
+    let _ = namespaces.delete(name, &DeleteParams::default()).await;
+}
+
+// ---- owners --------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn owners_come_from_the_requesting_user_and_cannot_be_spoofed() {
+    let grant = Grant::users().await;
+    let alice: Api<Workspace> = Api::namespaced(client(User::Alice).await, "default");
+    let bob: Api<Workspace> = Api::namespaced(client(User::Bob).await, "default");
+    until_admitted(&alice).await;
+    until_admitted(&bob).await;
+
+    let spec = json!({"image": ALLOWED_IMAGE});
+    let first = alice
+        .create(
+            &PostParams::default(),
+            &workspace(&unique_name("alice"), spec.clone()),
+        )
+        .await
+        .unwrap();
+    let second = alice
+        .create(
+            &PostParams::default(),
+            &workspace(&unique_name("alice"), spec.clone()),
+        )
+        .await
+        .unwrap();
+    let bobs = bob
+        .create(
+            &PostParams::default(),
+            &workspace(&unique_name("bob"), spec.clone()),
+        )
+        .await
+        .unwrap();
+    let mut spoofed = workspace(&unique_name("spoof"), spec);
+    spoofed.metadata.labels = Some([("guildnet.io/owner".to_owned(), owner_id("bob"))].into());
+    spoofed.metadata.annotations =
+        Some([("guildnet.io/owner-name".to_owned(), "bob".to_owned())].into());
+    let spoofed = alice
+        .create(&PostParams::default(), &spoofed)
+        .await
+        .unwrap();
+
+    let alice_id = owner_id("alice");
+    assert_eq!(owner_label(&first).as_deref(), Some(alice_id.as_str()));
+    assert_eq!(
+        owner_label(&second),
+        owner_label(&first),
+        "alice's workspaces share her owner"
+    );
+    assert_eq!(owner_label(&bobs), Some(owner_id("bob")));
+    assert_ne!(owner_label(&bobs), owner_label(&first));
+    assert_eq!(
+        owner_label(&spoofed),
+        owner_label(&first),
+        "a spoofed owner ends up alice's"
+    );
+    assert_eq!(owner_name(&spoofed).as_deref(), Some("alice"));
+    assert_eq!(owner_name(&bobs).as_deref(), Some("bob"));
+    // The defaults are what the API server stores.
+    let resources = first.spec.resources.clone().expect("defaulted resources");
+    assert_eq!(resources.requests.unwrap()["cpu"].0, "250m");
+    assert_eq!(first.spec.ports[0].container_port, 8080);
+
+    // An update never changes the owner.
+    let relabel = json!({"metadata": {"labels": {"guildnet.io/owner": owner_id("bob")}}});
+    let relabeled = alice
+        .patch(
+            first.metadata.name.as_deref().unwrap(),
+            &PatchParams::default(),
+            &Patch::Merge(relabel),
+        )
+        .await
+        .unwrap();
+    assert_eq!(owner_label(&relabeled), Some(alice_id));
+
+    for (api, ws) in [
+        (&alice, &first),
+        (&alice, &second),
+        (&bob, &bobs),
+        (&alice, &spoofed),
+    ] {
+        api.delete(
+            ws.metadata.name.as_deref().unwrap(),
+            &DeleteParams::default(),
+        )
+        .await
+        .unwrap();
+    }
+    grant.remove().await;
+}
+
+// ---- ownership -----------------------------------------------------------------------------
+
+/// A client acting as the ServiceAccount `namespace/name`, through a bound token.
+async fn service_account_client(admin: &Client, namespace: &str, name: &str) -> Client {
+    let accounts: Api<ServiceAccount> = Api::namespaced(admin.clone(), namespace);
+    let account = serde_json::from_value(json!({"metadata": {"name": name}})).unwrap();
+    accounts
+        .create(&PostParams::default(), &account)
+        .await
+        .unwrap();
+    let request =
+        serde_json::from_value(json!({"spec": {"audiences": [], "expirationSeconds": 3600}}))
+            .unwrap();
+    let token = accounts
+        .create_token_request(name, &PostParams::default(), &request)
+        .await
+        .unwrap()
+        .status
+        .expect("a token")
+        .token;
+    let kubeconfig = kube::config::Kubeconfig::read_from(kubeconfig_path()).unwrap();
+    let options = kube::config::KubeConfigOptions {
+        context: Some(User::Admin.context().to_owned()),
+        ..Default::default()
+    };
+    let mut config = Config::from_custom_kubeconfig(kubeconfig, &options)
+        .await
+        .unwrap();
+    config.auth_info = serde_json::from_value(json!({"token": token})).unwrap();
+    Client::try_from(config).unwrap()
+}
+
+#[tokio::test]
+async fn only_the_owner_or_a_capabilities_admin_updates_or_deletes() {
+    let grant = Grant::users().await;
+    let admin = client(User::Admin).await;
+    // A distinct identity for the admin: a ServiceAccount granted admin by Capabilities,
+    // so no other test's users gain admin rights.
+    let home = users_namespace("ws-admins").await;
+    let reviewer = service_account_client(&admin, &home, "reviewer").await;
+    let binding = bind_workspace_user(
+        &admin,
+        "default",
+        json!({"kind": "ServiceAccount", "name": "reviewer", "namespace": home}),
+    )
+    .await;
+    let admin_grant = Grant::new(
+        json!([{"kind": "ServiceAccount", "name": "reviewer", "namespace": home}]),
+        json!({"admin": true}),
+    )
+    .await;
+
+    let alice: Api<Workspace> = Api::namespaced(client(User::Alice).await, "default");
+    let bob: Api<Workspace> = Api::namespaced(client(User::Bob).await, "default");
+    let reviewer: Api<Workspace> = Api::namespaced(reviewer, "default");
+    until_admitted(&alice).await;
+    let name = unique_name("owned");
+    alice
+        .create(
+            &PostParams::default(),
+            &workspace(&name, json!({"image": ALLOWED_IMAGE})),
+        )
+        .await
+        .unwrap();
+
+    let suspend = Patch::Merge(json!({"spec": {"lifecycle": {"suspend": true}}}));
+    let message = assert_refused(
+        bob.patch(&name, &PatchParams::default(), &suspend).await,
+        "NotOwner",
+        403,
+    );
+    assert!(message.contains("user \"bob\""), "{message}");
+    assert!(message.contains(&owner_id("alice")), "{message}");
+    let relabel = Patch::Merge(json!({"metadata": {"labels": {"team": "bob"}}}));
+    assert_refused(
+        bob.patch(&name, &PatchParams::default(), &relabel).await,
+        "NotOwner",
+        403,
+    );
+    assert_refused(
+        bob.delete(&name, &DeleteParams::default()).await,
+        "NotOwner",
+        403,
+    );
+
+    // The admin may, once the webhook has seen the grant.
+    eventually("the webhook to see the admin grant", TIMEOUT, || {
+        let reviewer = reviewer.clone();
+        let name = name.clone();
+        async move {
+            let dry = PatchParams {
+                dry_run: true,
+                ..PatchParams::default()
+            };
+            let relabel = Patch::Merge(json!({"metadata": {"labels": {"reviewed": "true"}}}));
+            reviewer.patch(&name, &dry, &relabel).await.ok().map(|_| ())
+        }
+    })
+    .await;
+    let suspended = reviewer
+        .patch(&name, &PatchParams::default(), &suspend)
+        .await
+        .unwrap();
+    assert_eq!(
+        suspended.spec.lifecycle.as_ref().unwrap().suspend,
+        Some(true)
+    );
+    assert_eq!(
+        owner_label(&suspended),
+        Some(owner_id("alice")),
+        "still alice's"
+    );
+    reviewer
+        .delete(&name, &DeleteParams::default())
+        .await
+        .unwrap();
+
+    let bindings: Api<RoleBinding> = Api::namespaced(admin, "default");
+    let _ = bindings.delete(&binding, &DeleteParams::default()).await;
+    delete_namespace(&home).await;
+    admin_grant.remove().await;
+    grant.remove().await;
+}
+
+// ---- what a user may run -------------------------------------------------------------------
+
+#[tokio::test]
+async fn images_outside_the_allowlist_are_refused() {
+    let grant = Grant::users().await;
+    let alice: Api<Workspace> = Api::namespaced(client(User::Alice).await, "default");
+    until_admitted(&alice).await;
+    let denied = workspace(
+        &unique_name("miner"),
+        json!({"image": "docker.io/guildnet-e2e-denied/miner:1"}),
+    );
+    let message = assert_refused(
+        alice.create(&PostParams::default(), &denied).await,
+        "ImageDenied",
+        400,
+    );
+    assert!(message.contains("spec.image"), "{message}");
+    assert!(message.contains("spec.images.allow"), "{message}");
+    for bypass in [
+        "docker.io/library-evil/nginx:1",
+        "nginx-evil:1",
+        "docker.io/codercom/code-server-evil:1",
+        "docker.io.guildnet-e2e-denied.example/library/nginx:1",
+    ] {
+        let attempt = workspace(&unique_name("bypass"), json!({"image": bypass}));
+        assert_refused(alice.create(&dry_run(), &attempt).await, "ImageDenied", 400);
+    }
+    for allowed in [
+        ALLOWED_IMAGE,
+        "docker.io/library/nginx:latest",
+        "codercom/code-server:4.96.2",
+    ] {
+        let ok = workspace(&unique_name("ok"), json!({"image": allowed}));
+        alice
+            .create(&dry_run(), &ok)
+            .await
+            .unwrap_or_else(|e| panic!("{allowed}: {e}"));
+    }
+    grant.remove().await;
+}
+
+#[tokio::test]
+async fn resource_ceilings_exposure_and_placement_are_enforced() {
+    let grant = Grant::users().await;
+    let alice: Api<Workspace> = Api::namespaced(client(User::Alice).await, "default");
+    until_admitted(&alice).await;
+    let huge = workspace(
+        &unique_name("huge"),
+        json!({"image": ALLOWED_IMAGE, "resources": {"limits": {"cpu": "64", "memory": "1Gi"}}}),
+    );
+    let message = assert_refused(
+        alice.create(&PostParams::default(), &huge).await,
+        "ResourceLimitExceeded",
+        400,
+    );
+    assert!(
+        message.contains("spec.resources.limits.cpu is 64"),
+        "{message}"
+    );
+    assert!(message.contains("maxPerWorkspace"), "{message}");
+
+    let balancer = workspace(
+        &unique_name("lb"),
+        json!({"image": ALLOWED_IMAGE, "exposure": {"type": "LoadBalancer"}}),
+    );
+    let message = assert_refused(
+        alice.create(&PostParams::default(), &balancer).await,
+        "ExposureDenied",
+        400,
+    );
+    assert!(
+        message.contains("spec.exposure.type LoadBalancer"),
+        "{message}"
+    );
+
+    let elsewhere = workspace(
+        &unique_name("far"),
+        json!({"image": ALLOWED_IMAGE, "placement": {"cluster": "guildnet-e2e-nowhere"}}),
+    );
+    let message = assert_refused(
+        alice.create(&PostParams::default(), &elsewhere).await,
+        "ClusterDenied",
+        400,
+    );
+    assert!(message.contains("spec.placement.cluster"), "{message}");
+    grant.remove().await;
+}
+
+// ---- quotas --------------------------------------------------------------------------------
+
+async fn set_quota_limit(quotas: &Api<Quota>, name: &str, max: i32) {
+    let patch = Patch::Merge(json!({"spec": {"perOwner": {"maxWorkspaces": max}}}));
+    quotas
+        .patch(name, &PatchParams::default(), &patch)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_quota_refuses_creates_past_the_limit_with_429() {
+    let grant = Grant::users().await;
+    let namespace = users_namespace("quota").await;
+    let quotas: Api<Quota> = Api::namespaced(client(User::Admin).await, &namespace);
+    let quota: Quota = serde_json::from_value(json!({
+        "apiVersion": "guildnet.io/v1alpha1",
+        "kind": "Quota",
+        "metadata": {"name": "five-each"},
+        "spec": {"perOwner": {"maxWorkspaces": 0}}
+    }))
+    .unwrap();
+    quotas.create(&PostParams::default(), &quota).await.unwrap();
+    let alice: Api<Workspace> =
+        Api::namespaced(client_without_retries(User::Alice).await, &namespace);
+    let bob: Api<Workspace> = Api::namespaced(client(User::Bob).await, &namespace);
+    // Wait until the webhook sees the Quota (at 0 everything is refused), then its limit of 5.
+    eventually("the webhook to see the Quota", TIMEOUT, || {
+        let alice = alice.clone();
+        async move {
+            let probe = workspace(&unique_name("probe"), json!({"image": ALLOWED_IMAGE}));
+            match alice.create(&dry_run(), &probe).await {
+                Err(kube::Error::Api(status)) if status.reason == "QuotaExceeded" => Some(()),
+                _ => None,
+            }
+        }
+    })
+    .await;
+    set_quota_limit(&quotas, "five-each", 5).await;
+    until_admitted(&alice).await;
+
+    let creates = (0..20).map(|_| {
+        let alice = alice.clone();
+        tokio::spawn(async move {
+            let ws = workspace(&unique_name("burst"), json!({"image": ALLOWED_IMAGE}));
+            alice.create(&PostParams::default(), &ws).await
+        })
+    });
+    let results = futures_join_all(creates.collect()).await;
+    let created: Vec<Workspace> = results
+        .iter()
+        .filter_map(|r| r.as_ref().ok().cloned())
+        .collect();
+    assert_eq!(created.len(), 5, "exactly the limit is admitted");
+    for result in results.into_iter().filter(Result::is_err) {
+        let message = assert_refused(result, "QuotaExceeded", 429);
+        assert!(
+            message.contains(&format!("Quota {namespace}/five-each")),
+            "{message}"
+        );
+        assert!(
+            message.contains("spec.perOwner.maxWorkspaces is 5"),
+            "{message}"
+        );
+    }
+
+    // bob is counted on his own.
+    let bobs = workspace(&unique_name("bob"), json!({"image": ALLOWED_IMAGE}));
+    bob.create(&PostParams::default(), &bobs).await.unwrap();
+
+    // Deleting one frees capacity for exactly one more.
+    let freed = created[0].metadata.name.clone().unwrap();
+    alice
+        .delete(&freed, &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually("a freed place to be usable", TIMEOUT, || {
+        let alice = alice.clone();
+        async move {
+            let ws = workspace(&unique_name("again"), json!({"image": ALLOWED_IMAGE}));
+            alice
+                .create(&PostParams::default(), &ws)
+                .await
+                .ok()
+                .map(|_| ())
+        }
+    })
+    .await;
+    let sixth = workspace(&unique_name("sixth"), json!({"image": ALLOWED_IMAGE}));
+    assert_refused(
+        alice.create(&PostParams::default(), &sixth).await,
+        "QuotaExceeded",
+        429,
+    );
+
+    delete_namespace(&namespace).await;
+    grant.remove().await;
+}
+
+/// A client acting as `user` that does not retry refusals: kube's client retries 429s by
+/// default, which would turn each QuotaExceeded into minutes of retries, and could admit
+/// a retried create once capacity frees.
+async fn client_without_retries(user: User) -> Client {
+    let kubeconfig = kube::config::Kubeconfig::read_from(kubeconfig_path()).unwrap();
+    let options = kube::config::KubeConfigOptions {
+        context: Some(user.context().to_owned()),
+        ..Default::default()
+    };
+    let mut config = Config::from_custom_kubeconfig(kubeconfig, &options)
+        .await
+        .unwrap();
+    config.default_retry = false;
+    Client::try_from(config).unwrap()
+}
+
+/// Awaits every task (tokio has no join_all of its own).
+async fn futures_join_all<T>(tasks: Vec<tokio::task::JoinHandle<T>>) -> Vec<T> {
+    let mut results = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        results.push(task.await.unwrap());
+    }
+    results
+}
+
+// ---- what is not ours ----------------------------------------------------------------------
+
+#[tokio::test]
+async fn only_workspaces_outside_system_namespaces_are_intercepted() {
+    let admin = client(User::Admin).await;
+    // A ConfigMap never reaches the webhook.
+    let config_maps: Api<ConfigMap> = Api::namespaced(admin.clone(), "default");
+    let name = unique_name("plain");
+    let config_map =
+        serde_json::from_value(json!({"metadata": {"name": name}, "data": {"a": "b"}})).unwrap();
+    config_maps
+        .create(&PostParams::default(), &config_map)
+        .await
+        .unwrap();
+    config_maps
+        .delete(&name, &DeleteParams::default())
+        .await
+        .unwrap();
+
+    let validating: Api<ValidatingWebhookConfiguration> = Api::all(admin.clone());
+    let validating = validating.get("guildnet-webhook").await.unwrap();
+    let hook = &validating.webhooks.unwrap()[0];
+    assert_eq!(hook.failure_policy.as_deref(), Some("Fail"));
+    assert_eq!(hook.side_effects, "None");
+    assert_eq!(hook.match_policy.as_deref(), Some("Equivalent"));
+    assert_eq!(hook.timeout_seconds, Some(5));
+    let rule = &hook.rules.as_ref().unwrap()[0];
+    assert_eq!(
+        rule.api_groups.as_deref(),
+        Some(&["guildnet.io".to_owned()][..])
+    );
+    assert_eq!(
+        rule.resources.as_deref(),
+        Some(&["workspaces".to_owned()][..])
+    );
+    let excluded = hook
+        .namespace_selector
+        .as_ref()
+        .unwrap()
+        .match_expressions
+        .as_ref()
+        .unwrap();
+    assert_eq!(excluded[0].operator, "NotIn");
+    assert!(
+        excluded[0]
+            .values
+            .as_ref()
+            .unwrap()
+            .contains(&"kube-system".to_owned())
+    );
+    let mutating: Api<MutatingWebhookConfiguration> = Api::all(admin.clone());
+    let mutating = mutating.get("guildnet-webhook").await.unwrap();
+    assert!(
+        mutating.webhooks.unwrap()[0]
+            .client_config
+            .ca_bundle
+            .is_some()
+    );
+
+    // A Workspace in kube-system is not intercepted: it gets no owner label.
+    let system: Api<Workspace> = Api::namespaced(admin, "kube-system");
+    let name = unique_name("system");
+    let ws = system
+        .create(
+            &PostParams::default(),
+            &workspace(&name, json!({"image": ALLOWED_IMAGE})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(owner_label(&ws), None);
+    system
+        .delete(&name, &DeleteParams::default())
+        .await
+        .unwrap();
+}
+
+// ---- certificate rotation ------------------------------------------------------------------
+
+/// The webhook binary the suite built.
+fn webhook_binary() -> PathBuf {
+    std::env::var_os("GUILDNET_WEBHOOK").map_or_else(
+        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug/guildnet-webhook"),
+        PathBuf::from,
+    )
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A webhook process of this test, stopped when dropped.
+struct Process(Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A plain-HTTP GET; the response text, if any.
+async fn http_get(addr: SocketAddr, path: &str) -> Option<String> {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.ok()?;
+    Some(response)
+}
+
+/// Posts an AdmissionReview over a new TLS connection that trusts only `ca_pem`; the
+/// serving certificate seen and the response text.
+async fn post_review(
+    addr: SocketAddr,
+    ca_pem: &str,
+    body: &str,
+) -> Result<(Vec<u8>, String), String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, ServerName};
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots
+            .add(cert.map_err(|e| e.to_string())?)
+            .map_err(|e| e.to_string())?;
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| e.to_string())?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| e.to_string())?;
+    let server_name = ServerName::try_from("127.0.0.1").unwrap();
+    let mut tls = connector
+        .connect(server_name, tcp)
+        .await
+        .map_err(|e| format!("handshake: {e}"))?;
+    let served = tls.get_ref().1.peer_certificates().unwrap()[0].to_vec();
+    let request = format!(
+        "POST /validate HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    tls.write_all(request.as_bytes())
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut response = Vec::new();
+    // A peer that closes without close_notify still sent its whole response.
+    let _ = tls.read_to_end(&mut response).await;
+    Ok((served, String::from_utf8_lossy(&response).into_owned()))
+}
+
+#[tokio::test]
+async fn the_serving_certificate_rotates_while_requests_keep_succeeding() {
+    // A second webhook of its own, with a certificate living 6 seconds and renewed 4 seconds
+    // before expiry, in its own Secret; it registers nothing, so the suite's webhook is
+    // untouched. It is called directly, as the API server would.
+    let secret_name = unique_name("rotation-tls");
+    let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let metrics: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let binary = webhook_binary();
+    assert!(
+        binary.exists(),
+        "{} is missing: cargo build -p guildnet-webhook",
+        binary.display()
+    );
+    let _webhook = Process(
+        Command::new(&binary)
+            .args([
+                "--listen",
+                &listen.to_string(),
+                "--metrics-listen",
+                &metrics.to_string(),
+            ])
+            .args([
+                "--tls-secret-namespace",
+                "default",
+                "--tls-secret-name",
+                &secret_name,
+            ])
+            .args([
+                "--cert-host",
+                "127.0.0.1",
+                "--cert-validity",
+                "6s",
+                "--cert-renew-before",
+                "4s",
+            ])
+            .args(["--ca-validity", "1h"])
+            .env("KUBECONFIG", kubeconfig_path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    eventually("the second webhook to be ready", TIMEOUT, || async move {
+        http_get(metrics, "/readyz")
+            .await
+            .filter(|response| response.starts_with("HTTP/1.1 200"))
+            .map(|_| ())
+    })
+    .await;
+    let secrets: Api<Secret> = Api::namespaced(client(User::Admin).await, "default");
+    let secret = secrets.get(&secret_name).await.unwrap();
+    let ca = String::from_utf8(secret.data.unwrap()["ca.crt"].0.clone()).unwrap();
+
+    let review = json!({
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": "rotation",
+            "kind": {"group": "guildnet.io", "version": "v1alpha1", "kind": "Workspace"},
+            "resource": {"group": "guildnet.io", "version": "v1alpha1", "resource": "workspaces"},
+            "name": "ide",
+            "namespace": "default",
+            "operation": "DELETE",
+            "userInfo": {"username": "alice"},
+            "oldObject": {
+                "apiVersion": "guildnet.io/v1alpha1",
+                "kind": "Workspace",
+                "metadata": {"name": "ide", "namespace": "default", "labels": {"guildnet.io/owner": owner_id("alice")}},
+                "spec": {"image": ALLOWED_IMAGE}
+            }
+        }
+    })
+    .to_string();
+    let mut served = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(14);
+    let mut requests = 0;
+    while Instant::now() < deadline {
+        let (cert, response) = post_review(listen, &ca, &review)
+            .await
+            .unwrap_or_else(|e| panic!("request {requests} failed: {e}"));
+        assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+        assert!(response.contains(r#""uid":"rotation""#), "{response}");
+        assert!(response.contains(r#""allowed":true"#), "{response}");
+        if served.last() != Some(&cert) {
+            served.push(cert);
+        }
+        requests += 1;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        served.len() >= 3,
+        "{} certificates served over {requests} requests: expected renewals every few seconds",
+        served.len()
+    );
+    let _ = secrets.delete(&secret_name, &DeleteParams::default()).await;
+}

@@ -1,0 +1,507 @@
+//! The admission decisions for Workspaces: pure functions from a [`Review`] (and, for
+//! validation, a [`Snapshot`] of the policy objects) to an AdmissionResponse. No I/O happens
+//! here, so every rule is unit-tested from recorded AdmissionReviews; the server only feeds
+//! requests in and answers with what comes out. Every rule itself lives in
+//! [`guildnet_api::policy`] and [`apply_defaults`]; this module decides which apply when.
+//!
+//! Mutating ([`mutate`]), CREATE and UPDATE:
+//! - CREATE: the owner label `guildnet.io/owner` and annotation `guildnet.io/owner-name` are
+//!   set from the requesting user, replacing whatever the user wrote.
+//! - UPDATE: the owner is copied from the stored object, so it never changes.
+//! - Both: the spec is defaulted with [`apply_defaults`], so what users read back runs.
+//!
+//! Validating ([`validate`]):
+//! - GuildNet's operator and proxy and Kubernetes' own controllers (service accounts in
+//!   `kube-system`: namespace deletion, garbage collection) are trusted: their requests pass.
+//!   The operator suspends idle workspaces and removes finalizers; refusing it would stop
+//!   GuildNet, and refusing the namespace controller would leave namespaces terminating.
+//! - CREATE: the user needs Capabilities; the defaulted spec must pass them (image,
+//!   resources, exposure, placement) and fit every Quota that applies to the new owner.
+//! - UPDATE: only the owner or an admin may update. A change that leaves the defaulted spec
+//!   as it was (labels, finalizers, status) passes; a spec change is checked like a create,
+//!   and Quotas see what it adds.
+//! - DELETE: only the owner or an admin may delete.
+
+use crate::review::Review;
+use guildnet_api::policy::{
+    self, ApplicableQuota, Denial, DenialReason, QuantityError, Usage, User,
+};
+use guildnet_api::{Capabilities, Quota, Workspace, WorkspaceSpec, labels};
+use guildnet_operator::workspace::apply_defaults;
+use kube::ResourceExt;
+use kube::core::Status;
+use kube::core::admission::{AdmissionRequest, AdmissionResponse, Operation};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// The namespace of Kubernetes' own controllers.
+const KUBE_SYSTEM: &str = "kube-system";
+
+/// What the decisions depend on besides the request: set from the webhook's flags.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Settings {
+    /// The user name GuildNet's operator authenticates as.
+    pub operator_username: String,
+    /// The user name GuildNet's proxy authenticates as.
+    pub proxy_username: String,
+    /// GuildNet's own namespace: cluster-wide Quotas live there.
+    pub system_namespace: String,
+}
+
+impl Settings {
+    /// Whether the request comes from GuildNet's operator or proxy, or from a Kubernetes
+    /// controller (a service account in `kube-system`); see the module documentation.
+    pub fn is_trusted(&self, user: &User) -> bool {
+        user.username == self.operator_username
+            || user.username == self.proxy_username
+            || user
+                .service_account()
+                .is_some_and(|(namespace, _)| namespace == KUBE_SYSTEM)
+    }
+}
+
+/// The policy objects and workspaces a validation decides with, as the webhook's watch
+/// caches hold them.
+#[derive(Clone, Debug, Default)]
+pub struct Snapshot {
+    /// Every Capabilities.
+    pub capabilities: Vec<Capabilities>,
+    /// Every Quota.
+    pub quotas: Vec<Arc<Quota>>,
+    /// Every Workspace, plus those admitted but not yet seen by the cache.
+    pub workspaces: Vec<Arc<Workspace>>,
+}
+
+/// Why a request is refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// A policy refuses it; see [`DenialReason`].
+    #[error(transparent)]
+    Denied(#[from] Denial),
+    /// The object cannot be judged: not a valid Workspace, an unusable annotation, a
+    /// quantity that is not one. The message names the field and the fix.
+    #[error("{0}")]
+    Invalid(String),
+    /// The webhook cannot decide yet (its caches are not synced); the client may retry.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl Refusal {
+    /// The machine-readable reason in the response status: the denial's stable reason, or
+    /// the Kubernetes status reason for the other cases.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Denied(denial) => denial.reason.as_str(),
+            Self::Invalid(_) => "Invalid",
+            Self::Unavailable(_) => "ServiceUnavailable",
+        }
+    }
+
+    /// The HTTP status code the API server answers the client with.
+    pub fn code(&self) -> u16 {
+        match self {
+            Self::Denied(denial) => denial.reason.http_code(),
+            Self::Invalid(_) => 422,
+            Self::Unavailable(_) => 503,
+        }
+    }
+
+    /// The message users see, starting with the reason: `kubectl` shows the message only.
+    fn message(&self) -> String {
+        match self {
+            Self::Denied(denial) => denial.to_string(),
+            Self::Invalid(message) | Self::Unavailable(message) => {
+                format!("{}: {message}", self.reason())
+            }
+        }
+    }
+}
+
+/// What a webhook decided.
+#[derive(Clone, Debug)]
+pub struct Decision {
+    /// The answer for the API server.
+    pub response: AdmissionResponse,
+    /// Whether the request was allowed, and why not; for metrics and logs.
+    pub outcome: Result<(), Refusal>,
+    /// A workspace whose creation was admitted (not a dry run), with its owner label and
+    /// defaulted spec, so its Quota usage counts before the cache sees it.
+    pub admitted: Option<Workspace>,
+}
+
+impl Decision {
+    fn allowed(request: &AdmissionRequest<Workspace>, admitted: Option<Workspace>) -> Self {
+        Self {
+            response: AdmissionResponse::from(request),
+            outcome: Ok(()),
+            admitted,
+        }
+    }
+
+    /// A refusal of `request`, with the reason and code in the response status.
+    pub fn refused(request: &AdmissionRequest<Workspace>, refusal: Refusal) -> Self {
+        let mut response = AdmissionResponse::from(request);
+        response.allowed = false;
+        response.result =
+            Status::failure(&refusal.message(), refusal.reason()).with_code(refusal.code());
+        Self {
+            response,
+            outcome: Err(refusal),
+            admitted: None,
+        }
+    }
+}
+
+/// The mutating webhook's decision; see the module documentation. An object that is not a
+/// valid Workspace passes unchanged, so the API server's schema check refuses it with its
+/// own message; status and other subresources pass unchanged too.
+pub fn mutate(review: &Review) -> Decision {
+    let request = &review.request;
+    if review.unreadable_object.is_some() || request.sub_resource.is_some() {
+        return Decision::allowed(request, None);
+    }
+    let patched = mutation(request).and_then(|patch| {
+        let response = AdmissionResponse::from(request);
+        match patch {
+            Some(patch) => response
+                .with_patch(patch)
+                .map_err(|error| Refusal::Invalid(error.to_string())),
+            None => Ok(response),
+        }
+    });
+    match patched {
+        Ok(response) => Decision {
+            response,
+            outcome: Ok(()),
+            admitted: None,
+        },
+        Err(refusal) => Decision::refused(request, refusal),
+    }
+}
+
+/// The JSON patch from the object as sent to the object with its owner and defaults;
+/// `None` when nothing changes.
+fn mutation(request: &AdmissionRequest<Workspace>) -> Result<Option<json_patch::Patch>, Refusal> {
+    let Some(object) = &request.object else {
+        return Ok(None);
+    };
+    let mut mutated = object.clone();
+    match request.operation {
+        Operation::Create => {
+            let user = User::from_user_info(&request.user_info);
+            let id = user.as_ref().map(|user| policy::owner_id(&user.username));
+            let name = user.as_ref().map(|user| policy::owner_name(&user.username));
+            set_owner(&mut mutated, id.as_deref(), name.as_deref());
+        }
+        Operation::Update => {
+            let old = request.old_object.as_ref();
+            let id = old.and_then(|old| old.labels().get(labels::OWNER));
+            let name = old.and_then(|old| old.annotations().get(labels::OWNER_NAME));
+            set_owner(
+                &mut mutated,
+                id.map(String::as_str),
+                name.map(String::as_str),
+            );
+        }
+        Operation::Delete | Operation::Connect => return Ok(None),
+    }
+    mutated.spec = defaulted(&mutated)?;
+    let before = to_json(object)?;
+    let after = to_json(&mutated)?;
+    let patch = json_patch::diff(&before, &after);
+    Ok((!patch.0.is_empty()).then_some(patch))
+}
+
+/// Sets (or, for `None`, removes) the owner label and annotation.
+fn set_owner(workspace: &mut Workspace, id: Option<&str>, name: Option<&str>) {
+    put(&mut workspace.metadata.labels, labels::OWNER, id);
+    put(
+        &mut workspace.metadata.annotations,
+        labels::OWNER_NAME,
+        name,
+    );
+}
+
+fn put(map: &mut Option<BTreeMap<String, String>>, key: &str, value: Option<&str>) {
+    match (value, map.as_mut()) {
+        (Some(value), _) => {
+            map.get_or_insert_default()
+                .insert(key.to_owned(), value.to_owned());
+        }
+        (None, Some(map)) => {
+            map.remove(key);
+        }
+        (None, None) => {}
+    }
+}
+
+fn to_json(workspace: &Workspace) -> Result<serde_json::Value, Refusal> {
+    serde_json::to_value(workspace).map_err(|error| Refusal::Invalid(error.to_string()))
+}
+
+/// The workspace's spec with [`apply_defaults`] applied, as the controller will run it.
+fn defaulted(workspace: &Workspace) -> Result<WorkspaceSpec, Refusal> {
+    let mut spec = workspace.spec.clone();
+    apply_defaults(&mut spec, workspace.annotations())
+        .map_err(|error| Refusal::Invalid(error.to_string()))?;
+    Ok(spec)
+}
+
+/// The validating webhook's decision; see the module documentation.
+pub fn validate(review: &Review, settings: &Settings, snapshot: &Snapshot) -> Decision {
+    let request = &review.request;
+    let outcome = match &review.unreadable_object {
+        Some(problem) if request.operation != Operation::Delete => Err(Refusal::Invalid(format!(
+            "the object is not a valid Workspace ({problem}): fix the field it names"
+        ))),
+        _ => validation(request, settings, snapshot),
+    };
+    match outcome {
+        Ok(admitted) => Decision::allowed(request, admitted.filter(|_| !request.dry_run)),
+        Err(refusal) => Decision::refused(request, refusal),
+    }
+}
+
+/// Decides a readable request; returns the admitted workspace of a CREATE.
+fn validation(
+    request: &AdmissionRequest<Workspace>,
+    settings: &Settings,
+    snapshot: &Snapshot,
+) -> Result<Option<Workspace>, Refusal> {
+    let Some(user) = User::from_user_info(&request.user_info) else {
+        return Err(Denial::new(
+            DenialReason::NoCapabilities,
+            "the request carries no user name, so it can neither own nor be granted anything: authenticate as a user",
+        )
+        .into());
+    };
+    if settings.is_trusted(&user) {
+        return Ok(None);
+    }
+    let target = Target::of(request)?;
+    match request.operation {
+        Operation::Create => validate_create(&target, &user, settings, snapshot).map(Some),
+        Operation::Update => validate_update(&target, &user, settings, snapshot).map(|()| None),
+        Operation::Delete => check_ownership(&target, &user, snapshot).map(|()| None),
+        Operation::Connect => Ok(None),
+    }
+}
+
+/// The workspace a request is about: where it lives, and its new and stored versions.
+struct Target<'a> {
+    namespace: &'a str,
+    name: &'a str,
+    object: Option<&'a Workspace>,
+    old: Option<&'a Workspace>,
+}
+
+impl<'a> Target<'a> {
+    fn of(request: &'a AdmissionRequest<Workspace>) -> Result<Self, Refusal> {
+        let object = request.object.as_ref();
+        let old = request.old_object.as_ref();
+        let stored = object.or(old);
+        let namespace = request
+            .namespace
+            .as_deref()
+            .or_else(|| stored?.metadata.namespace.as_deref())
+            .ok_or_else(|| Refusal::Invalid("the request names no namespace".to_owned()))?;
+        let name = stored
+            .and_then(|ws| ws.metadata.name.as_deref())
+            .unwrap_or(&request.name);
+        Ok(Self {
+            namespace,
+            name,
+            object,
+            old,
+        })
+    }
+
+    fn object(&self) -> Result<&'a Workspace, Refusal> {
+        self.object
+            .ok_or_else(|| Refusal::Invalid("the request carries no object".to_owned()))
+    }
+
+    fn old(&self) -> Result<&'a Workspace, Refusal> {
+        self.old
+            .ok_or_else(|| Refusal::Invalid("the request carries no oldObject".to_owned()))
+    }
+}
+
+fn validate_create(
+    target: &Target<'_>,
+    user: &User,
+    settings: &Settings,
+    snapshot: &Snapshot,
+) -> Result<Workspace, Refusal> {
+    let capabilities = policy::require_capabilities(user, &snapshot.capabilities)?;
+    let mut admitted = target.object()?.clone();
+    admitted.spec = defaulted(&admitted)?;
+    capabilities.check_workspace(&admitted.spec)?;
+    let owner = policy::owner_id(&user.username);
+    let demand = demand(&admitted.spec)?;
+    let quotas = QuotaCheck {
+        target,
+        user,
+        owner: &owner,
+        settings,
+        snapshot,
+    };
+    quotas.check(Usage::default(), demand)?;
+    // The mutating webhook set the same label; set it here too, so the reservation counts
+    // for the right owner even where another mutating webhook interfered.
+    put(&mut admitted.metadata.labels, labels::OWNER, Some(&owner));
+    Ok(admitted)
+}
+
+fn validate_update(
+    target: &Target<'_>,
+    user: &User,
+    settings: &Settings,
+    snapshot: &Snapshot,
+) -> Result<(), Refusal> {
+    check_ownership(target, user, snapshot)?;
+    let old = target.old()?;
+    let spec = defaulted(target.object()?)?;
+    // An old object that no longer defaults (an annotation made unusable since) is
+    // compared as stored: any change to the spec is then checked in full.
+    let old_spec = defaulted(old).unwrap_or_else(|_| old.spec.clone());
+    if spec == old_spec {
+        return Ok(());
+    }
+    policy::require_capabilities(user, &snapshot.capabilities)?.check_workspace(&spec)?;
+    // A workspace without an owner counts against nobody's Quota.
+    let Some(owner) = old.labels().get(labels::OWNER) else {
+        return Ok(());
+    };
+    let quotas = QuotaCheck {
+        target,
+        user,
+        owner,
+        settings,
+        snapshot,
+    };
+    // A stored spec whose quantities do not parse counts as nothing, so fixing it is
+    // judged on what it asks for now.
+    let old_demand = demand(&old_spec).unwrap_or_default();
+    let added = demand(&spec)?.saturating_sub(old_demand);
+    quotas.check(
+        old_demand,
+        Usage {
+            workspaces: 0,
+            ..added
+        },
+    )
+}
+
+/// Only the owner (by the stored object's label) or an admin may act on a workspace.
+fn check_ownership(target: &Target<'_>, user: &User, snapshot: &Snapshot) -> Result<(), Refusal> {
+    let old = target.old()?;
+    let admin = policy::effective_capabilities(user, &snapshot.capabilities)
+        .is_some_and(|capabilities| capabilities.admin);
+    let owner = old.labels().get(labels::OWNER).map(String::as_str);
+    Ok(policy::check_owner(user, owner, admin)?)
+}
+
+/// What a spec counts against Quotas.
+fn demand(spec: &WorkspaceSpec) -> Result<Usage, Refusal> {
+    policy::workspace_demand(spec).map_err(|error| {
+        Refusal::Invalid(format!(
+            "spec.resources or spec.volumes: {error}; use quantities such as 500m, 2 or 8Gi"
+        ))
+    })
+}
+
+/// The Quota check of one request: the owner's usage as each applicable Quota counts it.
+struct QuotaCheck<'a> {
+    target: &'a Target<'a>,
+    user: &'a User,
+    owner: &'a str,
+    settings: &'a Settings,
+    snapshot: &'a Snapshot,
+}
+
+impl QuotaCheck<'_> {
+    /// Checks `change` against every Quota that applies. `this_workspace` is the stored
+    /// version's demand on an update (its usage counts from the request, not from the
+    /// cache, which may be older), nothing on a create.
+    fn check(&self, this_workspace: Usage, change: Usage) -> Result<(), Refusal> {
+        let system_namespace = &self.settings.system_namespace;
+        let applicable: Vec<&Quota> = self
+            .snapshot
+            .quotas
+            .iter()
+            .map(Arc::as_ref)
+            .filter(|quota| {
+                policy::quota_applies(quota, self.user, self.target.namespace, system_namespace)
+            })
+            .collect();
+        if applicable.is_empty() {
+            return Ok(());
+        }
+        let others = self.others()?;
+        let names: Vec<String> = applicable.iter().map(|quota| display_name(quota)).collect();
+        let quotas: Vec<ApplicableQuota<'_>> = applicable
+            .iter()
+            .zip(&names)
+            .map(|(quota, name)| ApplicableQuota {
+                name,
+                limits: &quota.spec.per_owner,
+                usage: others
+                    .iter()
+                    .filter(|(namespace, _)| {
+                        policy::quota_counts_namespace(quota, namespace, system_namespace)
+                    })
+                    .fold(this_workspace, |total, (_, usage)| {
+                        total.saturating_add(*usage)
+                    }),
+            })
+            .collect();
+        Ok(policy::check_quotas(&quotas, &change)?)
+    }
+
+    /// The owner's other workspaces that are not being deleted, with their namespaces and
+    /// defaulted demand (workspaces stored before the webhook ran may lack defaults).
+    fn others(&self) -> Result<Vec<(&str, Usage)>, Refusal> {
+        self.snapshot
+            .workspaces
+            .iter()
+            .filter(|ws| ws.labels().get(labels::OWNER).map(String::as_str) == Some(self.owner))
+            .filter(|ws| ws.metadata.deletion_timestamp.is_none())
+            .filter(|ws| !self.is_target(ws))
+            .map(|ws| {
+                let namespace = ws.metadata.namespace.as_deref().unwrap_or_default();
+                let spec = defaulted(ws).unwrap_or_else(|_| ws.spec.clone());
+                let usage = policy::workspace_demand(&spec)
+                    .map_err(|error| self.uncountable(namespace, ws, &error))?;
+                Ok((namespace, usage))
+            })
+            .collect()
+    }
+
+    fn is_target(&self, workspace: &Workspace) -> bool {
+        workspace.metadata.namespace.as_deref() == Some(self.target.namespace)
+            && workspace.metadata.name.as_deref() == Some(self.target.name)
+    }
+
+    fn uncountable(
+        &self,
+        namespace: &str,
+        workspace: &Workspace,
+        error: &QuantityError,
+    ) -> Refusal {
+        Refusal::Invalid(format!(
+            "workspace {namespace}/{} of the same owner has an invalid quantity ({error}), so its Quota usage cannot be counted: fix its spec.resources or spec.volumes, or delete it",
+            workspace.name_any()
+        ))
+    }
+}
+
+/// How messages name a Quota: `namespace/name`.
+fn display_name(quota: &Quota) -> String {
+    format!(
+        "{}/{}",
+        quota.metadata.namespace.as_deref().unwrap_or_default(),
+        quota.name_any()
+    )
+}

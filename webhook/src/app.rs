@@ -1,0 +1,116 @@
+//! Wiring: certificates, caches, servers, registration and shutdown.
+
+use crate::caches::Caches;
+use crate::cert_source::{Maintainer, SecretStore, Source};
+use crate::cli::Args;
+use crate::metrics::Metrics;
+use crate::reservations::Reservations;
+use crate::server::{self, AppState};
+use crate::tls::{self, SwappableCert};
+use anyhow::Context;
+use axum_server::tls_rustls::RustlsConfig;
+use kube::{Api, Client};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::watch;
+use tracing::info;
+
+/// How long in-flight requests may finish after SIGTERM; the API server gives each at most
+/// five seconds anyway.
+const GRACE_PERIOD: Duration = Duration::from_secs(10);
+
+/// Runs the webhook until SIGTERM or SIGINT.
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let registration = args.registration()?;
+    let client = Client::try_default()
+        .await
+        .context("no Kubernetes configuration: set KUBECONFIG or run in a cluster")?;
+    let source = match (&args.tls_cert_file, &args.tls_key_file) {
+        (Some(cert), Some(key)) => Source::Files {
+            cert: cert.clone(),
+            key: key.clone(),
+            ca: args.ca_file.clone(),
+        },
+        _ => Source::SelfManaged(Box::new(SecretStore {
+            api: Api::namespaced(client.clone(), args.tls_secret_namespace()),
+            name: args.tls_secret_name.clone(),
+            hosts: args.cert_hosts(registration.as_ref())?,
+            lifetimes: args.lifetimes()?,
+        })),
+    };
+    let material = source
+        .fetch()
+        .await
+        .context("cannot obtain the serving certificate")?;
+    let resolver = Arc::new(SwappableCert::new(&material.cert, &material.key)?);
+    let tls_config =
+        RustlsConfig::from_config(Arc::new(tls::server_config(Arc::clone(&resolver))?));
+
+    let (caches, watch_caches) = Caches::start(&client);
+    let state = Arc::new(AppState {
+        settings: args.settings(),
+        caches: caches.clone(),
+        reservations: Mutex::new(Reservations::new(args.quota_reservation_ttl)),
+        metrics: Metrics::new(),
+    });
+    let (shutdown, shutdown_requested) = watch::channel(false);
+
+    let listener = std::net::TcpListener::bind(args.listen)
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    listener.set_nonblocking(true)?;
+    let handle = axum_server::Handle::new();
+    let https = axum_server::from_tcp_rustls(listener, tls_config)?
+        .handle(handle.clone())
+        .serve(server::webhook_routes(Arc::clone(&state)).into_make_service());
+    let metrics_listener = tokio::net::TcpListener::bind(args.metrics_listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.metrics_listen))?;
+    let mut metrics_stopped = shutdown_requested.clone();
+    let metrics = axum::serve(metrics_listener, server::metrics_routes(state))
+        .with_graceful_shutdown(async move {
+            let _ = metrics_stopped.changed().await;
+        });
+    let maintainer = Maintainer {
+        source,
+        resolver,
+        registration,
+        client,
+        caches,
+    };
+
+    info!(listen = %args.listen, metrics = %args.metrics_listen, "guildnet-webhook serving");
+    let watching = tokio::spawn(watch_caches);
+    let maintaining = tokio::spawn(maintainer.run(material, shutdown_requested));
+    let serving_metrics = tokio::spawn(async move { metrics.await });
+    let mut serving = tokio::spawn(https);
+    let outcome = tokio::select! {
+        () = shutdown_signal() => {
+            info!("shutting down");
+            Ok(())
+        }
+        served = &mut serving => served.context("the HTTPS server failed")?.context("the HTTPS server stopped"),
+    };
+    let _ = shutdown.send(true);
+    handle.graceful_shutdown(Some(GRACE_PERIOD));
+    let _ = serving.await;
+    let _ = serving_metrics.await;
+    let _ = maintaining.await;
+    watching.abort();
+    outcome
+}
+
+/// Resolves on SIGTERM (the kubelet stopping the pod) or SIGINT (Ctrl-C).
+async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        () = terminate => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

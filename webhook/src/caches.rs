@@ -1,0 +1,113 @@
+//! Watch caches of Capabilities, Quotas and Workspaces, so an admission decision never
+//! waits for the API server (the API server gives a webhook seconds, and every Workspace
+//! write passes through it). The webhook is ready only once all three are listed.
+
+use crate::admission::Snapshot;
+use futures::StreamExt;
+use guildnet_api::{Capabilities, Quota, Workspace};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use std::fmt::Debug;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use tracing::{info, warn};
+
+/// The webhook's view of the cluster.
+#[derive(Clone)]
+pub struct Caches {
+    capabilities: Store<Capabilities>,
+    quotas: Store<Quota>,
+    workspaces: Store<Workspace>,
+    synced: Arc<AtomicBool>,
+}
+
+impl Caches {
+    /// The caches, and the future that fills them and keeps them current (it runs until
+    /// dropped; watch errors are retried with backoff).
+    pub fn start(client: &Client) -> (Self, impl Future<Output = ()> + Send + 'static) {
+        let (capabilities, capabilities_writer) = reflector::store();
+        let (quotas, quotas_writer) = reflector::store();
+        let (workspaces, workspaces_writer) = reflector::store();
+        let caches = Self {
+            capabilities,
+            quotas,
+            workspaces,
+            synced: Arc::new(AtomicBool::new(false)),
+        };
+        let ready = caches.clone();
+        let run = futures::future::join4(
+            reflect(
+                Api::<Capabilities>::all(client.clone()),
+                capabilities_writer,
+            ),
+            reflect(Api::<Quota>::all(client.clone()), quotas_writer),
+            reflect(Api::<Workspace>::all(client.clone()), workspaces_writer),
+            async move { ready.mark_synced().await },
+        );
+        (caches, async move {
+            run.await;
+        })
+    }
+
+    /// Whether all three caches have been listed once.
+    pub fn is_synced(&self) -> bool {
+        self.synced.load(Ordering::Acquire)
+    }
+
+    /// What a validation decides with: the cached objects plus `reserved` workspaces
+    /// (admitted, not yet cached).
+    pub fn snapshot(&self, reserved: Vec<Arc<Workspace>>) -> Snapshot {
+        let mut workspaces = self.workspaces.state();
+        workspaces.extend(reserved);
+        Snapshot {
+            capabilities: self
+                .capabilities
+                .state()
+                .iter()
+                .map(|caps| Capabilities::clone(caps))
+                .collect(),
+            quotas: self.quotas.state(),
+            workspaces,
+        }
+    }
+
+    /// Whether the Workspace `namespace/name` is cached.
+    pub fn has_workspace(&self, namespace: &str, name: &str) -> bool {
+        self.workspaces
+            .get(&ObjectRef::new(name).within(namespace))
+            .is_some()
+    }
+
+    async fn mark_synced(&self) {
+        let all = futures::future::try_join3(
+            self.capabilities.wait_until_ready(),
+            self.quotas.wait_until_ready(),
+            self.workspaces.wait_until_ready(),
+        );
+        if all.await.is_ok() {
+            self.synced.store(true, Ordering::Release);
+            info!("caches synced: Capabilities, Quotas and Workspaces are listed");
+        }
+    }
+}
+
+/// Keeps `writer`'s store equal to the objects of `api`. Managed fields are dropped: they
+/// are most of an object's size and no decision reads them.
+async fn reflect<K>(api: Api<K>, writer: reflector::store::Writer<K>)
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
+    watcher(api, watcher::Config::default())
+        .default_backoff()
+        .modify(|object| object.managed_fields_mut().clear())
+        .reflect(writer)
+        .for_each(|event| async move {
+            if let Err(error) = event {
+                warn!(kind = %K::kind(&()), %error, "watch failed; retrying");
+            }
+        })
+        .await;
+}

@@ -1,0 +1,24 @@
+//! GuildNet's admission webhook for Workspaces.
+//!
+//! - [`admission`]: the decisions, pure (owner label, defaults, Capabilities, Quotas,
+//!   ownership), from a [`review::Review`] and a snapshot of the caches.
+//! - [`review`]: reading AdmissionReviews, tolerant of objects the types cannot hold.
+//! - [`reservations`]: admitted creates counted against Quotas until the cache sees them.
+//! - [`caches`]: watch caches of Capabilities, Quotas and Workspaces.
+//! - [`certs`], [`cert_source`], [`tls`]: self-managed CA and serving certificates, or
+//!   certificate files; rotation without restart.
+//! - [`registration`]: the webhook configurations.
+//! - [`server`], [`metrics`], [`cli`], [`app`]: serving, metrics, flags and wiring.
+
+pub mod admission;
+pub mod app;
+pub mod caches;
+pub mod cert_source;
+pub mod certs;
+pub mod cli;
+pub mod metrics;
+pub mod registration;
+pub mod reservations;
+pub mod review;
+pub mod server;
+pub mod tls;

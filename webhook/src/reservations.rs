@@ -1,0 +1,118 @@
+//! Quota reservations: workspaces this webhook admitted that its cache has not seen yet.
+//!
+//! The Workspace cache follows a watch, so it lags admissions by the watch latency: twenty
+//! creates arriving at once would all see the same usage and all pass. Each admitted create
+//! is therefore remembered until the cache shows it, and counted as if cached. A
+//! reservation also ends after a time to live, for creates that failed after admission
+//! (another webhook refused them, the name was taken). With decide-and-reserve serialised
+//! (the server holds a lock across both), one replica admits exactly up to a limit; across
+//! replicas the operator enforces Quotas too.
+
+use guildnet_api::Workspace;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Admitted workspaces not yet in the cache, by namespace and name.
+#[derive(Debug)]
+pub struct Reservations {
+    ttl: Duration,
+    pending: HashMap<(String, String), (Instant, Arc<Workspace>)>,
+}
+
+impl Reservations {
+    /// No reservations; each will last at most `ttl`.
+    pub fn new(ttl: Duration) -> Self {
+        Self {
+            ttl,
+            pending: HashMap::new(),
+        }
+    }
+
+    /// Forgets the reservations the cache now holds (`cached(namespace, name)`) and those
+    /// older than the time to live, and returns the rest.
+    pub fn pending(
+        &mut self,
+        now: Instant,
+        cached: impl Fn(&str, &str) -> bool,
+    ) -> Vec<Arc<Workspace>> {
+        self.pending.retain(|(namespace, name), (since, _)| {
+            now.duration_since(*since) < self.ttl && !cached(namespace, name)
+        });
+        self.pending
+            .values()
+            .map(|(_, workspace)| Arc::clone(workspace))
+            .collect()
+    }
+
+    /// Remembers an admitted workspace; one without a namespace or name cannot be told
+    /// apart from others and is not remembered.
+    pub fn reserve(&mut self, now: Instant, workspace: Workspace) {
+        let (Some(namespace), Some(name)) = (
+            workspace.metadata.namespace.clone(),
+            workspace.metadata.name.clone(),
+        ) else {
+            return;
+        };
+        self.pending
+            .insert((namespace, name), (now, Arc::new(workspace)));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use guildnet_api::WorkspaceSpec;
+
+    fn workspace(namespace: &str, name: &str) -> Workspace {
+        let mut ws = Workspace::new(name, WorkspaceSpec::default());
+        ws.metadata.namespace = Some(namespace.to_owned());
+        ws
+    }
+
+    fn names(pending: &[Arc<Workspace>]) -> Vec<String> {
+        let mut names: Vec<String> = pending
+            .iter()
+            .map(|ws| ws.metadata.name.clone().unwrap())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn reservations_last_until_cached_or_expired() {
+        let start = Instant::now();
+        let mut reservations = Reservations::new(Duration::from_secs(30));
+        reservations.reserve(start, workspace("a", "one"));
+        reservations.reserve(start + Duration::from_secs(10), workspace("a", "two"));
+        reservations.reserve(start, workspace("b", "one"));
+        let nothing_cached = |_: &str, _: &str| false;
+        assert_eq!(
+            names(&reservations.pending(start, nothing_cached)),
+            ["one", "one", "two"]
+        );
+        let a_one_cached = |namespace: &str, name: &str| (namespace, name) == ("a", "one");
+        assert_eq!(
+            names(&reservations.pending(start, a_one_cached)),
+            ["one", "two"]
+        );
+        let later = start + Duration::from_secs(31);
+        assert_eq!(names(&reservations.pending(later, nothing_cached)), ["two"]);
+        // Once forgotten, a reservation stays forgotten.
+        assert_eq!(names(&reservations.pending(later, nothing_cached)), ["two"]);
+    }
+
+    #[test]
+    fn a_nameless_workspace_is_not_reserved() {
+        let mut reservations = Reservations::new(Duration::from_secs(30));
+        reservations.reserve(Instant::now(), Workspace::new("", WorkspaceSpec::default()));
+        let mut nameless = workspace("a", "x");
+        nameless.metadata.name = None;
+        reservations.reserve(Instant::now(), nameless);
+        assert!(
+            reservations
+                .pending(Instant::now(), |_, _| false)
+                .is_empty()
+        );
+    }
+}

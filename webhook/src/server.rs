@@ -1,0 +1,166 @@
+//! The HTTP side: the HTTPS server the API server calls (`/mutate`, `/validate`, `/healthz`,
+//! `/readyz`) and the plain-HTTP metrics server (`/metrics`, `/healthz`, `/readyz`), kept
+//! apart so Prometheus scrapes without the webhook's private CA.
+
+use crate::admission::{self, Decision, Refusal, Settings};
+use crate::caches::Caches;
+use crate::metrics::{Metrics, Webhook};
+use crate::registration::{MUTATE_PATH, VALIDATE_PATH};
+use crate::reservations::Reservations;
+use crate::review::{self, Review};
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use kube::core::admission::Operation;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Instant;
+use tracing::{info, warn};
+
+/// What the handlers share.
+pub struct AppState {
+    /// Who is trusted, and GuildNet's namespace.
+    pub settings: Settings,
+    /// The watch caches decisions read.
+    pub caches: Caches,
+    /// Admitted creates the cache has not seen yet. The lock also serialises validations,
+    /// so two creates never both take the last unit of a Quota.
+    pub reservations: Mutex<Reservations>,
+    /// The metrics.
+    pub metrics: Metrics,
+}
+
+impl AppState {
+    /// Decides a validation against the caches and reserves an admitted create's Quota.
+    pub fn validate(&self, review: &Review) -> Decision {
+        if !self.caches.is_synced() {
+            return Decision::refused(
+                &review.request,
+                Refusal::Unavailable(
+                    "the GuildNet webhook is still loading Capabilities, Quotas and Workspaces: retry in a few seconds".to_owned(),
+                ),
+            );
+        }
+        let mut reservations = self
+            .reservations
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let reserved = reservations.pending(Instant::now(), |namespace, name| {
+            self.caches.has_workspace(namespace, name)
+        });
+        let decision = admission::validate(review, &self.settings, &self.caches.snapshot(reserved));
+        if let Some(admitted) = &decision.admitted {
+            reservations.reserve(Instant::now(), admitted.clone());
+        }
+        decision
+    }
+}
+
+/// The routes the API server calls, with health checks for the kubelet's HTTPS probes.
+pub fn webhook_routes(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route(MUTATE_PATH, post(mutate))
+        .route(VALIDATE_PATH, post(validate))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .with_state(state)
+}
+
+/// The metrics routes, with the same health checks for plain-HTTP probes.
+pub fn metrics_routes(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .with_state(state)
+}
+
+async fn mutate(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
+    answer(&state, Webhook::Mutating, &body, admission::mutate)
+}
+
+async fn validate(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
+    answer(&state, Webhook::Validating, &body, |review| {
+        state.validate(review)
+    })
+}
+
+/// Decodes, decides, logs a refusal, measures, and encodes the answer.
+fn answer(
+    state: &AppState,
+    webhook: Webhook,
+    body: &[u8],
+    decide: impl FnOnce(&Review) -> Decision,
+) -> Response {
+    let start = Instant::now();
+    let review = match review::decode(body) {
+        Ok(review) => review,
+        Err(error) => {
+            warn!(%error, ?webhook, "refusing a request that is not an AdmissionReview");
+            state.metrics.observe_unreadable(webhook, start.elapsed());
+            return (StatusCode::BAD_REQUEST, error.to_string()).into_response();
+        }
+    };
+    let decision = decide(&review);
+    if let Err(refusal) = &decision.outcome {
+        let request = &review.request;
+        info!(
+            ?webhook,
+            uid = %request.uid,
+            user = request.user_info.username.as_deref().unwrap_or_default(),
+            operation = operation_label(&request.operation),
+            namespace = request.namespace.as_deref().unwrap_or_default(),
+            name = %request.name,
+            reason = refusal.reason(),
+            %refusal,
+            "refused"
+        );
+    }
+    let operation = operation_label(&review.request.operation);
+    let Decision {
+        response, outcome, ..
+    } = decision;
+    let encoded = serde_json::to_vec(&response.into_review());
+    state
+        .metrics
+        .observe(webhook, operation, &outcome, start.elapsed());
+    match encoded {
+        Ok(json) => ([(header::CONTENT_TYPE, "application/json")], json).into_response(),
+        Err(error) => (StatusCode::INTERNAL_SERVER_ERROR, error.to_string()).into_response(),
+    }
+}
+
+fn operation_label(operation: &Operation) -> &'static str {
+    match operation {
+        Operation::Create => "CREATE",
+        Operation::Update => "UPDATE",
+        Operation::Delete => "DELETE",
+        Operation::Connect => "CONNECT",
+    }
+}
+
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+/// Ready once the caches are synced: before, validations would be refused.
+async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    if state.caches.is_synced() {
+        "ok".into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "caches are syncing").into_response()
+    }
+}
+
+async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.encode(),
+    )
+        .into_response()
+}

@@ -1,0 +1,108 @@
+//! The HTTPS server's TLS: a rustls configuration whose certificate is replaced in place, so
+//! a renewed certificate (self-managed rotation, or cert-manager rewriting the mounted
+//! files) is served from the next handshake on, without a restart or dropped connections.
+
+use rustls::ServerConfig;
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use std::sync::{Arc, PoisonError, RwLock};
+
+/// Why a certificate cannot be served.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("the certificate PEM holds no certificate")]
+    NoCertificate,
+    #[error("cannot read the certificate or key PEM: {0}")]
+    Pem(#[from] rustls::pki_types::pem::Error),
+    #[error("cannot use the key or build the TLS configuration: {0}")]
+    Rustls(#[from] rustls::Error),
+}
+
+/// The certificate resolver of the server: one certificate, replaceable while serving.
+#[derive(Debug)]
+pub struct SwappableCert {
+    current: RwLock<Arc<CertifiedKey>>,
+}
+
+impl SwappableCert {
+    /// A resolver serving the certificate chain `cert_pem` with the key `key_pem`.
+    pub fn new(cert_pem: &str, key_pem: &str) -> Result<Self, Error> {
+        Ok(Self {
+            current: RwLock::new(Arc::new(certified_key(cert_pem, key_pem)?)),
+        })
+    }
+
+    /// Serves `cert_pem` and `key_pem` from the next handshake on. On error the current
+    /// certificate stays.
+    pub fn replace(&self, cert_pem: &str, key_pem: &str) -> Result<(), Error> {
+        let next = Arc::new(certified_key(cert_pem, key_pem)?);
+        *self.current.write().unwrap_or_else(PoisonError::into_inner) = next;
+        Ok(())
+    }
+}
+
+impl ResolvesServerCert for SwappableCert {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(Arc::clone(
+            &self.current.read().unwrap_or_else(PoisonError::into_inner),
+        ))
+    }
+}
+
+/// The server configuration: TLS 1.2 and 1.3 with the ring provider (the one kube's client
+/// uses, so one crypto library is linked), HTTP/2 and HTTP/1.1, certificates from
+/// `resolver`.
+pub fn server_config(resolver: Arc<SwappableCert>) -> Result<ServerConfig, Error> {
+    let mut config = ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_cert_resolver(resolver);
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn certified_key(cert_pem: &str, key_pem: &str) -> Result<CertifiedKey, Error> {
+    let chain =
+        CertificateDer::pem_slice_iter(cert_pem.as_bytes()).collect::<Result<Vec<_>, _>>()?;
+    if chain.is_empty() {
+        return Err(Error::NoCertificate);
+    }
+    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())?;
+    Ok(CertifiedKey::from_der(chain, key, &provider())?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn self_signed(host: &str) -> (String, String) {
+        let cert = rcgen::generate_simple_self_signed(vec![host.to_owned()]).unwrap();
+        (cert.cert.pem(), cert.signing_key.serialize_pem())
+    }
+
+    #[test]
+    fn serves_the_latest_certificate_and_keeps_the_old_one_on_error() {
+        let (first_cert, first_key) = self_signed("first.example");
+        let resolver = SwappableCert::new(&first_cert, &first_key).unwrap();
+        let served = || resolver.current.read().unwrap().cert[0].clone();
+        let first = served();
+        let (second_cert, second_key) = self_signed("second.example");
+        resolver.replace(&second_cert, &second_key).unwrap();
+        let second = served();
+        assert_ne!(first, second);
+        assert!(resolver.replace("garbage", &second_key).is_err());
+        assert!(
+            resolver.replace(&first_cert, &second_key).is_err(),
+            "key mismatch"
+        );
+        assert_eq!(served(), second);
+        assert!(server_config(Arc::new(resolver)).is_ok());
+    }
+}

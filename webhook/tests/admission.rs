@@ -1,0 +1,759 @@
+//! The admission decisions, from AdmissionReviews recorded from the local control plane
+//! (`tests/fixtures/`: alice's `kubectl create` of a Workspace with a spoofed owner label as
+//! the mutating webhook saw it, her `kubectl label` of it and bob's `kubectl delete` as the
+//! validating webhook saw them) varied per case: owners, defaults, every denial, trusted
+//! components, and the JSON the API server reads back.
+
+use guildnet_api::policy::owner_id;
+use guildnet_api::{Capabilities, Quota, Workspace};
+use guildnet_webhook::admission::{self, Decision, Refusal, Settings, Snapshot};
+use guildnet_webhook::review::{self, Review};
+use serde_json::{Value, json};
+use std::sync::Arc;
+
+const ALICE_ID: &str = "u-fpmansl7byak6gq7ymzi7j3dve";
+const OPERATOR: &str = "system:serviceaccount:guildnet-system:guildnet-operator";
+const PROXY: &str = "system:serviceaccount:guildnet-system:guildnet-proxy";
+
+// ---- building requests ---------------------------------------------------------------------
+
+fn fixture(name: &str) -> Value {
+    let path = format!("{}/tests/fixtures/{name}.json", env!("CARGO_MANIFEST_DIR"));
+    serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
+}
+
+/// The CREATE fixture with `spec` as the object's spec.
+fn create(spec: Value) -> Value {
+    let mut review = fixture("create");
+    review["request"]["object"]["spec"] = spec;
+    review
+}
+
+/// The UPDATE fixture (alice's workspace) with `spec` as the new spec.
+fn update(spec: Value) -> Value {
+    let mut review = fixture("update");
+    review["request"]["object"]["spec"] = spec;
+    review
+}
+
+fn by(mut review: Value, username: &str, groups: &[&str]) -> Value {
+    review["request"]["userInfo"] = json!({"username": username, "groups": groups});
+    review
+}
+
+fn by_alice(review: Value) -> Value {
+    by(review, "alice", &["guildnet:users", "system:authenticated"])
+}
+
+fn by_bob(review: Value) -> Value {
+    by(review, "bob", &["guildnet:users", "system:authenticated"])
+}
+
+fn decode(review: &Value) -> Review {
+    review::decode(&serde_json::to_vec(review).unwrap()).unwrap()
+}
+
+// ---- the cluster's policy objects ----------------------------------------------------------
+
+fn settings() -> Settings {
+    Settings {
+        operator_username: OPERATOR.to_owned(),
+        proxy_username: PROXY.to_owned(),
+        system_namespace: "guildnet-system".to_owned(),
+    }
+}
+
+fn capabilities(name: &str, spec: Value) -> Capabilities {
+    serde_json::from_value(json!({
+        "apiVersion": "guildnet.io/v1alpha1",
+        "kind": "Capabilities",
+        "metadata": {"name": name},
+        "spec": spec
+    }))
+    .unwrap()
+}
+
+/// What guildnet:users may do: code-server, Jupyter and nginx, up to 4 CPUs and 8Gi,
+/// ClusterIP only, the local cluster and edge-berlin.
+fn developers() -> Capabilities {
+    capabilities(
+        "developers",
+        json!({
+            "subjects": [{"kind": "Group", "name": "guildnet:users"}],
+            "images": {"allow": ["docker.io/codercom/code-server:*", "quay.io/jupyter/*", "nginx:*"]},
+            "resources": {"maxPerWorkspace": {"cpu": "4", "memory": "8Gi"}},
+            "clusters": ["edge-berlin"]
+        }),
+    )
+}
+
+/// carol administers everyone's workspaces.
+fn admins() -> Capabilities {
+    capabilities(
+        "admins",
+        json!({"subjects": [{"kind": "User", "name": "carol"}], "admin": true}),
+    )
+}
+
+fn quota(namespace: &str, name: &str, spec: Value) -> Arc<Quota> {
+    Arc::new(
+        serde_json::from_value(json!({
+            "apiVersion": "guildnet.io/v1alpha1",
+            "kind": "Quota",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": spec
+        }))
+        .unwrap(),
+    )
+}
+
+/// A workspace `namespace/name` owned by `owner` (an owner id) asking for `cpu` CPUs.
+fn owned(namespace: &str, name: &str, owner: &str, cpu: &str) -> Arc<Workspace> {
+    Arc::new(
+        serde_json::from_value(json!({
+            "apiVersion": "guildnet.io/v1alpha1",
+            "kind": "Workspace",
+            "metadata": {"name": name, "namespace": namespace, "labels": {"guildnet.io/owner": owner}},
+            "spec": {"image": "nginx", "resources": {"requests": {"cpu": cpu, "memory": "1Gi"}}}
+        }))
+        .unwrap(),
+    )
+}
+
+fn snapshot() -> Snapshot {
+    Snapshot {
+        capabilities: vec![developers(), admins()],
+        quotas: Vec::new(),
+        workspaces: Vec::new(),
+    }
+}
+
+// ---- deciding ------------------------------------------------------------------------------
+
+fn validate(review: &Value, snapshot: &Snapshot) -> Decision {
+    admission::validate(&decode(review), &settings(), snapshot)
+}
+
+fn mutate(review: &Value) -> Decision {
+    admission::mutate(&decode(review))
+}
+
+/// The object as the API server stores it after the mutating webhook's patch.
+fn mutated(review: &Value) -> Value {
+    let decision = mutate(review);
+    assert_eq!(decision.outcome, Ok(()), "mutation refused");
+    let mut object = review["request"]["object"].clone();
+    if let Some(patch) = decision.response.patch {
+        let patch: json_patch::Patch = serde_json::from_slice(&patch).unwrap();
+        json_patch::patch(&mut object, &patch).unwrap();
+    }
+    object
+}
+
+/// The refusal of a denied decision, checking the response carries its reason and code.
+fn refusal(decision: &Decision) -> &Refusal {
+    let refusal = decision.outcome.as_ref().expect_err("a refusal");
+    assert!(!decision.response.allowed);
+    assert_eq!(decision.response.result.reason, refusal.reason());
+    assert_eq!(decision.response.result.code, refusal.code());
+    refusal
+}
+
+fn reason(decision: &Decision) -> &'static str {
+    refusal(decision).reason()
+}
+
+fn message(decision: &Decision) -> String {
+    decision.response.result.message.clone()
+}
+
+fn assert_allowed(decision: &Decision) {
+    assert_eq!(decision.outcome, Ok(()), "{}", message(decision));
+    assert!(decision.response.allowed);
+}
+
+// ---- mutating: owners ----------------------------------------------------------------------
+
+#[test]
+fn a_create_gets_the_owner_of_the_requesting_user() {
+    let alice = mutated(&by_alice(fixture("create")));
+    assert_eq!(alice["metadata"]["labels"]["guildnet.io/owner"], ALICE_ID);
+    assert_eq!(
+        alice["metadata"]["annotations"]["guildnet.io/owner-name"],
+        "alice"
+    );
+    let bob = mutated(&by_bob(fixture("create")));
+    assert_eq!(
+        bob["metadata"]["labels"]["guildnet.io/owner"],
+        owner_id("bob")
+    );
+    assert_eq!(
+        bob["metadata"]["annotations"]["guildnet.io/owner-name"],
+        "bob"
+    );
+    assert_ne!(
+        alice["metadata"]["labels"]["guildnet.io/owner"],
+        bob["metadata"]["labels"]["guildnet.io/owner"]
+    );
+}
+
+#[test]
+fn a_spoofed_owner_is_replaced_and_other_labels_stay() {
+    let mut review = by_alice(fixture("create"));
+    review["request"]["object"]["metadata"]["labels"] =
+        json!({"guildnet.io/owner": owner_id("bob"), "team": "a"});
+    review["request"]["object"]["metadata"]["annotations"] =
+        json!({"guildnet.io/owner-name": "bob", "note": "mine"});
+    let object = mutated(&review);
+    assert_eq!(
+        object["metadata"]["labels"],
+        json!({"guildnet.io/owner": ALICE_ID, "team": "a"})
+    );
+    assert_eq!(
+        object["metadata"]["annotations"],
+        json!({"guildnet.io/owner-name": "alice", "note": "mine"})
+    );
+}
+
+#[test]
+fn an_update_never_changes_the_owner() {
+    // bob (say, an admin) rewrites the label; alice removes it; both end up alice's.
+    let mut spoofed = by_bob(fixture("update"));
+    spoofed["request"]["object"]["metadata"]["labels"]["guildnet.io/owner"] =
+        json!(owner_id("bob"));
+    spoofed["request"]["object"]["metadata"]["annotations"]["guildnet.io/owner-name"] =
+        json!("bob");
+    let mut removed = by_alice(fixture("update"));
+    removed["request"]["object"]["metadata"]
+        .as_object_mut()
+        .unwrap()
+        .remove("labels");
+    for review in [spoofed, removed] {
+        let object = mutated(&review);
+        assert_eq!(object["metadata"]["labels"]["guildnet.io/owner"], ALICE_ID);
+        assert_eq!(
+            object["metadata"]["annotations"]["guildnet.io/owner-name"],
+            "alice"
+        );
+    }
+}
+
+#[test]
+fn an_unowned_workspace_cannot_be_claimed_by_updating_it() {
+    let mut review = by_alice(fixture("update"));
+    let old = &mut review["request"]["oldObject"]["metadata"];
+    old.as_object_mut().unwrap().remove("labels");
+    old.as_object_mut().unwrap().remove("annotations");
+    let object = mutated(&review);
+    assert_eq!(object["metadata"]["labels"], json!({"team": "a"}));
+    assert_eq!(object["metadata"]["annotations"], json!({}));
+}
+
+// ---- mutating: defaults --------------------------------------------------------------------
+
+#[test]
+fn a_create_is_defaulted_as_the_controller_runs_it() {
+    let object = mutated(&by_alice(create(
+        json!({"image": "codercom/code-server:4.96.2", "hint": "compute"}),
+    )));
+    let spec = &object["spec"];
+    assert_eq!(
+        spec["ports"],
+        json!([{"name": "http", "containerPort": 8080}])
+    );
+    assert_eq!(spec["env"], json!([{"name": "PORT", "value": "8080"}]));
+    assert_eq!(
+        spec["probes"],
+        json!({"profile": "slow", "path": "/healthz"})
+    );
+    assert_eq!(
+        spec["resources"],
+        json!({"requests": {"cpu": "2", "memory": "2Gi"}, "limits": {"cpu": "4", "memory": "4Gi"}})
+    );
+    // Fields the defaults do not touch survive the patch.
+    assert_eq!(spec["hint"], "compute");
+    assert!(object["metadata"]["managedFields"].is_array());
+}
+
+#[test]
+fn a_defaulted_owned_object_needs_no_patch() {
+    let review = by_alice(fixture("update"));
+    let decision = mutate(&review);
+    assert_allowed(&decision);
+    assert_eq!(decision.response.patch, None);
+}
+
+#[test]
+fn an_unusable_probe_annotation_is_refused_naming_it() {
+    let mut review = by_alice(fixture("create"));
+    review["request"]["object"]["metadata"]["annotations"] =
+        json!({"guildnet.io/probe-profile": "turbo"});
+    let decision = mutate(&review);
+    assert_eq!(reason(&decision), "Invalid");
+    assert_eq!(decision.response.result.code, 422);
+    assert!(message(&decision).contains("guildnet.io/probe-profile"));
+}
+
+#[test]
+fn what_the_types_cannot_hold_is_left_to_the_schema() {
+    // The mutating webhook runs before the CRD schema check; the schema names the field.
+    let review = by_alice(create(json!({"image": "nginx", "hint": "turbo"})));
+    let decision = mutate(&review);
+    assert_allowed(&decision);
+    assert_eq!(decision.response.patch, None);
+    // Validation (after the schema check) refuses it rather than guessing.
+    let decision = validate(&review, &snapshot());
+    assert_eq!(reason(&decision), "Invalid");
+    assert!(message(&decision).contains("turbo"));
+}
+
+#[test]
+fn deletes_and_status_updates_are_not_mutated() {
+    let decision = mutate(&fixture("delete"));
+    assert_allowed(&decision);
+    assert_eq!(decision.response.patch, None);
+    let mut status = by(fixture("update"), OPERATOR, &["system:serviceaccounts"]);
+    status["request"]["subResource"] = json!("status");
+    status["request"]["object"]["spec"] = json!({"image": "nginx"});
+    let decision = mutate(&status);
+    assert_eq!(decision.response.patch, None);
+}
+
+// ---- validating: capabilities --------------------------------------------------------------
+
+#[test]
+fn an_allowed_workspace_is_admitted_with_its_owner() {
+    let decision = validate(&by_alice(fixture("create")), &snapshot());
+    assert_allowed(&decision);
+    let admitted = decision.admitted.expect("a create is reserved");
+    assert_eq!(
+        admitted.metadata.labels.unwrap()["guildnet.io/owner"],
+        ALICE_ID
+    );
+    assert!(
+        admitted.spec.resources.is_some(),
+        "defaults count against Quotas"
+    );
+}
+
+#[test]
+fn a_dry_run_is_decided_but_reserves_nothing() {
+    let mut review = by_alice(fixture("create"));
+    review["request"]["dryRun"] = json!(true);
+    let decision = validate(&review, &snapshot());
+    assert_allowed(&decision);
+    assert!(decision.admitted.is_none());
+}
+
+#[test]
+fn a_user_without_capabilities_may_do_nothing() {
+    let review = by(fixture("create"), "mallory", &["system:authenticated"]);
+    let decision = validate(&review, &snapshot());
+    assert_eq!(reason(&decision), "NoCapabilities");
+    assert_eq!(decision.response.result.code, 403);
+    assert!(message(&decision).contains("\"mallory\""));
+    assert!(message(&decision).contains("spec.subjects of a Capabilities"));
+    let mut anonymous = fixture("create");
+    anonymous["request"]["userInfo"] = json!({});
+    assert_eq!(reason(&validate(&anonymous, &snapshot())), "NoCapabilities");
+}
+
+#[test]
+fn images_are_matched_after_normalisation_and_prefix_tricks_fail() {
+    let cases = [
+        ("codercom/code-server:4.96.2", true),
+        ("docker.io/codercom/code-server:latest", true),
+        ("index.docker.io/codercom/code-server:4.96.2", true),
+        (
+            "codercom/code-server@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+            true,
+        ),
+        ("codercom/code-server@sha256:0123", false),
+        ("quay.io/jupyter/base-notebook:2025-01-01", true),
+        ("quay.io/jupyter/nested/image", true),
+        ("nginx", true),
+        ("docker.io/library/nginx:1.27", true),
+        ("codercom/code-server-evil:1", false),
+        ("docker.io/codercom/code-server.evil:1", false),
+        ("quay.io/jupyter-evil/base-notebook", false),
+        ("quay.io.evil.com/jupyter/base-notebook", false),
+        ("quay.io/jupyter", false),
+        ("evil/nginx", false),
+        ("docker.io/library-evil/nginx", false),
+        ("nginx-evil", false),
+        ("ghcr.io/codercom/code-server:4.96.2", false),
+        ("NGINX", false),
+    ];
+    let mut wrong = Vec::new();
+    for (image, allowed) in cases {
+        let decision = validate(&by_alice(create(json!({"image": image}))), &snapshot());
+        let admitted = decision.outcome.is_ok();
+        if admitted != allowed {
+            wrong.push(format!("{image}: admitted {admitted}, expected {allowed}"));
+        } else if !admitted {
+            assert_eq!(reason(&decision), "ImageDenied", "{image}");
+            assert_eq!(decision.response.result.code, 400);
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
+#[test]
+fn a_denied_image_names_the_field_and_the_fix() {
+    let decision = validate(
+        &by_alice(create(json!({"image": "evil/miner:1"}))),
+        &snapshot(),
+    );
+    let message = message(&decision);
+    assert!(
+        message.starts_with("ImageDenied: spec.image \"evil/miner:1\""),
+        "{message}"
+    );
+    assert!(message.contains("docker.io/evil/miner:1"), "{message}");
+    assert!(message.contains("spec.images.allow"), "{message}");
+}
+
+#[test]
+fn resources_above_the_ceiling_are_refused_including_defaulted_ones() {
+    let big = json!({"image": "nginx", "resources": {"limits": {"cpu": "8", "memory": "1Gi"}}});
+    let decision = validate(&by_alice(create(big)), &snapshot());
+    assert_eq!(reason(&decision), "ResourceLimitExceeded");
+    assert!(
+        message(&decision)
+            .contains("spec.resources.limits.cpu is 8, above your per-workspace ceiling of 4"),
+        "{}",
+        message(&decision)
+    );
+    // The memory profile limits 8Gi: at the ceiling, so admitted; a 2-CPU ceiling refuses
+    // the compute profile's 4 CPUs although the user wrote no resources at all.
+    let memory = json!({"image": "nginx", "hint": "memory"});
+    assert_allowed(&validate(&by_alice(create(memory)), &snapshot()));
+    let mut small = snapshot();
+    small.capabilities = vec![capabilities(
+        "small",
+        json!({
+            "subjects": [{"kind": "Group", "name": "guildnet:users"}],
+            "images": {"allow": ["nginx"]},
+            "resources": {"maxPerWorkspace": {"cpu": "2"}}
+        }),
+    )];
+    let compute = json!({"image": "nginx", "hint": "compute"});
+    assert_eq!(
+        reason(&validate(&by_alice(create(compute)), &small)),
+        "ResourceLimitExceeded"
+    );
+}
+
+#[test]
+fn exposure_and_placement_need_grants() {
+    let balancer = json!({"image": "nginx", "exposure": {"type": "LoadBalancer"}});
+    let decision = validate(&by_alice(create(balancer)), &snapshot());
+    assert_eq!(reason(&decision), "ExposureDenied");
+    assert!(message(&decision).contains("spec.exposure.type LoadBalancer"));
+    let cluster_ip = json!({"image": "nginx", "exposure": {"type": "ClusterIP"}});
+    assert_allowed(&validate(&by_alice(create(cluster_ip)), &snapshot()));
+
+    let paris = json!({"image": "nginx", "placement": {"cluster": "edge-paris"}});
+    let decision = validate(&by_alice(create(paris)), &snapshot());
+    assert_eq!(reason(&decision), "ClusterDenied");
+    assert!(message(&decision).contains("spec.placement.cluster \"edge-paris\""));
+    let berlin = json!({"image": "nginx", "placement": {"cluster": "edge-berlin"}});
+    assert_allowed(&validate(&by_alice(create(berlin)), &snapshot()));
+}
+
+// ---- validating: quotas --------------------------------------------------------------------
+
+#[test]
+fn a_create_past_a_quota_is_refused_with_429() {
+    let mut cluster = snapshot();
+    cluster.quotas = vec![quota(
+        "default",
+        "two-each",
+        json!({"perOwner": {"maxWorkspaces": 2}}),
+    )];
+    cluster.workspaces = vec![owned("default", "a", ALICE_ID, "1")];
+    let review = by_alice(fixture("create"));
+    assert_allowed(&validate(&review, &cluster));
+
+    cluster
+        .workspaces
+        .push(owned("default", "b", ALICE_ID, "1"));
+    let decision = validate(&review, &cluster);
+    assert_eq!(reason(&decision), "QuotaExceeded");
+    assert_eq!(decision.response.result.code, 429);
+    let message = message(&decision);
+    assert!(message.contains("Quota default/two-each"), "{message}");
+    assert!(
+        message.contains("spec.perOwner.maxWorkspaces is 2"),
+        "{message}"
+    );
+
+    // bob has his own count.
+    assert_allowed(&validate(&by_bob(fixture("create")), &cluster));
+    // A workspace being deleted no longer counts.
+    let mut deleting = (*cluster.workspaces[1]).clone();
+    deleting.metadata.deletion_timestamp =
+        Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            "2026-11-23T10:00:00Z".parse().unwrap(),
+        ));
+    cluster.workspaces[1] = Arc::new(deleting);
+    assert_allowed(&validate(&review, &cluster));
+}
+
+#[test]
+fn namespaced_quotas_count_their_namespace_and_cluster_quotas_count_all() {
+    let mut cluster = snapshot();
+    cluster.workspaces = vec![
+        owned("team-a", "a", ALICE_ID, "1"),
+        owned("team-b", "b", ALICE_ID, "1"),
+    ];
+    cluster.quotas = vec![quota(
+        "default",
+        "one",
+        json!({"perOwner": {"maxWorkspaces": 1}}),
+    )];
+    let review = by_alice(fixture("create"));
+    assert_allowed(&validate(&review, &cluster));
+    // A Quota in another namespace does not apply to `default` at all.
+    cluster.quotas = vec![quota(
+        "team-a",
+        "one",
+        json!({"perOwner": {"maxWorkspaces": 1}}),
+    )];
+    assert_allowed(&validate(&review, &cluster));
+    // Cluster-scoped in GuildNet's namespace: counts everywhere.
+    cluster.quotas = vec![quota(
+        "guildnet-system",
+        "everywhere",
+        json!({"scope": "Cluster", "perOwner": {"maxWorkspaces": 2}}),
+    )];
+    assert_eq!(reason(&validate(&review, &cluster)), "QuotaExceeded");
+    // Cluster-scoped elsewhere is treated as namespaced: a tenant cannot limit others.
+    cluster.quotas = vec![quota(
+        "team-a",
+        "everywhere",
+        json!({"scope": "Cluster", "perOwner": {"maxWorkspaces": 1}}),
+    )];
+    assert_allowed(&validate(&review, &cluster));
+}
+
+#[test]
+fn the_strictest_quota_wins_and_resources_count() {
+    let mut cluster = snapshot();
+    cluster.workspaces = vec![owned("default", "a", ALICE_ID, "3")];
+    cluster.quotas = vec![
+        quota(
+            "default",
+            "generous",
+            json!({"perOwner": {"maxWorkspaces": 10, "cpu": "100"}}),
+        ),
+        quota(
+            "default",
+            "strict-cpu",
+            json!({"subjects": [{"kind": "Group", "name": "guildnet:users"}], "perOwner": {"cpu": "3500m"}}),
+        ),
+    ];
+    // The default profile requests 250m: 3 + 0.25 fits 3.5.
+    let review = by_alice(fixture("create"));
+    assert_allowed(&validate(&review, &cluster));
+    let bigger = json!({"image": "nginx", "resources": {"requests": {"cpu": "1"}}});
+    let decision = validate(&by_alice(create(bigger)), &cluster);
+    assert_eq!(reason(&decision), "QuotaExceeded");
+    assert!(message(&decision).contains("Quota default/strict-cpu: spec.perOwner.cpu is 3500m"));
+    // A Quota whose subjects do not name the user does not apply.
+    cluster.quotas[1] = quota(
+        "default",
+        "strict-cpu",
+        json!({"subjects": [{"kind": "User", "name": "bob"}], "perOwner": {"cpu": "1"}}),
+    );
+    assert_allowed(&validate(
+        &by_alice(create(
+            json!({"image": "nginx", "resources": {"requests": {"cpu": "1"}}}),
+        )),
+        &cluster,
+    ));
+}
+
+#[test]
+fn admitted_creates_count_before_the_cache_shows_them() {
+    let mut cluster = snapshot();
+    cluster.quotas = vec![quota(
+        "default",
+        "one",
+        json!({"perOwner": {"maxWorkspaces": 1}}),
+    )];
+    let first = validate(&by_alice(fixture("create")), &cluster);
+    let reserved = first.admitted.expect("admitted");
+    cluster.workspaces.push(Arc::new(reserved));
+    let mut second = by_alice(fixture("create"));
+    second["request"]["object"]["metadata"]["name"] = json!("rec-2");
+    second["request"]["name"] = json!("rec-2");
+    assert_eq!(reason(&validate(&second, &cluster)), "QuotaExceeded");
+}
+
+#[test]
+fn updates_are_charged_what_they_add() {
+    let mut cluster = snapshot();
+    // alice's stored workspace (the fixture) requests 250m; another one 1 CPU; limit 2.
+    cluster.workspaces = vec![
+        owned("default", "rec", ALICE_ID, "250m"),
+        owned("default", "other", ALICE_ID, "1"),
+    ];
+    cluster.quotas = vec![quota(
+        "default",
+        "cpu",
+        json!({"perOwner": {"cpu": "2", "maxWorkspaces": 2}}),
+    )];
+    let mut spec = fixture("update")["request"]["object"]["spec"].clone();
+    spec["resources"]["requests"]["cpu"] = json!("750m");
+    assert_allowed(&validate(&by_alice(update(spec.clone())), &cluster));
+    spec["resources"]["requests"]["cpu"] = json!("1500m");
+    spec["resources"]["limits"]["cpu"] = json!("2");
+    let decision = validate(&by_alice(update(spec)), &cluster);
+    assert_eq!(reason(&decision), "QuotaExceeded");
+    assert!(
+        message(&decision).contains("this request adds 1250m"),
+        "{}",
+        message(&decision)
+    );
+    // At the workspace-count limit, an update that changes nothing else still passes.
+    assert_allowed(&validate(&by_alice(fixture("update")), &cluster));
+}
+
+// ---- validating: ownership -----------------------------------------------------------------
+
+#[test]
+fn only_the_owner_or_an_admin_updates_or_deletes() {
+    let mut spec = fixture("update")["request"]["object"]["spec"].clone();
+    spec["image"] = json!("nginx:1.27");
+    for review in [by_bob(update(spec.clone())), fixture("delete")] {
+        let decision = validate(&review, &snapshot());
+        assert_eq!(reason(&decision), "NotOwner");
+        assert_eq!(decision.response.result.code, 403);
+        assert!(message(&decision).contains(ALICE_ID));
+    }
+    // bob may not even relabel alice's workspace.
+    assert_eq!(
+        reason(&validate(&by_bob(fixture("update")), &snapshot())),
+        "NotOwner"
+    );
+    let carol = |review| by(review, "carol", &["system:authenticated"]);
+    assert_allowed(&validate(&carol(fixture("delete")), &snapshot()));
+    assert_allowed(&validate(&carol(fixture("update")), &snapshot()));
+    assert_allowed(&validate(&by_alice(fixture("delete")), &snapshot()));
+    assert_allowed(&validate(&by_alice(update(spec)), &snapshot()));
+}
+
+#[test]
+fn an_admin_changing_the_spec_needs_the_grant_for_it() {
+    // carol administers but may run no image: she may delete, not swap the image.
+    let mut spec = fixture("update")["request"]["object"]["spec"].clone();
+    spec["image"] = json!("nginx:1.27");
+    let decision = validate(&by(update(spec), "carol", &[]), &snapshot());
+    assert_eq!(reason(&decision), "ImageDenied");
+}
+
+#[test]
+fn an_unowned_workspace_is_for_admins_only() {
+    let mut review = by_alice(fixture("delete"));
+    review["request"]["oldObject"]["metadata"]
+        .as_object_mut()
+        .unwrap()
+        .remove("labels");
+    let decision = validate(&review, &snapshot());
+    assert_eq!(reason(&decision), "NotOwner");
+    assert!(message(&decision).contains("owner unset"));
+    assert_allowed(&validate(&by(review, "carol", &[]), &snapshot()));
+}
+
+#[test]
+fn metadata_changes_pass_after_capabilities_are_revoked() {
+    let mut review = by_alice(fixture("update"));
+    review["request"]["object"]["metadata"]["labels"]["guildnet.io/keepalive"] = json!("true");
+    let revoked = Snapshot::default();
+    assert_allowed(&validate(&review, &revoked));
+    // Deleting her own workspace needs no grant either.
+    assert_allowed(&validate(&by_alice(fixture("delete")), &revoked));
+    // A spec change does.
+    let mut spec = fixture("update")["request"]["object"]["spec"].clone();
+    spec["lifecycle"] = json!({"suspend": true});
+    assert_eq!(
+        reason(&validate(&by_alice(update(spec)), &revoked)),
+        "NoCapabilities"
+    );
+}
+
+#[test]
+fn deleting_an_unreadable_workspace_still_checks_its_owner() {
+    let mut review = fixture("delete");
+    review["request"]["oldObject"]["spec"] = json!({"hint": "turbo"});
+    assert_eq!(reason(&validate(&review, &snapshot())), "NotOwner");
+    assert_allowed(&validate(&by_alice(review), &snapshot()));
+}
+
+// ---- validating: trusted components --------------------------------------------------------
+
+#[test]
+fn guildnets_components_and_kubernetes_controllers_pass() {
+    let mut suspend = fixture("update")["request"]["object"]["spec"].clone();
+    suspend["lifecycle"] = json!({"suspend": true});
+    let none = Snapshot::default();
+    let operator = by(update(suspend), OPERATOR, &["system:serviceaccounts"]);
+    assert_allowed(&validate(&operator, &none));
+    let proxy = by(fixture("delete"), PROXY, &["system:serviceaccounts"]);
+    assert_allowed(&validate(&proxy, &none));
+    let namespace_controller = by(
+        fixture("delete"),
+        "system:serviceaccount:kube-system:namespace-controller",
+        &["system:serviceaccounts"],
+    );
+    assert_allowed(&validate(&namespace_controller, &none));
+    let mut status = by(fixture("update"), OPERATOR, &["system:serviceaccounts"]);
+    status["request"]["subResource"] = json!("status");
+    assert_allowed(&validate(&status, &none));
+    // A service account elsewhere named like a controller is not trusted.
+    let impostor = by(
+        fixture("delete"),
+        "system:serviceaccount:team-a:namespace-controller",
+        &["system:serviceaccounts"],
+    );
+    assert_eq!(reason(&validate(&impostor, &none)), "NotOwner");
+}
+
+// ---- the answer the API server reads -------------------------------------------------------
+
+#[test]
+fn responses_are_admission_reviews_with_the_request_uid() {
+    let mut cluster = snapshot();
+    cluster.quotas = vec![quota(
+        "default",
+        "none",
+        json!({"perOwner": {"maxWorkspaces": 0}}),
+    )];
+    let decision = validate(&by_alice(fixture("create")), &cluster);
+    let json = serde_json::to_value(decision.response.into_review()).unwrap();
+    assert_eq!(json["apiVersion"], "admission.k8s.io/v1");
+    assert_eq!(json["kind"], "AdmissionReview");
+    let response = &json["response"];
+    assert_eq!(response["uid"], "d3a1ada4-103a-4b23-bb87-87424a54f712");
+    assert_eq!(response["allowed"], false);
+    assert_eq!(response["status"]["code"], 429);
+    assert_eq!(response["status"]["reason"], "QuotaExceeded");
+    assert_eq!(response["status"]["status"], "Failure");
+    assert!(
+        response["status"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("QuotaExceeded: Quota default/none")
+    );
+
+    let decision = mutate(&by_alice(fixture("create")));
+    let json = serde_json::to_value(decision.response.into_review()).unwrap();
+    assert_eq!(json["response"]["allowed"], true);
+    assert_eq!(json["response"]["patchType"], "JSONPatch");
+    // kube writes the patch's bytes as a JSON array, which the API server's decoder reads
+    // into its []byte as well as base64.
+    let bytes: Vec<u8> = serde_json::from_value(json["response"]["patch"].clone()).unwrap();
+    let patch: json_patch::Patch = serde_json::from_slice(&bytes).unwrap();
+    assert!(!patch.0.is_empty());
+}

@@ -9,6 +9,9 @@ pub const ID: &str = "guildnet.io/id";
 pub const OWNER: &str = "guildnet.io/owner";
 /// The owner's readable user name (annotation).
 pub const OWNER_NAME: &str = "guildnet.io/owner-name";
+/// The owner's groups when the workspace was created, comma-separated (annotation, set by
+/// the webhook), so the operator can tell which Quotas apply to the owner.
+pub const OWNER_GROUPS: &str = "guildnet.io/owner-groups";
 /// `true` opts a Workspace out of idle reaping.
 pub const KEEPALIVE: &str = "guildnet.io/keepalive";
 /// Annotation: probe profile override (slow | default | fast).

@@ -192,16 +192,24 @@ fn mutation(request: &AdmissionRequest<Workspace>) -> Result<Option<json_patch::
             let user = User::from_user_info(&request.user_info);
             let id = user.as_ref().map(|user| policy::owner_id(&user.username));
             let name = user.as_ref().map(|user| policy::owner_name(&user.username));
-            set_owner(&mut mutated, id.as_deref(), name.as_deref());
+            let groups = user.as_ref().map(|user| user.groups.join(","));
+            set_owner(
+                &mut mutated,
+                id.as_deref(),
+                name.as_deref(),
+                groups.as_deref(),
+            );
         }
         Operation::Update => {
             let old = request.old_object.as_ref();
             let id = old.and_then(|old| old.labels().get(labels::OWNER));
             let name = old.and_then(|old| old.annotations().get(labels::OWNER_NAME));
+            let groups = old.and_then(|old| old.annotations().get(labels::OWNER_GROUPS));
             set_owner(
                 &mut mutated,
                 id.map(String::as_str),
                 name.map(String::as_str),
+                groups.map(String::as_str),
             );
         }
         Operation::Delete | Operation::Connect => return Ok(None),
@@ -213,13 +221,23 @@ fn mutation(request: &AdmissionRequest<Workspace>) -> Result<Option<json_patch::
     Ok((!patch.0.is_empty()).then_some(patch))
 }
 
-/// Sets (or, for `None`, removes) the owner label and annotation.
-fn set_owner(workspace: &mut Workspace, id: Option<&str>, name: Option<&str>) {
+/// Sets (or, for `None`, removes) the owner label and annotations.
+fn set_owner(
+    workspace: &mut Workspace,
+    id: Option<&str>,
+    name: Option<&str>,
+    groups: Option<&str>,
+) {
     put(&mut workspace.metadata.labels, labels::OWNER, id);
     put(
         &mut workspace.metadata.annotations,
         labels::OWNER_NAME,
         name,
+    );
+    put(
+        &mut workspace.metadata.annotations,
+        labels::OWNER_GROUPS,
+        groups,
     );
 }
 

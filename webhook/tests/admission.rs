@@ -202,8 +202,16 @@ fn a_spoofed_owner_is_replaced_and_other_labels_stay() {
     let mut review = by_alice(fixture("create"));
     review["request"]["object"]["metadata"]["labels"] =
         json!({"guildnet.io/owner": owner_id("bob"), "team": "a"});
-    review["request"]["object"]["metadata"]["annotations"] =
-        json!({"guildnet.io/owner-name": "bob", "note": "mine"});
+    review["request"]["object"]["metadata"]["annotations"] = json!({"guildnet.io/owner-name": "bob", "guildnet.io/owner-groups": "system:masters", "note": "mine"});
+    let groups = review["request"]["userInfo"]["groups"]
+        .as_array()
+        .map(|g| {
+            g.iter()
+                .filter_map(|g| g.as_str())
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .unwrap_or_default();
     let object = mutated(&review);
     assert_eq!(
         object["metadata"]["labels"],
@@ -211,7 +219,7 @@ fn a_spoofed_owner_is_replaced_and_other_labels_stay() {
     );
     assert_eq!(
         object["metadata"]["annotations"],
-        json!({"guildnet.io/owner-name": "alice", "note": "mine"})
+        json!({"guildnet.io/owner-name": "alice", "guildnet.io/owner-groups": groups, "note": "mine"})
     );
 }
 

@@ -70,7 +70,7 @@ unit: ## Unit tests (no cluster needed)
 	cargo test --workspace --exclude guildnet-e2e
 
 .PHONY: e2e
-e2e: cluster-bin build ## End-to-end tests against a control plane started (and stopped) for them
+e2e: cluster-bin helm-bin build ## End-to-end tests against a control plane started (and stopped) for them
 	@scripts/e2e.sh
 
 .PHONY: bench
@@ -93,3 +93,31 @@ dev-up: deps build cluster-bin ## The same stack as `make dev`, in the backgroun
 .PHONY: dev-down
 dev-down: ## Stop what `make dev-up` started (and the control plane it started)
 	@scripts/dev.sh down
+
+# ---- packaging -----------------------------------------------------------------------------
+
+HELM_VERSION := v3.22.0
+HELM_LDFLAGS := -s -w -X helm.sh/helm/v3/internal/version.version=$(HELM_VERSION) \
+  -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=37 \
+  -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=37
+IMAGE ?= ghcr.io/guildnet/guildnet:dev
+CONTAINER_ENGINE ?= $(shell command -v podman || command -v docker)
+
+.PHONY: helm-bin
+helm-bin: ## Build helm (from the Go module proxy, like the control plane) into .guildnet/bin
+	@mkdir -p $(BIN)
+	cd e2e/testcluster/helm && go build -ldflags '$(HELM_LDFLAGS)' -o $(BIN)/helm helm.sh/helm/v3/cmd/helm
+
+.PHONY: chart-crds
+chart-crds: ## Copy crds/ and the starter Capabilities into the Helm chart (an e2e test fails when stale)
+	rm -f charts/guildnet/crds/*.yaml && cp crds/*.yaml charts/guildnet/crds/
+	cp webhook/config/starter-capabilities.yaml charts/guildnet/files/
+
+.PHONY: kustomize-base
+kustomize-base: chart-crds helm-bin ## Regenerate kustomize/base from the chart's defaults (an e2e test fails when stale)
+	@scripts/kustomize-base.sh
+
+.PHONY: image
+image: ## Build the container image (operator, webhook, proxy) with podman or docker: IMAGE=... to name it
+	@test -n "$(CONTAINER_ENGINE)" || { echo "make image needs podman or docker"; exit 1; }
+	$(CONTAINER_ENGINE) build -t $(IMAGE) .

@@ -17,6 +17,11 @@ cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')
   echo
   cargo bench -q -p guildnet-operator --bench reaper_scan
   GUILDNET_STACK=bench scripts/with-stack.sh cargo bench -q -p guildnet-e2e --bench reconcile_latency
+  echo "## Operator runtime"
+  echo
+  cargo bench -q -p guildnet-operator --bench metrics_scrape
+  # Starts a control plane and operator replicas of its own.
+  GUILDNET_BIN=$PWD/.guildnet/bin cargo bench -q -p guildnet-e2e --bench failover
 } > "$tmp"
 mv "$tmp" "$out"
 trap - EXIT

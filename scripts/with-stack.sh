@@ -26,9 +26,11 @@ export KUBECONFIG=$dir/kubeconfig GUILDNET_BIN=$bin GUILDNET_STACK_LOGS=$logs
 scripts/install-crds.sh "$KUBECONFIG" >/dev/null
 "$bin/kubectl" apply -f webhook/config/starter-capabilities.yaml -f e2e/fixtures/capabilities.yaml >/dev/null
 
-# Short intervals so reaping and debouncing are observable within a test's deadline.
+# Short intervals so reaping and debouncing are observable within a test's deadline. One
+# replica, so no leader election; metrics on a free port, so stacks can run side by side.
 KUBECONFIG=$dir/operator.kubeconfig RUST_LOG=info,kube=warn \
-  "$target/guildnet-operator" --reap-interval 1s --crash-loop-restarts 3 >"$logs/operator.log" 2>&1 &
+  "$target/guildnet-operator" --reap-interval 1s --crash-loop-restarts 3 \
+  --leader-elect=false --metrics-listen 127.0.0.1:0 >"$logs/operator.log" 2>&1 &
 pids+=($!)
 # Ports apart from `make dev`'s, so both can run at once.
 KUBECONFIG=$dir/webhook.kubeconfig RUST_LOG=info,kube=warn \

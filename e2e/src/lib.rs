@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 
+pub mod cluster;
+
 /// The users of the local control plane.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum User {

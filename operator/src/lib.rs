@@ -1,7 +1,8 @@
 //! The GuildNet operator: controllers for the guildnet.io kinds.
 
 pub mod conditions;
-
+pub mod metrics;
+pub mod runtime;
 pub mod workspace;
 
 /// The CRD manifests as `(file name, YAML)` pairs, named `<plural>.<group>.yaml`.

@@ -1,9 +1,14 @@
-//! guildnet-operator: reconciles the guildnet.io kinds.
+//! guildnet-operator: reconciles the guildnet.io kinds. Run two or more replicas: they elect
+//! a leader through a Lease, and only the leader writes.
 
 use clap::Parser;
+use guildnet_operator::runtime::leader::{self, Timing};
+use guildnet_operator::runtime::logging::{self, LogFormat};
+use guildnet_operator::runtime::{self, Options};
 use guildnet_operator::workspace::BuildContext;
-use guildnet_operator::workspace::controller::{self, Settings};
+use guildnet_operator::workspace::controller::Settings;
 use guildnet_operator::workspace::reaper::IdleAction;
+use std::net::SocketAddr;
 use std::time::Duration;
 use tracing::info;
 
@@ -26,38 +31,103 @@ struct Args {
     /// Spec edits closer together than this are reconciled once.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "200ms")]
     debounce: Duration,
+    /// Elect one leader among the replicas through a Lease; only the leader writes. Turn it
+    /// off (--leader-elect=false) only when a single replica runs.
+    #[arg(long, default_value_t = true, num_args = 0..=1, require_equals = true, default_missing_value = "true", action = clap::ArgAction::Set)]
+    leader_elect: bool,
+    /// The Lease the replicas elect a leader through.
+    #[arg(long, default_value = "guildnet-operator")]
+    lease_name: String,
+    /// The namespace of the Lease; in a pod, its own namespace through the downward API.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    lease_namespace: String,
+    /// How long a lease lasts without renewal: a killed leader is replaced after about this
+    /// long. The leader renews every quarter of it and stops writing a quarter (at least 1s)
+    /// before it would expire without a renewal. At least 3s.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "4s")]
+    lease_duration: Duration,
+    /// This replica's name in the Lease and in Events; default: the pod name (POD_NAME), else
+    /// host name and process id.
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+    /// Where /metrics, /healthz and /readyz are served.
+    #[arg(long, default_value = "127.0.0.1:9090")]
+    metrics_listen: SocketAddr,
+    /// How long in-flight reconciles may take to finish on SIGTERM before the lease is
+    /// released anyway.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
+    shutdown_timeout: Duration,
+    /// Log format; default: text on a terminal, JSON otherwise. RUST_LOG filters (default
+    /// info).
+    #[arg(long, value_enum)]
+    log_format: Option<LogFormat>,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
     let args = Args::parse();
+    logging::init(args.log_format.unwrap_or_else(LogFormat::detect));
+    let identity = runtime::identity(
+        args.identity,
+        std::fs::read_to_string("/proc/sys/kernel/hostname").ok(),
+        std::process::id(),
+    );
+    let leader = match args.leader_elect {
+        true => Some(leader::Settings {
+            lease_name: args.lease_name,
+            namespace: args.lease_namespace,
+            identity: identity.clone(),
+            timing: Timing::new(args.lease_duration)?,
+        }),
+        false => None,
+    };
     let client = kube::Client::try_default().await?;
     let version = client.apiserver_version().await?;
-    info!(server = %version.git_version, "connected to the API server");
-    let settings = Settings {
-        crash_loop_restarts: args.crash_loop_restarts,
-        default_idle_timeout: args.default_idle_timeout,
-        idle_action: args.idle_action,
-        reap_interval: args.reap_interval,
-        debounce: args.debounce,
-        build: BuildContext::default(),
+    info!(server = %version.git_version, %identity, "connected to the API server");
+    let options = Options {
+        controller: Settings {
+            crash_loop_restarts: args.crash_loop_restarts,
+            default_idle_timeout: args.default_idle_timeout,
+            idle_action: args.idle_action,
+            reap_interval: args.reap_interval,
+            debounce: args.debounce,
+            build: BuildContext::default(),
+        },
+        leader,
+        identity,
+        metrics_listen: args.metrics_listen,
+        shutdown_timeout: args.shutdown_timeout,
     };
-    controller::run(client, settings, shutdown_signal()).await;
-    info!("shut down");
+    runtime::run(client, options).await?;
     Ok(())
 }
 
-/// Resolves on SIGTERM or SIGINT.
-async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("SIGTERM handler");
-    tokio::select! {
-        _ = term.recv() => {},
-        _ = tokio::signal::ctrl_c() => {},
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Args {
+        Args::try_parse_from(std::iter::once("guildnet-operator").chain(args.iter().copied()))
+            .unwrap()
+    }
+
+    #[test]
+    fn leader_election_is_on_unless_turned_off() {
+        assert!(parse(&[]).leader_elect);
+        assert!(parse(&["--leader-elect"]).leader_elect);
+        assert!(parse(&["--leader-elect=true"]).leader_elect);
+        assert!(!parse(&["--leader-elect=false"]).leader_elect);
+    }
+
+    #[test]
+    fn the_defaults_serve_metrics_locally_with_a_four_second_lease() {
+        let args = parse(&[]);
+        assert_eq!(args.metrics_listen.to_string(), "127.0.0.1:9090");
+        assert_eq!(args.lease_name, "guildnet-operator");
+        assert_eq!(args.lease_duration, Duration::from_secs(4));
+        assert_eq!(
+            parse(&["--log-format", "text"]).log_format,
+            Some(LogFormat::Text)
+        );
     }
 }

@@ -1,31 +1,38 @@
 //! The Workspace controller: validate → build → apply → update status, one workspace at a
 //! time, plus the reaper loop. Children are written by server-side apply with one field
 //! manager; the status only when it changed.
+//!
+//! The watch caches ([`Caches`]) run on every replica from the start, so a standby that
+//! becomes the leader has them warm; reconciling and reaping ([`lead`]) run only while this
+//! replica leads, and stop the moment it may no longer write.
 
+use super::caches::Caches;
 use super::reaper::{self, IdleAction, Reap};
 use super::status::{self, Observation};
-use super::{BuildContext, Children, desired_children, password_secret, snapshot};
+use super::{BuildContext, Children, desired_children, password_secret, snapshot, transitions};
 use crate::conditions::Observed;
+use crate::metrics::{Metrics, WORKSPACE_CONTROLLER};
 use futures::StreamExt;
-use guildnet_api::workspace::WorkspaceStatus;
+use guildnet_api::workspace::{WorkspacePhase, WorkspaceStatus};
 use guildnet_api::{Workspace, labels};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret, Service};
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret};
 use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::runtime::reflector::{self, ObjectRef, Store, reflector};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt::Debug;
+use std::future::Future;
+use std::pin::pin;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
-use tracing::{info, warn};
+use std::time::{Duration, Instant};
+use tracing::{Instrument, debug, info, info_span, warn};
 
 /// The field manager of everything the operator writes.
 pub const FIELD_MANAGER: &str = "guildnet-operator";
@@ -51,8 +58,75 @@ pub struct Context {
     pub settings: Settings,
     recorder: Recorder,
     pods: Store<Pod>,
+    metrics: Arc<Metrics>,
     /// Consecutive failures per workspace, for the capped exponential backoff.
     failures: Mutex<HashMap<ObjectRef<Workspace>, u32>>,
+    /// What this process announced, so a stale cache does not make it announce twice.
+    announced: Mutex<transitions::Announced>,
+}
+
+impl Context {
+    /// `identity` names this replica in the Events it publishes (`reportingInstance`), so
+    /// `kubectl events` tells which replica acted.
+    pub fn new(
+        client: Client,
+        settings: Settings,
+        caches: &Caches,
+        metrics: Arc<Metrics>,
+        identity: &str,
+    ) -> Self {
+        let reporter = Reporter {
+            controller: FIELD_MANAGER.into(),
+            instance: Some(identity.into()),
+        };
+        Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            settings,
+            pods: caches.pods(),
+            metrics,
+            failures: Mutex::default(),
+            announced: Mutex::default(),
+        }
+    }
+
+    /// Whether to announce `ws`'s launch (see [`transitions::Announced`]).
+    fn announce_launch(&self, ws: &Workspace) -> bool {
+        let uid = ws.uid().unwrap_or_default();
+        self.announced.lock().unwrap().launch(&uid)
+    }
+
+    /// Whether to announce that `ws` entered `phase`.
+    fn announce_phase(&self, ws: &Workspace, phase: Option<WorkspacePhase>) -> bool {
+        let uid = ws.uid().unwrap_or_default();
+        match phase {
+            Some(phase) => self.announced.lock().unwrap().phase(&uid, phase),
+            None => false,
+        }
+    }
+
+    /// Starts a leadership term from the `cached` workspaces: another leader may have
+    /// announced and retried since this replica last led.
+    fn begin_term(&self, cached: &[Arc<Workspace>]) {
+        let phases: HashMap<String, Option<WorkspacePhase>> = cached
+            .iter()
+            .filter_map(|ws| Some((ws.uid()?, ws.status.as_ref().and_then(|s| s.phase))))
+            .collect();
+        self.announced
+            .lock()
+            .unwrap()
+            .retain_agreeing(|uid| phases.get(uid).copied());
+        self.failures.lock().unwrap().clear();
+    }
+
+    /// Forgets what was announced for workspaces no longer in `cached`.
+    fn forget_gone(&self, cached: &[Arc<Workspace>]) {
+        let live: HashSet<String> = cached.iter().filter_map(|ws| ws.uid()).collect();
+        self.announced
+            .lock()
+            .unwrap()
+            .retain(|uid| live.contains(uid));
+    }
 }
 
 /// Why a reconcile failed.
@@ -71,58 +145,113 @@ impl Error {
     fn is_conflict(&self) -> bool {
         matches!(self, Error::Kube(kube::Error::Api(s)) if s.code == 409)
     }
+
+    /// The `error` label of `guildnet_reconcile_errors_total`: a small, fixed set.
+    fn kind(&self) -> &'static str {
+        match self {
+            _ if self.is_conflict() => "conflict",
+            Error::Kube(_) => "api",
+            Error::NoNamespace(_) => "no_namespace",
+            Error::InvalidSpec(_) => "invalid_spec",
+        }
+    }
 }
 
 /// The longest wait between retries of a failing workspace.
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
-/// Runs the controller and the reaper until `shutdown` resolves.
-pub async fn run(
-    client: Client,
-    settings: Settings,
-    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
-) {
-    let workspaces: Api<Workspace> = Api::all(client.clone());
-    let managed = watcher::Config::default().labels(&format!("{}=true", labels::MANAGED));
+/// Aborts a spawned task when dropped, so no exit path of [`lead`] leaves the reaper behind.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
 
-    let (pods, pod_writer) = reflector::store();
-    let pod_events = reflector(
-        pod_writer,
-        watcher(Api::<Pod>::all(client.clone()), managed.clone()),
-    )
-    .default_backoff()
-    .touched_objects();
-
-    let ctx = Arc::new(Context {
-        recorder: Recorder::new(client.clone(), Reporter::from(FIELD_MANAGER)),
-        client: client.clone(),
-        settings: settings.clone(),
-        pods,
-        failures: Mutex::default(),
-    });
-    let controller = Controller::new(workspaces, watcher::Config::default())
-        .with_config(kube::runtime::controller::Config::default().debounce(settings.debounce))
-        .owns(Api::<Deployment>::all(client.clone()), managed.clone())
-        .owns(Api::<Service>::all(client.clone()), managed.clone())
-        .watches_stream(pod_events, |pod: Pod| {
-            let name = pod.labels().get(labels::ID)?.clone();
-            Some(ObjectRef::new(&name).within(&pod.namespace()?))
-        })
-        .graceful_shutdown_on(shutdown);
-    let store = controller.store();
-    let reaper = tokio::spawn(reap_forever(store, ctx.clone()));
-    controller
-        .run(reconcile, error_policy, ctx)
-        .for_each(|result| async move {
-            if let Err(e) = result {
-                warn!(error = %e, "reconcile failed");
-            }
-        })
-        .await;
-    reaper.abort();
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
+/// Reconciles every workspace and reaps idle ones while this replica leads: from the moment
+/// the caches are synced until `lost` or `shutdown` resolves.
+///
+/// - `lost`: another replica may take the lease soon, so everything stops at once; in-flight
+///   reconciles are cancelled (a new leader reconciles every workspace when it starts).
+/// - `shutdown`: no new reconcile starts and the reaper stops; those in flight get up to
+///   `drain` to finish while this replica still holds the lease.
+pub async fn lead(
+    caches: &Caches,
+    ctx: Arc<Context>,
+    lost: impl Future<Output = ()>,
+    shutdown: impl Future<Output = ()>,
+    drain: Duration,
+) {
+    let mut lost = pin!(lost);
+    let mut shutdown = pin!(shutdown);
+    tokio::select! {
+        _ = caches.wait_synced() => {}
+        _ = &mut lost => return,
+        _ = &mut shutdown => return,
+    }
+    ctx.begin_term(&caches.workspaces().state());
+    let (graceful_tx, graceful_rx) = futures::channel::oneshot::channel::<()>();
+    let controller = Controller::for_stream(futures::stream::pending(), caches.workspaces())
+        .with_config(controller::Config::default().debounce(ctx.settings.debounce))
+        .reconcile_on(caches.subscribe())
+        .graceful_shutdown_on(async move {
+            let _ = graceful_rx.await;
+        })
+        .run(reconcile, error_policy, ctx.clone())
+        .for_each(|result| async move {
+            match result {
+                // Logged inside the reconcile, with its span.
+                Ok(_) | Err(controller::Error::ReconcilerFailed(..)) => {}
+                // Deleted between the change and its reconcile.
+                Err(controller::Error::ObjectNotFound(obj)) => debug!(%obj, "already gone"),
+                Err(e) => warn!(error = %e, "controller error"),
+            }
+        });
+    let mut controller = pin!(controller);
+    let reaper = AbortOnDrop(tokio::spawn(reap_forever(caches.workspaces(), ctx)));
+    info!("reconciling as the leader");
+    tokio::select! {
+        _ = &mut controller => return,
+        _ = &mut lost => {
+            info!("stopped reconciling: no longer the leader");
+            return;
+        }
+        _ = &mut shutdown => {}
+    }
+    drop(reaper);
+    let _ = graceful_tx.send(());
+    tokio::select! {
+        _ = &mut controller => info!("in-flight reconciles finished"),
+        _ = &mut lost => info!("stopped reconciling: no longer the leader"),
+        _ = tokio::time::sleep(drain) => {
+            warn!(?drain, "in-flight reconciles did not finish in time: cancelled them");
+        }
+    }
+}
+
+/// One reconcile in a span naming the workspace and a reconcile id, so every log line it
+/// writes can be found by either; timed and counted.
 async fn reconcile(ws: Arc<Workspace>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let span = info_span!(
+        "reconcile",
+        namespace = ws.namespace().unwrap_or_default(),
+        workspace = ws.name_any(),
+        reconcile_id = format!("{:08x}", rand::random::<u32>()),
+    );
+    let started = Instant::now();
+    let result = reconcile_workspace(ws, ctx.clone())
+        .instrument(span.clone())
+        .await;
+    ctx.metrics
+        .reconciled(WORKSPACE_CONTROLLER, started.elapsed());
+    if let Err(e) = &result {
+        span.in_scope(|| warn!(error = %e, "reconcile failed; retrying with backoff"));
+    }
+    result
+}
+
+async fn reconcile_workspace(ws: Arc<Workspace>, ctx: Arc<Context>) -> Result<Action, Error> {
     if ws.metadata.deletion_timestamp.is_some() {
         // Owner references hand the children to the garbage collector.
         return Ok(Action::await_change());
@@ -237,7 +366,8 @@ async fn apply_children(ws: &Workspace, namespace: &str, ctx: &Context) -> Resul
     };
     let first_launch = ws.status.is_none();
     let deployment = apply(client, namespace, &children.deployment).await?;
-    if first_launch {
+    if first_launch && ctx.announce_launch(ws) {
+        ctx.metrics.workspace_launched();
         publish(
             ctx,
             ws,
@@ -424,10 +554,30 @@ async fn update_status(
         &Patch::Apply(body),
     )
     .await?;
-    if current.phase != new.phase {
+    if current.phase != new.phase && ctx.announce_phase(ws, new.phase) {
+        count_transition(ws, &current, &new, &ctx.metrics);
         announce_phase(ws, &new, ctx).await;
     }
     Ok(())
+}
+
+/// Feeds the failure counter and the time-to-first-Ready histogram from a phase change just
+/// written.
+fn count_transition(
+    ws: &Workspace,
+    previous: &WorkspaceStatus,
+    new: &WorkspaceStatus,
+    metrics: &Metrics,
+) {
+    if let Some(reason) = transitions::entered_failed(previous, new) {
+        metrics.workspace_failed(reason);
+    }
+    if transitions::first_ready(previous, new)
+        && let Some(created) = &ws.metadata.creation_timestamp
+    {
+        let age = Timestamp::now().duration_since(created.0);
+        metrics.workspace_ready(Duration::try_from(age).unwrap_or_default());
+    }
 }
 
 async fn announce_phase(ws: &Workspace, status: &WorkspaceStatus, ctx: &Context) {
@@ -442,7 +592,10 @@ async fn announce_phase(ws: &Workspace, status: &WorkspaceStatus, ctx: &Context)
     }
 }
 
+/// Publishes a lifecycle Event on `ws` and logs it (in the caller's span, which names the
+/// workspace).
 async fn publish(ctx: &Context, ws: &Workspace, type_: EventType, reason: &str, note: &str) {
+    info!(reason, note, "event");
     let event = Event {
         type_,
         reason: reason.into(),
@@ -456,13 +609,16 @@ async fn publish(ctx: &Context, ws: &Workspace, type_: EventType, reason: &str, 
 }
 
 /// Retries a failing workspace with exponential backoff (100 ms doubling, capped at 2 s).
+/// The failure itself is logged inside the reconcile's span.
 fn error_policy(ws: Arc<Workspace>, error: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics
+        .reconcile_failed(WORKSPACE_CONTROLLER, error.kind());
     let mut failures = ctx.failures.lock().unwrap();
     let count = failures.entry(ObjectRef::from_obj(&*ws)).or_insert(0);
     *count += 1;
     let delay =
         Duration::from_millis(100u64.saturating_mul(1 << (*count - 1).min(10))).min(MAX_BACKOFF);
-    warn!(workspace = %ws.name_any(), namespace = ws.namespace().unwrap_or_default(), error = %error, retry_in = ?delay, "reconcile failed");
+    debug!(workspace = %ws.name_any(), namespace = ws.namespace().unwrap_or_default(), retry_in = ?delay, "retry scheduled");
     Action::requeue(delay)
 }
 
@@ -472,14 +628,20 @@ async fn reap_forever(store: Store<Workspace>, ctx: Arc<Context>) {
     loop {
         tick.tick().await;
         let workspaces = store.state();
+        ctx.forget_gone(&workspaces);
         let due = reaper::scan(
             workspaces.iter().map(|w| w.as_ref()),
             Timestamp::now(),
             ctx.settings.default_idle_timeout,
         );
         for (ws, reap) in due {
-            if let Err(e) = reap_one(ws, &reap, &ctx).await {
-                warn!(workspace = %ws.name_any(), error = %e, "reaping failed");
+            let span = info_span!(
+                "reap",
+                namespace = ws.namespace().unwrap_or_default(),
+                workspace = ws.name_any(),
+            );
+            if let Err(e) = reap_one(ws, &reap, &ctx).instrument(span.clone()).await {
+                span.in_scope(|| warn!(error = %e, "reaping failed"));
             }
         }
     }
@@ -500,7 +662,6 @@ async fn reap_one(ws: &Workspace, reap: &Reap, ctx: &Context) -> Result<(), Erro
                 "idle for {}s: suspended (set spec.lifecycle.suspend to false to resume)",
                 idle_for.as_secs()
             );
-            info!(workspace = %name, namespace, "{note}");
             publish(ctx, ws, EventType::Normal, "Reaped", &note).await;
         }
         (Reap::Idle { idle_for }, IdleAction::Delete) => {

@@ -14,16 +14,19 @@
 //! [`Workspace`]: guildnet_api::Workspace
 
 mod builders;
+pub mod caches;
 pub mod controller;
 mod defaults;
 mod image;
 mod meta;
 mod password;
+pub mod quota;
 pub mod reaper;
 mod service;
 pub mod snapshot;
 pub mod status;
 mod storage;
+mod transitions;
 
 pub use builders::{Children, desired_children};
 pub use defaults::apply_defaults;

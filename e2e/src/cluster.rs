@@ -1,0 +1,293 @@
+//! A control plane of a test's own, and operator processes to run against it, for tests that
+//! cannot share the suite's stack: that stack already runs an operator without leader
+//! election, which would write next to the replicas under test.
+//!
+//! [`Cluster::start`] brings up the local control plane in a fresh directory under
+//! `.guildnet/` and installs the CRDs; dropping it stops the control plane (its directory is
+//! kept when the test failed, for the logs). [`Operator`] runs `target/debug/guildnet-operator`
+//! (built by `make build`) with JSON logs in that directory and its metrics on a port of its
+//! own.
+
+use crate::User;
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// The repository root (the e2e crate lives one level below it).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the e2e crate is inside the repository")
+        .to_path_buf()
+}
+
+/// Where the control plane binaries are: `GUILDNET_BIN`, else `.guildnet/bin`.
+fn bin_dir() -> PathBuf {
+    std::env::var_os("GUILDNET_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join(".guildnet/bin"))
+}
+
+/// Runs `command`, failing the test with its output when it fails.
+fn run(command: &mut Command) {
+    let out = command
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{command:?} failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A running control plane with the guildnet.io CRDs installed.
+pub struct Cluster {
+    dir: PathBuf,
+}
+
+impl Cluster {
+    /// Starts a control plane in `.guildnet/<prefix>-<unique>` and installs the CRDs.
+    pub fn start(prefix: &str) -> Self {
+        let dir = repo_root()
+            .join(".guildnet")
+            .join(crate::unique_name(prefix));
+        let cluster = Self { dir };
+        run(Command::new(bin_dir().join("kube"))
+            .args(["cluster", "up", "--dir"])
+            .arg(&cluster.dir));
+        run(Command::new(repo_root().join("scripts/install-crds.sh"))
+            .arg(cluster.kubeconfig())
+            .current_dir(repo_root()));
+        cluster
+    }
+
+    pub fn kubeconfig(&self) -> PathBuf {
+        self.dir.join("kubeconfig")
+    }
+
+    /// The directory the control plane and the operators write their logs to.
+    pub fn logs(&self) -> PathBuf {
+        self.dir.join("logs")
+    }
+
+    /// A client acting as `user`.
+    pub async fn client(&self, user: User) -> Client {
+        let kubeconfig = Kubeconfig::read_from(self.kubeconfig()).expect("read the kubeconfig");
+        let options = KubeConfigOptions {
+            context: Some(user.context().to_string()),
+            ..Default::default()
+        };
+        let config = Config::from_custom_kubeconfig(kubeconfig, &options)
+            .await
+            .expect("kubeconfig context");
+        Client::try_from(config).expect("client")
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = Command::new(bin_dir().join("kube"))
+            .args(["cluster", "down", "--dir"])
+            .arg(&self.dir)
+            .stdout(Stdio::null())
+            .output();
+        if std::thread::panicking() {
+            eprintln!(
+                "control plane and operator logs kept in {}",
+                self.logs().display()
+            );
+        } else {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// A port nobody listens on right now.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// A `guildnet-operator` process against a [`Cluster`]; killed when dropped.
+pub struct Operator {
+    name: String,
+    child: Child,
+    metrics: SocketAddr,
+    log: PathBuf,
+}
+
+impl Operator {
+    /// Starts an operator named `name` (its identity in the lease and in Events) with
+    /// `args` added to the command line. Leader election is on unless `args` turn it off.
+    pub fn start(cluster: &Cluster, name: &str, args: &[&str]) -> Self {
+        let binary = repo_root().join("target/debug/guildnet-operator");
+        assert!(
+            binary.exists(),
+            "{} is missing: run `make build` first",
+            binary.display()
+        );
+        let metrics = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let log = cluster.logs().join(format!("{name}.log"));
+        let file = std::fs::File::create(&log).expect("create the operator log");
+        let child = Command::new(binary)
+            .env("KUBECONFIG", cluster.kubeconfig())
+            .env("POD_NAME", name)
+            .env("RUST_LOG", "info,kube=warn")
+            .args(["--log-format", "json", "--metrics-listen"])
+            .arg(metrics.to_string())
+            .args(args)
+            .stdout(file.try_clone().expect("log file"))
+            .stderr(file)
+            .spawn()
+            .expect("start the operator");
+        Self {
+            name: name.to_owned(),
+            child,
+            metrics,
+            log,
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Asks the operator to shut down (SIGTERM).
+    pub fn terminate(&self) {
+        run(Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string()));
+    }
+
+    /// Kills the operator at once (SIGKILL): no chance to release anything.
+    pub fn kill(&mut self) {
+        self.child.kill().expect("kill the operator");
+        let _ = self.child.wait();
+    }
+
+    /// Waits up to `timeout` for the process to exit.
+    pub async fn exited(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().expect("poll the operator") {
+                return Some(status);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        None
+    }
+
+    /// `GET path` on the metrics port: the status code and body, or `None` while nothing
+    /// answers.
+    async fn get(&self, path: &str) -> Option<(u16, String)> {
+        let mut stream = tokio::net::TcpStream::connect(self.metrics).await.ok()?;
+        let request = format!("GET {path} HTTP/1.1\r\nHost: operator\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.ok()?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await.ok()?;
+        let status = response.split(' ').nth(1)?.parse().ok()?;
+        let body = response.split_once("\r\n\r\n")?.1.to_owned();
+        Some((status, body))
+    }
+
+    /// Whether `/readyz` says the watch caches are synced.
+    pub async fn ready(&self) -> bool {
+        matches!(self.get("/readyz").await, Some((200, _)))
+    }
+
+    /// A scrape of `/metrics`, or `None` while nothing answers.
+    pub async fn metrics(&self) -> Option<Scrape> {
+        match self.get("/metrics").await? {
+            (200, body) => Some(Scrape::parse(&body)),
+            _ => None,
+        }
+    }
+
+    /// The JSON log lines written so far.
+    pub fn log_lines(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| {
+                serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON log line ({e}): {l}"))
+            })
+            .collect()
+    }
+
+    /// Log lines at WARN or ERROR, as written.
+    pub fn complaints(&self) -> Vec<String> {
+        self.log_lines()
+            .into_iter()
+            .filter(|l| matches!(l["level"].as_str(), Some("WARN" | "ERROR")))
+            .map(|l| l.to_string())
+            .collect()
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One scrape of `/metrics`: each sample's value by its name and labels as written, e.g.
+/// `guildnet_workspaces{phase="Running"}`.
+#[derive(Debug)]
+pub struct Scrape(HashMap<String, f64>);
+
+impl Scrape {
+    fn parse(text: &str) -> Self {
+        Self(
+            text.lines()
+                .filter(|l| !l.starts_with('#'))
+                .filter_map(|l| l.rsplit_once(' '))
+                .filter_map(|(k, v)| Some((k.to_owned(), v.parse().ok()?)))
+                .collect(),
+        )
+    }
+
+    /// The sample's value; 0 when absent (a family with no sample yet is not written).
+    pub fn value(&self, sample: &str) -> f64 {
+        self.0.get(sample).copied().unwrap_or(0.0)
+    }
+}
+
+/// Waits until exactly one of `operators` reports `guildnet_leader 1` (and all are ready),
+/// returning its index.
+pub async fn leader_among(operators: &[&Operator], timeout: Duration) -> usize {
+    crate::eventually("exactly one leader", timeout, || async {
+        let mut leaders = Vec::new();
+        for (i, op) in operators.iter().enumerate() {
+            if !op.ready().await {
+                return None;
+            }
+            if op.metrics().await?.value("guildnet_leader") == 1.0 {
+                leaders.push(i);
+            }
+        }
+        (leaders.len() == 1).then(|| leaders[0])
+    })
+    .await
+}
+
+/// The holder of the operators' lease (`default/guildnet-operator`), if any.
+pub async fn lease_holder(admin: &Client) -> Option<String> {
+    use k8s_openapi::api::coordination::v1::Lease;
+    let leases: kube::Api<Lease> = kube::Api::namespaced(admin.clone(), "default");
+    leases
+        .get_opt("guildnet-operator")
+        .await
+        .ok()
+        .flatten()?
+        .spec?
+        .holder_identity
+}

@@ -1,0 +1,429 @@
+//! The operator's runtime with two replicas on a control plane of their own: one leader
+//! writes, the standby keeps warm caches, a killed leader is replaced without losing or
+//! duplicating anything, and a SIGTERM hands over in well under a second. Metrics and logs
+//! are checked along the way.
+
+use futures::StreamExt;
+use guildnet_api::Workspace;
+use guildnet_api::workspace::WorkspacePhase;
+use guildnet_e2e::User;
+use guildnet_e2e::cluster::{Cluster, Operator, leader_among, lease_holder};
+use guildnet_e2e::{create_namespace, eventually};
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, ListParams, ObjectMeta, PostParams};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, ResourceExt};
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Two control planes with two operators each at once are too much for a small CI machine:
+/// the tests here take turns.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+const TIMEOUT: Duration = Duration::from_secs(60);
+
+fn workspace(name: &str) -> Workspace {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "guildnet.io/v1alpha1", "kind": "Workspace",
+        "metadata": {"name": name}, "spec": {"image": "nginx:1.27"}
+    }))
+    .unwrap()
+}
+
+/// Waits until `count` workspaces in `api` are Running, listing them twice a second (more
+/// often would load the small control plane the operators are measured on).
+async fn all_running(api: &Api<Workspace>, count: usize, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let list = api.list(&ListParams::default()).await.unwrap();
+        let running = list
+            .items
+            .iter()
+            .filter(|ws| ws.status.as_ref().and_then(|s| s.phase) == Some(WorkspacePhase::Running))
+            .count();
+        if running == count {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{running} of {count} workspaces Running after {timeout:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// The field managers that wrote `meta`.
+fn managers(meta: &ObjectMeta) -> BTreeSet<String> {
+    meta.managed_fields
+        .iter()
+        .flatten()
+        .filter_map(|m| m.manager.clone())
+        .collect()
+}
+
+/// When each object was first seen, by name.
+type FirstSeen = Arc<Mutex<HashMap<String, Instant>>>;
+
+/// Records when each Deployment in `namespace` was first seen, from a watch started now.
+async fn deployments_seen(admin: &Client, namespace: &str) -> FirstSeen {
+    let seen = FirstSeen::default();
+    let api: Api<Deployment> = Api::namespaced(admin.clone(), namespace);
+    let (started_tx, started) = tokio::sync::oneshot::channel();
+    let record = seen.clone();
+    tokio::spawn(async move {
+        let mut started_tx = Some(started_tx);
+        let mut events = std::pin::pin!(watcher(api, watcher::Config::default()).default_backoff());
+        while let Some(Ok(event)) = events.next().await {
+            match event {
+                watcher::Event::InitDone => {
+                    if let Some(tx) = started_tx.take() {
+                        let _ = tx.send(());
+                    }
+                }
+                watcher::Event::Apply(d) | watcher::Event::InitApply(d) => {
+                    record
+                        .lock()
+                        .unwrap()
+                        .entry(d.name_any())
+                        .or_insert_with(Instant::now);
+                }
+                _ => {}
+            }
+        }
+    });
+    started.await.expect("the Deployment watch starts");
+    seen
+}
+
+/// When `op` first announced a change inside a reconcile: the Event line follows the write
+/// that caused it.
+fn first_announcement(op: &Operator) -> Option<Timestamp> {
+    op.log_lines()
+        .iter()
+        .filter(|l| l["span"]["name"] == "reconcile" && l["fields"]["message"] == "event")
+        .filter_map(|l| l["timestamp"].as_str()?.parse().ok())
+        .min()
+}
+
+/// Polls until the lease is held by `holder`, returning when that was seen.
+async fn held_by(admin: &Client, holder: &str, timeout: Duration) -> Instant {
+    eventually(&format!("{holder} holds the lease"), timeout, || async {
+        (lease_holder(admin).await.as_deref() == Some(holder)).then(Instant::now)
+    })
+    .await
+}
+
+/// Every child the test can count in `namespace` is there exactly once per workspace and
+/// owned by it: no duplicate (a second Deployment, ReplicaSet or Pod) and no orphan.
+async fn assert_one_child_each(admin: &Client, namespace: &str, workspaces: &[Workspace]) {
+    let uids: HashMap<String, String> = workspaces
+        .iter()
+        .map(|ws| (ws.name_any(), ws.uid().unwrap()))
+        .collect();
+    let deployments = Api::<Deployment>::namespaced(admin.clone(), namespace)
+        .list(&ListParams::default())
+        .await
+        .unwrap();
+    let services = Api::<Service>::namespaced(admin.clone(), namespace)
+        .list(&ListParams::default())
+        .await
+        .unwrap();
+    for (kind, metas) in [
+        (
+            "Deployment",
+            deployments.iter().map(|d| &d.metadata).collect::<Vec<_>>(),
+        ),
+        ("Service", services.iter().map(|s| &s.metadata).collect()),
+    ] {
+        assert_eq!(metas.len(), workspaces.len(), "one {kind} per workspace");
+        for meta in metas {
+            let name = meta.name.clone().unwrap();
+            let owners = meta.owner_references.clone().unwrap_or_default();
+            assert_eq!(owners.len(), 1, "{kind} {name} has one owner");
+            assert_eq!(owners[0].kind, "Workspace", "{kind} {name}");
+            assert_eq!(
+                Some(&owners[0].uid),
+                uids.get(&name),
+                "{kind} {name} is owned by its workspace"
+            );
+            assert_eq!(owners[0].controller, Some(true), "{kind} {name}");
+        }
+    }
+    let replica_sets = Api::<ReplicaSet>::namespaced(admin.clone(), namespace)
+        .list(&ListParams::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        replica_sets.items.len(),
+        workspaces.len(),
+        "one ReplicaSet per Deployment: no leader rolled out a different pod template"
+    );
+    let pods = Api::<Pod>::namespaced(admin.clone(), namespace)
+        .list(&ListParams::default())
+        .await
+        .unwrap();
+    let live = pods
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .count();
+    assert_eq!(live, workspaces.len(), "one pod per workspace");
+}
+
+#[tokio::test]
+async fn only_the_leader_writes_and_a_sigterm_hands_over_at_once() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let cluster = Cluster::start("runtime-leader");
+    let admin = cluster.client(User::Admin).await;
+    let mut ops = [
+        Operator::start(&cluster, "op-a", &[]),
+        Operator::start(&cluster, "op-b", &[]),
+    ];
+    let leader = leader_among(&[&ops[0], &ops[1]], TIMEOUT).await;
+    let standby = 1 - leader;
+    let (leader_name, standby_name) = (
+        ops[leader].name().to_owned(),
+        ops[standby].name().to_owned(),
+    );
+    assert_eq!(lease_holder(&admin).await, Some(leader_name.clone()));
+
+    let ns = "team-a";
+    create_namespace(&admin, ns, &[]).await;
+    let api: Api<Workspace> = Api::namespaced(admin.clone(), ns);
+    for i in 0..5 {
+        api.create(&PostParams::default(), &workspace(&format!("ws-{i}")))
+            .await
+            .unwrap();
+    }
+    all_running(&api, 5, TIMEOUT).await;
+
+    // All replicas share one field manager (a per-replica one would leave fields a former
+    // leader applied owned by it, so a new leader could never remove them): managedFields
+    // show the operator and nothing else of ours wrote.
+    for d in Api::<Deployment>::namespaced(admin.clone(), ns)
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+    {
+        let written_by = managers(&d.metadata);
+        assert!(written_by.contains("guildnet-operator"), "{written_by:?}");
+        assert!(
+            written_by
+                .iter()
+                .all(|m| m == "guildnet-operator" || m == "kube-controller-manager"),
+            "Deployment {} written by {written_by:?}",
+            d.name_any()
+        );
+    }
+    for ws in api.list(&ListParams::default()).await.unwrap() {
+        let status_writers: Vec<_> = ws
+            .metadata
+            .managed_fields
+            .iter()
+            .flatten()
+            .filter(|m| m.subresource.as_deref() == Some("status"))
+            .filter_map(|m| m.manager.clone())
+            .collect();
+        assert_eq!(status_writers, ["guildnet-operator"], "{}", ws.name_any());
+    }
+    // Which replica wrote: the Events name it, and only the leader's metrics and logs show
+    // any work.
+    let events = Api::<Event>::namespaced(admin.clone(), ns)
+        .list(&ListParams::default())
+        .await
+        .unwrap();
+    let ours: Vec<&Event> = events
+        .iter()
+        .filter(|e| e.reporting_controller.as_deref() == Some("guildnet-operator"))
+        .collect();
+    assert!(
+        ours.len() >= 10,
+        "Launched and Ready for each workspace: {}",
+        ours.len()
+    );
+    for e in &ours {
+        assert_eq!(e.reporting_instance.as_deref(), Some(leader_name.as_str()));
+    }
+    let leader_metrics = ops[leader].metrics().await.unwrap();
+    let standby_metrics = ops[standby].metrics().await.unwrap();
+    let reconciles = "guildnet_reconcile_duration_seconds_count{controller=\"workspace\"}";
+    assert!(leader_metrics.value(reconciles) >= 5.0);
+    assert_eq!(
+        standby_metrics.value(reconciles),
+        0.0,
+        "the standby never reconciled"
+    );
+    assert_eq!(leader_metrics.value("guildnet_workspace_total"), 5.0);
+    assert_eq!(standby_metrics.value("guildnet_workspace_total"), 0.0);
+    assert_eq!(
+        leader_metrics.value("guildnet_workspace_ready_seconds_count"),
+        5.0
+    );
+    for m in [&leader_metrics, &standby_metrics] {
+        // Counted from the watch cache, which the standby keeps warm too.
+        assert_eq!(m.value("guildnet_workspace_active"), 5.0);
+        assert_eq!(m.value("guildnet_workspaces{phase=\"Running\"}"), 5.0);
+    }
+    assert_eq!(standby_metrics.value("guildnet_leader"), 0.0);
+
+    // Every log line inside a reconcile names the workspace and the reconcile.
+    let in_reconcile: Vec<serde_json::Value> = ops[leader]
+        .log_lines()
+        .into_iter()
+        .filter(|l| l["span"]["name"] == "reconcile")
+        .collect();
+    assert!(in_reconcile.len() >= 10, "Launched and Ready lines");
+    for line in &in_reconcile {
+        let span = &line["span"];
+        assert_eq!(span["namespace"], ns, "{line}");
+        assert!(
+            span["workspace"]
+                .as_str()
+                .is_some_and(|w| w.starts_with("ws-")),
+            "{line}"
+        );
+        assert!(
+            span["reconcile_id"]
+                .as_str()
+                .is_some_and(|id| id.len() == 8),
+            "{line}"
+        );
+    }
+    assert!(
+        ops[standby]
+            .log_lines()
+            .iter()
+            .all(|l| l["span"]["name"] != "reconcile"),
+        "the standby logged no reconcile"
+    );
+
+    // A planned handover: SIGTERM the leader, then create a workspace only a leader serves.
+    let seen = deployments_seen(&admin, ns).await;
+    let sent = Instant::now();
+    ops[leader].terminate();
+    api.create(&PostParams::default(), &workspace("probe"))
+        .await
+        .unwrap();
+    let handed_over = held_by(&admin, &standby_name, Duration::from_secs(10)).await - sent;
+    let first_write = eventually(
+        "the probe's Deployment",
+        Duration::from_secs(10),
+        || async { seen.lock().unwrap().get("probe").map(|at| *at - sent) },
+    )
+    .await;
+    println!(
+        "SIGTERM → lease held by the standby: {handed_over:?}; → the probe's Deployment (its first write): {first_write:?}"
+    );
+    assert!(
+        handed_over <= Duration::from_secs(1),
+        "handover took {handed_over:?}"
+    );
+
+    let status = ops[leader].exited(Duration::from_secs(15)).await;
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "the old leader exits 0: {status:?}"
+    );
+    assert_eq!(
+        ops[standby]
+            .metrics()
+            .await
+            .unwrap()
+            .value("guildnet_leader"),
+        1.0
+    );
+    all_running(&api, 6, TIMEOUT).await;
+    for op in &ops {
+        assert_eq!(
+            op.complaints(),
+            Vec::<String>::new(),
+            "{} logged no warning or error",
+            op.name()
+        );
+    }
+}
+
+#[tokio::test]
+async fn killing_the_leader_mid_burst_loses_and_duplicates_nothing() {
+    const WORKSPACES: usize = 200;
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let cluster = Cluster::start("runtime-failover");
+    let admin = cluster.client(User::Admin).await;
+    let mut ops = [
+        Operator::start(&cluster, "op-a", &[]),
+        Operator::start(&cluster, "op-b", &[]),
+    ];
+    let leader = leader_among(&[&ops[0], &ops[1]], TIMEOUT).await;
+    let survivor = 1 - leader;
+    let survivor_name = ops[survivor].name().to_owned();
+
+    let ns = "burst";
+    create_namespace(&admin, ns, &[]).await;
+    let seen = deployments_seen(&admin, ns).await;
+    let api: Api<Workspace> = Api::namespaced(admin.clone(), ns);
+    let mut killed = None;
+    let mut created_after_kill = Vec::new();
+    for i in 0..WORKSPACES {
+        if i == WORKSPACES / 2 {
+            ops[leader].kill();
+            let (at, wall) = (Instant::now(), Timestamp::now());
+            let (admin, survivor) = (admin.clone(), survivor_name.clone());
+            let taken_over = tokio::spawn(async move {
+                held_by(&admin, &survivor, Duration::from_secs(30)).await - at
+            });
+            killed = Some((at, wall, taken_over));
+        }
+        let name = format!("ws-{i}");
+        api.create(&PostParams::default(), &workspace(&name))
+            .await
+            .unwrap();
+        if killed.is_some() {
+            created_after_kill.push(name);
+        }
+    }
+    let (killed_at, killed_wall, taken_over) = killed.unwrap();
+    let taken_over = taken_over.await.unwrap();
+    all_running(&api, WORKSPACES, Duration::from_secs(180)).await;
+    // The survivor's first write, as its log tells (an Event follows each write it reports)…
+    let first_write = first_announcement(&ops[survivor])
+        .map(|at| Duration::try_from(at.duration_since(killed_wall)).unwrap())
+        .expect("the survivor announced launches");
+    // …and, from outside, the first Deployment of a workspace the old leader never saw.
+    let first_new_child = {
+        let seen = seen.lock().unwrap();
+        created_after_kill
+            .iter()
+            .filter_map(|name| seen.get(name))
+            .min()
+            .map(|at| *at - killed_at)
+            .unwrap()
+    };
+    println!(
+        "kill -9 of the leader → lease held by the survivor: {taken_over:?}; → its first write: {first_write:?}; → first Deployment of a workspace created after the kill: {first_new_child:?}"
+    );
+    assert!(
+        first_write <= Duration::from_secs(15),
+        "failover took {first_write:?}"
+    );
+
+    let workspaces = api.list(&ListParams::default()).await.unwrap().items;
+    assert_one_child_each(&admin, ns, &workspaces).await;
+    let metrics = ops[survivor].metrics().await.unwrap();
+    assert_eq!(metrics.value("guildnet_leader"), 1.0);
+    assert_eq!(
+        metrics.value("guildnet_workspace_active"),
+        WORKSPACES as f64
+    );
+    assert_eq!(
+        metrics.value("guildnet_workspaces{phase=\"Running\"}"),
+        WORKSPACES as f64
+    );
+    let launched = metrics.value("guildnet_workspace_total");
+    assert!(
+        launched >= created_after_kill.len() as f64 && launched <= WORKSPACES as f64,
+        "the survivor launched those created after the kill, and at most all: {launched}"
+    );
+}

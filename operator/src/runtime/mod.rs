@@ -1,0 +1,197 @@
+//! The operator process: watch caches on every replica, leader election, the metrics and
+//! health port, and an orderly shutdown.
+//!
+//! The life of a replica:
+//! 1. Start the watch caches and serve `/metrics`, `/healthz`, `/readyz`.
+//! 2. Campaign for the lease ([`leader`]); while this replica leads, reconcile
+//!    ([`controller::lead`]); when it stops leading, stop writing at once and wait to lead
+//!    again.
+//! 3. On SIGTERM or SIGINT: stop taking work, let in-flight reconciles finish within
+//!    `--shutdown-timeout`, release the lease (a standby takes over at once), and exit 0.
+
+pub mod http;
+pub mod leader;
+pub mod logging;
+
+use crate::metrics::Metrics;
+use crate::workspace::caches::Caches;
+use crate::workspace::controller::{self, Context, Settings};
+use kube::Client;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use tracing::info;
+
+/// Why the operator could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Http(#[from] http::Error),
+}
+
+/// How the process runs, from the command line.
+pub struct Options {
+    pub controller: Settings,
+    /// `None`: no leader election; this process always reconciles (single-replica dev runs).
+    pub leader: Option<leader::Settings>,
+    /// Names this replica in Events and the lease.
+    pub identity: String,
+    pub metrics_listen: SocketAddr,
+    /// How long in-flight reconciles may take to finish on shutdown.
+    pub shutdown_timeout: Duration,
+}
+
+/// Runs the operator until SIGTERM or SIGINT, then shuts down in order.
+pub async fn run(client: Client, options: Options) -> Result<(), Error> {
+    let caches = Caches::start(&client);
+    let metrics = Arc::new(Metrics::new(caches.workspaces()));
+    let (stopping_tx, stopping) = watch::channel(false);
+    let ready = readiness(caches.synced(), stopping.clone());
+    let bound = http::serve(options.metrics_listen, metrics.clone(), ready).await?;
+    info!(%bound, "serving /metrics, /healthz and /readyz");
+
+    // Without election, this replica leads for good: the sender lives as long as `run`, so
+    // `leading` never changes.
+    let (_always_tx, always) = watch::channel(true);
+    let elector = options
+        .leader
+        .map(|settings| leader::Elector::start(client.clone(), settings, metrics.clone()));
+    let leading = match &elector {
+        Some(elector) => elector.leading(),
+        None => {
+            metrics.set_leader(true);
+            always
+        }
+    };
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        info!("shutting down: finishing in-flight work, then releasing the lease");
+        let _ = stopping_tx.send(true);
+    });
+
+    let ctx = Arc::new(Context::new(
+        client,
+        options.controller,
+        &caches,
+        metrics,
+        &options.identity,
+    ));
+    while wait_to_lead(leading.clone(), stopping.clone()).await {
+        controller::lead(
+            &caches,
+            ctx.clone(),
+            until(leading.clone(), false),
+            until(stopping.clone(), true),
+            options.shutdown_timeout,
+        )
+        .await;
+    }
+    if let Some(elector) = elector {
+        elector.release().await;
+    }
+    info!("shut down");
+    Ok(())
+}
+
+/// Waits until this replica leads (`true`) or shuts down (`false`); shutting down wins.
+async fn wait_to_lead(leading: watch::Receiver<bool>, stopping: watch::Receiver<bool>) -> bool {
+    if *stopping.borrow() {
+        return false;
+    }
+    tokio::select! {
+        biased;
+        _ = until(stopping, true) => false,
+        _ = until(leading, true) => true,
+    }
+}
+
+/// Resolves once `value` holds `wanted`, or never when its sender is gone (without a sender
+/// the value can no longer change).
+async fn until(mut value: watch::Receiver<bool>, wanted: bool) {
+    if value.wait_for(|v| *v == wanted).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// Ready while the caches are synced and the process is not shutting down.
+fn readiness(
+    mut synced: watch::Receiver<bool>,
+    mut stopping: watch::Receiver<bool>,
+) -> watch::Receiver<bool> {
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(async move {
+        let synced = tokio::select! {
+            synced = synced.wait_for(|s| *s) => synced.is_ok(),
+            _ = stopping.wait_for(|s| *s) => false,
+        };
+        if !synced {
+            return;
+        }
+        let _ = tx.send(!*stopping.borrow());
+        let _ = stopping.wait_for(|s| *s).await;
+        let _ = tx.send(false);
+    });
+    rx
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {},
+        _ = tokio::signal::ctrl_c() => {},
+    }
+}
+
+/// This replica's name: the pod name when set (Kubernetes' downward API), else the host name
+/// and process id, which are unique among processes on one machine too.
+pub fn identity(pod_name: Option<String>, hostname: Option<String>, pid: u32) -> String {
+    match pod_name.filter(|n| !n.trim().is_empty()) {
+        Some(name) => name.trim().to_owned(),
+        None => {
+            let host = hostname
+                .map(|h| h.trim().to_owned())
+                .filter(|h| !h.is_empty())
+                .unwrap_or_else(|| "guildnet-operator".into());
+            format!("{host}-{pid}")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identity_prefers_the_pod_name() {
+        assert_eq!(
+            identity(Some("op-7d9f".into()), Some("node1".into()), 42),
+            "op-7d9f"
+        );
+        assert_eq!(identity(None, Some("node1\n".into()), 42), "node1-42");
+        assert_eq!(identity(Some(" ".into()), None, 42), "guildnet-operator-42");
+    }
+
+    #[tokio::test]
+    async fn shutting_down_wins_over_leading() {
+        let (_lead_tx, leading) = watch::channel(true);
+        let (stop_tx, stopping) = watch::channel(false);
+        assert!(wait_to_lead(leading.clone(), stopping.clone()).await);
+        stop_tx.send(true).unwrap();
+        assert!(!wait_to_lead(leading, stopping).await);
+    }
+
+    #[tokio::test]
+    async fn readiness_follows_the_caches_then_shutdown() {
+        let (synced_tx, synced) = watch::channel(false);
+        let (stop_tx, stopping) = watch::channel(false);
+        let mut ready = readiness(synced, stopping);
+        assert!(!*ready.borrow());
+        synced_tx.send(true).unwrap();
+        ready.wait_for(|r| *r).await.unwrap();
+        stop_tx.send(true).unwrap();
+        ready.wait_for(|r| !*r).await.unwrap();
+    }
+}

@@ -1,0 +1,250 @@
+//! The Workspace controller's watch caches: Workspaces and their Pods, Deployments and
+//! Services, watched on every replica whether it leads or not. A standby that becomes the
+//! leader reconciles from warm caches at once, and the metrics count Workspaces from them on
+//! every replica.
+
+use futures::{Stream, StreamExt};
+use guildnet_api::{Workspace, labels};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Pod, Service};
+use kube::api::{Api, PartialObjectMeta};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, Resource, ResourceExt};
+use std::pin::pin;
+use std::sync::Arc;
+use tokio::sync::{broadcast, watch};
+use tracing::{debug, warn};
+
+/// Changes that wait for a slow leader before it falls behind and reconciles everything
+/// instead (a burst of pod updates across thousands of workspaces fits).
+const TRIGGER_BUFFER: usize = 16 * 1024;
+
+/// The watches a cache is kept for: Workspaces, Pods, Deployments and Services.
+const WATCHES: usize = 4;
+
+/// The Workspace controller's watch caches and the changes they see, kept on every replica
+/// whether it leads or not, so a new leader reconciles from warm caches at once.
+pub struct Caches {
+    workspaces: Store<Workspace>,
+    pods: Store<Pod>,
+    /// The workspace each change concerns; a leader's controller subscribes.
+    triggers: broadcast::Sender<ObjectRef<Workspace>>,
+    /// How many watches have listed everything once.
+    synced: watch::Receiver<usize>,
+}
+
+impl Caches {
+    /// Starts the watches; they run as long as the process. Workspaces and their pods are
+    /// cached in full (the reconcile and the metrics read them); Deployments and Services only
+    /// as metadata, since they matter only as triggers of their owner.
+    pub fn start(client: &Client) -> Self {
+        let managed = watcher::Config::default().labels(&format!("{}=true", labels::MANAGED));
+        let (triggers, _) = broadcast::channel(TRIGGER_BUFFER);
+        let (synced_tx, synced) = watch::channel(0);
+        let synced_tx = Arc::new(synced_tx);
+
+        let (workspaces, writer) = reflector::store();
+        let events = watcher(
+            Api::<Workspace>::all(client.clone()),
+            watcher::Config::default(),
+        )
+        .default_backoff()
+        .reflect(writer);
+        let watch = Watch::new(triggers.clone(), synced_tx.clone());
+        tokio::spawn(watch.run("workspaces", events, |ws: &Workspace| {
+            vec![ObjectRef::from_obj(ws)]
+        }));
+
+        let (pods, writer) = reflector::store();
+        let events = watcher(Api::<Pod>::all(client.clone()), managed.clone())
+            .default_backoff()
+            .reflect(writer);
+        let watch = Watch::new(triggers.clone(), synced_tx.clone());
+        tokio::spawn(watch.run("pods", events, |pod: &Pod| {
+            let name = pod.labels().get(labels::ID);
+            name.map(|n| ObjectRef::new(n).within(&pod.namespace().unwrap_or_default()))
+                .into_iter()
+                .collect()
+        }));
+
+        let events = watcher(
+            Api::<PartialObjectMeta<Deployment>>::all(client.clone()),
+            managed.clone(),
+        )
+        .default_backoff();
+        let watch = Watch::new(triggers.clone(), synced_tx.clone());
+        tokio::spawn(watch.run("deployments", events, owners));
+        let events = watcher(
+            Api::<PartialObjectMeta<Service>>::all(client.clone()),
+            managed,
+        )
+        .default_backoff();
+        let watch = Watch::new(triggers.clone(), synced_tx);
+        tokio::spawn(watch.run("services", events, owners));
+
+        Self {
+            workspaces,
+            pods,
+            triggers,
+            synced,
+        }
+    }
+
+    /// The Workspace cache (what the metrics count at scrape time).
+    pub fn workspaces(&self) -> Store<Workspace> {
+        self.workspaces.clone()
+    }
+
+    /// The Pod cache (pods of managed workspaces).
+    pub(crate) fn pods(&self) -> Store<Pod> {
+        self.pods.clone()
+    }
+
+    /// Resolves once every watch has listed everything.
+    pub(crate) async fn wait_synced(&self) {
+        let mut synced = self.synced.clone();
+        // The senders live in the watch tasks, which run as long as the process.
+        let _ = synced.wait_for(|n| *n == WATCHES).await;
+    }
+
+    /// Changes to `true` once every watch has listed everything; `/readyz` reports it.
+    pub fn synced(&self) -> watch::Receiver<bool> {
+        let (tx, rx) = watch::channel(false);
+        let mut synced = self.synced.clone();
+        tokio::spawn(async move {
+            if synced.wait_for(|n| *n == WATCHES).await.is_ok() {
+                let _ = tx.send(true);
+            }
+        });
+        rx
+    }
+
+    /// Every cached workspace now, then each one a change concerns. When the subscriber
+    /// falls so far behind that changes were dropped, it gets every workspace again.
+    pub(crate) fn subscribe(&self) -> impl Stream<Item = ObjectRef<Workspace>> + Send + 'static {
+        let receiver = self.triggers.subscribe();
+        let store = self.workspaces.clone();
+        let everything = |store: &Store<Workspace>| -> Vec<ObjectRef<Workspace>> {
+            store
+                .state()
+                .iter()
+                .map(|ws| ObjectRef::from_obj(&**ws))
+                .collect()
+        };
+        let now = everything(&store);
+        let changes = futures::stream::unfold(receiver, move |mut receiver| {
+            let store = store.clone();
+            async move {
+                match receiver.recv().await {
+                    Ok(one) => Some((vec![one], receiver)),
+                    Err(broadcast::error::RecvError::Lagged(missed)) => {
+                        warn!(
+                            missed,
+                            "fell behind the watches: reconciling every workspace"
+                        );
+                        Some((everything(&store), receiver))
+                    }
+                    Err(broadcast::error::RecvError::Closed) => None,
+                }
+            }
+        });
+        futures::stream::iter(now).chain(changes.flat_map(futures::stream::iter))
+    }
+}
+
+/// The workspaces that own `child` (its Deployment or Service).
+fn owners<K: Resource>(child: &K) -> Vec<ObjectRef<Workspace>> {
+    let namespace = child.meta().namespace.clone().unwrap_or_default();
+    child
+        .owner_references()
+        .iter()
+        .filter(|o| o.kind == Workspace::kind(&()) && o.api_version == Workspace::api_version(&()))
+        .map(|o| ObjectRef::new(&o.name).within(&namespace))
+        .collect()
+}
+
+/// One watch feeding the triggers and counting itself synced after its first full list.
+struct Watch {
+    triggers: broadcast::Sender<ObjectRef<Workspace>>,
+    synced: Arc<watch::Sender<usize>>,
+}
+
+impl Watch {
+    fn new(
+        triggers: broadcast::Sender<ObjectRef<Workspace>>,
+        synced: Arc<watch::Sender<usize>>,
+    ) -> Self {
+        Self { triggers, synced }
+    }
+
+    /// Drives `events` for as long as the process runs (the watcher retries with backoff),
+    /// sending the workspaces each object concerns. Objects of a re-list trigger too: changes
+    /// made while the watch was down are only seen that way.
+    async fn run<K>(
+        self,
+        what: &'static str,
+        events: impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send,
+        concerns: impl Fn(&K) -> Vec<ObjectRef<Workspace>> + Send,
+    ) {
+        let mut events = pin!(events);
+        let mut synced = false;
+        while let Some(event) = events.next().await {
+            match event {
+                Ok(watcher::Event::InitDone) if !synced => {
+                    synced = true;
+                    self.synced.send_modify(|n| *n += 1);
+                    debug!(what, "watch cache synced");
+                }
+                Ok(
+                    watcher::Event::Apply(obj)
+                    | watcher::Event::InitApply(obj)
+                    | watcher::Event::Delete(obj),
+                ) => {
+                    for workspace in concerns(&obj) {
+                        // No receiver while this replica does not lead: nothing to do.
+                        let _ = self.triggers.send(workspace);
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => warn!(what, error = %e, "watch failed; retrying"),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+
+    fn owned_by(refs: &[(&str, &str, &str)]) -> Deployment {
+        let mut d = Deployment::default();
+        d.metadata.namespace = Some("team-a".into());
+        d.metadata.owner_references = Some(
+            refs.iter()
+                .map(|(api_version, kind, name)| OwnerReference {
+                    api_version: (*api_version).into(),
+                    kind: (*kind).into(),
+                    name: (*name).into(),
+                    ..Default::default()
+                })
+                .collect(),
+        );
+        d
+    }
+
+    #[test]
+    fn a_child_concerns_the_workspaces_that_own_it() {
+        let child = owned_by(&[
+            ("guildnet.io/v1alpha1", "Workspace", "ide"),
+            ("apps/v1", "ReplicaSet", "ide-1"),
+            ("other.io/v1", "Workspace", "not-ours"),
+        ]);
+        assert_eq!(
+            owners(&child),
+            vec![ObjectRef::<Workspace>::new("ide").within("team-a")]
+        );
+        assert!(owners(&owned_by(&[])).is_empty());
+    }
+}

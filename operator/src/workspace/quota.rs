@@ -1,0 +1,239 @@
+//! Quotas, enforced again by the operator. Admission alone races (two webhook replicas, a
+//! cache a moment behind), so the operator is the final word:
+//!
+//! - an owner's workspaces that a Quota counts are ordered by creation time, then name;
+//! - walking that order, each workspace is admitted while the owner's usage plus its demand
+//!   stays within every Quota that applies; one that would not fit is not started (zero
+//!   replicas) and is `Failed` with reason `QuotaExceeded`, and uses no capacity;
+//! - a workspace marked `QuotaExceeded` stays so while its spec is unchanged, even when
+//!   capacity frees up: it is not silently started later. Any edit of its spec (for
+//!   example `spec.lifecycle.suspend` toggled) is the user resuming it, and it is judged
+//!   again.
+//!
+//! Which Quotas apply is decided from the owner recorded by the webhook (`guildnet.io/owner`,
+//! `guildnet.io/owner-name`, `guildnet.io/owner-groups`), exactly as the webhook decides it.
+
+use super::status::{FAILED, Failure};
+use guildnet_api::policy::{
+    self, ApplicableQuota, Usage, User, check_quotas, quota_applies, workspace_demand,
+};
+use guildnet_api::{Quota, Workspace, labels};
+use kube::ResourceExt;
+
+pub const QUOTA_EXCEEDED: &str = "QuotaExceeded";
+
+/// The `QuotaExceeded` failure of `ws`, if the Quotas that apply to its owner leave it no
+/// room. `workspaces` and `quotas` are the operator's caches (all namespaces).
+pub fn check(
+    ws: &Workspace,
+    workspaces: &[&Workspace],
+    quotas: &[&Quota],
+    system_namespace: &str,
+) -> Option<Failure> {
+    let owner = ws.labels().get(labels::OWNER)?;
+    if let Some(failure) = still_refused(ws) {
+        return Some(failure);
+    }
+    let namespace = ws.namespace()?;
+    let user = owner_as_user(ws);
+    let demand = workspace_demand(&ws.spec).ok()?;
+    let names: Vec<String> = quotas
+        .iter()
+        .map(|q| format!("{}/{}", q.namespace().unwrap_or_default(), q.name_any()))
+        .collect();
+    let applicable: Vec<ApplicableQuota> = quotas
+        .iter()
+        .zip(&names)
+        .filter(|(q, _)| quota_applies(q, &user, &namespace, system_namespace))
+        .map(|(q, name)| ApplicableQuota {
+            name,
+            limits: &q.spec.per_owner,
+            usage: usage_before(ws, owner, workspaces, q, system_namespace),
+        })
+        .collect();
+    check_quotas(&applicable, &demand).err().map(|denial| Failure {
+        reason: QUOTA_EXCEEDED,
+        message: format!("{}; the workspace is not started until you resume it (edit its spec, e.g. toggle spec.lifecycle.suspend)", denial.message),
+    })
+}
+
+/// A refusal that stands: the workspace was marked `QuotaExceeded` and its spec has not
+/// changed since.
+fn still_refused(ws: &Workspace) -> Option<Failure> {
+    let status = ws.status.as_ref()?;
+    let failed = status.conditions.iter().find(|c| c.type_ == FAILED)?;
+    let unchanged = failed.observed_generation.is_some()
+        && failed.observed_generation == ws.metadata.generation;
+    (failed.status == "True" && failed.reason == QUOTA_EXCEEDED && unchanged).then(|| Failure {
+        reason: QUOTA_EXCEEDED,
+        message: failed.message.clone(),
+    })
+}
+
+/// The owner as the webhook saw them at creation.
+fn owner_as_user(ws: &Workspace) -> User {
+    let annotations = ws.annotations();
+    let name = annotations
+        .get(labels::OWNER_NAME)
+        .cloned()
+        .unwrap_or_default();
+    let groups: Vec<String> = annotations
+        .get(labels::OWNER_GROUPS)
+        .map(|g| {
+            g.split(',')
+                .filter(|g| !g.is_empty())
+                .map(String::from)
+                .collect()
+        })
+        .unwrap_or_else(|| vec!["system:authenticated".to_string()]);
+    User::new(name, groups)
+}
+
+/// What `owner`'s workspaces that `quota` counts and that come before `ws` use, leaving out
+/// those refused themselves.
+fn usage_before(
+    ws: &Workspace,
+    owner: &str,
+    workspaces: &[&Workspace],
+    quota: &Quota,
+    system_namespace: &str,
+) -> Usage {
+    let key = order_key(ws);
+    workspaces
+        .iter()
+        .filter(|w| w.labels().get(labels::OWNER).map(String::as_str) == Some(owner))
+        .filter(|w| w.metadata.deletion_timestamp.is_none() && still_refused(w).is_none())
+        .filter(|w| {
+            w.namespace()
+                .is_some_and(|ns| policy::quota_counts_namespace(quota, &ns, system_namespace))
+        })
+        .filter(|w| order_key(w) < key)
+        .filter_map(|w| workspace_demand(&w.spec).ok())
+        .fold(Usage::default(), Usage::saturating_add)
+}
+
+/// Creation time, then namespace and name: the order in which workspaces get capacity.
+fn order_key(ws: &Workspace) -> (Option<k8s_openapi::jiff::Timestamp>, String, String) {
+    (
+        ws.metadata.creation_timestamp.as_ref().map(|t| t.0),
+        ws.namespace().unwrap_or_default(),
+        ws.name_any(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conditions::{Observed, merge};
+    use guildnet_api::WorkspaceSpec;
+    use guildnet_api::quota::{PerOwnerLimits, QuotaSpec};
+    use guildnet_api::workspace::WorkspaceStatus;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+    use k8s_openapi::jiff::Timestamp;
+
+    fn workspace(name: &str, owner: &str, created: i64) -> Workspace {
+        let mut ws = Workspace::new(
+            name,
+            WorkspaceSpec {
+                image: "nginx".into(),
+                ..Default::default()
+            },
+        );
+        ws.metadata.namespace = Some("team-a".into());
+        ws.metadata.generation = Some(1);
+        ws.metadata.creation_timestamp = Some(Time(Timestamp::from_second(created).unwrap()));
+        ws.metadata.labels = Some([(labels::OWNER.to_string(), owner.to_string())].into());
+        ws.metadata.annotations =
+            Some([(labels::OWNER_NAME.to_string(), owner.to_string())].into());
+        ws
+    }
+
+    fn max_workspaces(n: i32) -> Quota {
+        let mut q = Quota::new(
+            "per-owner",
+            QuotaSpec {
+                per_owner: PerOwnerLimits {
+                    max_workspaces: Some(n),
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+        );
+        q.metadata.namespace = Some("team-a".into());
+        q
+    }
+
+    fn refused(mut ws: Workspace, generation: i64) -> Workspace {
+        let failed = Observed::new(FAILED, true, QUOTA_EXCEEDED, "over");
+        ws.status = Some(WorkspaceStatus {
+            conditions: merge(
+                &[],
+                vec![failed],
+                Some(generation),
+                Timestamp::from_second(0).unwrap(),
+            ),
+            ..Default::default()
+        });
+        ws
+    }
+
+    #[test]
+    fn the_earliest_workspaces_get_the_capacity() {
+        let fleet: Vec<Workspace> = (0..5)
+            .map(|i| workspace(&format!("ws-{i}"), "alice", 100 - i))
+            .collect();
+        let all: Vec<&Workspace> = fleet.iter().collect();
+        let quota = max_workspaces(3);
+        let over: Vec<String> = fleet
+            .iter()
+            .filter(|ws| check(ws, &all, &[&quota], "guildnet-system").is_some())
+            .map(|ws| ws.name_any())
+            .collect();
+        // Created at 100, 99, 98, 97, 96: the three oldest are ws-4, ws-3, ws-2.
+        assert_eq!(over, ["ws-0", "ws-1"]);
+    }
+
+    #[test]
+    fn other_owners_and_namespaces_do_not_count() {
+        let mine = workspace("mine", "alice", 10);
+        let bobs = workspace("bobs", "bob", 1);
+        let mut elsewhere = workspace("elsewhere", "alice", 2);
+        elsewhere.metadata.namespace = Some("team-b".into());
+        let all = [&mine, &bobs, &elsewhere];
+        assert_eq!(
+            check(&mine, &all, &[&max_workspaces(1)], "guildnet-system"),
+            None
+        );
+    }
+
+    #[test]
+    fn a_refusal_stands_until_the_spec_changes_and_refused_workspaces_use_no_capacity() {
+        // `second` was refused while an older `first` existed; `first` has since been deleted.
+        let second = refused(workspace("second", "alice", 2), 1);
+        let third = workspace("third", "alice", 3);
+        let quota = max_workspaces(2);
+        // Capacity freed up, but `second` stays refused...
+        let all = [&second, &third];
+        let failure = check(&second, &all, &[&quota], "guildnet-system").expect("still refused");
+        assert_eq!(failure.reason, QUOTA_EXCEEDED);
+        // ...and does not count against `third`.
+        assert_eq!(check(&third, &all, &[&quota], "guildnet-system"), None);
+        // The user edits it (a new generation): judged again, and it fits.
+        let mut resumed = second.clone();
+        resumed.metadata.generation = Some(2);
+        assert_eq!(
+            check(&resumed, &[&resumed, &third], &[&quota], "guildnet-system"),
+            None
+        );
+    }
+
+    #[test]
+    fn a_workspace_without_an_owner_is_not_limited() {
+        let mut ws = workspace("free", "alice", 1);
+        ws.metadata.labels = None;
+        assert_eq!(
+            check(&ws, &[&ws], &[&max_workspaces(0)], "guildnet-system"),
+            None
+        );
+    }
+}

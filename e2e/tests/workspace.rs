@@ -616,3 +616,67 @@ async fn a_snapshot_annotation_says_why_not_until_the_snapshot_api_exists() {
     );
     api.delete(&name, &DeleteParams::default()).await.unwrap();
 }
+
+#[tokio::test]
+async fn the_operator_holds_back_workspaces_past_a_quota_until_resumed() {
+    use guildnet_api::Quota;
+    let admin = client(User::Admin).await;
+    let ns = unique_name("quota");
+    create_namespace(&admin, &ns, &[]).await;
+    let api: Api<Workspace> = Api::namespaced(admin.clone(), &ns);
+    // Admitted before any Quota existed; creation order (same second: name order) decides.
+    for name in ["ws-a", "ws-b", "ws-c"] {
+        create(&api, name, json!({"image": "nginx:1.27"})).await;
+    }
+    for name in ["ws-a", "ws-b", "ws-c"] {
+        wait_for(&api, name, "Running", |ws| phase(ws) == "Running").await;
+    }
+
+    let quota: Quota = serde_json::from_value(json!({
+        "apiVersion": "guildnet.io/v1alpha1", "kind": "Quota",
+        "metadata": {"name": "two-each"},
+        "spec": {"perOwner": {"maxWorkspaces": 2}}
+    }))
+    .unwrap();
+    Api::<Quota>::namespaced(admin.clone(), &ns)
+        .create(&PostParams::default(), &quota)
+        .await
+        .unwrap();
+
+    let held = wait_for(&api, "ws-c", "Failed/QuotaExceeded", |ws| {
+        has_condition(ws, "Failed", "True", "QuotaExceeded")
+    })
+    .await;
+    assert_eq!(phase(&held), "Failed");
+    let deployments: Api<Deployment> = Api::namespaced(admin.clone(), &ns);
+    let replicas = || async { deployments.get("ws-c").await.unwrap().spec.replicas };
+    assert_eq!(
+        replicas().await,
+        Some(0),
+        "a workspace past the quota is not started"
+    );
+    for name in ["ws-a", "ws-b"] {
+        assert_eq!(
+            phase(&api.get(name).await.unwrap()),
+            "Running",
+            "{name} came first and keeps running"
+        );
+    }
+
+    // Capacity frees up; the user resumes the held workspace by editing its spec.
+    api.delete("ws-a", &DeleteParams::default()).await.unwrap();
+    wait_gone(&api, "ws-a").await;
+    let resume = Patch::Merge(json!({"spec": {"lifecycle": {"suspend": false}}}));
+    api.patch("ws-c", &PatchParams::default(), &resume)
+        .await
+        .unwrap();
+    wait_for(&api, "ws-c", "Running after resuming", |ws| {
+        phase(ws) == "Running"
+    })
+    .await;
+    assert_eq!(replicas().await, Some(1));
+    Api::<Namespace>::all(admin)
+        .delete(&ns, &DeleteParams::default())
+        .await
+        .unwrap();
+}

@@ -28,6 +28,9 @@ struct Args {
     /// How often idle and finished Workspaces are looked for (in the cache; no API list).
     #[arg(long, value_parser = humantime::parse_duration, default_value = "30s")]
     reap_interval: Duration,
+    /// GuildNet's own namespace: only Quotas there may count workspaces cluster-wide.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "guildnet-system")]
+    system_namespace: String,
     /// Spec edits closer together than this are reconciled once.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "200ms")]
     debounce: Duration,
@@ -87,6 +90,7 @@ async fn main() -> anyhow::Result<()> {
     let options = Options {
         controller: Settings {
             crash_loop_restarts: args.crash_loop_restarts,
+            system_namespace: args.system_namespace,
             default_idle_timeout: args.default_idle_timeout,
             idle_action: args.idle_action,
             reap_interval: args.reap_interval,

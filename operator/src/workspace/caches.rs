@@ -4,7 +4,8 @@
 //! every replica.
 
 use futures::{Stream, StreamExt};
-use guildnet_api::{Workspace, labels};
+use guildnet_api::quota::QuotaScope;
+use guildnet_api::{Quota, Workspace, labels};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::api::{Api, PartialObjectMeta};
@@ -20,14 +21,15 @@ use tracing::{debug, warn};
 /// instead (a burst of pod updates across thousands of workspaces fits).
 const TRIGGER_BUFFER: usize = 16 * 1024;
 
-/// The watches a cache is kept for: Workspaces, Pods, Deployments and Services.
-const WATCHES: usize = 4;
+/// The watches a cache is kept for: Workspaces, Pods, Deployments, Services and Quotas.
+const WATCHES: usize = 5;
 
 /// The Workspace controller's watch caches and the changes they see, kept on every replica
 /// whether it leads or not, so a new leader reconciles from warm caches at once.
 pub struct Caches {
     workspaces: Store<Workspace>,
     pods: Store<Pod>,
+    quotas: Store<Quota>,
     /// The workspace each change concerns; a leader's controller subscribes.
     triggers: broadcast::Sender<ObjectRef<Workspace>>,
     /// How many watches have listed everything once.
@@ -80,15 +82,41 @@ impl Caches {
             managed,
         )
         .default_backoff();
-        let watch = Watch::new(triggers.clone(), synced_tx);
+        let watch = Watch::new(triggers.clone(), synced_tx.clone());
         tokio::spawn(watch.run("services", events, owners));
+
+        // A Quota change may start or refuse any workspace it counts.
+        let (quotas, writer) = reflector::store();
+        let events = watcher(
+            Api::<Quota>::all(client.clone()),
+            watcher::Config::default(),
+        )
+        .default_backoff()
+        .reflect(writer);
+        let watch = Watch::new(triggers.clone(), synced_tx);
+        let counted = workspaces.clone();
+        tokio::spawn(watch.run("quotas", events, move |quota: &Quota| {
+            let cluster_wide = quota.spec.scope == Some(QuotaScope::Cluster);
+            counted
+                .state()
+                .iter()
+                .filter(|ws| cluster_wide || ws.namespace() == quota.namespace())
+                .map(|ws| ObjectRef::from_obj(&**ws))
+                .collect()
+        }));
 
         Self {
             workspaces,
             pods,
+            quotas,
             triggers,
             synced,
         }
+    }
+
+    /// The Quota cache.
+    pub(crate) fn quotas(&self) -> Store<Quota> {
+        self.quotas.clone()
     }
 
     /// The Workspace cache (what the metrics count at scrape time).

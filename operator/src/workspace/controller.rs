@@ -9,12 +9,14 @@
 use super::caches::Caches;
 use super::reaper::{self, IdleAction, Reap};
 use super::status::{self, Observation};
-use super::{BuildContext, Children, desired_children, password_secret, snapshot, transitions};
+use super::{
+    BuildContext, Children, desired_children, password_secret, quota, snapshot, transitions,
+};
 use crate::conditions::Observed;
 use crate::metrics::{Metrics, WORKSPACE_CONTROLLER};
 use futures::StreamExt;
 use guildnet_api::workspace::{WorkspacePhase, WorkspaceStatus};
-use guildnet_api::{Workspace, labels};
+use guildnet_api::{Quota, Workspace, labels};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret};
 use k8s_openapi::api::networking::v1::Ingress;
@@ -49,6 +51,8 @@ pub struct Settings {
     pub reap_interval: Duration,
     /// Edits to a workspace closer together than this are reconciled once.
     pub debounce: Duration,
+    /// GuildNet's own namespace: only Quotas there may count workspaces cluster-wide.
+    pub system_namespace: String,
     pub build: BuildContext,
 }
 
@@ -58,6 +62,8 @@ pub struct Context {
     pub settings: Settings,
     recorder: Recorder,
     pods: Store<Pod>,
+    workspaces: Store<Workspace>,
+    quotas: Store<Quota>,
     metrics: Arc<Metrics>,
     /// Consecutive failures per workspace, for the capped exponential backoff.
     failures: Mutex<HashMap<ObjectRef<Workspace>, u32>>,
@@ -84,10 +90,21 @@ impl Context {
             client,
             settings,
             pods: caches.pods(),
+            workspaces: caches.workspaces(),
+            quotas: caches.quotas(),
             metrics,
             failures: Mutex::default(),
             announced: Mutex::default(),
         }
+    }
+
+    /// The `QuotaExceeded` failure of `ws`, from the caches (see [`quota`]).
+    fn quota_failure(&self, ws: &Workspace) -> Option<status::Failure> {
+        let workspaces = self.workspaces.state();
+        let quotas = self.quotas.state();
+        let workspaces: Vec<&Workspace> = workspaces.iter().map(|w| w.as_ref()).collect();
+        let quotas: Vec<&Quota> = quotas.iter().map(|q| q.as_ref()).collect();
+        quota::check(ws, &workspaces, &quotas, &self.settings.system_namespace)
     }
 
     /// Whether to announce `ws`'s launch (see [`transitions::Announced`]).
@@ -259,7 +276,8 @@ async fn reconcile_workspace(ws: Arc<Workspace>, ctx: Arc<Context>) -> Result<Ac
     let namespace = ws
         .namespace()
         .ok_or_else(|| Error::NoNamespace(ws.name_any()))?;
-    let applied = apply_children(&ws, &namespace, &ctx).await;
+    let over_quota = ctx.quota_failure(&ws);
+    let applied = apply_children(&ws, &namespace, over_quota.is_some(), &ctx).await;
     let (children, deployment, snapshot) = match &applied {
         Ok(a) => (Some(&a.children), Some(&a.deployment), a.snapshot.clone()),
         Err(_) => (None, None, None),
@@ -269,7 +287,7 @@ async fn reconcile_workspace(ws: Arc<Workspace>, ctx: Arc<Context>) -> Result<Ac
             reason: "InvalidSpec",
             message: e.to_string(),
         }),
-        _ => None,
+        _ => over_quota,
     };
     let conflict = match &applied {
         Err(e) if e.is_conflict() => Some(format!(
@@ -338,9 +356,18 @@ struct Applied {
 }
 
 /// Applies every child of `ws` and prunes what its spec no longer asks for.
-async fn apply_children(ws: &Workspace, namespace: &str, ctx: &Context) -> Result<Applied, Error> {
+/// `hold` keeps the workspace from running (zero replicas): its owner is over a Quota.
+async fn apply_children(
+    ws: &Workspace,
+    namespace: &str,
+    hold: bool,
+    ctx: &Context,
+) -> Result<Applied, Error> {
     // Only what the schema cannot check fails here; the message says what to fix.
-    let children = desired_children(ws, &ctx.settings.build)?;
+    let mut children = desired_children(ws, &ctx.settings.build)?;
+    if hold {
+        children.deployment.spec.replicas = Some(0);
+    }
     let client = &ctx.client;
     if let Some(name) = &children.password_secret {
         ensure_password_secret(ws, namespace, name, ctx).await?;

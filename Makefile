@@ -50,8 +50,8 @@ build: ## Build the operator, webhook and proxy
 	cargo build --workspace --bins
 
 .PHONY: crds
-crds: ## Regenerate crds/ from the API types
-	cargo run -q -p guildnet-operator --bin crdgen -- crds
+crds: ## Regenerate crds/ and docs/crd-reference.md from the API types
+	cargo run -q -p guildnet-operator --bin crdgen -- crds docs/crd-reference.md
 
 .PHONY: fmt
 fmt: ## Format Rust and Go sources

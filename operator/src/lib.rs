@@ -2,6 +2,7 @@
 
 pub mod conditions;
 pub mod metrics;
+pub mod reference;
 pub mod runtime;
 pub mod workspace;
 

@@ -22,6 +22,10 @@ cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')
   cargo bench -q -p guildnet-operator --bench metrics_scrape
   # Starts a control plane and operator replicas of its own.
   GUILDNET_BIN=$PWD/.guildnet/bin cargo bench -q -p guildnet-e2e --bench failover
+  echo "## Admission webhook"
+  echo
+  # Starts a control plane and a webhook of its own.
+  GUILDNET_BIN=$PWD/.guildnet/bin cargo bench -q -p guildnet-e2e --bench webhook
 } > "$tmp"
 mv "$tmp" "$out"
 trap - EXIT

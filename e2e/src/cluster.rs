@@ -71,6 +71,11 @@ impl Cluster {
         self.dir.join("kubeconfig")
     }
 
+    /// The kubeconfig of the webhook's own identity, written next to [`Self::kubeconfig`].
+    pub fn webhook_kubeconfig(&self) -> PathBuf {
+        self.dir.join("webhook.kubeconfig")
+    }
+
     /// The directory the control plane and the operators write their logs to.
     pub fn logs(&self) -> PathBuf {
         self.dir.join("logs")
@@ -109,7 +114,7 @@ impl Drop for Cluster {
 }
 
 /// A port nobody listens on right now.
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("a free port")
@@ -290,4 +295,131 @@ pub async fn lease_holder(admin: &Client) -> Option<String> {
         .flatten()?
         .spec?
         .holder_identity
+}
+
+/// A `guildnet-webhook` process against a [`Cluster`], registered for
+/// `https://127.0.0.1:<port>` with its self-managed certificate; killed when dropped. Its
+/// ports stay the same across [`Webhook::restart`], so the registration stays valid.
+pub struct Webhook {
+    child: Option<Child>,
+    kubeconfig: PathBuf,
+    listen: SocketAddr,
+    metrics: SocketAddr,
+    log: PathBuf,
+}
+
+impl Webhook {
+    /// Starts the webhook as its own identity (the control plane's `webhook.kubeconfig`),
+    /// registering the webhook configurations for itself.
+    pub fn start(cluster: &Cluster) -> Self {
+        let mut webhook = Self {
+            child: None,
+            kubeconfig: cluster.webhook_kubeconfig(),
+            listen: SocketAddr::from(([127, 0, 0, 1], free_port())),
+            metrics: SocketAddr::from(([127, 0, 0, 1], free_port())),
+            log: cluster.logs().join("webhook.log"),
+        };
+        webhook.restart();
+        webhook
+    }
+
+    /// Starts the process again after [`Webhook::kill`], on the same ports.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "the webhook is still running");
+        let binary = repo_root().join("target/debug/guildnet-webhook");
+        assert!(
+            binary.exists(),
+            "{} is missing: run `make build` first",
+            binary.display()
+        );
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("open the webhook log");
+        let child = Command::new(binary)
+            .env("KUBECONFIG", &self.kubeconfig)
+            .env("RUST_LOG", "info,kube=warn")
+            .arg("--listen")
+            .arg(self.listen.to_string())
+            .arg("--metrics-listen")
+            .arg(self.metrics.to_string())
+            .arg("--webhook-url")
+            .arg(self.url())
+            .stdout(file.try_clone().expect("log file"))
+            .stderr(file)
+            .spawn()
+            .expect("start the webhook");
+        self.child = Some(child);
+    }
+
+    /// Kills the process at once (SIGKILL) and reaps it.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().expect("kill the webhook");
+            let _ = child.wait();
+        }
+    }
+
+    /// The URL the API server calls.
+    pub fn url(&self) -> String {
+        format!("https://{}", self.listen)
+    }
+
+    /// The HTTPS address the API server calls.
+    pub fn listen(&self) -> SocketAddr {
+        self.listen
+    }
+
+    /// Whether `/readyz` on the metrics port says the caches are synced.
+    pub async fn ready(&self) -> bool {
+        let Ok(mut stream) = tokio::net::TcpStream::connect(self.metrics).await else {
+            return false;
+        };
+        let request = "GET /readyz HTTP/1.1\r\nHost: webhook\r\nConnection: close\r\n\r\n";
+        if stream.write_all(request.as_bytes()).await.is_err() {
+            return false;
+        }
+        let mut response = String::new();
+        let _ = stream.read_to_string(&mut response).await;
+        response.starts_with("HTTP/1.1 200")
+    }
+
+    /// Whether both webhook configurations are registered for this webhook's URL.
+    pub async fn registered(&self, admin: &Client) -> bool {
+        use k8s_openapi::api::admissionregistration::v1::{
+            MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
+        };
+        let name = "guildnet-webhook";
+        let mutating = kube::Api::<MutatingWebhookConfiguration>::all(admin.clone())
+            .get_opt(name)
+            .await
+            .ok()
+            .flatten()
+            .and_then(|c| c.webhooks?.first()?.client_config.url.clone());
+        let validating = kube::Api::<ValidatingWebhookConfiguration>::all(admin.clone())
+            .get_opt(name)
+            .await
+            .ok()
+            .flatten()
+            .and_then(|c| c.webhooks?.first()?.client_config.url.clone());
+        let ours = |url: Option<String>| url.is_some_and(|u| u.starts_with(&self.url()));
+        ours(mutating) && ours(validating)
+    }
+
+    /// Waits until the webhook serves with synced caches and is registered.
+    pub async fn until_ready(&self, admin: &Client, timeout: Duration) {
+        crate::eventually(
+            "the webhook to be ready and registered",
+            timeout,
+            || async { (self.ready().await && self.registered(admin).await).then_some(()) },
+        )
+        .await;
+    }
+}
+
+impl Drop for Webhook {
+    fn drop(&mut self) {
+        self.kill();
+    }
 }

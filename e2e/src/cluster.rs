@@ -9,8 +9,7 @@
 //! own.
 
 use crate::User;
-use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::{Client, Config};
+use kube::Client;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -83,15 +82,7 @@ impl Cluster {
 
     /// A client acting as `user`.
     pub async fn client(&self, user: User) -> Client {
-        let kubeconfig = Kubeconfig::read_from(self.kubeconfig()).expect("read the kubeconfig");
-        let options = KubeConfigOptions {
-            context: Some(user.context().to_string()),
-            ..Default::default()
-        };
-        let config = Config::from_custom_kubeconfig(kubeconfig, &options)
-            .await
-            .expect("kubeconfig context");
-        Client::try_from(config).expect("client")
+        crate::client_for(&self.kubeconfig(), user).await
     }
 }
 

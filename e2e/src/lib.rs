@@ -45,9 +45,14 @@ pub fn kubeconfig_path() -> PathBuf {
     env_path("KUBECONFIG")
 }
 
-/// A client acting as `user`.
+/// A client acting as `user` on the control plane under test.
 pub async fn client(user: User) -> Client {
-    let kubeconfig = Kubeconfig::read_from(kubeconfig_path()).expect("read KUBECONFIG");
+    client_for(&kubeconfig_path(), user).await
+}
+
+/// A client acting as `user`, from the kubeconfig at `path`.
+pub async fn client_for(path: &std::path::Path, user: User) -> Client {
+    let kubeconfig = Kubeconfig::read_from(path).expect("read the kubeconfig");
     let options = KubeConfigOptions {
         context: Some(user.context().to_string()),
         ..Default::default()

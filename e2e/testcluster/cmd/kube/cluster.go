@@ -2,8 +2,10 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
@@ -71,6 +73,7 @@ func (d clusterDirs) logs() string       { return filepath.Join(d.root, "logs") 
 func (d clusterDirs) kubeconfig() string { return filepath.Join(d.root, "kubeconfig") }
 func (d clusterDirs) pidFile() string    { return filepath.Join(d.root, "cluster.pid") }
 func (d clusterDirs) readyFile() string  { return filepath.Join(d.root, "cluster.ready") }
+func (d clusterDirs) tokens() string     { return filepath.Join(d.root, "tokens") }
 func (d clusterDirs) guildnetKubeconfig(component string) string {
 	return filepath.Join(d.root, component+".kubeconfig")
 }
@@ -80,7 +83,7 @@ func (d clusterDirs) componentKubeconfig(name string) string {
 
 // state is what `cluster down` removes; logs stay for the post-mortem.
 func (d clusterDirs) state() []string {
-	state := []string{d.pki(), d.etcd(), d.kubeconfig(), d.pidFile(), d.readyFile()}
+	state := []string{d.pki(), d.etcd(), d.kubeconfig(), d.tokens(), d.pidFile(), d.readyFile()}
 	for c := range guildnetComponents {
 		state = append(state, d.guildnetKubeconfig(c))
 	}
@@ -335,6 +338,10 @@ func clusterRun(d clusterDirs) (err error) {
 	}
 
 	p := d.pki()
+	tokenFile, err := writeTokens(d)
+	if err != nil {
+		return fmt.Errorf("tokens: %w", err)
+	}
 	if err := s.start("kube-apiserver", "kube-apiserver",
 		"--etcd-servers="+etcdURL,
 		"--bind-address=127.0.0.1",
@@ -343,6 +350,7 @@ func clusterRun(d clusterDirs) (err error) {
 		"--endpoint-reconciler-type=none",
 		"--authorization-mode=Node,RBAC",
 		"--client-ca-file="+filepath.Join(p, "ca.crt"),
+		"--token-auth-file="+tokenFile,
 		"--tls-cert-file="+filepath.Join(p, "apiserver.crt"),
 		"--tls-private-key-file="+filepath.Join(p, "apiserver.key"),
 		"--cert-dir="+p,
@@ -490,6 +498,34 @@ func writeKubeconfigs(d clusterDirs, server string, keys *pki) error {
 		}
 	}
 	return nil
+}
+
+// writeTokens gives each person of the test cluster a bearer token as well as a client
+// certificate, for clients that only speak tokens (the proxy's login page, TokenReview):
+// <dir>/tokens/<context> holds the token of that kubeconfig context's user. Returns the
+// apiserver's static token file.
+func writeTokens(d clusterDirs) (string, error) {
+	if err := os.MkdirAll(d.tokens(), 0o700); err != nil {
+		return "", err
+	}
+	var csv strings.Builder
+	for ctxName, user := range contextNames {
+		secret := make([]byte, 24)
+		if _, err := rand.Read(secret); err != nil {
+			return "", err
+		}
+		token := hex.EncodeToString(secret)
+		if err := os.WriteFile(filepath.Join(d.tokens(), ctxName), []byte(token+"\n"), 0o600); err != nil {
+			return "", err
+		}
+		for _, id := range users {
+			if id.Name == user {
+				fmt.Fprintf(&csv, "%s,%s,%s,\"%s\"\n", token, id.Name, id.Name, strings.Join(id.Groups, ","))
+			}
+		}
+	}
+	file := filepath.Join(d.pki(), "tokens.csv")
+	return file, os.WriteFile(file, []byte(csv.String()), 0o600)
 }
 
 func clientFor(kubeconfig string) (kubernetes.Interface, error) {

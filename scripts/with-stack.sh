@@ -32,14 +32,16 @@ KUBECONFIG=$dir/operator.kubeconfig RUST_LOG=info,kube=warn \
   "$target/guildnet-operator" --reap-interval 1s --crash-loop-restarts 3 \
   --leader-elect=false --metrics-listen 127.0.0.1:0 >"$logs/operator.log" 2>&1 &
 pids+=($!)
-# Ports apart from `make dev`'s, so both can run at once.
+# Free ports, so stacks (and `make dev`) can run side by side.
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+webhook_port=$(free_port) webhook_metrics_port=$(free_port)
 KUBECONFIG=$dir/webhook.kubeconfig RUST_LOG=info,kube=warn \
-  "$target/guildnet-webhook" --listen 127.0.0.1:9543 --metrics-listen 127.0.0.1:9544 \
-  --webhook-url https://127.0.0.1:9543 >"$logs/webhook.log" 2>&1 &
+  "$target/guildnet-webhook" --listen 127.0.0.1:$webhook_port --metrics-listen 127.0.0.1:$webhook_metrics_port \
+  --webhook-url https://127.0.0.1:$webhook_port >"$logs/webhook.log" 2>&1 &
 pids+=($!)
 # Serving (readyz) comes a moment before the webhook configurations are registered.
 deadline=$((SECONDS + 60))
-until curl -sf http://127.0.0.1:9544/readyz >/dev/null &&
+until curl -sf http://127.0.0.1:$webhook_metrics_port/readyz >/dev/null &&
   "$bin/kubectl" get validatingwebhookconfiguration guildnet-webhook >/dev/null 2>&1; do
   [ $SECONDS -lt $deadline ] || { echo "webhook not ready:"; tail -20 "$logs/webhook.log"; exit 1; }
   sleep 0.2

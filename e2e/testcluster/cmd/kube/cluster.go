@@ -62,6 +62,7 @@ const (
 	stopTimeout  = 15 * time.Second
 	// fakeNodeAnnotation selects the Nodes KWOK manages.
 	fakeNodeAnnotation = "kwok.x-k8s.io/node"
+	fakeNodeName       = "kwok-node-0"
 )
 
 // clusterDirs are the files of one cluster, all below one state directory.
@@ -74,6 +75,8 @@ func (d clusterDirs) kubeconfig() string { return filepath.Join(d.root, "kubecon
 func (d clusterDirs) pidFile() string    { return filepath.Join(d.root, "cluster.pid") }
 func (d clusterDirs) readyFile() string  { return filepath.Join(d.root, "cluster.ready") }
 func (d clusterDirs) tokens() string     { return filepath.Join(d.root, "tokens") }
+func (d clusterDirs) podLog() string     { return filepath.Join(d.root, "pod.log") }
+func (d clusterDirs) kwokConfig() string { return filepath.Join(d.root, "kwok.yaml") }
 func (d clusterDirs) guildnetKubeconfig(component string) string {
 	return filepath.Join(d.root, component+".kubeconfig")
 }
@@ -83,7 +86,7 @@ func (d clusterDirs) componentKubeconfig(name string) string {
 
 // state is what `cluster down` removes; logs stay for the post-mortem.
 func (d clusterDirs) state() []string {
-	state := []string{d.pki(), d.etcd(), d.kubeconfig(), d.tokens(), d.pidFile(), d.readyFile()}
+	state := []string{d.pki(), d.etcd(), d.kubeconfig(), d.tokens(), d.podLog(), d.kwokConfig(), d.pidFile(), d.readyFile()}
 	for c := range guildnetComponents {
 		state = append(state, d.guildnetKubeconfig(c))
 	}
@@ -325,6 +328,10 @@ func clusterRun(d clusterDirs) (err error) {
 	if err != nil {
 		return err
 	}
+	kubeletPort, err := freePort()
+	if err != nil {
+		return err
+	}
 	server := fmt.Sprintf("https://127.0.0.1:%d", apiPort)
 	etcdURL := fmt.Sprintf("http://127.0.0.1:%d", etcdPort)
 
@@ -358,6 +365,10 @@ func clusterRun(d clusterDirs) (err error) {
 		"--service-account-key-file="+filepath.Join(p, "sa.pub"),
 		"--service-account-signing-key-file="+filepath.Join(p, "sa.key"),
 		"--service-cluster-ip-range=10.96.0.0/16",
+		// Kubelets are reached at their InternalIP: the fake node's is 127.0.0.1, where
+		// KWOK serves the kubelet API with a certificate of our CA.
+		"--kubelet-preferred-address-types=InternalIP",
+		"--kubelet-certificate-authority="+filepath.Join(p, "ca.crt"),
 		"--allow-privileged=false",
 		"--profiling=false",
 		"--v=1",
@@ -379,9 +390,10 @@ func clusterRun(d clusterDirs) (err error) {
 	if err := bootstrap(context.Background(), admin); err != nil {
 		return fmt.Errorf("bootstrap: %w", err)
 	}
-	provisionerCtx, stopProvisioner := context.WithCancel(context.Background())
-	defer stopProvisioner()
-	go runProvisioner(provisionerCtx, admin)
+	// Background work of the supervisor, stopped when it returns.
+	background, stopBackground := context.WithCancel(context.Background())
+	defer stopBackground()
+	go runProvisioner(background, admin)
 
 	if err := s.start("kube-controller-manager", "kube-controller-manager",
 		"--kubeconfig="+d.componentKubeconfig("system:kube-controller-manager"),
@@ -407,18 +419,32 @@ func clusterRun(d clusterDirs) (err error) {
 	); err != nil {
 		return err
 	}
+	if err := writePodLog(d); err != nil {
+		return fmt.Errorf("pod log: %w", err)
+	}
+	go appendHeartbeats(background, d)
+	kubeletAddress := fmt.Sprintf("127.0.0.1:%d", kubeletPort)
 	if err := s.start("kwok", "kwok",
 		"--kubeconfig="+d.componentKubeconfig("system:kwok-controller"),
 		"--config="+filepath.Join(s.binDir, "kwok-stages.yaml"),
+		"--config="+d.kwokConfig(),
 		"--manage-nodes-with-annotation-selector="+fakeNodeAnnotation+"=fake",
 		"--cidr=10.244.0.0/16",
-		"--node-ip=10.243.0.1",
+		// The node's InternalIP and kubelet port: KWOK serves the kubelet API there, on a
+		// port of its own so clusters run side by side.
+		"--node-ip=127.0.0.1",
+		fmt.Sprintf("--node-port=%d", kubeletPort),
+		"--server-address="+kubeletAddress,
+		"--tls-cert-file="+filepath.Join(p, "kubelet.crt"),
+		"--tls-private-key-file="+filepath.Join(p, "kubelet.key"),
 		// Renew the Node lease so the node lifecycle controller keeps the node Ready.
 		"--node-lease-duration-seconds=40",
 	); err != nil {
 		return err
 	}
-	if err := waitFor(s, "kwok", func() bool { return nodeReady(admin, "kwok-node-0") }); err != nil {
+	if err := waitFor(s, "kwok", func() bool {
+		return nodeReady(admin, fakeNodeName) && httpOK(tlsClient, "https://"+kubeletAddress+"/healthz")
+	}); err != nil {
 		return err
 	}
 
@@ -575,9 +601,9 @@ func bootstrap(ctx context.Context, c kubernetes.Interface) error {
 	}
 	node := &corev1.Node{
 		ObjectMeta: metav1.ObjectMeta{
-			Name:        "kwok-node-0",
+			Name:        fakeNodeName,
 			Annotations: map[string]string{fakeNodeAnnotation: "fake"},
-			Labels:      map[string]string{"type": "kwok", "kubernetes.io/hostname": "kwok-node-0", "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64"},
+			Labels:      map[string]string{"type": "kwok", "kubernetes.io/hostname": fakeNodeName, "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64"},
 		},
 		Spec: corev1.NodeSpec{PodCIDR: "10.244.0.0/16"},
 		Status: corev1.NodeStatus{Allocatable: corev1.ResourceList{

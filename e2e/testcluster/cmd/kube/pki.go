@@ -119,7 +119,9 @@ type pki struct {
 }
 
 // newPKI creates a CA, the API server's serving certificate (for 127.0.0.1 and the
-// in-cluster names) and one client certificate per identity, and writes them to dir.
+// in-cluster names), the fake node's kubelet serving certificate (for 127.0.0.1, where
+// KWOK serves the kubelet API) and one client certificate per identity, and writes them
+// to dir.
 // It also writes the service-account signing key (sa.key) and its public half (sa.pub).
 func newPKI(dir string, identities []clientIdentity) (*pki, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
@@ -135,6 +137,11 @@ func newPKI(dir string, identities []clientIdentity) (*pki, error) {
 	if err != nil {
 		return nil, err
 	}
+	kubelet, err := ca.issue(pkix.Name{CommonName: "system:node:" + fakeNodeName},
+		[]string{"localhost", fakeNodeName}, []net.IP{net.ParseIP("127.0.0.1")})
+	if err != nil {
+		return nil, err
+	}
 	p := &pki{CA: ca, APIServer: server, Clients: map[string]*keyPair{}}
 	for _, id := range identities {
 		kp, err := ca.issue(pkix.Name{CommonName: id.Name, Organization: id.Groups}, nil, nil)
@@ -147,6 +154,9 @@ func newPKI(dir string, identities []clientIdentity) (*pki, error) {
 		return nil, err
 	}
 	if err := server.write(dir, "apiserver"); err != nil {
+		return nil, err
+	}
+	if err := kubelet.write(dir, "kubelet"); err != nil {
 		return nil, err
 	}
 	saKey, saKeyPEM, err := newKey()

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs a command against a GuildNet stack of its own: a local control plane in
-# .guildnet/<name> (default e2e), the CRDs, the starter and e2e Capabilities, the operator and
-# the admission webhook (each with its own identity), with KUBECONFIG, GUILDNET_BIN and
-# GUILDNET_STACK_LOGS exported. Stops everything afterwards, whatever the outcome, and
+# .guildnet/<name> (default e2e), the CRDs, the starter and e2e Capabilities, the operator,
+# the admission webhook and the proxy (each with its own identity), a test upstream on the pod
+# IPs, with KUBECONFIG, GUILDNET_BIN, GUILDNET_STACK_LOGS and GUILDNET_PROXY_URL exported. Stops everything afterwards, whatever the outcome, and
 # exits with the command's status.
 #   GUILDNET_STACK=bench scripts/with-stack.sh cargo bench ...
 set -euo pipefail
@@ -47,10 +47,45 @@ until curl -sf http://127.0.0.1:$webhook_metrics_port/readyz >/dev/null &&
   sleep 0.2
 done
 
+# Test upstream: KWOK's pods are fakes, so give their IPs real listeners. upstream-netns.sh
+# makes every pod IP local to a network namespace shared by all stacks (and left up), where
+# this stack runs its own test-upstream; SO_REUSEPORT lets the copies share the port. Needs
+# root for `ip netns`: without it, tests that talk to pods fail saying so.
+upstream_port=8080
+if [ "$(id -u)" -eq 0 ] && scripts/upstream-netns.sh up >"$logs/upstream.log" 2>&1; then
+  ip netns exec guildnet-pods "$target/test-upstream" --listen 0.0.0.0:$upstream_port \
+    >>"$logs/upstream.log" 2>&1 &
+  pids+=($!)
+  deadline=$((SECONDS + 10))
+  until grep -q '^listening on' "$logs/upstream.log"; do
+    [ $SECONDS -lt $deadline ] || { echo "test upstream not listening:"; tail -20 "$logs/upstream.log"; exit 1; }
+    sleep 0.1
+  done
+  export GUILDNET_UPSTREAM_PORT=$upstream_port
+else
+  echo "no test upstream on the pod IPs (needs root; $logs/upstream.log)" >&2
+fi
+
+# The proxy, with short intervals and timeouts so activity writes, slow clients and slow
+# workspaces are observable within a test's deadline; subdomain mode on a test domain.
+proxy_port=$(free_port)
+head -c 32 /dev/urandom >"$dir/proxy-session.key"
+KUBECONFIG=$dir/proxy.kubeconfig RUST_LOG=info,kube=warn \
+  "$target/guildnet-proxy" --listen 127.0.0.1:$proxy_port --session-key-file "$dir/proxy-session.key" \
+  --activity-interval 1s --header-read-timeout 2s --upstream-timeout 3s --connect-timeout 2s \
+  --base-domain ws.guildnet.test >"$logs/proxy.log" 2>&1 &
+pids+=($!)
+export GUILDNET_PROXY_URL=http://127.0.0.1:$proxy_port
+deadline=$((SECONDS + 60))
+until curl -sf "$GUILDNET_PROXY_URL/readyz" >/dev/null; do
+  [ $SECONDS -lt $deadline ] || { echo "proxy not ready:"; tail -20 "$logs/proxy.log"; exit 1; }
+  sleep 0.2
+done
+
 status=0
 "$@" || status=$?
 if [ $status -ne 0 ]; then
-  for c in operator webhook; do
+  for c in operator webhook proxy; do
     echo "--- last $c log lines ($logs/$c.log)"; tail -30 "$logs/$c.log"
   done
 fi

@@ -11,6 +11,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 
 pub mod cluster;
+pub mod upstream;
 
 /// The users of the local control plane.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -43,6 +44,19 @@ fn env_path(var: &str) -> PathBuf {
 /// The kubeconfig of the control plane under test.
 pub fn kubeconfig_path() -> PathBuf {
     env_path("KUBECONFIG")
+}
+
+/// The bearer token of `user` (the control plane writes one per kubeconfig context).
+pub fn token(user: User) -> String {
+    let path = kubeconfig_path()
+        .parent()
+        .expect("the kubeconfig is in the cluster's directory")
+        .join("tokens")
+        .join(user.context());
+    std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+        .trim()
+        .to_owned()
 }
 
 /// A client acting as `user` on the control plane under test.

@@ -1,0 +1,849 @@
+//! The proxy on the local control plane: real workspaces (KWOK pods whose IPs the test
+//! upstream answers on), real TokenReview, SubjectAccessReview, impersonation and admission.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::{SinkExt, StreamExt};
+use guildnet_api::workspace::{Workspace, WorkspacePhase};
+use guildnet_e2e::upstream::{pod_ip_of_workspace, send, upstream_port, ws_echo};
+use guildnet_e2e::{User, client, eventually, token, unique_name};
+use hyper::header::{ACCEPT, AUTHORIZATION, HOST, LOCATION, RETRY_AFTER, SET_COOKIE};
+use hyper::{Request, Response, StatusCode};
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::runtime::wait::await_condition;
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+const TIMEOUT: Duration = Duration::from_secs(60);
+const NAMESPACE: &str = "default";
+
+fn proxy() -> SocketAddr {
+    let url = std::env::var("GUILDNET_PROXY_URL")
+        .expect("GUILDNET_PROXY_URL is not set: run with scripts/e2e.sh, which starts the proxy");
+    url.trim_start_matches("http://")
+        .parse()
+        .expect("GUILDNET_PROXY_URL is http://ip:port")
+}
+
+/// Sends a request to the proxy with `headers`, reading the whole response.
+async fn call(method: &str, path: &str, headers: &[(&str, String)], body: &str) -> Response<Bytes> {
+    let mut request = Request::builder()
+        .method(method)
+        .uri(path)
+        .header(HOST, proxy().to_string());
+    for (name, value) in headers {
+        request = request.header(*name, value);
+    }
+    send(proxy(), request.body(body.to_owned()).unwrap())
+        .await
+        .unwrap()
+}
+
+fn bearer(user: User) -> (&'static str, String) {
+    ("authorization", format!("Bearer {}", token(user)))
+}
+
+async fn get_as(user: User, path: &str) -> Response<Bytes> {
+    call("GET", path, &[bearer(user)], "").await
+}
+
+fn json_of(response: &Response<Bytes>) -> Value {
+    serde_json::from_slice(response.body()).unwrap_or_else(|e| {
+        panic!(
+            "{e}: {} {}",
+            response.status(),
+            String::from_utf8_lossy(response.body())
+        )
+    })
+}
+
+/// A Workspace of alice's, running, with the test upstream on its pod IP.
+async fn launch(prefix: &str, spec: Value) -> (Api<Workspace>, String) {
+    let api: Api<Workspace> = Api::namespaced(client(User::Alice).await, NAMESPACE);
+    let name = unique_name(prefix);
+    let ws: Workspace = serde_json::from_value(json!({
+        "apiVersion": "guildnet.io/v1alpha1", "kind": "Workspace",
+        "metadata": {"name": name}, "spec": spec,
+    }))
+    .unwrap();
+    api.create(&PostParams::default(), &ws).await.unwrap();
+    wait_for(&api, &name, "Running", |ws| {
+        phase(ws) == Some(WorkspacePhase::Running)
+    })
+    .await;
+    pod_ip_of_workspace(&client(User::Admin).await, NAMESPACE, &name).await;
+    (api, name)
+}
+
+fn nginx() -> Value {
+    json!({"image": "nginx:1.27", "ports": [{"containerPort": upstream_port()}]})
+}
+
+fn phase(ws: &Workspace) -> Option<WorkspacePhase> {
+    ws.status.as_ref()?.phase
+}
+
+async fn wait_for(
+    api: &Api<Workspace>,
+    name: &str,
+    what: &str,
+    check: impl Fn(&Workspace) -> bool,
+) -> Workspace {
+    let cond = await_condition(api.clone(), name, move |ws: Option<&Workspace>| {
+        ws.is_some_and(&check)
+    });
+    match tokio::time::timeout(TIMEOUT, cond).await {
+        Ok(Ok(Some(ws))) => ws,
+        _ => panic!("{name}: timed out waiting for {what}"),
+    }
+}
+
+/// Waits until the proxy routes to the workspace (its EndpointSlice reached the proxy's
+/// cache) and returns the first 200.
+async fn reachable(path: &str) -> Response<Bytes> {
+    eventually(&format!("the proxy to route {path}"), TIMEOUT, || async {
+        let response = get_as(User::Alice, path).await;
+        (response.status() == StatusCode::OK).then_some(response)
+    })
+    .await
+}
+
+#[tokio::test]
+async fn alice_reaches_her_workspace_over_http_and_websocket_and_others_are_refused_alike() {
+    let (_api, name) = launch("px-http", nginx()).await;
+    let prefix = format!("/w/{NAMESPACE}/{name}");
+
+    let response = reachable(&format!("{prefix}/hello/world?x=1&y=%2F")).await;
+    let echo = json_of(&response);
+    assert_eq!(echo["method"], "GET");
+    assert_eq!(
+        echo["path"], "/hello/world?x=1&y=%2F",
+        "the prefix is stripped, the query kept"
+    );
+    let headers = &echo["headers"];
+    assert_eq!(headers["x-forwarded-prefix"], prefix.as_str());
+    assert_eq!(headers["x-forwarded-for"], "127.0.0.1");
+    assert_eq!(headers["x-forwarded-proto"], "http");
+    assert_eq!(headers["x-forwarded-host"], proxy().to_string());
+    assert_eq!(
+        headers["host"],
+        proxy().to_string(),
+        "the Host the browser used is kept"
+    );
+    assert!(
+        headers.get("authorization").is_none(),
+        "the bearer token must not reach the workspace: {headers}"
+    );
+
+    // A POST body streams through.
+    let posted = call(
+        "POST",
+        &format!("{prefix}/upload"),
+        &[bearer(User::Alice)],
+        &"z".repeat(1 << 20),
+    )
+    .await;
+    assert_eq!(json_of(&posted)["bodyBytes"], 1 << 20);
+
+    // WebSocket: echo of text, binary and ping through the proxy.
+    let mut ws_request = format!("ws://{}{prefix}/ws", proxy())
+        .into_client_request()
+        .unwrap();
+    ws_request.headers_mut().insert(
+        AUTHORIZATION,
+        format!("Bearer {}", token(User::Alice)).parse().unwrap(),
+    );
+    ws_echo(ws_request)
+        .await
+        .expect("WebSocket echo through the proxy");
+
+    // The admin may (RBAC allows get on workspaces/proxy); bob may not.
+    assert_eq!(
+        get_as(User::Admin, &format!("{prefix}/")).await.status(),
+        StatusCode::OK
+    );
+    let bob = get_as(User::Bob, &format!("{prefix}/")).await;
+    assert_eq!(bob.status(), StatusCode::FORBIDDEN);
+    // Nothing tells bob whether a workspace he can't open exists.
+    let missing = get_as(
+        User::Bob,
+        &format!("/w/{NAMESPACE}/{}/", unique_name("px-none")),
+    )
+    .await;
+    assert_eq!(missing.status(), StatusCode::FORBIDDEN);
+    assert_eq!(
+        json_of(&bob)["error"]["reason"],
+        json_of(&missing)["error"]["reason"]
+    );
+    // The owner of a workspace that doesn't exist learns that it doesn't.
+    let absent = get_as(
+        User::Admin,
+        &format!("/w/{NAMESPACE}/{}/", unique_name("px-none")),
+    )
+    .await;
+    assert_eq!(absent.status(), StatusCode::NOT_FOUND);
+
+    // No credentials: 401 for clients, the login page for browsers.
+    let anonymous = call("GET", &format!("{prefix}/"), &[], "").await;
+    assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
+    let browser = call(
+        "GET",
+        &format!("{prefix}/x?y=1"),
+        &[("accept", "text/html".into())],
+        "",
+    )
+    .await;
+    assert_eq!(browser.status(), StatusCode::SEE_OTHER);
+    let location = browser.headers()[LOCATION].to_str().unwrap();
+    assert!(location.starts_with("/login?next="), "{location}");
+    let forged = call(
+        "GET",
+        &format!("{prefix}/"),
+        &[("authorization", "Bearer not-a-token".into())],
+        "",
+    )
+    .await;
+    assert_eq!(forged.status(), StatusCode::UNAUTHORIZED);
+}
+
+/// Logs in at /login and returns the session cookie pair `guildnet_session=…`.
+async fn login(user: User) -> String {
+    let form = format!("token={}&next=%2F", token(user));
+    let response = call(
+        "POST",
+        "/login",
+        &[("content-type", "application/x-www-form-urlencoded".into())],
+        &form,
+    )
+    .await;
+    assert_eq!(
+        response.status(),
+        StatusCode::SEE_OTHER,
+        "{:?}",
+        response.body()
+    );
+    let cookie = response.headers()[SET_COOKIE].to_str().unwrap().to_owned();
+    for attribute in ["HttpOnly", "Secure", "SameSite=Strict"] {
+        assert!(cookie.contains(attribute), "{cookie}");
+    }
+    cookie.split(';').next().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn a_login_session_opens_workspaces_and_never_reaches_them() {
+    let (_api, name) = launch("px-login", nginx()).await;
+    let prefix = format!("/w/{NAMESPACE}/{name}");
+    reachable(&format!("{prefix}/")).await;
+
+    let bad = call(
+        "POST",
+        "/login",
+        &[("content-type", "application/x-www-form-urlencoded".into())],
+        "token=nope&next=/",
+    )
+    .await;
+    assert_eq!(bad.status(), StatusCode::UNAUTHORIZED);
+    assert!(String::from_utf8_lossy(bad.body()).contains("not accepted"));
+
+    let session = login(User::Alice).await;
+    let response = call(
+        "GET",
+        &format!("{prefix}/"),
+        &[("cookie", format!("app=1; {session}; other=2"))],
+        "",
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let headers = &json_of(&response)["headers"];
+    assert_eq!(
+        headers["cookie"], "app=1; other=2",
+        "only the app's own cookies reach it"
+    );
+
+    // The dashboard page needs a login too.
+    assert_eq!(
+        call("GET", "/", &[], "").await.headers()[LOCATION],
+        "/login"
+    );
+    assert_eq!(
+        call("GET", "/", &[("cookie", session.clone())], "")
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    let me = json_of(&call("GET", "/api/me", &[("cookie", session)], "").await);
+    assert_eq!(me["user"], "alice");
+}
+
+#[tokio::test]
+async fn redirects_and_cookies_are_rewritten_under_the_prefix() {
+    let (_api, name) = launch("px-rewrite", nginx()).await;
+    let prefix = format!("/w/{NAMESPACE}/{name}");
+    reachable(&format!("{prefix}/")).await;
+    let pod = pod_ip_of_workspace(&client(User::Admin).await, NAMESPACE, &name).await;
+
+    let redirect = |to: String| {
+        let encoded: String = form_urlencoded::byte_serialize(to.as_bytes()).collect();
+        format!("{prefix}/redirect?to={encoded}")
+    };
+    let cases = [
+        (
+            "/login?next=%2F".to_owned(),
+            format!("{prefix}/login?next=%2F"),
+        ),
+        (
+            format!("http://{pod}:{}/tree", upstream_port()),
+            format!("http://{}{prefix}/tree", proxy()),
+        ),
+        ("relative/page".to_owned(), "relative/page".to_owned()),
+        (
+            "https://example.com/elsewhere".to_owned(),
+            "https://example.com/elsewhere".to_owned(),
+        ),
+    ];
+    for (to, want) in cases {
+        let response = get_as(User::Alice, &redirect(to.clone())).await;
+        assert_eq!(response.status(), StatusCode::FOUND, "{to}");
+        assert_eq!(response.headers()[LOCATION], want.as_str(), "{to}");
+    }
+
+    let set = |cookie: &str| form_urlencoded::byte_serialize(cookie.as_bytes()).collect::<String>();
+    let response = get_as(
+        User::Alice,
+        &format!(
+            "{prefix}/cookies?set={}&set={}",
+            set("sid=1; Path=/; Domain=example.com; HttpOnly"),
+            set("theme=dark")
+        ),
+    )
+    .await;
+    let cookies: Vec<&str> = response
+        .headers()
+        .get_all(SET_COOKIE)
+        .iter()
+        .map(|c| c.to_str().unwrap())
+        .collect();
+    assert_eq!(
+        cookies,
+        vec![
+            format!("sid=1; HttpOnly; Path={prefix}/; Secure"),
+            format!("theme=dark; Path={prefix}/; Secure"),
+        ]
+    );
+
+    // `/w/ns/name` without the slash goes to the slash, so relative links stay inside.
+    let bare = get_as(User::Alice, &prefix).await;
+    assert_eq!(bare.status(), StatusCode::PERMANENT_REDIRECT);
+    assert_eq!(bare.headers()[LOCATION], format!("{prefix}/").as_str());
+}
+
+#[tokio::test]
+async fn subdomain_mode_serves_a_workspace_at_the_root_of_its_own_host() {
+    let (_api, name) = launch("px-host", nginx()).await;
+    reachable(&format!("/w/{NAMESPACE}/{name}/")).await;
+    let host = format!("{name}--{NAMESPACE}.ws.guildnet.test");
+    let request = Request::get("/some/page")
+        .header(HOST, &host)
+        .header(AUTHORIZATION, format!("Bearer {}", token(User::Alice)))
+        .body(String::new())
+        .unwrap();
+    let response = send(proxy(), request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let echo = json_of(&response);
+    assert_eq!(echo["path"], "/some/page");
+    assert!(echo["headers"].get("x-forwarded-prefix").is_none());
+    let bob = Request::get("/")
+        .header(HOST, &host)
+        .header(AUTHORIZATION, format!("Bearer {}", token(User::Bob)))
+        .body(String::new())
+        .unwrap();
+    assert_eq!(
+        send(proxy(), bob).await.unwrap().status(),
+        StatusCode::FORBIDDEN
+    );
+}
+
+fn last_access(ws: &Workspace) -> Option<jiff::Timestamp> {
+    ws.status.as_ref()?.last_access_time.as_ref().map(|t| t.0)
+}
+
+#[tokio::test]
+async fn traffic_advances_last_access_time_over_http_and_websocket_frames() {
+    let (api, name) = launch("px-activity", nginx()).await;
+    let prefix = format!("/w/{NAMESPACE}/{name}");
+    reachable(&format!("{prefix}/")).await;
+    let after_http = jiff::Timestamp::now() - jiff::SignedDuration::from_secs(1);
+    wait_for(&api, &name, "lastAccessTime from HTTP", |ws| {
+        last_access(ws).is_some_and(|t| t >= after_http)
+    })
+    .await;
+
+    // Only WebSocket frames from here on: one connection, messages until the status shows
+    // a use later than the connection's opening.
+    let mut ws_request = format!("ws://{}{prefix}/ws", proxy())
+        .into_client_request()
+        .unwrap();
+    ws_request.headers_mut().insert(
+        AUTHORIZATION,
+        format!("Bearer {}", token(User::Alice)).parse().unwrap(),
+    );
+    let (mut socket, _) = tokio_tungstenite::connect_async(ws_request).await.unwrap();
+    let opened = jiff::Timestamp::now();
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        socket.send(Message::text("still here")).await.unwrap();
+        assert_eq!(
+            socket.next().await.unwrap().unwrap(),
+            Message::text("still here")
+        );
+        let ws = api.get(&name).await.unwrap();
+        if last_access(&ws).is_some_and(|t| t > opened + jiff::SignedDuration::from_secs(2)) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "lastAccessTime never moved past {opened} with WebSocket traffic"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_reaper_keeps_a_workspace_in_use_and_suspends_it_once_traffic_stops() {
+    let mut spec = nginx();
+    spec["lifecycle"] = json!({"idleTimeout": "1m"});
+    let (api, name) = launch("px-reap", spec).await;
+    let prefix = format!("/w/{NAMESPACE}/{name}");
+    reachable(&format!("{prefix}/")).await;
+    // In use for longer than the idle timeout: never suspended.
+    let in_use_until = Instant::now() + Duration::from_secs(80);
+    while Instant::now() < in_use_until {
+        let response = get_as(User::Alice, &format!("{prefix}/typing")).await;
+        assert_eq!(response.status(), StatusCode::OK, "suspended while in use");
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    }
+    let stopped_at = Instant::now();
+    let cond = await_condition(api.clone(), &name, |ws: Option<&Workspace>| {
+        ws.is_some_and(|ws| ws.spec.lifecycle.as_ref().and_then(|l| l.suspend) == Some(true))
+    });
+    tokio::time::timeout(Duration::from_secs(150), cond)
+        .await
+        .expect("suspended once idle")
+        .unwrap();
+    assert!(
+        stopped_at.elapsed() >= Duration::from_secs(50),
+        "suspended {:?} after the last use",
+        stopped_at.elapsed()
+    );
+
+    // A suspended workspace answers 503 with Retry-After, not a hang.
+    let suspended = eventually(
+        "the proxy to see the workspace stopped",
+        TIMEOUT,
+        || async {
+            let response = get_as(User::Alice, &format!("{prefix}/")).await;
+            (response.status() == StatusCode::SERVICE_UNAVAILABLE).then_some(response)
+        },
+    )
+    .await;
+    assert!(suspended.headers().contains_key(RETRY_AFTER));
+    assert!(
+        json_of(&suspended)["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("suspended")
+    );
+}
+
+/// Reads SSE events from an open response body until `enough` says stop.
+async fn read_sse(
+    mut body: hyper::body::Incoming,
+    mut enough: impl FnMut(&[(u64, Value)]) -> bool,
+) -> Vec<(u64, Value)> {
+    use http_body_util::BodyExt;
+    let mut buffer = String::new();
+    let mut events = Vec::new();
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    while !enough(&events) {
+        let frame = tokio::time::timeout_at(deadline, body.frame())
+            .await
+            .unwrap_or_else(|_| panic!("SSE: timed out; got {events:?}"))
+            .expect("stream open")
+            .unwrap();
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        buffer.push_str(&String::from_utf8_lossy(&data));
+        while let Some(end) = buffer.find("\n\n") {
+            let block: String = buffer.drain(..end + 2).collect();
+            let id = block
+                .lines()
+                .find_map(|l| l.strip_prefix("id: "))
+                .map(|i| i.parse().unwrap());
+            let data = block.lines().find_map(|l| l.strip_prefix("data: "));
+            if let (Some(id), Some(data)) = (id, data) {
+                events.push((id, serde_json::from_str(data).unwrap()));
+            }
+        }
+    }
+    events
+}
+
+async fn open_sse(user: User, last_event_id: Option<u64>) -> hyper::body::Incoming {
+    let stream = TcpStream::connect(proxy()).await.unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    let mut request = Request::get("/sse/events")
+        .header(HOST, proxy().to_string())
+        .header(AUTHORIZATION, format!("Bearer {}", token(user)))
+        .header(ACCEPT, "text/event-stream");
+    if let Some(id) = last_event_id {
+        request = request.header("last-event-id", id.to_string());
+    }
+    let response = sender
+        .send_request(request.body(String::new()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    response.into_body()
+}
+
+fn about<'a>(events: &'a [(u64, Value)], name: &str) -> Vec<&'a (u64, Value)> {
+    events.iter().filter(|(_, e)| e["name"] == name).collect()
+}
+
+#[tokio::test]
+async fn sse_events_resume_from_last_event_id_without_duplicates_or_gaps() {
+    let (api, name) = launch("px-events", nginx()).await;
+    // Everything about the workspace so far, ending with it becoming Ready.
+    let first = read_sse(open_sse(User::Alice, None).await, |events| {
+        about(events, &name)
+            .iter()
+            .any(|(_, e)| e["reason"] == "Ready")
+    })
+    .await;
+    let last_seen = first.last().unwrap().0;
+    let ids: Vec<u64> = first.iter().map(|(id, _)| *id).collect();
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids increase: {ids:?}");
+
+    // While disconnected: suspend, then resume.
+    api.patch(
+        &name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"lifecycle": {"suspend": true}}})),
+    )
+    .await
+    .unwrap();
+    wait_for(&api, &name, "Stopped", |ws| {
+        phase(ws) == Some(WorkspacePhase::Stopped)
+    })
+    .await;
+    api.patch(
+        &name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"lifecycle": {"suspend": false}}})),
+    )
+    .await
+    .unwrap();
+    wait_for(&api, &name, "Running again", |ws| {
+        phase(ws) == Some(WorkspacePhase::Running)
+    })
+    .await;
+
+    let resumed = read_sse(open_sse(User::Alice, Some(last_seen)).await, |events| {
+        about(events, &name)
+            .iter()
+            .filter(|(_, e)| e["reason"] == "Ready")
+            .count()
+            >= 1
+    })
+    .await;
+    assert!(
+        resumed.iter().all(|(id, _)| *id > last_seen),
+        "no replays: {resumed:?}"
+    );
+    let reasons: Vec<&str> = about(&resumed, &name)
+        .iter()
+        .map(|(_, e)| e["reason"].as_str().unwrap())
+        .collect();
+    assert!(
+        reasons.contains(&"Suspended"),
+        "the event from while disconnected arrives: {reasons:?}"
+    );
+
+    // The same events through /api/events?since=, gap-free against the stream.
+    let listed = json_of(&get_as(User::Alice, &format!("/api/events?since={last_seen}")).await);
+    let listed_ids: Vec<u64> = listed["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["id"].as_str().unwrap().parse().unwrap())
+        .collect();
+    let streamed_ids: Vec<u64> = resumed.iter().map(|(id, _)| *id).collect();
+    assert_eq!(&listed_ids[..streamed_ids.len()], &streamed_ids[..]);
+
+    // Bob sees none of alice's workspace's events.
+    let bobs = json_of(&get_as(User::Bob, "/api/events").await);
+    assert!(
+        bobs["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["name"] != name.as_str())
+    );
+}
+
+#[tokio::test]
+async fn dashboard_actions_are_decided_by_admission_and_rbac_as_the_user() {
+    let session = login(User::Alice).await;
+    let origin = format!("http://{}", proxy());
+    let name = unique_name("px-launch");
+    let launch =
+        json!({"name": name, "image": "nginx:1.27", "hint": "latency", "idleTimeout": "30m"})
+            .to_string();
+    let json_headers = |extra: Vec<(&'static str, String)>| {
+        let mut headers = vec![
+            ("content-type", "application/json".to_owned()),
+            ("cookie", session.clone()),
+        ];
+        headers.extend(extra);
+        headers
+    };
+
+    // CSRF: no Origin, or a foreign one, is refused.
+    let no_origin = call("POST", "/api/workspaces", &json_headers(vec![]), &launch).await;
+    assert_eq!(no_origin.status(), StatusCode::FORBIDDEN);
+    let foreign = call(
+        "POST",
+        "/api/workspaces",
+        &json_headers(vec![("origin", "https://evil.example".into())]),
+        &launch,
+    )
+    .await;
+    assert_eq!(foreign.status(), StatusCode::FORBIDDEN);
+    assert_eq!(json_of(&foreign)["error"]["reason"], "CrossOriginRefused");
+
+    // The webhook decides, as for kubectl: a disallowed image is refused with its reason.
+    let denied_body =
+        json!({"name": unique_name("px-denied"), "image": "evil.example/miner:1"}).to_string();
+    let denied = call(
+        "POST",
+        "/api/workspaces",
+        &json_headers(vec![("origin", origin.clone())]),
+        &denied_body,
+    )
+    .await;
+    assert_eq!(
+        denied.status(),
+        StatusCode::BAD_REQUEST,
+        "{:?}",
+        denied.body()
+    );
+    let error = json_of(&denied)["error"].clone();
+    assert_eq!(error["reason"], "ImageDenied");
+    assert!(
+        error["message"].as_str().unwrap().contains("spec.image"),
+        "{error}"
+    );
+
+    let created = call(
+        "POST",
+        "/api/workspaces",
+        &json_headers(vec![("origin", origin.clone())]),
+        &launch,
+    )
+    .await;
+    assert_eq!(
+        created.status(),
+        StatusCode::CREATED,
+        "{:?}",
+        created.body()
+    );
+    let summary = json_of(&created);
+    assert_eq!(
+        summary["ownerName"], "alice",
+        "created as alice, so the webhook made her the owner"
+    );
+    assert_eq!(summary["url"], format!("/w/{NAMESPACE}/{name}/").as_str());
+
+    // The list comes from the proxy's watch cache, a moment behind the create.
+    eventually("the new workspace in alice's list", TIMEOUT, || async {
+        let listed =
+            json_of(&call("GET", "/api/workspaces", &[("cookie", session.clone())], "").await);
+        listed["items"]
+            .as_array()?
+            .iter()
+            .any(|w| w["name"] == name.as_str())
+            .then_some(())
+    })
+    .await;
+    let bobs = json_of(&get_as(User::Bob, "/api/workspaces").await);
+    assert!(
+        bobs["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|w| w["name"] != name.as_str())
+    );
+
+    // Bob cannot suspend it (the webhook's NotOwner); alice can.
+    let bob_suspend = call(
+        "POST",
+        &format!("/api/workspaces/{NAMESPACE}/{name}/suspend"),
+        &[bearer(User::Bob)],
+        "",
+    )
+    .await;
+    assert_eq!(
+        bob_suspend.status(),
+        StatusCode::FORBIDDEN,
+        "{:?}",
+        bob_suspend.body()
+    );
+    let suspended = call(
+        "POST",
+        &format!("/api/workspaces/{NAMESPACE}/{name}/suspend"),
+        &[("cookie", session.clone()), ("origin", origin.clone())],
+        "",
+    )
+    .await;
+    assert_eq!(suspended.status(), StatusCode::OK);
+    assert_eq!(json_of(&suspended)["suspended"], true);
+    let resumed = call(
+        "POST",
+        &format!("/api/workspaces/{NAMESPACE}/{name}/resume"),
+        &[("cookie", session.clone()), ("origin", origin.clone())],
+        "",
+    )
+    .await;
+    assert_eq!(json_of(&resumed)["suspended"], false);
+
+    // Logs, read by the proxy for whoever may open the workspace.
+    let api: Api<Workspace> = Api::namespaced(client(User::Alice).await, NAMESPACE);
+    wait_for(&api, &name, "Running", |ws| {
+        phase(ws) == Some(WorkspacePhase::Running)
+    })
+    .await;
+    let logs = eventually("the workspace's log", TIMEOUT, || async {
+        let response = get_as(
+            User::Alice,
+            &format!("/api/workspaces/{NAMESPACE}/{name}/logs?tail=2"),
+        )
+        .await;
+        (response.status() == StatusCode::OK).then_some(response)
+    })
+    .await;
+    let text = String::from_utf8_lossy(logs.body()).into_owned();
+    assert_eq!(text.lines().count(), 2, "{text}");
+    assert!(
+        text.lines().all(|l| l.contains("guildnet test workload")),
+        "{text}"
+    );
+    let bob_logs = get_as(
+        User::Bob,
+        &format!("/api/workspaces/{NAMESPACE}/{name}/logs"),
+    )
+    .await;
+    assert_eq!(bob_logs.status(), StatusCode::FORBIDDEN);
+
+    let deleted = call(
+        "DELETE",
+        &format!("/api/workspaces/{NAMESPACE}/{name}"),
+        &[("cookie", session.clone()), ("origin", origin)],
+        "",
+    )
+    .await;
+    assert_eq!(deleted.status(), StatusCode::OK);
+    eventually("the workspace to be gone", TIMEOUT, || async {
+        api.get_opt(&name).await.unwrap().is_none().then_some(())
+    })
+    .await;
+}
+
+/// Writes `raw` to a new connection and reads until the proxy answers or closes.
+async fn raw_exchange(raw: &[u8]) -> String {
+    let mut stream = TcpStream::connect(proxy()).await.unwrap();
+    stream.write_all(raw).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(TIMEOUT, stream.read_to_end(&mut answer))
+        .await
+        .expect("the proxy answers or closes")
+        .ok();
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[tokio::test]
+async fn bad_input_gets_a_clear_status_and_never_a_hang() {
+    let (_api, name) = launch("px-bad", nginx()).await;
+    let prefix = format!("/w/{NAMESPACE}/{name}");
+    reachable(&format!("{prefix}/")).await;
+    let auth = format!("Authorization: Bearer {}\r\n", token(User::Alice));
+
+    // Path traversal, sent as-is.
+    let traversal = raw_exchange(format!("GET /w/a/b/../../{NAMESPACE}/{name}/ HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n").as_bytes()).await;
+    assert!(traversal.starts_with("HTTP/1.1 400"), "{traversal}");
+    let encoded = raw_exchange(
+        format!(
+            "GET {prefix}/%2e%2e/%2e%2e/x HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .await;
+    assert!(encoded.starts_with("HTTP/1.1 400"), "{encoded}");
+
+    // Oversized request head.
+    let huge = format!(
+        "GET {prefix}/ HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(100 * 1024)
+    );
+    let answer = raw_exchange(huge.as_bytes()).await;
+    assert!(
+        answer.starts_with("HTTP/1.1 431"),
+        "{}",
+        &answer[..answer.len().min(200)]
+    );
+
+    // A client that never finishes its headers is cut off (the stack sets 2 s).
+    let started = Instant::now();
+    let slow = raw_exchange(format!("GET {prefix}/ HTTP/1.1\r\nHost: x\r\n").as_bytes()).await;
+    assert!(
+        slow.is_empty() || slow.starts_with("HTTP/1.1 408"),
+        "{slow}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(30));
+
+    // The workspace resets the connection: 502. It is too slow: 504 (the stack sets 3 s).
+    let reset = get_as(User::Alice, &format!("{prefix}/reset")).await;
+    assert_eq!(reset.status(), StatusCode::BAD_GATEWAY);
+    assert_eq!(json_of(&reset)["error"]["reason"], "UpstreamUnavailable");
+    let slow_upstream = get_as(User::Alice, &format!("{prefix}/slow?ms=10000")).await;
+    assert_eq!(slow_upstream.status(), StatusCode::GATEWAY_TIMEOUT);
+
+    // A big response streams through whole.
+    let big = get_as(User::Alice, &format!("{prefix}/big?bytes={}", 64 << 20)).await;
+    assert_eq!(big.body().len(), 64 << 20);
+
+    // Malformed names.
+    assert_eq!(
+        get_as(User::Alice, "/w/Default/x/").await.status(),
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        get_as(User::Alice, "/w/default").await.status(),
+        StatusCode::BAD_REQUEST
+    );
+
+    // After all that, the proxy still serves.
+    assert_eq!(
+        get_as(User::Alice, &format!("{prefix}/")).await.status(),
+        StatusCode::OK
+    );
+}

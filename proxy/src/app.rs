@@ -1,0 +1,311 @@
+//! Wiring: the caches, the background writers, the routes and the HTTP server.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use axum::Router;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use futures::StreamExt;
+use guildnet_api::workspace::Workspace;
+use http::StatusCode;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use kube::Api;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use tower::ServiceExt;
+
+use crate::activity::Activity;
+use crate::auth::{self, Authenticator};
+use crate::authz::Authorizer;
+use crate::config::{Args, AuthMode};
+use crate::endpoints::Endpoints;
+use crate::error::ApiError;
+use crate::events::EventHub;
+use crate::forward::{self, UpstreamClient};
+use crate::session::SessionKeys;
+use crate::{api, dashboard, logs, route};
+
+pub struct Shared {
+    pub client: kube::Client,
+    pub workspaces: Store<Workspace>,
+    pub endpoints: Endpoints,
+    pub auth: Authenticator,
+    pub authz: Authorizer,
+    pub activity: Activity,
+    pub events: Arc<EventHub>,
+    pub upstream: UpstreamClient,
+    pub upstream_timeout: Duration,
+    pub base_domain: Option<String>,
+    pub allowed_origins: Vec<String>,
+    /// `Domain` of the session cookie: the base domain in subdomain mode, so the login
+    /// reaches every workspace's host.
+    pub cookie_domain: Option<String>,
+    max_header_bytes: usize,
+    ready: AtomicBool,
+}
+
+pub type AppState = Arc<Shared>;
+
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    args.validate().map_err(anyhow::Error::msg)?;
+    if args.auth == AuthMode::None {
+        tracing::warn!(
+            user = args.dev_user,
+            "AUTHENTICATION IS OFF (--auth=none): everyone who can reach {} is {:?}. Local development only.",
+            args.listen,
+            args.dev_user
+        );
+    }
+    let sessions = match &args.session_key_file {
+        Some(path) => {
+            let key = std::fs::read(path)
+                .with_context(|| format!("reading --session-key-file {}", path.display()))?;
+            SessionKeys::new(key, args.session_ttl).map_err(anyhow::Error::msg)?
+        }
+        None => {
+            if args.auth == AuthMode::Token {
+                tracing::warn!(
+                    "no --session-key-file: logins last until this process restarts and work on this replica only"
+                );
+            }
+            SessionKeys::random(args.session_ttl)
+        }
+    };
+    let client = kube::Client::try_default()
+        .await
+        .context("connecting to Kubernetes")?;
+    let (workspaces, writer) = reflector::store();
+    let state: AppState = Arc::new(Shared {
+        workspaces,
+        endpoints: Endpoints::default(),
+        auth: Authenticator::new(
+            client.clone(),
+            auth::Settings {
+                mode: args.auth,
+                sessions,
+                user_header: args.user_header.clone(),
+                groups_header: args.groups_header.clone(),
+                trusted_proxies: args.trusted_proxy.clone(),
+                dev_user: args.dev_user.clone(),
+                dev_groups: args.dev_groups.clone(),
+                cache_ttl: args.auth_cache_ttl,
+            },
+        ),
+        authz: Authorizer::new(client.clone(), args.auth_cache_ttl),
+        activity: Activity::default(),
+        events: Arc::new(EventHub::new(args.event_buffer)),
+        upstream: forward::upstream_client(args.connect_timeout),
+        upstream_timeout: args.upstream_timeout,
+        cookie_domain: args.base_domain.clone(),
+        base_domain: args.base_domain.clone(),
+        allowed_origins: args.allowed_origin.clone(),
+        client: client.clone(),
+        max_header_bytes: args.max_header_bytes,
+        ready: AtomicBool::new(false),
+    });
+
+    let watch = watcher(
+        Api::<Workspace>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .reflect(writer)
+    .for_each(|event| async move {
+        if let Err(error) = event {
+            tracing::warn!(%error, "watching Workspaces");
+        }
+    });
+    tokio::spawn(watch);
+    tokio::spawn(state.endpoints.clone().run(client.clone()));
+    tokio::spawn(state.events.clone().run(client.clone()));
+    tokio::spawn(state.activity.clone().write_every(
+        client.clone(),
+        state.workspaces.clone(),
+        args.activity_interval,
+    ));
+    let readiness = state.clone();
+    tokio::spawn(async move {
+        if readiness.workspaces.wait_until_ready().await.is_ok() {
+            readiness.ready.store(true, Ordering::Relaxed);
+        }
+    });
+
+    serve(router(state), &args).await
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/", get(dashboard::index))
+        .route("/assets/app.js", get(dashboard::app_js))
+        .route("/assets/style.css", get(dashboard::style_css))
+        .route("/login", get(api::login_form).post(api::login))
+        .route("/logout", post(api::logout))
+        .route("/api/me", get(api::me))
+        .route("/api/workspaces", get(api::list).post(api::launch))
+        .route("/api/workspaces/{namespace}/{name}", delete(api::delete))
+        .route(
+            "/api/workspaces/{namespace}/{name}/suspend",
+            post(api::suspend),
+        )
+        .route(
+            "/api/workspaces/{namespace}/{name}/resume",
+            post(api::resume),
+        )
+        .route("/api/workspaces/{namespace}/{name}/logs", get(logs::logs))
+        .route("/api/events", get(crate::events::list))
+        .route("/sse/events", get(crate::events::stream))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .fallback(forward::path_mode)
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            subdomain_mode,
+        ))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            limit_header_size,
+        ))
+        .with_state(state)
+}
+
+/// 431 for request heads over `--max-header-bytes`: hyper bounds its read buffer, but
+/// not exactly at that size.
+async fn limit_header_size(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let size: usize = request
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum::<usize>()
+        + request.uri().to_string().len();
+    if size > state.max_header_bytes {
+        return ApiError::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "HeadersTooLarge",
+            format!(
+                "the request's headers are {size} bytes; at most {} are accepted",
+                state.max_header_bytes
+            ),
+        )
+        .json();
+    }
+    next.run(request).await
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    if state.ready.load(Ordering::Relaxed) {
+        "ok".into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "caches not synced yet").into_response()
+    }
+}
+
+/// In subdomain mode, a request to `<name>--<namespace>.<base domain>` is the workspace's,
+/// whatever its path: the dashboard's own routes don't exist on those hosts.
+async fn subdomain_mode(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let Some(base) = state.base_domain.as_deref() else {
+        return next.run(request).await;
+    };
+    let host = request
+        .headers()
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(|h| h.rsplit_once(':').map_or(h, |(host, _)| host).to_owned());
+    let Some(host) = host else {
+        return next.run(request).await;
+    };
+    let uri = request.uri().clone();
+    match route::from_host(&host, base, uri.path(), uri.query()) {
+        Ok(Some(target)) => forward::forward(state, peer, target, request).await,
+        Ok(None) => next.run(request).await,
+        Err(error) => ApiError::bad_request(error.to_string()).for_client(request.headers()),
+    }
+}
+
+/// HTTP/1.1 with upgrades; slow or oversized request heads are cut off by hyper (408/431).
+async fn serve(router: Router, args: &Args) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("listening on {}", args.listen))?;
+    tracing::info!(address = %listener.local_addr()?, "guildnet-proxy listening");
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(args.header_read_timeout)
+        .max_buf_size(args.max_header_bytes);
+    // Each connection holds a clone of `open`; when all are dropped, everything drained.
+    let (stop, stopping) = tokio::sync::watch::channel(false);
+    let (open, mut drained) = tokio::sync::mpsc::channel::<()>(1);
+    let mut shutdown = std::pin::pin!(shutdown_signal());
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(accepted) => accepted,
+                    Err(error) => {
+                        tracing::warn!(%error, "accept failed");
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let service = router.clone().map_request(move |mut request: Request<hyper::body::Incoming>| {
+                    request.extensions_mut().insert(ConnectInfo(peer));
+                    request
+                });
+                let connection = http
+                    .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
+                    .with_upgrades();
+                let mut stopping = stopping.clone();
+                let open = open.clone();
+                tokio::spawn(async move {
+                    let mut connection = std::pin::pin!(connection);
+                    let ended = tokio::select! {
+                        ended = connection.as_mut() => ended,
+                        _ = stopping.changed() => {
+                            connection.as_mut().graceful_shutdown();
+                            connection.await
+                        }
+                    };
+                    if let Err(error) = ended {
+                        tracing::debug!(%error, %peer, "connection ended with an error");
+                    }
+                    drop(open);
+                });
+            }
+            () = &mut shutdown => break,
+        }
+    }
+    tracing::info!("shutting down: finishing open requests");
+    let _ = stop.send(true);
+    drop(open);
+    if tokio::time::timeout(Duration::from_secs(10), drained.recv())
+        .await
+        .is_err()
+    {
+        tracing::warn!("open connections did not finish in 10s");
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing the SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

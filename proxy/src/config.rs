@@ -1,0 +1,165 @@
+//! Command-line flags (each also settable from the environment).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+use ipnet::IpNet;
+
+/// How callers prove who they are.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum AuthMode {
+    /// Kubernetes bearer tokens, checked with TokenReview: in the Authorization header, or
+    /// once at the login page, which then keeps a signed session cookie.
+    Token,
+    /// An identity header set by a front proxy (oauth2-proxy, Tailscale), believed only from
+    /// the `--trusted-proxy` source addresses.
+    Header,
+    /// Everyone is `--dev-user`. Only for a local setup listening on loopback.
+    None,
+}
+
+#[derive(Clone, Debug, Parser)]
+#[command(about = "GuildNet's single-origin proxy and dashboard")]
+pub struct Args {
+    /// Address the proxy listens on.
+    #[arg(long, env = "GUILDNET_PROXY_LISTEN", default_value = "127.0.0.1:8090")]
+    pub listen: SocketAddr,
+
+    /// How callers authenticate: token, header or none.
+    #[arg(long, env = "GUILDNET_PROXY_AUTH", value_enum, default_value = "token")]
+    pub auth: AuthMode,
+
+    /// Header mode: the header carrying the user name (oauth2-proxy's, or
+    /// `Tailscale-User-Login` behind Tailscale serve).
+    #[arg(
+        long,
+        env = "GUILDNET_PROXY_USER_HEADER",
+        default_value = "X-Auth-Request-User"
+    )]
+    pub user_header: String,
+
+    /// Header mode: the header carrying the user's groups, comma-separated.
+    #[arg(
+        long,
+        env = "GUILDNET_PROXY_GROUPS_HEADER",
+        default_value = "X-Auth-Request-Groups"
+    )]
+    pub groups_header: String,
+
+    /// Source addresses (CIDRs, comma-separated) whose identity and X-Forwarded-* headers
+    /// are believed. Requests from anywhere else have those headers ignored.
+    #[arg(long, env = "GUILDNET_PROXY_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxy: Vec<IpNet>,
+
+    /// Auth mode none: the user everyone is, and the groups they have.
+    #[arg(long, env = "GUILDNET_PROXY_DEV_USER", default_value = "developer")]
+    pub dev_user: String,
+    #[arg(
+        long,
+        env = "GUILDNET_PROXY_DEV_GROUPS",
+        value_delimiter = ',',
+        default_value = "system:authenticated"
+    )]
+    pub dev_groups: Vec<String>,
+
+    /// A file holding the key that signs session cookies (at least 32 bytes). Every replica
+    /// must read the same key for a session to work on all of them; without it each process
+    /// makes a random key and sessions end when it restarts.
+    #[arg(long, env = "GUILDNET_PROXY_SESSION_KEY_FILE")]
+    pub session_key_file: Option<PathBuf>,
+
+    /// How long a login lasts.
+    #[arg(long, env = "GUILDNET_PROXY_SESSION_TTL", value_parser = humantime::parse_duration, default_value = "12h")]
+    pub session_ttl: Duration,
+
+    /// Subdomain mode: also serve `<name>--<namespace>.<base domain>` as the root of that
+    /// workspace, each workspace in an origin of its own.
+    #[arg(long, env = "GUILDNET_PROXY_BASE_DOMAIN")]
+    pub base_domain: Option<String>,
+
+    /// Extra origins allowed to make dashboard API calls, besides the proxy's own (the Host
+    /// the request came to), e.g. `https://guildnet.example.com`.
+    #[arg(long, env = "GUILDNET_PROXY_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origin: Vec<String>,
+
+    /// How often each workspace's `status.lastAccessTime` is written at most.
+    #[arg(long, env = "GUILDNET_PROXY_ACTIVITY_INTERVAL", value_parser = humantime::parse_duration, default_value = "30s")]
+    pub activity_interval: Duration,
+
+    /// How long an authorisation decision (SubjectAccessReview) or a TokenReview is reused.
+    #[arg(long, env = "GUILDNET_PROXY_AUTH_CACHE_TTL", value_parser = humantime::parse_duration, default_value = "10s")]
+    pub auth_cache_ttl: Duration,
+
+    /// A client must send its request headers within this time (slow clients are cut off).
+    #[arg(long, env = "GUILDNET_PROXY_HEADER_READ_TIMEOUT", value_parser = humantime::parse_duration, default_value = "30s")]
+    pub header_read_timeout: Duration,
+
+    /// Largest request head (request line and headers) accepted, in bytes.
+    #[arg(long, env = "GUILDNET_PROXY_MAX_HEADER_BYTES", default_value_t = 64 * 1024)]
+    pub max_header_bytes: usize,
+
+    /// Connecting to a workspace must succeed within this time.
+    #[arg(long, env = "GUILDNET_PROXY_CONNECT_TIMEOUT", value_parser = humantime::parse_duration, default_value = "5s")]
+    pub connect_timeout: Duration,
+
+    /// A workspace must start answering (send its response head) within this time.
+    #[arg(long, env = "GUILDNET_PROXY_UPSTREAM_TIMEOUT", value_parser = humantime::parse_duration, default_value = "60s")]
+    pub upstream_timeout: Duration,
+
+    /// Kubernetes Events about workspaces kept for `/api/events` and SSE resumption.
+    #[arg(long, env = "GUILDNET_PROXY_EVENT_BUFFER", default_value_t = 2000)]
+    pub event_buffer: usize,
+}
+
+impl Args {
+    /// Refuses settings that would be unsafe or cannot work, naming the flag and the fix.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.auth == AuthMode::None && !self.listen.ip().is_loopback() {
+            return Err(format!(
+                "--auth=none lets anyone in as {:?}; it is only allowed on a loopback --listen \
+                 address (got {}). Use --auth=token or --auth=header.",
+                self.dev_user, self.listen
+            ));
+        }
+        if self.auth == AuthMode::Header && self.trusted_proxy.is_empty() {
+            return Err(
+                "--auth=header needs --trusted-proxy: the source addresses of the front \
+                        proxy that sets the identity header"
+                    .into(),
+            );
+        }
+        if self.max_header_bytes < 8192 {
+            return Err("--max-header-bytes must be at least 8192".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(extra: &[&str]) -> Args {
+        Args::parse_from(std::iter::once("guildnet-proxy").chain(extra.iter().copied()))
+    }
+
+    #[test]
+    fn none_is_refused_off_loopback() {
+        let err = args(&["--auth=none", "--listen=0.0.0.0:8090"])
+            .validate()
+            .unwrap_err();
+        assert!(err.contains("loopback"), "{err}");
+        args(&["--auth=none"]).validate().unwrap();
+    }
+
+    #[test]
+    fn header_mode_needs_trusted_sources() {
+        let err = args(&["--auth=header"]).validate().unwrap_err();
+        assert!(err.contains("--trusted-proxy"), "{err}");
+        args(&["--auth=header", "--trusted-proxy=10.0.0.0/8,127.0.0.1/32"])
+            .validate()
+            .unwrap();
+    }
+}

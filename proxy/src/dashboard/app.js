@@ -1,0 +1,572 @@
+// The GuildNet dashboard: the caller's workspaces with live status, a launch form, actions,
+// logs and an events pane. Plain ES module, no build step; everything talks to the proxy's
+// JSON API on this origin (the session cookie is HttpOnly, so fetch just sends it).
+
+const POLL_MS = 15000; // slow poll, a fallback for the event stream
+const POLL_OFFLINE_MS = 5000; // while the event stream is down
+const MAX_EVENTS = 200;
+const MAX_LOG_LINES = 2000;
+
+const $ = (id) => document.getElementById(id);
+
+/** An error answered by the API: `{"error":{"reason","message"}}` with an HTTP status. */
+class ApiError extends Error {
+  constructor(status, reason, message) {
+    super(message);
+    this.status = status;
+    this.reason = reason;
+  }
+}
+
+function toLogin() {
+  const next = location.pathname + location.search + location.hash;
+  location.assign('/login?next=' + encodeURIComponent(next));
+}
+
+async function api(path, { method = 'GET', body, text = false } = {}) {
+  const headers = { Accept: text ? 'text/plain' : 'application/json' };
+  const init = { method, headers, credentials: 'same-origin', cache: 'no-store' };
+  if (method !== 'GET') {
+    headers['Content-Type'] = 'application/json';
+    init.body = JSON.stringify(body ?? {});
+  }
+  let res;
+  try {
+    res = await fetch(path, init);
+  } catch (e) {
+    throw new ApiError(0, 'NetworkError', 'The proxy cannot be reached: ' + e.message);
+  }
+  if (res.status === 401) {
+    toLogin();
+    throw new ApiError(401, 'Unauthorized', 'Your session has ended; log in again.');
+  }
+  if (!res.ok) {
+    let reason = res.statusText || 'Error';
+    let message = `${res.status} ${res.statusText}`.trim();
+    try {
+      const data = await res.json();
+      if (data && data.error) {
+        reason = data.error.reason || reason;
+        message = data.error.message || message;
+      }
+    } catch {
+      // not JSON: keep the status line
+    }
+    throw new ApiError(res.status, reason, message);
+  }
+  if (text) return res.text();
+  if (res.status === 204) return {};
+  return res.json();
+}
+
+const seg = encodeURIComponent;
+const wsPath = (w) => `/api/workspaces/${seg(w.namespace)}/${seg(w.name)}`;
+const key = (w) => `${w.namespace}/${w.name}`;
+
+// ---- status line -------------------------------------------------------------------------
+
+let statusTimer;
+function say(message, kind = 'info') {
+  const el = $('status');
+  el.textContent = message;
+  el.dataset.kind = kind;
+  clearTimeout(statusTimer);
+  if (kind !== 'error') statusTimer = setTimeout(() => { el.textContent = ''; }, 8000);
+}
+
+// ---- formatting --------------------------------------------------------------------------
+
+function ago(iso) {
+  if (!iso) return '—';
+  const t = Date.parse(iso);
+  if (Number.isNaN(t)) return iso;
+  const s = Math.max(0, Math.round((Date.now() - t) / 1000));
+  if (s < 60) return `${s}s ago`;
+  if (s < 3600) return `${Math.floor(s / 60)}m ago`;
+  if (s < 86400) return `${Math.floor(s / 3600)}h ago`;
+  return `${Math.floor(s / 86400)}d ago`;
+}
+
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (v === undefined || v === null || v === false) continue;
+    if (k === 'dataset') Object.assign(node.dataset, v);
+    else if (k === 'onclick') node.addEventListener('click', v);
+    else if (k === 'text') node.textContent = v;
+    else node.setAttribute(k, v === true ? '' : v);
+  }
+  for (const c of children) if (c !== null && c !== undefined) node.append(c);
+  return node;
+}
+
+/** What a workspace is doing, in words, and a short state for styling. */
+function describe(w) {
+  const phase = w.phase || 'Pending';
+  const failed = (w.conditions || []).find((c) => c.type === 'Failed' && c.status === 'True');
+  const ready = (w.conditions || []).find((c) => c.type === 'Ready');
+  let detail = '';
+  if (failed) detail = failed.message || failed.reason || '';
+  else if (!w.ready && ready && ready.status !== 'True') detail = ready.message || ready.reason || '';
+  let state = phase.toLowerCase();
+  if (phase === 'Running' && !w.ready) state = 'starting';
+  return { phase, detail, state };
+}
+
+// ---- workspaces --------------------------------------------------------------------------
+
+const workspaces = new Map(); // key → W
+const busy = new Set(); // keys with an action in flight
+let listLoaded = false;
+
+function upsert(w) {
+  workspaces.set(key(w), w);
+  render();
+}
+
+async function refresh() {
+  try {
+    const data = await api('/api/workspaces');
+    workspaces.clear();
+    for (const w of data.items || []) workspaces.set(key(w), w);
+    listLoaded = true;
+    document.body.dataset.listLoaded = 'true';
+    $('list-error').textContent = '';
+    render();
+  } catch (e) {
+    if (e.status !== 401) $('list-error').textContent = 'Could not load workspaces: ' + e.message;
+  }
+}
+
+let refreshTimer;
+/** Coalesces bursts of events into one list request. */
+function refreshSoon() {
+  clearTimeout(refreshTimer);
+  refreshTimer = setTimeout(refresh, 150);
+}
+
+async function act(w, verb, action, done) {
+  const k = key(w);
+  busy.add(k);
+  render();
+  try {
+    const result = await action();
+    done(result);
+    say(`${w.name}: ${verb}.`);
+  } catch (e) {
+    say(`${w.name}: ${e.message}`, 'error');
+  } finally {
+    busy.delete(k);
+    render();
+  }
+}
+
+function suspend(w, yes) {
+  const verb = yes ? 'suspend requested' : 'resume requested';
+  act(w, verb, () => api(`${wsPath(w)}/${yes ? 'suspend' : 'resume'}`, { method: 'POST' }), upsert);
+}
+
+function remove(w) {
+  if (!window.confirm(`Delete workspace ${w.namespace}/${w.name}? Its persistent volumes are kept unless their reclaim policy says otherwise.`)) return;
+  act(w, 'deleted', () => api(wsPath(w), { method: 'DELETE' }), () => {
+    // Gone from the list at once; a later refresh shows it again if it still exists.
+    workspaces.delete(key(w));
+    if (inlineKey === key(w)) closeInline();
+    if (logsKey === key(w)) closeLogs();
+    refreshSoon();
+  });
+}
+
+function row(w) {
+  const k = key(w);
+  const { phase, detail, state } = describe(w);
+  const n = w.name;
+  const inFlight = busy.has(k);
+  const statusCell = el('td', { class: 'state' },
+    el('span', {
+      class: `badge ${inFlight ? 'busy' : state}`,
+      'data-testid': `ws-phase-${n}`,
+      dataset: { ready: String(!!w.ready), suspended: String(!!w.suspended) },
+      text: phase,
+    }),
+    ' ',
+    el('span', {
+      class: w.ready ? 'ready yes' : 'ready no',
+      'data-testid': `ws-ready-${n}`,
+      text: w.ready ? 'ready' : 'not ready',
+    }),
+    detail ? el('div', { class: 'detail', text: detail }) : null,
+  );
+  const open = el('a', {
+    class: 'button',
+    href: w.url,
+    target: '_blank',
+    rel: 'noopener',
+    'data-testid': `ws-open-${n}`,
+    'aria-label': `Open ${n} in a new tab`,
+    text: 'Open',
+  });
+  const inline = el('button', {
+    type: 'button',
+    'data-testid': `ws-inline-${n}`,
+    'aria-label': `Open ${n} inline`,
+    onclick: () => openInline(w),
+    text: 'Inline',
+  });
+  const toggle = w.suspended
+    ? el('button', {
+      type: 'button',
+      'data-testid': `ws-resume-${n}`,
+      'aria-label': `Resume ${n}`,
+      disabled: inFlight,
+      onclick: () => suspend(w, false),
+      text: 'Resume',
+    })
+    : el('button', {
+      type: 'button',
+      'data-testid': `ws-suspend-${n}`,
+      'aria-label': `Suspend ${n}`,
+      disabled: inFlight,
+      onclick: () => suspend(w, true),
+      text: 'Suspend',
+    });
+  const logs = el('button', {
+    type: 'button',
+    'data-testid': `ws-logs-${n}`,
+    'aria-label': `Logs of ${n}`,
+    onclick: () => openLogs(w),
+    text: 'Logs',
+  });
+  const del = el('button', {
+    type: 'button',
+    class: 'danger',
+    'data-testid': `ws-delete-${n}`,
+    'aria-label': `Delete ${n}`,
+    disabled: inFlight,
+    onclick: () => remove(w),
+    text: 'Delete',
+  });
+  const owner = w.ownerName || w.owner;
+  return el('tr', { 'data-testid': `ws-row-${n}`, dataset: { namespace: w.namespace, name: n, phase } },
+    el('th', { scope: 'row' },
+      el('span', { class: 'name', text: n }),
+      el('div', { class: 'muted small', text: w.namespace + (owner ? ` · ${owner}` : '') })),
+    statusCell,
+    el('td', { class: 'image', text: w.image || '' }),
+    el('td', { title: w.lastAccessTime || '', text: ago(w.lastAccessTime) }),
+    el('td', { class: 'actions' }, open, inline, toggle, logs, del),
+  );
+}
+
+function render() {
+  const items = [...workspaces.values()].sort(
+    (a, b) => a.namespace.localeCompare(b.namespace) || a.name.localeCompare(b.name));
+  // Keep focus on the same control across a re-render, for keyboard users.
+  const focused = document.activeElement?.dataset?.testid;
+  $('ws-body').replaceChildren(...items.map(row));
+  if (focused) document.querySelector(`[data-testid="${CSS.escape(focused)}"]`)?.focus();
+  $('ws-empty').hidden = !listLoaded || items.length > 0;
+  if (inlineKey && !workspaces.has(inlineKey) && listLoaded) closeInline();
+}
+
+// ---- inline view -------------------------------------------------------------------------
+
+let inlineKey = null;
+
+function openInline(w) {
+  inlineKey = key(w);
+  $('inline-name').textContent = `${w.namespace}/${w.name}`;
+  $('inline-tab').href = w.url;
+  $('inline-frame').title = `Workspace ${w.namespace}/${w.name}`;
+  $('inline-frame').src = w.url;
+  $('inline').hidden = false;
+  $('inline').scrollIntoView({ block: 'nearest' });
+}
+
+function closeInline() {
+  inlineKey = null;
+  $('inline-frame').src = 'about:blank';
+  $('inline').hidden = true;
+}
+
+// ---- logs --------------------------------------------------------------------------------
+
+let logsKey = null;
+let logsTarget = null;
+let logsStream = null;
+
+function appendLog(line) {
+  const pre = $('logs-text');
+  const stick = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 4;
+  pre.append(line + '\n');
+  while (pre.childNodes.length > MAX_LOG_LINES) pre.firstChild.remove();
+  if (stick) pre.scrollTop = pre.scrollHeight;
+}
+
+function stopFollowing() {
+  if (logsStream) logsStream.close();
+  logsStream = null;
+}
+
+async function loadLogs() {
+  const w = logsTarget;
+  if (!w) return;
+  stopFollowing();
+  const pre = $('logs-text');
+  const url = `${wsPath(w)}/logs?tail=100`;
+  if ($('logs-follow').checked) {
+    pre.textContent = '';
+    $('logs-status').textContent = 'Following…';
+    const es = new EventSource(url + '&follow=true');
+    logsStream = es;
+    es.addEventListener('log', (ev) => appendLog(ev.data));
+    es.addEventListener('open', () => { $('logs-status').textContent = 'Following live.'; });
+    es.addEventListener('error', () => {
+      if (logsStream === es) $('logs-status').textContent = 'Log stream interrupted; reconnecting…';
+    });
+    return;
+  }
+  $('logs-status').textContent = 'Loading…';
+  try {
+    const text = await api(url, { text: true });
+    if (logsTarget !== w) return;
+    pre.textContent = text;
+    pre.scrollTop = pre.scrollHeight;
+    $('logs-status').textContent = text ? `Last 100 lines, loaded ${new Date().toLocaleTimeString()}.` : 'No log lines.';
+  } catch (e) {
+    if (logsTarget !== w) return;
+    pre.textContent = '';
+    $('logs-status').textContent = 'Could not load logs: ' + e.message;
+  }
+}
+
+function openLogs(w) {
+  logsKey = key(w);
+  logsTarget = w;
+  $('logs-name').textContent = `${w.namespace}/${w.name}`;
+  $('logs').hidden = false;
+  $('logs').scrollIntoView({ block: 'nearest' });
+  loadLogs();
+}
+
+function closeLogs() {
+  stopFollowing();
+  logsKey = null;
+  logsTarget = null;
+  $('logs').hidden = true;
+  $('logs-text').textContent = '';
+}
+
+// ---- launch ------------------------------------------------------------------------------
+
+async function launch(ev) {
+  ev.preventDefault();
+  const form = ev.target;
+  const err = $('launch-error');
+  err.textContent = '';
+  const v = (name) => form.elements[name].value.trim();
+  const invalid = [...form.elements].find((e) => e.willValidate && !e.checkValidity());
+  if (invalid) {
+    const label = invalid.labels?.[0]?.textContent?.trim() || invalid.name;
+    err.textContent = `${label}: ${invalid.validationMessage}`;
+    invalid.focus();
+    return;
+  }
+  const body = {
+    namespace: v('namespace') || 'default',
+    name: v('name'),
+    image: v('image'),
+    hint: v('hint') || null,
+    idleTimeout: v('idleTimeout') || null,
+    volumes: [],
+  };
+  const vol = { name: v('volName'), mountPath: v('volPath'), size: v('volSize') };
+  if (vol.name || vol.mountPath || vol.size) {
+    if (!vol.name || !vol.mountPath || !vol.size) {
+      err.textContent = 'A volume needs a name, a mount path and a size (e.g. home, /home/coder, 1Gi).';
+      return;
+    }
+    body.volumes.push(vol);
+  }
+  const submit = $('launch-submit');
+  submit.disabled = true;
+  submit.textContent = 'Launching…';
+  try {
+    const w = await api('/api/workspaces', { method: 'POST', body });
+    upsert(w);
+    say(`Launched ${w.namespace}/${w.name}.`);
+    form.elements.name.value = '';
+  } catch (e) {
+    err.textContent = e.reason && e.reason !== 'Error' ? `${e.reason}: ${e.message}` : e.message;
+  } finally {
+    submit.disabled = false;
+    submit.textContent = 'Launch';
+  }
+}
+
+// ---- events ------------------------------------------------------------------------------
+
+const events = new Map(); // id → E
+let lastEventId = null;
+
+function eventItem(e) {
+  const t = e.time ? new Date(e.time) : null;
+  return el('li', {
+    class: `event ${e.type === 'Warning' ? 'warning' : 'normal'}`,
+    'data-testid': 'event',
+    dataset: { id: e.id, name: e.name, namespace: e.namespace, reason: e.reason, type: e.type },
+  },
+  el('time', { datetime: e.time || '', title: e.time || '', text: t ? t.toLocaleTimeString() : '' }),
+  ' ',
+  el('span', { class: 'reason', text: e.reason || '' }),
+  ' ',
+  el('span', { class: 'target', text: `${e.namespace}/${e.name}` }),
+  el('div', { class: 'message', text: e.message || '' }));
+}
+
+function renderEvents() {
+  const warningsOnly = $('events-warnings').checked;
+  const items = [...events.values()]
+    .filter((e) => !warningsOnly || e.type === 'Warning')
+    .sort(byNewest);
+  $('events-list').replaceChildren(...items.map(eventItem));
+  $('events-empty').hidden = items.length > 0;
+}
+
+function byNewest(a, b) {
+  const ta = Date.parse(a.time) || 0;
+  const tb = Date.parse(b.time) || 0;
+  if (ta !== tb) return tb - ta;
+  return String(b.id).localeCompare(String(a.id), undefined, { numeric: true });
+}
+
+function addEvent(e) {
+  if (!e || e.id === undefined || e.id === null) return false;
+  const id = String(e.id);
+  if (events.has(id)) return false;
+  events.set(id, e);
+  lastEventId = id;
+  if (events.size > MAX_EVENTS) {
+    const oldest = [...events.values()].sort(byNewest).slice(MAX_EVENTS);
+    for (const o of oldest) events.delete(String(o.id));
+  }
+  return true;
+}
+
+async function loadEvents() {
+  const since = lastEventId ? `since=${seg(lastEventId)}&` : '';
+  try {
+    const data = await api(`/api/events?${since}types=Normal,Warning`);
+    let added = false;
+    for (const e of data.items || []) added = addEvent(e) || added;
+    if (added) renderEvents();
+    $('events-empty').hidden = events.size > 0;
+  } catch (e) {
+    if (e.status !== 401) $('events-live').textContent = 'Could not load events: ' + e.message;
+  }
+}
+
+let stream = null;
+let streamUp = false;
+
+function connectEvents() {
+  // EventSource reconnects by itself and sends Last-Event-ID, so the stream resumes without
+  // gaps; ids are also deduplicated here.
+  stream = new EventSource('/sse/events');
+  stream.addEventListener('open', () => {
+    streamUp = true;
+    $('events-live').textContent = 'Live.';
+    $('events-live').dataset.live = 'true';
+    refreshSoon();
+  });
+  stream.addEventListener('workspace', (ev) => {
+    let e;
+    try {
+      e = JSON.parse(ev.data);
+    } catch {
+      return;
+    }
+    if (e.id === undefined && ev.lastEventId) e.id = ev.lastEventId;
+    if (addEvent(e)) renderEvents();
+    refreshSoon();
+  });
+  stream.addEventListener('error', async () => {
+    streamUp = false;
+    $('events-live').textContent = 'Live updates interrupted; retrying…';
+    $('events-live').dataset.live = 'false';
+    if (stream.readyState === EventSource.CLOSED) {
+      // The browser gave up (e.g. a 401 on the stream): check the session, then retry.
+      stream = null;
+      try {
+        await api('/api/me');
+      } catch {
+        return;
+      }
+      setTimeout(() => { if (!stream) connectEvents(); }, POLL_OFFLINE_MS);
+    }
+  });
+}
+
+// ---- logout ------------------------------------------------------------------------------
+
+async function logout(ev) {
+  // A JSON POST passes the proxy's CSRF check whatever it requires of forms; without
+  // JavaScript the form posts by itself.
+  ev.preventDefault();
+  stream?.close();
+  try {
+    await fetch('/logout', {
+      method: 'POST',
+      credentials: 'same-origin',
+      headers: { 'Content-Type': 'application/json' },
+      body: '{}',
+    });
+  } catch {
+    ev.target.submit();
+    return;
+  }
+  location.assign('/login');
+}
+
+// ---- start -------------------------------------------------------------------------------
+
+function poll() {
+  const wait = streamUp ? POLL_MS : POLL_OFFLINE_MS;
+  setTimeout(async () => {
+    if (!document.hidden) {
+      await refresh();
+      if (!streamUp) await loadEvents();
+    }
+    poll();
+  }, wait);
+}
+
+async function start() {
+  $('launch').addEventListener('submit', launch);
+  $('logout-form').addEventListener('submit', logout);
+  $('refresh').addEventListener('click', () => { refresh(); say('Refreshed.'); });
+  $('inline-close').addEventListener('click', closeInline);
+  $('logs-close').addEventListener('click', closeLogs);
+  $('logs-reload').addEventListener('click', loadLogs);
+  $('logs-follow').addEventListener('change', loadLogs);
+  $('events-warnings').addEventListener('change', renderEvents);
+  document.addEventListener('visibilitychange', () => { if (!document.hidden) refreshSoon(); });
+
+  let me;
+  try {
+    me = await api('/api/me');
+  } catch (e) {
+    if (e.status !== 401) say('Could not reach GuildNet: ' + e.message, 'error');
+    return;
+  }
+  $('user').textContent = me.user;
+  $('user').title = (me.groups || []).join(', ');
+  document.body.dataset.user = me.user;
+  await Promise.all([refresh(), loadEvents()]);
+  connectEvents();
+  poll();
+  // Relative times ("5m ago") stay fresh between updates.
+  setInterval(() => { if (!document.hidden && !busy.size) render(); }, 30000);
+}
+
+start();

@@ -1,0 +1,356 @@
+//! Workspace lifecycle events from Kubernetes Events: kept in a ring buffer in the order the
+//! API server stored them, served as `/api/events?since=&types=` and as an SSE stream that
+//! resumes from `Last-Event-ID` without duplicates or gaps (while the buffer reaches back).
+//!
+//! An event's id is the resourceVersion of that Event object version, so a repeated Event
+//! (count bumped) is a new item, and ids agree between proxy replicas watching one cluster.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::sync::{Arc, OnceLock, RwLock};
+
+use axum::extract::{ConnectInfo, Query, State};
+use axum::http::HeaderMap;
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures::{Stream, StreamExt};
+use guildnet_api::labels;
+use guildnet_api::workspace::Workspace;
+use k8s_openapi::api::core::v1::Event;
+use kube::Api;
+use kube::runtime::WatchStreamExt;
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher::{self, Event as WatchEvent};
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use tokio::sync::broadcast;
+
+use crate::app::AppState;
+use crate::auth::Caller;
+use crate::error::ApiError;
+
+/// One occurrence of a Kubernetes Event about a Workspace.
+#[derive(Debug, Serialize)]
+pub struct WorkspaceEvent {
+    #[serde(serialize_with = "as_string")]
+    pub id: u64,
+    pub namespace: String,
+    pub name: String,
+    #[serde(rename = "type")]
+    pub type_: String,
+    pub reason: String,
+    pub message: String,
+    pub time: Option<String>,
+    /// The workspace's owner label, learnt when first needed.
+    #[serde(skip)]
+    owner: OnceLock<Option<String>>,
+}
+
+fn as_string<S: serde::Serializer>(id: &u64, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(id)
+}
+
+impl WorkspaceEvent {
+    fn from_event(event: &Event) -> Option<Self> {
+        let id = event.metadata.resource_version.as_deref()?.parse().ok()?;
+        let object = &event.involved_object;
+        let time = event
+            .event_time
+            .as_ref()
+            .map(|t| t.0.to_string())
+            .or_else(|| event.last_timestamp.as_ref().map(|t| t.0.to_string()))
+            .or_else(|| event.first_timestamp.as_ref().map(|t| t.0.to_string()))
+            .or_else(|| {
+                event
+                    .metadata
+                    .creation_timestamp
+                    .as_ref()
+                    .map(|t| t.0.to_string())
+            });
+        Some(Self {
+            id,
+            namespace: object.namespace.clone()?,
+            name: object.name.clone()?,
+            type_: event.type_.clone().unwrap_or_else(|| "Normal".into()),
+            reason: event.reason.clone().unwrap_or_default(),
+            message: event.message.clone().unwrap_or_default(),
+            time,
+            owner: OnceLock::new(),
+        })
+    }
+}
+
+pub struct EventHub {
+    capacity: usize,
+    buffer: RwLock<VecDeque<Arc<WorkspaceEvent>>>,
+    live: broadcast::Sender<Arc<WorkspaceEvent>>,
+}
+
+impl EventHub {
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            capacity: capacity.max(1),
+            buffer: RwLock::new(VecDeque::new()),
+            live: broadcast::channel(1024).0,
+        }
+    }
+
+    /// Adds an event unless it is not newer than the newest held (a re-list replays).
+    fn push(&self, event: WorkspaceEvent) {
+        let mut buffer = self.buffer.write().unwrap();
+        if buffer.back().is_some_and(|last| last.id >= event.id) {
+            return;
+        }
+        let event = Arc::new(event);
+        buffer.push_back(event.clone());
+        while buffer.len() > self.capacity {
+            buffer.pop_front();
+        }
+        // No subscriber is fine: the buffer keeps it.
+        let _ = self.live.send(event);
+    }
+
+    /// Events after `after`, oldest first.
+    pub fn since(&self, after: u64) -> Vec<Arc<WorkspaceEvent>> {
+        let buffer = self.buffer.read().unwrap();
+        let start = buffer.partition_point(|e| e.id <= after);
+        buffer.range(start..).cloned().collect()
+    }
+
+    /// Follows the Events about Workspaces until the stream ends.
+    pub async fn run(self: Arc<Self>, client: kube::Client) {
+        let api: Api<Event> = Api::all(client);
+        let config = watcher::Config::default().fields("involvedObject.kind=Workspace");
+        let mut relisted: Vec<WorkspaceEvent> = Vec::new();
+        let mut events = watcher::watcher(api, config).default_backoff().boxed();
+        while let Some(event) = events.next().await {
+            match event {
+                Ok(WatchEvent::Init) => relisted.clear(),
+                Ok(WatchEvent::InitApply(e)) => relisted.extend(WorkspaceEvent::from_event(&e)),
+                Ok(WatchEvent::InitDone) => {
+                    relisted.sort_by_key(|e| e.id);
+                    for e in relisted.drain(..) {
+                        self.push(e);
+                    }
+                }
+                Ok(WatchEvent::Apply(e)) => {
+                    if let Some(e) = WorkspaceEvent::from_event(&e) {
+                        self.push(e);
+                    }
+                }
+                Ok(WatchEvent::Delete(_)) => {}
+                Err(error) => tracing::warn!(%error, "watching Events"),
+            }
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct EventQuery {
+    /// Only events after this id.
+    since: Option<String>,
+    /// Comma-separated Event types (Normal, Warning); all when absent.
+    types: Option<String>,
+}
+
+impl EventQuery {
+    fn wants(&self, event: &WorkspaceEvent) -> bool {
+        self.types.as_deref().is_none_or(|types| {
+            types
+                .split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case(&event.type_))
+        })
+    }
+}
+
+fn parse_id(id: Option<&str>) -> Result<u64, ApiError> {
+    match id.map(str::trim).filter(|s| !s.is_empty()) {
+        None => Ok(0),
+        Some(id) => id.parse().map_err(|_| {
+            ApiError::bad_request(format!("since/Last-Event-ID {id:?} is not an event id"))
+        }),
+    }
+}
+
+/// Whether `caller` may see events of this workspace: as its owner, else as someone who may
+/// open it.
+async fn visible(state: &AppState, caller: &Caller, event: &WorkspaceEvent) -> bool {
+    let owner = match event.owner.get() {
+        Some(owner) => owner.clone(),
+        None => {
+            let owner = owner_of(state, &event.namespace, &event.name).await;
+            event.owner.get_or_init(|| owner).clone()
+        }
+    };
+    if owner.as_deref() == Some(caller.identity.owner_id().as_str()) {
+        return true;
+    }
+    state
+        .authz
+        .may_open(&caller.identity, &event.namespace, &event.name, None)
+        .await
+}
+
+/// The owner label of a workspace: from the cache, else (an Event can arrive before the
+/// Workspace's watch does) from the API.
+async fn owner_of(state: &AppState, namespace: &str, name: &str) -> Option<String> {
+    let label = |ws: &Workspace| ws.metadata.labels.as_ref()?.get(labels::OWNER).cloned();
+    if let Some(ws) = state
+        .workspaces
+        .get(&ObjectRef::new(name).within(namespace))
+    {
+        return label(&ws);
+    }
+    Api::<Workspace>::namespaced(state.client.clone(), namespace)
+        .get_opt(name)
+        .await
+        .ok()
+        .flatten()
+        .and_then(|ws| label(&ws))
+}
+
+/// `GET /api/events?since=&types=`
+pub async fn list(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Query(query): Query<EventQuery>,
+) -> Response {
+    let Some(caller) = state.auth.authenticate(&headers, peer.ip()).await else {
+        return ApiError::unauthenticated().into_response();
+    };
+    let after = match parse_id(query.since.as_deref()) {
+        Ok(after) => after,
+        Err(e) => return e.into_response(),
+    };
+    let mut items = Vec::new();
+    for event in state.events.since(after) {
+        if query.wants(&event) && visible(&state, &caller, &event).await {
+            items.push(event);
+        }
+    }
+    let items: Vec<&WorkspaceEvent> = items.iter().map(|e| &**e).collect();
+    axum::Json(serde_json::json!({ "items": items })).into_response()
+}
+
+/// `GET /sse/events?types=`, resuming after `Last-Event-ID` (or `since`).
+pub async fn stream(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Query(query): Query<EventQuery>,
+) -> Response {
+    let Some(caller) = state.auth.authenticate(&headers, peer.ip()).await else {
+        return ApiError::unauthenticated().into_response();
+    };
+    let last_event_id = headers.get("last-event-id").and_then(|v| v.to_str().ok());
+    let after = match parse_id(last_event_id.or(query.since.as_deref())) {
+        Ok(after) => after,
+        Err(e) => return e.into_response(),
+    };
+    // Subscribe before reading the backlog: nothing falls between the two.
+    let live = state.events.live.subscribe();
+    let backlog: VecDeque<_> = state.events.since(after).into();
+    let cursor = Cursor {
+        state,
+        caller,
+        query,
+        backlog,
+        live,
+        last: after,
+    };
+    Sse::new(events_after(cursor))
+        .keep_alive(KeepAlive::default())
+        .into_response()
+}
+
+struct Cursor {
+    state: AppState,
+    caller: Caller,
+    query: EventQuery,
+    backlog: VecDeque<Arc<WorkspaceEvent>>,
+    live: broadcast::Receiver<Arc<WorkspaceEvent>>,
+    last: u64,
+}
+
+fn events_after(cursor: Cursor) -> impl Stream<Item = Result<SseEvent, Infallible>> {
+    futures::stream::unfold(cursor, |mut c| async move {
+        loop {
+            let event = match c.backlog.pop_front() {
+                Some(event) => event,
+                // A lagging reader ends the stream; the browser reconnects with
+                // Last-Event-ID and is served from the buffer.
+                None => c.live.recv().await.ok()?,
+            };
+            if event.id <= c.last {
+                continue;
+            }
+            c.last = event.id;
+            if !c.query.wants(&event) || !visible(&c.state, &c.caller, &event).await {
+                continue;
+            }
+            let sse = SseEvent::default()
+                .id(event.id.to_string())
+                .event("workspace")
+                .json_data(&*event)
+                .unwrap_or_default();
+            return Some((Ok(sse), c));
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(id: u64) -> WorkspaceEvent {
+        WorkspaceEvent {
+            id,
+            namespace: "team".into(),
+            name: "ide".into(),
+            type_: "Normal".into(),
+            reason: "Ready".into(),
+            message: String::new(),
+            time: None,
+            owner: OnceLock::new(),
+        }
+    }
+
+    #[test]
+    fn since_returns_what_follows_without_replays() {
+        let hub = EventHub::new(3);
+        for id in [5, 7, 7, 6, 9, 11] {
+            hub.push(event(id));
+        }
+        let ids = |v: Vec<Arc<WorkspaceEvent>>| v.iter().map(|e| e.id).collect::<Vec<_>>();
+        // Capacity 3 keeps the newest; the duplicate 7 and the older 6 were dropped.
+        assert_eq!(ids(hub.since(0)), vec![7, 9, 11]);
+        assert_eq!(ids(hub.since(7)), vec![9, 11]);
+        assert_eq!(ids(hub.since(8)), vec![9, 11]);
+        assert_eq!(ids(hub.since(11)), Vec::<u64>::new());
+    }
+
+    #[test]
+    fn types_filter_and_ids_parse() {
+        let q = EventQuery {
+            since: None,
+            types: Some("Warning, normal".into()),
+        };
+        assert!(q.wants(&event(1)));
+        let q = EventQuery {
+            since: None,
+            types: Some("Warning".into()),
+        };
+        assert!(!q.wants(&event(1)));
+        assert_eq!(parse_id(None), Ok(0));
+        assert_eq!(parse_id(Some("42")), Ok(42));
+        assert!(parse_id(Some("abc")).unwrap_err().message.contains("abc"));
+    }
+
+    #[test]
+    fn ids_are_strings_in_json() {
+        let json = serde_json::to_value(event(42)).unwrap();
+        assert_eq!(json["id"], "42");
+        assert_eq!(json["type"], "Normal");
+    }
+}

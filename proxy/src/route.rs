@@ -1,0 +1,228 @@
+//! Which workspace a request is for: `/w/{namespace}/{name}/{rest}` (path mode) or the host
+//! `<name>--<namespace>.<base domain>` (subdomain mode).
+
+use percent_encoding::percent_decode_str;
+
+/// The path prefix of every workspace in path mode.
+pub const PATH_PREFIX: &str = "/w/";
+
+/// A request's workspace and what is left of its path.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Target {
+    pub namespace: String,
+    pub name: String,
+    /// The path the workspace sees, always starting with `/`, with the query if any.
+    pub upstream_path_and_query: String,
+    /// `/w/{namespace}/{name}` in path mode; empty in subdomain mode.
+    pub prefix: String,
+}
+
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RouteError {
+    #[error("dot segments (`.`, `..`) are not allowed in workspace paths")]
+    DotSegment,
+    #[error("the path must be /w/<namespace>/<name>/…")]
+    Malformed,
+    #[error("{0:?} is not a valid namespace or workspace name")]
+    InvalidName(String),
+}
+
+/// The workspace of a path-mode request (`path` as received, `query` without `?`). A bare
+/// `/w/ns/name` (no trailing slash) gives an empty rest; callers redirect it to `…/` so
+/// relative links resolve inside the prefix.
+pub fn from_path(path: &str, query: Option<&str>) -> Result<Option<Target>, RouteError> {
+    let Some(after) = path.strip_prefix(PATH_PREFIX) else {
+        return Ok(None);
+    };
+    reject_dot_segments(path)?;
+    let mut parts = after.splitn(3, '/');
+    let namespace = parts
+        .next()
+        .filter(|s| !s.is_empty())
+        .ok_or(RouteError::Malformed)?;
+    let name = parts
+        .next()
+        .filter(|s| !s.is_empty())
+        .ok_or(RouteError::Malformed)?;
+    for label in [namespace, name] {
+        if !is_dns_label(label) {
+            return Err(RouteError::InvalidName(label.to_owned()));
+        }
+    }
+    let rest = parts.next();
+    let upstream_path = match rest {
+        Some(rest) => format!("/{rest}"),
+        None => String::new(),
+    };
+    Ok(Some(Target {
+        namespace: namespace.to_owned(),
+        name: name.to_owned(),
+        upstream_path_and_query: with_query(upstream_path, query),
+        prefix: format!("/w/{namespace}/{name}"),
+    }))
+}
+
+/// The workspace of a subdomain-mode request: `host` (without port) is
+/// `<name>--<namespace>.<base_domain>`.
+pub fn from_host(
+    host: &str,
+    base_domain: &str,
+    path: &str,
+    query: Option<&str>,
+) -> Result<Option<Target>, RouteError> {
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    let base = base_domain.trim_matches('.').to_ascii_lowercase();
+    let Some(label) = host
+        .strip_suffix(&base)
+        .and_then(|rest| rest.strip_suffix('.'))
+    else {
+        return Ok(None);
+    };
+    let (name, namespace) = label.rsplit_once("--").ok_or(RouteError::Malformed)?;
+    for part in [namespace, name] {
+        if !is_dns_label(part) {
+            return Err(RouteError::InvalidName(part.to_owned()));
+        }
+    }
+    reject_dot_segments(path)?;
+    Ok(Some(Target {
+        namespace: namespace.to_owned(),
+        name: name.to_owned(),
+        upstream_path_and_query: with_query(path.to_owned(), query),
+        prefix: String::new(),
+    }))
+}
+
+fn with_query(path: String, query: Option<&str>) -> String {
+    match query {
+        Some(q) => format!("{path}?{q}"),
+        None => path,
+    }
+}
+
+/// `.` and `..` segments, also percent-encoded (`%2e%2e`), would let a path climb out of
+/// its workspace at whatever normalises it next; browsers never send them.
+fn reject_dot_segments(path: &str) -> Result<(), RouteError> {
+    let dotted = path.split('/').any(|segment| {
+        let decoded = percent_decode_str(segment).decode_utf8_lossy();
+        decoded == "." || decoded == ".." || decoded.contains('/') && decoded.contains("..")
+    });
+    if dotted {
+        Err(RouteError::DotSegment)
+    } else {
+        Ok(())
+    }
+}
+
+/// RFC 1123 label: what a namespace and a workspace name are.
+fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(ns: &str, name: &str, rest: &str, prefix: &str) -> Option<Target> {
+        Some(Target {
+            namespace: ns.into(),
+            name: name.into(),
+            upstream_path_and_query: rest.into(),
+            prefix: prefix.into(),
+        })
+    }
+
+    #[test]
+    fn paths_name_the_workspace_and_the_rest() {
+        let cases = [
+            (
+                "/w/team/ide/",
+                None,
+                target("team", "ide", "/", "/w/team/ide"),
+            ),
+            (
+                "/w/team/ide",
+                None,
+                target("team", "ide", "", "/w/team/ide"),
+            ),
+            (
+                "/w/team/ide/a/b%20c",
+                Some("x=1&y"),
+                target("team", "ide", "/a/b%20c?x=1&y", "/w/team/ide"),
+            ),
+            (
+                "/w/team/ide//double",
+                None,
+                target("team", "ide", "//double", "/w/team/ide"),
+            ),
+            ("/api/workspaces", None, None),
+            ("/", None, None),
+        ];
+        for (path, query, want) in cases {
+            assert_eq!(from_path(path, query), Ok(want), "{path}");
+        }
+    }
+
+    #[test]
+    fn traversal_and_bad_names_are_refused() {
+        for path in [
+            "/w/a/b/../../c/d",
+            "/w/a/b/..",
+            "/w/a/b/./x",
+            "/w/a/b/%2e%2e/x",
+            "/w/a/b/%2E%2e%2Fx",
+            "/w/../kube-system/x/",
+        ] {
+            assert_eq!(from_path(path, None), Err(RouteError::DotSegment), "{path}");
+        }
+        assert_eq!(from_path("/w/", None), Err(RouteError::Malformed));
+        assert_eq!(from_path("/w/ns", None), Err(RouteError::Malformed));
+        assert_eq!(from_path("/w/ns/", None), Err(RouteError::Malformed));
+        for path in ["/w/NS/ide/", "/w/ns/i%2fde/", "/w/ns/-ide/", "/w/ns/ide_1/"] {
+            assert!(
+                matches!(from_path(path, None), Err(RouteError::InvalidName(_))),
+                "{path}"
+            );
+        }
+        // Not a dot segment: dots inside a name are the app's business.
+        assert!(from_path("/w/a/b/file..txt", None).unwrap().is_some());
+    }
+
+    #[test]
+    fn hosts_name_the_workspace_in_subdomain_mode() {
+        assert_eq!(
+            from_host(
+                "ide--team.ws.example.com",
+                "ws.example.com",
+                "/x",
+                Some("a=1")
+            ),
+            Ok(target("team", "ide", "/x?a=1", ""))
+        );
+        assert_eq!(
+            from_host("my--ide--team.WS.example.com.", "ws.example.com", "/", None),
+            Ok(target("team", "my--ide", "/", ""))
+        );
+        assert_eq!(
+            from_host("ws.example.com", "ws.example.com", "/", None),
+            Ok(None)
+        );
+        assert_eq!(
+            from_host("evilws.example.com", "ws.example.com", "/", None),
+            Ok(None)
+        );
+        assert_eq!(
+            from_host("ide.ws.example.com", "ws.example.com", "/", None),
+            Err(RouteError::Malformed)
+        );
+        assert_eq!(
+            from_host("ide--team.ws.example.com", "ws.example.com", "/../x", None),
+            Err(RouteError::DotSegment)
+        );
+    }
+}

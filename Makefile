@@ -57,6 +57,7 @@ crds: ## Regenerate crds/ and docs/crd-reference.md from the API types
 fmt: ## Format Rust and Go sources
 	cargo fmt --all
 	cd e2e/testcluster && gofmt -w cmd
+	gofmt -w e2e/kstatus
 
 .PHONY: lint
 lint: ## cargo fmt --check, cargo clippy -D warnings, gofmt, go vet
@@ -64,6 +65,8 @@ lint: ## cargo fmt --check, cargo clippy -D warnings, gofmt, go vet
 	cargo clippy --workspace --all-targets -- -D warnings
 	@test -z "$$(cd e2e/testcluster && gofmt -l cmd)" || { echo "gofmt: run make fmt"; exit 1; }
 	cd e2e/testcluster && go vet ./...
+	@test -z "$$(gofmt -l e2e/kstatus)" || { echo "gofmt: run make fmt"; exit 1; }
+	cd e2e/kstatus && go vet ./...
 
 .PHONY: unit
 unit: ## Unit tests (no cluster needed)

@@ -391,7 +391,9 @@ pub struct WorkspaceStatus {
     /// Pending, Running, Stopped or Failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<WorkspacePhase>,
-    /// The latest observations: Ready, Progressing, Failed.
+    /// The latest observations: Ready, Progressing, Failed, Suspended, Snapshot; and
+    /// Reconciling and Stalled, the same as Progressing and Failed under the names kstatus
+    /// (Flux, kstatus-based waiters) reads.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,

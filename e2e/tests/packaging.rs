@@ -1,6 +1,6 @@
 //! Packaging on the real API server of the e2e stack: the Helm chart (lint, schema, server-side
 //! apply, `helm install` under Pod Security `restricted`, least-privilege RBAC, hardened pods),
-//! the kustomize base and overlays, the docs' example manifests, and kstatus-style readiness.
+//! the kustomize base and overlays, and the docs' example manifests (kstatus: tests/kstatus.rs).
 //!
 //! The stack runs its own webhook, registered as `guildnet-webhook`, and the Capabilities
 //! `starter`. Nothing here may replace them: releases get unique names, and the objects with
@@ -13,13 +13,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use guildnet_api::Workspace;
 use guildnet_e2e::{Output, User, client, create_namespace, eventually, kubectl, unique_name};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams};
 use serde::Deserialize;
-use serde_json::json;
 use serde_yaml::Value;
 
 const CHART: &str = "charts/guildnet";
@@ -1033,81 +1031,4 @@ fn docs_yaml_snippets_parse() {
         }
     }
     assert!(checked >= 4, "the GitOps examples are checked");
-}
-
-/// kstatus' verdict for an object whose status follows the Kubernetes conventions (what
-/// Flux and `kstatus` compute; Argo CD's health check in docs/gitops.md says the same).
-#[derive(Debug, PartialEq, Eq)]
-enum KStatus {
-    InProgress,
-    Current,
-    Failed,
-}
-
-fn kstatus(ws: &Workspace) -> KStatus {
-    let status = ws.status.clone().unwrap_or_default();
-    if ws.metadata.generation.is_none() || status.observed_generation != ws.metadata.generation {
-        return KStatus::InProgress;
-    }
-    let is_true = |type_: &str| {
-        status
-            .conditions
-            .iter()
-            .any(|c| c.type_ == type_ && c.status == "True")
-    };
-    if is_true("Failed") {
-        KStatus::Failed
-    } else if is_true("Ready") {
-        KStatus::Current
-    } else {
-        KStatus::InProgress
-    }
-}
-
-async fn until_current(api: &Api<Workspace>, name: &str) -> Workspace {
-    eventually("the workspace is Current", TIMEOUT, || async {
-        let ws = api.get(name).await.ok()?;
-        assert_ne!(kstatus(&ws), KStatus::Failed, "{:?}", ws.status);
-        (kstatus(&ws) == KStatus::Current).then_some(ws)
-    })
-    .await
-}
-
-#[tokio::test]
-async fn a_workspace_is_in_progress_until_ready_then_current() {
-    let alice = client(User::Alice).await;
-    let api: Api<Workspace> = Api::namespaced(alice, "default");
-    let name = unique_name("kstatus");
-    let ws: Workspace = serde_json::from_value(json!({
-        "apiVersion": "guildnet.io/v1alpha1",
-        "kind": "Workspace",
-        "metadata": {"name": name},
-        "spec": {"image": "docker.io/library/nginx:1.27", "ports": [{"name": "http", "containerPort": 80}]}
-    }))
-    .unwrap();
-    let created = api.create(&PostParams::default(), &ws).await.unwrap();
-    assert_eq!(kstatus(&created), KStatus::InProgress, "no status yet");
-    let current = until_current(&api, &name).await;
-    assert_eq!(
-        current.status.unwrap().observed_generation,
-        current.metadata.generation
-    );
-
-    // A spec change is in progress until the operator has observed and finished it.
-    let patch = json!({"spec": {"env": [{"name": "GREETING", "value": "hello"}]}});
-    let changed = api
-        .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .unwrap();
-    assert!(changed.metadata.generation > current.metadata.generation);
-    assert_eq!(
-        kstatus(&changed),
-        KStatus::InProgress,
-        "{:?}",
-        changed.status
-    );
-    let again = until_current(&api, &name).await;
-    assert_eq!(again.metadata.generation, changed.metadata.generation);
-
-    api.delete(&name, &DeleteParams::default()).await.unwrap();
 }

@@ -14,6 +14,10 @@ pub const READY: &str = "Ready";
 pub const PROGRESSING: &str = "Progressing";
 pub const FAILED: &str = "Failed";
 pub const SUSPENDED: &str = "Suspended";
+/// kstatus' "abnormal-true" names for Progressing and Failed, which Flux and other
+/// kstatus-based waiters read on any kind.
+pub const RECONCILING: &str = "Reconciling";
+pub const STALLED: &str = "Stalled";
 /// Present while the `guildnet.io/snapshot` annotation asks for a snapshot.
 pub const SNAPSHOT: &str = "Snapshot";
 
@@ -99,33 +103,60 @@ pub fn compute(ws: &Workspace, obs: &Observation) -> WorkspaceStatus {
             "waiting for the workspace pod to become ready",
         ),
     };
-    let progressing = match (&obs.conflict_backoff, &failure, suspended, ready) {
-        (Some(message), _, _, _) => {
-            Observed::new(PROGRESSING, true, "ConflictBackoff", message.clone())
-        }
-        (None, Some(_), _, _) => Observed::new(
+    // A failure outranks a conflict, so Reconciling and Stalled are never both True: kstatus
+    // would read whichever comes first.
+    let progressing = match (&failure, &obs.conflict_backoff, suspended, ready) {
+        (Some(_), _, _, _) => Observed::new(
             PROGRESSING,
             false,
             "Failed",
             "the workspace failed; see the Failed condition",
         ),
-        (None, None, true, _) => Observed::new(PROGRESSING, false, "Suspended", "scaled to zero"),
-        (None, None, false, true) => Observed::new(
-            PROGRESSING,
-            false,
-            "Ready",
-            "the workspace is up to date and ready",
-        ),
+        (None, Some(message), _, _) => {
+            Observed::new(PROGRESSING, true, "ConflictBackoff", message.clone())
+        }
+        (None, None, true, _) => match rollout_pending(obs.deployment) {
+            Some(pending) => Observed::new(
+                PROGRESSING,
+                true,
+                "Suspending",
+                format!("scaling to zero: {pending}"),
+            ),
+            None => Observed::new(PROGRESSING, false, "Suspended", "scaled to zero"),
+        },
         (None, None, false, false) => Observed::new(
             PROGRESSING,
             true,
             "Deploying",
             "the workspace pod is starting",
         ),
+        (None, None, false, true) => match rollout_pending(obs.deployment) {
+            Some(pending) => Observed::new(
+                PROGRESSING,
+                true,
+                "RollingOut",
+                format!("rolling out the spec: {pending}"),
+            ),
+            None => Observed::new(
+                PROGRESSING,
+                false,
+                "Ready",
+                "the workspace is up to date and ready",
+            ),
+        },
     };
     let failed = match &failure {
         Some(f) => Observed::new(FAILED, true, f.reason, f.message.clone()),
         None => Observed::new(FAILED, false, "Healthy", ""),
+    };
+    // The same observations under the names kstatus reads.
+    let reconciling = Observed {
+        type_: RECONCILING,
+        ..progressing.clone()
+    };
+    let stalled = Observed {
+        type_: STALLED,
+        ..failed.clone()
     };
     let suspended_condition = if suspended {
         Observed::new(
@@ -143,10 +174,17 @@ pub fn compute(ws: &Workspace, obs: &Observation) -> WorkspaceStatus {
         phase: Some(phase),
         conditions: conditions::merge(
             &previous.conditions,
-            [ready_condition, progressing, failed, suspended_condition]
-                .into_iter()
-                .chain(obs.snapshot.clone())
-                .collect(),
+            [
+                ready_condition,
+                progressing,
+                reconciling,
+                failed,
+                stalled,
+                suspended_condition,
+            ]
+            .into_iter()
+            .chain(obs.snapshot.clone())
+            .collect(),
             ws.metadata.generation,
             obs.now,
         ),
@@ -219,6 +257,30 @@ fn pod_failure(pods: &[&Pod], crash_loop_restarts: i32) -> Option<Failure> {
         })
 }
 
+/// What the Deployment still lacks to match its spec, read as `kubectl rollout status` does;
+/// `None` once it matches (or there is none: nothing runs).
+fn rollout_pending(deployment: Option<&Deployment>) -> Option<String> {
+    let deployment = deployment?;
+    let status = deployment.status.clone().unwrap_or_default();
+    if status.observed_generation < deployment.metadata.generation {
+        return Some("waiting for the Deployment controller to see the change".to_owned());
+    }
+    // The API server leaves out zero counts.
+    let want = deployment.spec.replicas.unwrap_or(1);
+    let replicas = status.replicas.unwrap_or(0);
+    let updated = status.updated_replicas.unwrap_or(0);
+    let ready = status.ready_replicas.unwrap_or(0);
+    if updated < want {
+        Some(format!("{updated} of {want} pod(s) updated"))
+    } else if replicas > want {
+        Some(format!("{} pod(s) left to stop", replicas - want))
+    } else if ready < want {
+        Some(format!("{ready} of {want} pod(s) ready"))
+    } else {
+        None
+    }
+}
+
 fn deployment_failure(deployment: Option<&Deployment>) -> Option<Failure> {
     let conditions = deployment?.status.as_ref()?.conditions.as_ref()?;
     conditions
@@ -274,8 +336,25 @@ mod tests {
         ws
     }
 
+    /// A Deployment wanting `want` replicas at `generation`, whose controller last saw
+    /// `observed` and counts `pods` pods, `updated` of them from the latest template and
+    /// `ready` of them ready.
+    fn deployment_at(
+        want: i32,
+        (generation, observed): (i64, i64),
+        (pods, updated, ready): (i32, i32, i32),
+    ) -> Deployment {
+        serde_json::from_value(json!({
+            "metadata": {"generation": generation},
+            "spec": {"replicas": want, "selector": {}, "template": {}},
+            "status": {"observedGeneration": observed, "replicas": pods, "updatedReplicas": updated, "readyReplicas": ready}
+        }))
+        .unwrap()
+    }
+
+    /// A settled Deployment of one replica, `ready` of it ready.
     fn deployment(ready: i32) -> Deployment {
-        serde_json::from_value(json!({"status": {"readyReplicas": ready}})).unwrap()
+        deployment_at(1, (1, 1), (1, 1, ready))
     }
 
     fn pod(waiting_reason: &str, restarts: i32) -> Pod {
@@ -448,6 +527,94 @@ mod tests {
             compute(&ws, &later),
             first,
             "no change, so the controller skips the write"
+        );
+    }
+
+    #[test]
+    fn reconciling_and_stalled_tell_kstatus_whether_the_workspace_is_where_its_spec_says() {
+        let settled = deployment(1);
+        let starting = deployment(0);
+        let unseen_edit = deployment_at(1, (2, 1), (1, 1, 1));
+        let old_pod = deployment_at(1, (2, 2), (1, 0, 1));
+        let stopping = deployment_at(0, (2, 2), (1, 1, 1));
+        let stopped = deployment_at(0, (2, 2), (0, 0, 0));
+        let unseen_suspend = deployment_at(0, (2, 1), (1, 1, 1));
+        let crashing = pod("CrashLoopBackOff", 5);
+        let unpullable = pod("ImagePullBackOff", 0);
+        let over_quota = Failure {
+            reason: "QuotaExceeded",
+            message: "over quota".into(),
+        };
+        let invalid = Failure {
+            reason: "InvalidSpec",
+            message: "bad spec".into(),
+        };
+        let conflict = Some("another writer".to_owned());
+        // (what, suspended, deployment, pods, failure, conflict,
+        //  Reconciling (status, reason), Stalled (status, reason))
+        type Case<'a> = (
+            &'a str,
+            bool,
+            Option<&'a Deployment>,
+            Vec<&'a Pod>,
+            Option<Failure>,
+            Option<String>,
+            (&'a str, &'a str),
+            (&'a str, &'a str),
+        );
+        #[rustfmt::skip]
+        let cases: Vec<Case> = vec![
+            ("no deployment yet", false, None, vec![], None, None, ("True", "Deploying"), ("False", "Healthy")),
+            ("pod starting", false, Some(&starting), vec![], None, None, ("True", "Deploying"), ("False", "Healthy")),
+            ("ready and settled", false, Some(&settled), vec![], None, None, ("False", "Ready"), ("False", "Healthy")),
+            ("edit not yet seen by the Deployment controller", false, Some(&unseen_edit), vec![], None, None, ("True", "RollingOut"), ("False", "Healthy")),
+            ("old pod still serving", false, Some(&old_pod), vec![], None, None, ("True", "RollingOut"), ("False", "Healthy")),
+            ("suspend not yet seen", true, Some(&unseen_suspend), vec![], None, None, ("True", "Suspending"), ("False", "Healthy")),
+            ("scaling to zero", true, Some(&stopping), vec![], None, None, ("True", "Suspending"), ("False", "Healthy")),
+            ("scaled to zero", true, Some(&stopped), vec![], None, None, ("False", "Suspended"), ("False", "Healthy")),
+            ("resuming", false, Some(&stopped), vec![], None, None, ("True", "Deploying"), ("False", "Healthy")),
+            ("crash loop", false, Some(&starting), vec![&crashing], None, None, ("False", "Failed"), ("True", "CrashLoopBackOff")),
+            ("image pull", false, Some(&starting), vec![&unpullable], None, None, ("False", "Failed"), ("True", "ImagePullFailed")),
+            ("invalid spec", false, None, vec![], Some(invalid), None, ("False", "Failed"), ("True", "InvalidSpec")),
+            ("held over quota", false, Some(&stopped), vec![], Some(over_quota.clone()), None, ("False", "Failed"), ("True", "QuotaExceeded")),
+            ("conflict", false, None, vec![], None, conflict.clone(), ("True", "ConflictBackoff"), ("False", "Healthy")),
+            ("a failure outranks a conflict", false, None, vec![], Some(over_quota), conflict, ("False", "Failed"), ("True", "QuotaExceeded")),
+        ];
+        for (what, suspend, deployment, pods, failure, conflict, reconciling, stalled) in cases {
+            let mut obs = observe(deployment, &pods);
+            obs.failure = failure;
+            obs.conflict_backoff = conflict;
+            let status = compute(&workspace(suspend), &obs);
+            assert_eq!(condition(&status, RECONCILING), reconciling, "{what}");
+            assert_eq!(condition(&status, STALLED), stalled, "{what}");
+            // Progressing and Failed under kstatus' names, nothing else.
+            for (kstatus_name, ours) in [(RECONCILING, PROGRESSING), (STALLED, FAILED)] {
+                let mut renamed = conditions::find(&status.conditions, kstatus_name).cloned();
+                renamed.as_mut().unwrap().type_ = ours.to_owned();
+                assert_eq!(
+                    renamed.as_ref(),
+                    conditions::find(&status.conditions, ours),
+                    "{what}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn progress_messages_say_what_is_left() {
+        let stopping = deployment_at(0, (2, 2), (1, 1, 1));
+        let status = compute(&workspace(true), &observe(Some(&stopping), &[]));
+        let reconciling = conditions::find(&status.conditions, RECONCILING).unwrap();
+        assert_eq!(
+            reconciling.message,
+            "scaling to zero: 1 pod(s) left to stop"
+        );
+        let unseen_edit = deployment_at(1, (2, 1), (1, 1, 1));
+        let status = compute(&workspace(false), &observe(Some(&unseen_edit), &[]));
+        let reconciling = conditions::find(&status.conditions, RECONCILING).unwrap();
+        assert_eq!(
+            reconciling.message,
+            "rolling out the spec: waiting for the Deployment controller to see the change"
         );
     }
 

@@ -44,11 +44,19 @@ component_kubeconfig() {
 start_components() {
   for c in operator webhook proxy; do
     args=()
-    [ "$c" = proxy ] && args=(--listen "$proxy_addr")
+    [ "$c" = proxy ] && args=(--listen "$proxy_addr" --session-secret guildnet-proxy-session
+      --session-secret-namespace guildnet-system)
     [ "$c" = webhook ] && args=(--webhook-url https://127.0.0.1:9443)
     KUBECONFIG=$(component_kubeconfig $c) "$target/guildnet-$c" "${args[@]}" >"$logs/$c.log" 2>&1 &
     echo $! > "$state/$c.pid"
   done
+  # On the local control plane the pods are KWOK's fakes: as root, give their IPs the test
+  # upstream (an HTTP/WebSocket echo) so "open" in the dashboard shows something.
+  if [ -z "${GUILDNET_KUBECONFIG:-}" ] && [ "$(id -u)" -eq 0 ] &&
+    scripts/upstream-netns.sh up >"$logs/upstream.log" 2>&1; then
+    ip netns exec guildnet-pods "$target/test-upstream" --listen 0.0.0.0:8080 >>"$logs/upstream.log" 2>&1 &
+    echo $! > "$state/upstream.pid"
+  fi
   # Fail fast when a component cannot start (bad kubeconfig, port taken).
   sleep 1
   for c in operator webhook proxy; do
@@ -62,10 +70,13 @@ GuildNet is running.
   dashboard: http://$proxy_addr/
   logs:      $logs/
 TXT
+  if [ -z "${GUILDNET_KUBECONFIG:-}" ]; then
+    echo "  log in as alice with the token in $root/.guildnet/tokens/alice (bob, admin: same place)"
+  fi
 }
 
 stop() {
-  for c in proxy webhook operator; do
+  for c in upstream proxy webhook operator; do
     if [ -f "$state/$c.pid" ]; then
       pid=$(cat "$state/$c.pid")
       kill "$pid" 2>/dev/null && while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done

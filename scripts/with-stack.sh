@@ -10,7 +10,8 @@ cd "$(dirname "$0")/.."
 root=$PWD
 dir=$root/.guildnet/${GUILDNET_STACK:-e2e}
 bin=$root/.guildnet/bin
-target=$root/target/debug
+# GUILDNET_TARGET: the build to run (make bench uses target/release).
+target=${GUILDNET_TARGET:-$root/target/debug}
 logs=$dir/logs
 pids=()
 
@@ -69,9 +70,9 @@ fi
 # The proxy, with short intervals and timeouts so activity writes, slow clients and slow
 # workspaces are observable within a test's deadline; subdomain mode on a test domain.
 proxy_port=$(free_port)
-head -c 32 /dev/urandom >"$dir/proxy-session.key"
 KUBECONFIG=$dir/proxy.kubeconfig RUST_LOG=info,kube=warn \
-  "$target/guildnet-proxy" --listen 127.0.0.1:$proxy_port --session-key-file "$dir/proxy-session.key" \
+  "$target/guildnet-proxy" --listen 127.0.0.1:$proxy_port --session-secret guildnet-proxy-session \
+  --session-secret-namespace guildnet-system \
   --activity-interval 1s --header-read-timeout 2s --upstream-timeout 3s --connect-timeout 2s \
   --base-domain ws.guildnet.test >"$logs/proxy.log" 2>&1 &
 pids+=($!)

@@ -399,6 +399,7 @@ fn proxy_rules() -> Vec<Rule> {
         (vec!["authentication.k8s.io"], vec!["tokenreviews"], vec![], vec!["create"]),
         (vec!["authorization.k8s.io"], vec!["subjectaccessreviews"], vec![], vec!["create"]),
         (vec![""], vec!["events"], vec![], vec!["get", "list", "watch"]),
+        (vec![""], vec!["pods"], vec![], vec!["list"]),
         (vec![""], vec!["pods/log"], vec![], vec!["get"]),
         (vec![""], vec!["users", "groups"], vec![], vec!["impersonate"]),
     ]
@@ -465,6 +466,20 @@ fn rbac_is_exactly_what_each_component_needs() {
         ],
     );
     assert_rules(&docs, "ClusterRole", "guildnet-proxy", &proxy_rules());
+    assert_rules(
+        &docs,
+        "Role",
+        "guildnet-proxy",
+        &[
+            (vec![""], vec!["secrets"], vec![], vec!["create"]),
+            (
+                vec![""],
+                vec!["secrets"],
+                vec!["guildnet-proxy-session"],
+                vec!["get"],
+            ),
+        ],
+    );
 
     // With cert-manager the webhook registers nothing and stores no certificate.
     let cert_manager = render(

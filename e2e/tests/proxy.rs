@@ -251,6 +251,11 @@ async fn a_login_session_opens_workspaces_and_never_reaches_them() {
     assert!(String::from_utf8_lossy(bad.body()).contains("not accepted"));
 
     let session = login(User::Alice).await;
+    // The key that signs sessions is in a Secret the proxy made, shared by its replicas.
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> =
+        Api::namespaced(client(User::Admin).await, "guildnet-system");
+    let key = secrets.get("guildnet-proxy-session").await.unwrap();
+    assert_eq!(key.data.unwrap()["key"].0.len(), 32);
     let response = call(
         "GET",
         &format!("{prefix}/"),

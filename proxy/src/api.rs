@@ -345,16 +345,17 @@ pub fn check_origin(headers: &HeaderMap, allowed: &[String]) -> Result<(), ApiEr
     }
 }
 
-/// Sends `request` to the API server as `identity` (impersonation headers).
+/// Sends `request` to the API server as `identity`: its user name and groups, which is what
+/// RBAC and the webhook decide on. Uid and extras are not sent, so the proxy needs no
+/// permission to impersonate them.
 async fn as_user<K: serde::de::DeserializeOwned>(
     state: &AppState,
     identity: &Identity,
     mut request: http::Request<Vec<u8>>,
 ) -> Result<K, ApiError> {
     let headers = request.headers_mut();
-    let mut add = |name: &str, value: &str| -> Result<(), ApiError> {
-        let name = HeaderName::from_bytes(name.as_bytes())
-            .map_err(|e| ApiError::internal(e.to_string()))?;
+    let mut add = |name: &'static str, value: &str| -> Result<(), ApiError> {
+        let name = HeaderName::from_static(name);
         let value = HeaderValue::from_str(value)
             .map_err(|_| ApiError::bad_request("the user's identity cannot be sent in a header"))?;
         headers.append(name, value);
@@ -363,16 +364,6 @@ async fn as_user<K: serde::de::DeserializeOwned>(
     add("impersonate-user", &identity.username)?;
     for group in &identity.groups {
         add("impersonate-group", group)?;
-    }
-    if let Some(uid) = &identity.uid {
-        add("impersonate-uid", uid)?;
-    }
-    for (key, values) in &identity.extra {
-        let key = percent_encoding::utf8_percent_encode(key, percent_encoding::NON_ALPHANUMERIC)
-            .to_string();
-        for value in values {
-            add(&format!("impersonate-extra-{key}"), value)?;
-        }
     }
     state
         .client

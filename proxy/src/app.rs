@@ -29,7 +29,7 @@ use crate::endpoints::Endpoints;
 use crate::error::ApiError;
 use crate::events::EventHub;
 use crate::forward::{self, UpstreamClient};
-use crate::session::SessionKeys;
+use crate::session::{self, SessionKeys};
 use crate::{api, dashboard, logs, route};
 
 pub struct Shared {
@@ -63,24 +63,33 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             args.dev_user
         );
     }
-    let sessions = match &args.session_key_file {
-        Some(path) => {
-            let key = std::fs::read(path)
-                .with_context(|| format!("reading --session-key-file {}", path.display()))?;
-            SessionKeys::new(key, args.session_ttl).map_err(anyhow::Error::msg)?
-        }
+    let client = kube::Client::try_default()
+        .await
+        .context("connecting to Kubernetes")?;
+    let key = if let Some(path) = &args.session_key_file {
+        Some(
+            std::fs::read(path)
+                .with_context(|| format!("reading --session-key-file {}", path.display()))?,
+        )
+    } else if let Some(secret) = &args.session_secret {
+        let key =
+            session::key_from_secret(client.clone(), &args.session_secret_namespace, secret).await;
+        Some(key.map_err(anyhow::Error::msg)?)
+    } else {
+        None
+    };
+    let sessions = match key {
+        Some(key) => SessionKeys::new(key, args.session_ttl).map_err(anyhow::Error::msg)?,
         None => {
             if args.auth == AuthMode::Token {
                 tracing::warn!(
-                    "no --session-key-file: logins last until this process restarts and work on this replica only"
+                    "no --session-secret or --session-key-file: logins last until this process \
+                     restarts and work on this replica only"
                 );
             }
             SessionKeys::random(args.session_ttl)
         }
     };
-    let client = kube::Client::try_default()
-        .await
-        .context("connecting to Kubernetes")?;
     let (workspaces, writer) = reflector::store();
     let state: AppState = Arc::new(Shared {
         workspaces,

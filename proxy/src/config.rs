@@ -65,10 +65,21 @@ pub struct Args {
     pub dev_groups: Vec<String>,
 
     /// A file holding the key that signs session cookies (at least 32 bytes). Every replica
-    /// must read the same key for a session to work on all of them; without it each process
-    /// makes a random key and sessions end when it restarts.
+    /// must read the same key for a session to work on all of them; without it (or
+    /// `--session-secret`) each process makes a random key and sessions end when it restarts.
     #[arg(long, env = "GUILDNET_PROXY_SESSION_KEY_FILE")]
     pub session_key_file: Option<PathBuf>,
+
+    /// A Secret (in `--session-secret-namespace`) holding the session key, made with a
+    /// random key if missing: how replicas in a cluster share one key.
+    #[arg(
+        long,
+        env = "GUILDNET_PROXY_SESSION_SECRET",
+        conflicts_with = "session_key_file"
+    )]
+    pub session_secret: Option<String>,
+    #[arg(long, env = "POD_NAMESPACE", default_value = "guildnet-system")]
+    pub session_secret_namespace: String,
 
     /// How long a login lasts.
     #[arg(long, env = "GUILDNET_PROXY_SESSION_TTL", value_parser = humantime::parse_duration, default_value = "12h")]

@@ -9,6 +9,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use data_encoding::BASE64URL_NOPAD;
 use hmac::{Hmac, Mac};
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use kube::Api;
+use kube::api::{ObjectMeta, PostParams};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
@@ -16,8 +20,10 @@ use crate::auth::Identity;
 
 /// The proxy's cookie. Never forwarded to a workspace.
 pub const COOKIE_NAME: &str = "guildnet_session";
-/// Shortest key accepted from a key file.
+/// Shortest key accepted.
 pub const MIN_KEY_BYTES: usize = 32;
+/// The data key of the session key Secret.
+const SECRET_KEY: &str = "key";
 
 #[derive(Serialize, Deserialize)]
 struct Payload {
@@ -104,6 +110,60 @@ impl SessionKeys {
             extra: payload.extra,
         })
     }
+}
+
+/// The session key kept in the Secret `namespace/name` (data key `key`), made on first use,
+/// so every replica signs with the same key and sessions survive restarts. When two
+/// replicas race to make it, the loser reads the winner's.
+pub async fn key_from_secret(
+    client: kube::Client,
+    namespace: &str,
+    name: &str,
+) -> Result<Vec<u8>, String> {
+    let api: Api<Secret> = Api::namespaced(client, namespace);
+    for _ in 0..3 {
+        let existing = api
+            .get_opt(name)
+            .await
+            .map_err(|e| format!("reading the session key Secret {namespace}/{name}: {e}"))?;
+        if let Some(secret) = existing {
+            return secret
+                .data
+                .and_then(|mut data| data.remove(SECRET_KEY))
+                .map(|key| key.0)
+                .filter(|key| key.len() >= MIN_KEY_BYTES)
+                .ok_or_else(|| {
+                    format!(
+                        "Secret {namespace}/{name} has no {SECRET_KEY:?} of at least {MIN_KEY_BYTES} bytes: \
+                         delete it and a new key is made"
+                    )
+                });
+        }
+        let key: [u8; 32] = rand::random();
+        let secret = Secret {
+            metadata: ObjectMeta {
+                name: Some(name.to_owned()),
+                ..ObjectMeta::default()
+            },
+            data: Some(BTreeMap::from([(
+                SECRET_KEY.to_owned(),
+                ByteString(key.to_vec()),
+            )])),
+            ..Secret::default()
+        };
+        match api.create(&PostParams::default(), &secret).await {
+            Ok(_) => return Ok(key.to_vec()),
+            Err(kube::Error::Api(status)) if status.code == 409 => continue,
+            Err(e) => {
+                return Err(format!(
+                    "making the session key Secret {namespace}/{name}: {e}"
+                ));
+            }
+        }
+    }
+    Err(format!(
+        "the session key Secret {namespace}/{name} keeps changing"
+    ))
 }
 
 fn seconds(t: SystemTime) -> u64 {

@@ -1,0 +1,244 @@
+//! The proxy's cost on the local control plane: one workspace (a KWOK pod whose IP the test
+//! upstream answers on), loaded by `wrk` directly, through guildnet-proxy, and through nginx
+//! (Debian's, as a keep-alive reverse proxy to the same pod IP), one after the other in one
+//! run; then WebSocket echo round trips directly and through the proxy. Run by `make bench`
+//! inside a stack (with-stack.sh) built in release mode; prints a Markdown section.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures::{SinkExt, StreamExt};
+use guildnet_api::workspace::{Workspace, WorkspacePhase};
+use guildnet_e2e::upstream::{pod_ip_of_workspace, upstream_port};
+use guildnet_e2e::{User, client, eventually, token, unique_name};
+use kube::api::{Api, DeleteParams, PostParams};
+use serde_json::json;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+const LOAD_SECONDS: u32 = 10;
+const CONNECTIONS: u32 = 32;
+const WS_ROUND_TRIPS: usize = 2000;
+
+struct Load {
+    requests_per_second: f64,
+    p50: String,
+    p99: String,
+}
+
+/// `wrk --latency` against `url`, with `header` if any.
+fn wrk(url: &str, header: Option<&str>) -> Load {
+    let mut command = Command::new("wrk");
+    command.args([
+        "-t2",
+        &format!("-c{CONNECTIONS}"),
+        &format!("-d{LOAD_SECONDS}s"),
+        "--latency",
+    ]);
+    if let Some(header) = header {
+        command.args(["-H", header]);
+    }
+    let output = command
+        .arg(url)
+        .output()
+        .expect("run wrk (make deps installs it)");
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "wrk failed: {text}");
+    let non_2xx = text.lines().find(|l| l.contains("Non-2xx"));
+    assert!(non_2xx.is_none(), "{url}: {text}");
+    let field = |prefix: &str| {
+        text.lines()
+            .find_map(|l| l.trim().strip_prefix(prefix).map(|v| v.trim().to_owned()))
+            .unwrap_or_else(|| panic!("no {prefix:?} in wrk's output: {text}"))
+    };
+    Load {
+        requests_per_second: field("Requests/sec:").parse().unwrap(),
+        p50: field("50%"),
+        p99: field("99%"),
+    }
+}
+
+/// nginx as a reverse proxy to `upstream` on a free loopback port, with keep-alive to the
+/// upstream like guildnet-proxy's pool; stopped when dropped.
+struct Nginx {
+    addr: SocketAddr,
+    process: std::process::Child,
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+    }
+}
+
+fn nginx(upstream: SocketAddr, dir: &Path) -> Nginx {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = dir.display();
+    let config = format!(
+        "daemon off; worker_processes auto; pid {dir}/nginx.pid; error_log {dir}/error.log;
+events {{ worker_connections 1024; }}
+http {{
+  access_log off;
+  client_body_temp_path {dir}/body; proxy_temp_path {dir}/proxy;
+  fastcgi_temp_path {dir}/fastcgi; uwsgi_temp_path {dir}/uwsgi; scgi_temp_path {dir}/scgi;
+  upstream workspace {{ server {upstream}; keepalive 64; }}
+  server {{
+    listen 127.0.0.1:{port};
+    location / {{
+      proxy_pass http://workspace;
+      proxy_http_version 1.1;
+      proxy_set_header Connection \"\";
+      proxy_set_header Host $host;
+    }}
+  }}
+}}
+"
+    );
+    let path = format!("{dir}/nginx.conf");
+    std::fs::write(&path, config).unwrap();
+    let process = Command::new("nginx")
+        .args(["-c", &path, "-p", &dir.to_string()])
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run nginx (make deps installs it)");
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "nginx did not start; see {dir}/error.log"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Nginx { addr, process }
+}
+
+/// Milliseconds of `WS_ROUND_TRIPS` echo round trips on one WebSocket: (p50, p99).
+async fn ws_round_trips(url: &str, authorization: Option<&str>) -> (f64, f64) {
+    let mut request = url.into_client_request().unwrap();
+    if let Some(value) = authorization {
+        request
+            .headers_mut()
+            .insert("authorization", value.parse().unwrap());
+    }
+    let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    let mut samples = Vec::with_capacity(WS_ROUND_TRIPS);
+    let message = Message::text("x".repeat(32));
+    for _ in 0..WS_ROUND_TRIPS {
+        let started = Instant::now();
+        socket.send(message.clone()).await.unwrap();
+        assert_eq!(socket.next().await.unwrap().unwrap(), message);
+        samples.push(started.elapsed().as_secs_f64() * 1000.0);
+    }
+    samples.sort_by(f64::total_cmp);
+    let at = |q: f64| samples[((samples.len() as f64 - 1.0) * q) as usize];
+    (at(0.50), at(0.99))
+}
+
+#[tokio::main]
+async fn main() {
+    let proxy: SocketAddr = std::env::var("GUILDNET_PROXY_URL")
+        .expect("GUILDNET_PROXY_URL: run inside scripts/with-stack.sh")
+        .trim_start_matches("http://")
+        .parse()
+        .unwrap();
+    let api: Api<Workspace> = Api::namespaced(client(User::Alice).await, "default");
+    let name = unique_name("bench-proxy");
+    let ws: Workspace = serde_json::from_value(json!({
+        "apiVersion": "guildnet.io/v1alpha1", "kind": "Workspace", "metadata": {"name": name},
+        "spec": {"image": "nginx:1.27", "ports": [{"containerPort": upstream_port()}]},
+    }))
+    .unwrap();
+    api.create(&PostParams::default(), &ws).await.unwrap();
+    let pod = pod_ip_of_workspace(&client(User::Admin).await, "default", &name).await;
+    let upstream = SocketAddr::new(pod, upstream_port());
+    let bearer = format!("Bearer {}", token(User::Alice));
+    let through_proxy = format!("http://{proxy}/w/default/{name}/bench");
+    eventually(
+        "the proxy to route the workspace",
+        Duration::from_secs(60),
+        || async {
+            let api = api.clone();
+            let running = api.get(&name).await.ok()?.status?.phase == Some(WorkspacePhase::Running);
+            let ok = Command::new("curl")
+                .args([
+                    "-sf",
+                    "-o",
+                    "/dev/null",
+                    "-H",
+                    &format!("Authorization: {bearer}"),
+                    &through_proxy,
+                ])
+                .status()
+                .ok()?
+                .success();
+            (running && ok).then_some(())
+        },
+    )
+    .await;
+
+    let dir = std::env::temp_dir().join(unique_name("bench-nginx"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let nginx = nginx(upstream, &dir);
+    let direct = wrk(&format!("http://{upstream}/bench"), None);
+    let guildnet = wrk(&through_proxy, Some(&format!("Authorization: {bearer}")));
+    let by_nginx = wrk(&format!("http://{}/bench", nginx.addr), None);
+    drop(nginx);
+    let _ = std::fs::remove_dir_all(&dir);
+
+    let ws_direct = ws_round_trips(&format!("ws://{upstream}/ws"), None).await;
+    let ws_proxied =
+        ws_round_trips(&format!("ws://{proxy}/w/default/{name}/ws"), Some(&bearer)).await;
+    api.delete(&name, &DeleteParams::default()).await.unwrap();
+
+    println!("### Proxy throughput and latency");
+    println!();
+    println!(
+        "`wrk -t2 -c{CONNECTIONS} -d{LOAD_SECONDS}s --latency`, one after the other against the same test upstream on a \
+         workspace's pod IP (in a network namespace, over a veth): directly, through guildnet-proxy \
+         (release build; bearer token, owner check, EndpointSlice lookup, header rewrites, activity), \
+         and through nginx (Debian's, `worker_processes auto`, keep-alive upstream). wrk, the proxy and \
+         the upstream share the machine's cores."
+    );
+    println!();
+    println!("| path | requests/s | p50 | p99 |");
+    println!("|---|---:|---:|---:|");
+    for (label, load) in [
+        ("direct to the pod", &direct),
+        ("guildnet-proxy", &guildnet),
+        ("nginx", &by_nginx),
+    ] {
+        println!(
+            "| {label} | {:.0} | {} | {} |",
+            load.requests_per_second, load.p50, load.p99
+        );
+    }
+    println!();
+    println!("### WebSocket round trip");
+    println!();
+    println!("{WS_ROUND_TRIPS} echo round trips of a 32-byte text message on one connection.");
+    println!();
+    println!("| path | p50 | p99 |");
+    println!("|---|---:|---:|");
+    println!(
+        "| direct to the pod | {:.3} ms | {:.3} ms |",
+        ws_direct.0, ws_direct.1
+    );
+    println!(
+        "| guildnet-proxy | {:.3} ms | {:.3} ms |",
+        ws_proxied.0, ws_proxied.1
+    );
+    println!(
+        "| added by the proxy | {:.3} ms | {:.3} ms |",
+        ws_proxied.0 - ws_direct.0,
+        ws_proxied.1 - ws_direct.1
+    );
+    println!();
+}

@@ -76,7 +76,7 @@ KUBECONFIG=$dir/proxy.kubeconfig RUST_LOG=info,kube=warn \
   --activity-interval 1s --header-read-timeout 2s --upstream-timeout 3s --connect-timeout 2s \
   --base-domain ws.guildnet.test >"$logs/proxy.log" 2>&1 &
 pids+=($!)
-export GUILDNET_PROXY_URL=http://127.0.0.1:$proxy_port
+export GUILDNET_PROXY_URL=http://127.0.0.1:$proxy_port GUILDNET_PROXY_PID=$!
 deadline=$((SECONDS + 60))
 until curl -sf "$GUILDNET_PROXY_URL/readyz" >/dev/null; do
   [ $SECONDS -lt $deadline ] || { echo "proxy not ready:"; tail -20 "$logs/proxy.log"; exit 1; }

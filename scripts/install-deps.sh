@@ -8,6 +8,8 @@ need_apt=()
 command -v curl >/dev/null || need_apt+=(curl)
 command -v gcc >/dev/null || need_apt+=(gcc)
 command -v ip >/dev/null || need_apt+=(iproute2)
+# The dashboard's browser test drives Debian's Chromium; nothing downloads a browser.
+command -v chromium >/dev/null || need_apt+=(chromium)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "installing Debian packages: ${need_apt[*]}"
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
@@ -25,3 +27,13 @@ for c in rustfmt clippy; do
     command -v rustup >/dev/null && rustup component add "$c" || { echo "cargo $c is required"; exit 1; }
   fi
 done
+
+command -v node >/dev/null && command -v npm >/dev/null || { echo "Node.js 20 or newer with npm is required (https://nodejs.org)"; exit 1; }
+node_major=$(node -p 'process.versions.node.split(".")[0]')
+[ "$node_major" -ge 20 ] || { echo "Node.js 20 or newer is required, found $(node --version)"; exit 1; }
+# playwright-core for the browser test, exactly as e2e/browser/package-lock.json pins it.
+browser=$(dirname "$0")/../e2e/browser
+if [ ! -d "$browser/node_modules" ] || [ "$browser/package-lock.json" -nt "$browser/node_modules/.package-lock.json" ]; then
+  echo "installing the browser test's npm packages (e2e/browser)"
+  (cd "$browser" && npm ci --no-audit --no-fund --loglevel=error)
+fi

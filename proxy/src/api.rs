@@ -410,7 +410,11 @@ pub struct LoginForm {
 
 /// `POST /login`: checks the token once (TokenReview) and keeps the identity in a session
 /// cookie; the token itself is not kept.
-pub async fn login(State(state): State<AppState>, Form(form): Form<LoginForm>) -> Response {
+pub async fn login(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Form(form): Form<LoginForm>,
+) -> Response {
     let next = local_path(form.next.as_deref()).to_owned();
     if state.auth.mode() != crate::config::AuthMode::Token {
         return Redirect::to(&next).into_response();
@@ -426,7 +430,7 @@ pub async fn login(State(state): State<AppState>, Form(form): Form<LoginForm>) -
     let cookie = session_cookie(
         &value,
         state.auth.sessions.ttl().as_secs(),
-        state.cookie_domain.as_deref(),
+        cookie_domain(state.base_domain.as_deref(), &headers),
     );
     let mut response = Redirect::to(&next).into_response();
     if let Ok(cookie) = HeaderValue::from_str(&cookie) {
@@ -442,11 +446,25 @@ pub async fn logout(
 ) -> Result<Response, ApiError> {
     check_origin(&headers, &state.allowed_origins)?;
     let mut response = Redirect::to("/login").into_response();
-    let cookie = session_cookie("", 0, state.cookie_domain.as_deref());
+    let cookie = session_cookie("", 0, cookie_domain(state.base_domain.as_deref(), &headers));
     if let Ok(cookie) = HeaderValue::from_str(&cookie) {
         response.headers_mut().insert(header::SET_COOKIE, cookie);
     }
     Ok(response)
+}
+
+/// The session cookie's `Domain`: in subdomain mode, when the login came to a host under the
+/// base domain, that domain, so the one login reaches every workspace's host; otherwise
+/// none (the cookie belongs to the host the browser used; a foreign Domain would be dropped).
+fn cookie_domain<'a>(base_domain: Option<&'a str>, headers: &HeaderMap) -> Option<&'a str> {
+    let base = base_domain?.trim_matches('.');
+    let host = headers.get(header::HOST)?.to_str().ok()?;
+    let host = host
+        .rsplit_once(':')
+        .map_or(host, |(name, _)| name)
+        .to_ascii_lowercase();
+    let base_lower = base.to_ascii_lowercase();
+    (host == base_lower || host.ends_with(&format!(".{base_lower}"))).then_some(base)
 }
 
 /// The session cookie: HttpOnly (scripts, including workspaces' in path mode, can't read
@@ -530,6 +548,17 @@ mod tests {
             json!({"name": "a", "image": "b", "privileged": true}),
         );
         assert!(unknown.unwrap_err().to_string().contains("privileged"));
+    }
+
+    #[test]
+    fn the_cookie_domain_is_the_base_domain_only_under_it() {
+        let host = |h: &'static str| headers(&[("host", h)]);
+        let base = Some("ws.example.com");
+        assert_eq!(cookie_domain(base, &host("guildnet.ws.example.com")), base);
+        assert_eq!(cookie_domain(base, &host("WS.example.com:8443")), base);
+        assert_eq!(cookie_domain(base, &host("127.0.0.1:8090")), None);
+        assert_eq!(cookie_domain(base, &host("evilws.example.com")), None);
+        assert_eq!(cookie_domain(None, &host("guildnet.ws.example.com")), None);
     }
 
     #[test]

@@ -44,9 +44,6 @@ pub struct Shared {
     pub upstream_timeout: Duration,
     pub base_domain: Option<String>,
     pub allowed_origins: Vec<String>,
-    /// `Domain` of the session cookie: the base domain in subdomain mode, so the login
-    /// reaches every workspace's host.
-    pub cookie_domain: Option<String>,
     max_header_bytes: usize,
     ready: AtomicBool,
 }
@@ -112,7 +109,6 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         events: Arc::new(EventHub::new(args.event_buffer)),
         upstream: forward::upstream_client(args.connect_timeout),
         upstream_timeout: args.upstream_timeout,
-        cookie_domain: args.base_domain.clone(),
         base_domain: args.base_domain.clone(),
         allowed_origins: args.allowed_origin.clone(),
         client: client.clone(),

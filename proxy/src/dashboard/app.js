@@ -18,7 +18,11 @@ class ApiError extends Error {
   }
 }
 
+let leaving = false; // logging out: the login page is on its way, nothing else navigates
+
 function toLogin() {
+  if (leaving) return;
+  leaving = true;
   const next = location.pathname + location.search + location.hash;
   location.assign('/login?next=' + encodeURIComponent(next));
 }
@@ -118,15 +122,23 @@ function describe(w) {
 const workspaces = new Map(); // key → W
 const busy = new Set(); // keys with an action in flight
 let listLoaded = false;
+let listGen = 0; // bumped by every change, so a list answer older than a change is not applied
 
 function upsert(w) {
+  listGen += 1;
   workspaces.set(key(w), w);
   render();
 }
 
 async function refresh() {
+  if (leaving) return;
+  const gen = ++listGen;
   try {
     const data = await api('/api/workspaces');
+    if (gen !== listGen) {
+      refreshSoon();
+      return;
+    }
     workspaces.clear();
     for (const w of data.items || []) workspaces.set(key(w), w);
     listLoaded = true;
@@ -170,6 +182,7 @@ function remove(w) {
   if (!window.confirm(`Delete workspace ${w.namespace}/${w.name}? Its persistent volumes are kept unless their reclaim policy says otherwise.`)) return;
   act(w, 'deleted', () => api(wsPath(w), { method: 'DELETE' }), () => {
     // Gone from the list at once; a later refresh shows it again if it still exists.
+    listGen += 1;
     workspaces.delete(key(w));
     if (inlineKey === key(w)) closeInline();
     if (logsKey === key(w)) closeLogs();
@@ -397,7 +410,8 @@ async function launch(ev) {
     say(`Launched ${w.namespace}/${w.name}.`);
     form.elements.name.value = '';
   } catch (e) {
-    err.textContent = e.reason && e.reason !== 'Error' ? `${e.reason}: ${e.message}` : e.message;
+    const named = !e.reason || e.reason === 'Error' || e.message.includes(e.reason);
+    err.textContent = named ? e.message : `${e.reason}: ${e.message}`;
   } finally {
     submit.disabled = false;
     submit.textContent = 'Launch';
@@ -492,6 +506,7 @@ function connectEvents() {
   });
   stream.addEventListener('error', async () => {
     streamUp = false;
+    if (leaving) return;
     $('events-live').textContent = 'Live updates interrupted; retrying…';
     $('events-live').dataset.live = 'false';
     if (stream.readyState === EventSource.CLOSED) {
@@ -513,7 +528,10 @@ async function logout(ev) {
   // A JSON POST passes the proxy's CSRF check whatever it requires of forms; without
   // JavaScript the form posts by itself.
   ev.preventDefault();
+  if (leaving) return;
+  leaving = true;
   stream?.close();
+  stopFollowing();
   try {
     await fetch('/logout', {
       method: 'POST',
@@ -522,7 +540,7 @@ async function logout(ev) {
       body: '{}',
     });
   } catch {
-    ev.target.submit();
+    HTMLFormElement.prototype.submit.call(ev.target);
     return;
   }
   location.assign('/login');
@@ -533,6 +551,7 @@ async function logout(ev) {
 function poll() {
   const wait = streamUp ? POLL_MS : POLL_OFFLINE_MS;
   setTimeout(async () => {
+    if (leaving) return;
     if (!document.hidden) {
       await refresh();
       if (!streamUp) await loadEvents();

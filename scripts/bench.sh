@@ -24,8 +24,10 @@ cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')
   GUILDNET_BIN=$PWD/.guildnet/bin cargo bench -q -p guildnet-e2e --bench failover
   echo "## Admission webhook"
   echo
-  # Starts a control plane and a webhook of its own.
+  # Starts a control plane and a webhook of its own: the release build, as deployed.
+  cargo build -q --release -p guildnet-webhook
   GUILDNET_BIN=$PWD/.guildnet/bin cargo bench -q -p guildnet-e2e --bench webhook
+  cargo bench -q -p guildnet-webhook --bench handler
 } > "$tmp"
 mv "$tmp" "$out"
 trap - EXIT

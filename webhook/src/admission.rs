@@ -68,7 +68,8 @@ pub struct Snapshot {
     pub capabilities: Vec<Capabilities>,
     /// Every Quota.
     pub quotas: Vec<Arc<Quota>>,
-    /// Every Workspace, plus those admitted but not yet seen by the cache.
+    /// The workspaces Quotas may count: at least those of the request's
+    /// [`quota_owner`], including those admitted but not yet seen by the cache.
     pub workspaces: Vec<Arc<Workspace>>,
 }
 
@@ -264,6 +265,24 @@ fn defaulted(workspace: &Workspace) -> Result<WorkspaceSpec, Refusal> {
     apply_defaults(&mut spec, workspace.annotations())
         .map_err(|error| Refusal::Invalid(error.to_string()))?;
     Ok(spec)
+}
+
+/// Whose workspaces a validation of `request` may count against Quotas: the requester's
+/// on CREATE, the stored object's owner on UPDATE, nobody's otherwise. A [`Snapshot`] needs
+/// no other workspaces.
+pub fn quota_owner(request: &AdmissionRequest<Workspace>) -> Option<String> {
+    match request.operation {
+        Operation::Create => {
+            User::from_user_info(&request.user_info).map(|user| policy::owner_id(&user.username))
+        }
+        Operation::Update => request
+            .old_object
+            .as_ref()?
+            .labels()
+            .get(labels::OWNER)
+            .cloned(),
+        Operation::Delete | Operation::Connect => None,
+    }
 }
 
 /// The validating webhook's decision; see the module documentation.
@@ -522,4 +541,32 @@ fn display_name(quota: &Quota) -> String {
         quota.metadata.namespace.as_deref().unwrap_or_default(),
         quota.name_any()
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture(name: &str) -> Review {
+        let path = format!("{}/tests/fixtures/{name}.json", env!("CARGO_MANIFEST_DIR"));
+        crate::review::decode(&std::fs::read(path).unwrap()).unwrap()
+    }
+
+    /// The server copies only these workspaces into a snapshot, so they must be the ones
+    /// the Quota check counts: the new owner's on CREATE, the stored owner's on UPDATE.
+    #[test]
+    fn the_quota_owner_is_the_owner_a_validation_counts() {
+        assert_eq!(
+            quota_owner(&fixture("create").request),
+            Some(policy::owner_id("alice"))
+        );
+        // bob updating alice's workspace would count against alice, its owner.
+        let mut update = fixture("update");
+        update.request.user_info.username = Some("bob".to_owned());
+        assert_eq!(
+            quota_owner(&update.request).as_deref(),
+            Some("u-fpmansl7byak6gq7ymzi7j3dve")
+        );
+        assert_eq!(quota_owner(&fixture("delete").request), None);
+    }
 }

@@ -8,7 +8,8 @@ use crate::reservations::Reservations;
 use crate::server::{self, AppState};
 use crate::tls::{self, SwappableCert};
 use anyhow::Context;
-use axum_server::tls_rustls::RustlsConfig;
+use axum_server::accept::NoDelayAcceptor;
+use axum_server::tls_rustls::{RustlsAcceptor, RustlsConfig};
 use kube::{Api, Client};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -59,7 +60,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     listener.set_nonblocking(true)?;
     let handle = axum_server::Handle::new();
-    let https = axum_server::from_tcp_rustls(listener, tls_config)?
+    // Answers go out at once: under Nagle's algorithm a short answer waits for the ACK of
+    // an earlier one still unacknowledged (concurrent admissions share the API server's
+    // HTTP/2 connection), and delayed ACKs take tens of milliseconds.
+    let acceptor = RustlsAcceptor::new(tls_config).acceptor(NoDelayAcceptor);
+    let https = axum_server::from_tcp(listener)?
+        .acceptor(acceptor)
         .handle(handle.clone())
         .serve(server::webhook_routes(Arc::clone(&state)).into_make_service());
     let metrics_listener = tokio::net::TcpListener::bind(args.metrics_listen)

@@ -50,7 +50,9 @@ impl AppState {
         let reserved = reservations.pending(Instant::now(), |namespace, name| {
             self.caches.has_workspace(namespace, name)
         });
-        let decision = admission::validate(review, &self.settings, &self.caches.snapshot(reserved));
+        let owner = admission::quota_owner(&review.request);
+        let snapshot = self.caches.snapshot(owner.as_deref(), reserved);
+        let decision = admission::validate(review, &self.settings, &snapshot);
         if let Some(admitted) = &decision.admitted {
             reservations.reserve(Instant::now(), admitted.clone());
         }

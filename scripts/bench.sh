@@ -6,6 +6,9 @@ out=docs/benchmarks.md
 tmp=$(mktemp)
 trap 'rm -f "$tmp"' EXIT
 
+# The proxy benchmark's load tool and the reverse proxy it is compared with.
+scripts/install-deps.sh wrk nginx >/dev/null
+
 cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')
 {
   echo "# Benchmarks"
@@ -28,6 +31,12 @@ cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')
   cargo build -q --release -p guildnet-webhook
   GUILDNET_BIN=$PWD/.guildnet/bin cargo bench -q -p guildnet-e2e --bench webhook
   cargo bench -q -p guildnet-webhook --bench handler
+  echo "## Proxy"
+  echo
+  # A stack running release builds, as deployed; wrk against the proxy, nginx and the pod.
+  cargo build -q --release --workspace --bins
+  GUILDNET_TARGET=$PWD/target/release GUILDNET_STACK=bench scripts/with-stack.sh \
+    cargo bench -q -p guildnet-e2e --bench proxy
 } > "$tmp"
 mv "$tmp" "$out"
 trap - EXIT

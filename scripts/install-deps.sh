@@ -5,6 +5,8 @@
 set -euo pipefail
 
 need_apt=()
+# Extra commands a caller needs, each from the Debian package of its name (make bench: wrk nginx).
+for extra in "$@"; do command -v "$extra" >/dev/null || need_apt+=("$extra"); done
 command -v curl >/dev/null || need_apt+=(curl)
 command -v gcc >/dev/null || need_apt+=(gcc)
 command -v ip >/dev/null || need_apt+=(iproute2)

@@ -69,7 +69,10 @@ struct Nginx {
 
 impl Drop for Nginx {
     fn drop(&mut self) {
-        let _ = self.process.kill();
+        // SIGTERM, so the master stops its workers too (SIGKILL would orphan them).
+        let _ = Command::new("kill")
+            .arg(self.process.id().to_string())
+            .status();
         let _ = self.process.wait();
     }
 }

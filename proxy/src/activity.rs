@@ -19,9 +19,18 @@ pub const FIELD_MANAGER: &str = "guildnet-proxy";
 /// Milliseconds since the epoch of the last use; 0 = never.
 pub type LastUse = Arc<AtomicI64>;
 
+/// A workspace in use: where it is and when it was last used.
+struct Used {
+    namespace: String,
+    name: String,
+    last_use: LastUse,
+}
+
+/// Keyed by the workspace's uid: no allocation per request, and a workspace deleted and
+/// made again under its name starts afresh.
 #[derive(Clone, Default)]
 pub struct Activity {
-    seen: Arc<Mutex<HashMap<(String, String), LastUse>>>,
+    seen: Arc<Mutex<HashMap<String, Used>>>,
 }
 
 pub fn now_millis() -> i64 {
@@ -31,31 +40,45 @@ pub fn now_millis() -> i64 {
 }
 
 impl Activity {
-    /// Marks a use of `namespace/name` now and returns its cell, which long-lived
-    /// connections keep marking without the map lock.
-    pub fn touch(&self, namespace: &str, name: &str) -> LastUse {
-        let cell = self
-            .seen
-            .lock()
-            .unwrap()
-            .entry((namespace.to_owned(), name.to_owned()))
-            .or_default()
-            .clone();
+    /// Marks a use of `workspace` now and returns its cell, which long-lived connections
+    /// keep marking without the map lock.
+    pub fn touch(&self, workspace: &Workspace) -> LastUse {
+        let uid = workspace.metadata.uid.as_deref().unwrap_or_default();
+        let mut seen = self.seen.lock().unwrap();
+        let cell = match seen.get(uid) {
+            Some(used) => used.last_use.clone(),
+            None => {
+                let last_use = LastUse::default();
+                seen.insert(
+                    uid.to_owned(),
+                    Used {
+                        namespace: workspace.metadata.namespace.clone().unwrap_or_default(),
+                        name: workspace.metadata.name.clone().unwrap_or_default(),
+                        last_use: last_use.clone(),
+                    },
+                );
+                last_use
+            }
+        };
         cell.store(now_millis(), Ordering::Relaxed);
         cell
     }
 
-    fn snapshot(&self) -> Vec<((String, String), i64)> {
+    /// (uid, namespace, name, last use) of every workspace used.
+    fn snapshot(&self) -> Vec<(String, String, String, i64)> {
         self.seen
             .lock()
             .unwrap()
             .iter()
-            .map(|(key, cell)| (key.clone(), cell.load(Ordering::Relaxed)))
+            .map(|(uid, used)| {
+                let at = used.last_use.load(Ordering::Relaxed);
+                (uid.clone(), used.namespace.clone(), used.name.clone(), at)
+            })
             .collect()
     }
 
-    fn forget(&self, key: &(String, String)) {
-        self.seen.lock().unwrap().remove(key);
+    fn forget(&self, uid: &str) {
+        self.seen.lock().unwrap().remove(uid);
     }
 
     /// Every `interval`, writes the last use of each workspace used since its status last
@@ -70,16 +93,19 @@ impl Activity {
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticker.tick().await;
-            for (key, used) in self.snapshot() {
-                let Some(ws) = workspaces.get(&ObjectRef::new(&key.1).within(&key.0)) else {
-                    self.forget(&key);
+            for (uid, namespace, name, used) in self.snapshot() {
+                let current = workspaces.get(&ObjectRef::new(&name).within(&namespace));
+                let Some(ws) =
+                    current.filter(|ws| ws.metadata.uid.as_deref() == Some(uid.as_str()))
+                else {
+                    self.forget(&uid);
                     continue;
                 };
                 if !needs_write(recorded_millis(&ws), used) {
                     continue;
                 }
-                if let Err(error) = write(&client, &key.0, &key.1, used).await {
-                    tracing::warn!(%error, namespace = key.0, name = key.1, "writing lastAccessTime");
+                if let Err(error) = write(&client, &namespace, &name, used).await {
+                    tracing::warn!(%error, namespace, name, "writing lastAccessTime");
                 }
             }
         }
@@ -135,15 +161,18 @@ mod tests {
     #[test]
     fn touching_records_now_and_shares_the_cell() {
         let activity = Activity::default();
+        let mut ws = Workspace::new("ide", Default::default());
+        ws.metadata.namespace = Some("team".into());
+        ws.metadata.uid = Some("uid-1".into());
         let before = now_millis();
-        let cell = activity.touch("team", "ide");
+        let cell = activity.touch(&ws);
         assert!(cell.load(Ordering::Relaxed) >= before);
         cell.store(1, Ordering::Relaxed);
         assert_eq!(
             activity.snapshot(),
-            vec![(("team".into(), "ide".into()), 1)]
+            vec![("uid-1".into(), "team".into(), "ide".into(), 1)]
         );
-        activity.touch("team", "ide");
+        activity.touch(&ws);
         assert!(cell.load(Ordering::Relaxed) >= before);
     }
 }

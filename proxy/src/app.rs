@@ -28,7 +28,7 @@ use crate::config::{Args, AuthMode};
 use crate::endpoints::Endpoints;
 use crate::error::ApiError;
 use crate::events::EventHub;
-use crate::forward::{self, UpstreamClient};
+use crate::forward;
 use crate::session::{self, SessionKeys};
 use crate::{api, dashboard, logs, route};
 
@@ -40,7 +40,7 @@ pub struct Shared {
     pub authz: Authorizer,
     pub activity: Activity,
     pub events: Arc<EventHub>,
-    pub upstream: UpstreamClient,
+    pub connect_timeout: Duration,
     pub upstream_timeout: Duration,
     pub base_domain: Option<String>,
     pub allowed_origins: Vec<String>,
@@ -107,7 +107,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         authz: Authorizer::new(client.clone(), args.auth_cache_ttl),
         activity: Activity::default(),
         events: Arc::new(EventHub::new(args.event_buffer)),
-        upstream: forward::upstream_client(args.connect_timeout),
+        connect_timeout: args.connect_timeout,
         upstream_timeout: args.upstream_timeout,
         base_domain: args.base_domain.clone(),
         allowed_origins: args.allowed_origin.clone(),
@@ -169,21 +169,25 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .fallback(forward::path_mode)
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            subdomain_mode,
-        ))
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            limit_header_size,
-        ))
+        .layer(middleware::from_fn_with_state(state.clone(), front))
         .with_state(state)
 }
 
-/// 431 for request heads over `--max-header-bytes`: hyper bounds its read buffer, but
-/// not exactly at that size.
-async fn limit_header_size(
+async fn readyz(State(state): State<AppState>) -> Response {
+    if state.ready.load(Ordering::Relaxed) {
+        "ok".into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "caches not synced yet").into_response()
+    }
+}
+
+/// In front of every route: refuses oversized request heads (431; hyper bounds its read
+/// buffer, but not exactly at `--max-header-bytes`), and sends workspace traffic straight to
+/// the forwarder: `/w/…` paths, and in subdomain mode every request to
+/// `<name>--<namespace>.<base domain>`, whose paths are the workspace's own.
+async fn front(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     request: Request,
     next: Next,
 ) -> Response {
@@ -192,7 +196,8 @@ async fn limit_header_size(
         .iter()
         .map(|(name, value)| name.as_str().len() + value.len() + 4)
         .sum::<usize>()
-        + request.uri().to_string().len();
+        + request.uri().path().len()
+        + request.uri().query().map_or(0, str::len);
     if size > state.max_header_bytes {
         return ApiError::new(
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
@@ -204,58 +209,106 @@ async fn limit_header_size(
         )
         .json();
     }
+    if let Some(base) = state.base_domain.as_deref() {
+        let host = request
+            .headers()
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .map(|h| h.rsplit_once(':').map_or(h, |(host, _)| host));
+        if let Some(host) = host {
+            let uri = request.uri();
+            match route::from_host(host, base, uri.path(), uri.query()) {
+                Ok(Some(target)) => return forward::forward(state, peer, target, request).await,
+                Ok(None) => {}
+                Err(error) => {
+                    return ApiError::bad_request(error.to_string()).for_client(request.headers());
+                }
+            }
+        }
+    }
+    if request.uri().path().starts_with(route::PATH_PREFIX) {
+        return forward::path_mode(State(state), ConnectInfo(peer), request).await;
+    }
     next.run(request).await
 }
 
-async fn readyz(State(state): State<AppState>) -> Response {
-    if state.ready.load(Ordering::Relaxed) {
-        "ok".into_response()
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "caches not synced yet").into_response()
-    }
-}
-
-/// In subdomain mode, a request to `<name>--<namespace>.<base domain>` is the workspace's,
-/// whatever its path: the dashboard's own routes don't exist on those hosts.
-async fn subdomain_mode(
-    State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let Some(base) = state.base_domain.as_deref() else {
-        return next.run(request).await;
-    };
-    let host = request
-        .headers()
-        .get(http::header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(|h| h.rsplit_once(':').map_or(h, |(host, _)| host).to_owned());
-    let Some(host) = host else {
-        return next.run(request).await;
-    };
-    let uri = request.uri().clone();
-    match route::from_host(&host, base, uri.path(), uri.query()) {
-        Ok(Some(target)) => forward::forward(state, peer, target, request).await,
-        Ok(None) => next.run(request).await,
-        Err(error) => ApiError::bad_request(error.to_string()).for_client(request.headers()),
-    }
-}
-
 /// HTTP/1.1 with upgrades; slow or oversized request heads are cut off by hyper (408/431).
+///
+/// One serving thread per core, each with a single-threaded runtime, its own listener on the
+/// address (SO_REUSEPORT: the kernel spreads connections) and its own upstream connection
+/// pool: a request and its upstream connection live on one thread, like an nginx worker,
+/// with no cross-thread wake-ups. The caches and background writers run on the main runtime.
 async fn serve(router: Router, args: &Args) -> anyhow::Result<()> {
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("listening on {}", args.listen))?;
-    tracing::info!(address = %listener.local_addr()?, "guildnet-proxy listening");
+    let workers = args
+        .workers
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from));
+    let first =
+        reuseport_listener(args.listen).with_context(|| format!("listening on {}", args.listen))?;
+    let address = first.local_addr()?;
+    let mut listeners = vec![first];
+    for _ in 1..workers {
+        listeners
+            .push(reuseport_listener(address).with_context(|| format!("listening on {address}"))?);
+    }
+    tracing::info!(%address, workers, "guildnet-proxy listening");
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(args.header_read_timeout)
         .max_buf_size(args.max_header_bytes);
-    // Each connection holds a clone of `open`; when all are dropped, everything drained.
     let (stop, stopping) = tokio::sync::watch::channel(false);
+    let threads: Vec<_> = listeners
+        .into_iter()
+        .enumerate()
+        .map(|(index, listener)| {
+            let (router, http, stopping) = (router.clone(), http.clone(), stopping.clone());
+            std::thread::Builder::new()
+                .name(format!("serve-{index}"))
+                .spawn(move || {
+                    let runtime = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .expect("a serving runtime");
+                    runtime.block_on(accept_loop(listener, router, http, stopping));
+                })
+        })
+        .collect::<Result<_, _>>()?;
+    shutdown_signal().await;
+    tracing::info!("shutting down: finishing open requests");
+    let _ = stop.send(true);
+    tokio::task::spawn_blocking(move || {
+        for thread in threads {
+            let _ = thread.join();
+        }
+    })
+    .await?;
+    Ok(())
+}
+
+fn reuseport_listener(address: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(address),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&address.into())?;
+    socket.listen(1024)?;
+    Ok(socket.into())
+}
+
+/// Serves connections from `listener` until `stopping` says so, then lets open requests
+/// finish (at most 10 s).
+async fn accept_loop(
+    listener: std::net::TcpListener,
+    router: Router,
+    http: hyper::server::conn::http1::Builder,
+    mut stopping: tokio::sync::watch::Receiver<bool>,
+) {
+    let listener = tokio::net::TcpListener::from_std(listener).expect("a listener on this runtime");
+    // Each connection holds a clone of `open`; when all are dropped, everything drained.
     let (open, mut drained) = tokio::sync::mpsc::channel::<()>(1);
-    let mut shutdown = std::pin::pin!(shutdown_signal());
     loop {
         tokio::select! {
             accepted = listener.accept() => {
@@ -291,11 +344,9 @@ async fn serve(router: Router, args: &Args) -> anyhow::Result<()> {
                     drop(open);
                 });
             }
-            () = &mut shutdown => break,
+            _ = stopping.changed() => break,
         }
     }
-    tracing::info!("shutting down: finishing open requests");
-    let _ = stop.send(true);
     drop(open);
     if tokio::time::timeout(Duration::from_secs(10), drained.recv())
         .await
@@ -303,7 +354,6 @@ async fn serve(router: Router, args: &Args) -> anyhow::Result<()> {
     {
         tracing::warn!("open connections did not finish in 10s");
     }
-    Ok(())
 }
 
 async fn shutdown_signal() {

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use guildnet_api::policy::owner::owner_id;
@@ -24,12 +25,29 @@ pub struct Identity {
     pub uid: Option<String>,
     pub groups: Vec<String>,
     pub extra: BTreeMap<String, Vec<String>>,
+    /// The owner id, computed once (a hash) rather than on every request.
+    owner: String,
 }
 
 impl Identity {
+    pub fn new(
+        username: String,
+        uid: Option<String>,
+        groups: Vec<String>,
+        extra: BTreeMap<String, Vec<String>>,
+    ) -> Self {
+        Self {
+            owner: owner_id(&username),
+            username,
+            uid,
+            groups,
+            extra,
+        }
+    }
+
     /// The `guildnet.io/owner` label value of this user's workspaces (what the webhook sets).
-    pub fn owner_id(&self) -> String {
-        owner_id(&self.username)
+    pub fn owner_id(&self) -> &str {
+        &self.owner
     }
 }
 
@@ -44,7 +62,7 @@ pub enum Via {
 
 #[derive(Clone, Debug)]
 pub struct Caller {
-    pub identity: Identity,
+    pub identity: Arc<Identity>,
     pub via: Via,
 }
 
@@ -55,9 +73,9 @@ pub struct Authenticator {
     user_header: String,
     groups_header: String,
     trusted_proxies: Vec<IpNet>,
-    dev: Identity,
+    dev: Arc<Identity>,
     /// sha256(token) → identity, or None for a refused token. Only hashes are kept.
-    token_cache: TtlCache<[u8; 32], Option<Identity>>,
+    token_cache: TtlCache<[u8; 32], Option<Arc<Identity>>>,
 }
 
 pub struct Settings {
@@ -80,12 +98,12 @@ impl Authenticator {
             user_header: settings.user_header,
             groups_header: settings.groups_header,
             trusted_proxies: settings.trusted_proxies,
-            dev: Identity {
-                username: settings.dev_user,
-                uid: None,
-                groups: settings.dev_groups,
-                extra: BTreeMap::new(),
-            },
+            dev: Arc::new(Identity::new(
+                settings.dev_user,
+                None,
+                settings.dev_groups,
+                BTreeMap::new(),
+            )),
             token_cache: TtlCache::new(settings.cache_ttl),
         }
     }
@@ -118,6 +136,7 @@ impl Authenticator {
             AuthMode::Token => {
                 if let Some(identity) = session_cookie(headers)
                     .and_then(|value| self.sessions.verify(value, SystemTime::now()))
+                    .map(Arc::new)
                 {
                     return Some(Caller {
                         identity,
@@ -152,18 +171,18 @@ impl Authenticator {
             .collect();
         groups.push("system:authenticated".to_owned());
         Some(Caller {
-            identity: Identity {
-                username: username.to_owned(),
-                uid: None,
+            identity: Arc::new(Identity::new(
+                username.to_owned(),
+                None,
                 groups,
-                extra: BTreeMap::new(),
-            },
+                BTreeMap::new(),
+            )),
             via: Via::TrustedHeader,
         })
     }
 
     /// Asks the API server who a token belongs to (TokenReview), reusing recent answers.
-    pub async fn review_token(&self, token: &str) -> Option<Identity> {
+    pub async fn review_token(&self, token: &str) -> Option<Arc<Identity>> {
         let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         if let Some(answer) = self.token_cache.get(&key) {
             return answer;
@@ -181,12 +200,12 @@ impl Authenticator {
         {
             Ok(reviewed) => reviewed.status.and_then(|status| {
                 let user = status.user.filter(|_| status.authenticated == Some(true))?;
-                Some(Identity {
-                    username: user.username?,
-                    uid: user.uid.filter(|uid| !uid.is_empty()),
-                    groups: user.groups.unwrap_or_default(),
-                    extra: user.extra.unwrap_or_default(),
-                })
+                Some(Arc::new(Identity::new(
+                    user.username?,
+                    user.uid.filter(|uid| !uid.is_empty()),
+                    user.groups.unwrap_or_default(),
+                    user.extra.unwrap_or_default(),
+                )))
             }),
             Err(error) => {
                 // Not cached: the next request asks again.

@@ -136,12 +136,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     fn identity(name: &str) -> Identity {
-        Identity {
-            username: name.into(),
-            uid: None,
-            groups: vec![],
-            extra: BTreeMap::new(),
-        }
+        Identity::new(name.into(), None, vec![], BTreeMap::new())
     }
 
     #[test]
@@ -150,7 +145,7 @@ mod tests {
         assert!(!owns(&identity("alice"), &ws));
         ws.metadata.labels = Some(BTreeMap::from([(
             labels::OWNER.to_owned(),
-            identity("alice").owner_id(),
+            identity("alice").owner_id().to_owned(),
         )]));
         assert!(owns(&identity("alice"), &ws));
         assert!(!owns(&identity("bob"), &ws));

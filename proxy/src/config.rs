@@ -119,6 +119,11 @@ pub struct Args {
     #[arg(long, env = "GUILDNET_PROXY_UPSTREAM_TIMEOUT", value_parser = humantime::parse_duration, default_value = "60s")]
     pub upstream_timeout: Duration,
 
+    /// Serving threads, each with its own listener and upstream connections; default: one
+    /// per core.
+    #[arg(long, env = "GUILDNET_PROXY_WORKERS")]
+    pub workers: Option<usize>,
+
     /// Kubernetes Events about workspaces kept for `/api/events` and SSE resumption.
     #[arg(long, env = "GUILDNET_PROXY_EVENT_BUFFER", default_value_t = 2000)]
     pub event_buffer: usize,

@@ -182,7 +182,7 @@ async fn visible(state: &AppState, caller: &Caller, event: &WorkspaceEvent) -> b
             event.owner.get_or_init(|| owner).clone()
         }
     };
-    if owner.as_deref() == Some(caller.identity.owner_id().as_str()) {
+    if owner.as_deref() == Some(caller.identity.owner_id()) {
         return true;
     }
     state

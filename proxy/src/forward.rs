@@ -13,6 +13,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use guildnet_api::workspace::Workspace;
 use http::header::{self, HeaderName, HeaderValue};
 use http::{HeaderMap, StatusCode, Uri};
+use http_body_util::BodyExt;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioIo;
@@ -107,7 +108,7 @@ pub async fn forward(
     ) else {
         return not_running(&workspace, &target).for_client(headers);
     };
-    let last_use = state.activity.touch(&target.namespace, &target.name);
+    let last_use = state.activity.touch(&workspace);
     send(&state, peer, &caller, &target, upstream, last_use, request).await
 }
 
@@ -171,30 +172,30 @@ fn not_running(workspace: &Workspace, target: &Target) -> ApiError {
 /// How the browser reached the proxy: believed from X-Forwarded-* only when a trusted
 /// front proxy sent them.
 struct PublicOrigin {
-    scheme: String,
-    host: String,
-    forwarded_for: String,
+    scheme: HeaderValue,
+    host: HeaderValue,
+    forwarded_for: HeaderValue,
 }
 
 fn public_origin(state: &AppState, peer: SocketAddr, headers: &HeaderMap) -> PublicOrigin {
     let trusted = state.auth.is_trusted_proxy(peer.ip());
-    let forwarded = |name: &HeaderName| {
-        trusted
-            .then(|| headers.get(name)?.to_str().ok().map(str::to_owned))
-            .flatten()
-    };
+    let forwarded = |name: &HeaderName| trusted.then(|| headers.get(name).cloned()).flatten();
     let host = headers
         .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
+        .cloned()
+        .unwrap_or_else(|| HeaderValue::from_static(""));
+    let forwarded_for = match forwarded(&X_FORWARDED_FOR)
+        .as_ref()
+        .and_then(|v| v.to_str().ok())
+    {
+        Some(chain) => format!("{chain}, {}", peer.ip()),
+        None => peer.ip().to_string(),
+    };
     PublicOrigin {
-        scheme: forwarded(&X_FORWARDED_PROTO).unwrap_or_else(|| "http".to_owned()),
+        scheme: forwarded(&X_FORWARDED_PROTO).unwrap_or_else(|| HeaderValue::from_static("http")),
         host: forwarded(&X_FORWARDED_HOST).unwrap_or(host),
-        forwarded_for: match forwarded(&X_FORWARDED_FOR) {
-            Some(chain) => format!("{chain}, {}", peer.ip()),
-            None => peer.ip().to_string(),
-        },
+        forwarded_for: HeaderValue::from_str(&forwarded_for)
+            .unwrap_or_else(|_| HeaderValue::from_static("")),
     }
 }
 
@@ -229,9 +230,9 @@ async fn send(
     for name in state.auth.identity_headers() {
         headers.remove(name);
     }
-    set(headers, X_FORWARDED_FOR, &origin.forwarded_for);
-    set(headers, X_FORWARDED_PROTO, &origin.scheme);
-    set(headers, X_FORWARDED_HOST, &origin.host);
+    headers.insert(X_FORWARDED_FOR, origin.forwarded_for.clone());
+    headers.insert(X_FORWARDED_PROTO, origin.scheme.clone());
+    headers.insert(X_FORWARDED_HOST, origin.host.clone());
     if target.prefix.is_empty() {
         headers.remove(X_FORWARDED_PREFIX);
     } else {
@@ -245,7 +246,7 @@ async fn send(
 
     let response = match tokio::time::timeout(
         state.upstream_timeout,
-        state.upstream.request(upstream_request),
+        upstream_client(state.connect_timeout).request(upstream_request),
     )
     .await
     {
@@ -293,7 +294,45 @@ async fn send(
         tokio::spawn(tunnel(client_upgrade, upstream_upgrade, last_use));
         return Response::from_parts(parts, Body::empty());
     }
-    Response::from_parts(parts, Body::new(body))
+    if !small_complete_body(&parts.headers) {
+        return Response::from_parts(parts, Body::new(body));
+    }
+    // Head and body then leave in one write, as nginx's buffering does.
+    match tokio::time::timeout(state.upstream_timeout, body.collect()).await {
+        Ok(Ok(collected)) => Response::from_parts(parts, Body::from(collected.to_bytes())),
+        Ok(Err(error)) => ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "UpstreamUnavailable",
+            format!(
+                "workspace {}/{} broke off its response: {}",
+                target.namespace,
+                target.name,
+                root_cause(&error)
+            ),
+        )
+        .json(),
+        Err(_) => ApiError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "UpstreamTimeout",
+            format!(
+                "workspace {}/{} did not finish its response within {:?}",
+                target.namespace, target.name, state.upstream_timeout
+            ),
+        )
+        .json(),
+    }
+}
+
+/// Bodies up to this size, with a Content-Length, are read whole before the response is
+/// sent; larger or open-ended ones (downloads, SSE, long polls) stream.
+const BUFFERED_BODY_MAX: u64 = 64 * 1024;
+
+fn small_complete_body(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .is_some_and(|length| length <= BUFFERED_BODY_MAX)
 }
 
 fn rewrite_response_headers(
@@ -302,14 +341,14 @@ fn rewrite_response_headers(
     origin: &PublicOrigin,
     upstream: SocketAddr,
 ) {
-    let upstream_authority = upstream.to_string();
-    let origins = Origins {
-        prefix: &target.prefix,
-        public_host: &origin.host,
-        public_scheme: &origin.scheme,
-        upstream_authority: &upstream_authority,
-    };
     if let Some(location) = headers.get(header::LOCATION).and_then(|l| l.to_str().ok()) {
+        let upstream_authority = upstream.to_string();
+        let origins = Origins {
+            prefix: &target.prefix,
+            public_host: origin.host.to_str().unwrap_or_default(),
+            public_scheme: origin.scheme.to_str().unwrap_or("http"),
+            upstream_authority: &upstream_authority,
+        };
         let rewritten = rewrite::rewrite_location(location, &origins);
         if let Ok(value) = HeaderValue::from_str(&rewritten) {
             headers.insert(header::LOCATION, value);
@@ -434,8 +473,21 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Marking<T> {
     }
 }
 
-/// The upstream client: pooled keep-alive connections, bounded connect time.
-pub fn upstream_client(connect_timeout: std::time::Duration) -> UpstreamClient {
+thread_local! {
+    static UPSTREAM: std::cell::OnceCell<UpstreamClient> = const { std::cell::OnceCell::new() };
+}
+
+/// This serving thread's upstream client: pooled keep-alive connections whose tasks run on
+/// this thread, bounded connect time.
+fn upstream_client(connect_timeout: std::time::Duration) -> UpstreamClient {
+    UPSTREAM.with(|client| {
+        client
+            .get_or_init(|| new_upstream_client(connect_timeout))
+            .clone()
+    })
+}
+
+fn new_upstream_client(connect_timeout: std::time::Duration) -> UpstreamClient {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
     connector.set_connect_timeout(Some(connect_timeout));

@@ -36,6 +36,13 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 
 /// Drops the proxy's session cookie from the Cookie headers, keeping the app's own cookies.
 pub fn strip_session_cookie(headers: &mut HeaderMap) {
+    let carries_ours = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .any(|v| v.to_str().is_ok_and(|v| v.contains(COOKIE_NAME)));
+    if !carries_ours {
+        return;
+    }
     let kept: Vec<String> = headers
         .get_all(header::COOKIE)
         .iter()

@@ -103,12 +103,8 @@ impl SessionKeys {
         // Constant-time comparison: a forger learns nothing from how long a refusal takes.
         mac.verify_slice(&signature).ok()?;
         let payload: Payload = serde_json::from_slice(&json).ok()?;
-        (payload.expires > seconds(now)).then_some(Identity {
-            username: payload.username,
-            uid: payload.uid,
-            groups: payload.groups,
-            extra: payload.extra,
-        })
+        (payload.expires > seconds(now))
+            .then(|| Identity::new(payload.username, payload.uid, payload.groups, payload.extra))
     }
 }
 
@@ -175,12 +171,12 @@ mod tests {
     use super::*;
 
     fn alice() -> Identity {
-        Identity {
-            username: "alice".into(),
-            uid: Some("alice".into()),
-            groups: vec!["guildnet:users".into(), "system:authenticated".into()],
-            extra: BTreeMap::new(),
-        }
+        Identity::new(
+            "alice".into(),
+            Some("alice".into()),
+            vec!["guildnet:users".into(), "system:authenticated".into()],
+            BTreeMap::new(),
+        )
     }
 
     fn keys() -> SessionKeys {

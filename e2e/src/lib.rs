@@ -12,6 +12,7 @@ use kube::{Client, Config};
 
 pub mod cluster;
 pub mod upstream;
+pub mod workspaces;
 
 /// The users of the local control plane.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
 use guildnet_api::Workspace;
+use guildnet_e2e::workspaces::manifest;
 use guildnet_e2e::{User, client, unique_name};
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams};
@@ -74,16 +75,6 @@ fn kstatus(ws: &Workspace) -> Verdict {
     );
     serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
-}
-
-fn workspace(name: &str, spec: Value) -> Workspace {
-    serde_json::from_value(json!({
-        "apiVersion": "guildnet.io/v1alpha1",
-        "kind": "Workspace",
-        "metadata": {"name": name},
-        "spec": spec,
-    }))
-    .unwrap()
 }
 
 fn condition<'a>(ws: &'a Workspace, type_: &str) -> Option<(&'a str, &'a str)> {
@@ -172,7 +163,7 @@ fn has_status(ws: &Workspace) -> bool {
 /// Creates a workspace and follows it until kstatus calls it Current.
 async fn create_until_current(api: &Api<Workspace>, name: &str, spec: Value) {
     let created = api
-        .create(&PostParams::default(), &workspace(name, spec))
+        .create(&PostParams::default(), &manifest(name, spec))
         .await
         .unwrap();
     // The object as created has no status yet, which kstatus reads as Current for any kind
@@ -320,7 +311,7 @@ async fn a_crash_loop_reads_failed_until_the_image_is_fixed() {
     let created = api
         .create(
             &PostParams::default(),
-            &workspace(
+            &manifest(
                 &name,
                 json!({"image": "registry.guildnet.test/crashloop:1"}),
             ),

@@ -8,10 +8,11 @@ use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use guildnet_api::workspace::{Workspace, WorkspacePhase};
 use guildnet_e2e::upstream::{pod_ip_of_workspace, send, upstream_port, ws_echo};
+use guildnet_e2e::workspaces::{manifest, set_suspended, wait_for};
 use guildnet_e2e::{User, client, eventually, token, unique_name};
 use hyper::header::{ACCEPT, AUTHORIZATION, HOST, LOCATION, RETRY_AFTER, SET_COOKIE};
 use hyper::{Request, Response, StatusCode};
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{Api, PostParams};
 use kube::runtime::wait::await_condition;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -62,16 +63,24 @@ fn json_of(response: &Response<Bytes>) -> Value {
     })
 }
 
+/// Asserts the status (showing the body when it differs) and returns the JSON body.
+fn expect_json(response: &Response<Bytes>, status: StatusCode) -> Value {
+    assert_eq!(
+        response.status(),
+        status,
+        "{}",
+        String::from_utf8_lossy(response.body())
+    );
+    json_of(response)
+}
+
 /// A Workspace of alice's, running, with the test upstream on its pod IP.
 async fn launch(prefix: &str, spec: Value) -> (Api<Workspace>, String) {
     let api: Api<Workspace> = Api::namespaced(client(User::Alice).await, NAMESPACE);
     let name = unique_name(prefix);
-    let ws: Workspace = serde_json::from_value(json!({
-        "apiVersion": "guildnet.io/v1alpha1", "kind": "Workspace",
-        "metadata": {"name": name}, "spec": spec,
-    }))
-    .unwrap();
-    api.create(&PostParams::default(), &ws).await.unwrap();
+    api.create(&PostParams::default(), &manifest(&name, spec))
+        .await
+        .unwrap();
     wait_for(&api, &name, "Running", |ws| {
         phase(ws) == Some(WorkspacePhase::Running)
     })
@@ -86,21 +95,6 @@ fn nginx() -> Value {
 
 fn phase(ws: &Workspace) -> Option<WorkspacePhase> {
     ws.status.as_ref()?.phase
-}
-
-async fn wait_for(
-    api: &Api<Workspace>,
-    name: &str,
-    what: &str,
-    check: impl Fn(&Workspace) -> bool,
-) -> Workspace {
-    let cond = await_condition(api.clone(), name, move |ws: Option<&Workspace>| {
-        ws.is_some_and(&check)
-    });
-    match tokio::time::timeout(TIMEOUT, cond).await {
-        Ok(Ok(Some(ws))) => ws,
-        _ => panic!("{name}: timed out waiting for {what}"),
-    }
 }
 
 /// Waits until the proxy routes to the workspace (its EndpointSlice reached the proxy's
@@ -540,24 +534,12 @@ async fn sse_events_resume_from_last_event_id_without_duplicates_or_gaps() {
     assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids increase: {ids:?}");
 
     // While disconnected: suspend, then resume.
-    api.patch(
-        &name,
-        &PatchParams::default(),
-        &Patch::Merge(json!({"spec": {"lifecycle": {"suspend": true}}})),
-    )
-    .await
-    .unwrap();
+    set_suspended(&api, &name, true).await;
     wait_for(&api, &name, "Stopped", |ws| {
         phase(ws) == Some(WorkspacePhase::Stopped)
     })
     .await;
-    api.patch(
-        &name,
-        &PatchParams::default(),
-        &Patch::Merge(json!({"spec": {"lifecycle": {"suspend": false}}})),
-    )
-    .await
-    .unwrap();
+    set_suspended(&api, &name, false).await;
     wait_for(&api, &name, "Running again", |ws| {
         phase(ws) == Some(WorkspacePhase::Running)
     })
@@ -646,13 +628,7 @@ async fn dashboard_actions_are_decided_by_admission_and_rbac_as_the_user() {
         &denied_body,
     )
     .await;
-    assert_eq!(
-        denied.status(),
-        StatusCode::BAD_REQUEST,
-        "{:?}",
-        denied.body()
-    );
-    let error = json_of(&denied)["error"].clone();
+    let error = expect_json(&denied, StatusCode::BAD_REQUEST)["error"].clone();
     assert_eq!(error["reason"], "ImageDenied");
     assert!(
         error["message"].as_str().unwrap().contains("spec.image"),
@@ -666,13 +642,7 @@ async fn dashboard_actions_are_decided_by_admission_and_rbac_as_the_user() {
         &launch,
     )
     .await;
-    assert_eq!(
-        created.status(),
-        StatusCode::CREATED,
-        "{:?}",
-        created.body()
-    );
-    let summary = json_of(&created);
+    let summary = expect_json(&created, StatusCode::CREATED);
     assert_eq!(
         summary["ownerName"], "alice",
         "created as alice, so the webhook made her the owner"

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use guildnet_api::Workspace;
+use guildnet_e2e::workspaces::{manifest, wait_for};
 use guildnet_e2e::{User, client, create_namespace, kubectl, unique_name};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Event, Namespace, PersistentVolumeClaim, Secret, Service};
@@ -15,43 +16,10 @@ use serde_json::{Value, json};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 
-fn workspace(name: &str, spec: Value) -> Workspace {
-    serde_json::from_value(json!({
-        "apiVersion": "guildnet.io/v1alpha1",
-        "kind": "Workspace",
-        "metadata": {"name": name},
-        "spec": spec,
-    }))
-    .unwrap()
-}
-
 async fn create(api: &Api<Workspace>, name: &str, spec: Value) -> Workspace {
-    api.create(&PostParams::default(), &workspace(name, spec))
+    api.create(&PostParams::default(), &manifest(name, spec))
         .await
         .unwrap()
-}
-
-/// Waits until the workspace satisfies `check`, failing with `what` after the deadline.
-async fn wait_for(
-    api: &Api<Workspace>,
-    name: &str,
-    what: &str,
-    check: impl Fn(&Workspace) -> bool,
-) -> Workspace {
-    let cond = await_condition(api.clone(), name, move |ws: Option<&Workspace>| {
-        ws.is_some_and(&check)
-    });
-    match tokio::time::timeout(TIMEOUT, cond).await {
-        Ok(Ok(Some(ws))) => ws,
-        _ => panic!(
-            "{name}: timed out waiting for {what}; now: {:?}",
-            api.get_opt(name)
-                .await
-                .ok()
-                .flatten()
-                .and_then(|w| w.status)
-        ),
-    }
 }
 
 fn condition(ws: &Workspace, type_: &str) -> Option<(String, String)> {
@@ -379,7 +347,7 @@ async fn idle_workspaces_are_suspended_unless_kept_alive() {
     let api: Api<Workspace> = Api::namespaced(admin.clone(), "default");
     let (kept, idle) = (unique_name("kept"), unique_name("idle"));
     let spec = json!({"image": "nginx:1.27", "lifecycle": {"idleTimeout": "1m"}});
-    let mut keepalive = workspace(&kept, spec.clone());
+    let mut keepalive = manifest(&kept, spec.clone());
     keepalive.metadata.labels =
         Some([("guildnet.io/keepalive".to_string(), "true".to_string())].into());
     api.create(&PostParams::default(), &keepalive)
@@ -542,7 +510,7 @@ async fn a_snapshot_annotation_says_why_not_until_the_snapshot_api_exists() {
     let admin = client(User::Admin).await;
     let api: Api<Workspace> = Api::namespaced(admin.clone(), "default");
     let name = unique_name("snap");
-    let mut ws = workspace(
+    let mut ws = manifest(
         &name,
         json!({"image": "nginx:1.27", "volumes": [{"name": "home", "mountPath": "/home", "persistent": {"size": "1Gi"}}]}),
     );

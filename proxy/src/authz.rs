@@ -20,8 +20,6 @@ use crate::cache::TtlCache;
 struct Question {
     username: String,
     groups: Vec<String>,
-    verb: &'static str,
-    subresource: Option<&'static str>,
     namespace: String,
     name: Option<String>,
 }
@@ -60,35 +58,24 @@ impl Authorizer {
         if workspace.is_some_and(|ws| owns(identity, ws)) {
             return true;
         }
-        self.allowed(
-            Question {
-                username: identity.username.clone(),
-                groups: identity.groups.clone(),
-                verb: "get",
-                subresource: Some("proxy"),
-                namespace: namespace.to_owned(),
-                name: Some(name.to_owned()),
-            },
-            identity,
-        )
-        .await
+        self.may_proxy(identity, namespace, Some(name)).await
     }
 
     /// May `identity` open every workspace of `namespace` (RBAC `get workspaces/proxy`
     /// without a resource name)?
     pub async fn may_open_all(&self, identity: &Identity, namespace: &str) -> bool {
-        self.allowed(
-            Question {
-                username: identity.username.clone(),
-                groups: identity.groups.clone(),
-                verb: "get",
-                subresource: Some("proxy"),
-                namespace: namespace.to_owned(),
-                name: None,
-            },
-            identity,
-        )
-        .await
+        self.may_proxy(identity, namespace, None).await
+    }
+
+    /// RBAC `get workspaces/proxy` on `name` (all names when None) in `namespace`.
+    async fn may_proxy(&self, identity: &Identity, namespace: &str, name: Option<&str>) -> bool {
+        let question = Question {
+            username: identity.username.clone(),
+            groups: identity.groups.clone(),
+            namespace: namespace.to_owned(),
+            name: name.map(str::to_owned),
+        };
+        self.allowed(question, identity).await
     }
 
     async fn allowed(&self, question: Question, identity: &Identity) -> bool {
@@ -104,8 +91,8 @@ impl Authorizer {
                 resource_attributes: Some(ResourceAttributes {
                     group: Some("guildnet.io".into()),
                     resource: Some("workspaces".into()),
-                    subresource: question.subresource.map(str::to_owned),
-                    verb: Some(question.verb.into()),
+                    subresource: Some("proxy".into()),
+                    verb: Some("get".into()),
                     namespace: Some(question.namespace.clone()),
                     name: question.name.clone(),
                     ..ResourceAttributes::default()

@@ -209,6 +209,21 @@ async fn owner_of(state: &AppState, namespace: &str, name: &str) -> Option<Strin
         .and_then(|ws| label(&ws))
 }
 
+/// The caller, and the id after which their events start.
+async fn caller_and_start(
+    state: &AppState,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+    since: Option<&str>,
+) -> Result<(Caller, u64), ApiError> {
+    let caller = state
+        .auth
+        .authenticate(headers, peer.ip())
+        .await
+        .ok_or_else(ApiError::unauthenticated)?;
+    Ok((caller, parse_id(since)?))
+}
+
 /// `GET /api/events?since=&types=`
 pub async fn list(
     State(state): State<AppState>,
@@ -216,13 +231,11 @@ pub async fn list(
     headers: HeaderMap,
     Query(query): Query<EventQuery>,
 ) -> Response {
-    let Some(caller) = state.auth.authenticate(&headers, peer.ip()).await else {
-        return ApiError::unauthenticated().into_response();
-    };
-    let after = match parse_id(query.since.as_deref()) {
-        Ok(after) => after,
-        Err(e) => return e.into_response(),
-    };
+    let (caller, after) =
+        match caller_and_start(&state, peer, &headers, query.since.as_deref()).await {
+            Ok(start) => start,
+            Err(e) => return e.into_response(),
+        };
     let mut items = Vec::new();
     for event in state.events.since(after) {
         if query.wants(&event) && visible(&state, &caller, &event).await {
@@ -240,12 +253,10 @@ pub async fn stream(
     headers: HeaderMap,
     Query(query): Query<EventQuery>,
 ) -> Response {
-    let Some(caller) = state.auth.authenticate(&headers, peer.ip()).await else {
-        return ApiError::unauthenticated().into_response();
-    };
     let last_event_id = headers.get("last-event-id").and_then(|v| v.to_str().ok());
-    let after = match parse_id(last_event_id.or(query.since.as_deref())) {
-        Ok(after) => after,
+    let since = last_event_id.or(query.since.as_deref());
+    let (caller, after) = match caller_and_start(&state, peer, &headers, since).await {
+        Ok(start) => start,
         Err(e) => return e.into_response(),
     };
     // Subscribe before reading the backlog: nothing falls between the two.

@@ -1,0 +1,54 @@
+//! Workspaces in tests: a manifest from a spec, and waiting until one reaches a state.
+
+use std::time::Duration;
+
+use guildnet_api::Workspace;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::wait::await_condition;
+use serde_json::{Value, json};
+
+/// How long a workspace may take to reach a state the tests wait for.
+pub const WAIT: Duration = Duration::from_secs(60);
+
+/// A Workspace named `name` with `spec`, as `kubectl apply` would send it.
+pub fn manifest(name: &str, spec: Value) -> Workspace {
+    serde_json::from_value(json!({
+        "apiVersion": "guildnet.io/v1alpha1",
+        "kind": "Workspace",
+        "metadata": {"name": name},
+        "spec": spec,
+    }))
+    .expect("a Workspace manifest")
+}
+
+/// Waits (watching, up to [`WAIT`]) until the workspace satisfies `check`; fails naming
+/// `what` and the status it has.
+pub async fn wait_for(
+    api: &Api<Workspace>,
+    name: &str,
+    what: &str,
+    check: impl Fn(&Workspace) -> bool,
+) -> Workspace {
+    let cond = await_condition(api.clone(), name, move |ws: Option<&Workspace>| {
+        ws.is_some_and(&check)
+    });
+    match tokio::time::timeout(WAIT, cond).await {
+        Ok(Ok(Some(ws))) => ws,
+        _ => panic!(
+            "{name}: timed out waiting for {what}; now: {:?}",
+            api.get_opt(name)
+                .await
+                .ok()
+                .flatten()
+                .and_then(|w| w.status)
+        ),
+    }
+}
+
+/// Sets `spec.lifecycle.suspend`, as a user would with `kubectl patch`.
+pub async fn set_suspended(api: &Api<Workspace>, name: &str, suspend: bool) -> Workspace {
+    let patch = json!({"spec": {"lifecycle": {"suspend": suspend}}});
+    api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .expect("patch spec.lifecycle.suspend")
+}

@@ -23,7 +23,7 @@ cleanup() {
 trap cleanup EXIT
 
 "$bin/kube" cluster up --dir "$dir" >/dev/null
-export KUBECONFIG=$dir/kubeconfig GUILDNET_BIN=$bin GUILDNET_STACK_LOGS=$logs
+export KUBECONFIG=$dir/kubeconfig GUILDNET_BIN=$bin GUILDNET_STACK_LOGS=$logs GUILDNET_TARGET=$target
 scripts/install-crds.sh "$KUBECONFIG" >/dev/null
 "$bin/kubectl" apply -f webhook/config/starter-capabilities.yaml -f e2e/fixtures/capabilities.yaml >/dev/null
 

@@ -852,3 +852,103 @@ async fn bad_input_gets_a_clear_status_and_never_a_hang() {
         StatusCode::OK
     );
 }
+
+/// A proxy of this test's own in header mode, trusting `trusted` as the front proxy's
+/// address; stopped when dropped.
+struct HeaderModeProxy {
+    addr: SocketAddr,
+    _process: tokio::process::Child,
+}
+
+async fn header_mode_proxy(trusted: &str) -> HeaderModeProxy {
+    let target =
+        std::env::var("GUILDNET_TARGET").expect("GUILDNET_TARGET: with-stack.sh exports it");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let kubeconfig = guildnet_e2e::kubeconfig_path()
+        .parent()
+        .unwrap()
+        .join("proxy.kubeconfig");
+    let process = tokio::process::Command::new(format!("{target}/guildnet-proxy"))
+        .args([
+            "--listen",
+            &addr.to_string(),
+            "--auth",
+            "header",
+            "--trusted-proxy",
+            trusted,
+        ])
+        .env("KUBECONFIG", kubeconfig)
+        .kill_on_drop(true)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start guildnet-proxy");
+    eventually("the header-mode proxy to be ready", TIMEOUT, || async {
+        let request = Request::get("/readyz")
+            .header(HOST, addr.to_string())
+            .body(String::new())
+            .ok()?;
+        let response = send(addr, request).await.ok()?;
+        (response.status() == StatusCode::OK).then_some(())
+    })
+    .await;
+    HeaderModeProxy {
+        addr,
+        _process: process,
+    }
+}
+
+async fn as_header_user(proxy: SocketAddr, path: &str, user: Option<&str>) -> Response<Bytes> {
+    let mut request = Request::get(path).header(HOST, proxy.to_string());
+    if let Some(user) = user {
+        request = request
+            .header("x-auth-request-user", user)
+            .header("x-auth-request-groups", "guildnet:users");
+    }
+    send(proxy, request.body(String::new()).unwrap())
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn header_mode_believes_the_identity_header_only_from_trusted_proxies() {
+    let (_api, name) = launch("px-header", nginx()).await;
+    let path = format!("/w/{NAMESPACE}/{name}/");
+    reachable(&path).await;
+
+    // Requests come from 127.0.0.1: trusted here.
+    let trusting = header_mode_proxy("127.0.0.1/32").await;
+    let alice = eventually(
+        "the header-mode proxy to route the workspace",
+        TIMEOUT,
+        || async {
+            let response = as_header_user(trusting.addr, &path, Some("alice")).await;
+            (response.status() == StatusCode::OK).then_some(response)
+        },
+    )
+    .await;
+    let headers = &json_of(&alice)["headers"];
+    assert!(
+        headers.get("x-auth-request-user").is_none(),
+        "identity headers stay with the proxy: {headers}"
+    );
+    assert_eq!(
+        as_header_user(trusting.addr, &path, Some("bob"))
+            .await
+            .status(),
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        as_header_user(trusting.addr, &path, None).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+
+    // Not from the front proxy's address: the header is ignored.
+    let elsewhere = header_mode_proxy("10.9.9.9/32").await;
+    let spoofed = as_header_user(elsewhere.addr, &path, Some("alice")).await;
+    assert_eq!(spoofed.status(), StatusCode::UNAUTHORIZED);
+}

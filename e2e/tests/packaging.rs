@@ -228,6 +228,10 @@ fn chart_lints_clean_in_every_mode() {
         "proxy.ingress.tls.enabled=true",
         "proxy.tailscale.enabled=true",
         "proxy.tailscale.tags={tag:k8s}",
+        "proxy.tlsSecretName=guildnet-proxy-tls",
+        "proxy.auth.mode=header",
+        "proxy.auth.trustedProxies={10.0.0.0/8}",
+        "proxy.baseDomain=ws.example.com",
         "serviceMonitor.enabled=true",
         "webhook.url=https://127.0.0.1:9443",
     ];

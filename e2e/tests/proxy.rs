@@ -853,14 +853,14 @@ async fn bad_input_gets_a_clear_status_and_never_a_hang() {
     );
 }
 
-/// A proxy of this test's own in header mode, trusting `trusted` as the front proxy's
-/// address; stopped when dropped.
-struct HeaderModeProxy {
+/// A proxy of this test's own, with `args` besides its address and identity; stopped when
+/// dropped.
+struct OwnProxy {
     addr: SocketAddr,
     _process: tokio::process::Child,
 }
 
-async fn header_mode_proxy(trusted: &str) -> HeaderModeProxy {
+async fn own_proxy(args: &[&str]) -> OwnProxy {
     let target =
         std::env::var("GUILDNET_TARGET").expect("GUILDNET_TARGET: with-stack.sh exports it");
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -874,29 +874,18 @@ async fn header_mode_proxy(trusted: &str) -> HeaderModeProxy {
         .unwrap()
         .join("proxy.kubeconfig");
     let process = tokio::process::Command::new(format!("{target}/guildnet-proxy"))
-        .args([
-            "--listen",
-            &addr.to_string(),
-            "--auth",
-            "header",
-            "--trusted-proxy",
-            trusted,
-        ])
+        .args(["--listen", &addr.to_string()])
+        .args(args)
         .env("KUBECONFIG", kubeconfig)
         .kill_on_drop(true)
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("start guildnet-proxy");
-    eventually("the header-mode proxy to be ready", TIMEOUT, || async {
-        let request = Request::get("/readyz")
-            .header(HOST, addr.to_string())
-            .body(String::new())
-            .ok()?;
-        let response = send(addr, request).await.ok()?;
-        (response.status() == StatusCode::OK).then_some(())
+    eventually("the proxy to listen", TIMEOUT, || async {
+        TcpStream::connect(addr).await.ok().map(drop)
     })
     .await;
-    HeaderModeProxy {
+    OwnProxy {
         addr,
         _process: process,
     }
@@ -921,7 +910,7 @@ async fn header_mode_believes_the_identity_header_only_from_trusted_proxies() {
     reachable(&path).await;
 
     // Requests come from 127.0.0.1: trusted here.
-    let trusting = header_mode_proxy("127.0.0.1/32").await;
+    let trusting = own_proxy(&["--auth", "header", "--trusted-proxy", "127.0.0.1/32"]).await;
     let alice = eventually(
         "the header-mode proxy to route the workspace",
         TIMEOUT,
@@ -948,7 +937,99 @@ async fn header_mode_believes_the_identity_header_only_from_trusted_proxies() {
     );
 
     // Not from the front proxy's address: the header is ignored.
-    let elsewhere = header_mode_proxy("10.9.9.9/32").await;
+    let elsewhere = own_proxy(&["--auth", "header", "--trusted-proxy", "10.9.9.9/32"]).await;
     let spoofed = as_header_user(elsewhere.addr, &path, Some("alice")).await;
     assert_eq!(spoofed.status(), StatusCode::UNAUTHORIZED);
+}
+
+/// A self-signed certificate for `localhost`: (certificate PEM, key PEM, certificate DER).
+fn localhost_certificate() -> (String, String, Vec<u8>) {
+    let issued = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    (
+        issued.cert.pem(),
+        issued.signing_key.serialize_pem(),
+        issued.cert.der().to_vec(),
+    )
+}
+
+/// GETs `path` from `proxy` over TLS trusting `roots`; returns the response and the
+/// certificate the proxy presented.
+async fn get_over_tls(
+    proxy: SocketAddr,
+    roots: &[Vec<u8>],
+    path: &str,
+) -> anyhow::Result<(Response<Bytes>, Vec<u8>)> {
+    use http_body_util::BodyExt;
+    let mut store = rustls::RootCertStore::empty();
+    for root in roots {
+        store.add(root.clone().into())?;
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(store)
+    .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = TcpStream::connect(proxy).await?;
+    let tls = connector.connect("localhost".try_into()?, tcp).await?;
+    let presented = tls.get_ref().1.peer_certificates().unwrap()[0].to_vec();
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls)).await?;
+    tokio::spawn(connection);
+    let request = Request::get(path)
+        .header(HOST, format!("localhost:{}", proxy.port()))
+        .header(AUTHORIZATION, format!("Bearer {}", token(User::Alice)))
+        .body(String::new())?;
+    let (parts, body) = sender.send_request(request).await?.into_parts();
+    let body = body.collect().await?.to_bytes();
+    Ok((Response::from_parts(parts, body), presented))
+}
+
+#[tokio::test]
+async fn https_is_served_and_a_renewed_certificate_is_picked_up_without_a_restart() {
+    let (_api, name) = launch("px-tls", nginx()).await;
+    let path = format!("/w/{NAMESPACE}/{name}/");
+    reachable(&path).await;
+    let dir = std::env::temp_dir().join(unique_name("proxy-tls"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cert_file, key_file) = (dir.join("tls.crt"), dir.join("tls.key"));
+    let (first_pem, first_key, first_der) = localhost_certificate();
+    std::fs::write(&cert_file, &first_pem).unwrap();
+    std::fs::write(&key_file, &first_key).unwrap();
+    let proxy = own_proxy(&[
+        "--tls-cert-file",
+        cert_file.to_str().unwrap(),
+        "--tls-key-file",
+        key_file.to_str().unwrap(),
+    ])
+    .await;
+
+    let (response, presented) = eventually("HTTPS to route the workspace", TIMEOUT, || async {
+        let (response, presented) =
+            get_over_tls(proxy.addr, std::slice::from_ref(&first_der), &path)
+                .await
+                .ok()?;
+        (response.status() == StatusCode::OK).then_some((response, presented))
+    })
+    .await;
+    assert_eq!(presented, first_der);
+    assert_eq!(json_of(&response)["headers"]["x-forwarded-proto"], "https");
+
+    // cert-manager renews the Secret: the files change, the process stays.
+    let (second_pem, second_key, second_der) = localhost_certificate();
+    std::fs::write(&key_file, &second_key).unwrap();
+    std::fs::write(&cert_file, &second_pem).unwrap();
+    let roots = [first_der.clone(), second_der.clone()];
+    eventually("the renewed certificate to be served", TIMEOUT, || async {
+        let (response, presented) = get_over_tls(proxy.addr, &roots, &path).await.unwrap();
+        assert_eq!(
+            response.status(),
+            StatusCode::OK,
+            "requests keep succeeding"
+        );
+        (presented == second_der).then_some(())
+    })
+    .await;
+    let _ = std::fs::remove_dir_all(&dir);
 }

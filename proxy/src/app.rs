@@ -31,6 +31,7 @@ use crate::events::EventHub;
 use crate::forward;
 use crate::session::{self, SessionKeys};
 use crate::{api, dashboard, logs, route};
+use guildnet_operator::runtime::tls::{self, SwappableCert};
 
 pub struct Shared {
     pub client: kube::Client,
@@ -45,10 +46,15 @@ pub struct Shared {
     pub base_domain: Option<String>,
     pub allowed_origins: Vec<String>,
     max_header_bytes: usize,
+    /// Whether browsers reach this process over HTTPS (it terminates TLS itself).
+    pub https: bool,
     ready: AtomicBool,
 }
 
 pub type AppState = Arc<Shared>;
+
+/// How often mounted certificate files are checked for a renewal.
+const TLS_FILE_CHECK_INTERVAL: Duration = Duration::from_secs(10);
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
     args.validate().map_err(anyhow::Error::msg)?;
@@ -113,6 +119,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         allowed_origins: args.allowed_origin.clone(),
         client: client.clone(),
         max_header_bytes: args.max_header_bytes,
+        https: args.tls_cert_file.is_some(),
         ready: AtomicBool::new(false),
     });
 
@@ -255,12 +262,18 @@ async fn serve(router: Router, args: &Args) -> anyhow::Result<()> {
     http.timer(TokioTimer::new())
         .header_read_timeout(args.header_read_timeout)
         .max_buf_size(args.max_header_bytes);
+    let serving = Serving {
+        router,
+        http,
+        tls: tls_acceptor(args).await?,
+        handshake_timeout: args.header_read_timeout,
+    };
     let (stop, stopping) = tokio::sync::watch::channel(false);
     let threads: Vec<_> = listeners
         .into_iter()
         .enumerate()
         .map(|(index, listener)| {
-            let (router, http, stopping) = (router.clone(), http.clone(), stopping.clone());
+            let (serving, stopping) = (serving.clone(), stopping.clone());
             std::thread::Builder::new()
                 .name(format!("serve-{index}"))
                 .spawn(move || {
@@ -268,7 +281,7 @@ async fn serve(router: Router, args: &Args) -> anyhow::Result<()> {
                         .enable_all()
                         .build()
                         .expect("a serving runtime");
-                    runtime.block_on(accept_loop(listener, router, http, stopping));
+                    runtime.block_on(accept_loop(listener, serving, stopping));
                 })
         })
         .collect::<Result<_, _>>()?;
@@ -282,6 +295,25 @@ async fn serve(router: Router, args: &Args) -> anyhow::Result<()> {
     })
     .await?;
     Ok(())
+}
+
+/// With `--tls-cert-file`: HTTPS (HTTP/1.1), the certificate reloaded when the files change.
+async fn tls_acceptor(args: &Args) -> anyhow::Result<Option<tokio_rustls::TlsAcceptor>> {
+    let (Some(cert), Some(key)) = (&args.tls_cert_file, &args.tls_key_file) else {
+        return Ok(None);
+    };
+    let read = |path: &std::path::PathBuf| {
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
+    };
+    let resolver = Arc::new(SwappableCert::new(&read(cert)?, &read(key)?)?);
+    tokio::spawn(tls::follow_files(
+        resolver.clone(),
+        cert.clone(),
+        key.clone(),
+        TLS_FILE_CHECK_INTERVAL,
+    ));
+    let config = tls::server_config(resolver, &[b"http/1.1"])?;
+    Ok(Some(tokio_rustls::TlsAcceptor::from(Arc::new(config))))
 }
 
 fn reuseport_listener(address: SocketAddr) -> std::io::Result<std::net::TcpListener> {
@@ -300,10 +332,20 @@ fn reuseport_listener(address: SocketAddr) -> std::io::Result<std::net::TcpListe
 
 /// Serves connections from `listener` until `stopping` says so, then lets open requests
 /// finish (at most 10 s).
-async fn accept_loop(
-    listener: std::net::TcpListener,
+/// How one serving thread takes connections.
+#[derive(Clone)]
+struct Serving {
     router: Router,
     http: hyper::server::conn::http1::Builder,
+    /// HTTPS when set.
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    /// A TLS handshake must finish within this, like a request head.
+    handshake_timeout: Duration,
+}
+
+async fn accept_loop(
+    listener: std::net::TcpListener,
+    serving: Serving,
     mut stopping: tokio::sync::watch::Receiver<bool>,
 ) {
     let listener = tokio::net::TcpListener::from_std(listener).expect("a listener on this runtime");
@@ -320,26 +362,19 @@ async fn accept_loop(
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                let service = router.clone().map_request(move |mut request: Request<hyper::body::Incoming>| {
-                    request.extensions_mut().insert(ConnectInfo(peer));
-                    request
-                });
-                let connection = http
-                    .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
-                    .with_upgrades();
-                let mut stopping = stopping.clone();
-                let open = open.clone();
+                let (serving, stopping, open) = (serving.clone(), stopping.clone(), open.clone());
                 tokio::spawn(async move {
-                    let mut connection = std::pin::pin!(connection);
-                    let ended = tokio::select! {
-                        ended = connection.as_mut() => ended,
-                        _ = stopping.changed() => {
-                            connection.as_mut().graceful_shutdown();
-                            connection.await
+                    match &serving.tls {
+                        None => serve_connection(TokioIo::new(stream), peer, &serving, stopping).await,
+                        Some(acceptor) => {
+                            match tokio::time::timeout(serving.handshake_timeout, acceptor.accept(stream)).await {
+                                Ok(Ok(stream)) => {
+                                    serve_connection(TokioIo::new(stream), peer, &serving, stopping).await;
+                                }
+                                Ok(Err(error)) => tracing::debug!(%error, %peer, "TLS handshake failed"),
+                                Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                            }
                         }
-                    };
-                    if let Err(error) = ended {
-                        tracing::debug!(%error, %peer, "connection ended with an error");
                     }
                     drop(open);
                 });
@@ -353,6 +388,40 @@ async fn accept_loop(
         .is_err()
     {
         tracing::warn!("open connections did not finish in 10s");
+    }
+}
+
+/// HTTP/1.1 (with upgrades) on one connection until it ends or the proxy stops.
+async fn serve_connection<I>(
+    io: I,
+    peer: SocketAddr,
+    serving: &Serving,
+    mut stopping: tokio::sync::watch::Receiver<bool>,
+) where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let service =
+        serving
+            .router
+            .clone()
+            .map_request(move |mut request: Request<hyper::body::Incoming>| {
+                request.extensions_mut().insert(ConnectInfo(peer));
+                request
+            });
+    let connection = serving
+        .http
+        .serve_connection(io, TowerToHyperService::new(service))
+        .with_upgrades();
+    let mut connection = std::pin::pin!(connection);
+    let ended = tokio::select! {
+        ended = connection.as_mut() => ended,
+        _ = stopping.changed() => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    if let Err(error) = ended {
+        tracing::debug!(%error, %peer, "connection ended with an error");
     }
 }
 

@@ -27,6 +27,14 @@ pub struct Args {
     #[arg(long, env = "GUILDNET_PROXY_LISTEN", default_value = "127.0.0.1:8090")]
     pub listen: SocketAddr,
 
+    /// Serve HTTPS with this certificate chain (PEM), e.g. a mounted cert-manager Secret;
+    /// a renewed file is served from the next handshake on.
+    #[arg(long, env = "GUILDNET_PROXY_TLS_CERT_FILE", requires = "tls_key_file")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// The private key of --tls-cert-file (PEM).
+    #[arg(long, env = "GUILDNET_PROXY_TLS_KEY_FILE", requires = "tls_cert_file")]
+    pub tls_key_file: Option<PathBuf>,
+
     /// How callers authenticate: token, header or none.
     #[arg(long, env = "GUILDNET_PROXY_AUTH", value_enum, default_value = "token")]
     pub auth: AuthMode,

@@ -192,7 +192,9 @@ fn public_origin(state: &AppState, peer: SocketAddr, headers: &HeaderMap) -> Pub
         None => peer.ip().to_string(),
     };
     PublicOrigin {
-        scheme: forwarded(&X_FORWARDED_PROTO).unwrap_or_else(|| HeaderValue::from_static("http")),
+        scheme: forwarded(&X_FORWARDED_PROTO).unwrap_or_else(|| {
+            HeaderValue::from_static(if state.https { "https" } else { "http" })
+        }),
         host: forwarded(&X_FORWARDED_HOST).unwrap_or(host),
         forwarded_for: HeaderValue::from_str(&forwarded_for)
             .unwrap_or_else(|_| HeaderValue::from_static("")),

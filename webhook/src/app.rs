@@ -6,10 +6,10 @@ use crate::cli::Args;
 use crate::metrics::Metrics;
 use crate::reservations::Reservations;
 use crate::server::{self, AppState};
-use crate::tls::{self, SwappableCert};
 use anyhow::Context;
 use axum_server::accept::NoDelayAcceptor;
 use axum_server::tls_rustls::{RustlsAcceptor, RustlsConfig};
+use guildnet_operator::runtime::tls::{self, SwappableCert};
 use kube::{Api, Client};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -44,8 +44,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .await
         .context("cannot obtain the serving certificate")?;
     let resolver = Arc::new(SwappableCert::new(&material.cert, &material.key)?);
-    let tls_config =
-        RustlsConfig::from_config(Arc::new(tls::server_config(Arc::clone(&resolver))?));
+    let tls_config = RustlsConfig::from_config(Arc::new(tls::server_config(
+        Arc::clone(&resolver),
+        &[b"h2", b"http/1.1"],
+    )?));
 
     let (caches, watch_caches) = Caches::start(&client);
     let state = Arc::new(AppState {

@@ -21,4 +21,3 @@ pub mod registration;
 pub mod reservations;
 pub mod review;
 pub mod server;
-pub mod tls;

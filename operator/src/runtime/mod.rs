@@ -12,6 +12,7 @@
 pub mod http;
 pub mod leader;
 pub mod logging;
+pub mod tls;
 
 use crate::metrics::Metrics;
 use crate::workspace::caches::Caches;

@@ -8,7 +8,9 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
+use std::path::PathBuf;
 use std::sync::{Arc, PoisonError, RwLock};
+use std::time::Duration;
 
 /// Why a certificate cannot be served.
 #[derive(Debug, thiserror::Error)]
@@ -53,15 +55,48 @@ impl ResolvesServerCert for SwappableCert {
 }
 
 /// The server configuration: TLS 1.2 and 1.3 with the ring provider (the one kube's client
-/// uses, so one crypto library is linked), HTTP/2 and HTTP/1.1, certificates from
-/// `resolver`.
-pub fn server_config(resolver: Arc<SwappableCert>) -> Result<ServerConfig, Error> {
+/// uses, so one crypto library is linked), offering the application protocols `alpn`
+/// (e.g. `h2`, `http/1.1`), certificates from `resolver`.
+pub fn server_config(resolver: Arc<SwappableCert>, alpn: &[&[u8]]) -> Result<ServerConfig, Error> {
     let mut config = ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
         .with_cert_resolver(resolver);
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Ok(config)
+}
+
+/// Keeps `resolver` serving the certificate and key in these files (a mounted Secret that
+/// cert-manager renews): reads them every `interval` and swaps when they changed.
+pub async fn follow_files(
+    resolver: Arc<SwappableCert>,
+    cert: PathBuf,
+    key: PathBuf,
+    interval: Duration,
+) {
+    let mut served: Option<(String, String)> = None;
+    let mut ticker = tokio::time::interval(interval);
+    loop {
+        ticker.tick().await;
+        let read = (
+            tokio::fs::read_to_string(&cert).await,
+            tokio::fs::read_to_string(&key).await,
+        );
+        let (Ok(cert_pem), Ok(key_pem)) = read else {
+            tracing::warn!(cert = %cert.display(), key = %key.display(), "cannot read the TLS certificate files");
+            continue;
+        };
+        if served
+            .as_ref()
+            .is_some_and(|(c, k)| *c == cert_pem && *k == key_pem)
+        {
+            continue;
+        }
+        match resolver.replace(&cert_pem, &key_pem) {
+            Ok(()) => served = Some((cert_pem, key_pem)),
+            Err(error) => tracing::warn!(%error, "keeping the current TLS certificate"),
+        }
+    }
 }
 
 fn provider() -> Arc<CryptoProvider> {
@@ -103,6 +138,6 @@ mod tests {
             "key mismatch"
         );
         assert_eq!(served(), second);
-        assert!(server_config(Arc::new(resolver)).is_ok());
+        assert!(server_config(Arc::new(resolver), &[b"http/1.1"]).is_ok());
     }
 }

@@ -14,6 +14,10 @@ pub const OWNER_NAME: &str = "guildnet.io/owner-name";
 pub const OWNER_GROUPS: &str = "guildnet.io/owner-groups";
 /// `true` opts a Workspace out of idle reaping.
 pub const KEEPALIVE: &str = "guildnet.io/keepalive";
+/// Annotation: `true` makes the proxy forward the whole path, `/w/<namespace>/<name>/…`,
+/// for apps serving under that base path themselves (Jupyter's `base_url`); by default the
+/// prefix is stripped.
+pub const PROXY_KEEP_PREFIX: &str = "guildnet.io/proxy-keep-prefix";
 /// Annotation: probe profile override (slow | default | fast).
 pub const PROBE_PROFILE: &str = "guildnet.io/probe-profile";
 /// Annotation: probe HTTP path override.

@@ -76,11 +76,24 @@ fn expect_json(response: &Response<Bytes>, status: StatusCode) -> Value {
 
 /// A Workspace of alice's, running, with the test upstream on its pod IP.
 async fn launch(prefix: &str, spec: Value) -> (Api<Workspace>, String) {
+    launch_annotated(prefix, spec, &[]).await
+}
+
+async fn launch_annotated(
+    prefix: &str,
+    spec: Value,
+    annotations: &[(&str, &str)],
+) -> (Api<Workspace>, String) {
     let api: Api<Workspace> = Api::namespaced(client(User::Alice).await, NAMESPACE);
     let name = unique_name(prefix);
-    api.create(&PostParams::default(), &manifest(&name, spec))
-        .await
-        .unwrap();
+    let mut ws = manifest(&name, spec);
+    ws.metadata.annotations = Some(
+        annotations
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect(),
+    );
+    api.create(&PostParams::default(), &ws).await.unwrap();
     wait_for(&api, &name, "Running", |ws| {
         phase(ws) == Some(WorkspacePhase::Running)
     })
@@ -339,6 +352,18 @@ async fn redirects_and_cookies_are_rewritten_under_the_prefix() {
     let bare = get_as(User::Alice, &prefix).await;
     assert_eq!(bare.status(), StatusCode::PERMANENT_REDIRECT);
     assert_eq!(bare.headers()[LOCATION], format!("{prefix}/").as_str());
+}
+
+#[tokio::test]
+async fn an_app_serving_under_the_prefix_gets_the_whole_path() {
+    let annotations = [("guildnet.io/proxy-keep-prefix", "true")];
+    let (_api, name) = launch_annotated("px-keep", nginx(), &annotations).await;
+    let prefix = format!("/w/{NAMESPACE}/{name}");
+    let response = reachable(&format!("{prefix}/api/kernels?x=1")).await;
+    assert_eq!(
+        json_of(&response)["path"],
+        format!("{prefix}/api/kernels?x=1").as_str()
+    );
 }
 
 #[tokio::test]

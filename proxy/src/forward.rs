@@ -10,6 +10,7 @@ use std::task::{Context, Poll};
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::response::{IntoResponse, Redirect, Response};
+use guildnet_api::labels;
 use guildnet_api::workspace::Workspace;
 use http::header::{self, HeaderName, HeaderValue};
 use http::{HeaderMap, StatusCode, Uri};
@@ -59,7 +60,7 @@ pub async fn path_mode(
 pub async fn forward(
     state: AppState,
     peer: SocketAddr,
-    target: Target,
+    mut target: Target,
     request: Request,
 ) -> Response {
     let headers = request.headers();
@@ -101,6 +102,13 @@ pub async fn forward(
             .unwrap_or_default();
         return Redirect::permanent(&format!("{}/{query}", target.prefix)).into_response();
     }
+    if keeps_prefix(&workspace) && !target.prefix.is_empty() {
+        // The app serves under the prefix itself (Jupyter's base_url): it gets the whole path.
+        target.upstream_path_and_query = request
+            .uri()
+            .path_and_query()
+            .map_or_else(|| "/".to_owned(), |pq| pq.as_str().to_owned());
+    }
     let Some(upstream) = state.endpoints.pick(
         &target.namespace,
         &target.name,
@@ -123,6 +131,16 @@ fn unauthenticated(target: &Target, uri: &Uri, headers: &HeaderMap) -> Response 
         return Redirect::to(&location).into_response();
     }
     ApiError::unauthenticated().for_client(headers)
+}
+
+/// Whether the workspace asks for the whole path (annotation `guildnet.io/proxy-keep-prefix`).
+fn keeps_prefix(workspace: &Workspace) -> bool {
+    workspace
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(labels::PROXY_KEEP_PREFIX))
+        .is_some_and(|v| v == "true")
 }
 
 /// The Service port the proxy opens: the workspace's first port (named as the operator

@@ -90,25 +90,13 @@ impl From<&Workspace> for WorkspaceSummary {
     }
 }
 
-async fn caller(
-    state: &AppState,
-    headers: &HeaderMap,
-    peer: SocketAddr,
-) -> Result<Caller, ApiError> {
-    state
-        .auth
-        .authenticate(headers, peer.ip())
-        .await
-        .ok_or_else(ApiError::unauthenticated)
-}
-
 /// `GET /api/me`
 pub async fn me(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let caller = caller(&state, &headers, peer).await?;
+    let caller = state.auth.require(&headers, peer.ip()).await?;
     Ok(Json(json!({
         "user": caller.identity.username,
         "groups": caller.identity.groups,
@@ -125,7 +113,7 @@ pub async fn list(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let caller = caller(&state, &headers, peer).await?;
+    let caller = state.auth.require(&headers, peer.ip()).await?;
     let mut all = state.workspaces.state();
     all.sort_by(|a, b| {
         (&a.metadata.namespace, &a.metadata.name).cmp(&(&b.metadata.namespace, &b.metadata.name))
@@ -291,7 +279,7 @@ async fn writer(
     headers: &HeaderMap,
     peer: SocketAddr,
 ) -> Result<Caller, ApiError> {
-    let caller = caller(state, headers, peer).await?;
+    let caller = state.auth.require(headers, peer.ip()).await?;
     if caller.via != Via::Bearer {
         check_origin(headers, &state.allowed_origins)?;
     }

@@ -189,9 +189,8 @@ async fn readyz(State(state): State<AppState>) -> Response {
 }
 
 /// In front of every route: refuses oversized request heads (431; hyper bounds its read
-/// buffer, but not exactly at `--max-header-bytes`), and sends workspace traffic straight to
-/// the forwarder: `/w/…` paths, and in subdomain mode every request to
-/// `<name>--<namespace>.<base domain>`, whose paths are the workspace's own.
+/// buffer, but not exactly at `--max-header-bytes`), and in subdomain mode sends every
+/// request to `<name>--<namespace>.<base domain>` to the workspace, whose paths they are.
 async fn front(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -232,9 +231,6 @@ async fn front(
                 }
             }
         }
-    }
-    if request.uri().path().starts_with(route::PATH_PREFIX) {
-        return forward::path_mode(State(state), ConnectInfo(peer), request).await;
     }
     next.run(request).await
 }

@@ -16,6 +16,7 @@ use sha2::{Digest, Sha256};
 
 use crate::cache::TtlCache;
 use crate::config::AuthMode;
+use crate::error::ApiError;
 use crate::session::{COOKIE_NAME, SessionKeys};
 
 /// An authenticated user, as the API server knows them.
@@ -113,11 +114,11 @@ impl Authenticator {
     }
 
     /// Headers that carry identity to the proxy; a workspace never sees them.
-    pub fn identity_headers(&self) -> Vec<&str> {
-        match self.mode {
-            AuthMode::Header => vec![self.user_header.as_str(), self.groups_header.as_str()],
-            AuthMode::Token | AuthMode::None => vec![],
-        }
+    pub fn identity_headers(&self) -> impl Iterator<Item = &str> {
+        let header_mode = self.mode == AuthMode::Header;
+        [self.user_header.as_str(), self.groups_header.as_str()]
+            .into_iter()
+            .filter(move |_| header_mode)
     }
 
     /// Whether `peer` is a configured front proxy, whose headers are believed.
@@ -150,6 +151,13 @@ impl Authenticator {
                 })
             }
         }
+    }
+
+    /// The caller of a request, or the 401 that says how to log in.
+    pub async fn require(&self, headers: &HeaderMap, peer: IpAddr) -> Result<Caller, ApiError> {
+        self.authenticate(headers, peer)
+            .await
+            .ok_or_else(ApiError::unauthenticated)
     }
 
     fn trusted_header_caller(&self, headers: &HeaderMap, peer: IpAddr) -> Option<Caller> {

@@ -43,13 +43,21 @@ impl Endpoints {
     pub fn pick(&self, namespace: &str, service: &str, port_name: &str) -> Option<SocketAddr> {
         let index = self.index.read().unwrap();
         let slices = index.get(&(namespace.to_owned(), service.to_owned()))?;
-        let all: Vec<&Backend> = slices.values().flatten().collect();
-        let serving: Vec<&Backend> = all.iter().copied().filter(|b| b.serving).collect();
-        let candidates = if serving.is_empty() { all } else { serving };
-        if candidates.is_empty() {
+        let backends = || slices.values().flatten();
+        let serving = backends().filter(|b| b.serving).count();
+        let only_serving = serving > 0;
+        let candidates = if only_serving {
+            serving
+        } else {
+            backends().count()
+        };
+        if candidates == 0 {
             return None;
         }
-        let backend = candidates[self.next.fetch_add(1, Ordering::Relaxed) % candidates.len()];
+        let turn = self.next.fetch_add(1, Ordering::Relaxed) % candidates;
+        let backend = backends()
+            .filter(|b| b.serving || !only_serving)
+            .nth(turn)?;
         let port = backend
             .ports
             .iter()

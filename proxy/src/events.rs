@@ -216,11 +216,7 @@ async fn caller_and_start(
     headers: &HeaderMap,
     since: Option<&str>,
 ) -> Result<(Caller, u64), ApiError> {
-    let caller = state
-        .auth
-        .authenticate(headers, peer.ip())
-        .await
-        .ok_or_else(ApiError::unauthenticated)?;
+    let caller = state.auth.require(headers, peer.ip()).await?;
     Ok((caller, parse_id(since)?))
 }
 

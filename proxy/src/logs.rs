@@ -51,11 +51,7 @@ async fn pod_log(
     name: &str,
     query: &LogQuery,
 ) -> Result<Response, ApiError> {
-    let caller = state
-        .auth
-        .authenticate(headers, peer.ip())
-        .await
-        .ok_or_else(ApiError::unauthenticated)?;
+    let caller = state.auth.require(headers, peer.ip()).await?;
     let workspace = state
         .workspaces
         .get(&ObjectRef::new(name).within(namespace));

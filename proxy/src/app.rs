@@ -281,7 +281,7 @@ async fn serve(router: Router, args: &Args) -> anyhow::Result<()> {
                 })
         })
         .collect::<Result<_, _>>()?;
-    shutdown_signal().await;
+    guildnet_operator::runtime::shutdown_signal().await;
     tracing::info!("shutting down: finishing open requests");
     let _ = stop.send(true);
     tokio::task::spawn_blocking(move || {
@@ -418,14 +418,5 @@ async fn serve_connection<I>(
     };
     if let Err(error) = ended {
         tracing::debug!(%error, %peer, "connection ended with an error");
-    }
-}
-
-async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("installing the SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
     }
 }

@@ -92,7 +92,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let serving_metrics = tokio::spawn(async move { metrics.await });
     let mut serving = tokio::spawn(https);
     let outcome = tokio::select! {
-        () = shutdown_signal() => {
+        () = guildnet_operator::runtime::shutdown_signal() => {
             info!("shutting down");
             Ok(())
         }
@@ -105,20 +105,4 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let _ = maintaining.await;
     watching.abort();
     outcome
-}
-
-/// Resolves on SIGTERM (the kubelet stopping the pod) or SIGINT (Ctrl-C).
-async fn shutdown_signal() {
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending().await,
-        }
-    };
-    tokio::select! {
-        () = terminate => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
 }

@@ -160,7 +160,7 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     (
         [(
             header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            guildnet_operator::metrics::CONTENT_TYPE,
         )],
         state.metrics.encode(),
     )

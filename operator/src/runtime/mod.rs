@@ -137,7 +137,9 @@ fn readiness(
 }
 
 /// Resolves on SIGTERM or SIGINT.
-async fn shutdown_signal() {
+/// Resolves on SIGTERM (Kubernetes stopping the pod) or Ctrl-C. Shared by the operator,
+/// the webhook and the proxy.
+pub async fn shutdown_signal() {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .expect("SIGTERM handler");
     tokio::select! {

@@ -99,9 +99,17 @@ impl Context {
     }
 
     /// The `QuotaExceeded` failure of `ws`, from the caches (see [`quota`]).
+    /// Quotas count only the owner's workspaces, and none when there is no Quota, so only
+    /// those are taken from the cache: copying all of it per reconcile made a resync O(N²).
     fn quota_failure(&self, ws: &Workspace) -> Option<status::Failure> {
-        let workspaces = self.workspaces.state();
         let quotas = self.quotas.state();
+        let owner = ws.labels().get(labels::OWNER)?;
+        let workspaces = if quotas.is_empty() {
+            Vec::new()
+        } else {
+            self.workspaces
+                .state_filter(|w| w.labels().get(labels::OWNER) == Some(owner))
+        };
         let workspaces: Vec<&Workspace> = workspaces.iter().map(|w| w.as_ref()).collect();
         let quotas: Vec<&Quota> = quotas.iter().map(|q| q.as_ref()).collect();
         quota::check(ws, &workspaces, &quotas, &self.settings.system_namespace)
@@ -335,14 +343,10 @@ async fn reconcile_workspace(ws: Arc<Workspace>, ctx: Arc<Context>) -> Result<Ac
 impl Context {
     /// The workspace's pods, from the watch cache.
     fn pods_of(&self, name: &str, namespace: &str) -> Vec<Arc<Pod>> {
-        self.pods
-            .state()
-            .into_iter()
-            .filter(|p| {
-                p.namespace().as_deref() == Some(namespace)
-                    && p.labels().get(labels::ID).map(String::as_str) == Some(name)
-            })
-            .collect()
+        self.pods.state_filter(|p| {
+            p.namespace().as_deref() == Some(namespace)
+                && p.labels().get(labels::ID).map(String::as_str) == Some(name)
+        })
     }
 }
 

@@ -37,14 +37,18 @@ pub fn check(
     let namespace = ws.namespace()?;
     let user = owner_as_user(ws);
     let demand = workspace_demand(&ws.spec).ok()?;
-    let names: Vec<String> = quotas
+    let applying: Vec<&Quota> = quotas
+        .iter()
+        .copied()
+        .filter(|q| quota_applies(q, &user, &namespace, system_namespace))
+        .collect();
+    let names: Vec<String> = applying
         .iter()
         .map(|q| format!("{}/{}", q.namespace().unwrap_or_default(), q.name_any()))
         .collect();
-    let applicable: Vec<ApplicableQuota> = quotas
+    let applicable: Vec<ApplicableQuota> = applying
         .iter()
         .zip(&names)
-        .filter(|(q, _)| quota_applies(q, &user, &namespace, system_namespace))
         .map(|(q, name)| ApplicableQuota {
             name,
             limits: &q.spec.per_owner,

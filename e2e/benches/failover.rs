@@ -6,6 +6,7 @@
 use guildnet_api::Workspace;
 use guildnet_e2e::User;
 use guildnet_e2e::cluster::{Cluster, Operator, leader_among, lease_holder};
+use guildnet_e2e::workspaces::manifest;
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::Client;
 use kube::api::{Api, PostParams};
@@ -49,11 +50,7 @@ async fn fail_over(
         ops[leader].terminate();
     }
     let workspaces: Api<Workspace> = Api::namespaced(admin.clone(), "default");
-    let ws: Workspace = serde_json::from_value(serde_json::json!({
-        "apiVersion": "guildnet.io/v1alpha1", "kind": "Workspace",
-        "metadata": {"name": probe}, "spec": {"image": "nginx:1.27"}
-    }))
-    .unwrap();
+    let ws = manifest(&probe, serde_json::json!({"image": "nginx:1.27"}));
     let create = async {
         workspaces
             .create(&PostParams::default(), &ws)
@@ -102,11 +99,7 @@ async fn main() {
         Operator::start(&cluster, "op-1", &[]),
     ];
     // The API server's first Workspace request is slow; keep it out of the numbers.
-    let warm_up: Workspace = serde_json::from_value(serde_json::json!({
-        "apiVersion": "guildnet.io/v1alpha1", "kind": "Workspace",
-        "metadata": {"name": "warm-up"}, "spec": {"image": "nginx:1.27"}
-    }))
-    .unwrap();
+    let warm_up = manifest("warm-up", serde_json::json!({"image": "nginx:1.27"}));
     Api::<Workspace>::namespaced(admin.clone(), "default")
         .create(&PostParams::default(), &warm_up)
         .await

@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 
 use futures::{SinkExt, StreamExt};
 use guildnet_api::workspace::{Workspace, WorkspacePhase};
-use guildnet_e2e::upstream::{pod_ip_of_workspace, upstream_port};
+use guildnet_e2e::upstream::{pod_ip_of_workspace, send, upstream_port};
+use guildnet_e2e::workspaces::{WAIT, manifest, wait_for};
 use guildnet_e2e::{User, client, eventually, token, unique_name};
 use kube::api::{Api, DeleteParams, PostParams};
 use serde_json::json;
@@ -154,37 +155,28 @@ async fn main() {
         .unwrap();
     let api: Api<Workspace> = Api::namespaced(client(User::Alice).await, "default");
     let name = unique_name("bench-proxy");
-    let ws: Workspace = serde_json::from_value(json!({
-        "apiVersion": "guildnet.io/v1alpha1", "kind": "Workspace", "metadata": {"name": name},
-        "spec": {"image": "nginx:1.27", "ports": [{"containerPort": upstream_port()}]},
-    }))
-    .unwrap();
+    let ws = manifest(
+        &name,
+        json!({"image": "nginx:1.27", "ports": [{"containerPort": upstream_port()}]}),
+    );
     api.create(&PostParams::default(), &ws).await.unwrap();
     let pod = pod_ip_of_workspace(&client(User::Admin).await, "default", &name).await;
     let upstream = SocketAddr::new(pod, upstream_port());
     let bearer = format!("Bearer {}", token(User::Alice));
     let through_proxy = format!("http://{proxy}/w/default/{name}/bench");
-    eventually(
-        "the proxy to route the workspace",
-        Duration::from_secs(60),
-        || async {
-            let api = api.clone();
-            let running = api.get(&name).await.ok()?.status?.phase == Some(WorkspacePhase::Running);
-            let ok = Command::new("curl")
-                .args([
-                    "-sf",
-                    "-o",
-                    "/dev/null",
-                    "-H",
-                    &format!("Authorization: {bearer}"),
-                    &through_proxy,
-                ])
-                .status()
-                .ok()?
-                .success();
-            (running && ok).then_some(())
-        },
-    )
+    wait_for(&api, &name, "Running", |ws| {
+        ws.status.as_ref().and_then(|s| s.phase) == Some(WorkspacePhase::Running)
+    })
+    .await;
+    eventually("the proxy to route the workspace", WAIT, || async {
+        let request = hyper::Request::get(format!("/w/default/{name}/bench"))
+            .header("host", proxy.to_string())
+            .header("authorization", &bearer)
+            .body(String::new())
+            .ok()?;
+        let response = send(proxy, request).await.ok()?;
+        response.status().is_success().then_some(())
+    })
     .await;
 
     let dir = std::env::temp_dir().join(unique_name("bench-nginx"));

@@ -4,6 +4,7 @@
 
 use futures::StreamExt;
 use guildnet_api::Workspace;
+use guildnet_e2e::workspaces::manifest;
 use guildnet_e2e::{User, client, create_namespace, unique_name};
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::ResourceExt;
@@ -55,11 +56,7 @@ async fn main() {
     let mut written = HashMap::new();
     for i in 0..WORKSPACES {
         let name = format!("ws-{i}");
-        let ws: Workspace = serde_json::from_value(serde_json::json!({
-            "apiVersion": "guildnet.io/v1alpha1", "kind": "Workspace",
-            "metadata": {"name": name}, "spec": {"image": "nginx:1.27"}
-        }))
-        .unwrap();
+        let ws = manifest(&name, serde_json::json!({"image": "nginx:1.27"}));
         workspaces
             .create(&PostParams::default(), &ws)
             .await

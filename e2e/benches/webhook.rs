@@ -16,6 +16,7 @@
 use guildnet_api::{Capabilities, Workspace};
 use guildnet_e2e::User;
 use guildnet_e2e::cluster::{Cluster, free_port, repo_root};
+use guildnet_e2e::workspaces::manifest;
 use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
 use kube::api::{Api, PostParams};
@@ -308,11 +309,7 @@ fn measure(
 }
 
 fn workspace(name: &str, image: &str) -> Workspace {
-    serde_json::from_value(serde_json::json!({
-        "apiVersion": "guildnet.io/v1alpha1", "kind": "Workspace",
-        "metadata": {"name": name}, "spec": {"image": image}
-    }))
-    .unwrap()
+    manifest(name, serde_json::json!({"image": image}))
 }
 
 /// Times [`CREATES`] sequential Workspace creates named `<prefix>-<i>`.

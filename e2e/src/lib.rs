@@ -47,17 +47,24 @@ pub fn kubeconfig_path() -> PathBuf {
     env_path("KUBECONFIG")
 }
 
-/// The bearer token of `user` (the control plane writes one per kubeconfig context).
+/// The bearer token of `user` (the control plane writes one per kubeconfig context, once;
+/// read once per test process, as tests poll with it).
 pub fn token(user: User) -> String {
-    let path = kubeconfig_path()
-        .parent()
-        .expect("the kubeconfig is in the cluster's directory")
-        .join("tokens")
-        .join(user.context());
-    std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
-        .trim()
-        .to_owned()
+    static TOKENS: std::sync::OnceLock<[String; 3]> = std::sync::OnceLock::new();
+    let tokens = TOKENS.get_or_init(|| {
+        [User::Admin, User::Alice, User::Bob].map(|user| {
+            let path = kubeconfig_path()
+                .parent()
+                .expect("the kubeconfig is in the cluster's directory")
+                .join("tokens")
+                .join(user.context());
+            std::fs::read_to_string(&path)
+                .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+                .trim()
+                .to_owned()
+        })
+    });
+    tokens[user as usize].clone()
 }
 
 /// A client acting as `user` on the control plane under test.

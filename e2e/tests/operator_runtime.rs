@@ -8,6 +8,7 @@ use guildnet_api::Workspace;
 use guildnet_api::workspace::WorkspacePhase;
 use guildnet_e2e::User;
 use guildnet_e2e::cluster::{Cluster, Operator, leader_among, lease_holder};
+use guildnet_e2e::workspaces::manifest;
 use guildnet_e2e::{create_namespace, eventually};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::{Pod, Service};
@@ -27,11 +28,7 @@ static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(())
 const TIMEOUT: Duration = Duration::from_secs(60);
 
 fn workspace(name: &str) -> Workspace {
-    serde_json::from_value(serde_json::json!({
-        "apiVersion": "guildnet.io/v1alpha1", "kind": "Workspace",
-        "metadata": {"name": name}, "spec": {"image": "nginx:1.27"}
-    }))
-    .unwrap()
+    manifest(name, serde_json::json!({"image": "nginx:1.27"}))
 }
 
 /// Waits until `count` workspaces in `api` are Running, listing them twice a second (more

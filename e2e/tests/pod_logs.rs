@@ -9,6 +9,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use guildnet_api::Workspace;
+use guildnet_e2e::workspaces::manifest;
 use guildnet_e2e::{User, client, eventually, kubectl, unique_name};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
@@ -23,13 +24,7 @@ const HEARTBEAT: &str = "guildnet test workload heartbeat";
 async fn workspace_pod(prefix: &str) -> (String, String) {
     let name = unique_name(prefix);
     let workspaces: Api<Workspace> = Api::namespaced(client(User::Alice).await, "default");
-    let ws: Workspace = serde_json::from_value(json!({
-        "apiVersion": "guildnet.io/v1alpha1",
-        "kind": "Workspace",
-        "metadata": {"name": name},
-        "spec": {"image": "nginx:1.27"},
-    }))
-    .unwrap();
+    let ws = manifest(&name, json!({"image": "nginx:1.27"}));
     workspaces
         .create(&PostParams::default(), &ws)
         .await

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use guildnet_api::Workspace;
 use guildnet_e2e::upstream::{get, pod_ip_of_workspace, send, upstream_port, ws_echo};
+use guildnet_e2e::workspaces::manifest;
 use guildnet_e2e::{User, client, unique_name};
 use http_body_util::BodyExt;
 use hyper::header::{CONTENT_LENGTH, HOST, LOCATION, SEC_WEBSOCKET_PROTOCOL, SET_COOKIE};
@@ -232,13 +233,7 @@ async fn a_workspace_pod_ip_serves_http_and_websocket() {
     let port = upstream_port();
     let name = unique_name("upstream");
     let alice: Api<Workspace> = Api::namespaced(client(User::Alice).await, "default");
-    let workspace: Workspace = serde_json::from_value(json!({
-        "apiVersion": "guildnet.io/v1alpha1",
-        "kind": "Workspace",
-        "metadata": {"name": name},
-        "spec": {"image": "nginx:1.27"},
-    }))
-    .unwrap();
+    let workspace = manifest(&name, json!({"image": "nginx:1.27"}));
     alice
         .create(&PostParams::default(), &workspace)
         .await

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use guildnet_api::policy::owner_id;
 use guildnet_api::{Capabilities, Quota, Workspace};
+use guildnet_e2e::workspaces::manifest;
 use guildnet_e2e::{User, client, eventually, kubeconfig_path, unique_name};
 use k8s_openapi::api::admissionregistration::v1::{
     MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
@@ -36,16 +37,6 @@ const TIMEOUT: Duration = Duration::from_secs(60);
 const ALLOWED_IMAGE: &str = "nginx:1.27";
 
 // ---- helpers -------------------------------------------------------------------------------
-
-fn workspace(name: &str, spec: Value) -> Workspace {
-    serde_json::from_value(json!({
-        "apiVersion": "guildnet.io/v1alpha1",
-        "kind": "Workspace",
-        "metadata": {"name": name},
-        "spec": spec
-    }))
-    .unwrap()
-}
 
 fn dry_run() -> PostParams {
     PostParams {
@@ -149,7 +140,7 @@ async fn until_admitted(api: &Api<Workspace>) {
     eventually("the webhook to see the new Capabilities", TIMEOUT, || {
         let api = api.clone();
         async move {
-            let probe = workspace(&unique_name("probe"), json!({"image": ALLOWED_IMAGE}));
+            let probe = manifest(&unique_name("probe"), json!({"image": ALLOWED_IMAGE}));
             api.create(&dry_run(), &probe).await.ok().map(|_| ())
         }
     })
@@ -212,25 +203,25 @@ async fn owners_come_from_the_requesting_user_and_cannot_be_spoofed() {
     let first = alice
         .create(
             &PostParams::default(),
-            &workspace(&unique_name("alice"), spec.clone()),
+            &manifest(&unique_name("alice"), spec.clone()),
         )
         .await
         .unwrap();
     let second = alice
         .create(
             &PostParams::default(),
-            &workspace(&unique_name("alice"), spec.clone()),
+            &manifest(&unique_name("alice"), spec.clone()),
         )
         .await
         .unwrap();
     let bobs = bob
         .create(
             &PostParams::default(),
-            &workspace(&unique_name("bob"), spec.clone()),
+            &manifest(&unique_name("bob"), spec.clone()),
         )
         .await
         .unwrap();
-    let mut spoofed = workspace(&unique_name("spoof"), spec);
+    let mut spoofed = manifest(&unique_name("spoof"), spec);
     spoofed.metadata.labels = Some([("guildnet.io/owner".to_owned(), owner_id("bob"))].into());
     spoofed.metadata.annotations =
         Some([("guildnet.io/owner-name".to_owned(), "bob".to_owned())].into());
@@ -348,7 +339,7 @@ async fn only_the_owner_or_a_capabilities_admin_updates_or_deletes() {
     alice
         .create(
             &PostParams::default(),
-            &workspace(&name, json!({"image": ALLOWED_IMAGE})),
+            &manifest(&name, json!({"image": ALLOWED_IMAGE})),
         )
         .await
         .unwrap();
@@ -419,7 +410,7 @@ async fn images_outside_the_allowlist_are_refused() {
     let grant = Grant::users().await;
     let alice: Api<Workspace> = Api::namespaced(client(User::Alice).await, "default");
     until_admitted(&alice).await;
-    let denied = workspace(
+    let denied = manifest(
         &unique_name("miner"),
         json!({"image": "docker.io/guildnet-e2e-denied/miner:1"}),
     );
@@ -436,7 +427,7 @@ async fn images_outside_the_allowlist_are_refused() {
         "docker.io/codercom/code-server-evil:1",
         "docker.io.guildnet-e2e-denied.example/library/nginx:1",
     ] {
-        let attempt = workspace(&unique_name("bypass"), json!({"image": bypass}));
+        let attempt = manifest(&unique_name("bypass"), json!({"image": bypass}));
         assert_refused(alice.create(&dry_run(), &attempt).await, "ImageDenied", 400);
     }
     for allowed in [
@@ -444,7 +435,7 @@ async fn images_outside_the_allowlist_are_refused() {
         "docker.io/library/nginx:latest",
         "codercom/code-server:4.96.2",
     ] {
-        let ok = workspace(&unique_name("ok"), json!({"image": allowed}));
+        let ok = manifest(&unique_name("ok"), json!({"image": allowed}));
         alice
             .create(&dry_run(), &ok)
             .await
@@ -458,7 +449,7 @@ async fn resource_ceilings_exposure_and_placement_are_enforced() {
     let grant = Grant::users().await;
     let alice: Api<Workspace> = Api::namespaced(client(User::Alice).await, "default");
     until_admitted(&alice).await;
-    let huge = workspace(
+    let huge = manifest(
         &unique_name("huge"),
         json!({"image": ALLOWED_IMAGE, "resources": {"limits": {"cpu": "64", "memory": "1Gi"}}}),
     );
@@ -473,7 +464,7 @@ async fn resource_ceilings_exposure_and_placement_are_enforced() {
     );
     assert!(message.contains("maxPerWorkspace"), "{message}");
 
-    let balancer = workspace(
+    let balancer = manifest(
         &unique_name("lb"),
         json!({"image": ALLOWED_IMAGE, "exposure": {"type": "LoadBalancer"}}),
     );
@@ -487,7 +478,7 @@ async fn resource_ceilings_exposure_and_placement_are_enforced() {
         "{message}"
     );
 
-    let elsewhere = workspace(
+    let elsewhere = manifest(
         &unique_name("far"),
         json!({"image": ALLOWED_IMAGE, "placement": {"cluster": "guildnet-e2e-nowhere"}}),
     );
@@ -530,7 +521,7 @@ async fn a_quota_refuses_creates_past_the_limit_with_429() {
     eventually("the webhook to see the Quota", TIMEOUT, || {
         let alice = alice.clone();
         async move {
-            let probe = workspace(&unique_name("probe"), json!({"image": ALLOWED_IMAGE}));
+            let probe = manifest(&unique_name("probe"), json!({"image": ALLOWED_IMAGE}));
             match alice.create(&dry_run(), &probe).await {
                 Err(kube::Error::Api(status)) if status.reason == "QuotaExceeded" => Some(()),
                 _ => None,
@@ -544,7 +535,7 @@ async fn a_quota_refuses_creates_past_the_limit_with_429() {
     let creates = (0..20).map(|_| {
         let alice = alice.clone();
         tokio::spawn(async move {
-            let ws = workspace(&unique_name("burst"), json!({"image": ALLOWED_IMAGE}));
+            let ws = manifest(&unique_name("burst"), json!({"image": ALLOWED_IMAGE}));
             alice.create(&PostParams::default(), &ws).await
         })
     });
@@ -567,7 +558,7 @@ async fn a_quota_refuses_creates_past_the_limit_with_429() {
     }
 
     // bob is counted on his own.
-    let bobs = workspace(&unique_name("bob"), json!({"image": ALLOWED_IMAGE}));
+    let bobs = manifest(&unique_name("bob"), json!({"image": ALLOWED_IMAGE}));
     bob.create(&PostParams::default(), &bobs).await.unwrap();
 
     // Deleting one frees capacity for exactly one more.
@@ -579,7 +570,7 @@ async fn a_quota_refuses_creates_past_the_limit_with_429() {
     eventually("a freed place to be usable", TIMEOUT, || {
         let alice = alice.clone();
         async move {
-            let ws = workspace(&unique_name("again"), json!({"image": ALLOWED_IMAGE}));
+            let ws = manifest(&unique_name("again"), json!({"image": ALLOWED_IMAGE}));
             alice
                 .create(&PostParams::default(), &ws)
                 .await
@@ -588,7 +579,7 @@ async fn a_quota_refuses_creates_past_the_limit_with_429() {
         }
     })
     .await;
-    let sixth = workspace(&unique_name("sixth"), json!({"image": ALLOWED_IMAGE}));
+    let sixth = manifest(&unique_name("sixth"), json!({"image": ALLOWED_IMAGE}));
     assert_refused(
         alice.create(&PostParams::default(), &sixth).await,
         "QuotaExceeded",
@@ -689,7 +680,7 @@ async fn only_workspaces_outside_system_namespaces_are_intercepted() {
     let ws = system
         .create(
             &PostParams::default(),
-            &workspace(&name, json!({"image": ALLOWED_IMAGE})),
+            &manifest(&name, json!({"image": ALLOWED_IMAGE})),
         )
         .await
         .unwrap();

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use guildnet_api::{Capabilities, Workspace};
 use guildnet_e2e::cluster::{Cluster, Webhook};
+use guildnet_e2e::workspaces::manifest;
 use guildnet_e2e::{User, create_namespace, eventually, unique_name};
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use kube::api::{Api, PostParams};
@@ -19,12 +20,7 @@ fn from_json<T: serde::de::DeserializeOwned>(value: Value) -> T {
 }
 
 fn workspace(name: &str) -> Workspace {
-    from_json(json!({
-        "apiVersion": "guildnet.io/v1alpha1",
-        "kind": "Workspace",
-        "metadata": {"name": name},
-        "spec": {"image": "nginx:1.27"}
-    }))
+    manifest(name, json!({"image": "nginx:1.27"}))
 }
 
 fn config_map(name: &str) -> ConfigMap {

@@ -66,9 +66,9 @@ pub fn find<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Conditio
     conditions.iter().find(|c| c.type_ == type_)
 }
 
-/// Whether the condition of `type_` is present and True.
-pub fn is_true(conditions: &[Condition], type_: &str) -> bool {
-    find(conditions, type_).is_some_and(|c| c.status == "True")
+/// The condition of `type_`, if present and True.
+pub fn find_true<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Condition> {
+    find(conditions, type_).filter(|c| c.status == "True")
 }
 
 #[cfg(test)]
@@ -138,8 +138,8 @@ mod tests {
         let types: Vec<&str> = merged.iter().map(|c| c.type_.as_str()).collect();
         assert_eq!(types, ["Failed", "Ready"]);
         assert!(
-            is_true(&merged, "Ready")
-                && !is_true(&merged, "Failed")
+            find_true(&merged, "Ready").is_some()
+                && find_true(&merged, "Failed").is_none()
                 && find(&merged, "Stale").is_none()
         );
     }

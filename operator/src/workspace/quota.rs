@@ -65,10 +65,10 @@ pub fn check(
 /// changed since.
 fn still_refused(ws: &Workspace) -> Option<Failure> {
     let status = ws.status.as_ref()?;
-    let failed = status.conditions.iter().find(|c| c.type_ == FAILED)?;
+    let failed = crate::conditions::find_true(&status.conditions, FAILED)?;
     let unchanged = failed.observed_generation.is_some()
         && failed.observed_generation == ws.metadata.generation;
-    (failed.status == "True" && failed.reason == QUOTA_EXCEEDED && unchanged).then(|| Failure {
+    (failed.reason == QUOTA_EXCEEDED && unchanged).then(|| Failure {
         reason: QUOTA_EXCEEDED,
         message: failed.message.clone(),
     })

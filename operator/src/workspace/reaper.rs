@@ -97,8 +97,7 @@ fn last_activity(ws: &Workspace) -> Option<Timestamp> {
         .and_then(|s| s.last_access_time.as_ref())
         .map(|t| t.0);
     let ready_since = status
-        .and_then(|s| crate::conditions::find(&s.conditions, super::status::READY))
-        .filter(|c| c.status == "True")
+        .and_then(|s| crate::conditions::find_true(&s.conditions, super::status::READY))
         .map(|c| c.last_transition_time.0);
     let created = ws.metadata.creation_timestamp.as_ref().map(|t| t.0);
     accessed.max(ready_since).or(created)

@@ -301,11 +301,8 @@ fn deployment_failure(deployment: Option<&Deployment>) -> Option<Failure> {
 
 /// When the workspace last stopped or failed, for `ttlSecondsAfterFinished`.
 pub fn finished_at(status: &WorkspaceStatus) -> Option<Timestamp> {
-    let since = |type_| {
-        conditions::find(&status.conditions, type_)
-            .filter(|c| c.status == "True")
-            .map(|c| c.last_transition_time.0)
-    };
+    let since =
+        |type_| conditions::find_true(&status.conditions, type_).map(|c| c.last_transition_time.0);
     match status.phase? {
         WorkspacePhase::Failed => since(FAILED),
         WorkspacePhase::Stopped => since(SUSPENDED),

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
 use guildnet_api::Workspace;
-use guildnet_e2e::workspaces::manifest;
+use guildnet_e2e::workspaces::{manifest, set_suspended};
 use guildnet_e2e::{User, client, unique_name};
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams};
@@ -258,7 +258,7 @@ async fn suspending_and_resuming_are_in_progress_until_scaled() {
     )
     .await;
 
-    let suspended = edit(&api, &name, json!({"lifecycle": {"suspend": true}})).await;
+    let suspended = set_suspended(&api, &name, true).await;
     assert_eq!(kstatus(&suspended).status, "InProgress");
     let history = follow(
         &api,
@@ -288,7 +288,7 @@ async fn suspending_and_resuming_are_in_progress_until_scaled() {
         "{verdict:?}"
     );
 
-    let resumed = edit(&api, &name, json!({"lifecycle": {"suspend": false}})).await;
+    let resumed = set_suspended(&api, &name, false).await;
     let history = follow(
         &api,
         &name,

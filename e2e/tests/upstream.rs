@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use guildnet_api::Workspace;
 use guildnet_e2e::upstream::{get, pod_ip_of_workspace, send, upstream_port, ws_echo};
-use guildnet_e2e::workspaces::manifest;
+use guildnet_e2e::workspaces::{manifest, wait_for};
 use guildnet_e2e::{User, client, unique_name};
 use http_body_util::BodyExt;
 use hyper::header::{CONTENT_LENGTH, HOST, LOCATION, SEC_WEBSOCKET_PROTOCOL, SET_COOKIE};
@@ -15,7 +15,6 @@ use hyper::{Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
-use kube::runtime::wait::await_condition;
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
@@ -238,17 +237,14 @@ async fn a_workspace_pod_ip_serves_http_and_websocket() {
         .create(&PostParams::default(), &workspace)
         .await
         .unwrap();
-    let ready = await_condition(alice.clone(), &name, |ws: Option<&Workspace>| {
-        ws.and_then(|ws| ws.status.as_ref()).is_some_and(|s| {
+    wait_for(&alice, &name, "Ready", |ws| {
+        ws.status.as_ref().is_some_and(|s| {
             s.conditions
                 .iter()
                 .any(|c| c.type_ == "Ready" && c.status == "True")
         })
-    });
-    tokio::time::timeout(Duration::from_secs(60), ready)
-        .await
-        .expect("the workspace becomes Ready within 60 s")
-        .unwrap();
+    })
+    .await;
 
     let admin = client(User::Admin).await;
     let ip = pod_ip_of_workspace(&admin, "default", &name).await;

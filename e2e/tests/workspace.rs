@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use guildnet_api::Workspace;
-use guildnet_e2e::workspaces::{manifest, wait_for};
+use guildnet_e2e::workspaces::{manifest, set_suspended, wait_for};
 use guildnet_e2e::{User, client, create_namespace, kubectl, unique_name};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Event, Namespace, PersistentVolumeClaim, Secret, Service};
@@ -313,18 +313,13 @@ async fn suspend_scales_to_zero_and_resume_brings_it_back() {
     })
     .await;
 
-    let suspend = |value: bool| Patch::Merge(json!({"spec": {"lifecycle": {"suspend": value}}}));
-    api.patch(&name, &PatchParams::default(), &suspend(true))
-        .await
-        .unwrap();
+    set_suspended(&api, &name, true).await;
     let stopped = wait_for(&api, &name, "Stopped", |ws| phase(ws) == "Stopped").await;
     assert!(has_condition(&stopped, "Ready", "False", "Suspended"));
     let replicas = deployments.get(&name).await.unwrap().spec.replicas;
     assert_eq!(replicas, Some(0), "suspended means zero replicas");
 
-    api.patch(&name, &PatchParams::default(), &suspend(false))
-        .await
-        .unwrap();
+    set_suspended(&api, &name, false).await;
     wait_for(&api, &name, "Running again", |ws| phase(ws) == "Running").await;
     assert_eq!(deployments.get(&name).await.unwrap().spec.replicas, Some(1));
     let events = events_for(&admin, "default", &name).await;

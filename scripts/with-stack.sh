@@ -18,6 +18,7 @@ pids=()
 cleanup() {
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
   for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  [ -n "${GUILDNET_KEEP_LOGS:-}" ] && cp -r "$logs" "$GUILDNET_KEEP_LOGS" 2>/dev/null
   "$bin/kube" cluster down --dir "$dir" >/dev/null
 }
 trap cleanup EXIT

@@ -7,6 +7,16 @@ use serde::{Deserialize, Serialize};
 /// kstatus, Argo CD and Flux read GuildNet's status unchanged.
 pub use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 
+/// The condition of `type_` in `conditions`, if present.
+pub fn find_condition(conditions: &[Condition], type_: impl AsRef<str>) -> Option<&Condition> {
+    conditions.iter().find(|c| c.type_ == type_.as_ref())
+}
+
+/// The condition of `type_` in `conditions`, if present and `True`.
+pub fn find_true_condition(conditions: &[Condition], type_: impl AsRef<str>) -> Option<&Condition> {
+    find_condition(conditions, type_).filter(|c| c.status == "True")
+}
+
 /// Who a policy (Capabilities, Quota) applies to, matched against the authenticated user
 /// of a request.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]

@@ -5,6 +5,7 @@ use std::time::Duration;
 use guildnet_api::Workspace;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::wait::await_condition;
+use kube::runtime::wait::conditions::is_deleted;
 use serde_json::{Value, json};
 
 /// How long a workspace may take to reach a state the tests wait for.
@@ -43,6 +44,22 @@ pub async fn wait_for(
                 .and_then(|w| w.status)
         ),
     }
+}
+
+/// Waits (up to [`WAIT`]) until the object `name` is deleted; returns at once when there is
+/// none.
+pub async fn wait_gone<K>(api: &Api<K>, name: &str)
+where
+    K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
+{
+    let uid = match api.get_opt(name).await.expect("read the object") {
+        Some(obj) => obj.meta().uid.clone().unwrap_or_default(),
+        None => return,
+    };
+    tokio::time::timeout(WAIT, await_condition(api.clone(), name, is_deleted(&uid)))
+        .await
+        .unwrap_or_else(|_| panic!("{name} was not deleted"))
+        .expect("watch the object");
 }
 
 /// Sets `spec.lifecycle.suspend`, as a user would with `kubectl patch`.

@@ -384,12 +384,13 @@ fn operator_rules() -> Vec<Rule> {
         (vec!["guildnet.io"], vec!["workspaces/status"], vec![], vec!["patch"]),
         (vec!["guildnet.io"], vec!["quotas"], vec![], vec!["list", "watch"]),
         (vec![""], vec!["pods"], vec![], vec!["list", "watch"]),
-        (vec!["apps"], vec!["deployments"], vec![], vec!["list", "watch", "create", "patch"]),
-        (vec![""], vec!["services"], vec![], vec!["list", "watch", "create", "patch"]),
-        (vec![""], vec!["persistentvolumeclaims"], vec![], vec!["list", "create", "patch", "delete"]),
-        (vec!["networking.k8s.io"], vec!["ingresses"], vec![], vec!["create", "patch", "delete"]),
+        (vec!["apps"], vec!["deployments"], vec![], vec!["get", "list", "watch", "create", "patch"]),
+        (vec![""], vec!["services"], vec![], vec!["get", "list", "watch", "create", "patch"]),
+        (vec![""], vec!["persistentvolumeclaims"], vec![], vec!["get", "list", "create", "patch", "delete"]),
+        (vec!["networking.k8s.io"], vec!["ingresses"], vec![], vec!["get", "create", "patch", "delete"]),
+        (vec!["networking.k8s.io"], vec!["networkpolicies"], vec![], vec!["get", "create", "patch"]),
         (vec![""], vec!["secrets"], vec![], vec!["get", "create"]),
-        (vec!["snapshot.storage.k8s.io"], vec!["volumesnapshots"], vec![], vec!["create", "patch"]),
+        (vec!["snapshot.storage.k8s.io"], vec!["volumesnapshots"], vec![], vec!["get", "create", "patch"]),
         (vec!["events.k8s.io"], vec!["events"], vec![], vec!["create", "patch"]),
     ]
 }

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use guildnet_api::Workspace;
-use guildnet_e2e::workspaces::{manifest, set_suspended, wait_for};
+use guildnet_e2e::workspaces::{manifest, set_suspended, wait_for, wait_gone};
 use guildnet_e2e::{User, client, create_namespace, kubectl, unique_name};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Event, Namespace, PersistentVolumeClaim, Secret, Service};
@@ -42,23 +42,6 @@ fn phase(ws: &Workspace) -> String {
         .and_then(|s| s.phase)
         .map(|p| format!("{p:?}"))
         .unwrap_or_default()
-}
-
-async fn wait_gone<K>(api: &Api<K>, name: &str)
-where
-    K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
-{
-    let uid = match api.get_opt(name).await.unwrap() {
-        Some(obj) => obj.uid().unwrap_or_default(),
-        None => return,
-    };
-    tokio::time::timeout(
-        TIMEOUT,
-        await_condition(api.clone(), name, conditions::is_deleted(&uid)),
-    )
-    .await
-    .unwrap_or_else(|_| panic!("{name} was not deleted"))
-    .unwrap();
 }
 
 async fn events_for(admin: &Client, namespace: &str, name: &str) -> Vec<String> {

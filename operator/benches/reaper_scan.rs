@@ -3,7 +3,7 @@
 
 use guildnet_api::workspace::{Lifecycle, WorkspacePhase, WorkspaceStatus};
 use guildnet_api::{Workspace, WorkspaceSpec, labels};
-use guildnet_operator::conditions::{Observed, merge};
+use guildnet_operator::reconcile::conditions::{Observed, merge};
 use guildnet_operator::workspace::reaper;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};

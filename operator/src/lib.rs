@@ -1,7 +1,7 @@
 //! The GuildNet operator: controllers for the guildnet.io kinds.
 
-pub mod conditions;
 pub mod metrics;
+pub mod reconcile;
 pub mod reference;
 pub mod runtime;
 pub mod workspace;

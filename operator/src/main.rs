@@ -3,11 +3,12 @@
 
 use clap::Parser;
 use guildnet_operator::runtime::leader::{self, Timing};
-use guildnet_operator::runtime::logging::{self, LogFormat};
 use guildnet_operator::runtime::{self, Options};
-use guildnet_operator::workspace::BuildContext;
 use guildnet_operator::workspace::controller::Settings;
 use guildnet_operator::workspace::reaper::IdleAction;
+use guildnet_operator::workspace::{BuildContext, ProxyPeer};
+use guildnet_runtime::logging::{self, LogFormat};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 use tracing::info;
@@ -31,6 +32,14 @@ struct Args {
     /// GuildNet's own namespace: only Quotas there may count workspaces cluster-wide.
     #[arg(long, env = "POD_NAMESPACE", default_value = "guildnet-system")]
     system_namespace: String,
+    /// The namespace the GuildNet proxy runs in: each workspace's NetworkPolicy admits
+    /// connections from its pods there and nowhere else.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "guildnet-system")]
+    proxy_namespace: String,
+    /// Labels selecting the proxy's pods in --proxy-namespace, as key=value pairs joined by
+    /// commas.
+    #[arg(long, value_parser = parse_labels, default_value = "app.kubernetes.io/component=proxy")]
+    proxy_pod_selector: BTreeMap<String, String>,
     /// Spec edits closer together than this are reconciled once.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "200ms")]
     debounce: Duration,
@@ -66,6 +75,20 @@ struct Args {
     log_format: Option<LogFormat>,
 }
 
+/// `key=value,key=value` as labels.
+fn parse_labels(text: &str) -> Result<BTreeMap<String, String>, String> {
+    text.split(',')
+        .map(|pair| match pair.split_once('=') {
+            Some((key, value)) if !key.trim().is_empty() => {
+                Ok((key.trim().to_owned(), value.trim().to_owned()))
+            }
+            _ => Err(format!(
+                "{pair:?} is not key=value: write labels as key=value pairs joined by commas, e.g. app.kubernetes.io/component=proxy"
+            )),
+        })
+        .collect()
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -95,7 +118,13 @@ async fn main() -> anyhow::Result<()> {
             idle_action: args.idle_action,
             reap_interval: args.reap_interval,
             debounce: args.debounce,
-            build: BuildContext::default(),
+            build: BuildContext {
+                proxy: ProxyPeer {
+                    namespace: args.proxy_namespace,
+                    pod_labels: args.proxy_pod_selector,
+                },
+                ..BuildContext::default()
+            },
         },
         leader,
         identity,
@@ -132,6 +161,24 @@ mod tests {
         assert_eq!(
             parse(&["--log-format", "text"]).log_format,
             Some(LogFormat::Text)
+        );
+        assert_eq!(
+            args.proxy_pod_selector,
+            BTreeMap::from([("app.kubernetes.io/component".into(), "proxy".into())])
+        );
+    }
+
+    #[test]
+    fn the_proxy_selector_takes_several_labels_and_refuses_a_bare_word() {
+        let args = parse(&["--proxy-pod-selector", "app=guildnet,component=proxy"]);
+        assert_eq!(args.proxy_pod_selector.len(), 2);
+        let refused = Args::try_parse_from(["guildnet-operator", "--proxy-pod-selector", "proxy"]);
+        assert!(
+            refused
+                .err()
+                .unwrap()
+                .to_string()
+                .contains("is not key=value")
         );
     }
 }

@@ -33,9 +33,6 @@ use std::time::Duration;
 /// The `controller` label of the Workspace controller's metrics.
 pub const WORKSPACE_CONTROLLER: &str = "workspace";
 
-/// The content type of [`Metrics::encode`]'s output.
-pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
-
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabels {
     reason: String,
@@ -142,7 +139,8 @@ impl Metrics {
         }
     }
 
-    /// Everything in the OpenMetrics text format ([`CONTENT_TYPE`]).
+    /// Everything in the OpenMetrics text format
+    /// ([`guildnet_runtime::health::OPENMETRICS_CONTENT_TYPE`]).
     pub fn encode(&self) -> Result<String, std::fmt::Error> {
         let mut out = String::with_capacity(8 * 1024);
         prometheus_client::encoding::text::encode(&mut out, &self.registry)?;

@@ -9,7 +9,7 @@ use anyhow::Context as _;
 use axum::Router;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::{delete, get, post};
 use futures::StreamExt;
 use guildnet_api::workspace::Workspace;
@@ -31,7 +31,8 @@ use crate::events::EventHub;
 use crate::forward;
 use crate::session::{self, SessionKeys};
 use crate::{api, dashboard, logs, route};
-use guildnet_operator::runtime::tls::{self, SwappableCert};
+use guildnet_runtime::health::Health;
+use guildnet_runtime::tls::{self, SwappableCert};
 
 pub struct Shared {
     pub client: kube::Client,
@@ -153,6 +154,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 }
 
 pub fn router(state: AppState) -> Router {
+    let synced = state.clone();
+    let health = Health::new(
+        move || synced.ready.load(Ordering::Relaxed),
+        "caches not synced yet",
+    );
     Router::new()
         .route("/", get(dashboard::index))
         .route("/assets/app.js", get(dashboard::app_js))
@@ -173,19 +179,10 @@ pub fn router(state: AppState) -> Router {
         .route("/api/workspaces/{namespace}/{name}/logs", get(logs::logs))
         .route("/api/events", get(crate::events::list))
         .route("/sse/events", get(crate::events::stream))
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(readyz))
+        .merge(health.router())
         .fallback(forward::path_mode)
         .layer(middleware::from_fn_with_state(state.clone(), front))
         .with_state(state)
-}
-
-async fn readyz(State(state): State<AppState>) -> Response {
-    if state.ready.load(Ordering::Relaxed) {
-        "ok".into_response()
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "caches not synced yet").into_response()
-    }
 }
 
 /// In front of every route: refuses oversized request heads (431; hyper bounds its read
@@ -281,7 +278,7 @@ async fn serve(router: Router, args: &Args) -> anyhow::Result<()> {
                 })
         })
         .collect::<Result<_, _>>()?;
-    guildnet_operator::runtime::shutdown_signal().await;
+    guildnet_runtime::shutdown_signal().await;
     tracing::info!("shutting down: finishing open requests");
     let _ = stop.send(true);
     tokio::task::spawn_blocking(move || {

@@ -1,6 +1,6 @@
 use clap::Parser;
-use guildnet_operator::runtime::logging::{self, LogFormat};
 use guildnet_proxy::config::Args;
+use guildnet_runtime::logging::{self, LogFormat};
 
 // Every request allocates (headers, URIs, buffers); mimalloc makes that several times
 // cheaper than glibc's malloc under two busy threads.

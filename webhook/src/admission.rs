@@ -26,8 +26,8 @@ use crate::review::Review;
 use guildnet_api::policy::{
     self, ApplicableQuota, Denial, DenialReason, QuantityError, Usage, User,
 };
+use guildnet_api::workspace::apply_defaults;
 use guildnet_api::{Capabilities, Quota, Workspace, WorkspaceSpec, labels};
-use guildnet_operator::workspace::apply_defaults;
 use kube::ResourceExt;
 use kube::core::Status;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, Operation};

@@ -9,7 +9,7 @@ use crate::server::{self, AppState};
 use anyhow::Context;
 use axum_server::accept::NoDelayAcceptor;
 use axum_server::tls_rustls::{RustlsAcceptor, RustlsConfig};
-use guildnet_operator::runtime::tls::{self, SwappableCert};
+use guildnet_runtime::tls::{self, SwappableCert};
 use kube::{Api, Client};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -92,7 +92,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let serving_metrics = tokio::spawn(async move { metrics.await });
     let mut serving = tokio::spawn(https);
     let outcome = tokio::select! {
-        () = guildnet_operator::runtime::shutdown_signal() => {
+        () = guildnet_runtime::shutdown_signal() => {
             info!("shutting down");
             Ok(())
         }

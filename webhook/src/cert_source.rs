@@ -12,7 +12,7 @@
 use crate::caches::Caches;
 use crate::certs::{self, Bundle, Lifetimes};
 use crate::registration::Registration;
-use guildnet_operator::runtime::tls::SwappableCert;
+use guildnet_runtime::tls::SwappableCert;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use kube::Client;

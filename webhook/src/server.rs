@@ -13,7 +13,8 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::post;
+use guildnet_runtime::health::Health;
 use kube::core::admission::Operation;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
@@ -62,21 +63,26 @@ impl AppState {
 
 /// The routes the API server calls, with health checks for the kubelet's HTTPS probes.
 pub fn webhook_routes(state: Arc<AppState>) -> Router {
+    let health = health(&state);
     Router::new()
         .route(MUTATE_PATH, post(mutate))
         .route(VALIDATE_PATH, post(validate))
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
         .with_state(state)
+        .merge(health.router())
 }
 
 /// The metrics routes, with the same health checks for plain-HTTP probes.
 pub fn metrics_routes(state: Arc<AppState>) -> Router {
-    Router::new()
-        .route("/metrics", get(metrics))
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .with_state(state)
+    let scraped = Arc::clone(&state);
+    health(&state)
+        .with_metrics(move || Ok(scraped.metrics.encode()))
+        .router()
+}
+
+/// Ready once the caches are synced: before, validations would be refused.
+fn health(state: &AppState) -> Health {
+    let caches = state.caches.clone();
+    Health::new(move || caches.is_synced(), "caches are syncing")
 }
 
 async fn mutate(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
@@ -141,28 +147,4 @@ fn operation_label(operation: &Operation) -> &'static str {
         Operation::Delete => "DELETE",
         Operation::Connect => "CONNECT",
     }
-}
-
-async fn healthz() -> &'static str {
-    "ok"
-}
-
-/// Ready once the caches are synced: before, validations would be refused.
-async fn readyz(State(state): State<Arc<AppState>>) -> Response {
-    if state.caches.is_synced() {
-        "ok".into_response()
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "caches are syncing").into_response()
-    }
-}
-
-async fn metrics(State(state): State<Arc<AppState>>) -> Response {
-    (
-        [(
-            header::CONTENT_TYPE,
-            guildnet_operator::metrics::CONTENT_TYPE,
-        )],
-        state.metrics.encode(),
-    )
-        .into_response()
 }

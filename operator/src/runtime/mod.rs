@@ -9,14 +9,13 @@
 //! 3. On SIGTERM or SIGINT: stop taking work, let in-flight reconciles finish within
 //!    `--shutdown-timeout`, release the lease (a standby takes over at once), and exit 0.
 
-pub mod http;
 pub mod leader;
-pub mod logging;
-pub mod tls;
 
 use crate::metrics::Metrics;
 use crate::workspace::caches::Caches;
 use crate::workspace::controller::{self, Context, Settings};
+use guildnet_runtime::health::Health;
+use guildnet_runtime::{health, shutdown_signal};
 use kube::Client;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -27,8 +26,8 @@ use tracing::info;
 /// Why the operator could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error(transparent)]
-    Http(#[from] http::Error),
+    #[error("--metrics-listen: {0}")]
+    Http(#[from] health::Error),
 }
 
 /// How the process runs, from the command line.
@@ -49,7 +48,13 @@ pub async fn run(client: Client, options: Options) -> Result<(), Error> {
     let metrics = Arc::new(Metrics::new(caches.workspaces()));
     let (stopping_tx, stopping) = watch::channel(false);
     let ready = readiness(caches.synced(), stopping.clone());
-    let bound = http::serve(options.metrics_listen, metrics.clone(), ready).await?;
+    let scraped = metrics.clone();
+    let health = Health::new(
+        move || *ready.borrow(),
+        "watch caches not synced yet, or shutting down",
+    )
+    .with_metrics(move || scraped.encode());
+    let bound = health::serve(options.metrics_listen, health.router()).await?;
     info!(%bound, "serving /metrics, /healthz and /readyz");
 
     // Without election, this replica leads for good: the sender lives as long as `run`, so
@@ -134,18 +139,6 @@ fn readiness(
         let _ = tx.send(false);
     });
     rx
-}
-
-/// Resolves on SIGTERM or SIGINT.
-/// Resolves on SIGTERM (Kubernetes stopping the pod) or Ctrl-C. Shared by the operator,
-/// the webhook and the proxy.
-pub async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("SIGTERM handler");
-    tokio::select! {
-        _ = term.recv() => {},
-        _ = tokio::signal::ctrl_c() => {},
-    }
 }
 
 /// This replica's name: the pod name when set (Kubernetes' downward API), else the host name

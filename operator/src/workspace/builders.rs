@@ -1,13 +1,15 @@
 //! The Deployment that runs a workspace, and [`desired_children`], which builds every child.
 
-use super::defaults::{DEFAULT_PROBE_PATH, apply_defaults, first_port};
-use super::image::is_code_server;
 use super::meta::Parent;
+use super::network::network_policy;
 use super::password::{PASSWORD_KEY, password_secret_name};
 use super::service::{ingress, port_name, service};
-use super::storage::{check_volume_names, persistent_volume_claims, volume_mounts, volumes};
+use super::storage::{persistent_volume_claims, volume_mounts, volumes};
 use super::{BuildContext, Error};
 use guildnet_api::Workspace;
+use guildnet_api::workspace::{
+    DEFAULT_PROBE_PATH, apply_defaults, check_volume_names, first_port, is_code_server,
+};
 use guildnet_api::workspace::{Hint, ProbeProfile, WorkspacePort, WorkspaceSpec};
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy};
 use k8s_openapi::api::core::v1::{
@@ -15,7 +17,7 @@ use k8s_openapi::api::core::v1::{
     PersistentVolumeClaim, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile,
     SecretKeySelector, SecurityContext, Service,
 };
-use k8s_openapi::api::networking::v1::Ingress;
+use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
@@ -37,6 +39,9 @@ pub struct Children {
     pub service: Service,
     /// `<workspace>`, when `spec.exposure.type` is Ingress.
     pub ingress: Option<Ingress>,
+    /// `<workspace>`: admits connections to the pod from the proxy only (see
+    /// [`super::network`]).
+    pub network_policy: NetworkPolicy,
     /// The claims of persistent volumes, `<workspace>-<volume>`.
     pub pvcs: Vec<PersistentVolumeClaim>,
     /// The name of the Secret the pod reads its password from (code-server images without
@@ -61,6 +66,7 @@ pub fn desired_children(ws: &Workspace, ctx: &BuildContext) -> Result<Children, 
         deployment: deployment(&parent, &spec, ctx, password_secret.as_deref()),
         service: service(&parent, &spec),
         ingress: ingress(&parent, &spec),
+        network_policy: network_policy(&parent, &spec, &ctx.proxy),
         pvcs: persistent_volume_claims(&parent, &spec),
         password_secret,
         profile_applied,
@@ -405,6 +411,7 @@ mod tests {
         };
         let ctx = BuildContext {
             tolerations: vec![toleration.clone()],
+            ..BuildContext::default()
         };
         let pod = pod(&desired_children(&ws, &ctx).unwrap());
         assert_eq!(pod.image_pull_secrets, Some(ws.spec.image_pull_secrets));

@@ -1,43 +1,11 @@
 //! Names, labels and owner references shared by every child of a workspace.
 
 use super::Error;
+use guildnet_api::workspace::validate_name;
 use guildnet_api::{Workspace, labels};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::{Resource, ResourceExt};
 use std::collections::BTreeMap;
-
-/// Longest name a Service accepts (a DNS-1035 label). Children are named after their
-/// workspace, so this bounds workspace names.
-const MAX_NAME_LEN: usize = 63;
-
-/// Checks that `name` can name a workspace's Service: a DNS-1035 label of at most 63
-/// characters. Workspace names may be longer DNS subdomains as far as the CRD is concerned,
-/// but such a workspace could never get its Service, so it is refused instead of truncated
-/// (a truncated name could collide with another workspace's).
-pub fn validate_name(name: &str) -> Result<(), Error> {
-    let invalid = |reason| {
-        Err(Error::InvalidName {
-            name: name.to_owned(),
-            reason,
-        })
-    };
-    if name.len() > MAX_NAME_LEN {
-        return invalid("is longer than 63 characters");
-    }
-    if !name.starts_with(|c: char| c.is_ascii_lowercase()) {
-        return invalid("does not start with a lowercase letter");
-    }
-    if name.ends_with('-') {
-        return invalid("ends with -");
-    }
-    if !name
-        .chars()
-        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-    {
-        return invalid("contains characters other than lowercase letters, digits and -");
-    }
-    Ok(())
-}
 
 /// What every child inherits from its workspace: the name, namespace, labels and the owner
 /// reference that lets Kubernetes garbage-collect the child with the workspace.
@@ -114,27 +82,7 @@ fn selector(name: &str) -> BTreeMap<String, String> {
 mod tests {
     use super::*;
     use crate::workspace::test_support::workspace;
-
-    #[test]
-    fn names_that_cannot_name_a_service_are_refused() {
-        let cases = [
-            ("ide", true),
-            ("a", true),
-            ("team-a-ide-2", true),
-            (&"a".repeat(63), true),
-            (&"a".repeat(64), false),
-            ("Ide", false),
-            ("2ide", false),
-            ("-ide", false),
-            ("ide-", false),
-            ("my.ide", false),
-            ("my_ide", false),
-            ("", false),
-        ];
-        for (name, ok) in cases {
-            assert_eq!(validate_name(name).is_ok(), ok, "name {name:?}");
-        }
-    }
+    use guildnet_api::workspace::SpecError;
 
     #[test]
     fn children_carry_workspace_labels_and_a_blocking_controller_reference() {
@@ -183,7 +131,7 @@ mod tests {
         long.metadata.name = Some("w".repeat(64));
         assert!(matches!(
             Parent::new(&long).unwrap_err(),
-            Error::InvalidName { .. }
+            Error::Spec(SpecError::InvalidName { .. })
         ));
     }
 }

@@ -13,15 +13,17 @@
 //!
 //! [`Workspace`]: guildnet_api::Workspace
 
+mod apply;
 mod builders;
 pub mod caches;
 pub mod controller;
-mod defaults;
-mod image;
 mod meta;
+mod network;
 mod password;
 pub mod quota;
+mod reap_loop;
 pub mod reaper;
+mod report;
 mod service;
 pub mod snapshot;
 pub mod status;
@@ -29,11 +31,10 @@ mod storage;
 mod transitions;
 
 pub use builders::{Children, desired_children};
-pub use defaults::apply_defaults;
-pub use image::is_code_server;
-pub use meta::validate_name;
+pub use network::ProxyPeer;
 pub use password::{PASSWORD_KEY, generate_password, password_secret};
 
+use guildnet_api::workspace::SpecError;
 use k8s_openapi::api::core::v1::Toleration;
 
 /// Operator-wide settings the builders apply to every workspace (set from the operator's
@@ -43,6 +44,8 @@ pub struct BuildContext {
     /// Tolerations added to every workspace pod, e.g. for the control-plane taint on a
     /// single-node development cluster where no other node can run workspaces.
     pub tolerations: Vec<Toleration>,
+    /// Where the proxy runs: the only peer each workspace's NetworkPolicy admits.
+    pub proxy: ProxyPeer,
 }
 
 /// Why the desired state of a workspace cannot be built. Each message names what to fix.
@@ -54,23 +57,9 @@ pub enum Error {
         "workspace has no metadata.{0}: build children only from objects read from the API server"
     )]
     MissingMetadata(&'static str),
-    /// The workspace's name cannot name its Service.
-    #[error(
-        "workspace name {name:?} {reason}: a workspace's Service carries its name, so use a DNS label of at most 63 characters (lowercase letters, digits and -, starting with a letter), e.g. ide"
-    )]
-    InvalidName { name: String, reason: &'static str },
-    /// A GuildNet annotation has a value that cannot be used.
-    #[error("annotation {key}={value:?} is invalid: {expected}")]
-    InvalidAnnotation {
-        key: &'static str,
-        value: String,
-        expected: &'static str,
-    },
-    /// A user volume would collide with the scratch volumes GuildNet adds to every pod.
-    #[error(
-        "spec.volumes name {0:?} starts with the reserved prefix guildnet-: rename the volume, e.g. to home"
-    )]
-    ReservedVolumeName(String),
+    /// The spec breaks a rule the schema cannot check (see [`guildnet_api::workspace::rules`]).
+    #[error(transparent)]
+    Spec(#[from] SpecError),
 }
 
 /// Workspaces and volumes as the API server would hand them to the controller.

@@ -13,14 +13,14 @@
 //! Which Quotas apply is decided from the owner recorded by the webhook (`guildnet.io/owner`,
 //! `guildnet.io/owner-name`, `guildnet.io/owner-groups`), exactly as the webhook decides it.
 
-use super::status::{FAILED, Failure};
+use super::status::Failure;
+use guildnet_api::common::find_true_condition;
 use guildnet_api::policy::{
     self, ApplicableQuota, Usage, User, check_quotas, quota_applies, workspace_demand,
 };
+use guildnet_api::workspace::facts::{ConditionType, Reason};
 use guildnet_api::{Quota, Workspace, labels};
 use kube::ResourceExt;
-
-pub const QUOTA_EXCEEDED: &str = "QuotaExceeded";
 
 /// The `QuotaExceeded` failure of `ws`, if the Quotas that apply to its owner leave it no
 /// room. `workspaces` and `quotas` are the operator's caches (all namespaces).
@@ -56,7 +56,7 @@ pub fn check(
         })
         .collect();
     check_quotas(&applicable, &demand).err().map(|denial| Failure {
-        reason: QUOTA_EXCEEDED,
+        reason: Reason::QuotaExceeded,
         message: format!("{}; the workspace is not started until you resume it (edit its spec, e.g. toggle spec.lifecycle.suspend)", denial.message),
     })
 }
@@ -65,11 +65,11 @@ pub fn check(
 /// changed since.
 fn still_refused(ws: &Workspace) -> Option<Failure> {
     let status = ws.status.as_ref()?;
-    let failed = crate::conditions::find_true(&status.conditions, FAILED)?;
+    let failed = find_true_condition(&status.conditions, ConditionType::Failed)?;
     let unchanged = failed.observed_generation.is_some()
         && failed.observed_generation == ws.metadata.generation;
-    (failed.reason == QUOTA_EXCEEDED && unchanged).then(|| Failure {
-        reason: QUOTA_EXCEEDED,
+    (failed.reason == Reason::QuotaExceeded.as_str() && unchanged).then(|| Failure {
+        reason: Reason::QuotaExceeded,
         message: failed.message.clone(),
     })
 }
@@ -128,7 +128,7 @@ fn order_key(ws: &Workspace) -> (Option<k8s_openapi::jiff::Timestamp>, String, S
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::conditions::{Observed, merge};
+    use crate::reconcile::conditions::{Observed, merge};
     use guildnet_api::WorkspaceSpec;
     use guildnet_api::quota::{PerOwnerLimits, QuotaSpec};
     use guildnet_api::workspace::WorkspaceStatus;
@@ -168,7 +168,7 @@ mod tests {
     }
 
     fn refused(mut ws: Workspace, generation: i64) -> Workspace {
-        let failed = Observed::new(FAILED, true, QUOTA_EXCEEDED, "over");
+        let failed = Observed::new(ConditionType::Failed, true, Reason::QuotaExceeded, "over");
         ws.status = Some(WorkspaceStatus {
             conditions: merge(
                 &[],
@@ -219,7 +219,7 @@ mod tests {
         // Capacity freed up, but `second` stays refused...
         let all = [&second, &third];
         let failure = check(&second, &all, &[&quota], "guildnet-system").expect("still refused");
-        assert_eq!(failure.reason, QUOTA_EXCEEDED);
+        assert_eq!(failure.reason, Reason::QuotaExceeded);
         // ...and does not count against `third`.
         assert_eq!(check(&third, &all, &[&quota], "guildnet-system"), None);
         // The user edits it (a new generation): judged again, and it fits.

@@ -3,10 +3,11 @@
 //! call.
 
 use super::status::finished_at;
+use guildnet_api::Workspace;
+use guildnet_api::common::find_true_condition;
 use guildnet_api::workspace::WorkspacePhase;
-use guildnet_api::{Workspace, labels};
+use guildnet_api::workspace::facts::ConditionType;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
-use kube::ResourceExt;
 use std::time::Duration;
 
 /// What happens to a workspace idle longer than its idle timeout.
@@ -53,7 +54,7 @@ pub fn decide(
     if !matches!(
         status.phase,
         Some(WorkspacePhase::Running | WorkspacePhase::Pending)
-    ) || keepalive(ws)
+    ) || ws.is_kept_alive()
     {
         return None;
     }
@@ -74,12 +75,6 @@ pub fn scan<'a>(
         .collect()
 }
 
-fn keepalive(ws: &Workspace) -> bool {
-    ws.labels()
-        .get(labels::KEEPALIVE)
-        .is_some_and(|v| v == "true")
-}
-
 fn idle_timeout(ws: &Workspace) -> Option<Duration> {
     let text = ws.spec.lifecycle.as_ref()?.idle_timeout.as_deref()?;
     // The API server validated the format; a value it let through that we cannot read
@@ -97,7 +92,7 @@ fn last_activity(ws: &Workspace) -> Option<Timestamp> {
         .and_then(|s| s.last_access_time.as_ref())
         .map(|t| t.0);
     let ready_since = status
-        .and_then(|s| crate::conditions::find_true(&s.conditions, super::status::READY))
+        .and_then(|s| find_true_condition(&s.conditions, ConditionType::Ready))
         .map(|c| c.last_transition_time.0);
     let created = ws.metadata.creation_timestamp.as_ref().map(|t| t.0);
     accessed.max(ready_since).or(created)
@@ -110,8 +105,9 @@ fn elapsed(since: Timestamp, now: Timestamp) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::conditions::{Observed, merge};
+    use crate::reconcile::conditions::{Observed, merge};
     use guildnet_api::WorkspaceSpec;
+    use guildnet_api::labels;
     use guildnet_api::workspace::{Lifecycle, WorkspaceStatus};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
     use std::collections::BTreeMap;

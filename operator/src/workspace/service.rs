@@ -1,7 +1,7 @@
 //! How a workspace is reached: its Service and, when asked for, an Ingress.
 
-use super::defaults::first_port;
 use super::meta::Parent;
+use guildnet_api::workspace::first_port;
 use guildnet_api::workspace::{ExposureType, IngressExposure, WorkspacePort, WorkspaceSpec};
 use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
 use k8s_openapi::api::networking::v1::{

@@ -38,13 +38,16 @@ pub fn volume_snapshots(
             let name = format!("{}-{snapshot}", claim.name_any());
             let mut obj =
                 DynamicObject::new(&name, &resource).within(&ws.namespace().unwrap_or_default());
-            obj.metadata.labels = Some(
-                [
-                    (labels::MANAGED.to_string(), "true".to_string()),
-                    (labels::ID.to_string(), ws.name_any()),
-                ]
-                .into(),
+            // The labels that make a snapshot this workspace's (it has no owner reference).
+            let mut owned = vec![
+                (labels::MANAGED.to_string(), "true".to_string()),
+                (labels::ID.to_string(), ws.name_any()),
+            ];
+            owned.extend(
+                ws.owner_id()
+                    .map(|id| (labels::OWNER.to_string(), id.to_owned())),
             );
+            obj.metadata.labels = Some(owned.into_iter().collect());
             obj.data = json!({"spec": {"source": {"persistentVolumeClaimName": claim.name_any()}}});
             obj
         })

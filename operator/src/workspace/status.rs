@@ -1,7 +1,9 @@
 //! A workspace's status, computed from what its children report. Pure: the controller reads
 //! the Deployment and Pods from its caches and writes the result only when it changed.
 
-use crate::conditions::{self, Observed};
+use crate::reconcile::conditions::{self, Observed};
+use guildnet_api::common::find_true_condition;
+use guildnet_api::workspace::facts::{ConditionType, Reason, proxy_path};
 use guildnet_api::workspace::{Hint, WorkspacePhase, WorkspaceStatus};
 use guildnet_api::{Workspace, WorkspaceSpec};
 use k8s_openapi::api::apps::v1::Deployment;
@@ -9,22 +11,10 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 
-/// Condition types of a Workspace.
-pub const READY: &str = "Ready";
-pub const PROGRESSING: &str = "Progressing";
-pub const FAILED: &str = "Failed";
-pub const SUSPENDED: &str = "Suspended";
-/// kstatus' "abnormal-true" names for Progressing and Failed, which Flux and other
-/// kstatus-based waiters read on any kind.
-pub const RECONCILING: &str = "Reconciling";
-pub const STALLED: &str = "Stalled";
-/// Present while the `guildnet.io/snapshot` annotation asks for a snapshot.
-pub const SNAPSHOT: &str = "Snapshot";
-
 /// Why a workspace cannot run, as the `Failed` condition's reason.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Failure {
-    pub reason: &'static str,
+    pub reason: Reason,
     pub message: String,
 }
 
@@ -51,147 +41,40 @@ pub struct Observation<'a> {
 /// The status `ws` should have given `obs`.
 pub fn compute(ws: &Workspace, obs: &Observation) -> WorkspaceStatus {
     let previous = ws.status.clone().unwrap_or_default();
-    let suspended = is_suspended(&ws.spec);
-    let ready_replicas = obs
-        .deployment
-        .and_then(|d| d.status.as_ref())
-        .and_then(|s| s.ready_replicas)
-        .unwrap_or(0);
-    let failure = obs
-        .failure
-        .clone()
-        .or_else(|| {
-            (!suspended)
-                .then(|| pod_failure(obs.pods, obs.crash_loop_restarts))
-                .flatten()
-        })
-        .or_else(|| {
-            (!suspended)
-                .then(|| deployment_failure(obs.deployment))
-                .flatten()
-        });
-    let ready = ready_replicas > 0 && !suspended && failure.is_none();
-
-    let phase = if failure.is_some() {
-        WorkspacePhase::Failed
-    } else if suspended {
-        WorkspacePhase::Stopped
-    } else if ready {
-        WorkspacePhase::Running
-    } else {
-        WorkspacePhase::Pending
-    };
-
-    let ready_condition = match (&failure, suspended, ready) {
-        (Some(f), _, _) => Observed::new(READY, false, f.reason, f.message.clone()),
-        (None, true, _) => Observed::new(
-            READY,
-            false,
-            "Suspended",
-            "the workspace is suspended: set spec.lifecycle.suspend to false to resume",
-        ),
-        (None, false, true) => Observed::new(
-            READY,
-            true,
-            "DeploymentReady",
-            format!("{ready_replicas} replica(s) ready"),
-        ),
-        (None, false, false) => Observed::new(
-            READY,
-            false,
-            "Starting",
-            "waiting for the workspace pod to become ready",
-        ),
-    };
-    // A failure outranks a conflict, so Reconciling and Stalled are never both True: kstatus
-    // would read whichever comes first.
-    let progressing = match (&failure, &obs.conflict_backoff, suspended, ready) {
-        (Some(_), _, _, _) => Observed::new(
-            PROGRESSING,
-            false,
-            "Failed",
-            "the workspace failed; see the Failed condition",
-        ),
-        (None, Some(message), _, _) => {
-            Observed::new(PROGRESSING, true, "ConflictBackoff", message.clone())
-        }
-        (None, None, true, _) => match rollout_pending(obs.deployment) {
-            Some(pending) => Observed::new(
-                PROGRESSING,
-                true,
-                "Suspending",
-                format!("scaling to zero: {pending}"),
-            ),
-            None => Observed::new(PROGRESSING, false, "Suspended", "scaled to zero"),
-        },
-        (None, None, false, false) => Observed::new(
-            PROGRESSING,
-            true,
-            "Deploying",
-            "the workspace pod is starting",
-        ),
-        (None, None, false, true) => match rollout_pending(obs.deployment) {
-            Some(pending) => Observed::new(
-                PROGRESSING,
-                true,
-                "RollingOut",
-                format!("rolling out the spec: {pending}"),
-            ),
-            None => Observed::new(
-                PROGRESSING,
-                false,
-                "Ready",
-                "the workspace is up to date and ready",
-            ),
-        },
-    };
-    let failed = match &failure {
-        Some(f) => Observed::new(FAILED, true, f.reason, f.message.clone()),
-        None => Observed::new(FAILED, false, "Healthy", ""),
-    };
+    let state = State::of(ws, obs);
+    let progressing = progressing(&state, obs);
+    let failed = failed(&state);
     // The same observations under the names kstatus reads.
     let reconciling = Observed {
-        type_: RECONCILING,
+        type_: ConditionType::Reconciling.as_str(),
         ..progressing.clone()
     };
     let stalled = Observed {
-        type_: STALLED,
+        type_: ConditionType::Stalled.as_str(),
         ..failed.clone()
     };
-    let suspended_condition = if suspended {
-        Observed::new(
-            SUSPENDED,
-            true,
-            "Suspended",
-            "spec.lifecycle.suspend is true",
-        )
-    } else {
-        Observed::new(SUSPENDED, false, "Active", "")
-    };
+    let observed = [
+        ready(&state),
+        progressing,
+        reconciling,
+        failed,
+        stalled,
+        suspended(&state),
+    ];
 
     let (name, namespace) = (ws.name_any(), ws.namespace().unwrap_or_default());
     WorkspaceStatus {
-        phase: Some(phase),
+        phase: Some(state.phase()),
         conditions: conditions::merge(
             &previous.conditions,
-            [
-                ready_condition,
-                progressing,
-                reconciling,
-                failed,
-                stalled,
-                suspended_condition,
-            ]
-            .into_iter()
-            .chain(obs.snapshot.clone())
-            .collect(),
+            observed.into_iter().chain(obs.snapshot.clone()).collect(),
             ws.metadata.generation,
             obs.now,
         ),
         observed_generation: ws.metadata.generation,
-        ready_replicas: Some(ready_replicas),
+        ready_replicas: Some(state.ready_replicas),
         service_dns: Some(format!("{name}.{namespace}.svc.cluster.local")),
-        proxy_target: Some(format!("/w/{namespace}/{name}/")),
+        proxy_target: Some(proxy_path(&namespace, &name)),
         url: external_url(&ws.spec),
         cluster: previous.cluster,
         // Written by the proxy; the operator never moves it.
@@ -202,11 +85,136 @@ pub fn compute(ws: &Workspace, obs: &Observation) -> WorkspaceStatus {
     }
 }
 
-pub fn is_suspended(spec: &WorkspaceSpec) -> bool {
-    spec.lifecycle
-        .as_ref()
-        .and_then(|l| l.suspend)
-        .unwrap_or(false)
+/// What every condition is decided from.
+struct State {
+    suspended: bool,
+    ready_replicas: i32,
+    /// The first failure found: outside the children, then the pods, then the Deployment.
+    failure: Option<Failure>,
+    ready: bool,
+}
+
+impl State {
+    fn of(ws: &Workspace, obs: &Observation) -> Self {
+        let suspended = ws.is_suspended();
+        let ready_replicas = obs
+            .deployment
+            .and_then(|d| d.status.as_ref())
+            .and_then(|s| s.ready_replicas)
+            .unwrap_or(0);
+        let failure = obs.failure.clone().or_else(|| {
+            if suspended {
+                return None;
+            }
+            pod_failure(obs.pods, obs.crash_loop_restarts)
+                .or_else(|| deployment_failure(obs.deployment))
+        });
+        let ready = ready_replicas > 0 && !suspended && failure.is_none();
+        Self {
+            suspended,
+            ready_replicas,
+            failure,
+            ready,
+        }
+    }
+
+    fn phase(&self) -> WorkspacePhase {
+        if self.failure.is_some() {
+            WorkspacePhase::Failed
+        } else if self.suspended {
+            WorkspacePhase::Stopped
+        } else if self.ready {
+            WorkspacePhase::Running
+        } else {
+            WorkspacePhase::Pending
+        }
+    }
+}
+
+fn ready(state: &State) -> Observed {
+    let observed = |status, reason, message: String| {
+        Observed::new(ConditionType::Ready, status, reason, message)
+    };
+    match (&state.failure, state.suspended, state.ready) {
+        (Some(f), _, _) => observed(false, f.reason, f.message.clone()),
+        (None, true, _) => observed(
+            false,
+            Reason::Suspended,
+            "the workspace is suspended: set spec.lifecycle.suspend to false to resume".into(),
+        ),
+        (None, false, true) => observed(
+            true,
+            Reason::DeploymentReady,
+            format!("{} replica(s) ready", state.ready_replicas),
+        ),
+        (None, false, false) => observed(
+            false,
+            Reason::Starting,
+            "waiting for the workspace pod to become ready".into(),
+        ),
+    }
+}
+
+/// A failure outranks a conflict, so Reconciling and Stalled are never both True: kstatus
+/// would read whichever comes first.
+fn progressing(state: &State, obs: &Observation) -> Observed {
+    let observed = |status, reason, message: String| {
+        Observed::new(ConditionType::Progressing, status, reason, message)
+    };
+    let rollout = || rollout_pending(obs.deployment);
+    match (&state.failure, &obs.conflict_backoff, state.suspended) {
+        (Some(_), _, _) => observed(
+            false,
+            Reason::Failed,
+            "the workspace failed; see the Failed condition".into(),
+        ),
+        (None, Some(message), _) => observed(true, Reason::ConflictBackoff, message.clone()),
+        (None, None, true) => match rollout() {
+            Some(pending) => observed(
+                true,
+                Reason::Suspending,
+                format!("scaling to zero: {pending}"),
+            ),
+            None => observed(false, Reason::Suspended, "scaled to zero".into()),
+        },
+        (None, None, false) if !state.ready => observed(
+            true,
+            Reason::Deploying,
+            "the workspace pod is starting".into(),
+        ),
+        (None, None, false) => match rollout() {
+            Some(pending) => observed(
+                true,
+                Reason::RollingOut,
+                format!("rolling out the spec: {pending}"),
+            ),
+            None => observed(
+                false,
+                Reason::Ready,
+                "the workspace is up to date and ready".into(),
+            ),
+        },
+    }
+}
+
+fn failed(state: &State) -> Observed {
+    match &state.failure {
+        Some(f) => Observed::new(ConditionType::Failed, true, f.reason, f.message.clone()),
+        None => Observed::new(ConditionType::Failed, false, Reason::Healthy, ""),
+    }
+}
+
+fn suspended(state: &State) -> Observed {
+    if state.suspended {
+        Observed::new(
+            ConditionType::Suspended,
+            true,
+            Reason::Suspended,
+            "spec.lifecycle.suspend is true",
+        )
+    } else {
+        Observed::new(ConditionType::Suspended, false, Reason::Active, "")
+    }
 }
 
 fn external_url(spec: &WorkspaceSpec) -> Option<String> {
@@ -230,7 +238,7 @@ fn pod_failure(pods: &[&Pod], crash_loop_restarts: i32) -> Option<Failure> {
             let reason = waiting.reason.as_deref()?;
             match reason {
                 "ErrImagePull" | "ImagePullBackOff" | "InvalidImageName" => Some(Failure {
-                    reason: "ImagePullFailed",
+                    reason: Reason::ImagePullFailed,
                     message: format!(
                         "cannot pull image {}: {reason}{}: check spec.image and spec.imagePullSecrets",
                         c.image,
@@ -245,7 +253,7 @@ fn pod_failure(pods: &[&Pod], crash_loop_restarts: i32) -> Option<Failure> {
                         .map(|t| format!(", last exit code {} ({})", t.exit_code, t.reason.as_deref().unwrap_or("unknown")))
                         .unwrap_or_default();
                     Some(Failure {
-                        reason: "CrashLoopBackOff",
+                        reason: Reason::CrashLoopBackOff,
                         message: format!(
                             "container {} restarted {} times{last}: fix the image, command or args; the workspace recovers once the pod runs",
                             c.name, c.restart_count
@@ -291,7 +299,7 @@ fn deployment_failure(deployment: Option<&Deployment>) -> Option<Failure> {
                 && c.reason.as_deref() == Some("ProgressDeadlineExceeded")
         })
         .map(|c| Failure {
-            reason: "ProgressDeadlineExceeded",
+            reason: Reason::ProgressDeadlineExceeded,
             message: format!(
                 "the workspace did not become ready in time: {}",
                 c.message.as_deref().unwrap_or("progress deadline exceeded")
@@ -302,10 +310,10 @@ fn deployment_failure(deployment: Option<&Deployment>) -> Option<Failure> {
 /// When the workspace last stopped or failed, for `ttlSecondsAfterFinished`.
 pub fn finished_at(status: &WorkspaceStatus) -> Option<Timestamp> {
     let since =
-        |type_| conditions::find_true(&status.conditions, type_).map(|c| c.last_transition_time.0);
+        |type_| find_true_condition(&status.conditions, type_).map(|c| c.last_transition_time.0);
     match status.phase? {
-        WorkspacePhase::Failed => since(FAILED),
-        WorkspacePhase::Stopped => since(SUSPENDED),
+        WorkspacePhase::Failed => since(ConditionType::Failed),
+        WorkspacePhase::Stopped => since(ConditionType::Suspended),
         WorkspacePhase::Pending | WorkspacePhase::Running => None,
     }
 }
@@ -313,6 +321,13 @@ pub fn finished_at(status: &WorkspaceStatus) -> Option<Timestamp> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use guildnet_api::common::find_condition;
+
+    const READY: &str = ConditionType::Ready.as_str();
+    const PROGRESSING: &str = ConditionType::Progressing.as_str();
+    const FAILED: &str = ConditionType::Failed.as_str();
+    const RECONCILING: &str = ConditionType::Reconciling.as_str();
+    const STALLED: &str = ConditionType::Stalled.as_str();
     use guildnet_api::workspace::Lifecycle;
     use serde_json::json;
 
@@ -379,7 +394,7 @@ mod tests {
     }
 
     fn condition<'a>(status: &'a WorkspaceStatus, type_: &str) -> (&'a str, &'a str) {
-        let c = conditions::find(&status.conditions, type_).unwrap();
+        let c = find_condition(&status.conditions, type_).unwrap();
         (c.status.as_str(), c.reason.as_str())
     }
 
@@ -487,7 +502,7 @@ mod tests {
     fn crash_loop_message_names_the_container_and_the_fix() {
         let crashing = pod("CrashLoopBackOff", 4);
         let status = compute(&workspace(false), &observe(None, &[&crashing]));
-        let failed = conditions::find(&status.conditions, FAILED).unwrap();
+        let failed = find_condition(&status.conditions, FAILED).unwrap();
         assert!(
             failed
                 .message
@@ -539,11 +554,11 @@ mod tests {
         let crashing = pod("CrashLoopBackOff", 5);
         let unpullable = pod("ImagePullBackOff", 0);
         let over_quota = Failure {
-            reason: "QuotaExceeded",
+            reason: Reason::QuotaExceeded,
             message: "over quota".into(),
         };
         let invalid = Failure {
-            reason: "InvalidSpec",
+            reason: Reason::InvalidSpec,
             message: "bad spec".into(),
         };
         let conflict = Some("another writer".to_owned());
@@ -586,11 +601,11 @@ mod tests {
             assert_eq!(condition(&status, STALLED), stalled, "{what}");
             // Progressing and Failed under kstatus' names, nothing else.
             for (kstatus_name, ours) in [(RECONCILING, PROGRESSING), (STALLED, FAILED)] {
-                let mut renamed = conditions::find(&status.conditions, kstatus_name).cloned();
+                let mut renamed = find_condition(&status.conditions, kstatus_name).cloned();
                 renamed.as_mut().unwrap().type_ = ours.to_owned();
                 assert_eq!(
                     renamed.as_ref(),
-                    conditions::find(&status.conditions, ours),
+                    find_condition(&status.conditions, ours),
                     "{what}"
                 );
             }
@@ -601,14 +616,14 @@ mod tests {
     fn progress_messages_say_what_is_left() {
         let stopping = deployment_at(0, (2, 2), (1, 1, 1));
         let status = compute(&workspace(true), &observe(Some(&stopping), &[]));
-        let reconciling = conditions::find(&status.conditions, RECONCILING).unwrap();
+        let reconciling = find_condition(&status.conditions, RECONCILING).unwrap();
         assert_eq!(
             reconciling.message,
             "scaling to zero: 1 pod(s) left to stop"
         );
         let unseen_edit = deployment_at(1, (2, 1), (1, 1, 1));
         let status = compute(&workspace(false), &observe(Some(&unseen_edit), &[]));
-        let reconciling = conditions::find(&status.conditions, RECONCILING).unwrap();
+        let reconciling = find_condition(&status.conditions, RECONCILING).unwrap();
         assert_eq!(
             reconciling.message,
             "rolling out the spec: waiting for the Deployment controller to see the change"

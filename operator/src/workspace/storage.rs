@@ -1,8 +1,7 @@
 //! Volumes of the workspace pod and the PersistentVolumeClaims behind persistent ones.
 
-use super::Error;
-use super::image::is_code_server;
 use super::meta::Parent;
+use guildnet_api::workspace::is_code_server;
 use guildnet_api::workspace::{
     EphemeralMedium, EphemeralVolume, PersistentVolume, ReclaimPolicy, WorkspaceSpec,
     WorkspaceVolume,
@@ -12,9 +11,6 @@ use k8s_openapi::api::core::v1::{
     PersistentVolumeClaimVolumeSource, Volume, VolumeMount, VolumeResourceRequirements,
 };
 use std::collections::BTreeMap;
-
-/// Prefix of the scratch volumes GuildNet adds; user volumes may not use it.
-const RESERVED_PREFIX: &str = "guildnet-";
 
 /// A directory the workspace must be able to write to whatever the image's file ownership:
 /// the pod runs as uid 1000, and an emptyDir (group-owned by fsGroup 1000) is writable where
@@ -42,18 +38,6 @@ const CODE_SERVER_DIRS: [ScratchDir; 2] = [
         path: "/home/coder/.config",
     },
 ];
-
-/// Refuses user volumes whose names could collide with GuildNet's scratch volumes.
-pub(super) fn check_volume_names(spec: &WorkspaceSpec) -> Result<(), Error> {
-    match spec
-        .volumes
-        .iter()
-        .find(|volume| volume.name.starts_with(RESERVED_PREFIX))
-    {
-        Some(volume) => Err(Error::ReservedVolumeName(volume.name.clone())),
-        None => Ok(()),
-    }
-}
 
 /// The name of the claim behind a persistent volume, `<workspace>-<volume>`.
 pub(super) fn claim_name(workspace: &str, volume: &str) -> String {
@@ -355,21 +339,5 @@ mod tests {
         assert_eq!(claim_spec.storage_class_name.as_deref(), Some("fast-ssd"));
         let requests = claim_spec.resources.unwrap().requests.unwrap();
         assert_eq!(requests["storage"], Quantity("10Gi".into()));
-    }
-
-    #[test]
-    fn reserved_volume_names_are_refused() {
-        let cases = [
-            ("home", true),
-            ("guildnet-tmp", false),
-            ("guildnet-data", false),
-        ];
-        for (name, ok) in cases {
-            let spec = WorkspaceSpec {
-                volumes: vec![ephemeral(name, "/data", None, None)],
-                ..WorkspaceSpec::default()
-            };
-            assert_eq!(check_volume_names(&spec).is_ok(), ok, "volume {name}");
-        }
     }
 }

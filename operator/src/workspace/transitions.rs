@@ -1,67 +1,18 @@
 //! Which lifecycle changes are announced (an Event, a log line) and counted (metrics):
 //! launching, entering Failed, becoming Ready for the first time. Decided from the status
-//! before and after a write, so a new leader needs nothing from the previous one; and
-//! [`Announced`] keeps one process from announcing a change twice when a reconcile reads a
-//! cache that does not show its own last status write yet.
+//! before and after a write, so a new leader needs nothing from the previous one
+//! ([`crate::reconcile::events::Announced`] keeps one process from announcing twice).
 
-use super::status::{FAILED, READY};
-use crate::conditions;
+use guildnet_api::common::find_condition;
+use guildnet_api::workspace::facts::ConditionType;
 use guildnet_api::workspace::{WorkspacePhase, WorkspaceStatus};
-use std::collections::HashMap;
-
-/// What this process last announced for each workspace, by uid.
-#[derive(Debug, Default)]
-pub struct Announced(HashMap<String, Milestone>);
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Milestone {
-    Launched,
-    Phase(WorkspacePhase),
-}
-
-impl Announced {
-    /// Whether to announce the launch of workspace `uid`: only if nothing was announced for
-    /// it yet.
-    pub fn launch(&mut self, uid: &str) -> bool {
-        if self.0.contains_key(uid) {
-            return false;
-        }
-        self.0.insert(uid.to_owned(), Milestone::Launched);
-        true
-    }
-
-    /// Whether to announce that workspace `uid` entered `phase`: only if that is not what
-    /// was announced last.
-    pub fn phase(&mut self, uid: &str, phase: WorkspacePhase) -> bool {
-        self.0.insert(uid.to_owned(), Milestone::Phase(phase)) != Some(Milestone::Phase(phase))
-    }
-
-    /// Forgets the workspaces `exists` says are gone.
-    pub fn retain(&mut self, exists: impl Fn(&str) -> bool) {
-        self.0.retain(|uid, _| exists(uid));
-    }
-
-    /// Keeps only what the cache still shows, given each workspace's cached phase (`None`:
-    /// gone; `Some(None)`: no status yet): a launch whose status has not appeared, a phase
-    /// the workspace is still in. At the start of a leadership term this forgets what another
-    /// leader may have changed since, and keeps the rest, so a replica that stood down and
-    /// took over again does not announce its own launches twice.
-    pub fn retain_agreeing(&mut self, cached: impl Fn(&str) -> Option<Option<WorkspacePhase>>) {
-        self.0
-            .retain(|uid, milestone| match (milestone, cached(uid)) {
-                (_, None) => false,
-                (Milestone::Launched, Some(phase)) => phase.is_none(),
-                (Milestone::Phase(announced), Some(phase)) => phase == Some(*announced),
-            });
-    }
-}
 
 /// The `Failed` condition's reason when `new` enters the Failed phase from `previous`.
 pub fn entered_failed<'a>(previous: &WorkspaceStatus, new: &'a WorkspaceStatus) -> Option<&'a str> {
     let entered =
         new.phase == Some(WorkspacePhase::Failed) && previous.phase != Some(WorkspacePhase::Failed);
     entered.then(|| {
-        conditions::find(&new.conditions, FAILED)
+        find_condition(&new.conditions, ConditionType::Failed)
             .map(|c| c.reason.as_str())
             .unwrap_or("Unknown")
     })
@@ -80,7 +31,7 @@ pub fn first_ready(previous: &WorkspaceStatus, new: &WorkspaceStatus) -> bool {
     if !becomes_ready {
         return false;
     }
-    let Some(ready) = conditions::find(&previous.conditions, READY) else {
+    let Some(ready) = find_condition(&previous.conditions, ConditionType::Ready) else {
         return true;
     };
     previous
@@ -92,8 +43,11 @@ pub fn first_ready(previous: &WorkspaceStatus, new: &WorkspaceStatus) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::conditions::{Observed, merge};
-    use crate::workspace::status::{PROGRESSING, SUSPENDED};
+    use crate::reconcile::conditions::{Observed, merge};
+    const READY: &str = ConditionType::Ready.as_str();
+    const PROGRESSING: &str = ConditionType::Progressing.as_str();
+    const FAILED: &str = ConditionType::Failed.as_str();
+    const SUSPENDED: &str = ConditionType::Suspended.as_str();
     use k8s_openapi::jiff::Timestamp;
 
     /// A status in `phase` whose conditions flipped to `(type, status)` at second `at`,
@@ -203,57 +157,6 @@ mod tests {
     fn staying_ready_is_no_transition() {
         let up = ready(&starting(&WorkspaceStatus::default(), 1), 5);
         assert!(!first_ready(&up, &ready(&up, 9)));
-    }
-
-    #[test]
-    fn each_milestone_is_announced_once_even_from_a_stale_cache() {
-        let mut announced = Announced::default();
-        assert!(announced.launch("u1"));
-        assert!(
-            !announced.launch("u1"),
-            "a second reconcile before the status shows"
-        );
-        assert!(announced.phase("u1", WorkspacePhase::Running));
-        assert!(
-            !announced.phase("u1", WorkspacePhase::Running),
-            "stale Pending in the cache"
-        );
-        assert!(!announced.launch("u1"));
-        assert!(announced.phase("u1", WorkspacePhase::Failed));
-        assert!(
-            announced.phase("u1", WorkspacePhase::Running),
-            "a real recovery"
-        );
-        announced.retain(|uid| uid != "u1");
-        assert!(announced.launch("u1"), "forgotten once gone");
-    }
-
-    #[test]
-    fn a_new_term_keeps_only_what_the_cache_still_shows() {
-        let mut announced = Announced::default();
-        announced.launch("launching");
-        announced.launch("launched");
-        announced.phase("running", WorkspacePhase::Running);
-        announced.phase("changed", WorkspacePhase::Running);
-        announced.launch("gone");
-        announced.retain_agreeing(|uid| match uid {
-            "launching" => Some(None),
-            "launched" => Some(Some(WorkspacePhase::Pending)),
-            "running" => Some(Some(WorkspacePhase::Running)),
-            "changed" => Some(Some(WorkspacePhase::Failed)),
-            _ => None,
-        });
-        assert!(!announced.launch("launching"), "still launching: kept");
-        assert!(!announced.phase("running", WorkspacePhase::Running), "kept");
-        assert!(
-            announced.launch("launched"),
-            "its status appeared: forgotten"
-        );
-        assert!(
-            announced.phase("changed", WorkspacePhase::Running),
-            "another leader moved it"
-        );
-        assert!(announced.launch("gone"));
     }
 
     #[test]

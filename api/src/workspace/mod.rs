@@ -1,4 +1,17 @@
 //! Workspace: one developer environment (code-server, Jupyter, any container image).
+//!
+//! The types are the CRD schema; beside them live the Workspace's shared rules: defaulting
+//! ([`apply_defaults`], called by the webhook and the operator alike), what the schema cannot
+//! check ([`rules`]), and the facts every component asks of a Workspace ([`facts`]).
+
+mod defaults;
+pub mod facts;
+mod image;
+pub mod rules;
+
+pub use defaults::{DEFAULT_PROBE_PATH, apply_defaults, first_port};
+pub use image::is_code_server;
+pub use rules::{SpecError, check_volume_names, validate_name};
 
 use crate::common::Condition;
 use k8s_openapi::api::core::v1::{EnvVarSource, LocalObjectReference, ResourceRequirements};

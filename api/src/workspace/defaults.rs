@@ -1,12 +1,10 @@
 //! Defaulting of a Workspace spec, shared by the admission webhook and the controller so the
 //! object a user reads back is the one that runs.
 
-use super::Error;
 use super::image::is_code_server;
-use guildnet_api::labels;
-use guildnet_api::workspace::{
-    Hint, ProbeProfile, Probes, WorkspaceEnvVar, WorkspacePort, WorkspaceSpec,
-};
+use super::rules::SpecError;
+use super::{Hint, ProbeProfile, Probes, WorkspaceEnvVar, WorkspacePort, WorkspaceSpec};
+use crate::labels;
 use k8s_openapi::api::core::v1::ResourceRequirements;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use std::collections::BTreeMap;
@@ -22,7 +20,7 @@ const PORT_ENV: &str = "PORT";
 /// so no workspace runs BestEffort (first to be evicted, invisible to ResourceQuotas).
 const DEFAULT_HINT: Hint = Hint::Latency;
 /// Probe path when neither spec, annotation nor image says otherwise.
-pub(super) const DEFAULT_PROBE_PATH: &str = "/";
+pub const DEFAULT_PROBE_PATH: &str = "/";
 /// code-server answers `/healthz` without a login, whereas `/` redirects to the login page.
 const CODE_SERVER_PROBE_PATH: &str = "/healthz";
 /// Longest probe path the CRD accepts in `spec.probes.path`.
@@ -58,7 +56,7 @@ const MAX_PROBE_PATH_LEN: usize = 1024;
 pub fn apply_defaults(
     spec: &mut WorkspaceSpec,
     annotations: &BTreeMap<String, String>,
-) -> Result<Option<Hint>, Error> {
+) -> Result<Option<Hint>, SpecError> {
     remove_blank_env(&mut spec.env);
     default_ports(&mut spec.ports);
     inject_port_env(spec);
@@ -67,7 +65,7 @@ pub fn apply_defaults(
 }
 
 /// The port the proxy opens and probes default to.
-pub(super) fn first_port(spec: &WorkspaceSpec) -> i32 {
+pub fn first_port(spec: &WorkspaceSpec) -> i32 {
     spec.ports
         .first()
         .map_or(DEFAULT_PORT, |port| port.container_port)
@@ -101,7 +99,7 @@ fn inject_port_env(spec: &mut WorkspaceSpec) {
 fn default_probes(
     spec: &mut WorkspaceSpec,
     annotations: &BTreeMap<String, String>,
-) -> Result<(), Error> {
+) -> Result<(), SpecError> {
     let code_server = is_code_server(&spec.image);
     let probes = spec.probes.get_or_insert_with(Probes::default);
     if probes.profile.is_none() {
@@ -129,7 +127,7 @@ fn default_probes(
 
 fn annotated_profile(
     annotations: &BTreeMap<String, String>,
-) -> Result<Option<ProbeProfile>, Error> {
+) -> Result<Option<ProbeProfile>, SpecError> {
     let Some(value) = annotations.get(labels::PROBE_PROFILE) else {
         return Ok(None);
     };
@@ -137,7 +135,7 @@ fn annotated_profile(
         "slow" => Ok(Some(ProbeProfile::Slow)),
         "default" => Ok(Some(ProbeProfile::Default)),
         "fast" => Ok(Some(ProbeProfile::Fast)),
-        _ => Err(Error::InvalidAnnotation {
+        _ => Err(SpecError::InvalidAnnotation {
             key: labels::PROBE_PROFILE,
             value: value.clone(),
             expected: "use slow, default or fast",
@@ -145,14 +143,14 @@ fn annotated_profile(
     }
 }
 
-fn annotated_path(annotations: &BTreeMap<String, String>) -> Result<Option<&str>, Error> {
+fn annotated_path(annotations: &BTreeMap<String, String>) -> Result<Option<&str>, SpecError> {
     let Some(value) = annotations.get(labels::PROBE_PATH) else {
         return Ok(None);
     };
     if value.starts_with('/') && value.len() <= MAX_PROBE_PATH_LEN {
         Ok(Some(value))
     } else {
-        Err(Error::InvalidAnnotation {
+        Err(SpecError::InvalidAnnotation {
             key: labels::PROBE_PATH,
             value: value.clone(),
             expected: "use an HTTP path starting with / of at most 1024 characters, e.g. /healthz",

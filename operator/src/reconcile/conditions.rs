@@ -16,16 +16,18 @@ pub struct Observed {
 }
 
 impl Observed {
+    /// `type_` and `reason` are a kind's condition type and reason, e.g.
+    /// [`guildnet_api::workspace::facts::ConditionType`] and its `Reason`.
     pub fn new(
-        type_: &'static str,
+        type_: impl Into<&'static str>,
         status: bool,
-        reason: &'static str,
+        reason: impl Into<&'static str>,
         message: impl Into<String>,
     ) -> Self {
         Self {
-            type_,
+            type_: type_.into(),
             status,
-            reason,
+            reason: reason.into(),
             message: message.into(),
         }
     }
@@ -61,19 +63,10 @@ pub fn merge(
         .collect()
 }
 
-/// The condition of `type_`, if present.
-pub fn find<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Condition> {
-    conditions.iter().find(|c| c.type_ == type_)
-}
-
-/// The condition of `type_`, if present and True.
-pub fn find_true<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Condition> {
-    find(conditions, type_).filter(|c| c.status == "True")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use guildnet_api::common::{find_condition, find_true_condition};
 
     fn at(seconds: i64) -> Timestamp {
         Timestamp::from_second(seconds).unwrap()
@@ -138,9 +131,9 @@ mod tests {
         let types: Vec<&str> = merged.iter().map(|c| c.type_.as_str()).collect();
         assert_eq!(types, ["Failed", "Ready"]);
         assert!(
-            find_true(&merged, "Ready").is_some()
-                && find_true(&merged, "Failed").is_none()
-                && find(&merged, "Stale").is_none()
+            find_true_condition(&merged, "Ready").is_some()
+                && find_true_condition(&merged, "Failed").is_none()
+                && find_condition(&merged, "Stale").is_none()
         );
     }
 }

@@ -1,0 +1,326 @@
+//! What every component asks of a Workspace — its owner, whether it is suspended or ready,
+//! where the proxy serves it, which Service port is its own — and the condition types and
+//! reasons its status carries. Stated once here; the operator, webhook and proxy call these
+//! instead of reading labels, annotations and conditions themselves.
+
+use super::{Workspace, WorkspacePort, WorkspaceSpec, WorkspaceStatus};
+use crate::common::find_true_condition;
+use crate::labels;
+
+/// The prefix of every workspace's path on the proxy.
+pub const PROXY_PATH_PREFIX: &str = "/w/";
+
+/// The groups recorded for an owner whose workspace predates the `owner-groups` annotation:
+/// every authenticated user has this one.
+const AUTHENTICATED: &str = "system:authenticated";
+
+impl Workspace {
+    /// The stable id of the owner (`guildnet.io/owner`, set by the webhook).
+    pub fn owner_id(&self) -> Option<&str> {
+        label(self.metadata.labels.as_ref(), labels::OWNER)
+    }
+
+    /// The owner's readable user name (`guildnet.io/owner-name`).
+    pub fn owner_name(&self) -> Option<&str> {
+        label(self.metadata.annotations.as_ref(), labels::OWNER_NAME)
+    }
+
+    /// The owner's groups as the webhook saw them (`guildnet.io/owner-groups`);
+    /// `system:authenticated` alone when the annotation is missing.
+    pub fn owner_groups(&self) -> Vec<String> {
+        match label(self.metadata.annotations.as_ref(), labels::OWNER_GROUPS) {
+            Some(value) => decode_owner_groups(value),
+            None => vec![AUTHENTICATED.to_owned()],
+        }
+    }
+
+    /// Whether the user asked for the workspace to be stopped (`spec.lifecycle.suspend`).
+    pub fn is_suspended(&self) -> bool {
+        self.spec.is_suspended()
+    }
+
+    /// Whether its status says a replica is ready (condition `Ready` is `True`).
+    pub fn is_ready(&self) -> bool {
+        self.status.as_ref().is_some_and(WorkspaceStatus::is_ready)
+    }
+
+    /// `true` when the `guildnet.io/proxy-keep-prefix` annotation asks the proxy to forward
+    /// the whole path, for apps serving under their base path themselves.
+    pub fn keeps_proxy_prefix(&self) -> bool {
+        label(
+            self.metadata.annotations.as_ref(),
+            labels::PROXY_KEEP_PREFIX,
+        ) == Some("true")
+    }
+
+    /// `true` when the `guildnet.io/keepalive` label opts the workspace out of reaping.
+    pub fn is_kept_alive(&self) -> bool {
+        label(self.metadata.labels.as_ref(), labels::KEEPALIVE) == Some("true")
+    }
+}
+
+impl WorkspaceSpec {
+    /// Whether `lifecycle.suspend` is set.
+    pub fn is_suspended(&self) -> bool {
+        self.lifecycle
+            .as_ref()
+            .and_then(|l| l.suspend)
+            .unwrap_or(false)
+    }
+
+    /// The name of the Service port the proxy opens: the first port's.
+    pub fn primary_port_name(&self) -> Option<String> {
+        self.ports.first().map(service_port_name)
+    }
+}
+
+impl WorkspaceStatus {
+    /// Whether condition `Ready` is `True`.
+    pub fn is_ready(&self) -> bool {
+        find_true_condition(&self.conditions, ConditionType::Ready).is_some()
+    }
+}
+
+/// The path the proxy serves a workspace under: `/w/<namespace>/<name>/`.
+pub fn proxy_path(namespace: &str, name: &str) -> String {
+    format!("{PROXY_PATH_PREFIX}{namespace}/{name}/")
+}
+
+/// The name of a port in the Service and the container: its own, else `port-<number>`
+/// (Service ports need names as soon as there are two).
+pub fn service_port_name(port: &WorkspacePort) -> String {
+    port.name
+        .clone()
+        .unwrap_or_else(|| format!("port-{}", port.container_port))
+}
+
+/// The `guildnet.io/owner-groups` annotation for `groups`: comma-separated.
+pub fn encode_owner_groups(groups: &[String]) -> String {
+    groups.join(",")
+}
+
+/// The groups in a `guildnet.io/owner-groups` annotation.
+pub fn decode_owner_groups(value: &str) -> Vec<String> {
+    value
+        .split(',')
+        .filter(|g| !g.is_empty())
+        .map(String::from)
+        .collect()
+}
+
+fn label<'a>(
+    map: Option<&'a std::collections::BTreeMap<String, String>>,
+    key: &str,
+) -> Option<&'a str> {
+    map?.get(key).map(String::as_str)
+}
+
+/// Declares a string enum whose variants are spelled as written, with `as_str`.
+macro_rules! spelled {
+    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        pub enum $name { $($(#[$vmeta])* $variant),+ }
+
+        impl $name {
+            /// Every variant, in declaration order.
+            pub const ALL: &[$name] = &[$($name::$variant),+];
+
+            /// The name as it appears in the API.
+            pub const fn as_str(self) -> &'static str {
+                match self { $($name::$variant => stringify!($variant)),+ }
+            }
+        }
+
+        impl AsRef<str> for $name {
+            fn as_ref(&self) -> &str {
+                self.as_str()
+            }
+        }
+
+        impl From<$name> for &'static str {
+            fn from(value: $name) -> Self {
+                value.as_str()
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+spelled! {
+    /// The condition types of a Workspace's status.
+    ConditionType {
+        /// A replica is ready (`kubectl wait --for=condition=Ready`).
+        Ready,
+        /// A change is being rolled out.
+        Progressing,
+        /// The workspace cannot run until something is fixed.
+        Failed,
+        /// `spec.lifecycle.suspend` holds it at zero replicas.
+        Suspended,
+        /// kstatus' name for Progressing, read by Flux and other kstatus-based waiters.
+        Reconciling,
+        /// kstatus' name for Failed.
+        Stalled,
+        /// Present while the `guildnet.io/snapshot` annotation asks for a snapshot.
+        Snapshot,
+    }
+}
+
+spelled! {
+    /// The reasons of a Workspace's conditions, and of the Events the operator publishes.
+    /// Docs, dashboards, health checks and alerts key on them: never rename one.
+    Reason {
+        // Ready
+        /// The Deployment has a ready replica.
+        DeploymentReady,
+        /// Not ready yet.
+        Starting,
+        /// Stopped by `spec.lifecycle.suspend`.
+        Suspended,
+        /// Not ready because the workspace failed.
+        Failed,
+        // Progressing
+        /// Writes of children keep conflicting with another writer; retried.
+        ConflictBackoff,
+        /// Scaling to zero.
+        Suspending,
+        /// The Deployment is being created or its first pod started.
+        Deploying,
+        /// A changed spec is rolling out.
+        RollingOut,
+        /// Nothing in progress: the workspace is ready.
+        Ready,
+        // Failed
+        /// Nothing failed.
+        Healthy,
+        /// The container keeps crashing.
+        CrashLoopBackOff,
+        /// The image cannot be pulled.
+        ImagePullFailed,
+        /// The Deployment did not progress within its deadline.
+        ProgressDeadlineExceeded,
+        /// The spec breaks a rule the schema cannot check.
+        InvalidSpec,
+        /// The owner is over a Quota: held at zero replicas.
+        QuotaExceeded,
+        /// An object with a child's name exists and is not this workspace's: nothing of it
+        /// is touched.
+        NameConflict,
+        // Suspended
+        /// Running (not suspended).
+        Active,
+        // Snapshot
+        /// The VolumeSnapshots were created.
+        SnapshotCreated,
+        /// The workspace has no persistent volume to snapshot.
+        NoPersistentVolumes,
+        /// The cluster does not serve VolumeSnapshots.
+        SnapshotAPIUnavailable,
+        // Events only
+        /// The workspace was launched.
+        Launched,
+        /// The idle reaper suspended or deleted it.
+        Reaped,
+        /// Deleted after `ttlSecondsAfterFinished`.
+        Expired,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::workspace::Lifecycle;
+    use std::collections::BTreeMap;
+
+    /// Users' health checks, alerts and `kubectl wait` commands name these: a rename is a
+    /// breaking API change, so this list may only grow.
+    #[test]
+    fn condition_types_and_reasons_are_never_renamed() {
+        let types: Vec<&str> = ConditionType::ALL.iter().map(|t| t.as_str()).collect();
+        assert_eq!(
+            types,
+            [
+                "Ready",
+                "Progressing",
+                "Failed",
+                "Suspended",
+                "Reconciling",
+                "Stalled",
+                "Snapshot"
+            ]
+        );
+        let reasons: Vec<&str> = Reason::ALL.iter().map(|r| r.as_str()).collect();
+        assert_eq!(
+            reasons,
+            [
+                "DeploymentReady",
+                "Starting",
+                "Suspended",
+                "Failed",
+                "ConflictBackoff",
+                "Suspending",
+                "Deploying",
+                "RollingOut",
+                "Ready",
+                "Healthy",
+                "CrashLoopBackOff",
+                "ImagePullFailed",
+                "ProgressDeadlineExceeded",
+                "InvalidSpec",
+                "QuotaExceeded",
+                "NameConflict",
+                "Active",
+                "SnapshotCreated",
+                "NoPersistentVolumes",
+                "SnapshotAPIUnavailable",
+                "Launched",
+                "Reaped",
+                "Expired"
+            ]
+        );
+    }
+
+    fn workspace() -> Workspace {
+        Workspace::new("ide", WorkspaceSpec::default())
+    }
+
+    #[test]
+    fn owner_groups_round_trip_and_default_to_authenticated() {
+        let groups = vec![
+            "guildnet:users".to_owned(),
+            "system:authenticated".to_owned(),
+        ];
+        let mut ws = workspace();
+        assert_eq!(ws.owner_groups(), ["system:authenticated"]);
+        ws.metadata.annotations = Some(BTreeMap::from([(
+            labels::OWNER_GROUPS.to_owned(),
+            encode_owner_groups(&groups),
+        )]));
+        assert_eq!(ws.owner_groups(), groups);
+        assert_eq!(decode_owner_groups(""), Vec::<String>::new());
+    }
+
+    #[test]
+    fn suspended_ready_and_paths() {
+        let mut ws = workspace();
+        assert!(!ws.is_suspended() && !ws.is_ready());
+        ws.spec.lifecycle = Some(Lifecycle {
+            suspend: Some(true),
+            ..Lifecycle::default()
+        });
+        assert!(ws.is_suspended());
+        assert_eq!(proxy_path("team", "ide"), "/w/team/ide/");
+        let port = |name: Option<&str>| WorkspacePort {
+            name: name.map(str::to_owned),
+            container_port: 8080,
+        };
+        assert_eq!(service_port_name(&port(Some("http"))), "http");
+        assert_eq!(service_port_name(&port(None)), "port-8080");
+    }
+}

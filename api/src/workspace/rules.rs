@@ -1,0 +1,122 @@
+//! The rules of a Workspace that the schema cannot express, shared by the webhook (which
+//! refuses) and the operator (which reports `InvalidSpec`), so both accept the same things.
+
+use super::WorkspaceSpec;
+
+/// Longest name a Service accepts (a DNS-1035 label). Children are named after their
+/// workspace, so this bounds workspace names.
+const MAX_NAME_LEN: usize = 63;
+
+/// Prefix of the scratch volumes GuildNet adds to every pod; user volumes may not use it.
+pub const RESERVED_VOLUME_PREFIX: &str = "guildnet-";
+
+/// Why a Workspace cannot run as written. Each message names the field and the fix.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SpecError {
+    /// The workspace's name cannot name its Service.
+    #[error(
+        "workspace name {name:?} {reason}: a workspace's Service carries its name, so use a DNS label of at most 63 characters (lowercase letters, digits and -, starting with a letter), e.g. ide"
+    )]
+    InvalidName { name: String, reason: &'static str },
+    /// A GuildNet annotation has a value that cannot be used.
+    #[error("annotation {key}={value:?} is invalid: {expected}")]
+    InvalidAnnotation {
+        key: &'static str,
+        value: String,
+        expected: &'static str,
+    },
+    /// A user volume would collide with the scratch volumes GuildNet adds to every pod.
+    #[error(
+        "spec.volumes name {0:?} starts with the reserved prefix guildnet-: rename the volume, e.g. to home"
+    )]
+    ReservedVolumeName(String),
+}
+
+/// Checks that `name` can name a workspace's Service: a DNS-1035 label of at most 63
+/// characters. Workspace names may be longer DNS subdomains as far as the CRD is concerned,
+/// but such a workspace could never get its Service, so it is refused instead of truncated
+/// (a truncated name could collide with another workspace's).
+pub fn validate_name(name: &str) -> Result<(), SpecError> {
+    let invalid = |reason| {
+        Err(SpecError::InvalidName {
+            name: name.to_owned(),
+            reason,
+        })
+    };
+    if name.len() > MAX_NAME_LEN {
+        return invalid("is longer than 63 characters");
+    }
+    if !name.starts_with(|c: char| c.is_ascii_lowercase()) {
+        return invalid("does not start with a lowercase letter");
+    }
+    if name.ends_with('-') {
+        return invalid("ends with -");
+    }
+    if !name
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+    {
+        return invalid("contains characters other than lowercase letters, digits and -");
+    }
+    Ok(())
+}
+
+/// Refuses user volumes whose names could collide with GuildNet's scratch volumes.
+pub fn check_volume_names(spec: &WorkspaceSpec) -> Result<(), SpecError> {
+    match spec
+        .volumes
+        .iter()
+        .find(|volume| volume.name.starts_with(RESERVED_VOLUME_PREFIX))
+    {
+        Some(volume) => Err(SpecError::ReservedVolumeName(volume.name.clone())),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::workspace::{EphemeralVolume, WorkspaceVolume};
+
+    #[test]
+    fn names_that_cannot_name_a_service_are_refused() {
+        let cases = [
+            ("ide", true),
+            ("a", true),
+            ("team-a-ide-2", true),
+            (&"a".repeat(63), true),
+            (&"a".repeat(64), false),
+            ("Ide", false),
+            ("2ide", false),
+            ("-ide", false),
+            ("ide-", false),
+            ("my.ide", false),
+            ("my_ide", false),
+            ("", false),
+        ];
+        for (name, ok) in cases {
+            assert_eq!(validate_name(name).is_ok(), ok, "name {name:?}");
+        }
+    }
+
+    #[test]
+    fn reserved_volume_names_are_refused() {
+        let cases = [
+            ("home", true),
+            ("guildnet-tmp", false),
+            ("guildnet-data", false),
+        ];
+        for (name, ok) in cases {
+            let spec = WorkspaceSpec {
+                volumes: vec![WorkspaceVolume {
+                    name: name.to_owned(),
+                    mount_path: "/data".to_owned(),
+                    persistent: None,
+                    ephemeral: Some(EphemeralVolume::default()),
+                }],
+                ..WorkspaceSpec::default()
+            };
+            assert_eq!(check_volume_names(&spec).is_ok(), ok, "volume {name}");
+        }
+    }
+}

@@ -1,0 +1,298 @@
+//! Tenant isolation on a real API server: the operator never takes over an object that is
+//! not the workspace's own, and every workspace pod is isolated by a NetworkPolicy.
+
+use guildnet_api::Workspace;
+use guildnet_e2e::workspaces::{WAIT, manifest, wait_for, wait_gone};
+use guildnet_e2e::{User, client, eventually, unique_name};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Event, PersistentVolumeClaim, Secret, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use kube::{Client, ResourceExt};
+use serde_json::{Value, json};
+
+async fn create(api: &Api<Workspace>, name: &str, spec: Value) -> Workspace {
+    api.create(&PostParams::default(), &manifest(name, spec))
+        .await
+        .unwrap_or_else(|e| panic!("create workspace {name}: {e}"))
+}
+
+/// The `Failed` condition's reason and message, once the workspace is Failed.
+async fn failed_with(api: &Api<Workspace>, name: &str, reason: &str) -> String {
+    let ws = wait_for(api, name, &format!("Failed/{reason}"), |ws| {
+        failed_condition(ws).is_some_and(|(r, _)| r == reason)
+    })
+    .await;
+    failed_condition(&ws).unwrap().1
+}
+
+fn failed_condition(ws: &Workspace) -> Option<(String, String)> {
+    let c = ws
+        .status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Failed" && c.status == "True")?;
+    Some((c.reason.clone(), c.message.clone()))
+}
+
+/// The notes of the Warning Events on workspace `name`.
+async fn warnings(admin: &Client, name: &str) -> Vec<String> {
+    let events: Api<Event> = Api::namespaced(admin.clone(), "default");
+    let selector = format!("involvedObject.name={name},involvedObject.kind=Workspace");
+    let list = events
+        .list(&ListParams::default().fields(&selector))
+        .await
+        .unwrap();
+    list.items
+        .into_iter()
+        .filter(|e| e.type_.as_deref() == Some("Warning"))
+        .filter_map(|e| e.message)
+        .collect()
+}
+
+fn volume(name: &str, mount: &str) -> Value {
+    json!({"name": name, "mountPath": mount, "persistent": {"size": "1Gi"}})
+}
+
+#[tokio::test]
+async fn a_workspace_named_after_a_foreign_service_leaves_it_untouched() {
+    let name = unique_name("svc");
+    let admin = client(User::Admin).await;
+    let services: Api<Service> = Api::namespaced(admin.clone(), "default");
+    let foreign: Service = serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "spec": {"selector": {"app": "billing"}, "ports": [{"port": 443}]}
+    }))
+    .unwrap();
+    services
+        .create(&PostParams::default(), &foreign)
+        .await
+        .unwrap();
+
+    let bob: Api<Workspace> = Api::namespaced(client(User::Bob).await, "default");
+    create(&bob, &name, json!({"image": "nginx"})).await;
+    let message = failed_with(&bob, &name, "NameConflict").await;
+    assert!(
+        message.contains(&format!("Service default/{name} already exists")),
+        "{message}"
+    );
+    eventually("a Warning Event naming the Service", WAIT, || async {
+        let notes = warnings(&admin, &name).await;
+        notes
+            .iter()
+            .any(|n| n.contains("Service default/"))
+            .then_some(())
+    })
+    .await;
+
+    let service = services.get(&name).await.unwrap();
+    assert_eq!(
+        service.spec.unwrap().selector.unwrap()["app"],
+        "billing",
+        "the selector still points at its own pods"
+    );
+    assert!(service.metadata.owner_references.is_none());
+    let deployments: Api<Deployment> = Api::namespaced(admin.clone(), "default");
+    assert!(
+        deployments.get_opt(&name).await.unwrap().is_none(),
+        "nothing of the workspace runs"
+    );
+
+    bob.delete(&name, &DeleteParams::default()).await.unwrap();
+    wait_gone(&bob, &name).await;
+    assert!(
+        services.get_opt(&name).await.unwrap().is_some(),
+        "deleting the workspace does not delete the Service"
+    );
+    services
+        .delete(&name, &DeleteParams::default())
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn another_users_workspace_never_mounts_a_claim_that_shares_its_name() {
+    // alice's `<n>-pv` with volume `home` and bob's `<n>` with volume `pv-home` name the
+    // same claim, `<n>-pv-home`.
+    let name = unique_name("x");
+    let admin = client(User::Admin).await;
+    let alice: Api<Workspace> = Api::namespaced(client(User::Alice).await, "default");
+    let bob: Api<Workspace> = Api::namespaced(client(User::Bob).await, "default");
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(admin.clone(), "default");
+    let claim = format!("{name}-pv-home");
+
+    let spec = json!({"image": "nginx", "volumes": [volume("home", "/home")]});
+    create(&alice, &format!("{name}-pv"), spec).await;
+    wait_for(&alice, &format!("{name}-pv"), "its claim recorded", |ws| {
+        ws.status
+            .as_ref()
+            .is_some_and(|s| s.volume_claims.contains(&claim))
+    })
+    .await;
+    let before = claims.get(&claim).await.unwrap();
+
+    let spec = json!({"image": "nginx", "volumes": [volume("pv-home", "/data")]});
+    create(&bob, &name, spec).await;
+    let message = failed_with(&bob, &name, "NameConflict").await;
+    assert!(
+        message.contains(&format!("PersistentVolumeClaim default/{claim}")),
+        "{message}"
+    );
+    let after = claims.get(&claim).await.unwrap();
+    assert_eq!(
+        after.labels(),
+        before.labels(),
+        "alice's claim keeps her labels"
+    );
+    assert_eq!(after.owner_references(), before.owner_references());
+    let deployments: Api<Deployment> = Api::namespaced(admin.clone(), "default");
+    assert!(deployments.get_opt(&name).await.unwrap().is_none());
+
+    bob.delete(&name, &DeleteParams::default()).await.unwrap();
+    wait_gone(&bob, &name).await;
+    assert!(
+        claims.get_opt(&claim).await.unwrap().is_some(),
+        "deleting bob's workspace leaves alice's claim"
+    );
+    alice
+        .delete(&format!("{name}-pv"), &DeleteParams::default())
+        .await
+        .unwrap();
+    claims
+        .delete(&claim, &DeleteParams::default())
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_retained_claim_goes_back_to_its_owner_only() {
+    let name = unique_name("keep");
+    let admin = client(User::Admin).await;
+    let alice: Api<Workspace> = Api::namespaced(client(User::Alice).await, "default");
+    let bob: Api<Workspace> = Api::namespaced(client(User::Bob).await, "default");
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(admin.clone(), "default");
+    let claim = format!("{name}-home");
+    let spec = json!({"image": "nginx", "volumes": [volume("home", "/home")]});
+
+    create(&alice, &name, spec.clone()).await;
+    wait_for(&alice, &name, "Running", |ws| ws.is_ready()).await;
+    alice.delete(&name, &DeleteParams::default()).await.unwrap();
+    wait_gone(&alice, &name).await;
+    assert!(claims.get_opt(&claim).await.unwrap().is_some(), "retained");
+
+    // bob takes the freed name: alice's data stays hers.
+    create(&bob, &name, spec.clone()).await;
+    let message = failed_with(&bob, &name, "NameConflict").await;
+    assert!(message.contains("guildnet.io/owner label"), "{message}");
+    bob.delete(&name, &DeleteParams::default()).await.unwrap();
+    wait_gone(&bob, &name).await;
+
+    // alice comes back and gets her volume again.
+    create(&alice, &name, spec).await;
+    let ws = wait_for(&alice, &name, "Running", |ws| ws.is_ready()).await;
+    assert_eq!(ws.status.unwrap().volume_claims, [claim.clone()]);
+    alice.delete(&name, &DeleteParams::default()).await.unwrap();
+    wait_gone(&alice, &name).await;
+    claims
+        .delete(&claim, &DeleteParams::default())
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn an_existing_password_secret_is_never_taken_as_the_workspaces_password() {
+    let name = unique_name("pw");
+    let admin = client(User::Admin).await;
+    let secrets: Api<Secret> = Api::namespaced(admin.clone(), "default");
+    let planted: Secret = serde_json::from_value(json!({
+        "metadata": {"name": format!("{name}-password")},
+        "stringData": {"password": "known-to-the-attacker"}
+    }))
+    .unwrap();
+    secrets
+        .create(&PostParams::default(), &planted)
+        .await
+        .unwrap();
+
+    let alice: Api<Workspace> = Api::namespaced(client(User::Alice).await, "default");
+    create(
+        &alice,
+        &name,
+        json!({"image": "codercom/code-server:4.96.2"}),
+    )
+    .await;
+    let message = failed_with(&alice, &name, "NameConflict").await;
+    assert!(
+        message.contains(&format!("Secret default/{name}-password")),
+        "{message}"
+    );
+    let deployments: Api<Deployment> = Api::namespaced(admin.clone(), "default");
+    assert!(deployments.get_opt(&name).await.unwrap().is_none());
+
+    // Once the planted Secret is gone, the workspace gets a password of its own.
+    secrets
+        .delete(&format!("{name}-password"), &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_for(&alice, &name, "Running after the conflict cleared", |ws| {
+        ws.is_ready()
+    })
+    .await;
+    let secret = secrets.get(&format!("{name}-password")).await.unwrap();
+    assert_eq!(
+        secret.owner_references()[0].uid,
+        alice.get(&name).await.unwrap().uid().unwrap()
+    );
+    alice.delete(&name, &DeleteParams::default()).await.unwrap();
+}
+
+#[tokio::test]
+async fn every_workspace_pod_admits_the_proxy_only() {
+    let name = unique_name("np");
+    let admin = client(User::Admin).await;
+    let alice: Api<Workspace> = Api::namespaced(client(User::Alice).await, "default");
+    create(
+        &alice,
+        &name,
+        json!({"image": "nginx", "ports": [{"name": "web", "containerPort": 3000}]}),
+    )
+    .await;
+    let ws = wait_for(&alice, &name, "Running", |ws| ws.is_ready()).await;
+
+    let policies: Api<NetworkPolicy> = Api::namespaced(admin.clone(), "default");
+    let policy = policies.get(&name).await.unwrap();
+    assert_eq!(policy.owner_references()[0].uid, ws.uid().unwrap());
+    let spec = policy.spec.unwrap();
+    assert_eq!(
+        spec.pod_selector.unwrap().match_labels.unwrap()["guildnet.io/id"],
+        name
+    );
+    let rules = spec.ingress.unwrap();
+    assert_eq!(rules.len(), 1);
+    let from = rules[0].from.as_ref().expect("sources restricted");
+    let namespace = from[0].namespace_selector.as_ref().unwrap();
+    assert!(
+        namespace
+            .match_labels
+            .as_ref()
+            .unwrap()
+            .contains_key("kubernetes.io/metadata.name")
+    );
+    assert!(
+        from[0].pod_selector.is_some(),
+        "the proxy's pods, not the whole namespace"
+    );
+    let ports: Vec<_> = rules[0]
+        .ports
+        .iter()
+        .flatten()
+        .filter_map(|p| p.port.clone())
+        .collect();
+    assert_eq!(
+        ports,
+        [k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(3000)]
+    );
+
+    alice.delete(&name, &DeleteParams::default()).await.unwrap();
+}

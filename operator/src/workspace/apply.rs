@@ -1,0 +1,202 @@
+//! Applying a workspace's children: each by server-side apply, and only onto objects that
+//! are this workspace's own (see [`crate::reconcile::apply`]); then pruning what the spec no
+//! longer asks for, and taking requested snapshots.
+
+use super::controller::{Context, Error};
+use super::{Children, desired_children, password_secret, snapshot};
+use crate::reconcile::apply::{Owner, apply_owned, create_once, delete_owned};
+use crate::reconcile::conditions::Observed;
+use guildnet_api::Workspace;
+use guildnet_api::labels;
+use guildnet_api::workspace::facts::{ConditionType, Reason};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+use k8s_openapi::api::networking::v1::Ingress;
+use kube::api::{Api, DynamicObject, ListParams};
+use kube::runtime::events::EventType;
+use kube::{Client, Resource, ResourceExt};
+
+/// What applying a workspace's children produced.
+pub(super) struct Applied {
+    pub children: Children,
+    /// The Deployment as the API server has it after the apply (with its status).
+    pub deployment: Deployment,
+    /// The outcome of a requested snapshot, as the `Snapshot` condition.
+    pub snapshot: Option<Observed>,
+}
+
+/// Applies every child of `ws` and prunes what its spec no longer asks for.
+/// `hold` keeps the workspace from running (zero replicas): its owner is over a Quota.
+pub(super) async fn apply_children(
+    ws: &Workspace,
+    namespace: &str,
+    hold: bool,
+    ctx: &Context,
+) -> Result<Applied, Error> {
+    // Only what the schema cannot check fails here; the message says what to fix.
+    let mut children = desired_children(ws, &ctx.settings.build)?;
+    if hold {
+        children.deployment.spec.replicas = Some(0);
+    }
+    // Who the children belong to: objects this workspace controls, and — for volume claims
+    // and snapshots, which outlive it — unowned objects with its name and its owner's id.
+    let uid = ws.uid().unwrap_or_default();
+    let name = ws.name_any();
+    let labels = [
+        (labels::MANAGED, Some("true")),
+        (labels::ID, Some(name.as_str())),
+        (labels::OWNER, ws.owner_id()),
+    ];
+    let owned = Owner {
+        uid: &uid,
+        labels: &[],
+    };
+    let outliving = Owner {
+        uid: &uid,
+        labels: &labels,
+    };
+    let (deployment, snapshot) =
+        apply_all(ws, namespace, &children, &owned, &outliving, ctx).await?;
+    Ok(Applied {
+        children,
+        deployment,
+        snapshot,
+    })
+}
+
+async fn apply_all(
+    ws: &Workspace,
+    namespace: &str,
+    children: &Children,
+    owned: &Owner<'_>,
+    outliving: &Owner<'_>,
+    ctx: &Context,
+) -> Result<(Deployment, Option<Observed>), Error> {
+    let client = &ctx.client;
+    if let Some(name) = &children.password_secret {
+        let secret = password_secret(ws, &super::generate_password())?;
+        debug_assert_eq!(&secret.name_any(), name);
+        create_once(&Api::namespaced(client.clone(), namespace), &secret, owned).await?;
+    }
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), namespace);
+    for pvc in &children.pvcs {
+        apply_owned(&claims, pvc, outliving).await?;
+    }
+    apply_owned(
+        &Api::namespaced(client.clone(), namespace),
+        &children.service,
+        owned,
+    )
+    .await?;
+    apply_owned(
+        &Api::namespaced(client.clone(), namespace),
+        &children.network_policy,
+        owned,
+    )
+    .await?;
+    let ingresses: Api<Ingress> = Api::namespaced(client.clone(), namespace);
+    match &children.ingress {
+        Some(ingress) => {
+            apply_owned(&ingresses, ingress, owned).await?;
+        }
+        None if ws.status.as_ref().and_then(|s| s.url.as_ref()).is_some() => {
+            // The spec no longer asks for an Ingress; the status says one was made.
+            delete_owned(&ingresses, &ws.name_any(), owned).await?;
+        }
+        None => {}
+    }
+    prune_volume_claims(ws, &claims, children, owned).await?;
+    let snapshot = match snapshot::requested(ws) {
+        Some(name) => Some(take_snapshots(ws, namespace, children, name, outliving, client).await?),
+        None => None,
+    };
+    let first_launch = ws.status.is_none();
+    let deployment = apply_owned(
+        &Api::namespaced(client.clone(), namespace),
+        &children.deployment,
+        owned,
+    )
+    .await?;
+    if first_launch && ctx.announce_launch(ws) {
+        ctx.metrics.workspace_launched();
+        let note = format!("launched image {}", ws.spec.image);
+        let reason = Reason::Launched.as_str();
+        ctx.events
+            .publish(&ws.object_ref(&()), EventType::Normal, reason, &note)
+            .await;
+    }
+    Ok((deployment, snapshot))
+}
+
+/// Creates the requested VolumeSnapshots, or says why it cannot.
+async fn take_snapshots(
+    ws: &Workspace,
+    namespace: &str,
+    children: &Children,
+    name: &str,
+    outliving: &Owner<'_>,
+    client: &Client,
+) -> Result<Observed, Error> {
+    let observed = |status, reason, message: String| {
+        Observed::new(ConditionType::Snapshot, status, reason, message)
+    };
+    if children.pvcs.is_empty() {
+        return Ok(observed(
+            false,
+            Reason::NoPersistentVolumes,
+            "the workspace has no persistent volumes to snapshot".into(),
+        ));
+    }
+    let api: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), namespace, &snapshot::snapshot_resource());
+    let mut names = Vec::new();
+    for snapshot in snapshot::volume_snapshots(ws, &children.pvcs, name) {
+        match apply_owned(&api, &snapshot, outliving).await {
+            Ok(created) => names.push(created.name_any()),
+            // The API server does not serve the resource at all.
+            Err(crate::reconcile::apply::Error::Kube(kube::Error::Api(s))) if s.code == 404 => {
+                return Ok(observed(
+                    false,
+                    Reason::SnapshotAPIUnavailable,
+                    "the cluster does not serve snapshot.storage.k8s.io/v1 VolumeSnapshots: install the CSI snapshot CRDs and snapshot controller".into(),
+                ));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(observed(
+        true,
+        Reason::SnapshotCreated,
+        format!("VolumeSnapshots {}", names.join(", ")),
+    ))
+}
+
+/// Deletes the claims of persistent volumes removed from the spec, but only those marked
+/// `reclaimPolicy: Delete` (they carry this workspace's controller reference); retained
+/// data is never removed.
+async fn prune_volume_claims(
+    ws: &Workspace,
+    claims: &Api<PersistentVolumeClaim>,
+    children: &Children,
+    owned: &Owner<'_>,
+) -> Result<(), Error> {
+    let recorded = ws
+        .status
+        .as_ref()
+        .map(|s| s.volume_claims.as_slice())
+        .unwrap_or_default();
+    let desired: Vec<String> = children.pvcs.iter().map(|p| p.name_any()).collect();
+    if recorded.iter().all(|name| desired.contains(name)) {
+        return Ok(());
+    }
+    let selector = format!("{}={}", labels::ID, ws.name_any());
+    for pvc in claims
+        .list_metadata(&ListParams::default().labels(&selector))
+        .await?
+    {
+        if !desired.contains(&pvc.name_any()) {
+            delete_owned(claims, &pvc.name_any(), owned).await?;
+        }
+    }
+    Ok(())
+}

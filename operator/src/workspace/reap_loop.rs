@@ -1,0 +1,95 @@
+//! The reaper's loop: every `--reap-interval`, scan the cache ([`super::reaper`] decides)
+//! and suspend, delete or expire what is due.
+
+use super::controller::{Context, Error};
+use super::reaper::{self, IdleAction, Reap};
+use guildnet_api::Workspace;
+use guildnet_api::workspace::facts::Reason;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::runtime::events::EventType;
+use kube::runtime::reflector::Store;
+use kube::{Resource, ResourceExt};
+use std::sync::Arc;
+use tracing::{Instrument, info_span, warn};
+
+/// Scans the cache every `reap_interval` and suspends, deletes or expires what is due.
+pub(super) async fn run(store: Store<Workspace>, ctx: Arc<Context>) {
+    let mut tick = tokio::time::interval(ctx.settings.reap_interval);
+    loop {
+        tick.tick().await;
+        let workspaces = store.state();
+        ctx.forget_gone(&workspaces);
+        let due = reaper::scan(
+            workspaces.iter().map(|w| w.as_ref()),
+            Timestamp::now(),
+            ctx.settings.default_idle_timeout,
+        );
+        for (ws, reap) in due {
+            let span = info_span!(
+                "reap",
+                namespace = ws.namespace().unwrap_or_default(),
+                workspace = ws.name_any(),
+            );
+            if let Err(e) = reap_one(ws, &reap, &ctx).instrument(span.clone()).await {
+                span.in_scope(|| warn!(error = %e, "reaping failed"));
+            }
+        }
+    }
+}
+
+async fn reap_one(ws: &Workspace, reap: &Reap, ctx: &Context) -> Result<(), Error> {
+    let namespace = ws
+        .namespace()
+        .ok_or_else(|| Error::NoNamespace(ws.name_any()))?;
+    let api: Api<Workspace> = Api::namespaced(ctx.client.clone(), &namespace);
+    let name = ws.name_any();
+    let publish = |reason: Reason, note: String| async move {
+        ctx.events
+            .publish(
+                &ws.object_ref(&()),
+                EventType::Normal,
+                reason.as_str(),
+                &note,
+            )
+            .await;
+    };
+    match (reap, ctx.settings.idle_action) {
+        (Reap::Idle { idle_for }, IdleAction::Suspend) => {
+            let patch = serde_json::json!({"spec": {"lifecycle": {"suspend": true}}});
+            api.patch(&name, &PatchParams::default(), &Patch::Merge(patch))
+                .await?;
+            let note = format!(
+                "idle for {}s: suspended (set spec.lifecycle.suspend to false to resume)",
+                idle_for.as_secs()
+            );
+            publish(Reason::Reaped, note).await;
+        }
+        (Reap::Idle { idle_for }, IdleAction::Delete) => {
+            publish(
+                Reason::Reaped,
+                format!("idle for {}s: deleted", idle_for.as_secs()),
+            )
+            .await;
+            delete(&api, &name).await?;
+        }
+        (Reap::Expired { finished_for }, _) => {
+            let note = format!(
+                "finished {}s ago: deleted after ttlSecondsAfterFinished",
+                finished_for.as_secs()
+            );
+            publish(Reason::Expired, note).await;
+            delete(&api, &name).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Deletes the workspace; one already gone is fine.
+async fn delete(api: &Api<Workspace>, name: &str) -> Result<(), Error> {
+    match api.delete(name, &DeleteParams::default()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}

@@ -191,7 +191,7 @@ async fn a_retained_claim_goes_back_to_its_owner_only() {
     // alice comes back and gets her volume again.
     create(&alice, &name, spec).await;
     let ws = wait_for(&alice, &name, "Running", |ws| ws.is_ready()).await;
-    assert_eq!(ws.status.unwrap().volume_claims, [claim.clone()]);
+    assert_eq!(ws.status.unwrap().volume_claims, std::slice::from_ref(&claim));
     alice.delete(&name, &DeleteParams::default()).await.unwrap();
     wait_gone(&alice, &name).await;
     claims

@@ -191,7 +191,10 @@ async fn a_retained_claim_goes_back_to_its_owner_only() {
     // alice comes back and gets her volume again.
     create(&alice, &name, spec).await;
     let ws = wait_for(&alice, &name, "Running", |ws| ws.is_ready()).await;
-    assert_eq!(ws.status.unwrap().volume_claims, std::slice::from_ref(&claim));
+    assert_eq!(
+        ws.status.unwrap().volume_claims,
+        std::slice::from_ref(&claim)
+    );
     alice.delete(&name, &DeleteParams::default()).await.unwrap();
     wait_gone(&alice, &name).await;
     claims
@@ -295,4 +298,129 @@ async fn every_workspace_pod_admits_the_proxy_only() {
     );
 
     alice.delete(&name, &DeleteParams::default()).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_workspace_may_read_only_secrets_its_owner_may_read() {
+    let victim = unique_name("victim");
+    let admin = client(User::Admin).await;
+    let alice: Api<Workspace> = Api::namespaced(client(User::Alice).await, "default");
+    let bob: Api<Workspace> = Api::namespaced(client(User::Bob).await, "default");
+    create(
+        &alice,
+        &victim,
+        json!({"image": "codercom/code-server:4.96.2"}),
+    )
+    .await;
+    let password = format!("{victim}-password");
+    let env = |secret: &str| json!([{"name": "STOLEN", "valueFrom": {"secretKeyRef": {"name": secret, "key": "password"}}}]);
+
+    // bob names alice's workspace password: refused, naming the field, before anything runs.
+    let thief = unique_name("thief");
+    let refused = bob
+        .create(
+            &PostParams::default(),
+            &manifest(&thief, json!({"image": "nginx", "env": env(&password)})),
+        )
+        .await
+        .expect_err("bob may not get alice's Secret");
+    let message = refused.to_string();
+    assert!(
+        message.contains("ReferenceDenied")
+            && message.contains("spec.env[0].valueFrom.secretKeyRef")
+            && message.contains(&password),
+        "{message}"
+    );
+    // Nor as an image pull Secret, nor added by an update.
+    let pull = json!({"image": "nginx", "imagePullSecrets": [{"name": password}]});
+    let refused = bob
+        .create(&PostParams::default(), &manifest(&thief, pull))
+        .await;
+    assert!(
+        refused
+            .unwrap_err()
+            .to_string()
+            .contains("spec.imagePullSecrets[0]")
+    );
+    create(&bob, &thief, json!({"image": "nginx"})).await;
+    let sneak = json!({"spec": {"env": env(&password)}});
+    let refused = bob
+        .patch(
+            &thief,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&sneak),
+        )
+        .await;
+    assert!(refused.unwrap_err().to_string().contains("ReferenceDenied"));
+
+    // A workspace always reads its own generated password; a Secret bob was granted, too.
+    let own = unique_name("own");
+    let own_password = format!("{own}-password");
+    create(
+        &bob,
+        &own,
+        json!({"image": "nginx", "env": env(&own_password)}),
+    )
+    .await;
+    let granted = unique_name("granted");
+    let secrets: Api<Secret> = Api::namespaced(admin.clone(), "default");
+    let secret: Secret = serde_json::from_value(
+        json!({"metadata": {"name": granted}, "stringData": {"password": "x"}}),
+    )
+    .unwrap();
+    secrets
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+    let rbac = guildnet_e2e::kubectl(
+        User::Admin,
+        &[
+            "create",
+            "role",
+            &granted,
+            "-n",
+            "default",
+            "--verb=get",
+            "--resource=secrets",
+            &format!("--resource-name={granted}"),
+        ],
+    );
+    assert!(rbac.success, "{rbac:?}");
+    let binding = guildnet_e2e::kubectl(
+        User::Admin,
+        &[
+            "create",
+            "rolebinding",
+            &granted,
+            "-n",
+            "default",
+            &format!("--role={granted}"),
+            "--user=bob",
+        ],
+    );
+    assert!(binding.success, "{binding:?}");
+    let reader = unique_name("reader");
+    create(
+        &bob,
+        &reader,
+        json!({"image": "nginx", "env": env(&granted)}),
+    )
+    .await;
+
+    for (api, name) in [
+        (&alice, &victim),
+        (&bob, &thief),
+        (&bob, &own),
+        (&bob, &reader),
+    ] {
+        api.delete(name, &DeleteParams::default()).await.unwrap();
+    }
+    secrets
+        .delete(&granted, &DeleteParams::default())
+        .await
+        .unwrap();
+    guildnet_e2e::kubectl(
+        User::Admin,
+        &["delete", "role,rolebinding", &granted, "-n", "default"],
+    );
 }

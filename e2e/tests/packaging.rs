@@ -439,12 +439,20 @@ fn rbac_is_exactly_what_each_component_needs() {
         vec![],
         vec!["list", "watch"],
     );
+    // May the requester read the Secrets and ConfigMaps a workspace names?
+    let access_reviews: Rule = (
+        vec!["authorization.k8s.io"],
+        vec!["subjectaccessreviews"],
+        vec![],
+        vec!["create"],
+    );
     assert_rules(
         &docs,
         "ClusterRole",
         "guildnet-webhook",
         &[
             caches.clone(),
+            access_reviews.clone(),
             (
                 vec!["admissionregistration.k8s.io"],
                 vec![
@@ -492,7 +500,12 @@ fn rbac_is_exactly_what_each_component_needs() {
         "guildnet-system",
         &["webhook.certificates.mode=cert-manager"],
     );
-    assert_rules(&cert_manager, "ClusterRole", "guildnet-webhook", &[caches]);
+    assert_rules(
+        &cert_manager,
+        "ClusterRole",
+        "guildnet-webhook",
+        &[caches, access_reviews],
+    );
     assert!(
         !cert_manager
             .iter()

@@ -9,6 +9,7 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use guildnet_api::policy::owner_id;
 use guildnet_api::{Capabilities, Quota, Workspace};
+use guildnet_webhook::access::AccessReviewer;
 use guildnet_webhook::admission::Settings;
 use guildnet_webhook::caches::Caches;
 use guildnet_webhook::metrics::Metrics;
@@ -82,6 +83,12 @@ fn router(quotas: Vec<Value>) -> Router {
         ),
         reservations: Mutex::new(Reservations::new(Duration::from_secs(30))),
         metrics: Metrics::new(),
+        // The recorded reviews name no Secret, so no SubjectAccessReview is made: this client
+        // (to a closed loopback port) is never called.
+        access: AccessReviewer::new(
+            kube::Client::try_from(kube::Config::new("http://127.0.0.1:9".parse().unwrap()))
+                .unwrap(),
+        ),
     };
     webhook_routes(Arc::new(state))
 }

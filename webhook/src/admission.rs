@@ -23,6 +23,7 @@
 //! - DELETE: only the owner or an admin may delete.
 
 use crate::review::Review;
+use guildnet_api::policy::references::{Reference, added_references, references};
 use guildnet_api::policy::{
     self, ApplicableQuota, Denial, DenialReason, QuantityError, Usage, User,
 };
@@ -71,6 +72,30 @@ pub struct Snapshot {
     /// The workspaces Quotas may count: at least those of the request's
     /// [`quota_owner`], including those admitted but not yet seen by the cache.
     pub workspaces: Vec<Arc<Workspace>>,
+    /// Of the references the request adds ([`references_to_review`]), those the requester
+    /// may not read, as SubjectAccessReviews answered.
+    pub denied_references: Vec<Reference>,
+}
+
+/// Secrets and ConfigMaps a request makes its workspace read, to be reviewed as its
+/// requester before the decision: every one on a CREATE, the new ones on an UPDATE; none
+/// for trusted requesters, deletes, subresources and objects that cannot be read.
+pub fn references_to_review(review: &Review, settings: &Settings) -> Vec<Reference> {
+    let request = &review.request;
+    if review.unreadable_object.is_some() || request.sub_resource.is_some() {
+        return Vec::new();
+    }
+    let trusted =
+        User::from_user_info(&request.user_info).is_none_or(|user| settings.is_trusted(&user));
+    let (Some(object), false) = (&request.object, trusted) else {
+        return Vec::new();
+    };
+    let name = object.metadata.name.as_deref().unwrap_or(&request.name);
+    match (&request.operation, &request.old_object) {
+        (Operation::Create, _) => references(name, &object.spec),
+        (Operation::Update, Some(old)) => added_references(name, &object.spec, &old.spec),
+        _ => Vec::new(),
+    }
 }
 
 /// Why a request is refused.
@@ -372,6 +397,7 @@ fn validate_create(
     snapshot: &Snapshot,
 ) -> Result<Workspace, Refusal> {
     let capabilities = policy::require_capabilities(user, &snapshot.capabilities)?;
+    check_references(target, user, snapshot)?;
     let mut admitted = target.object()?.clone();
     admitted.spec = defaulted(&admitted)?;
     capabilities.check_workspace(&admitted.spec)?;
@@ -407,6 +433,7 @@ fn validate_update(
         return Ok(());
     }
     policy::require_capabilities(user, &snapshot.capabilities)?.check_workspace(&spec)?;
+    check_references(target, user, snapshot)?;
     // A workspace without an owner counts against nobody's Quota.
     let Some(owner) = old.labels().get(labels::OWNER) else {
         return Ok(());
@@ -429,6 +456,22 @@ fn validate_update(
             ..added
         },
     )
+}
+
+/// A workspace may name only Secrets and ConfigMaps its requester may read (see
+/// [`crate::access`]); its own generated password Secret is never asked about.
+fn check_references(target: &Target<'_>, user: &User, snapshot: &Snapshot) -> Result<(), Refusal> {
+    let Some(denied) = snapshot.denied_references.first() else {
+        return Ok(());
+    };
+    Err(Denial::new(
+        DenialReason::ReferenceDenied,
+        format!(
+            "{} names {} {}/{}, which {} may not get: a workspace may only read Secrets and ConfigMaps its owner can read; use one of your own, or ask for get on it",
+            denied.field, denied.kind, target.namespace, denied.name, user.username
+        ),
+    )
+    .into())
 }
 
 /// Only the owner (by the stored object's label) or an admin may act on a workspace.

@@ -1,5 +1,6 @@
 //! Wiring: certificates, caches, servers, registration and shutdown.
 
+use crate::access::AccessReviewer;
 use crate::caches::Caches;
 use crate::cert_source::{Maintainer, SecretStore, Source};
 use crate::cli::Args;
@@ -55,6 +56,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         caches: caches.clone(),
         reservations: Mutex::new(Reservations::new(args.quota_reservation_ttl)),
         metrics: Metrics::new(),
+        access: AccessReviewer::new(client.clone()),
     });
     let (shutdown, shutdown_requested) = watch::channel(false);
 

@@ -4,7 +4,7 @@
 
 use crate::admission::Snapshot;
 use futures::StreamExt;
-use guildnet_api::{Capabilities, Quota, Workspace, labels};
+use guildnet_api::{Capabilities, Quota, Workspace};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
@@ -78,9 +78,9 @@ impl Caches {
     pub fn snapshot(&self, owner: Option<&str>, reserved: Vec<Arc<Workspace>>) -> Snapshot {
         let quotas = self.quotas.state();
         let mut workspaces = match owner {
-            Some(owner) if !quotas.is_empty() => self.workspaces.state_filter(|ws| {
-                ws.labels().get(labels::OWNER).map(String::as_str) == Some(owner)
-            }),
+            Some(owner) if !quotas.is_empty() => self
+                .workspaces
+                .state_filter(|ws| ws.owner_id() == Some(owner)),
             _ => Vec::new(),
         };
         workspaces.extend(reserved);
@@ -93,6 +93,7 @@ impl Caches {
                 .collect(),
             quotas,
             workspaces,
+            denied_references: Vec::new(),
         }
     }
 

@@ -2,6 +2,7 @@
 //!
 //! - [`admission`]: the decisions, pure (owner label, defaults, Capabilities, Quotas,
 //!   ownership), from a [`review::Review`] and a snapshot of the caches.
+//! - [`access`]: SubjectAccessReviews for the Secrets and ConfigMaps a workspace names.
 //! - [`review`]: reading AdmissionReviews, tolerant of objects the types cannot hold.
 //! - [`reservations`]: admitted creates counted against Quotas until the cache sees them.
 //! - [`caches`]: watch caches of Capabilities, Quotas and Workspaces.
@@ -10,6 +11,7 @@
 //! - [`registration`]: the webhook configurations.
 //! - [`server`], [`metrics`], [`cli`], [`app`]: serving, metrics, flags and wiring.
 
+pub mod access;
 pub mod admission;
 pub mod app;
 pub mod caches;

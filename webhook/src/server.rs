@@ -2,6 +2,7 @@
 //! `/readyz`) and the plain-HTTP metrics server (`/metrics`, `/healthz`, `/readyz`), kept
 //! apart so Prometheus scrapes without the webhook's private CA.
 
+use crate::access::AccessReviewer;
 use crate::admission::{self, Decision, Refusal, Settings};
 use crate::caches::Caches;
 use crate::metrics::{Metrics, Webhook};
@@ -14,6 +15,7 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
+use guildnet_api::policy::references::Reference;
 use guildnet_runtime::health::Health;
 use kube::core::admission::Operation;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -31,11 +33,15 @@ pub struct AppState {
     pub reservations: Mutex<Reservations>,
     /// The metrics.
     pub metrics: Metrics,
+    /// Reviews the Secrets and ConfigMaps a workspace names, as its requester.
+    pub access: AccessReviewer,
 }
 
 impl AppState {
     /// Decides a validation against the caches and reserves an admitted create's Quota.
-    pub fn validate(&self, review: &Review) -> Decision {
+    /// `denied_references` are the references SubjectAccessReviews refused (see
+    /// [`admission::references_to_review`]).
+    pub fn validate(&self, review: &Review, denied_references: Vec<Reference>) -> Decision {
         if !self.caches.is_synced() {
             return Decision::refused(
                 &review.request,
@@ -52,7 +58,8 @@ impl AppState {
             self.caches.has_workspace(namespace, name)
         });
         let owner = admission::quota_owner(&review.request);
-        let snapshot = self.caches.snapshot(owner.as_deref(), reserved);
+        let mut snapshot = self.caches.snapshot(owner.as_deref(), reserved);
+        snapshot.denied_references = denied_references;
         let decision = admission::validate(review, &self.settings, &snapshot);
         if let Some(admitted) = &decision.admitted {
             reservations.reserve(Instant::now(), admitted.clone());
@@ -89,9 +96,30 @@ async fn mutate(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
     answer(&state, Webhook::Mutating, &body, admission::mutate)
 }
 
+/// Reviews the references the request adds (the only I/O of a decision), then decides.
 async fn validate(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
-    answer(&state, Webhook::Validating, &body, |review| {
-        state.validate(review)
+    let access = match review::decode(&body) {
+        Ok(review) => {
+            let references = admission::references_to_review(&review, &state.settings);
+            if references.is_empty() {
+                Ok(Vec::new())
+            } else {
+                let namespace = review.request.namespace.clone().unwrap_or_default();
+                state
+                    .access
+                    .denied(&review.request.user_info, &namespace, references)
+                    .await
+            }
+        }
+        // `answer` refuses what cannot be decoded.
+        Err(_) => Ok(Vec::new()),
+    };
+    answer(&state, Webhook::Validating, &body, |review| match access {
+        Ok(denied) => state.validate(review, denied),
+        Err(unavailable) => Decision::refused(
+            &review.request,
+            Refusal::Unavailable(unavailable.to_string()),
+        ),
     })
 }
 

@@ -125,6 +125,7 @@ fn snapshot() -> Snapshot {
         capabilities: vec![developers(), admins()],
         quotas: Vec::new(),
         workspaces: Vec::new(),
+        denied_references: Vec::new(),
     }
 }
 
@@ -325,6 +326,83 @@ fn deletes_and_status_updates_are_not_mutated() {
     status["request"]["object"]["spec"] = json!({"image": "nginx"});
     let decision = mutate(&status);
     assert_eq!(decision.response.patch, None);
+}
+
+// ---- validating: what a workspace may read -------------------------------------------------
+
+fn secret_env(name: &str, secret: &str) -> Value {
+    json!({"name": name, "valueFrom": {"secretKeyRef": {"name": secret, "key": "password"}}})
+}
+
+#[test]
+fn every_secret_and_config_map_a_create_names_is_reviewed_but_its_own_password() {
+    let review = by_bob(create(json!({
+        "image": "nginx",
+        "env": [secret_env("STOLEN", "ide-password"), secret_env("MINE", "x-password"),
+                {"name": "CONF", "valueFrom": {"configMapKeyRef": {"name": "settings", "key": "k"}}}],
+        "imagePullSecrets": [{"name": "registry"}]
+    })));
+    let name = review["request"]["object"]["metadata"]["name"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut review = review;
+    review["request"]["object"]["spec"]["env"][1] = secret_env("MINE", &format!("{name}-password"));
+    let asked: Vec<String> = admission::references_to_review(&decode(&review), &settings())
+        .into_iter()
+        .map(|r| format!("{} {} {}", r.kind, r.name, r.field))
+        .collect();
+    assert_eq!(
+        asked,
+        [
+            "Secret ide-password spec.env[0].valueFrom.secretKeyRef",
+            "ConfigMap settings spec.env[2].valueFrom.configMapKeyRef",
+            "Secret registry spec.imagePullSecrets[0]",
+        ]
+    );
+    // The operator and proxy are trusted: nothing to ask.
+    let trusted = by(review, OPERATOR, &["system:serviceaccounts"]);
+    assert!(admission::references_to_review(&decode(&trusted), &settings()).is_empty());
+}
+
+#[test]
+fn an_update_reviews_only_the_references_it_adds() {
+    let mut review = by_alice(update(
+        json!({"image": "nginx", "env": [secret_env("A", "a"), secret_env("B", "b")]}),
+    ));
+    review["request"]["oldObject"]["spec"]["env"] = json!([secret_env("A", "a")]);
+    let asked: Vec<String> = admission::references_to_review(&decode(&review), &settings())
+        .into_iter()
+        .map(|r| r.name)
+        .collect();
+    assert_eq!(asked, ["b"]);
+}
+
+#[test]
+fn a_reference_the_requester_may_not_read_is_refused_naming_the_field() {
+    let review = by_bob(create(
+        json!({"image": "nginx", "env": [secret_env("STOLEN", "ide-password")]}),
+    ));
+    let decoded = decode(&review);
+    let denied = admission::references_to_review(&decoded, &settings());
+    let refused = admission::validate(
+        &decoded,
+        &settings(),
+        &Snapshot {
+            denied_references: denied,
+            ..snapshot()
+        },
+    );
+    assert_eq!(reason(&refused), "ReferenceDenied");
+    assert_eq!(refused.response.result.code, 403);
+    let message = message(&refused);
+    assert!(
+        message.contains("spec.env[0].valueFrom.secretKeyRef names Secret")
+            && message.contains("/ide-password, which bob may not get"),
+        "{message}"
+    );
+    // The same spec with the reference allowed is admitted.
+    assert_allowed(&admission::validate(&decoded, &settings(), &snapshot()));
 }
 
 // ---- validating: capabilities --------------------------------------------------------------

@@ -22,6 +22,8 @@ pub enum DenialReason {
     ClusterDenied,
     /// No Capabilities names the user: nothing is allowed (secure by default).
     NoCapabilities,
+    /// The spec names a Secret or ConfigMap the requester may not read themselves.
+    ReferenceDenied,
 }
 
 impl DenialReason {
@@ -35,6 +37,7 @@ impl DenialReason {
             Self::ExposureDenied => "ExposureDenied",
             Self::ClusterDenied => "ClusterDenied",
             Self::NoCapabilities => "NoCapabilities",
+            Self::ReferenceDenied => "ReferenceDenied",
         }
     }
 
@@ -45,7 +48,7 @@ impl DenialReason {
     pub fn http_code(self) -> u16 {
         match self {
             Self::QuotaExceeded => 429,
-            Self::NotOwner | Self::NoCapabilities => 403,
+            Self::NotOwner | Self::NoCapabilities | Self::ReferenceDenied => 403,
             Self::ImageDenied
             | Self::ResourceLimitExceeded
             | Self::ExposureDenied
@@ -85,7 +88,7 @@ impl Denial {
 mod tests {
     use super::*;
 
-    const ALL: [DenialReason; 7] = [
+    const ALL: [DenialReason; 8] = [
         DenialReason::ImageDenied,
         DenialReason::ResourceLimitExceeded,
         DenialReason::QuotaExceeded,
@@ -93,6 +96,7 @@ mod tests {
         DenialReason::ExposureDenied,
         DenialReason::ClusterDenied,
         DenialReason::NoCapabilities,
+        DenialReason::ReferenceDenied,
     ];
 
     #[test]

@@ -10,6 +10,7 @@
 //! - [`capabilities`]: the union of the Capabilities that name a user, and its checks.
 //! - [`quantity`]: exact Kubernetes quantities as integer milli-units.
 //! - [`quota`]: a workspace's demand and per-owner Quota limits.
+//! - [`references`]: the Secrets and ConfigMaps a workspace's pod would read.
 //! - [`denial`]: why a request is refused, in a stable machine-readable form.
 
 pub mod capabilities;
@@ -18,6 +19,7 @@ pub mod image;
 pub mod owner;
 pub mod quantity;
 pub mod quota;
+pub mod references;
 pub mod subjects;
 
 pub use capabilities::{

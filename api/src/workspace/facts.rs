@@ -86,6 +86,12 @@ pub fn proxy_path(namespace: &str, name: &str) -> String {
     format!("{PROXY_PATH_PREFIX}{namespace}/{name}/")
 }
 
+/// The Secret `<workspace>-password` the operator generates for a code-server workspace;
+/// the workspace may always read its own.
+pub fn password_secret_name(workspace: &str) -> String {
+    format!("{workspace}-password")
+}
+
 /// The name of a port in the Service and the container: its own, else `port-<number>`
 /// (Service ports need names as soon as there are two).
 pub fn service_port_name(port: &WorkspacePort) -> String {

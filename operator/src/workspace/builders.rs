@@ -2,11 +2,13 @@
 
 use super::meta::Parent;
 use super::network::network_policy;
-use super::password::{PASSWORD_KEY, password_secret_name};
-use super::service::{ingress, port_name, service};
+use super::password::PASSWORD_KEY;
+use super::service::{ingress, service};
 use super::storage::{persistent_volume_claims, volume_mounts, volumes};
 use super::{BuildContext, Error};
 use guildnet_api::Workspace;
+use guildnet_api::workspace::facts::password_secret_name;
+use guildnet_api::workspace::facts::service_port_name;
 use guildnet_api::workspace::{
     DEFAULT_PROBE_PATH, apply_defaults, check_volume_names, first_port, is_code_server,
 };
@@ -224,7 +226,7 @@ fn env(spec: &WorkspaceSpec, password_secret: Option<&str>) -> Vec<EnvVar> {
 
 fn container_port(port: &WorkspacePort) -> ContainerPort {
     ContainerPort {
-        name: Some(port_name(port)),
+        name: Some(service_port_name(port)),
         container_port: port.container_port,
         protocol: Some("TCP".to_owned()),
         ..ContainerPort::default()

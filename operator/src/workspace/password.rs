@@ -3,6 +3,7 @@
 use super::Error;
 use super::meta::Parent;
 use guildnet_api::Workspace;
+use guildnet_api::workspace::facts::password_secret_name;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use rand::Rng;
@@ -24,11 +25,6 @@ pub fn generate_password() -> String {
         .take(PASSWORD_LEN)
         .map(char::from)
         .collect()
-}
-
-/// The name of a workspace's password Secret, `<workspace>-password`.
-pub(super) fn password_secret_name(workspace: &str) -> String {
-    format!("{workspace}-password")
 }
 
 /// The Secret `<workspace>-password` holding `password` under [`PASSWORD_KEY`], deleted with

@@ -1,6 +1,7 @@
 //! How a workspace is reached: its Service and, when asked for, an Ingress.
 
 use super::meta::Parent;
+use guildnet_api::workspace::facts::service_port_name;
 use guildnet_api::workspace::first_port;
 use guildnet_api::workspace::{ExposureType, IngressExposure, WorkspacePort, WorkspaceSpec};
 use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
@@ -13,14 +14,6 @@ use std::collections::BTreeMap;
 
 /// Annotation asking cert-manager to issue the Ingress's certificate.
 const CLUSTER_ISSUER_ANNOTATION: &str = "cert-manager.io/cluster-issuer";
-
-/// The name of a port in the Service and the container: its own, else `port-<number>`
-/// (Service ports need names as soon as there are two).
-pub(super) fn port_name(port: &WorkspacePort) -> String {
-    port.name
-        .clone()
-        .unwrap_or_else(|| format!("port-{}", port.container_port))
-}
 
 /// The Service `<workspace>` in front of the pod, mirroring `spec.ports`.
 ///
@@ -51,7 +44,7 @@ fn service_type(spec: &WorkspaceSpec) -> &'static str {
 
 fn service_port(port: &WorkspacePort) -> ServicePort {
     ServicePort {
-        name: Some(port_name(port)),
+        name: Some(service_port_name(port)),
         port: port.container_port,
         target_port: Some(IntOrString::Int(port.container_port)),
         protocol: Some("TCP".to_owned()),

@@ -1,0 +1,194 @@
+//! The Secrets and ConfigMaps a Workspace's pod would read. A pod can read any Secret of its
+//! namespace that its spec names, whatever its author may read, so admission lets a
+//! workspace name only those its requester may `get` themselves (a SubjectAccessReview per
+//! reference, made by the webhook); this module lists what must be asked.
+
+use crate::workspace::WorkspaceSpec;
+use crate::workspace::facts::password_secret_name;
+use std::fmt;
+
+/// The kind of object a workspace references.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ReferenceKind {
+    Secret,
+    ConfigMap,
+}
+
+impl ReferenceKind {
+    /// The resource a SubjectAccessReview asks about (core group).
+    pub fn resource(self) -> &'static str {
+        match self {
+            Self::Secret => "secrets",
+            Self::ConfigMap => "configmaps",
+        }
+    }
+}
+
+impl fmt::Display for ReferenceKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Secret => "Secret",
+            Self::ConfigMap => "ConfigMap",
+        })
+    }
+}
+
+/// One object a workspace's pod would read, and the field that names it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Reference {
+    pub kind: ReferenceKind,
+    pub name: String,
+    /// Where the spec names it, e.g. `spec.env[2].valueFrom.secretKeyRef`.
+    pub field: String,
+}
+
+/// Every Secret and ConfigMap `spec` makes the pod read, except the workspace's own
+/// generated password Secret.
+pub fn references(workspace: &str, spec: &WorkspaceSpec) -> Vec<Reference> {
+    let own_password = password_secret_name(workspace);
+    let mut found = Vec::new();
+    for (index, var) in spec.env.iter().enumerate() {
+        let Some(source) = &var.value_from else {
+            continue;
+        };
+        if let Some(secret) = &source.secret_key_ref
+            && secret.name != own_password
+        {
+            found.push(Reference {
+                kind: ReferenceKind::Secret,
+                name: secret.name.clone(),
+                field: format!("spec.env[{index}].valueFrom.secretKeyRef"),
+            });
+        }
+        if let Some(config_map) = &source.config_map_key_ref {
+            found.push(Reference {
+                kind: ReferenceKind::ConfigMap,
+                name: config_map.name.clone(),
+                field: format!("spec.env[{index}].valueFrom.configMapKeyRef"),
+            });
+        }
+    }
+    for (index, secret) in spec.image_pull_secrets.iter().enumerate() {
+        found.push(Reference {
+            kind: ReferenceKind::Secret,
+            name: secret.name.clone(),
+            field: format!("spec.imagePullSecrets[{index}]"),
+        });
+    }
+    found
+}
+
+/// The references of `spec` that `old` did not already make: only those need asking about
+/// on an update (the rest were asked about when they were added).
+pub fn added_references(
+    workspace: &str,
+    spec: &WorkspaceSpec,
+    old: &WorkspaceSpec,
+) -> Vec<Reference> {
+    let before = references(workspace, old);
+    references(workspace, spec)
+        .into_iter()
+        .filter(|r| !before.iter().any(|b| b.kind == r.kind && b.name == r.name))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::workspace::WorkspaceEnvVar;
+    use k8s_openapi::api::core::v1::{
+        ConfigMapKeySelector, EnvVarSource, LocalObjectReference, SecretKeySelector,
+    };
+
+    fn from_secret(env: &str, secret: &str) -> WorkspaceEnvVar {
+        WorkspaceEnvVar {
+            name: env.into(),
+            value: None,
+            value_from: Some(EnvVarSource {
+                secret_key_ref: Some(SecretKeySelector {
+                    name: secret.into(),
+                    key: "password".into(),
+                    optional: None,
+                }),
+                ..EnvVarSource::default()
+            }),
+        }
+    }
+
+    fn spec() -> WorkspaceSpec {
+        WorkspaceSpec {
+            image: "nginx".into(),
+            env: vec![
+                WorkspaceEnvVar {
+                    name: "TZ".into(),
+                    value: Some("UTC".into()),
+                    value_from: None,
+                },
+                from_secret("OTHER", "ide-password"),
+                from_secret("OWN", "mine-password"),
+                WorkspaceEnvVar {
+                    name: "CONF".into(),
+                    value: None,
+                    value_from: Some(EnvVarSource {
+                        config_map_key_ref: Some(ConfigMapKeySelector {
+                            name: "settings".into(),
+                            key: "k".into(),
+                            optional: None,
+                        }),
+                        ..EnvVarSource::default()
+                    }),
+                },
+            ],
+            image_pull_secrets: vec![LocalObjectReference {
+                name: "registry".into(),
+            }],
+            ..WorkspaceSpec::default()
+        }
+    }
+
+    #[test]
+    fn every_secret_and_config_map_is_listed_but_the_workspaces_own_password() {
+        let listed = references("mine", &spec());
+        let found: Vec<(ReferenceKind, &str, &str)> = listed
+            .iter()
+            .map(|r| (r.kind, r.name.as_str(), r.field.as_str()))
+            .collect();
+        assert_eq!(
+            found,
+            [
+                (
+                    ReferenceKind::Secret,
+                    "ide-password",
+                    "spec.env[1].valueFrom.secretKeyRef"
+                ),
+                (
+                    ReferenceKind::ConfigMap,
+                    "settings",
+                    "spec.env[3].valueFrom.configMapKeyRef"
+                ),
+                (
+                    ReferenceKind::Secret,
+                    "registry",
+                    "spec.imagePullSecrets[0]"
+                ),
+            ]
+        );
+        // Another workspace's password is someone else's Secret.
+        assert!(
+            references("other", &spec())
+                .iter()
+                .any(|r| r.name == "mine-password")
+        );
+    }
+
+    #[test]
+    fn an_update_asks_only_about_what_it_adds() {
+        let old = spec();
+        let mut new = spec();
+        new.env.push(from_secret("TOKEN", "github"));
+        let added = added_references("mine", &new, &old);
+        assert_eq!(added.len(), 1);
+        assert_eq!(added[0].name, "github");
+        assert!(added_references("mine", &old, &old).is_empty());
+    }
+}

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use guildnet_api::policy::owner::owner_id;
-use http::HeaderMap;
 use http::header::{AUTHORIZATION, COOKIE};
+use http::{HeaderMap, HeaderName};
 use ipnet::IpNet;
 use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
 use kube::api::{Api, PostParams};
@@ -73,6 +73,8 @@ pub struct Authenticator {
     pub sessions: SessionKeys,
     user_header: String,
     groups_header: String,
+    /// Header mode's user and groups headers; empty in the other modes.
+    identity_headers: Vec<HeaderName>,
     trusted_proxies: Vec<IpNet>,
     dev: Arc<Identity>,
     /// sha256(token) → identity, or None for a refused token. Only hashes are kept.
@@ -92,7 +94,16 @@ pub struct Settings {
 
 impl Authenticator {
     pub fn new(client: kube::Client, settings: Settings) -> Self {
+        let identity_headers = if settings.mode == AuthMode::Header {
+            [&settings.user_header, &settings.groups_header]
+                .into_iter()
+                .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
+                .collect()
+        } else {
+            Vec::new()
+        };
         Self {
+            identity_headers,
             mode: settings.mode,
             client,
             sessions: settings.sessions,
@@ -114,11 +125,8 @@ impl Authenticator {
     }
 
     /// Headers that carry identity to the proxy; a workspace never sees them.
-    pub fn identity_headers(&self) -> impl Iterator<Item = &str> {
-        let header_mode = self.mode == AuthMode::Header;
-        [self.user_header.as_str(), self.groups_header.as_str()]
-            .into_iter()
-            .filter(move |_| header_mode)
+    pub fn identity_headers(&self) -> &[HeaderName] {
+        &self.identity_headers
     }
 
     /// Whether `peer` is a configured front proxy, whose headers are believed.
@@ -191,7 +199,7 @@ impl Authenticator {
 
     /// Asks the API server who a token belongs to (TokenReview), reusing recent answers.
     pub async fn review_token(&self, token: &str) -> Option<Arc<Identity>> {
-        let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let key = token_key(token);
         if let Some(answer) = self.token_cache.get(&key) {
             return answer;
         }
@@ -224,6 +232,20 @@ impl Authenticator {
         self.token_cache.insert(key, answer.clone());
         answer
     }
+}
+
+/// Tests decide who a token belongs to without an API server: as if a TokenReview had.
+#[cfg(test)]
+impl Authenticator {
+    pub(crate) fn remember_token(&self, token: &str, identity: Identity) {
+        self.token_cache
+            .insert(token_key(token), Some(Arc::new(identity)));
+    }
+}
+
+/// The token cache's key: a hash, so the cache holds no token.
+fn token_key(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
 }
 
 pub fn trusted(proxies: &[IpNet], peer: IpAddr) -> bool {

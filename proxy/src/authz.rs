@@ -6,7 +6,6 @@
 
 use std::time::Duration;
 
-use guildnet_api::labels;
 use guildnet_api::workspace::Workspace;
 use k8s_openapi::api::authorization::v1::{
     ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
@@ -16,12 +15,25 @@ use kube::api::{Api, PostParams};
 use crate::auth::Identity;
 use crate::cache::TtlCache;
 
+/// RBAC `get workspaces/proxy` on `name` (all names when None) in `namespace`, for one
+/// user and their groups.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct Question {
     username: String,
     groups: Vec<String>,
     namespace: String,
     name: Option<String>,
+}
+
+impl Question {
+    fn new(identity: &Identity, namespace: &str, name: Option<&str>) -> Self {
+        Self {
+            username: identity.username.clone(),
+            groups: identity.groups.clone(),
+            namespace: namespace.to_owned(),
+            name: name.map(str::to_owned),
+        }
+    }
 }
 
 pub struct Authorizer {
@@ -31,12 +43,7 @@ pub struct Authorizer {
 
 /// Whether `identity` owns `workspace` (the label the webhook set from the creator's name).
 pub fn owns(identity: &Identity, workspace: &Workspace) -> bool {
-    workspace
-        .metadata
-        .labels
-        .as_ref()
-        .and_then(|l| l.get(labels::OWNER))
-        .is_some_and(|owner| *owner == identity.owner_id())
+    workspace.owner_id() == Some(identity.owner_id())
 }
 
 impl Authorizer {
@@ -69,13 +76,8 @@ impl Authorizer {
 
     /// RBAC `get workspaces/proxy` on `name` (all names when None) in `namespace`.
     async fn may_proxy(&self, identity: &Identity, namespace: &str, name: Option<&str>) -> bool {
-        let question = Question {
-            username: identity.username.clone(),
-            groups: identity.groups.clone(),
-            namespace: namespace.to_owned(),
-            name: name.map(str::to_owned),
-        };
-        self.allowed(question, identity).await
+        self.allowed(Question::new(identity, namespace, name), identity)
+            .await
     }
 
     async fn allowed(&self, question: Question, identity: &Identity) -> bool {
@@ -117,9 +119,25 @@ impl Authorizer {
     }
 }
 
+/// Tests decide RBAC questions without an API server: as if a SubjectAccessReview had.
+#[cfg(test)]
+impl Authorizer {
+    pub(crate) fn remember(
+        &self,
+        identity: &Identity,
+        namespace: &str,
+        name: Option<&str>,
+        allowed: bool,
+    ) {
+        self.decisions
+            .insert(Question::new(identity, namespace, name), allowed);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use guildnet_api::labels;
     use std::collections::BTreeMap;
 
     fn identity(name: &str) -> Identity {

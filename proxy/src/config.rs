@@ -137,25 +137,43 @@ pub struct Args {
     pub event_buffer: usize,
 }
 
+/// Settings that would be unsafe or cannot work, naming the flag and the fix.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error(
+        "--auth=none lets anyone in as {dev_user:?}; it is only allowed on a loopback --listen \
+         address (got {listen}). Use --auth=token or --auth=header."
+    )]
+    OpenOffLoopback {
+        dev_user: String,
+        listen: SocketAddr,
+    },
+    #[error(
+        "--auth=header needs --trusted-proxy: the source addresses of the front proxy \
+         that sets the identity header"
+    )]
+    HeaderModeWithoutTrustedProxy,
+    #[error("--max-header-bytes must be at least {MIN_HEADER_BYTES}")]
+    HeaderLimitTooSmall,
+}
+
+/// The smallest `--max-header-bytes`: room for a browser's usual request head.
+const MIN_HEADER_BYTES: usize = 8192;
+
 impl Args {
-    /// Refuses settings that would be unsafe or cannot work, naming the flag and the fix.
-    pub fn validate(&self) -> Result<(), String> {
+    /// Refuses settings that would be unsafe or cannot work.
+    pub fn validate(&self) -> Result<(), ConfigError> {
         if self.auth == AuthMode::None && !self.listen.ip().is_loopback() {
-            return Err(format!(
-                "--auth=none lets anyone in as {:?}; it is only allowed on a loopback --listen \
-                 address (got {}). Use --auth=token or --auth=header.",
-                self.dev_user, self.listen
-            ));
+            return Err(ConfigError::OpenOffLoopback {
+                dev_user: self.dev_user.clone(),
+                listen: self.listen,
+            });
         }
         if self.auth == AuthMode::Header && self.trusted_proxy.is_empty() {
-            return Err(
-                "--auth=header needs --trusted-proxy: the source addresses of the front \
-                        proxy that sets the identity header"
-                    .into(),
-            );
+            return Err(ConfigError::HeaderModeWithoutTrustedProxy);
         }
-        if self.max_header_bytes < 8192 {
-            return Err("--max-header-bytes must be at least 8192".into());
+        if self.max_header_bytes < MIN_HEADER_BYTES {
+            return Err(ConfigError::HeaderLimitTooSmall);
         }
         Ok(())
     }
@@ -173,17 +191,37 @@ mod tests {
     fn none_is_refused_off_loopback() {
         let err = args(&["--auth=none", "--listen=0.0.0.0:8090"])
             .validate()
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("loopback"), "{err}");
         args(&["--auth=none"]).validate().unwrap();
     }
 
     #[test]
     fn header_mode_needs_trusted_sources() {
-        let err = args(&["--auth=header"]).validate().unwrap_err();
+        let err = args(&["--auth=header"]).validate().unwrap_err().to_string();
         assert!(err.contains("--trusted-proxy"), "{err}");
         args(&["--auth=header", "--trusted-proxy=10.0.0.0/8,127.0.0.1/32"])
             .validate()
             .unwrap();
+    }
+
+    #[test]
+    fn refusals_name_the_flag_and_the_fix() {
+        let refusal = |extra: &[&str]| args(extra).validate().unwrap_err().to_string();
+        assert_eq!(
+            refusal(&["--auth=none", "--listen=0.0.0.0:8090"]),
+            "--auth=none lets anyone in as \"developer\"; it is only allowed on a loopback \
+             --listen address (got 0.0.0.0:8090). Use --auth=token or --auth=header."
+        );
+        assert_eq!(
+            refusal(&["--auth=header"]),
+            "--auth=header needs --trusted-proxy: the source addresses of the front proxy that \
+             sets the identity header"
+        );
+        assert_eq!(
+            refusal(&["--max-header-bytes=100"]),
+            "--max-header-bytes must be at least 8192"
+        );
     }
 }

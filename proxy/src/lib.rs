@@ -5,20 +5,19 @@
 //! trusted front-proxy header, or nobody on a loopback dev setup) and authorised per
 //! workspace (its owner, or RBAC `get workspaces/proxy`). Traffic is remembered and written
 //! to `status.lastAccessTime` so the operator's reaper sees real use.
+//!
+//! [`forward`] is the half that serves workspaces, [`dashboard`] the half that serves people;
+//! the modules at the top level serve both.
 
 pub mod activity;
-pub mod api;
 pub mod app;
 pub mod auth;
 pub mod authz;
 pub mod cache;
 pub mod config;
 pub mod dashboard;
-pub mod endpoints;
 pub mod error;
-pub mod events;
 pub mod forward;
-pub mod logs;
-pub mod rewrite;
-pub mod route;
+pub mod router;
+pub mod server;
 pub mod session;

@@ -40,18 +40,44 @@ struct Payload {
     expires: u64,
 }
 
+/// Why no session key could be had. The Kubernetes error is part of the message, which is
+/// what the process prints when it cannot start, so it is not also a `source`.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionKeyError {
+    #[error(
+        "the session key is {len} bytes; it needs at least {MIN_KEY_BYTES} (e.g. `head -c 32 /dev/urandom`)"
+    )]
+    TooShort { len: usize },
+    #[error("reading the session key Secret {namespace}/{name}: {error}")]
+    Read {
+        namespace: String,
+        name: String,
+        error: kube::Error,
+    },
+    #[error(
+        "Secret {namespace}/{name} has no {SECRET_KEY:?} of at least {MIN_KEY_BYTES} bytes: \
+         delete it and a new key is made"
+    )]
+    Unusable { namespace: String, name: String },
+    #[error("making the session key Secret {namespace}/{name}: {error}")]
+    Create {
+        namespace: String,
+        name: String,
+        error: kube::Error,
+    },
+    #[error("the session key Secret {namespace}/{name} keeps changing")]
+    KeepsChanging { namespace: String, name: String },
+}
+
 pub struct SessionKeys {
     key: Vec<u8>,
     ttl: Duration,
 }
 
 impl SessionKeys {
-    pub fn new(key: Vec<u8>, ttl: Duration) -> Result<Self, String> {
+    pub fn new(key: Vec<u8>, ttl: Duration) -> Result<Self, SessionKeyError> {
         if key.len() < MIN_KEY_BYTES {
-            return Err(format!(
-                "the session key is {} bytes; it needs at least {MIN_KEY_BYTES} (e.g. `head -c 32 /dev/urandom`)",
-                key.len()
-            ));
+            return Err(SessionKeyError::TooShort { len: key.len() });
         }
         Ok(Self { key, ttl })
     }
@@ -115,30 +141,32 @@ pub async fn key_from_secret(
     client: kube::Client,
     namespace: &str,
     name: &str,
-) -> Result<Vec<u8>, String> {
+) -> Result<Vec<u8>, SessionKeyError> {
     let api: Api<Secret> = Api::namespaced(client, namespace);
+    let (namespace, name) = (namespace.to_owned(), name.to_owned());
     for _ in 0..3 {
-        let existing = api
-            .get_opt(name)
-            .await
-            .map_err(|e| format!("reading the session key Secret {namespace}/{name}: {e}"))?;
+        let existing = match api.get_opt(&name).await {
+            Ok(existing) => existing,
+            Err(error) => {
+                return Err(SessionKeyError::Read {
+                    namespace,
+                    name,
+                    error,
+                });
+            }
+        };
         if let Some(secret) = existing {
             return secret
                 .data
                 .and_then(|mut data| data.remove(SECRET_KEY))
                 .map(|key| key.0)
                 .filter(|key| key.len() >= MIN_KEY_BYTES)
-                .ok_or_else(|| {
-                    format!(
-                        "Secret {namespace}/{name} has no {SECRET_KEY:?} of at least {MIN_KEY_BYTES} bytes: \
-                         delete it and a new key is made"
-                    )
-                });
+                .ok_or(SessionKeyError::Unusable { namespace, name });
         }
         let key: [u8; 32] = rand::random();
         let secret = Secret {
             metadata: ObjectMeta {
-                name: Some(name.to_owned()),
+                name: Some(name.clone()),
                 ..ObjectMeta::default()
             },
             data: Some(BTreeMap::from([(
@@ -150,16 +178,16 @@ pub async fn key_from_secret(
         match api.create(&PostParams::default(), &secret).await {
             Ok(_) => return Ok(key.to_vec()),
             Err(kube::Error::Api(status)) if status.code == 409 => continue,
-            Err(e) => {
-                return Err(format!(
-                    "making the session key Secret {namespace}/{name}: {e}"
-                ));
+            Err(error) => {
+                return Err(SessionKeyError::Create {
+                    namespace,
+                    name,
+                    error,
+                });
             }
         }
     }
-    Err(format!(
-        "the session key Secret {namespace}/{name} keeps changing"
-    ))
+    Err(SessionKeyError::KeepsChanging { namespace, name })
 }
 
 fn seconds(t: SystemTime) -> u64 {
@@ -220,7 +248,11 @@ mod tests {
     fn short_keys_are_refused_with_the_fix() {
         let err = SessionKeys::new(vec![1; 16], Duration::from_secs(1))
             .err()
-            .unwrap();
-        assert!(err.contains("at least 32"), "{err}");
+            .unwrap()
+            .to_string();
+        assert_eq!(
+            err,
+            "the session key is 16 bytes; it needs at least 32 (e.g. `head -c 32 /dev/urandom`)"
+        );
     }
 }

@@ -1,10 +1,8 @@
 //! Which workspace a request is for: `/w/{namespace}/{name}/{rest}` (path mode) or the host
 //! `<name>--<namespace>.<base domain>` (subdomain mode).
 
+use guildnet_api::workspace::facts::{PROXY_PATH_PREFIX, proxy_path};
 use percent_encoding::percent_decode_str;
-
-/// The path prefix of every workspace in path mode.
-pub const PATH_PREFIX: &str = "/w/";
 
 /// A request's workspace and what is left of its path.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -31,7 +29,7 @@ pub enum RouteError {
 /// `/w/ns/name` (no trailing slash) gives an empty rest; callers redirect it to `…/` so
 /// relative links resolve inside the prefix.
 pub fn from_path(path: &str, query: Option<&str>) -> Result<Option<Target>, RouteError> {
-    let Some(after) = path.strip_prefix(PATH_PREFIX) else {
+    let Some(after) = path.strip_prefix(PROXY_PATH_PREFIX) else {
         return Ok(None);
     };
     reject_dot_segments(path)?;
@@ -54,11 +52,14 @@ pub fn from_path(path: &str, query: Option<&str>) -> Result<Option<Target>, Rout
         Some(rest) => format!("/{rest}"),
         None => String::new(),
     };
+    // The prefix is the workspace's proxy path without its trailing slash.
+    let mut prefix = proxy_path(namespace, name);
+    prefix.pop();
     Ok(Some(Target {
         namespace: namespace.to_owned(),
         name: name.to_owned(),
         upstream_path_and_query: with_query(upstream_path, query),
-        prefix: format!("/w/{namespace}/{name}"),
+        prefix,
     }))
 }
 

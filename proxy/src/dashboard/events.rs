@@ -14,7 +14,6 @@ use axum::http::HeaderMap;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::{Stream, StreamExt};
-use guildnet_api::labels;
 use guildnet_api::workspace::Workspace;
 use k8s_openapi::api::core::v1::Event;
 use kube::Api;
@@ -41,7 +40,7 @@ pub struct WorkspaceEvent {
     pub reason: String,
     pub message: String,
     pub time: Option<String>,
-    /// The workspace's owner label, learnt when first needed.
+    /// The workspace's owner id, learnt when first needed.
     #[serde(skip)]
     owner: OnceLock<Option<String>>,
 }
@@ -191,22 +190,22 @@ async fn visible(state: &AppState, caller: &Caller, event: &WorkspaceEvent) -> b
         .await
 }
 
-/// The owner label of a workspace: from the cache, else (an Event can arrive before the
+/// The owner of a workspace: from the cache, else (an Event can arrive before the
 /// Workspace's watch does) from the API.
 async fn owner_of(state: &AppState, namespace: &str, name: &str) -> Option<String> {
-    let label = |ws: &Workspace| ws.metadata.labels.as_ref()?.get(labels::OWNER).cloned();
+    let owner = |ws: &Workspace| ws.owner_id().map(str::to_owned);
     if let Some(ws) = state
         .workspaces
         .get(&ObjectRef::new(name).within(namespace))
     {
-        return label(&ws);
+        return owner(&ws);
     }
     Api::<Workspace>::namespaced(state.client.clone(), namespace)
         .get_opt(name)
         .await
         .ok()
         .flatten()
-        .and_then(|ws| label(&ws))
+        .and_then(|ws| owner(&ws))
 }
 
 /// The caller, and the id after which their events start.

@@ -9,10 +9,10 @@ use http::header::{CACHE_CONTROL, CONTENT_TYPE};
 
 use crate::app::AppState;
 
-pub const INDEX: &str = include_str!("dashboard/index.html");
-pub const LOGIN: &str = include_str!("dashboard/login.html");
-const APP_JS: &str = include_str!("dashboard/app.js");
-const STYLE_CSS: &str = include_str!("dashboard/style.css");
+pub const INDEX: &str = include_str!("index.html");
+pub const LOGIN: &str = include_str!("login.html");
+const APP_JS: &str = include_str!("app.js");
+const STYLE_CSS: &str = include_str!("style.css");
 
 /// `GET /`: the dashboard, or the login page first.
 pub async fn index(

@@ -13,7 +13,7 @@ use axum::Json;
 use axum::extract::{ConnectInfo, Form, Path, Query, State};
 use axum::http::HeaderMap;
 use axum::response::{Html, IntoResponse, Redirect, Response};
-use guildnet_api::labels;
+use guildnet_api::workspace::facts::proxy_path;
 use guildnet_api::workspace::{Hint, Workspace, WorkspacePhase};
 use http::StatusCode;
 use http::header::{self, HeaderName, HeaderValue};
@@ -52,31 +52,14 @@ impl From<&Workspace> for WorkspaceSummary {
         let namespace = ws.metadata.namespace.clone().unwrap_or_default();
         let name = ws.metadata.name.clone().unwrap_or_default();
         let status = ws.status.clone().unwrap_or_default();
-        let ready = status
-            .conditions
-            .iter()
-            .any(|c| c.type_ == "Ready" && c.status == "True");
         Self {
-            url: format!("/w/{namespace}/{name}/"),
-            owner: ws
-                .metadata
-                .labels
-                .as_ref()
-                .and_then(|l| l.get(labels::OWNER).cloned()),
-            owner_name: ws
-                .metadata
-                .annotations
-                .as_ref()
-                .and_then(|a| a.get(labels::OWNER_NAME).cloned()),
+            url: proxy_path(&namespace, &name),
+            owner: ws.owner_id().map(str::to_owned),
+            owner_name: ws.owner_name().map(str::to_owned),
             image: ws.spec.image.clone(),
             phase: status.phase,
-            ready,
-            suspended: ws
-                .spec
-                .lifecycle
-                .as_ref()
-                .and_then(|l| l.suspend)
-                .unwrap_or(false),
+            ready: status.is_ready(),
+            suspended: ws.is_suspended(),
             conditions: status.conditions,
             last_access_time: status.last_access_time.map(|t| t.0.to_string()),
             creation_timestamp: ws
@@ -362,7 +345,7 @@ async fn as_user<K: serde::de::DeserializeOwned>(
 
 /// The login page with `error` and `next` filled in.
 fn login_page(status: StatusCode, error: &str, next: &str) -> Response {
-    let page = crate::dashboard::LOGIN
+    let page = super::pages::LOGIN
         .replace("{{error}}", &escape_html(error))
         .replace("{{next}}", &escape_html(next));
     (status, Html(page)).into_response()

@@ -6,7 +6,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 
-use futures::StreamExt;
+use futures::{Stream, StreamExt};
 use guildnet_api::labels;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::Api;
@@ -40,7 +40,12 @@ pub struct Endpoints {
 impl Endpoints {
     /// An address to send a request for `service` in `namespace` to, on the port named
     /// `port_name` (else the first port). Rotates between the serving backends.
-    pub fn pick(&self, namespace: &str, service: &str, port_name: &str) -> Option<SocketAddr> {
+    pub fn pick(
+        &self,
+        namespace: &str,
+        service: &str,
+        port_name: Option<&str>,
+    ) -> Option<SocketAddr> {
         let index = self.index.read().unwrap();
         let slices = index.get(&(namespace.to_owned(), service.to_owned()))?;
         let backends = || slices.values().flatten();
@@ -58,12 +63,13 @@ impl Endpoints {
         let backend = backends()
             .filter(|b| b.serving || !only_serving)
             .nth(turn)?;
-        let port = backend
-            .ports
-            .iter()
-            .find(|(name, _)| name.as_deref() == Some(port_name))
-            .or_else(|| backend.ports.first())?
-            .1;
+        let named = port_name.and_then(|wanted| {
+            backend
+                .ports
+                .iter()
+                .find(|(name, _)| name.as_deref() == Some(wanted))
+        });
+        let port = named.or_else(|| backend.ports.first())?.1;
         Some(SocketAddr::new(backend.ip, port))
     }
 
@@ -84,12 +90,19 @@ impl Endpoints {
     }
 
     /// Keeps the index current from a watch of the EndpointSlices of GuildNet's Services,
-    /// until the stream ends. A re-list replaces the index only once it is complete.
+    /// until the stream ends.
     pub async fn run(self, client: kube::Client) {
         let api: Api<EndpointSlice> = Api::all(client);
         let config = watcher::Config::default().labels(&format!("{}=true", labels::MANAGED));
+        self.follow(watcher::watcher(api, config).default_backoff())
+            .await;
+    }
+
+    /// Applies watch `events` to the index until they end. A re-list replaces the index
+    /// only once it is complete.
+    pub async fn follow(self, events: impl Stream<Item = watcher::Result<Event<EndpointSlice>>>) {
         let mut relisting: Option<Index> = None;
-        let mut events = watcher::watcher(api, config).default_backoff().boxed();
+        let mut events = std::pin::pin!(events);
         while let Some(event) = events.next().await {
             match event {
                 Ok(Event::Init) => relisting = Some(Index::new()),
@@ -214,7 +227,7 @@ mod tests {
             ),
         ]);
         let picked: std::collections::BTreeSet<SocketAddr> = (0..6)
-            .map(|_| e.pick("team", "ide", "http").unwrap())
+            .map(|_| e.pick("team", "ide", Some("http")).unwrap())
             .collect();
         let want: std::collections::BTreeSet<SocketAddr> = [
             "10.244.0.1:8080".parse().unwrap(),
@@ -222,20 +235,20 @@ mod tests {
         ]
         .into();
         assert_eq!(picked, want);
-        assert_eq!(e.pick("team", "ide", "unknown").unwrap().port(), 9090);
-        assert_eq!(e.pick("team", "other", "http"), None);
-        assert_eq!(e.pick("elsewhere", "ide", "http"), None);
+        assert_eq!(e.pick("team", "ide", Some("unknown")).unwrap().port(), 9090);
+        assert_eq!(e.pick("team", "other", Some("http")), None);
+        assert_eq!(e.pick("elsewhere", "ide", Some("http")), None);
     }
 
     #[test]
     fn not_serving_endpoints_are_used_when_nothing_serves() {
         let e = endpoints(&[slice("ide-a", &[("10.244.0.2", false, false)])]);
         assert_eq!(
-            e.pick("team", "ide", "http"),
+            e.pick("team", "ide", Some("http")),
             Some("10.244.0.2:8080".parse().unwrap())
         );
         let terminating = endpoints(&[slice("ide-a", &[("10.244.0.2", true, true)])]);
-        assert_eq!(terminating.pick("team", "ide", "http"), None);
+        assert_eq!(terminating.pick("team", "ide", Some("http")), None);
     }
 
     #[test]

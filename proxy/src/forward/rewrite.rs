@@ -1,0 +1,713 @@
+//! The headers that cross the proxy: what the workspace is told and must not see on the
+//! way in, and the rewrites that let an app written for `/` work under `/w/{ns}/{name}/` on
+//! the way out. Pure functions of the headers, so every rule is tested here.
+
+use std::net::{IpAddr, SocketAddr};
+
+use http::HeaderMap;
+use http::header::{self, HeaderName, HeaderValue};
+
+use crate::session::COOKIE_NAME;
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_FORWARDED_PREFIX: HeaderName = HeaderName::from_static("x-forwarded-prefix");
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1) are for one connection, never forwarded.
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+];
+
+/// How the browser reached the proxy: believed from X-Forwarded-* only when a trusted
+/// front proxy sent them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PublicOrigin {
+    pub scheme: HeaderValue,
+    pub host: HeaderValue,
+    pub forwarded_for: HeaderValue,
+}
+
+impl PublicOrigin {
+    /// The origin of a request with `headers` from `peer`. `trusted_proxy`: whether `peer`
+    /// is a `--trusted-proxy`, whose X-Forwarded-* are believed; `own_scheme`: what the
+    /// proxy itself serves (`http`, or `https` when it terminates TLS).
+    pub fn of(
+        headers: &HeaderMap,
+        peer: IpAddr,
+        trusted_proxy: bool,
+        own_scheme: &'static str,
+    ) -> Self {
+        let forwarded =
+            |name: &HeaderName| trusted_proxy.then(|| headers.get(name).cloned()).flatten();
+        let host = headers
+            .get(header::HOST)
+            .cloned()
+            .unwrap_or_else(|| HeaderValue::from_static(""));
+        let forwarded_for = match forwarded(&X_FORWARDED_FOR)
+            .as_ref()
+            .and_then(|v| v.to_str().ok())
+        {
+            Some(chain) => format!("{chain}, {peer}"),
+            None => peer.to_string(),
+        };
+        Self {
+            scheme: forwarded(&X_FORWARDED_PROTO)
+                .unwrap_or_else(|| HeaderValue::from_static(own_scheme)),
+            host: forwarded(&X_FORWARDED_HOST).unwrap_or(host),
+            forwarded_for: HeaderValue::from_str(&forwarded_for)
+                .unwrap_or_else(|_| HeaderValue::from_static("")),
+        }
+    }
+}
+
+/// One request on its way to a workspace: what decides the headers either way.
+pub struct Forwarding<'a> {
+    pub origin: PublicOrigin,
+    /// `/w/{ns}/{name}`, or empty in subdomain mode.
+    pub prefix: &'a str,
+    /// The endpoint the request goes to.
+    pub upstream: SocketAddr,
+    /// The `Upgrade` value of a WebSocket handshake (see [`websocket_upgrade`]), which
+    /// crosses the proxy; None for plain HTTP.
+    pub websocket: Option<HeaderValue>,
+    /// Whether the request authenticated with its `Authorization` bearer token: then that
+    /// token is the caller's Kubernetes credential, not the app's.
+    pub bearer_authenticated: bool,
+    /// Header mode's identity headers, which only the proxy may read.
+    pub identity_headers: &'a [HeaderName],
+}
+
+/// The browser's request headers made the workspace's: hop-by-hop headers, the proxy's
+/// session cookie, an authenticating bearer token and identity headers removed;
+/// X-Forwarded-For/-Proto/-Host set from [`PublicOrigin`] and X-Forwarded-Prefix from the
+/// prefix (removed in subdomain mode, so a client cannot forge it); a WebSocket handshake's
+/// `Connection: upgrade` and `Upgrade` kept. `Host` stays the browser's, so apps comparing
+/// `Origin` with `Host` (code-server's WebSocket check) accept the request.
+pub fn request_headers(headers: &mut HeaderMap, forwarding: &Forwarding<'_>) {
+    strip_hop_by_hop(headers);
+    strip_session_cookie(headers);
+    if forwarding.bearer_authenticated {
+        headers.remove(header::AUTHORIZATION);
+    }
+    for name in forwarding.identity_headers {
+        headers.remove(name);
+    }
+    let origin = &forwarding.origin;
+    headers.insert(X_FORWARDED_FOR, origin.forwarded_for.clone());
+    headers.insert(X_FORWARDED_PROTO, origin.scheme.clone());
+    headers.insert(X_FORWARDED_HOST, origin.host.clone());
+    if forwarding.prefix.is_empty() {
+        headers.remove(X_FORWARDED_PREFIX);
+    } else if let Ok(prefix) = HeaderValue::from_str(forwarding.prefix) {
+        headers.insert(X_FORWARDED_PREFIX, prefix);
+    }
+    keep_websocket_upgrade(headers, forwarding.websocket.as_ref());
+}
+
+/// The workspace's response headers made the browser's: hop-by-hop headers removed,
+/// `Location` and `Set-Cookie` moved under the prefix, and when the workspace switched
+/// protocols (101) on a WebSocket handshake, `Connection: upgrade` and `Upgrade` kept.
+pub fn response_headers(headers: &mut HeaderMap, forwarding: &Forwarding<'_>, switched: bool) {
+    strip_hop_by_hop(headers);
+    if let Some(location) = headers.get(header::LOCATION).and_then(|l| l.to_str().ok()) {
+        let upstream_authority = forwarding.upstream.to_string();
+        let origins = Origins {
+            prefix: forwarding.prefix,
+            public_host: forwarding.origin.host.to_str().unwrap_or_default(),
+            public_scheme: forwarding.origin.scheme.to_str().unwrap_or("http"),
+            upstream_authority: &upstream_authority,
+        };
+        let rewritten = rewrite_location(location, &origins);
+        if let Ok(value) = HeaderValue::from_str(&rewritten) {
+            headers.insert(header::LOCATION, value);
+        }
+    }
+    let cookies: Vec<String> = headers
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .filter_map(|c| c.to_str().ok())
+        .map(|c| rewrite_set_cookie(c, forwarding.prefix))
+        .collect();
+    if !cookies.is_empty() {
+        headers.remove(header::SET_COOKIE);
+        for cookie in cookies {
+            if let Ok(value) = HeaderValue::from_str(&cookie) {
+                headers.append(header::SET_COOKIE, value);
+            }
+        }
+    }
+    keep_websocket_upgrade(headers, forwarding.websocket.as_ref().filter(|_| switched));
+}
+
+/// The `Upgrade` value of a WebSocket handshake (`Connection: upgrade` + `Upgrade`).
+pub fn websocket_upgrade(headers: &HeaderMap) -> Option<HeaderValue> {
+    let asks_upgrade = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|token| token.trim().eq_ignore_ascii_case("upgrade"));
+    let protocol = headers.get(header::UPGRADE)?;
+    (asks_upgrade
+        && protocol
+            .to_str()
+            .is_ok_and(|p| p.eq_ignore_ascii_case("websocket")))
+    .then(|| protocol.clone())
+}
+
+/// Puts back the upgrade headers [`strip_hop_by_hop`] removed, for a WebSocket handshake.
+fn keep_websocket_upgrade(headers: &mut HeaderMap, websocket: Option<&HeaderValue>) {
+    if let Some(protocol) = websocket {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(header::UPGRADE, protocol.clone());
+    }
+}
+
+/// Removes hop-by-hop headers, including those the Connection header names. `Upgrade` goes
+/// too; the WebSocket path puts it back.
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in HOP_BY_HOP.iter().chain(&named) {
+        headers.remove(name);
+    }
+    headers.remove(header::UPGRADE);
+}
+
+/// Drops the proxy's session cookie from the Cookie headers, keeping the app's own cookies.
+fn strip_session_cookie(headers: &mut HeaderMap) {
+    let carries_ours = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .any(|v| v.to_str().is_ok_and(|v| v.contains(COOKIE_NAME)));
+    if !carries_ours {
+        return;
+    }
+    let kept: Vec<String> = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .map(str::trim)
+        .filter(|pair| !pair.is_empty())
+        .filter(|pair| pair.split_once('=').map_or(*pair, |(name, _)| name) != COOKIE_NAME)
+        .map(str::to_owned)
+        .collect();
+    headers.remove(header::COOKIE);
+    if !kept.is_empty()
+        && let Ok(value) = HeaderValue::from_str(&kept.join("; "))
+    {
+        headers.insert(header::COOKIE, value);
+    }
+}
+
+/// Where the workspace answered from and where the browser sees it.
+struct Origins<'a> {
+    /// `/w/{ns}/{name}`, or empty in subdomain mode.
+    prefix: &'a str,
+    /// The Host the browser used (the proxy's).
+    public_host: &'a str,
+    /// `http` or `https`, as the browser sees the proxy.
+    public_scheme: &'a str,
+    /// `ip:port` the request went to.
+    upstream_authority: &'a str,
+}
+
+/// A `Location` the browser can follow: absolute paths and URLs pointing at the workspace
+/// (or at the proxy's host without the prefix) move under the prefix; relative references
+/// and other sites are left alone, as are paths already under the prefix (apps honouring
+/// `X-Forwarded-Prefix`).
+fn rewrite_location(location: &str, o: &Origins<'_>) -> String {
+    if location.starts_with('/') && !location.starts_with("//") {
+        return prefixed(location, o.prefix);
+    }
+    let Some((scheme, rest)) = location.split_once("://") else {
+        return location.to_owned();
+    };
+    if !scheme.eq_ignore_ascii_case("http") && !scheme.eq_ignore_ascii_case("https") {
+        return location.to_owned();
+    }
+    let (authority, path) = rest
+        .find(['/', '?', '#'])
+        .map_or((rest, "/"), |i| rest.split_at(i));
+    let path = if path.starts_with('/') {
+        path.to_owned()
+    } else {
+        format!("/{path}")
+    };
+    if authority.eq_ignore_ascii_case(o.upstream_authority)
+        || authority.eq_ignore_ascii_case(o.public_host)
+    {
+        format!(
+            "{}://{}{}",
+            o.public_scheme,
+            o.public_host,
+            prefixed(&path, o.prefix)
+        )
+    } else {
+        location.to_owned()
+    }
+}
+
+fn prefixed(path: &str, prefix: &str) -> String {
+    if prefix.is_empty()
+        || path == prefix
+        || path
+            .strip_prefix(prefix)
+            .is_some_and(|rest| rest.starts_with(['/', '?', '#']))
+    {
+        path.to_owned()
+    } else {
+        format!("{prefix}{path}")
+    }
+}
+
+/// A `Set-Cookie` scoped to the workspace: no `Domain` (the cookie belongs to the proxy's
+/// origin), `Path` under the prefix (workspaces in path mode don't see each other's
+/// cookies), and `Secure`.
+fn rewrite_set_cookie(set_cookie: &str, prefix: &str) -> String {
+    let mut parts = set_cookie.split(';').map(str::trim);
+    let mut out = vec![parts.next().unwrap_or_default().to_owned()];
+    let mut path = None;
+    let mut secure = false;
+    for attribute in parts.filter(|a| !a.is_empty()) {
+        let name = attribute
+            .split_once('=')
+            .map_or(attribute, |(n, _)| n)
+            .trim()
+            .to_ascii_lowercase();
+        match name.as_str() {
+            "domain" => {}
+            "path" => {
+                let value = attribute.split_once('=').map_or("", |(_, v)| v.trim());
+                path = Some(value.to_owned());
+            }
+            "secure" => {
+                secure = true;
+                out.push(attribute.to_owned());
+            }
+            _ => out.push(attribute.to_owned()),
+        }
+    }
+    let path = match path.filter(|p| p.starts_with('/')) {
+        Some(p) => prefixed(&p, prefix),
+        None if prefix.is_empty() => "/".to_owned(),
+        None => format!("{prefix}/"),
+    };
+    out.push(format!("Path={path}"));
+    if !secure {
+        out.push("Secure".to_owned());
+    }
+    out.join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ORIGINS: Origins<'static> = Origins {
+        prefix: "/w/team/ide",
+        public_host: "guildnet.example.com",
+        public_scheme: "https",
+        upstream_authority: "10.244.0.7:8080",
+    };
+
+    #[test]
+    fn locations_move_under_the_prefix() {
+        let cases = [
+            ("/login", "/w/team/ide/login"),
+            ("/", "/w/team/ide/"),
+            ("/?folder=/home", "/w/team/ide/?folder=/home"),
+            ("/w/team/ide/already", "/w/team/ide/already"),
+            ("/w/team/ide", "/w/team/ide"),
+            ("/w/team/idea", "/w/team/ide/w/team/idea"),
+            ("relative/path", "relative/path"),
+            ("../up", "../up"),
+            ("//evil.example.com/x", "//evil.example.com/x"),
+            (
+                "http://10.244.0.7:8080/login?x=1",
+                "https://guildnet.example.com/w/team/ide/login?x=1",
+            ),
+            (
+                "http://10.244.0.7:8080",
+                "https://guildnet.example.com/w/team/ide/",
+            ),
+            (
+                "https://guildnet.example.com/tree",
+                "https://guildnet.example.com/w/team/ide/tree",
+            ),
+            (
+                "https://guildnet.example.com/w/team/ide/tree",
+                "https://guildnet.example.com/w/team/ide/tree",
+            ),
+            (
+                "https://github.com/login/oauth",
+                "https://github.com/login/oauth",
+            ),
+            ("mailto:a@b.c", "mailto:a@b.c"),
+        ];
+        for (location, want) in cases {
+            assert_eq!(rewrite_location(location, &ORIGINS), want, "{location}");
+        }
+    }
+
+    #[test]
+    fn subdomain_mode_keeps_paths() {
+        let origins = Origins {
+            prefix: "",
+            public_host: "ide--team.ws.example.com",
+            ..ORIGINS
+        };
+        assert_eq!(rewrite_location("/login", &origins), "/login");
+        assert_eq!(
+            rewrite_location("http://10.244.0.7:8080/x", &origins),
+            "https://ide--team.ws.example.com/x"
+        );
+        assert_eq!(
+            rewrite_set_cookie("a=1; Domain=x", ""),
+            "a=1; Path=/; Secure"
+        );
+    }
+
+    #[test]
+    fn cookies_are_scoped_to_the_workspace() {
+        let cases = [
+            ("key=v", "key=v; Path=/w/team/ide/; Secure"),
+            ("key=v; Path=/", "key=v; Path=/w/team/ide/; Secure"),
+            (
+                "key=v; path=/api; HttpOnly",
+                "key=v; HttpOnly; Path=/w/team/ide/api; Secure",
+            ),
+            (
+                "key=v; Domain=10.244.0.7; Secure; SameSite=Lax",
+                "key=v; Secure; SameSite=Lax; Path=/w/team/ide/",
+            ),
+            (
+                "key=v; Path=/w/team/ide/x",
+                "key=v; Path=/w/team/ide/x; Secure",
+            ),
+            (
+                "key=v; Max-Age=0; Path=relative",
+                "key=v; Max-Age=0; Path=/w/team/ide/; Secure",
+            ),
+            (
+                "_xsrf=2|ab|cd; expires=Wed, 21 Oct 2026 07:28:00 GMT",
+                "_xsrf=2|ab|cd; expires=Wed, 21 Oct 2026 07:28:00 GMT; Path=/w/team/ide/; Secure",
+            ),
+        ];
+        for (cookie, want) in cases {
+            assert_eq!(rewrite_set_cookie(cookie, "/w/team/ide"), want, "{cookie}");
+        }
+    }
+
+    #[test]
+    fn the_session_cookie_never_reaches_the_workspace() {
+        let mut headers = HeaderMap::new();
+        headers.append(
+            header::COOKIE,
+            HeaderValue::from_static("a=1; guildnet_session=secret"),
+        );
+        headers.append(header::COOKIE, HeaderValue::from_static("b=2"));
+        strip_session_cookie(&mut headers);
+        assert_eq!(headers.get_all(header::COOKIE).iter().count(), 1);
+        assert_eq!(headers[header::COOKIE], "a=1; b=2");
+        let mut only_ours = HeaderMap::new();
+        only_ours.insert(
+            header::COOKIE,
+            HeaderValue::from_static("guildnet_session=secret"),
+        );
+        strip_session_cookie(&mut only_ours);
+        assert!(only_ours.get(header::COOKIE).is_none());
+    }
+
+    #[test]
+    fn hop_by_hop_headers_go() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-secret"),
+        );
+        headers.insert("x-secret", HeaderValue::from_static("1"));
+        headers.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        headers.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        headers.insert("x-kept", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut headers);
+        assert_eq!(headers.len(), 1, "{headers:?}");
+        assert!(headers.contains_key("x-kept"));
+    }
+    static IDENTITY_HEADERS: [HeaderName; 2] = [
+        HeaderName::from_static("x-auth-request-user"),
+        HeaderName::from_static("x-auth-request-groups"),
+    ];
+
+    /// A path-mode request of a browser at 203.0.113.9 for `team/ide`, plain HTTP,
+    /// authenticated by the session cookie.
+    fn forwarding() -> Forwarding<'static> {
+        Forwarding {
+            origin: PublicOrigin {
+                scheme: HeaderValue::from_static("https"),
+                host: HeaderValue::from_static("guildnet.example.com"),
+                forwarded_for: HeaderValue::from_static("203.0.113.9"),
+            },
+            prefix: "/w/team/ide",
+            upstream: "10.244.0.7:8080".parse().unwrap(),
+            websocket: None,
+            bearer_authenticated: false,
+            identity_headers: &[],
+        }
+    }
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for (name, value) in pairs {
+            headers.append(*name, HeaderValue::from_static(value));
+        }
+        headers
+    }
+
+    fn values<'h>(headers: &'h HeaderMap, name: &str) -> Vec<&'h str> {
+        headers
+            .get_all(name)
+            .iter()
+            .map(|v| v.to_str().unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn forwarded_headers_from_a_client_are_not_believed() {
+        let sent = headers(&[
+            ("host", "proxy:8090"),
+            ("x-forwarded-for", "10.9.9.9"),
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-host", "evil.example"),
+        ]);
+        let origin = PublicOrigin::of(&sent, "198.51.100.7".parse().unwrap(), false, "http");
+        assert_eq!(
+            origin,
+            PublicOrigin {
+                scheme: HeaderValue::from_static("http"),
+                host: HeaderValue::from_static("proxy:8090"),
+                forwarded_for: HeaderValue::from_static("198.51.100.7"),
+            }
+        );
+        let without_host =
+            PublicOrigin::of(&HeaderMap::new(), "::1".parse().unwrap(), false, "https");
+        assert_eq!(without_host.scheme, "https");
+        assert_eq!(without_host.host, "");
+        assert_eq!(without_host.forwarded_for, "::1");
+    }
+
+    #[test]
+    fn forwarded_headers_from_a_trusted_proxy_are_extended() {
+        let sent = headers(&[
+            ("host", "proxy:8090"),
+            ("x-forwarded-for", "203.0.113.9"),
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-host", "guildnet.example.com"),
+        ]);
+        let origin = PublicOrigin::of(&sent, "10.0.0.5".parse().unwrap(), true, "http");
+        assert_eq!(
+            origin,
+            PublicOrigin {
+                scheme: HeaderValue::from_static("https"),
+                host: HeaderValue::from_static("guildnet.example.com"),
+                forwarded_for: HeaderValue::from_static("203.0.113.9, 10.0.0.5"),
+            }
+        );
+        // A trusted proxy that sends none of them: the proxy's own view.
+        let bare = PublicOrigin::of(
+            &headers(&[("host", "proxy:8090")]),
+            "10.0.0.5".parse().unwrap(),
+            true,
+            "http",
+        );
+        assert_eq!(bare.scheme, "http");
+        assert_eq!(bare.host, "proxy:8090");
+        assert_eq!(bare.forwarded_for, "10.0.0.5");
+    }
+
+    #[test]
+    fn the_workspace_is_told_the_public_origin() {
+        let mut sent = headers(&[
+            ("x-forwarded-for", "10.9.9.9"),
+            ("x-forwarded-proto", "http"),
+            ("x-forwarded-host", "evil.example"),
+        ]);
+        request_headers(&mut sent, &forwarding());
+        assert_eq!(values(&sent, "x-forwarded-for"), ["203.0.113.9"]);
+        assert_eq!(values(&sent, "x-forwarded-proto"), ["https"]);
+        assert_eq!(values(&sent, "x-forwarded-host"), ["guildnet.example.com"]);
+    }
+
+    #[test]
+    fn the_prefix_is_announced_and_cannot_be_forged_in_subdomain_mode() {
+        let mut path_mode = headers(&[("x-forwarded-prefix", "/elsewhere")]);
+        request_headers(&mut path_mode, &forwarding());
+        assert_eq!(values(&path_mode, "x-forwarded-prefix"), ["/w/team/ide"]);
+        let mut subdomain_mode = headers(&[("x-forwarded-prefix", "/elsewhere")]);
+        let subdomain = Forwarding {
+            prefix: "",
+            ..forwarding()
+        };
+        request_headers(&mut subdomain_mode, &subdomain);
+        assert!(!subdomain_mode.contains_key("x-forwarded-prefix"));
+    }
+
+    #[test]
+    fn the_host_the_browser_used_is_kept() {
+        let mut sent = headers(&[("host", "guildnet.example.com")]);
+        request_headers(&mut sent, &forwarding());
+        assert_eq!(values(&sent, "host"), ["guildnet.example.com"]);
+    }
+
+    #[test]
+    fn the_session_cookie_is_removed_from_the_request() {
+        let mut sent = headers(&[("cookie", "guildnet_session=secret; app=1")]);
+        request_headers(&mut sent, &forwarding());
+        assert_eq!(values(&sent, "cookie"), ["app=1"]);
+    }
+
+    #[test]
+    fn a_bearer_token_is_removed_only_when_it_authenticated() {
+        let mut authenticating = headers(&[("authorization", "Bearer k8s-token")]);
+        let bearer = Forwarding {
+            bearer_authenticated: true,
+            ..forwarding()
+        };
+        request_headers(&mut authenticating, &bearer);
+        assert!(!authenticating.contains_key("authorization"));
+        // Logged in by session: the Authorization header is the app's own (e.g. basic auth).
+        let mut apps_own = headers(&[("authorization", "Basic YTpi")]);
+        request_headers(&mut apps_own, &forwarding());
+        assert_eq!(values(&apps_own, "authorization"), ["Basic YTpi"]);
+    }
+
+    #[test]
+    fn identity_headers_are_removed() {
+        let mut sent = headers(&[
+            ("x-auth-request-user", "alice"),
+            ("x-auth-request-groups", "admins"),
+            ("x-kept", "1"),
+        ]);
+        let header_mode = Forwarding {
+            identity_headers: &IDENTITY_HEADERS,
+            ..forwarding()
+        };
+        request_headers(&mut sent, &header_mode);
+        assert!(!sent.contains_key("x-auth-request-user"));
+        assert!(!sent.contains_key("x-auth-request-groups"));
+        assert!(sent.contains_key("x-kept"));
+    }
+
+    #[test]
+    fn hop_by_hop_headers_are_removed_from_the_request() {
+        let mut sent = headers(&[
+            ("connection", "keep-alive, x-hop"),
+            ("x-hop", "1"),
+            ("te", "trailers"),
+            ("upgrade", "h2c"),
+        ]);
+        request_headers(&mut sent, &forwarding());
+        for name in ["connection", "x-hop", "te", "upgrade"] {
+            assert!(!sent.contains_key(name), "{name}");
+        }
+    }
+
+    #[test]
+    fn a_websocket_handshake_keeps_its_upgrade() {
+        let mut sent = headers(&[
+            ("connection", "keep-alive, Upgrade"),
+            ("keep-alive", "timeout=5"),
+            ("upgrade", "websocket"),
+        ]);
+        let websocket = Forwarding {
+            websocket: websocket_upgrade(&sent),
+            ..forwarding()
+        };
+        request_headers(&mut sent, &websocket);
+        assert_eq!(values(&sent, "connection"), ["upgrade"]);
+        assert_eq!(values(&sent, "upgrade"), ["websocket"]);
+        assert!(!sent.contains_key("keep-alive"));
+    }
+
+    #[test]
+    fn websocket_handshakes_are_recognised() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, Upgrade"),
+        );
+        headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        assert_eq!(
+            websocket_upgrade(&headers),
+            Some(HeaderValue::from_static("websocket"))
+        );
+        headers.insert(header::UPGRADE, HeaderValue::from_static("h2c"));
+        assert_eq!(websocket_upgrade(&headers), None);
+        headers.remove(header::CONNECTION);
+        headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        assert_eq!(websocket_upgrade(&headers), None);
+    }
+
+    #[test]
+    fn responses_move_under_the_prefix() {
+        let mut answered = headers(&[
+            ("location", "http://10.244.0.7:8080/login"),
+            ("set-cookie", "a=1; Domain=10.244.0.7"),
+            ("set-cookie", "b=2; Path=/api"),
+            ("transfer-encoding", "chunked"),
+            ("content-type", "text/html"),
+        ]);
+        response_headers(&mut answered, &forwarding(), false);
+        assert_eq!(
+            values(&answered, "location"),
+            ["https://guildnet.example.com/w/team/ide/login"]
+        );
+        assert_eq!(
+            values(&answered, "set-cookie"),
+            [
+                "a=1; Path=/w/team/ide/; Secure",
+                "b=2; Path=/w/team/ide/api; Secure"
+            ]
+        );
+        assert!(!answered.contains_key("transfer-encoding"));
+        assert_eq!(values(&answered, "content-type"), ["text/html"]);
+    }
+
+    #[test]
+    fn a_switched_websocket_keeps_its_upgrade() {
+        let websocket = Forwarding {
+            websocket: Some(HeaderValue::from_static("websocket")),
+            ..forwarding()
+        };
+        let switching = || headers(&[("connection", "Upgrade"), ("upgrade", "websocket")]);
+        let mut switched = switching();
+        response_headers(&mut switched, &websocket, true);
+        assert_eq!(values(&switched, "connection"), ["upgrade"]);
+        assert_eq!(values(&switched, "upgrade"), ["websocket"]);
+        // The workspace answered the handshake without switching: nothing to upgrade.
+        let mut refused = switching();
+        response_headers(&mut refused, &websocket, false);
+        assert!(!refused.contains_key("connection") && !refused.contains_key("upgrade"));
+        let mut plain = switching();
+        response_headers(&mut plain, &forwarding(), true);
+        assert!(!plain.contains_key("upgrade"));
+    }
+}

@@ -1,0 +1,258 @@
+//! Sending a request to its workspace and the answer back: HTTP over this serving thread's
+//! pooled keep-alive connections, or a WebSocket tunnel. The headers either way are
+//! [`rewrite`]'s.
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::task::{Context, Poll};
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::response::Response;
+use http::{HeaderMap, StatusCode, Uri, header};
+use http_body_util::BodyExt;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use super::rewrite::{self, Forwarding, PublicOrigin};
+use super::route::Target;
+use crate::activity::{LastUse, now_millis};
+use crate::app::AppState;
+use crate::auth::{Caller, Via};
+use crate::error::ApiError;
+
+type UpstreamClient = Client<HttpConnector, Body>;
+
+/// Sends `request` to `upstream` for `target` and streams the response (or, after a
+/// WebSocket handshake, the tunnel) back; traffic marks `last_use`.
+pub(super) async fn send(
+    state: &AppState,
+    peer: SocketAddr,
+    caller: &Caller,
+    target: &Target,
+    upstream: SocketAddr,
+    last_use: LastUse,
+    mut request: Request,
+) -> Response {
+    let own_scheme = if state.https { "https" } else { "http" };
+    let forwarding = Forwarding {
+        origin: PublicOrigin::of(
+            request.headers(),
+            peer.ip(),
+            state.auth.is_trusted_proxy(peer.ip()),
+            own_scheme,
+        ),
+        prefix: &target.prefix,
+        upstream,
+        websocket: rewrite::websocket_upgrade(request.headers()),
+        bearer_authenticated: caller.via == Via::Bearer,
+        identity_headers: state.auth.identity_headers(),
+    };
+    let client_upgrade = forwarding
+        .websocket
+        .as_ref()
+        .map(|_| hyper::upgrade::on(&mut request));
+    let (mut parts, body) = request.into_parts();
+
+    let uri = match Uri::try_from(format!(
+        "http://{upstream}{}",
+        target.upstream_path_and_query
+    )) {
+        Ok(uri) => uri,
+        Err(error) => return ApiError::bad_request(format!("invalid path: {error}")).json(),
+    };
+    parts.uri = uri;
+    rewrite::request_headers(&mut parts.headers, &forwarding);
+    let upstream_request = http::Request::from_parts(parts, body);
+
+    let response = match tokio::time::timeout(
+        state.upstream_timeout,
+        upstream_client(state.connect_timeout).request(upstream_request),
+    )
+    .await
+    {
+        Ok(Ok(response)) => response,
+        Ok(Err(error)) => {
+            tracing::debug!(%error, %upstream, "workspace request failed");
+            return ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "UpstreamUnavailable",
+                format!(
+                    "workspace {}/{} did not answer: {}",
+                    target.namespace,
+                    target.name,
+                    root_cause(&error)
+                ),
+            )
+            .json();
+        }
+        Err(_) => {
+            return ApiError::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                "UpstreamTimeout",
+                format!(
+                    "workspace {}/{} did not start answering within {:?}",
+                    target.namespace, target.name, state.upstream_timeout
+                ),
+            )
+            .json();
+        }
+    };
+
+    let mut response = response;
+    let upstream_upgrade = (response.status() == StatusCode::SWITCHING_PROTOCOLS)
+        .then(|| hyper::upgrade::on(&mut response));
+    let (mut parts, body) = response.into_parts();
+    rewrite::response_headers(&mut parts.headers, &forwarding, upstream_upgrade.is_some());
+    if let (Some(client_upgrade), Some(upstream_upgrade)) = (client_upgrade, upstream_upgrade) {
+        tokio::spawn(tunnel(client_upgrade, upstream_upgrade, last_use));
+        return Response::from_parts(parts, Body::empty());
+    }
+    if !small_complete_body(&parts.headers) {
+        return Response::from_parts(parts, Body::new(body));
+    }
+    // Head and body then leave in one write, as nginx's buffering does.
+    match tokio::time::timeout(state.upstream_timeout, body.collect()).await {
+        Ok(Ok(collected)) => Response::from_parts(parts, Body::from(collected.to_bytes())),
+        Ok(Err(error)) => ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "UpstreamUnavailable",
+            format!(
+                "workspace {}/{} broke off its response: {}",
+                target.namespace,
+                target.name,
+                root_cause(&error)
+            ),
+        )
+        .json(),
+        Err(_) => ApiError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "UpstreamTimeout",
+            format!(
+                "workspace {}/{} did not finish its response within {:?}",
+                target.namespace, target.name, state.upstream_timeout
+            ),
+        )
+        .json(),
+    }
+}
+
+/// Bodies up to this size, with a Content-Length, are read whole before the response is
+/// sent; larger or open-ended ones (downloads, SSE, long polls) stream.
+const BUFFERED_BODY_MAX: u64 = 64 * 1024;
+
+fn small_complete_body(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .is_some_and(|length| length <= BUFFERED_BODY_MAX)
+}
+
+fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = error;
+    while let Some(source) = cause.source() {
+        cause = source;
+    }
+    cause.to_string()
+}
+
+/// Joins the browser's and the workspace's upgraded connections until either side closes;
+/// traffic either way marks the workspace as used.
+async fn tunnel(
+    client: hyper::upgrade::OnUpgrade,
+    upstream: hyper::upgrade::OnUpgrade,
+    last_use: LastUse,
+) {
+    let (client, upstream) = match tokio::try_join!(client, upstream) {
+        Ok(both) => both,
+        Err(error) => {
+            tracing::debug!(%error, "WebSocket upgrade failed");
+            return;
+        }
+    };
+    let mut client = Marking {
+        inner: TokioIo::new(client),
+        last_use,
+    };
+    let mut upstream = TokioIo::new(upstream);
+    if let Err(error) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+        tracing::debug!(%error, "WebSocket tunnel closed");
+    }
+}
+
+/// An I/O stream that records the time of every read and write in `last_use`.
+struct Marking<T> {
+    inner: T,
+    last_use: LastUse,
+}
+
+impl<T> Marking<T> {
+    fn mark(&self) {
+        self.last_use.store(now_millis(), Ordering::Relaxed);
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Marking<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.mark();
+        }
+        polled
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Marking<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write(cx, data);
+        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
+            self.mark();
+        }
+        polled
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+thread_local! {
+    static UPSTREAM: std::cell::OnceCell<UpstreamClient> = const { std::cell::OnceCell::new() };
+}
+
+/// This serving thread's upstream client: pooled keep-alive connections whose tasks run on
+/// this thread, bounded connect time.
+fn upstream_client(connect_timeout: std::time::Duration) -> UpstreamClient {
+    UPSTREAM.with(|client| {
+        client
+            .get_or_init(|| new_upstream_client(connect_timeout))
+            .clone()
+    })
+}
+
+fn new_upstream_client(connect_timeout: std::time::Duration) -> UpstreamClient {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(connect_timeout));
+    Client::builder(hyper_util::rt::TokioExecutor::new())
+        .pool_idle_timeout(std::time::Duration::from_secs(90))
+        .pool_max_idle_per_host(64)
+        .build(connector)
+}

@@ -1,0 +1,97 @@
+//! The routes: the dashboard's pages and API, health, and everything else forwarded to
+//! workspaces; in front of them all, the head-size limit and subdomain mode.
+
+use std::net::SocketAddr;
+
+use axum::Router;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{delete, get, post};
+use guildnet_runtime::health::Health;
+use http::StatusCode;
+
+use crate::app::AppState;
+use crate::dashboard::{api, events, logs, pages};
+use crate::error::ApiError;
+use crate::forward;
+
+/// Every route of the proxy, behind `front` (the size limit and subdomain mode).
+pub fn router(state: AppState) -> Router {
+    let synced = state.clone();
+    let health = Health::new(move || synced.is_ready(), "caches not synced yet");
+    Router::new()
+        .route("/", get(pages::index))
+        .route("/assets/app.js", get(pages::app_js))
+        .route("/assets/style.css", get(pages::style_css))
+        .route("/login", get(api::login_form).post(api::login))
+        .route("/logout", post(api::logout))
+        .route("/api/me", get(api::me))
+        .route("/api/workspaces", get(api::list).post(api::launch))
+        .route("/api/workspaces/{namespace}/{name}", delete(api::delete))
+        .route(
+            "/api/workspaces/{namespace}/{name}/suspend",
+            post(api::suspend),
+        )
+        .route(
+            "/api/workspaces/{namespace}/{name}/resume",
+            post(api::resume),
+        )
+        .route("/api/workspaces/{namespace}/{name}/logs", get(logs::logs))
+        .route("/api/events", get(events::list))
+        .route("/sse/events", get(events::stream))
+        .merge(health.router())
+        .fallback(forward::path_mode)
+        .layer(middleware::from_fn_with_state(state.clone(), front))
+        .with_state(state)
+}
+
+/// In front of every route: refuses oversized request heads (431; hyper bounds its read
+/// buffer, but not exactly at `--max-header-bytes`), and in subdomain mode sends every
+/// request to `<name>--<namespace>.<base domain>` to the workspace, whose paths they are.
+async fn front(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let size: usize = request
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum::<usize>()
+        + request.uri().path().len()
+        + request.uri().query().map_or(0, str::len);
+    if size > state.max_header_bytes {
+        return ApiError::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "HeadersTooLarge",
+            format!(
+                "the request's headers are {size} bytes; at most {} are accepted",
+                state.max_header_bytes
+            ),
+        )
+        .json();
+    }
+    if let Some(base) = state.base_domain.as_deref() {
+        let host = request
+            .headers()
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .map(|h| h.rsplit_once(':').map_or(h, |(host, _)| host));
+        if let Some(host) = host {
+            let uri = request.uri();
+            match forward::route::from_host(host, base, uri.path(), uri.query()) {
+                Ok(Some(target)) => return forward::forward(state, peer, target, request).await,
+                Ok(None) => {}
+                Err(error) => {
+                    return ApiError::bad_request(error.to_string()).for_client(request.headers());
+                }
+            }
+        }
+    }
+    next.run(request).await
+}
+
+#[cfg(test)]
+mod tests;

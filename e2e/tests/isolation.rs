@@ -424,3 +424,31 @@ async fn a_workspace_may_read_only_secrets_its_owner_may_read() {
         &["delete", "role,rolebinding", &granted, "-n", "default"],
     );
 }
+
+#[tokio::test]
+async fn children_left_behind_by_an_orphaning_delete_are_swept() {
+    let name = unique_name("orphan");
+    let admin = client(User::Admin).await;
+    let alice: Api<Workspace> = Api::namespaced(client(User::Alice).await, "default");
+    create(&alice, &name, json!({"image": "nginx"})).await;
+    wait_for(&alice, &name, "Running", |ws| ws.is_ready()).await;
+
+    // The garbage collector strips the owner references and leaves the pod running.
+    let orphaned = guildnet_e2e::kubectl(
+        User::Alice,
+        &[
+            "delete",
+            "workspace",
+            &name,
+            "-n",
+            "default",
+            "--cascade=orphan",
+            "--wait",
+        ],
+    );
+    assert!(orphaned.success, "{orphaned:?}");
+    let deployments: Api<Deployment> = Api::namespaced(admin.clone(), "default");
+    let services: Api<Service> = Api::namespaced(admin.clone(), "default");
+    wait_gone(&deployments, &name).await;
+    wait_gone(&services, &name).await;
+}

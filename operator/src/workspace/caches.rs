@@ -29,6 +29,10 @@ const WATCHES: usize = 5;
 pub struct Caches {
     workspaces: Store<Workspace>,
     pods: Store<Pod>,
+    /// Metadata of GuildNet's Deployments and Services: triggers of their owners, and what
+    /// the sweeper looks through for children whose workspace is gone.
+    deployments: Store<PartialObjectMeta<Deployment>>,
+    services: Store<PartialObjectMeta<Service>>,
     quotas: Store<Quota>,
     /// The workspace each change concerns; a leader's controller subscribes.
     triggers: broadcast::Sender<ObjectRef<Workspace>>,
@@ -39,7 +43,7 @@ pub struct Caches {
 impl Caches {
     /// Starts the watches; they run as long as the process. Workspaces and their pods are
     /// cached in full (the reconcile and the metrics read them); Deployments and Services only
-    /// as metadata, since they matter only as triggers of their owner.
+    /// as metadata, since they matter only as triggers of their owner and to the sweeper.
     pub fn start(client: &Client) -> Self {
         let managed = watcher::Config::default().labels(&format!("{}=true", labels::MANAGED));
         let (triggers, _) = broadcast::channel(TRIGGER_BUFFER);
@@ -70,18 +74,22 @@ impl Caches {
                 .collect()
         }));
 
+        let (deployments, writer) = reflector::store();
         let events = watcher(
             Api::<PartialObjectMeta<Deployment>>::all(client.clone()),
             managed.clone(),
         )
-        .default_backoff();
+        .default_backoff()
+        .reflect(writer);
         let watch = Watch::new(triggers.clone(), synced_tx.clone());
         tokio::spawn(watch.run("deployments", events, owners));
+        let (services, writer) = reflector::store();
         let events = watcher(
             Api::<PartialObjectMeta<Service>>::all(client.clone()),
             managed,
         )
-        .default_backoff();
+        .default_backoff()
+        .reflect(writer);
         let watch = Watch::new(triggers.clone(), synced_tx.clone());
         tokio::spawn(watch.run("services", events, owners));
 
@@ -108,6 +116,8 @@ impl Caches {
         Self {
             workspaces,
             pods,
+            deployments,
+            services,
             quotas,
             triggers,
             synced,
@@ -122,6 +132,16 @@ impl Caches {
     /// The Workspace cache (what the metrics count at scrape time).
     pub fn workspaces(&self) -> Store<Workspace> {
         self.workspaces.clone()
+    }
+
+    /// GuildNet's Deployments (metadata).
+    pub(crate) fn deployments(&self) -> Store<PartialObjectMeta<Deployment>> {
+        self.deployments.clone()
+    }
+
+    /// GuildNet's Services (metadata).
+    pub(crate) fn services(&self) -> Store<PartialObjectMeta<Service>> {
+        self.services.clone()
     }
 
     /// The Pod cache (pods of managed workspaces).

@@ -1,11 +1,11 @@
 //! The Workspace controller's driver: dereference → validate → build → apply → update
 //! status, one workspace at a time, and the leader-gated loop that runs it with the reaper.
 //!
-//! - build: [`desired_children`] (pure, in [`super::builders`]);
-//! - apply: [`super::apply`] writes the children by server-side apply, never onto an object
+//! - build: `desired_children` (pure, in `builders.rs`);
+//! - apply: `apply.rs` writes the children by server-side apply, never onto an object
 //!   that is not this workspace's own;
-//! - status: [`super::status::compute`] (pure), written by [`super::report`] with its Events;
-//! - reaping: [`super::reap_loop`] suspends or deletes what [`super::reaper`] finds due.
+//! - status: `status::compute` (pure), written by `report.rs` with its Events;
+//! - reaping: `reap_loop.rs` suspends or deletes what `reaper.rs` finds due.
 
 use super::apply::{Applied, apply_children};
 use super::caches::Caches;
@@ -20,8 +20,10 @@ use crate::reconcile::lead::{self, Term};
 use guildnet_api::workspace::WorkspacePhase;
 use guildnet_api::workspace::facts::Reason;
 use guildnet_api::{Quota, Workspace};
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::jiff::Timestamp;
+use kube::api::PartialObjectMeta;
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, ResourceExt};
@@ -38,6 +40,7 @@ pub struct Settings {
     pub crash_loop_restarts: i32,
     /// Idle timeout of workspaces that set none; `None`: only workspaces that set one.
     pub default_idle_timeout: Option<Duration>,
+    /// What happens to a workspace idle past its timeout (`--idle-action`, default suspend).
     pub idle_action: IdleAction,
     /// How often the reaper scans the cache.
     pub reap_interval: Duration,
@@ -45,6 +48,7 @@ pub struct Settings {
     pub debounce: Duration,
     /// GuildNet's own namespace: only Quotas there may count workspaces cluster-wide.
     pub system_namespace: String,
+    /// Operator-wide settings of every workspace's children (tolerations, the proxy's peer).
     pub build: BuildContext,
 }
 
@@ -58,10 +62,14 @@ const RESYNC: Duration = Duration::from_secs(300);
 
 /// What every reconcile shares.
 pub struct Context {
+    /// The operator's client: reads and writes as its ServiceAccount.
     pub client: Client,
+    /// The operator-wide settings, from the command line.
     pub settings: Settings,
     pub(super) events: Publisher,
     pods: Store<Pod>,
+    pub(super) deployments: Store<PartialObjectMeta<Deployment>>,
+    pub(super) services: Store<PartialObjectMeta<Service>>,
     workspaces: Store<Workspace>,
     quotas: Store<Quota>,
     pub(super) metrics: Arc<Metrics>,
@@ -84,6 +92,8 @@ impl Context {
             client,
             settings,
             pods: caches.pods(),
+            deployments: caches.deployments(),
+            services: caches.services(),
             workspaces: caches.workspaces(),
             quotas: caches.quotas(),
             metrics,
@@ -159,12 +169,16 @@ impl Context {
 /// Why a reconcile failed.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// A read or write failed at the API server (409 conflicts included); retried with backoff.
     #[error("kubernetes API: {0}")]
     Kube(#[from] kube::Error),
+    /// The named workspace has no `metadata.namespace` (never so for one read from the API).
     #[error("workspace {0} has no namespace")]
     NoNamespace(String),
+    /// The spec cannot be built into children: `Failed` with reason `InvalidSpec` until edited.
     #[error(transparent)]
     InvalidSpec(#[from] super::Error),
+    /// A child's name is taken: `Failed` with reason `NameConflict`, rechecked every minute.
     #[error(transparent)]
     NameConflict(#[from] NameConflict),
 }

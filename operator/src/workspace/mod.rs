@@ -4,12 +4,15 @@
 //! without a cluster, and the controller only has to apply what [`desired_children`] returns.
 //!
 //! The flow for one reconcile:
-//! 1. [`desired_children`] defaults a copy of the spec with [`apply_defaults`] (the same
-//!    function the admission webhook calls, so `kubectl get -o yaml` shows what runs) and
-//!    builds the Deployment, Service, optional Ingress and PersistentVolumeClaims.
+//! 1. [`desired_children`] defaults a copy of the spec with
+//!    [`apply_defaults`](guildnet_api::workspace::apply_defaults) (the same function the
+//!    admission webhook calls, so `kubectl get -o yaml` shows what runs) and builds the
+//!    Deployment, Service, NetworkPolicy, optional Ingress and PersistentVolumeClaims.
 //! 2. When [`Children::password_secret`] names a Secret that does not exist yet, the
 //!    controller creates it once with [`password_secret`] and [`generate_password`]; it never
 //!    rewrites an existing one, so the password a user has stays valid.
+//!
+//! The driver is [`controller`]; `apply.rs`, `report.rs` and `reap_loop.rs` do its writes.
 //!
 //! [`Workspace`]: guildnet_api::Workspace
 
@@ -28,6 +31,7 @@ mod service;
 pub mod snapshot;
 pub mod status;
 mod storage;
+mod sweep;
 mod transitions;
 
 pub use builders::{Children, desired_children};

@@ -1,17 +1,21 @@
 //! The reaper's loop: every `--reap-interval`, scan the cache ([`super::reaper`] decides)
-//! and suspend, delete or expire what is due.
+//! and suspend, delete or expire what is due; and delete the children whose workspace is
+//! gone ([`super::sweep`]).
 
 use super::controller::{Context, Error};
 use super::reaper::{self, IdleAction, Reap};
+use super::sweep;
 use guildnet_api::Workspace;
 use guildnet_api::workspace::facts::Reason;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::Store;
 use kube::{Resource, ResourceExt};
 use std::sync::Arc;
-use tracing::{Instrument, info_span, warn};
+use tracing::{Instrument, info, info_span, warn};
 
 /// Scans the cache every `reap_interval` and suspends, deletes or expires what is due.
 pub(super) async fn run(store: Store<Workspace>, ctx: Arc<Context>) {
@@ -25,6 +29,7 @@ pub(super) async fn run(store: Store<Workspace>, ctx: Arc<Context>) {
             Timestamp::now(),
             ctx.settings.default_idle_timeout,
         );
+        sweep(&workspaces, &ctx).await;
         for (ws, reap) in due {
             let span = info_span!(
                 "reap",
@@ -83,6 +88,51 @@ async fn reap_one(ws: &Workspace, reap: &Reap, ctx: &Context) -> Result<(), Erro
         }
     }
     Ok(())
+}
+
+/// Deletes the Deployments and Services whose workspace was deleted without them.
+async fn sweep(workspaces: &[Arc<Workspace>], ctx: &Context) {
+    let exists = |namespace: &str, name: &str| {
+        workspaces
+            .iter()
+            .any(|ws| ws.name_any() == name && ws.namespace().as_deref() == Some(namespace))
+    };
+    let deployments = sweep::orphans(ctx.deployments.state().iter().map(|d| d.as_ref()), exists);
+    let services = sweep::orphans(ctx.services.state().iter().map(|s| s.as_ref()), exists);
+    for orphan in deployments {
+        let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), &orphan.namespace);
+        delete_orphan(&api, "Deployment", &orphan).await;
+    }
+    for orphan in services {
+        let api: Api<Service> = Api::namespaced(ctx.client.clone(), &orphan.namespace);
+        delete_orphan(&api, "Service", &orphan).await;
+    }
+}
+
+async fn delete_orphan<K>(api: &Api<K>, kind: &str, orphan: &sweep::Orphan)
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let params = DeleteParams {
+        preconditions: Some(Preconditions {
+            uid: Some(orphan.uid.clone()),
+            resource_version: None,
+        }),
+        ..DeleteParams::background()
+    };
+    match api.delete(&orphan.name, &params).await {
+        Ok(_) => info!(
+            kind,
+            namespace = orphan.namespace,
+            name = orphan.name,
+            "deleted a child whose workspace is gone"
+        ),
+        // Gone already, or replaced since the cache saw it.
+        Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
+        Err(e) => {
+            warn!(kind, namespace = orphan.namespace, name = orphan.name, error = %e, "could not delete a child whose workspace is gone")
+        }
+    }
 }
 
 /// Deletes the workspace; one already gone is fine.

@@ -1,0 +1,119 @@
+//! Children whose workspace is gone. `kubectl delete workspace --cascade=orphan` deletes the
+//! Workspace but leaves its Deployment — and so its pod — running, outside every Quota and
+//! every idle timeout; the garbage collector strips the owner reference, so nothing would
+//! ever remove it. The sweeper finds such children in the caches and deletes them.
+//!
+//! Only Deployments and Services are swept: they carry nothing of the user's. Claims are
+//! data and stay (retained claims outlive workspaces by design).
+
+use guildnet_api::labels;
+use kube::Resource;
+use kube::api::PartialObjectMeta;
+
+/// A child to delete: where it is, and the uid its delete is preconditioned on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Orphan {
+    pub namespace: String,
+    pub name: String,
+    pub uid: String,
+}
+
+/// The `children` that GuildNet made (`guildnet.io/managed=true`), that no Workspace owns
+/// any more, and whose workspace (`guildnet.io/id`) does not exist.
+pub fn orphans<'a, K: 'a>(
+    children: impl IntoIterator<Item = &'a PartialObjectMeta<K>>,
+    workspace_exists: impl Fn(&str, &str) -> bool,
+) -> Vec<Orphan>
+where
+    PartialObjectMeta<K>: Resource,
+{
+    children
+        .into_iter()
+        .filter_map(|child| {
+            let meta = child.meta();
+            let labels = meta.labels.as_ref()?;
+            if labels.get(labels::MANAGED).map(String::as_str) != Some("true")
+                || meta.deletion_timestamp.is_some()
+            {
+                return None;
+            }
+            let workspace = labels.get(labels::ID)?;
+            let owned = meta
+                .owner_references
+                .iter()
+                .flatten()
+                .any(|o| o.kind == "Workspace" && o.api_version.starts_with("guildnet.io/"));
+            let namespace = meta.namespace.clone()?;
+            if owned || workspace_exists(&namespace, workspace) {
+                return None;
+            }
+            Some(Orphan {
+                namespace,
+                name: meta.name.clone()?,
+                uid: meta.uid.clone()?,
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::apps::v1::Deployment;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
+    use std::collections::BTreeMap;
+
+    fn child(name: &str, labels: &[(&str, &str)], owned: bool) -> PartialObjectMeta<Deployment> {
+        PartialObjectMeta {
+            types: None,
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                namespace: Some("team".into()),
+                uid: Some(format!("uid-{name}")),
+                labels: Some(
+                    labels
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect::<BTreeMap<_, _>>(),
+                ),
+                owner_references: owned.then(|| {
+                    vec![OwnerReference {
+                        api_version: "guildnet.io/v1alpha1".into(),
+                        kind: "Workspace".into(),
+                        name: name.into(),
+                        uid: "ws-uid".into(),
+                        controller: Some(true),
+                        block_owner_deletion: Some(true),
+                    }]
+                }),
+                ..ObjectMeta::default()
+            },
+            _phantom: Default::default(),
+        }
+    }
+
+    #[test]
+    fn only_unowned_guildnet_children_of_missing_workspaces_are_swept() {
+        let managed = |id: &'static str| [("guildnet.io/managed", "true"), ("guildnet.io/id", id)];
+        let mut deleting = child("going", &managed("going"), false);
+        deleting.metadata.deletion_timestamp = Some(Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH));
+        let children = [
+            child("orphan", &managed("orphan"), false),
+            child("owned", &managed("owned"), true),
+            child("alive", &managed("alive"), false),
+            child("theirs", &[("app", "billing")], false),
+            deleting,
+        ];
+        let found = orphans(&children, |namespace, name| {
+            namespace == "team" && name == "alive"
+        });
+        assert_eq!(
+            found,
+            [Orphan {
+                namespace: "team".into(),
+                name: "orphan".into(),
+                uid: "uid-orphan".into()
+            }]
+        );
+    }
+}

@@ -87,12 +87,12 @@ pub struct ResourceAmounts {
     /// CPU, e.g. `4` or `500m`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(extend("maxLength" = 64))]
-    #[x_kube(validation = kube::core::Rule::new("isQuantity(string(self))").message("cpu must be a quantity, e.g. 4 or 500m"))]
+    #[x_kube(validation = kube::core::Rule::new("isQuantity(string(self)) && !quantity(string(self)).isLessThan(quantity('0'))").message("cpu must be a non-negative quantity, e.g. 4 or 500m"))]
     pub cpu: Option<Quantity>,
     /// Memory, e.g. `8Gi`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(extend("maxLength" = 64))]
-    #[x_kube(validation = kube::core::Rule::new("isQuantity(string(self))").message("memory must be a quantity, e.g. 8Gi"))]
+    #[x_kube(validation = kube::core::Rule::new("isQuantity(string(self)) && !quantity(string(self)).isLessThan(quantity('0'))").message("memory must be a non-negative quantity, e.g. 8Gi"))]
     pub memory: Option<Quantity>,
 }
 

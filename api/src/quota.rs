@@ -51,8 +51,10 @@ pub struct QuotaSpec {
     Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema,
 )]
 pub enum QuotaScope {
+    /// Count the owner's workspaces in the Quota's own namespace.
     #[default]
     Namespace,
+    /// Count them in every namespace; outside the operator's namespace it acts as `Namespace`.
     Cluster,
 }
 
@@ -67,17 +69,17 @@ pub struct PerOwnerLimits {
     /// Total CPU of an owner's workspaces, e.g. `8`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(extend("maxLength" = 64))]
-    #[x_kube(validation = kube::core::Rule::new("isQuantity(string(self))").message("spec.perOwner.cpu must be a quantity, e.g. 8"))]
+    #[x_kube(validation = kube::core::Rule::new("isQuantity(string(self)) && !quantity(string(self)).isLessThan(quantity('0'))").message("spec.perOwner.cpu must be a non-negative quantity, e.g. 8"))]
     pub cpu: Option<Quantity>,
     /// Total memory of an owner's workspaces, e.g. `16Gi`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(extend("maxLength" = 64))]
-    #[x_kube(validation = kube::core::Rule::new("isQuantity(string(self))").message("spec.perOwner.memory must be a quantity, e.g. 16Gi"))]
+    #[x_kube(validation = kube::core::Rule::new("isQuantity(string(self)) && !quantity(string(self)).isLessThan(quantity('0'))").message("spec.perOwner.memory must be a non-negative quantity, e.g. 16Gi"))]
     pub memory: Option<Quantity>,
     /// Total persistent storage of an owner's workspaces, e.g. `50Gi`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(extend("maxLength" = 64))]
-    #[x_kube(validation = kube::core::Rule::new("isQuantity(string(self))").message("spec.perOwner.storage must be a quantity, e.g. 50Gi"))]
+    #[x_kube(validation = kube::core::Rule::new("isQuantity(string(self)) && !quantity(string(self)).isLessThan(quantity('0'))").message("spec.perOwner.storage must be a non-negative quantity, e.g. 50Gi"))]
     pub storage: Option<Quantity>,
 }
 

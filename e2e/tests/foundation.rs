@@ -191,6 +191,17 @@ async fn every_crd_is_established_with_its_docs_and_category() {
 
 /// Each case: a spec, and the field path and the advice the API server's error must contain.
 const INVALID_WORKSPACES: &[(&str, &str, &str)] = &[
+    // A negative request would give its owner Quota credit.
+    (
+        r#"{"image": "nginx", "resources": {"requests": {"cpu": "-8"}}}"#,
+        "spec.resources",
+        "must not be negative",
+    ),
+    (
+        r#"{"image": "nginx", "resources": {"limits": {"memory": "-1Gi"}}}"#,
+        "spec.resources",
+        "must not be negative",
+    ),
     (
         r#"{"image": ""}"#,
         "spec.image",
@@ -307,6 +318,53 @@ async fn invalid_workspaces_are_refused_naming_the_field_and_the_fix() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[tokio::test]
+async fn negative_quota_and_ceiling_amounts_are_refused() {
+    let admin = client(User::Admin).await;
+    let quota = json!({"apiVersion": "guildnet.io/v1alpha1", "kind": "Quota",
+        "metadata": {"name": unique_name("neg"), "namespace": "default"},
+        "spec": {"perOwner": {"cpu": "-1"}}});
+    let caps = json!({"apiVersion": "guildnet.io/v1alpha1", "kind": "Capabilities",
+        "metadata": {"name": unique_name("neg")},
+        "spec": {"subjects": [{"kind": "User", "name": "alice"}],
+                 "resources": {"maxPerWorkspace": {"memory": "-8Gi"}}}});
+    for (object, plural, namespaced, field) in [
+        (
+            quota,
+            "quotas",
+            true,
+            "spec.perOwner.cpu must be a non-negative quantity",
+        ),
+        (
+            caps,
+            "capabilities",
+            false,
+            "memory must be a non-negative quantity",
+        ),
+    ] {
+        let kind = object["kind"].as_str().unwrap().to_owned();
+        let resource = kube::api::ApiResource {
+            group: "guildnet.io".into(),
+            version: "v1alpha1".into(),
+            api_version: "guildnet.io/v1alpha1".into(),
+            kind,
+            plural: plural.into(),
+        };
+        let api: Api<kube::api::DynamicObject> = if namespaced {
+            Api::namespaced_with(admin.clone(), "default", &resource)
+        } else {
+            Api::all_with(admin.clone(), &resource)
+        };
+        let object: kube::api::DynamicObject = serde_json::from_value(object).unwrap();
+        let err = api
+            .create(&PostParams::default(), &object)
+            .await
+            .expect_err(plural)
+            .to_string();
+        assert!(err.contains(field), "{plural}: {err}");
+    }
 }
 
 #[tokio::test]

@@ -405,6 +405,22 @@ fn a_reference_the_requester_may_not_read_is_refused_naming_the_field() {
     assert_allowed(&admission::validate(&decoded, &settings(), &snapshot()));
 }
 
+#[test]
+fn a_negative_request_is_refused_even_where_the_schema_let_it_through() {
+    // The CRD refuses it too; an older CRD or a cluster that skips CEL must not hand out
+    // Quota credit either.
+    let review = by_alice(create(
+        json!({"image": "nginx", "resources": {"requests": {"cpu": "-8"}}}),
+    ));
+    let refused = validate(&review, &snapshot());
+    assert_eq!(reason(&refused), "Invalid");
+    assert!(
+        message(&refused).contains("\"-8\" is negative"),
+        "{}",
+        message(&refused)
+    );
+}
+
 // ---- validating: capabilities --------------------------------------------------------------
 
 #[test]

@@ -24,6 +24,10 @@ pub enum QuantityError {
     /// Syntactically valid but beyond exact 128-bit arithmetic (about 1.7e35 units).
     #[error("{0:?} is too large a quantity")]
     Overflow(String),
+    /// Below zero where only amounts make sense (a request, a limit, a size): a negative
+    /// request would give its owner Quota credit.
+    #[error("{0:?} is negative: use a quantity of at least 0, e.g. 500m or 1Gi")]
+    Negative(String),
 }
 
 /// How [`format_milli`] writes a quantity back.

@@ -75,6 +75,7 @@ impl Usage {
 /// A suspended workspace counts in full: its volumes keep their storage, and resuming it
 /// must not fail because someone else took its place in the meantime.
 pub fn workspace_demand(spec: &WorkspaceSpec) -> Result<Usage, QuantityError> {
+    refuse_negative(spec)?;
     let amount = |resource: &str| -> Result<i128, QuantityError> {
         let resources = spec.resources.as_ref();
         let requested = resources.and_then(|r| r.requests.as_ref()?.get(resource));
@@ -94,6 +95,26 @@ pub fn workspace_demand(spec: &WorkspaceSpec) -> Result<Usage, QuantityError> {
         memory: amount("memory")?,
         storage,
     })
+}
+
+/// Refuses a negative request, limit or volume size of any resource: counted as usage, it
+/// would free Quota for the owner's other workspaces.
+fn refuse_negative(spec: &WorkspaceSpec) -> Result<(), QuantityError> {
+    let resources = spec.resources.iter().flat_map(|r| {
+        let requests = r.requests.iter().flat_map(|m| m.values());
+        let limits = r.limits.iter().flat_map(|m| m.values());
+        requests.chain(limits)
+    });
+    let sizes = spec
+        .volumes
+        .iter()
+        .filter_map(|v| v.persistent.as_ref().map(|p| &p.size));
+    for quantity in resources.chain(sizes) {
+        if quantity_milli(quantity)? < 0 {
+            return Err(QuantityError::Negative(quantity.0.clone()));
+        }
+    }
+    Ok(())
 }
 
 /// Whether `quota` limits a workspace of `user` in `workspace_namespace`: its subjects
@@ -329,6 +350,36 @@ mod tests {
                 storage: (10 * GI + GI / 2) * 1_000,
             })
         );
+    }
+
+    #[test]
+    fn negative_amounts_are_refused_instead_of_counting_as_credit() {
+        let with = |requests: &[(&str, &str)], limits: &[(&str, &str)]| WorkspaceSpec {
+            image: "nginx".into(),
+            resources: Some(ResourceRequirements {
+                requests: amounts(requests),
+                limits: amounts(limits),
+                ..ResourceRequirements::default()
+            }),
+            ..WorkspaceSpec::default()
+        };
+        for spec in [
+            with(&[("cpu", "-8")], &[]),
+            with(&[("cpu", "1")], &[("memory", "-1Gi")]),
+            // Any resource, not only those Quotas count.
+            with(&[("nvidia.com/gpu", "-1")], &[]),
+        ] {
+            assert!(
+                matches!(workspace_demand(&spec), Err(QuantityError::Negative(_))),
+                "{spec:?}"
+            );
+        }
+        let error = workspace_demand(&with(&[("cpu", "-8")], &[])).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "\"-8\" is negative: use a quantity of at least 0, e.g. 500m or 1Gi"
+        );
+        assert!(workspace_demand(&with(&[("cpu", "0")], &[])).is_ok());
     }
 
     #[test]

@@ -105,8 +105,12 @@ pub struct WorkspaceSpec {
         .message("spec.ports names must be unique: rename the duplicate port"))]
     pub ports: Vec<WorkspacePort>,
 
-    /// CPU and memory requests and limits. When omitted, `hint` picks a profile.
+    /// CPU and memory requests and limits. When omitted, `hint` picks a profile. No request
+    /// or limit may be negative.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = kube::core::Rule::new("(!has(self.requests) || self.requests.all(k, !isQuantity(string(self.requests[k])) || !quantity(string(self.requests[k])).isLessThan(quantity('0')))) && (!has(self.limits) || self.limits.all(k, !isQuantity(string(self.limits[k])) || !quantity(string(self.limits[k])).isLessThan(quantity('0'))))")
+        .message("spec.resources requests and limits must not be negative: use a quantity such as 500m or 2Gi"))]
+    #[schemars(transform = bound_resource_maps)]
     pub resources: Option<ResourceRequirements>,
 
     /// What the workspace is tuned for when `resources` is not given: `latency` (small,
@@ -166,6 +170,26 @@ pub struct WorkspaceEnvVar {
     pub value_from: Option<EnvVarSource>,
 }
 
+/// Bounds `requests` and `limits` (at most 16 resources, quantities of at most 64
+/// characters), so the API server can bound the cost of the rule that checks their signs.
+fn bound_resource_maps(schema: &mut schemars::Schema) {
+    for map in ["requests", "limits"] {
+        if let Some(map) = schema
+            .get_mut("properties")
+            .and_then(|p| p.get_mut(map))
+            .and_then(|m| m.as_object_mut())
+        {
+            map.insert("maxProperties".into(), 16.into());
+            if let Some(values) = map
+                .get_mut("additionalProperties")
+                .and_then(|v| v.as_object_mut())
+            {
+                values.insert("maxLength".into(), 64.into());
+            }
+        }
+    }
+}
+
 /// A port the workspace container listens on (TCP).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
@@ -219,8 +243,11 @@ pub struct Probes {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ProbeProfile {
+    /// Readiness and liveness every 10s plus a startup probe allowing 5 minutes (30 × 10s).
     Slow,
+    /// Readiness and liveness probes every 10s, failing after 3 misses.
     Default,
+    /// Readiness and liveness probes every 5s, failing after 3 misses.
     Fast,
 }
 
@@ -298,6 +325,7 @@ pub struct EphemeralVolume {
 /// Storage medium of an ephemeral volume.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 pub enum EphemeralMedium {
+    /// tmpfs (RAM) instead of node disk; what is written counts against the pod's memory.
     Memory,
 }
 
@@ -321,9 +349,12 @@ pub struct Exposure {
     Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema,
 )]
 pub enum ExposureType {
+    /// A ClusterIP Service; only the GuildNet proxy may connect to the pod.
     #[default]
     ClusterIP,
+    /// A LoadBalancer Service; the pod's ports accept connections from any source.
     LoadBalancer,
+    /// An Ingress for `ingress.host` before a ClusterIP Service; the ports accept any source.
     Ingress,
 }
 
@@ -445,8 +476,12 @@ pub struct WorkspaceStatus {
 /// The lifecycle phase of a workspace.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 pub enum WorkspacePhase {
+    /// Starting: no replica is ready yet and nothing has failed.
     Pending,
+    /// At least one replica is ready and serving.
     Running,
+    /// Suspended (`spec.lifecycle.suspend: true`, set by hand or by idle reaping): zero replicas.
     Stopped,
+    /// Cannot run as written (invalid spec, Quota, image pull, crash loop); see condition Failed.
     Failed,
 }

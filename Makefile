@@ -60,9 +60,11 @@ fmt: ## Format Rust and Go sources
 	gofmt -w e2e/kstatus
 
 .PHONY: lint
-lint: ## cargo fmt --check, cargo clippy -D warnings, gofmt, go vet
+lint: ## cargo fmt --check, clippy and rustdoc with warnings denied, the crate graph, gofmt, go vet
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
+	RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --document-private-items -q
+	scripts/check-crate-graph.sh
 	@test -z "$$(cd e2e/testcluster && gofmt -l cmd)" || { echo "gofmt: run make fmt"; exit 1; }
 	cd e2e/testcluster && go vet ./...
 	@test -z "$$(gofmt -l e2e/kstatus)" || { echo "gofmt: run make fmt"; exit 1; }

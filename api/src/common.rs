@@ -41,9 +41,12 @@ pub struct Subject {
     Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema,
 )]
 pub enum SubjectKind {
+    /// A user, matched exactly (case-sensitive) against the request's username.
     #[default]
     User,
+    /// A group of the requesting user; `system:authenticated` matches every authenticated user.
     Group,
+    /// A ServiceAccount in `namespace`, i.e. the user `system:serviceaccount:<namespace>:<name>`.
     ServiceAccount,
 }
 

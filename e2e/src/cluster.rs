@@ -66,6 +66,7 @@ impl Cluster {
         cluster
     }
 
+    /// The control plane's kubeconfig, with the contexts `admin`, `alice` and `bob`.
     pub fn kubeconfig(&self) -> PathBuf {
         self.dir.join("kubeconfig")
     }
@@ -152,6 +153,7 @@ impl Operator {
         }
     }
 
+    /// The name it was started with: its identity in the leader lease and in Events.
     pub fn name(&self) -> &str {
         &self.name
     }

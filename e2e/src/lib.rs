@@ -88,8 +88,11 @@ pub async fn client_for(path: &std::path::Path, user: User) -> Client {
 /// What a kubectl invocation printed and whether it succeeded.
 #[derive(Debug)]
 pub struct Output {
+    /// Whether kubectl exited with status 0.
     pub success: bool,
+    /// Its standard output, decoded lossily as UTF-8.
     pub stdout: String,
+    /// Its standard error (kubectl's error messages), decoded lossily as UTF-8.
     pub stderr: String,
 }
 

@@ -195,9 +195,13 @@ impl Metrics {
 /// Workspaces counted by phase; what the scrape-time gauges report.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Census {
+    /// Pending, including those without a status yet: `guildnet_workspaces{phase="Pending"}`.
     pub pending: i64,
+    /// Running: `guildnet_workspaces{phase="Running"}`.
     pub running: i64,
+    /// Stopped (suspended): `guildnet_workspaces{phase="Stopped"}`.
     pub stopped: i64,
+    /// Failed: `guildnet_workspaces{phase="Failed"}`.
     pub failed: i64,
     /// Pending or Running and not being deleted.
     pub active: i64,

@@ -65,9 +65,12 @@ impl Health {
 /// Why a port cannot be served.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// The address cannot be bound (in use, or not an address of this host), or read back.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
+        /// The address asked for, e.g. the operator's `--metrics-listen`.
         addr: SocketAddr,
+        /// The operating system's error, e.g. `Address already in use`.
         source: std::io::Error,
     },
 }

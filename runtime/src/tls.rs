@@ -15,10 +15,13 @@ use std::time::Duration;
 /// Why a certificate cannot be served.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// The certificate PEM holds no `CERTIFICATE` block.
     #[error("the certificate PEM holds no certificate")]
     NoCertificate,
+    /// The certificate or key PEM cannot be parsed, or holds no private key.
     #[error("cannot read the certificate or key PEM: {0}")]
     Pem(#[from] rustls::pki_types::pem::Error),
+    /// rustls refuses the key (unsupported algorithm, not matching the certificate) or the setup.
     #[error("cannot use the key or build the TLS configuration: {0}")]
     Rustls(#[from] rustls::Error),
 }

@@ -53,6 +53,7 @@ pub struct Unavailable {
 }
 
 impl AccessReviewer {
+    /// A reviewer asking through `client`, which needs `create` on SubjectAccessReviews.
     pub fn new(client: Client) -> Self {
         Self {
             client,

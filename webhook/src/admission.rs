@@ -28,6 +28,7 @@ use guildnet_api::policy::{
     self, ApplicableQuota, Denial, DenialReason, QuantityError, Usage, User,
 };
 use guildnet_api::workspace::apply_defaults;
+use guildnet_api::workspace::facts::encode_owner_groups;
 use guildnet_api::{Capabilities, Quota, Workspace, WorkspaceSpec, labels};
 use kube::ResourceExt;
 use kube::core::Status;
@@ -218,7 +219,7 @@ fn mutation(request: &AdmissionRequest<Workspace>) -> Result<Option<json_patch::
             let user = User::from_user_info(&request.user_info);
             let id = user.as_ref().map(|user| policy::owner_id(&user.username));
             let name = user.as_ref().map(|user| policy::owner_name(&user.username));
-            let groups = user.as_ref().map(|user| user.groups.join(","));
+            let groups = user.as_ref().map(|user| encode_owner_groups(&user.groups));
             set_owner(
                 &mut mutated,
                 id.as_deref(),
@@ -228,15 +229,10 @@ fn mutation(request: &AdmissionRequest<Workspace>) -> Result<Option<json_patch::
         }
         Operation::Update => {
             let old = request.old_object.as_ref();
-            let id = old.and_then(|old| old.labels().get(labels::OWNER));
-            let name = old.and_then(|old| old.annotations().get(labels::OWNER_NAME));
+            let id = old.and_then(Workspace::owner_id);
+            let name = old.and_then(Workspace::owner_name);
             let groups = old.and_then(|old| old.annotations().get(labels::OWNER_GROUPS));
-            set_owner(
-                &mut mutated,
-                id.map(String::as_str),
-                name.map(String::as_str),
-                groups.map(String::as_str),
-            );
+            set_owner(&mut mutated, id, name, groups.map(String::as_str));
         }
         Operation::Delete | Operation::Connect => return Ok(None),
     }
@@ -300,12 +296,7 @@ pub fn quota_owner(request: &AdmissionRequest<Workspace>) -> Option<String> {
         Operation::Create => {
             User::from_user_info(&request.user_info).map(|user| policy::owner_id(&user.username))
         }
-        Operation::Update => request
-            .old_object
-            .as_ref()?
-            .labels()
-            .get(labels::OWNER)
-            .cloned(),
+        Operation::Update => request.old_object.as_ref()?.owner_id().map(str::to_owned),
         Operation::Delete | Operation::Connect => None,
     }
 }
@@ -435,7 +426,7 @@ fn validate_update(
     policy::require_capabilities(user, &snapshot.capabilities)?.check_workspace(&spec)?;
     check_references(target, user, snapshot)?;
     // A workspace without an owner counts against nobody's Quota.
-    let Some(owner) = old.labels().get(labels::OWNER) else {
+    let Some(owner) = old.owner_id() else {
         return Ok(());
     };
     let quotas = QuotaCheck {
@@ -479,7 +470,7 @@ fn check_ownership(target: &Target<'_>, user: &User, snapshot: &Snapshot) -> Res
     let old = target.old()?;
     let admin = policy::effective_capabilities(user, &snapshot.capabilities)
         .is_some_and(|capabilities| capabilities.admin);
-    let owner = old.labels().get(labels::OWNER).map(String::as_str);
+    let owner = old.owner_id();
     Ok(policy::check_owner(user, owner, admin)?)
 }
 
@@ -546,7 +537,7 @@ impl QuotaCheck<'_> {
         self.snapshot
             .workspaces
             .iter()
-            .filter(|ws| ws.labels().get(labels::OWNER).map(String::as_str) == Some(self.owner))
+            .filter(|ws| ws.owner_id() == Some(self.owner))
             .filter(|ws| ws.metadata.deletion_timestamp.is_none())
             .filter(|ws| !self.is_target(ws))
             .map(|ws| {

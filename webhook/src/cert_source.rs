@@ -40,23 +40,38 @@ const WRITE_ATTEMPTS: usize = 3;
 /// A serving certificate, its key, and the CA bundle to register (when known).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Material {
+    /// The serving certificate chain, PEM.
     pub cert: String,
+    /// Its private key, PEM.
     pub key: String,
+    /// The CA certificates (PEM) the API server should trust, for the configurations'
+    /// `caBundle`; `None` for files without `--ca-file`.
     pub ca_bundle: Option<String>,
 }
 
 /// Why certificates cannot be had.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// A mounted certificate, key or CA file cannot be read.
     #[error("cannot read {path}: {source}")]
     File {
+        /// The file, from `--tls-cert-file`, `--tls-key-file` or `--ca-file`.
         path: PathBuf,
+        /// Why it cannot be read, e.g. not found or permission denied.
         source: std::io::Error,
     },
+    /// The self-managed certificate Secret cannot be read, created or replaced.
     #[error("Secret {secret}: {source}")]
-    Kube { secret: String, source: kube::Error },
+    Kube {
+        /// The Secret's name (`--tls-secret-name`).
+        secret: String,
+        /// The API server's error, e.g. Forbidden.
+        source: kube::Error,
+    },
+    /// A self-managed certificate cannot be generated, or a stored one parsed.
     #[error(transparent)]
     Certs(#[from] certs::Error),
+    /// The named Secret lost every write race to other replicas; the next check tries again.
     #[error("Secret {0} kept changing while it was renewed; retrying at the next check")]
     Contended(String),
 }
@@ -65,8 +80,11 @@ pub enum Error {
 pub enum Source {
     /// Mounted files.
     Files {
+        /// The certificate chain's file (`--tls-cert-file`).
         cert: PathBuf,
+        /// The private key's file (`--tls-key-file`).
         key: PathBuf,
+        /// The CA bundle's file (`--ca-file`), if given.
         ca: Option<PathBuf>,
     },
     /// Generated here and stored in a Secret.
@@ -220,13 +238,17 @@ fn material(bundle: &Bundle) -> Material {
     }
 }
 
-/// What [`maintain`] keeps current.
+/// Keeps the served certificate current ([`Maintainer::run`]).
 pub struct Maintainer {
+    /// Where new certificates are looked for.
     pub source: Source,
+    /// The HTTPS server's certificate resolver, whose certificate is replaced on renewal.
     pub resolver: std::sync::Arc<SwappableCert>,
     /// The webhook configurations to register, if this process registers them.
     pub registration: Option<Registration>,
+    /// The client the configurations are applied with.
     pub client: Client,
+    /// The admission caches: configurations are registered only once they are synced.
     pub caches: Caches,
 }
 

@@ -54,17 +54,23 @@ pub struct Bundle {
 /// Why certificates cannot be generated or read.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// rcgen cannot generate a key or sign a certificate.
     #[error("cannot generate a certificate: {0}")]
     Generate(#[from] rcgen::Error),
+    /// A PEM or X.509 certificate (e.g. one stored in the Secret) cannot be parsed.
     #[error("cannot read a certificate: {0}")]
     Parse(String),
+    /// The validity (`--cert-validity` or `--ca-validity`) ends too far out for a certificate.
     #[error("the certificate validity {0:?} is too long")]
     Validity(Duration),
+    /// The lifetimes do not fit together (see [`Lifetimes::check`]).
     #[error(
         "--cert-renew-before ({renew_before:?}) must be shorter than --cert-validity ({validity:?}), and the CA validity at least twice the certificate validity"
     )]
     Lifetimes {
+        /// The serving certificates' validity (`--cert-validity`).
         validity: Duration,
+        /// How long before expiry they are renewed (`--cert-renew-before`).
         renew_before: Duration,
     },
 }

@@ -92,14 +92,18 @@ pub struct Args {
 /// Why the flags do not fit together.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// `--webhook-url` is not an `https://` URL with a host.
     #[error(transparent)]
     Endpoint(#[from] registration::Error),
+    /// `--cert-validity`, `--cert-renew-before` and `--ca-validity` do not fit together.
     #[error(transparent)]
     Lifetimes(#[from] crate::certs::Error),
+    /// `--tls-cert-file` with `--webhook-url` or `--service-name`, but no `--ca-file`.
     #[error(
         "registering the webhook configurations needs the CA bundle of --tls-cert-file: pass --ca-file, or omit --webhook-url/--service-name and let cert-manager's CA injector register"
     )]
     MissingCaFile,
+    /// A self-managed certificate without `--webhook-url`, `--service-name` or `--cert-host`.
     #[error(
         "a self-managed certificate must name the host the API server dials: pass --webhook-url, --service-name or --cert-host"
     )]

@@ -6,7 +6,7 @@
 //! - [`review`]: reading AdmissionReviews, tolerant of objects the types cannot hold.
 //! - [`reservations`]: admitted creates counted against Quotas until the cache sees them.
 //! - [`caches`]: watch caches of Capabilities, Quotas and Workspaces.
-//! - [`certs`], [`cert_source`], [`tls`]: self-managed CA and serving certificates, or
+//! - [`certs`], [`cert_source`] and [`guildnet_runtime::tls`]: self-managed CA and serving certificates, or
 //!   certificate files; rotation without restart.
 //! - [`registration`]: the webhook configurations.
 //! - [`server`], [`metrics`], [`cli`], [`app`]: serving, metrics, flags and wiring.

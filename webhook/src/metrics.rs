@@ -21,7 +21,9 @@ use std::time::Duration;
 /// Which webhook decided.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Webhook {
+    /// The mutating webhook (`/mutate`): label `webhook="mutating"`.
     Mutating,
+    /// The validating webhook (`/validate`): label `webhook="validating"`.
     Validating,
 }
 

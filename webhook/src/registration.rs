@@ -38,8 +38,11 @@ pub enum Endpoint {
     Url(String),
     /// A Service in the cluster.
     Service {
+        /// The Service's namespace (`--service-namespace`, default `--system-namespace`).
         namespace: String,
+        /// The Service's name (`--service-name`).
         name: String,
+        /// The Service port the API server dials (`--service-port`, default 443).
         port: u16,
     },
 }
@@ -47,8 +50,10 @@ pub enum Endpoint {
 /// Why an endpoint or the registration is unusable.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// The `--webhook-url` given is not an `https://` URL with a host.
     #[error("--webhook-url {0:?} must be an https:// URL with a host, e.g. https://127.0.0.1:9443")]
     Url(String),
+    /// The API server refused the server-side apply of the webhook configurations.
     #[error("cannot apply the webhook configurations: {0}")]
     Apply(#[from] kube::Error),
 }

@@ -25,8 +25,10 @@ pub struct Review {
 /// is no request uid to answer in a review.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// The body is not JSON, or not shaped like an `admission.k8s.io/v1` AdmissionReview.
     #[error("the body is not an AdmissionReview: {0}")]
     Json(#[from] serde_json::Error),
+    /// The AdmissionReview carries no `request` (a response, or an empty review).
     #[error("the AdmissionReview has no request")]
     NoRequest(#[from] ConvertAdmissionReviewError),
 }

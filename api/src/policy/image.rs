@@ -46,26 +46,34 @@ const WILDCARD: &str = "*";
 /// What is wrong with an image reference or pattern.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ImageProblem {
+    /// The text is empty.
     #[error("it is empty")]
     Empty,
+    /// The text contains whitespace or control characters anywhere, e.g. a trailing newline.
     #[error("it contains whitespace or control characters")]
     Whitespace,
+    /// The repository path has uppercase letters (only the registry is case-insensitive).
     #[error("the repository name must be lowercase")]
     UppercaseRepository,
+    /// `registry/repository` is longer than Docker's limit of 255 characters.
     #[error("the name (registry and repository) is longer than {MAX_NAME_LEN} characters")]
     TooLong,
+    /// The registry, as given, is not a host name with an optional port, e.g. `localhost:5000`.
     #[error(
         "registry {0:?} is not a host name with an optional port, e.g. quay.io or localhost:5000"
     )]
     InvalidRegistry(String),
+    /// A `/`-separated repository path component, as given, breaks Docker's naming rules.
     #[error(
         "repository path component {0:?} must be lowercase letters and digits separated by '.', '_', '__' or '-'"
     )]
     InvalidPathComponent(String),
+    /// The tag, as given, is not 1 to 128 of `[A-Za-z0-9_.-]` or starts with `.` or `-`.
     #[error(
         "tag {0:?} must be 1 to {MAX_TAG_LEN} letters, digits, '_', '.' or '-', not starting with '.' or '-'"
     )]
     InvalidTag(String),
+    /// The digest, as given, is not `sha256:`/`sha384:`/`sha512:` and lowercase hex of its length.
     #[error(
         "digest {0:?} must be sha256:, sha384: or sha512: followed by 64, 96 or 128 lowercase hex digits"
     )]

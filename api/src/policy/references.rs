@@ -10,7 +10,9 @@ use std::fmt;
 /// The kind of object a workspace references.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum ReferenceKind {
+    /// A core/v1 Secret (`env[].valueFrom.secretKeyRef`, `imagePullSecrets`).
     Secret,
+    /// A core/v1 ConfigMap (`env[].valueFrom.configMapKeyRef`).
     ConfigMap,
 }
 
@@ -36,7 +38,9 @@ impl fmt::Display for ReferenceKind {
 /// One object a workspace's pod would read, and the field that names it.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Reference {
+    /// Whether it is a Secret or a ConfigMap.
     pub kind: ReferenceKind,
+    /// Its name, in the workspace's namespace.
     pub name: String,
     /// Where the spec names it, e.g. `spec.env[2].valueFrom.secretKeyRef`.
     pub field: String,

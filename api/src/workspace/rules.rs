@@ -17,12 +17,20 @@ pub enum SpecError {
     #[error(
         "workspace name {name:?} {reason}: a workspace's Service carries its name, so use a DNS label of at most 63 characters (lowercase letters, digits and -, starting with a letter), e.g. ide"
     )]
-    InvalidName { name: String, reason: &'static str },
+    InvalidName {
+        /// The workspace's `metadata.name`.
+        name: String,
+        /// What breaks the DNS-1035 label rules, e.g. `ends with -`.
+        reason: &'static str,
+    },
     /// A GuildNet annotation has a value that cannot be used.
     #[error("annotation {key}={value:?} is invalid: {expected}")]
     InvalidAnnotation {
+        /// The annotation, e.g. `guildnet.io/probe-profile`.
         key: &'static str,
+        /// Its value as written.
         value: String,
+        /// What to write instead, e.g. `use slow, default or fast`.
         expected: &'static str,
     },
     /// A user volume would collide with the scratch volumes GuildNet adds to every pod.

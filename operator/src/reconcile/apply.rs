@@ -38,8 +38,11 @@ pub struct Owner<'a> {
     "{kind} {namespace}/{name} already exists and {why}; it was left untouched: rename the workspace (or the volume), or delete that {kind} if nothing needs it"
 )]
 pub struct NameConflict {
+    /// The existing object's kind, e.g. `Service` or `PersistentVolumeClaim`.
     pub kind: String,
+    /// Its namespace, the parent's.
     pub namespace: String,
+    /// Its name, the one the child needs.
     pub name: String,
     /// Who the object belongs to instead.
     pub why: String,
@@ -48,8 +51,10 @@ pub struct NameConflict {
 /// Why a write did not happen.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// The API server refused or failed a read, apply or delete of the child.
     #[error("kubernetes API: {0}")]
     Kube(#[from] kube::Error),
+    /// The child's name is taken by another owner's object; nothing was written.
     #[error(transparent)]
     NameConflict(#[from] NameConflict),
 }

@@ -9,9 +9,13 @@ use k8s_openapi::jiff::Timestamp;
 /// A condition as a reconcile observes it, before transition times are settled.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Observed {
+    /// The condition's `type`, e.g. `Ready`.
     pub type_: &'static str,
+    /// Whether the condition holds, written as `status: "True"` or `"False"`.
     pub status: bool,
+    /// The condition's `reason`, a CamelCase word such as `DeploymentReady`.
     pub reason: &'static str,
+    /// The condition's `message` for humans; may be empty.
     pub message: String,
 }
 

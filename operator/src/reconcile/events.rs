@@ -22,6 +22,7 @@ pub struct Publisher {
 }
 
 impl Publisher {
+    /// Publishes as `identity` (the replica's `--identity`), the Events' `reportingInstance`.
     pub fn new(client: Client, identity: &str) -> Self {
         let reporter = Reporter {
             controller: FIELD_MANAGER.into(),

@@ -24,6 +24,7 @@ pub struct Term<L, S> {
     /// The process is shutting down: no new reconcile starts and the background loops
     /// stop; those in flight get up to `drain` to finish while this replica still leads.
     pub shutdown: S,
+    /// How long in-flight reconciles may run after `shutdown` (`--shutdown-timeout`).
     pub drain: Duration,
 }
 

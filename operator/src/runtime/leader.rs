@@ -27,6 +27,7 @@ use tracing::{debug, info, warn};
 /// Why leader election cannot be configured as asked.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// The `--lease-duration` given is shorter than [`Timing::MIN`] (3s).
     #[error(
         "--lease-duration {0:?} is too short: use at least 3s (a leader renews every quarter of it and stops writing well before it ends)"
     )]
@@ -47,6 +48,7 @@ impl Timing {
     /// The shortest lease that leaves a renewal attempt and a safety margin inside it.
     pub const MIN: Duration = Duration::from_secs(3);
 
+    /// The timing of a `duration` lease (`--lease-duration`), rounded up to whole seconds.
     pub fn new(duration: Duration) -> Result<Self, Error> {
         let secs = duration.as_secs() + u64::from(duration.subsec_nanos() > 0);
         if secs < Self::MIN.as_secs() {
@@ -98,10 +100,13 @@ impl Timing {
 /// Where the lease is and who this replica is.
 #[derive(Clone, Debug)]
 pub struct Settings {
+    /// The Lease the replicas compete for (`--lease-name`, default `guildnet-operator`).
     pub lease_name: String,
+    /// The Lease's namespace (`--lease-namespace`; in a pod, its own namespace).
     pub namespace: String,
     /// Unique among the replicas: the pod name, or host name and process id.
     pub identity: String,
+    /// Lease duration, renewal interval and stop margin, from `--lease-duration` (default 4s).
     pub timing: Timing,
 }
 

@@ -26,17 +26,20 @@ use tracing::info;
 /// Why the operator could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// The metrics and health port (`--metrics-listen`) cannot be bound.
     #[error("--metrics-listen: {0}")]
     Http(#[from] health::Error),
 }
 
 /// How the process runs, from the command line.
 pub struct Options {
+    /// The workspace controller's settings (`--crash-loop-restarts`, `--idle-action`, …).
     pub controller: Settings,
     /// `None`: no leader election; this process always reconciles (single-replica dev runs).
     pub leader: Option<leader::Settings>,
     /// Names this replica in Events and the lease.
     pub identity: String,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served (`--metrics-listen`).
     pub metrics_listen: SocketAddr,
     /// How long in-flight reconciles may take to finish on shutdown.
     pub shutdown_timeout: Duration,

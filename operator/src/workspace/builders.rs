@@ -42,7 +42,7 @@ pub struct Children {
     /// `<workspace>`, when `spec.exposure.type` is Ingress.
     pub ingress: Option<Ingress>,
     /// `<workspace>`: admits connections to the pod from the proxy only (see
-    /// [`super::network`]).
+    /// `network.rs`).
     pub network_policy: NetworkPolicy,
     /// The claims of persistent volumes, `<workspace>-<volume>`.
     pub pvcs: Vec<PersistentVolumeClaim>,
@@ -115,12 +115,7 @@ fn deployment(
 }
 
 fn replicas(spec: &WorkspaceSpec) -> i32 {
-    let suspended = spec
-        .lifecycle
-        .as_ref()
-        .and_then(|lifecycle| lifecycle.suspend)
-        .unwrap_or(false);
-    if suspended { 0 } else { 1 }
+    if spec.is_suspended() { 0 } else { 1 }
 }
 
 /// A pod admitted under Pod Security `restricted`. It gets no service account token (a

@@ -35,8 +35,8 @@ impl Parent {
                 .ok_or(Error::MissingMetadata("uid"))?
         };
         let mut labels = selector(&name);
-        if let Some(owner) = ws.labels().get(labels::OWNER) {
-            labels.insert(labels::OWNER.to_owned(), owner.clone());
+        if let Some(owner) = ws.owner_id() {
+            labels.insert(labels::OWNER.to_owned(), owner.to_owned());
         }
         Ok(Self {
             name,

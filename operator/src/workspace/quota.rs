@@ -19,7 +19,7 @@ use guildnet_api::policy::{
     self, ApplicableQuota, Usage, User, check_quotas, quota_applies, workspace_demand,
 };
 use guildnet_api::workspace::facts::{ConditionType, Reason};
-use guildnet_api::{Quota, Workspace, labels};
+use guildnet_api::{Quota, Workspace};
 use kube::ResourceExt;
 
 /// The `QuotaExceeded` failure of `ws`, if the Quotas that apply to its owner leave it no
@@ -30,7 +30,7 @@ pub fn check(
     quotas: &[&Quota],
     system_namespace: &str,
 ) -> Option<Failure> {
-    let owner = ws.labels().get(labels::OWNER)?;
+    let owner = ws.owner_id()?;
     if let Some(failure) = still_refused(ws) {
         return Some(failure);
     }
@@ -76,21 +76,7 @@ fn still_refused(ws: &Workspace) -> Option<Failure> {
 
 /// The owner as the webhook saw them at creation.
 fn owner_as_user(ws: &Workspace) -> User {
-    let annotations = ws.annotations();
-    let name = annotations
-        .get(labels::OWNER_NAME)
-        .cloned()
-        .unwrap_or_default();
-    let groups: Vec<String> = annotations
-        .get(labels::OWNER_GROUPS)
-        .map(|g| {
-            g.split(',')
-                .filter(|g| !g.is_empty())
-                .map(String::from)
-                .collect()
-        })
-        .unwrap_or_else(|| vec!["system:authenticated".to_string()]);
-    User::new(name, groups)
+    User::new(ws.owner_name().unwrap_or_default(), ws.owner_groups())
 }
 
 /// What `owner`'s workspaces that `quota` counts and that come before `ws` use, leaving out
@@ -105,7 +91,7 @@ fn usage_before(
     let key = order_key(ws);
     workspaces
         .iter()
-        .filter(|w| w.labels().get(labels::OWNER).map(String::as_str) == Some(owner))
+        .filter(|w| w.owner_id() == Some(owner))
         .filter(|w| w.metadata.deletion_timestamp.is_none() && still_refused(w).is_none())
         .filter(|w| {
             w.namespace()
@@ -130,6 +116,7 @@ mod tests {
     use super::*;
     use crate::reconcile::conditions::{Observed, merge};
     use guildnet_api::WorkspaceSpec;
+    use guildnet_api::labels;
     use guildnet_api::quota::{PerOwnerLimits, QuotaSpec};
     use guildnet_api::workspace::WorkspaceStatus;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;

@@ -24,9 +24,15 @@ pub enum IdleAction {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Reap {
     /// Idle past its timeout: apply the idle action.
-    Idle { idle_for: Duration },
+    Idle {
+        /// Time since the last proxied traffic, the last time it became Ready, or its creation.
+        idle_for: Duration,
+    },
     /// Stopped or failed longer than `ttlSecondsAfterFinished`: delete it.
-    Expired { finished_for: Duration },
+    Expired {
+        /// Time since it became Stopped or Failed.
+        finished_for: Duration,
+    },
 }
 
 /// The reaper's decision for `ws` at `now`. `default_idle_timeout` applies when the

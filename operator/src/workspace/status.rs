@@ -7,26 +7,32 @@ use guildnet_api::workspace::facts::{ConditionType, Reason, proxy_path};
 use guildnet_api::workspace::{Hint, WorkspacePhase, WorkspaceStatus};
 use guildnet_api::{Workspace, WorkspaceSpec};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 
 /// Why a workspace cannot run, as the `Failed` condition's reason.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Failure {
+    /// The `Failed` condition's reason, e.g. `ImagePullFailed` or `CrashLoopBackOff`.
     pub reason: Reason,
+    /// The condition's message: what went wrong and how to fix it.
     pub message: String,
 }
 
 /// What the status is computed from.
 pub struct Observation<'a> {
+    /// The Deployment as the last apply returned it; `None` when the apply failed.
     pub deployment: Option<&'a Deployment>,
     /// The workspace's pods (any not being deleted).
     pub pods: &'a [&'a Pod],
     /// Restarts of a container in CrashLoopBackOff at or above which the workspace fails.
     pub crash_loop_restarts: i32,
+    /// The `spec.hint` profile the builders used, for `status.profileApplied`.
     pub profile_applied: Option<Hint>,
+    /// The generated password Secret's name, for `status.passwordSecret`.
     pub password_secret: Option<String>,
+    /// Names of the persistent volumes' claims, for `status.volumeClaims`.
     pub volume_claims: Vec<String>,
     /// A failure found outside the children: a spec that cannot be built, the Quota it
     /// exceeds.
@@ -35,6 +41,7 @@ pub struct Observation<'a> {
     pub conflict_backoff: Option<String>,
     /// The outcome of a requested snapshot.
     pub snapshot: Option<Observed>,
+    /// The time new or flipped conditions get as `lastTransitionTime`.
     pub now: Timestamp,
 }
 
@@ -232,37 +239,51 @@ fn external_url(spec: &WorkspaceSpec) -> Option<String> {
 fn pod_failure(pods: &[&Pod], crash_loop_restarts: i32) -> Option<Failure> {
     pods.iter()
         .filter(|p| p.metadata.deletion_timestamp.is_none())
-        .flat_map(|p| p.status.iter().flat_map(|s| s.container_statuses.iter().flatten()))
-        .find_map(|c| {
-            let waiting = c.state.as_ref()?.waiting.as_ref()?;
-            let reason = waiting.reason.as_deref()?;
-            match reason {
-                "ErrImagePull" | "ImagePullBackOff" | "InvalidImageName" => Some(Failure {
-                    reason: Reason::ImagePullFailed,
-                    message: format!(
-                        "cannot pull image {}: {reason}{}: check spec.image and spec.imagePullSecrets",
-                        c.image,
-                        waiting.message.as_deref().map(|m| format!(" ({m})")).unwrap_or_default()
-                    ),
-                }),
-                "CrashLoopBackOff" if c.restart_count >= crash_loop_restarts => {
-                    let last = c
-                        .last_state
-                        .as_ref()
-                        .and_then(|s| s.terminated.as_ref())
-                        .map(|t| format!(", last exit code {} ({})", t.exit_code, t.reason.as_deref().unwrap_or("unknown")))
-                        .unwrap_or_default();
-                    Some(Failure {
-                        reason: Reason::CrashLoopBackOff,
-                        message: format!(
-                            "container {} restarted {} times{last}: fix the image, command or args; the workspace recovers once the pod runs",
-                            c.name, c.restart_count
-                        ),
-                    })
-                }
-                _ => None,
-            }
+        .flat_map(|p| {
+            p.status
+                .iter()
+                .flat_map(|s| s.container_statuses.iter().flatten())
         })
+        .find_map(|container| container_failure(container, crash_loop_restarts))
+}
+
+fn container_failure(container: &ContainerStatus, crash_loop_restarts: i32) -> Option<Failure> {
+    let waiting = container.state.as_ref()?.waiting.as_ref()?;
+    match waiting.reason.as_deref()? {
+        reason @ ("ErrImagePull" | "ImagePullBackOff" | "InvalidImageName") => {
+            let detail = waiting
+                .message
+                .as_deref()
+                .map(|m| format!(" ({m})"))
+                .unwrap_or_default();
+            Some(Failure {
+                reason: Reason::ImagePullFailed,
+                message: format!(
+                    "cannot pull image {}: {reason}{detail}: check spec.image and spec.imagePullSecrets",
+                    container.image
+                ),
+            })
+        }
+        "CrashLoopBackOff" if container.restart_count >= crash_loop_restarts => {
+            let last = container
+                .last_state
+                .as_ref()
+                .and_then(|s| s.terminated.as_ref())
+                .map(|t| {
+                    let reason = t.reason.as_deref().unwrap_or("unknown");
+                    format!(", last exit code {} ({reason})", t.exit_code)
+                })
+                .unwrap_or_default();
+            Some(Failure {
+                reason: Reason::CrashLoopBackOff,
+                message: format!(
+                    "container {} restarted {} times{last}: fix the image, command or args; the workspace recovers once the pod runs",
+                    container.name, container.restart_count
+                ),
+            })
+        }
+        _ => None,
+    }
 }
 
 /// What the Deployment still lacks to match its spec, read as `kubectl rollout status` does;

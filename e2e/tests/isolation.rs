@@ -452,3 +452,63 @@ async fn children_left_behind_by_an_orphaning_delete_are_swept() {
     wait_gone(&deployments, &name).await;
     wait_gone(&services, &name).await;
 }
+
+/// `kubectl apply -f -` of `manifest` as `user`.
+fn kubectl_apply(user: User, manifest: &str) -> guildnet_e2e::Output {
+    use std::io::Write;
+    let mut child = std::process::Command::new(
+        std::path::Path::new(&std::env::var("GUILDNET_BIN").unwrap()).join("kubectl"),
+    )
+    .args(["--context", user.context(), "apply", "-f", "-"])
+    .stdin(std::process::Stdio::piped())
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped())
+    .spawn()
+    .expect("run kubectl");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(manifest.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    guildnet_e2e::Output {
+        success: out.status.success(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+#[tokio::test]
+async fn a_plaintext_token_in_a_spec_is_admitted_with_a_warning_to_use_a_secret() {
+    let name = unique_name("tok");
+    let manifest = format!(
+        "apiVersion: guildnet.io/v1alpha1\nkind: Workspace\nmetadata: {{name: {name}, namespace: default}}\nspec: {{image: nginx, env: [{{name: GITHUB_TOKEN, value: ghp_example}}]}}\n"
+    );
+    let applied = kubectl_apply(User::Alice, &manifest);
+    assert!(applied.success, "{applied:?}");
+    assert!(
+        applied
+            .stderr
+            .contains("Warning: spec.env[0] (GITHUB_TOKEN) holds what looks like a credential")
+            && applied.stderr.contains("valueFrom.secretKeyRef"),
+        "{applied:?}"
+    );
+    let alice: Api<Workspace> = Api::namespaced(client(User::Alice).await, "default");
+    alice.delete(&name, &DeleteParams::default()).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_snapshot_name_that_is_not_a_dns_label_is_refused() {
+    let name = unique_name("snapname");
+    let manifest = format!(
+        "apiVersion: guildnet.io/v1alpha1\nkind: Workspace\nmetadata: {{name: {name}, namespace: default, annotations: {{guildnet.io/snapshot: 'x/../y?dryRun=All'}}}}\nspec: {{image: nginx}}\n"
+    );
+    let applied = kubectl_apply(User::Alice, &manifest);
+    assert!(!applied.success);
+    assert!(
+        applied.stderr.contains("annotation guildnet.io/snapshot")
+            && applied.stderr.contains("DNS label"),
+        "{applied:?}"
+    );
+}

@@ -23,12 +23,13 @@
 //! - DELETE: only the owner or an admin may delete.
 
 use crate::review::Review;
+use guildnet_api::policy::credentials::plaintext_credential_warnings;
 use guildnet_api::policy::references::{Reference, added_references, references};
 use guildnet_api::policy::{
     self, ApplicableQuota, Denial, DenialReason, QuantityError, Usage, User,
 };
-use guildnet_api::workspace::apply_defaults;
 use guildnet_api::workspace::facts::encode_owner_groups;
+use guildnet_api::workspace::{SpecError, apply_defaults, check_annotations};
 use guildnet_api::{Capabilities, Quota, Workspace, WorkspaceSpec, labels};
 use kube::ResourceExt;
 use kube::core::Status;
@@ -283,8 +284,9 @@ fn to_json(workspace: &Workspace) -> Result<serde_json::Value, Refusal> {
 /// The workspace's spec with [`apply_defaults`] applied, as the controller will run it.
 fn defaulted(workspace: &Workspace) -> Result<WorkspaceSpec, Refusal> {
     let mut spec = workspace.spec.clone();
-    apply_defaults(&mut spec, workspace.annotations())
-        .map_err(|error| Refusal::Invalid(error.to_string()))?;
+    let invalid = |error: SpecError| Refusal::Invalid(error.to_string());
+    apply_defaults(&mut spec, workspace.annotations()).map_err(invalid)?;
+    check_annotations(workspace.annotations()).map_err(invalid)?;
     Ok(spec)
 }
 
@@ -311,7 +313,18 @@ pub fn validate(review: &Review, settings: &Settings, snapshot: &Snapshot) -> De
         _ => validation(request, settings, snapshot),
     };
     match outcome {
-        Ok(admitted) => Decision::allowed(request, admitted.filter(|_| !request.dry_run)),
+        Ok(admitted) => {
+            let mut decision = Decision::allowed(request, admitted.filter(|_| !request.dry_run));
+            let warnings = request
+                .object
+                .as_ref()
+                .map(|ws| plaintext_credential_warnings(&ws.spec))
+                .unwrap_or_default();
+            if !warnings.is_empty() {
+                decision.response.warnings = Some(warnings);
+            }
+            decision
+        }
         Err(refusal) => Decision::refused(request, refusal),
     }
 }

@@ -406,6 +406,22 @@ fn a_reference_the_requester_may_not_read_is_refused_naming_the_field() {
 }
 
 #[test]
+fn a_plaintext_credential_is_admitted_with_a_warning() {
+    let review = by_alice(create(
+        json!({"image": "nginx", "env": [{"name": "GITHUB_TOKEN", "value": "ghp_x"}]}),
+    ));
+    let decision = validate(&review, &snapshot());
+    assert_allowed(&decision);
+    let warnings = decision.response.warnings.expect("a warning");
+    assert!(
+        warnings[0].contains("spec.env[0] (GITHUB_TOKEN)"),
+        "{warnings:?}"
+    );
+    let plain = validate(&by_alice(fixture("create")), &snapshot());
+    assert_eq!(plain.response.warnings, None);
+}
+
+#[test]
 fn a_negative_request_is_refused_even_where_the_schema_let_it_through() {
     // The CRD refuses it too; an older CRD or a cluster that skips CEL must not hand out
     // Quota credit either.

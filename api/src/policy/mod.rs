@@ -10,10 +10,12 @@
 //! - [`capabilities`]: the union of the Capabilities that name a user, and its checks.
 //! - [`quantity`]: exact Kubernetes quantities as integer milli-units.
 //! - [`quota`]: a workspace's demand and per-owner Quota limits.
+//! - [`credentials`]: credentials written into a spec in plain text (admission warns).
 //! - [`references`]: the Secrets and ConfigMaps a workspace's pod would read.
 //! - [`denial`]: why a request is refused, in a stable machine-readable form.
 
 pub mod capabilities;
+pub mod credentials;
 pub mod denial;
 pub mod image;
 pub mod owner;

@@ -11,7 +11,7 @@ pub mod rules;
 
 pub use defaults::{DEFAULT_PROBE_PATH, apply_defaults, first_port};
 pub use image::is_code_server;
-pub use rules::{SpecError, check_volume_names, validate_name};
+pub use rules::{SpecError, check_annotations, check_volume_names, validate_name};
 
 use crate::common::Condition;
 use k8s_openapi::api::core::v1::{EnvVarSource, LocalObjectReference, ResourceRequirements};

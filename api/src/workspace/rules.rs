@@ -2,6 +2,7 @@
 //! refuses) and the operator (which reports `InvalidSpec`), so both accept the same things.
 
 use super::WorkspaceSpec;
+use crate::labels;
 
 /// Longest name a Service accepts (a DNS-1035 label). Children are named after their
 /// workspace, so this bounds workspace names.
@@ -69,6 +70,36 @@ pub fn validate_name(name: &str) -> Result<(), SpecError> {
     Ok(())
 }
 
+/// Checks the GuildNet annotations that name objects: `guildnet.io/snapshot` names the
+/// VolumeSnapshots `<claim>-<snapshot>`, so it must be a DNS label — anything else would
+/// reach the API server's URL paths (`/`, `?`, `%`) or be refused there late.
+pub fn check_annotations(
+    annotations: &std::collections::BTreeMap<String, String>,
+) -> Result<(), SpecError> {
+    let Some(snapshot) = annotations.get(labels::SNAPSHOT) else {
+        return Ok(());
+    };
+    if snapshot.is_empty() || is_dns_label(snapshot) {
+        return Ok(());
+    }
+    Err(SpecError::InvalidAnnotation {
+        key: labels::SNAPSHOT,
+        value: snapshot.clone(),
+        expected: "use a DNS label of at most 63 characters (lowercase letters, digits and -), e.g. before-upgrade",
+    })
+}
+
+/// A DNS-1123 label: 1 to 63 lowercase letters, digits and `-`, starting and ending with a
+/// letter or digit.
+pub fn is_dns_label(name: &str) -> bool {
+    let alphanumeric = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit();
+    !name.is_empty()
+        && name.len() <= MAX_NAME_LEN
+        && name.starts_with(alphanumeric)
+        && name.ends_with(alphanumeric)
+        && name.chars().all(|c| alphanumeric(c) || c == '-')
+}
+
 /// Refuses user volumes whose names could collide with GuildNet's scratch volumes.
 pub fn check_volume_names(spec: &WorkspaceSpec) -> Result<(), SpecError> {
     match spec
@@ -105,6 +136,31 @@ mod tests {
         for (name, ok) in cases {
             assert_eq!(validate_name(name).is_ok(), ok, "name {name:?}");
         }
+    }
+
+    #[test]
+    fn snapshot_annotations_must_be_dns_labels() {
+        let with = |value: &str| {
+            std::collections::BTreeMap::from([(labels::SNAPSHOT.to_owned(), value.to_owned())])
+        };
+        for ok in ["before-upgrade", "v2", ""] {
+            assert!(check_annotations(&with(ok)).is_ok(), "{ok:?}");
+        }
+        for bad in [
+            "x/../../secrets",
+            "a?dryRun=All",
+            "name%23",
+            "Upper",
+            "-x",
+            &"a".repeat(64),
+        ] {
+            let error = check_annotations(&with(bad)).unwrap_err();
+            assert!(
+                error.to_string().contains("guildnet.io/snapshot"),
+                "{bad:?}"
+            );
+        }
+        assert!(check_annotations(&Default::default()).is_ok());
     }
 
     #[test]

@@ -10,7 +10,8 @@ use guildnet_api::Workspace;
 use guildnet_api::workspace::facts::password_secret_name;
 use guildnet_api::workspace::facts::service_port_name;
 use guildnet_api::workspace::{
-    DEFAULT_PROBE_PATH, apply_defaults, check_volume_names, first_port, is_code_server,
+    DEFAULT_PROBE_PATH, apply_defaults, check_annotations, check_volume_names, first_port,
+    is_code_server,
 };
 use guildnet_api::workspace::{Hint, ProbeProfile, WorkspacePort, WorkspaceSpec};
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy};
@@ -63,6 +64,7 @@ pub fn desired_children(ws: &Workspace, ctx: &BuildContext) -> Result<Children, 
     let mut spec = ws.spec.clone();
     let profile_applied = apply_defaults(&mut spec, ws.annotations())?;
     check_volume_names(&spec)?;
+    check_annotations(ws.annotations())?;
     let password_secret = needs_password(&spec).then(|| password_secret_name(&parent.name));
     Ok(Children {
         deployment: deployment(&parent, &spec, ctx, password_secret.as_deref()),

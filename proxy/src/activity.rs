@@ -33,6 +33,7 @@ pub struct Activity {
     seen: Arc<Mutex<HashMap<String, Used>>>,
 }
 
+/// Now, in milliseconds since the epoch: the unit of [`LastUse`].
 pub fn now_millis() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)

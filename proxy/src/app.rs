@@ -21,17 +21,29 @@ use crate::forward::endpoints::Endpoints;
 use crate::session::{self, SessionKeys};
 use crate::{router, server};
 
+/// What every handler shares: the API client, the caches, auth, and the flags they need.
 pub struct Shared {
+    /// The proxy's own Kubernetes client (its service account); writes add impersonation.
     pub client: kube::Client,
+    /// Every Workspace in the cluster, kept by a watch.
     pub workspaces: Store<Workspace>,
+    /// Where each workspace answers, from its Service's EndpointSlices.
     pub endpoints: Endpoints,
+    /// Who a request is from, the `--auth` way.
     pub auth: Authenticator,
+    /// Who may open which workspace: its owner, or RBAC `get workspaces/proxy`.
     pub authz: Authorizer,
+    /// When each workspace was last used, written to its `status.lastAccessTime`.
     pub activity: Activity,
+    /// Recent workspace Events, for `/api/events` and `/sse/events`.
     pub events: Arc<EventHub>,
+    /// Connecting to a workspace must succeed within this (`--connect-timeout`, default 5s).
     pub connect_timeout: Duration,
+    /// A workspace must send its response head within this (`--upstream-timeout`, default 60s).
     pub upstream_timeout: Duration,
+    /// Subdomain mode's base domain (`--base-domain`); None serves path mode only.
     pub base_domain: Option<String>,
+    /// Origins besides the proxy's own that may make dashboard writes (`--allowed-origin`).
     pub allowed_origins: Vec<String>,
     /// Largest request head accepted (`--max-header-bytes`).
     pub max_header_bytes: usize,
@@ -40,6 +52,7 @@ pub struct Shared {
     ready: AtomicBool,
 }
 
+/// The state as handlers get it: one [`Shared`], behind an `Arc`.
 pub type AppState = Arc<Shared>;
 
 impl Shared {
@@ -87,6 +100,7 @@ impl Shared {
     }
 }
 
+/// Runs the proxy `args` describe: checks them, gets the session key, starts the watches, serves.
 pub async fn run(args: Args) -> anyhow::Result<()> {
     args.validate()?;
     if args.auth == AuthMode::None {

@@ -22,15 +22,20 @@ use crate::session::{COOKIE_NAME, SessionKeys};
 /// An authenticated user, as the API server knows them.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Identity {
+    /// The user name, e.g. `alice` or `system:serviceaccount:team:ci`.
     pub username: String,
+    /// The user's uid, when TokenReview gave one.
     pub uid: Option<String>,
+    /// The user's groups, which RBAC decisions and impersonated writes use.
     pub groups: Vec<String>,
+    /// TokenReview's extra attributes (e.g. scopes), sent on in SubjectAccessReviews.
     pub extra: BTreeMap<String, Vec<String>>,
     /// The owner id, computed once (a hash) rather than on every request.
     owner: String,
 }
 
 impl Identity {
+    /// The identity of `username`, with its owner id computed here once.
     pub fn new(
         username: String,
         uid: Option<String>,
@@ -55,21 +60,30 @@ impl Identity {
 /// How the caller authenticated; decides what they may do besides reading.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Via {
+    /// The proxy's session cookie, issued by `/login` (`--auth=token`).
     Session,
+    /// An `Authorization: Bearer` token checked by TokenReview; writes need no Origin check.
     Bearer,
+    /// The identity header from a `--trusted-proxy` source (`--auth=header`).
     TrustedHeader,
+    /// No proof: everyone is `--dev-user` (`--auth=none`).
     DevUser,
 }
 
+/// The caller of a request: who, and how they proved it.
 #[derive(Clone, Debug)]
 pub struct Caller {
+    /// The user, as the API server knows them.
     pub identity: Arc<Identity>,
+    /// How they authenticated; bearer-token callers skip the Origin check on writes.
     pub via: Via,
 }
 
+/// Finds a request's caller the `--auth` way, reusing TokenReview answers for a while.
 pub struct Authenticator {
     mode: AuthMode,
     client: kube::Client,
+    /// Signs and checks session cookies (key from `--session-secret` or `--session-key-file`).
     pub sessions: SessionKeys,
     user_header: String,
     groups_header: String,
@@ -81,18 +95,28 @@ pub struct Authenticator {
     token_cache: TtlCache<[u8; 32], Option<Arc<Identity>>>,
 }
 
+/// What an [`Authenticator`] is made from: the authentication flags.
 pub struct Settings {
+    /// How callers authenticate (`--auth`, default token).
     pub mode: AuthMode,
+    /// Signs and checks session cookies.
     pub sessions: SessionKeys,
+    /// Header mode: the user name header (`--user-header`, default `X-Auth-Request-User`).
     pub user_header: String,
+    /// Header mode: the comma-separated groups header (`--groups-header`).
     pub groups_header: String,
+    /// Sources whose identity and X-Forwarded-* headers are believed (`--trusted-proxy`).
     pub trusted_proxies: Vec<IpNet>,
+    /// Auth mode none: the user everyone is (`--dev-user`, default `developer`).
     pub dev_user: String,
+    /// Auth mode none: the groups everyone has (`--dev-groups`).
     pub dev_groups: Vec<String>,
+    /// How long a TokenReview answer is reused (`--auth-cache-ttl`, default 10s).
     pub cache_ttl: Duration,
 }
 
 impl Authenticator {
+    /// An authenticator as `settings` say, asking TokenReviews through `client`.
     pub fn new(client: kube::Client, settings: Settings) -> Self {
         let identity_headers = if settings.mode == AuthMode::Header {
             [&settings.user_header, &settings.groups_header]
@@ -120,6 +144,7 @@ impl Authenticator {
         }
     }
 
+    /// The `--auth` mode in force.
     pub fn mode(&self) -> AuthMode {
         self.mode
     }
@@ -248,6 +273,7 @@ fn token_key(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
 }
 
+/// Whether `peer` is in one of `proxies`; IPv4-mapped IPv6 addresses count as IPv4.
 pub fn trusted(proxies: &[IpNet], peer: IpAddr) -> bool {
     let peer = match peer {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(peer, IpAddr::V4),

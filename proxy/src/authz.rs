@@ -36,6 +36,7 @@ impl Question {
     }
 }
 
+/// Decides who may open a workspace, reusing SubjectAccessReview answers for a while.
 pub struct Authorizer {
     client: kube::Client,
     decisions: TtlCache<Question, bool>,
@@ -47,6 +48,7 @@ pub fn owns(identity: &Identity, workspace: &Workspace) -> bool {
 }
 
 impl Authorizer {
+    /// An authorizer asking SubjectAccessReviews through `client`, each answer kept for `ttl`.
     pub fn new(client: kube::Client, ttl: Duration) -> Self {
         Self {
             client,

@@ -9,12 +9,14 @@ use std::time::{Duration, Instant};
 /// At most this many entries; a full cache first drops expired ones, then everything.
 const MAX_ENTRIES: usize = 10_000;
 
+/// Values that expire `ttl` after they are inserted; at most 10 000 at a time.
 pub struct TtlCache<K, V> {
     ttl: Duration,
     entries: Mutex<HashMap<K, (V, Instant)>>,
 }
 
 impl<K: Eq + Hash, V: Clone> TtlCache<K, V> {
+    /// An empty cache whose entries last `ttl`.
     pub fn new(ttl: Duration) -> Self {
         Self {
             ttl,
@@ -22,12 +24,14 @@ impl<K: Eq + Hash, V: Clone> TtlCache<K, V> {
         }
     }
 
+    /// The value for `key`, unless it is missing or has expired.
     pub fn get(&self, key: &K) -> Option<V> {
         let entries = self.entries.lock().unwrap();
         let (value, at) = entries.get(key)?;
         (at.elapsed() < self.ttl).then(|| value.clone())
     }
 
+    /// Keeps `value` for `key` from now on, replacing any older one.
     pub fn insert(&self, key: K, value: V) {
         let mut entries = self.entries.lock().unwrap();
         if entries.len() >= MAX_ENTRIES {

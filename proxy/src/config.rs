@@ -20,6 +20,7 @@ pub enum AuthMode {
     None,
 }
 
+/// The proxy's command-line flags, each with an environment variable.
 #[derive(Clone, Debug, Parser)]
 #[command(about = "GuildNet's single-origin proxy and dashboard")]
 pub struct Args {
@@ -61,9 +62,10 @@ pub struct Args {
     #[arg(long, env = "GUILDNET_PROXY_TRUSTED_PROXIES", value_delimiter = ',')]
     pub trusted_proxy: Vec<IpNet>,
 
-    /// Auth mode none: the user everyone is, and the groups they have.
+    /// Auth mode none: the user everyone is.
     #[arg(long, env = "GUILDNET_PROXY_DEV_USER", default_value = "developer")]
     pub dev_user: String,
+    /// Auth mode none: the groups everyone has, comma-separated.
     #[arg(
         long,
         env = "GUILDNET_PROXY_DEV_GROUPS",
@@ -86,6 +88,7 @@ pub struct Args {
         conflicts_with = "session_key_file"
     )]
     pub session_secret: Option<String>,
+    /// The namespace of `--session-secret`; in a pod, its own.
     #[arg(long, env = "POD_NAMESPACE", default_value = "guildnet-system")]
     pub session_secret_namespace: String,
 
@@ -140,19 +143,24 @@ pub struct Args {
 /// Settings that would be unsafe or cannot work, naming the flag and the fix.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// `--auth=none` with a `--listen` address off loopback.
     #[error(
         "--auth=none lets anyone in as {dev_user:?}; it is only allowed on a loopback --listen \
          address (got {listen}). Use --auth=token or --auth=header."
     )]
     OpenOffLoopback {
+        /// The user everyone would be (`--dev-user`).
         dev_user: String,
+        /// The address asked for (`--listen`).
         listen: SocketAddr,
     },
+    /// `--auth=header` without `--trusted-proxy`: no identity header would be believed.
     #[error(
         "--auth=header needs --trusted-proxy: the source addresses of the front proxy \
          that sets the identity header"
     )]
     HeaderModeWithoutTrustedProxy,
+    /// `--max-header-bytes` below 8192, too small for a browser's usual request head.
     #[error("--max-header-bytes must be at least {MIN_HEADER_BYTES}")]
     HeaderLimitTooSmall,
 }

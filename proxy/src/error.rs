@@ -6,17 +6,21 @@ use http::header::{ACCEPT, HeaderValue, RETRY_AFTER};
 use http::{HeaderMap, StatusCode};
 use serde_json::json;
 
+/// An error answer: status, reason and message, as JSON or HTML for the caller.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiError {
+    /// The HTTP status it answers with.
     pub status: StatusCode,
     /// Stable, machine-readable: `NotFound`, `Forbidden`, `ImageDenied`…
     pub reason: String,
+    /// What went wrong and how to fix it, for people.
     pub message: String,
     /// Seconds for `Retry-After` (503 while a workspace starts).
     pub retry_after: Option<u32>,
 }
 
 impl ApiError {
+    /// An error answering `status` with `reason` and `message`, without Retry-After.
     pub fn new(status: StatusCode, reason: &str, message: impl Into<String>) -> Self {
         Self {
             status,
@@ -26,6 +30,7 @@ impl ApiError {
         }
     }
 
+    /// 401 `Unauthenticated`, saying how to log in.
     pub fn unauthenticated() -> Self {
         Self::new(
             StatusCode::UNAUTHORIZED,
@@ -46,10 +51,12 @@ impl ApiError {
         )
     }
 
+    /// 400 `BadRequest` with `message`.
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "BadRequest", message)
     }
 
+    /// 500 `InternalError` with `message`.
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", message)
     }
@@ -70,11 +77,13 @@ impl ApiError {
         }
     }
 
+    /// The answer as JSON: `{"error": {"reason", "message"}}`.
     pub fn json(&self) -> Response {
         let body = json!({"error": {"reason": self.reason, "message": self.message}});
         self.with_headers((self.status, axum::Json(body)).into_response())
     }
 
+    /// The answer as a small HTML page linking to the dashboard.
     pub fn html(&self) -> Response {
         let page = format!(
             "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{code} {reason}</title></head>\
@@ -111,6 +120,7 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// Whether the request's `Accept` asks for `text/html`: a browser navigating.
 pub fn wants_html(headers: &HeaderMap) -> bool {
     headers
         .get(ACCEPT)
@@ -118,6 +128,7 @@ pub fn wants_html(headers: &HeaderMap) -> bool {
         .is_some_and(|accept| accept.contains("text/html"))
 }
 
+/// `s` made safe for HTML text and quoted attributes (`&`, `<`, `>`, `"`, `'` escaped).
 pub fn escape_html(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {

@@ -1,3 +1,5 @@
+//! guildnet-proxy: the single-origin proxy and dashboard. See `guildnet-proxy --help`.
+
 use clap::Parser;
 use guildnet_proxy::config::Args;
 use guildnet_runtime::logging::{self, LogFormat};

@@ -44,37 +44,63 @@ struct Payload {
 /// what the process prints when it cannot start, so it is not also a `source`.
 #[derive(Debug, thiserror::Error)]
 pub enum SessionKeyError {
+    /// The key (`--session-key-file`) is shorter than 32 bytes.
     #[error(
         "the session key is {len} bytes; it needs at least {MIN_KEY_BYTES} (e.g. `head -c 32 /dev/urandom`)"
     )]
-    TooShort { len: usize },
+    TooShort {
+        /// Its length in bytes.
+        len: usize,
+    },
+    /// The Secret cannot be read.
     #[error("reading the session key Secret {namespace}/{name}: {error}")]
     Read {
+        /// The Secret's namespace (`--session-secret-namespace`).
         namespace: String,
+        /// The Secret's name (`--session-secret`).
         name: String,
+        /// The API server's error, e.g. Forbidden.
         error: kube::Error,
     },
+    /// The Secret exists but holds no `key` of at least 32 bytes.
     #[error(
         "Secret {namespace}/{name} has no {SECRET_KEY:?} of at least {MIN_KEY_BYTES} bytes: \
          delete it and a new key is made"
     )]
-    Unusable { namespace: String, name: String },
+    Unusable {
+        /// The Secret's namespace (`--session-secret-namespace`).
+        namespace: String,
+        /// The Secret's name (`--session-secret`).
+        name: String,
+    },
+    /// The Secret is missing and cannot be made.
     #[error("making the session key Secret {namespace}/{name}: {error}")]
     Create {
+        /// The Secret's namespace (`--session-secret-namespace`).
         namespace: String,
+        /// The Secret's name (`--session-secret`).
         name: String,
+        /// The API server's error, e.g. Forbidden.
         error: kube::Error,
     },
+    /// Three times the Secret was missing, yet making it conflicted with another replica's.
     #[error("the session key Secret {namespace}/{name} keeps changing")]
-    KeepsChanging { namespace: String, name: String },
+    KeepsChanging {
+        /// The Secret's namespace (`--session-secret-namespace`).
+        namespace: String,
+        /// The Secret's name (`--session-secret`).
+        name: String,
+    },
 }
 
+/// The key that signs session cookies, and how long a session lasts.
 pub struct SessionKeys {
     key: Vec<u8>,
     ttl: Duration,
 }
 
 impl SessionKeys {
+    /// Sessions signed with `key` (at least 32 bytes), lasting `ttl`.
     pub fn new(key: Vec<u8>, ttl: Duration) -> Result<Self, SessionKeyError> {
         if key.len() < MIN_KEY_BYTES {
             return Err(SessionKeyError::TooShort { len: key.len() });
@@ -91,6 +117,7 @@ impl SessionKeys {
         }
     }
 
+    /// How long a session lasts from login (`--session-ttl`, default 12h).
     pub fn ttl(&self) -> Duration {
         self.ttl
     }

@@ -33,17 +33,29 @@ use crate::session::COOKIE_NAME;
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct WorkspaceSummary {
+    /// Its namespace (`metadata.namespace`).
     pub namespace: String,
+    /// Its name (`metadata.name`), unique in the namespace.
     pub name: String,
+    /// The owner id (`guildnet.io/owner` label), as in `/api/me`'s `ownerId`.
     pub owner: Option<String>,
+    /// The owner's readable user name (`guildnet.io/owner-name` annotation).
     pub owner_name: Option<String>,
+    /// The container image it runs (`spec.image`).
     pub image: String,
+    /// `status.phase`: Pending, Running, Stopped or Failed; None before the first status.
     pub phase: Option<WorkspacePhase>,
+    /// Whether a replica is ready (condition `Ready` is `True`).
     pub ready: bool,
+    /// Whether `spec.lifecycle.suspend` is set.
     pub suspended: bool,
+    /// Where the proxy serves it: `/w/<namespace>/<name>/`.
     pub url: String,
+    /// `status.conditions`, as the operator wrote them.
     pub conditions: Vec<Condition>,
+    /// `status.lastAccessTime` (RFC 3339): the last use a proxy recorded.
     pub last_access_time: Option<String>,
+    /// When it was created (RFC 3339).
     pub creation_timestamp: Option<String>,
 }
 
@@ -125,23 +137,33 @@ pub async fn list(
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LaunchRequest {
+    /// Where to make it; `default` when absent or blank.
     #[serde(default)]
     pub namespace: Option<String>,
+    /// The Workspace's name (`metadata.name`), surrounding spaces trimmed.
     pub name: String,
+    /// The container image to run (`spec.image`), surrounding spaces trimmed.
     pub image: String,
+    /// The resource profile (`spec.hint`): `latency`, `compute` or `memory`.
     #[serde(default)]
     pub hint: Option<Hint>,
+    /// `spec.lifecycle.idleTimeout`, e.g. `30m`; ignored when blank.
     #[serde(default)]
     pub idle_timeout: Option<String>,
+    /// Persistent volumes to mount (`spec.volumes`); none by default.
     #[serde(default)]
     pub volumes: Vec<LaunchVolume>,
 }
 
+/// A persistent volume the launch form asks for.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LaunchVolume {
+    /// Its name within the workspace, e.g. `home`.
     pub name: String,
+    /// Where the container sees it, e.g. `/home/coder`.
     pub mount_path: String,
+    /// Its claim's size (`persistent.size`), a quantity such as `1Gi`.
     pub size: String,
 }
 
@@ -357,6 +379,7 @@ fn local_path(next: Option<&str>) -> &str {
         .unwrap_or("/")
 }
 
+/// `GET /login`'s query: `next`, the local path to go to once logged in.
 #[derive(Debug, Deserialize)]
 pub struct LoginQuery {
     next: Option<String>,
@@ -373,6 +396,7 @@ pub async fn login_form(
     login_page(StatusCode::OK, "", local_path(query.next.as_deref()))
 }
 
+/// What the login page posts: the bearer token, and `next`.
 #[derive(Debug, Deserialize)]
 pub struct LoginForm {
     token: String,

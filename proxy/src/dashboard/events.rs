@@ -31,14 +31,21 @@ use crate::error::ApiError;
 /// One occurrence of a Kubernetes Event about a Workspace.
 #[derive(Debug, Serialize)]
 pub struct WorkspaceEvent {
+    /// The Event's resourceVersion, sent as a string: what `since` and `Last-Event-ID` name.
     #[serde(serialize_with = "as_string")]
     pub id: u64,
+    /// The Workspace's namespace (`involvedObject.namespace`).
     pub namespace: String,
+    /// The Workspace's name (`involvedObject.name`).
     pub name: String,
+    /// `Normal` or `Warning`, sent as `type`.
     #[serde(rename = "type")]
     pub type_: String,
+    /// The Event's reason, a CamelCase word.
     pub reason: String,
+    /// The Event's message, for people.
     pub message: String,
+    /// When it happened (RFC 3339): eventTime, else the last or first timestamp, else creation.
     pub time: Option<String>,
     /// The workspace's owner id, learnt when first needed.
     #[serde(skip)]
@@ -79,6 +86,7 @@ impl WorkspaceEvent {
     }
 }
 
+/// The newest workspace Events (`--event-buffer`, default 2000) and their live feed.
 pub struct EventHub {
     capacity: usize,
     buffer: RwLock<VecDeque<Arc<WorkspaceEvent>>>,
@@ -86,6 +94,7 @@ pub struct EventHub {
 }
 
 impl EventHub {
+    /// An empty hub that keeps the newest `capacity` events (at least one).
     pub fn new(capacity: usize) -> Self {
         Self {
             capacity: capacity.max(1),
@@ -144,6 +153,7 @@ impl EventHub {
     }
 }
 
+/// The query of `/api/events` and `/sse/events`.
 #[derive(Debug, Default, Deserialize)]
 pub struct EventQuery {
     /// Only events after this id.

@@ -23,6 +23,7 @@ use crate::error::ApiError;
 const DEFAULT_TAIL: i64 = 100;
 const MAX_TAIL: i64 = 10_000;
 
+/// The query: `tail` lines (default 100, at most 10 000) and whether to `follow`.
 #[derive(Debug, Deserialize)]
 pub struct LogQuery {
     tail: Option<i64>,
@@ -30,6 +31,7 @@ pub struct LogQuery {
     follow: bool,
 }
 
+/// The log as plain text or, with `follow=true`, an SSE stream of `log` events.
 pub async fn logs(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,

@@ -9,7 +9,9 @@ use http::header::{CACHE_CONTROL, CONTENT_TYPE};
 
 use crate::app::AppState;
 
+/// The dashboard page (`GET /`).
 pub const INDEX: &str = include_str!("index.html");
+/// The login page, with `{{error}}` and `{{next}}` to fill in.
 pub const LOGIN: &str = include_str!("login.html");
 const APP_JS: &str = include_str!("app.js");
 const STYLE_CSS: &str = include_str!("style.css");
@@ -26,10 +28,12 @@ pub async fn index(
     Html(INDEX).into_response()
 }
 
+/// `GET /assets/app.js`: the dashboard's script.
 pub async fn app_js() -> Response {
     asset("text/javascript; charset=utf-8", APP_JS)
 }
 
+/// `GET /assets/style.css`: the dashboard's stylesheet.
 pub async fn style_css() -> Response {
     asset("text/css; charset=utf-8", STYLE_CSS)
 }

@@ -23,6 +23,7 @@ type Index = HashMap<Key, HashMap<String, Vec<Backend>>>;
 /// One address of a workspace: an IP and its named ports.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Backend {
+    /// The endpoint's address, the pod IP.
     pub ip: IpAddr,
     /// (port name, port number) pairs of the slice.
     pub ports: Vec<(Option<String>, u16)>,
@@ -31,6 +32,7 @@ pub struct Backend {
     pub serving: bool,
 }
 
+/// The backends of every GuildNet Service, by namespace and name; clones share them.
 #[derive(Clone, Default)]
 pub struct Endpoints {
     index: Arc<RwLock<Index>>,

@@ -30,8 +30,11 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 /// front proxy sent them.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PublicOrigin {
+    /// `http` or `https`, for X-Forwarded-Proto.
     pub scheme: HeaderValue,
+    /// The Host the browser used, for X-Forwarded-Host.
     pub host: HeaderValue,
+    /// The X-Forwarded-For chain, ending with the peer's address.
     pub forwarded_for: HeaderValue,
 }
 
@@ -70,6 +73,7 @@ impl PublicOrigin {
 
 /// One request on its way to a workspace: what decides the headers either way.
 pub struct Forwarding<'a> {
+    /// How the browser reached the proxy, for the X-Forwarded-* headers.
     pub origin: PublicOrigin,
     /// `/w/{ns}/{name}`, or empty in subdomain mode.
     pub prefix: &'a str,

@@ -7,27 +7,35 @@ use percent_encoding::percent_decode_str;
 /// A request's workspace and what is left of its path.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Target {
+    /// From the path's first segment, or the host's label after its last `--`.
     pub namespace: String,
+    /// From the path's second segment, or the host's label before its last `--`.
     pub name: String,
-    /// The path the workspace sees, always starting with `/`, with the query if any.
+    /// The path the workspace sees, starting with `/`, with the query if any; empty for a
+    /// bare `/w/ns/name`, with or without a query, which callers redirect to `…/`.
     pub upstream_path_and_query: String,
     /// `/w/{namespace}/{name}` in path mode; empty in subdomain mode.
     pub prefix: String,
 }
 
+/// Why a workspace path or host is refused: answered with 400 Bad Request.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum RouteError {
+    /// A `.` or `..` segment, also percent-encoded, that could climb out of the workspace.
     #[error("dot segments (`.`, `..`) are not allowed in workspace paths")]
     DotSegment,
+    /// Not `/w/<namespace>/<name>/…`, or a host without `--` between name and namespace.
     #[error("the path must be /w/<namespace>/<name>/…")]
     Malformed,
+    /// A namespace or name that is not an RFC 1123 label.
     #[error("{0:?} is not a valid namespace or workspace name")]
     InvalidName(String),
 }
 
 /// The workspace of a path-mode request (`path` as received, `query` without `?`). A bare
-/// `/w/ns/name` (no trailing slash) gives an empty rest; callers redirect it to `…/` so
-/// relative links resolve inside the prefix.
+/// `/w/ns/name` (no trailing slash) gives an empty rest, with or without a query; callers
+/// redirect it to `…/`, keeping the request's query, so relative links resolve inside the
+/// prefix.
 pub fn from_path(path: &str, query: Option<&str>) -> Result<Option<Target>, RouteError> {
     let Some(after) = path.strip_prefix(PROXY_PATH_PREFIX) else {
         return Ok(None);
@@ -47,9 +55,10 @@ pub fn from_path(path: &str, query: Option<&str>) -> Result<Option<Target>, Rout
             return Err(RouteError::InvalidName(label.to_owned()));
         }
     }
-    let rest = parts.next();
-    let upstream_path = match rest {
-        Some(rest) => format!("/{rest}"),
+    let upstream_path_and_query = match parts.next() {
+        Some(rest) => with_query(format!("/{rest}"), query),
+        // Nothing after the name: no path for the workspace, only the redirect, whose
+        // query the caller takes from the request.
         None => String::new(),
     };
     // The prefix is the workspace's proxy path without its trailing slash.
@@ -58,7 +67,7 @@ pub fn from_path(path: &str, query: Option<&str>) -> Result<Option<Target>, Rout
     Ok(Some(Target {
         namespace: namespace.to_owned(),
         name: name.to_owned(),
-        upstream_path_and_query: with_query(upstream_path, query),
+        upstream_path_and_query,
         prefix,
     }))
 }
@@ -167,6 +176,22 @@ mod tests {
         for (path, query, want) in cases {
             assert_eq!(from_path(path, query), Ok(want), "{path}");
         }
+    }
+
+    #[test]
+    fn a_bare_workspace_path_has_no_rest_with_or_without_a_query() {
+        for query in [None, Some("x=1"), Some("")] {
+            assert_eq!(
+                from_path("/w/team/ide", query),
+                Ok(target("team", "ide", "", "/w/team/ide")),
+                "{query:?}"
+            );
+        }
+        // With the slash there is a rest, and the query goes with it.
+        assert_eq!(
+            from_path("/w/team/ide/", Some("x=1")),
+            Ok(target("team", "ide", "/?x=1", "/w/team/ide"))
+        );
     }
 
     #[test]

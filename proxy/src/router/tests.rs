@@ -296,6 +296,14 @@ async fn a_bare_workspace_path_gets_its_trailing_slash() {
     let response = proxy.send(get("/w/team/ide")).await;
     assert_eq!(response.status(), StatusCode::PERMANENT_REDIRECT);
     assert_eq!(response.headers()[header::LOCATION], "/w/team/ide/");
+
+    // The query is kept, not sent to the app as the path `/?x=1`.
+    let response = proxy.send(get("/w/team/ide?x=1&y=%2F")).await;
+    assert_eq!(response.status(), StatusCode::PERMANENT_REDIRECT);
+    assert_eq!(
+        response.headers()[header::LOCATION],
+        "/w/team/ide/?x=1&y=%2F"
+    );
 }
 
 #[tokio::test]

@@ -54,6 +54,11 @@ pub struct CapabilitiesSpec {
     /// suspend all).
     #[serde(default)]
     pub admin: bool,
+    /// Whether the subjects may exempt their workspaces from idle reaping with the label
+    /// `guildnet.io/keepalive=true` (admins may anyway). Without it the label is refused:
+    /// a workspace that never idles out holds its CPU, memory and Quota for good.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub keep_alive: bool,
 }
 
 /// Which images may run.

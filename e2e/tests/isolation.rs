@@ -512,3 +512,14 @@ async fn a_snapshot_name_that_is_not_a_dns_label_is_refused() {
         "{applied:?}"
     );
 }
+
+#[tokio::test]
+async fn opting_out_of_idle_reaping_needs_a_grant() {
+    let name = unique_name("forever");
+    let manifest = format!(
+        "apiVersion: guildnet.io/v1alpha1\nkind: Workspace\nmetadata: {{name: {name}, namespace: default, labels: {{guildnet.io/keepalive: 'true'}}}}\nspec: {{image: nginx}}\n"
+    );
+    let applied = kubectl_apply(User::Bob, &manifest);
+    assert!(!applied.success);
+    assert!(applied.stderr.contains("KeepAliveDenied"), "{applied:?}");
+}

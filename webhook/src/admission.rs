@@ -402,6 +402,7 @@ fn validate_create(
 ) -> Result<Workspace, Refusal> {
     let capabilities = policy::require_capabilities(user, &snapshot.capabilities)?;
     check_references(target, user, snapshot)?;
+    check_keep_alive(target, user, snapshot)?;
     let mut admitted = target.object()?.clone();
     admitted.spec = defaulted(&admitted)?;
     capabilities.check_workspace(&admitted.spec)?;
@@ -428,6 +429,7 @@ fn validate_update(
     snapshot: &Snapshot,
 ) -> Result<(), Refusal> {
     check_ownership(target, user, snapshot)?;
+    check_keep_alive(target, user, snapshot)?;
     let old = target.old()?;
     let spec = defaulted(target.object()?)?;
     // An old object that no longer defaults (an annotation made unusable since) is
@@ -473,6 +475,28 @@ fn check_references(target: &Target<'_>, user: &User, snapshot: &Snapshot) -> Re
         format!(
             "{} names {} {}/{}, which {} may not get: a workspace may only read Secrets and ConfigMaps its owner can read; use one of your own, or ask for get on it",
             denied.field, denied.kind, target.namespace, denied.name, user.username
+        ),
+    )
+    .into())
+}
+
+/// Opting a workspace out of idle reaping (`guildnet.io/keepalive=true`) is a grant: a
+/// workspace that never idles out holds its resources for good. Checked when the label is
+/// added, so a grant narrowed later does not lock owners out of their workspaces.
+fn check_keep_alive(target: &Target<'_>, user: &User, snapshot: &Snapshot) -> Result<(), Refusal> {
+    let adds =
+        target.object()?.is_kept_alive() && !target.old.is_some_and(Workspace::is_kept_alive);
+    let granted = || {
+        policy::effective_capabilities(user, &snapshot.capabilities).is_some_and(|c| c.keep_alive)
+    };
+    if !adds || granted() {
+        return Ok(());
+    }
+    Err(Denial::new(
+        DenialReason::KeepAliveDenied,
+        format!(
+            "metadata.labels guildnet.io/keepalive=true exempts the workspace from idle reaping, which no Capabilities grants {}: remove the label, or ask an admin for keepAlive: true",
+            user.username
         ),
     )
     .into())

@@ -406,6 +406,26 @@ fn a_reference_the_requester_may_not_read_is_refused_naming_the_field() {
 }
 
 #[test]
+fn opting_out_of_idle_reaping_needs_a_grant() {
+    let mut review = by_alice(fixture("create"));
+    review["request"]["object"]["metadata"]["labels"] = json!({"guildnet.io/keepalive": "true"});
+    let refused = validate(&review, &snapshot());
+    assert_eq!(reason(&refused), "KeepAliveDenied");
+    assert!(
+        message(&refused).contains("keepAlive: true"),
+        "{}",
+        message(&refused)
+    );
+    let mut granted = developers();
+    granted.spec.keep_alive = true;
+    let snapshot = Snapshot {
+        capabilities: vec![granted],
+        ..snapshot()
+    };
+    assert_allowed(&validate(&review, &snapshot));
+}
+
+#[test]
 fn a_plaintext_credential_is_admitted_with_a_warning() {
     let review = by_alice(create(
         json!({"image": "nginx", "env": [{"name": "GITHUB_TOKEN", "value": "ghp_x"}]}),
@@ -787,7 +807,7 @@ fn an_unowned_workspace_is_for_admins_only() {
 #[test]
 fn metadata_changes_pass_after_capabilities_are_revoked() {
     let mut review = by_alice(fixture("update"));
-    review["request"]["object"]["metadata"]["labels"]["guildnet.io/keepalive"] = json!("true");
+    review["request"]["object"]["metadata"]["labels"]["team"] = json!("platform");
     let revoked = Snapshot::default();
     assert_allowed(&validate(&review, &revoked));
     // Deleting her own workspace needs no grant either.

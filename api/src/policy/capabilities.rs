@@ -85,6 +85,8 @@ pub struct EffectiveCapabilities {
     pub clusters: ClusterGrant,
     /// Whether any grant makes the user an admin (acts on others' workspaces).
     pub admin: bool,
+    /// Whether the user may opt workspaces out of idle reaping (`keepAlive`, or admin).
+    pub keep_alive: bool,
 }
 
 /// The union of every Capabilities in `all` that names `user`: all their image patterns,
@@ -119,6 +121,7 @@ pub fn effective_capabilities(user: &User, all: &[Capabilities]) -> Option<Effec
         exposure: granted_exposure(specs()),
         clusters: granted_clusters(specs()),
         admin: specs().any(|spec| spec.admin),
+        keep_alive: specs().any(|spec| spec.keep_alive || spec.admin),
     })
 }
 

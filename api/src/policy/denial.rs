@@ -24,6 +24,8 @@ pub enum DenialReason {
     NoCapabilities,
     /// The spec names a Secret or ConfigMap the requester may not read themselves.
     ReferenceDenied,
+    /// The `guildnet.io/keepalive` label without a grant to opt out of idle reaping.
+    KeepAliveDenied,
 }
 
 impl DenialReason {
@@ -38,6 +40,7 @@ impl DenialReason {
             Self::ClusterDenied => "ClusterDenied",
             Self::NoCapabilities => "NoCapabilities",
             Self::ReferenceDenied => "ReferenceDenied",
+            Self::KeepAliveDenied => "KeepAliveDenied",
         }
     }
 
@@ -48,7 +51,10 @@ impl DenialReason {
     pub fn http_code(self) -> u16 {
         match self {
             Self::QuotaExceeded => 429,
-            Self::NotOwner | Self::NoCapabilities | Self::ReferenceDenied => 403,
+            Self::NotOwner
+            | Self::NoCapabilities
+            | Self::ReferenceDenied
+            | Self::KeepAliveDenied => 403,
             Self::ImageDenied
             | Self::ResourceLimitExceeded
             | Self::ExposureDenied
@@ -88,7 +94,7 @@ impl Denial {
 mod tests {
     use super::*;
 
-    const ALL: [DenialReason; 8] = [
+    const ALL: [DenialReason; 9] = [
         DenialReason::ImageDenied,
         DenialReason::ResourceLimitExceeded,
         DenialReason::QuotaExceeded,
@@ -97,6 +103,7 @@ mod tests {
         DenialReason::ClusterDenied,
         DenialReason::NoCapabilities,
         DenialReason::ReferenceDenied,
+        DenialReason::KeepAliveDenied,
     ];
 
     #[test]

@@ -111,6 +111,30 @@ pub fn kubectl(user: User, args: &[&str]) -> Output {
     }
 }
 
+/// Runs `kubectl apply -f -` as `user` with `manifest` on its standard input.
+pub fn kubectl_apply(user: User, manifest: &str) -> Output {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = Command::new(env_path("GUILDNET_BIN").join("kubectl"))
+        .args(["--context", user.context(), "apply", "-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run kubectl");
+    let mut stdin = child.stdin.take().expect("kubectl's stdin");
+    stdin
+        .write_all(manifest.as_bytes())
+        .expect("write the manifest");
+    drop(stdin);
+    let out = child.wait_with_output().expect("wait for kubectl");
+    Output {
+        success: out.status.success(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
 /// A name unique to this test run, so tests running in parallel never share objects.
 pub fn unique_name(prefix: &str) -> String {
     use std::sync::atomic::{AtomicU32, Ordering};

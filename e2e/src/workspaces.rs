@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use guildnet_api::Workspace;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::wait::await_condition;
 use kube::runtime::wait::conditions::is_deleted;
 use serde_json::{Value, json};
@@ -20,6 +20,13 @@ pub fn manifest(name: &str, spec: Value) -> Workspace {
         "spec": spec,
     }))
     .expect("a Workspace manifest")
+}
+
+/// Creates the Workspace `name` with `spec` through `api`, failing the test if refused.
+pub async fn create(api: &Api<Workspace>, name: &str, spec: Value) -> Workspace {
+    api.create(&PostParams::default(), &manifest(name, spec))
+        .await
+        .unwrap_or_else(|e| panic!("create workspace {name}: {e}"))
 }
 
 /// Waits (watching, up to [`WAIT`]) until the workspace satisfies `check`; fails naming

@@ -2,20 +2,14 @@
 //! not the workspace's own, and every workspace pod is isolated by a NetworkPolicy.
 
 use guildnet_api::Workspace;
-use guildnet_e2e::workspaces::{WAIT, manifest, wait_for, wait_gone};
-use guildnet_e2e::{User, client, eventually, unique_name};
+use guildnet_e2e::workspaces::{WAIT, create, manifest, wait_for, wait_gone};
+use guildnet_e2e::{User, client, eventually, kubectl_apply, unique_name};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Event, PersistentVolumeClaim, Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
-
-async fn create(api: &Api<Workspace>, name: &str, spec: Value) -> Workspace {
-    api.create(&PostParams::default(), &manifest(name, spec))
-        .await
-        .unwrap_or_else(|e| panic!("create workspace {name}: {e}"))
-}
 
 /// The `Failed` condition's reason and message, once the workspace is Failed.
 async fn failed_with(api: &Api<Workspace>, name: &str, reason: &str) -> String {
@@ -451,32 +445,6 @@ async fn children_left_behind_by_an_orphaning_delete_are_swept() {
     let services: Api<Service> = Api::namespaced(admin.clone(), "default");
     wait_gone(&deployments, &name).await;
     wait_gone(&services, &name).await;
-}
-
-/// `kubectl apply -f -` of `manifest` as `user`.
-fn kubectl_apply(user: User, manifest: &str) -> guildnet_e2e::Output {
-    use std::io::Write;
-    let mut child = std::process::Command::new(
-        std::path::Path::new(&std::env::var("GUILDNET_BIN").unwrap()).join("kubectl"),
-    )
-    .args(["--context", user.context(), "apply", "-f", "-"])
-    .stdin(std::process::Stdio::piped())
-    .stdout(std::process::Stdio::piped())
-    .stderr(std::process::Stdio::piped())
-    .spawn()
-    .expect("run kubectl");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(manifest.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    guildnet_e2e::Output {
-        success: out.status.success(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
 }
 
 #[tokio::test]

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use guildnet_api::Workspace;
-use guildnet_e2e::workspaces::{manifest, set_suspended, wait_for, wait_gone};
+use guildnet_e2e::workspaces::{create, manifest, set_suspended, wait_for, wait_gone};
 use guildnet_e2e::{User, client, create_namespace, kubectl, unique_name};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Event, Namespace, PersistentVolumeClaim, Secret, Service};
@@ -12,15 +12,9 @@ use k8s_openapi::api::networking::v1::Ingress;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::wait::{await_condition, conditions};
 use kube::{Client, ResourceExt};
-use serde_json::{Value, json};
+use serde_json::json;
 
 const TIMEOUT: Duration = Duration::from_secs(60);
-
-async fn create(api: &Api<Workspace>, name: &str, spec: Value) -> Workspace {
-    api.create(&PostParams::default(), &manifest(name, spec))
-        .await
-        .unwrap()
-}
 
 fn condition(ws: &Workspace, type_: &str) -> Option<(String, String)> {
     let c = ws

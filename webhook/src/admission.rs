@@ -153,8 +153,8 @@ pub struct Decision {
     pub response: AdmissionResponse,
     /// Whether the request was allowed, and why not; for metrics and logs.
     pub outcome: Result<(), Refusal>,
-    /// A workspace whose creation was admitted (not a dry run), with its owner label and
-    /// defaulted spec, so its Quota usage counts before the cache sees it.
+    /// A workspace whose creation or spec change was admitted (not a dry run), with its
+    /// owner label and defaulted spec, so its Quota usage counts before the cache sees it.
     pub admitted: Option<Workspace>,
 }
 
@@ -348,7 +348,7 @@ fn validation(
     let target = Target::of(request)?;
     match request.operation {
         Operation::Create => validate_create(&target, &user, settings, snapshot).map(Some),
-        Operation::Update => validate_update(&target, &user, settings, snapshot).map(|()| None),
+        Operation::Update => validate_update(&target, &user, settings, snapshot),
         Operation::Delete => check_ownership(&target, &user, snapshot).map(|()| None),
         Operation::Connect => Ok(None),
     }
@@ -422,12 +422,15 @@ fn validate_create(
     Ok(admitted)
 }
 
+/// Returns the new version when its spec changed and it counts against Quotas, so its
+/// usage is reserved until the cache shows it (concurrent updates of one owner's
+/// workspaces would each see the old usage otherwise).
 fn validate_update(
     target: &Target<'_>,
     user: &User,
     settings: &Settings,
     snapshot: &Snapshot,
-) -> Result<(), Refusal> {
+) -> Result<Option<Workspace>, Refusal> {
     check_ownership(target, user, snapshot)?;
     check_keep_alive(target, user, snapshot)?;
     let old = target.old()?;
@@ -436,13 +439,13 @@ fn validate_update(
     // compared as stored: any change to the spec is then checked in full.
     let old_spec = defaulted(old).unwrap_or_else(|_| old.spec.clone());
     if spec == old_spec {
-        return Ok(());
+        return Ok(None);
     }
     policy::require_capabilities(user, &snapshot.capabilities)?.check_workspace(&spec)?;
     check_references(target, user, snapshot)?;
     // A workspace without an owner counts against nobody's Quota.
     let Some(owner) = old.owner_id() else {
-        return Ok(());
+        return Ok(None);
     };
     let quotas = QuotaCheck {
         target,
@@ -461,7 +464,11 @@ fn validate_update(
             workspaces: 0,
             ..added
         },
-    )
+    )?;
+    let mut admitted = target.object()?.clone();
+    admitted.spec = spec;
+    put(&mut admitted.metadata.labels, labels::OWNER, Some(owner));
+    Ok(Some(admitted))
 }
 
 /// A workspace may name only Secrets and ConfigMaps its requester may read (see

@@ -83,6 +83,13 @@ impl Caches {
                 .state_filter(|ws| ws.owner_id() == Some(owner)),
             _ => Vec::new(),
         };
+        // A reserved version counts instead of the cached one it changes.
+        workspaces.retain(|cached| {
+            !reserved.iter().any(|r| {
+                r.metadata.namespace == cached.metadata.namespace
+                    && r.metadata.name == cached.metadata.name
+            })
+        });
         workspaces.extend(reserved);
         Snapshot {
             capabilities: self
@@ -97,11 +104,18 @@ impl Caches {
         }
     }
 
-    /// Whether the Workspace `namespace/name` is cached.
-    pub fn has_workspace(&self, namespace: &str, name: &str) -> bool {
+    /// Whether the cache shows `workspace`: one of its namespace and name with its spec (an
+    /// admitted create or spec change has reached the cache).
+    pub fn shows(&self, workspace: &Workspace) -> bool {
+        let (Some(namespace), Some(name)) = (
+            workspace.metadata.namespace.as_deref(),
+            workspace.metadata.name.as_deref(),
+        ) else {
+            return false;
+        };
         self.workspaces
             .get(&ObjectRef::new(name).within(namespace))
-            .is_some()
+            .is_some_and(|cached| cached.spec == workspace.spec)
     }
 
     async fn mark_synced(&self) {

@@ -1,8 +1,10 @@
 //! Quota reservations: workspaces this webhook admitted that its cache has not seen yet.
 //!
 //! The Workspace cache follows a watch, so it lags admissions by the watch latency: twenty
-//! creates arriving at once would all see the same usage and all pass. Each admitted create
-//! is therefore remembered until the cache shows it, and counted as if cached. A
+//! creates arriving at once would all see the same usage and all pass, and so would twenty
+//! updates that each grow one of an owner's workspaces. Each admitted create or spec change
+//! is therefore remembered until the cache shows it (that name with that spec), and counted
+//! instead of the cached version. A
 //! reservation also ends after a time to live, for creates that failed after admission
 //! (another webhook refused them, the name was taken). With decide-and-reserve serialised
 //! (the server holds a lock across both), one replica admits exactly up to a limit; across
@@ -29,15 +31,15 @@ impl Reservations {
         }
     }
 
-    /// Forgets the reservations the cache now holds (`cached(namespace, name)`) and those
-    /// older than the time to live, and returns the rest.
+    /// Forgets the reservations the cache now shows (`cached(workspace)`: that name with
+    /// that spec) and those older than the time to live, and returns the rest.
     pub fn pending(
         &mut self,
         now: Instant,
-        cached: impl Fn(&str, &str) -> bool,
+        cached: impl Fn(&Workspace) -> bool,
     ) -> Vec<Arc<Workspace>> {
-        self.pending.retain(|(namespace, name), (since, _)| {
-            now.duration_since(*since) < self.ttl && !cached(namespace, name)
+        self.pending.retain(|_, (since, workspace)| {
+            now.duration_since(*since) < self.ttl && !cached(workspace)
         });
         self.pending
             .values()
@@ -86,12 +88,17 @@ mod tests {
         reservations.reserve(start, workspace("a", "one"));
         reservations.reserve(start + Duration::from_secs(10), workspace("a", "two"));
         reservations.reserve(start, workspace("b", "one"));
-        let nothing_cached = |_: &str, _: &str| false;
+        let nothing_cached = |_: &Workspace| false;
         assert_eq!(
             names(&reservations.pending(start, nothing_cached)),
             ["one", "one", "two"]
         );
-        let a_one_cached = |namespace: &str, name: &str| (namespace, name) == ("a", "one");
+        let a_one_cached = |ws: &Workspace| {
+            (
+                ws.metadata.namespace.as_deref(),
+                ws.metadata.name.as_deref(),
+            ) == (Some("a"), Some("one"))
+        };
         assert_eq!(
             names(&reservations.pending(start, a_one_cached)),
             ["one", "two"]
@@ -109,10 +116,6 @@ mod tests {
         let mut nameless = workspace("a", "x");
         nameless.metadata.name = None;
         reservations.reserve(Instant::now(), nameless);
-        assert!(
-            reservations
-                .pending(Instant::now(), |_, _| false)
-                .is_empty()
-        );
+        assert!(reservations.pending(Instant::now(), |_| false).is_empty());
     }
 }

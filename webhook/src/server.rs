@@ -54,9 +54,7 @@ impl AppState {
             .reservations
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        let reserved = reservations.pending(Instant::now(), |namespace, name| {
-            self.caches.has_workspace(namespace, name)
-        });
+        let reserved = reservations.pending(Instant::now(), |ws| self.caches.shows(ws));
         let owner = admission::quota_owner(&review.request);
         let mut snapshot = self.caches.snapshot(owner.as_deref(), reserved);
         snapshot.denied_references = denied_references;

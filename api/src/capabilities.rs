@@ -5,6 +5,7 @@ use crate::workspace::ExposureType;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 /// Grants to users, groups or service accounts: which images they may run, how large a
 /// workspace may be, how it may be exposed, where it may be placed, and whether they
@@ -77,12 +78,18 @@ pub struct ImagePolicy {
 }
 
 /// Per-workspace resource ceilings.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ResourceCeilings {
     /// Largest requests/limits one workspace may ask for, e.g. `{cpu: "4", memory: 8Gi}`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_per_workspace: Option<ResourceAmounts>,
+    /// Largest size of one volume: a persistent volume's `size`, an ephemeral volume's
+    /// `sizeLimit` (which is then required), e.g. `50Gi`. Unset: no ceiling.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("maxLength" = 64))]
+    #[x_kube(validation = kube::core::Rule::new("isQuantity(string(self)) && !quantity(string(self)).isLessThan(quantity('0'))").message("spec.resources.maxVolumeSize must be a non-negative quantity, e.g. 50Gi"))]
+    pub max_volume_size: Option<Quantity>,
 }
 
 /// Amounts of CPU and memory.
@@ -99,6 +106,29 @@ pub struct ResourceAmounts {
     #[schemars(extend("maxLength" = 64))]
     #[x_kube(validation = kube::core::Rule::new("isQuantity(string(self)) && !quantity(string(self)).isLessThan(quantity('0'))").message("memory must be a non-negative quantity, e.g. 8Gi"))]
     pub memory: Option<Quantity>,
+    /// Ephemeral storage (the container's writable layer, logs, emptyDirs), e.g. `20Gi`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("maxLength" = 64))]
+    #[x_kube(validation = kube::core::Rule::new("isQuantity(string(self)) && !quantity(string(self)).isLessThan(quantity('0'))").message("ephemeralStorage must be a non-negative quantity, e.g. 20Gi"))]
+    pub ephemeral_storage: Option<Quantity>,
+    /// Every other resource a workspace may ask for, with its ceiling: GPUs and other
+    /// extended resources (`nvidia.com/gpu: 1`), hugepages (`hugepages-2Mi: 1Gi`). A resource
+    /// named by no grant is refused, whatever the CPU and memory ceilings say.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 32), transform = bound_quantity_values)]
+    #[x_kube(validation = kube::core::Rule::new("self.all(k, isQuantity(string(self[k])) && !quantity(string(self[k])).isLessThan(quantity('0')))").message("extended ceilings must be non-negative quantities, e.g. nvidia.com/gpu: 1"))]
+    pub extended: BTreeMap<String, Quantity>,
+}
+
+/// Bounds the length of a quantity map's values, so the API server can bound the cost of
+/// the rule that checks them.
+fn bound_quantity_values(schema: &mut schemars::Schema) {
+    if let Some(values) = schema
+        .get_mut("additionalProperties")
+        .and_then(|v| v.as_object_mut())
+    {
+        values.insert("maxLength".into(), 64.into());
+    }
 }
 
 /// The observed state of a Capabilities.

@@ -491,3 +491,20 @@ async fn opting_out_of_idle_reaping_needs_a_grant() {
     assert!(!applied.success);
     assert!(applied.stderr.contains("KeepAliveDenied"), "{applied:?}");
 }
+
+#[tokio::test]
+async fn gpus_are_refused_unless_a_capabilities_grants_them() {
+    let name = unique_name("gpu");
+    let manifest = format!(
+        "apiVersion: guildnet.io/v1alpha1\nkind: Workspace\nmetadata: {{name: {name}, namespace: default}}\nspec: {{image: nginx, resources: {{requests: {{cpu: 500m, memory: 1Gi}}, limits: {{nvidia.com/gpu: 1}}}}}}\n"
+    );
+    let applied = kubectl_apply(User::Bob, &manifest);
+    assert!(!applied.success);
+    assert!(
+        applied.stderr.contains("ResourceLimitExceeded")
+            && applied
+                .stderr
+                .contains("nvidia.com/gpu is not granted to you"),
+        "{applied:?}"
+    );
+}

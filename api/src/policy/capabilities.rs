@@ -7,7 +7,7 @@ use super::owner::owner_id;
 use super::quantity::{QuantityStyle, format_milli, quantity_milli};
 use super::subjects::{User, any_subject_matches};
 use crate::capabilities::{Capabilities, CapabilitiesSpec};
-use crate::workspace::{Exposure, ExposureType, Placement, WorkspaceSpec};
+use crate::workspace::{Exposure, ExposureType, Placement, WorkspaceSpec, WorkspaceVolume};
 use k8s_openapi::api::core::v1::ResourceRequirements;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use std::collections::{BTreeMap, BTreeSet};
@@ -77,6 +77,13 @@ pub struct EffectiveCapabilities {
     pub max_cpu: Ceiling,
     /// The largest per-workspace memory among the grants.
     pub max_memory: Ceiling,
+    /// The largest per-workspace ephemeral storage among the grants.
+    pub max_ephemeral_storage: Ceiling,
+    /// The other resources some grant names, each with its largest ceiling; any resource
+    /// not here is refused.
+    pub extended: BTreeMap<String, i128>,
+    /// The largest size of one volume among the grants.
+    pub max_volume_size: Ceiling,
     /// Allowed exposure types; always includes ClusterIP, which every grant allows (an
     /// empty list means ClusterIP only, and the other types are built on a ClusterIP
     /// Service anyway).
@@ -117,6 +124,19 @@ pub fn effective_capabilities(user: &User, all: &[Capabilities]) -> Option<Effec
             .reduce(Ceiling::max)?,
         max_memory: specs()
             .map(|spec| Ceiling::of_grant(max_per_workspace(spec).memory))
+            .reduce(Ceiling::max)?,
+        max_ephemeral_storage: specs()
+            .map(|spec| Ceiling::of_grant(max_per_workspace(spec).ephemeral_storage))
+            .reduce(Ceiling::max)?,
+        extended: granted_extended(specs()),
+        max_volume_size: specs()
+            .map(|spec| {
+                Ceiling::of_grant(
+                    spec.resources
+                        .as_ref()
+                        .and_then(|r| r.max_volume_size.as_ref()),
+                )
+            })
             .reduce(Ceiling::max)?,
         exposure: granted_exposure(specs()),
         clusters: granted_clusters(specs()),
@@ -160,10 +180,11 @@ pub fn check_owner(user: &User, owner_label: Option<&str>, admin: bool) -> Resul
     ))
 }
 
-/// The CPU and memory ceilings of one grant, each `None` when unset.
+/// The CPU, memory and ephemeral-storage ceilings of one grant, each `None` when unset.
 struct GrantCeilings<'a> {
     cpu: Option<&'a Quantity>,
     memory: Option<&'a Quantity>,
+    ephemeral_storage: Option<&'a Quantity>,
 }
 
 fn max_per_workspace(spec: &CapabilitiesSpec) -> GrantCeilings<'_> {
@@ -174,7 +195,25 @@ fn max_per_workspace(spec: &CapabilitiesSpec) -> GrantCeilings<'_> {
     GrantCeilings {
         cpu: amounts.and_then(|a| a.cpu.as_ref()),
         memory: amounts.and_then(|a| a.memory.as_ref()),
+        ephemeral_storage: amounts.and_then(|a| a.ephemeral_storage.as_ref()),
     }
+}
+
+/// Every extended resource some grant names, with the largest ceiling among them (a
+/// malformed one grants nothing).
+fn granted_extended<'a>(
+    specs: impl Iterator<Item = &'a CapabilitiesSpec>,
+) -> BTreeMap<String, i128> {
+    let mut granted = BTreeMap::new();
+    let named = specs
+        .filter_map(|spec| spec.resources.as_ref()?.max_per_workspace.as_ref())
+        .flat_map(|amounts| &amounts.extended);
+    for (resource, ceiling) in named {
+        let ceiling = quantity_milli(ceiling).unwrap_or(0);
+        let entry = granted.entry(resource.clone()).or_insert(ceiling);
+        *entry = (*entry).max(ceiling);
+    }
+    granted
 }
 
 fn granted_exposure<'a>(specs: impl Iterator<Item = &'a CapabilitiesSpec>) -> Vec<ExposureType> {
@@ -203,6 +242,7 @@ impl EffectiveCapabilities {
     pub fn check_workspace(&self, spec: &WorkspaceSpec) -> Result<(), Denial> {
         self.check_image(&spec.image)?;
         self.check_resources(spec.resources.as_ref())?;
+        self.check_volumes(&spec.volumes)?;
         self.check_exposure(spec.exposure.as_ref())?;
         self.check_placement(spec.placement.as_ref())
     }
@@ -243,14 +283,62 @@ impl EffectiveCapabilities {
             ("requests", resources.requests.as_ref()),
             ("limits", resources.limits.as_ref()),
         ];
-        let ceilings = [
-            ("cpu", self.max_cpu, QuantityStyle::DecimalSI),
-            ("memory", self.max_memory, QuantityStyle::BinarySI),
-        ];
         for (list, amounts) in lists {
-            for (resource, ceiling, style) in ceilings {
+            for resource in amounts.iter().flat_map(|a| a.keys()) {
                 let field = format!("spec.resources.{list}.{resource}");
+                let (ceiling, style) = self.ceiling_of(&field, resource)?;
                 check_amount(&field, amounts, resource, ceiling, style)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The ceiling of `resource` and how to write its amounts; refuses a resource no grant
+    /// names (GPUs, hugepages and other extended resources must be granted by name).
+    fn ceiling_of(&self, field: &str, resource: &str) -> Result<(Ceiling, QuantityStyle), Denial> {
+        match resource {
+            "cpu" => Ok((self.max_cpu, QuantityStyle::DecimalSI)),
+            "memory" => Ok((self.max_memory, QuantityStyle::BinarySI)),
+            "ephemeral-storage" => Ok((self.max_ephemeral_storage, QuantityStyle::BinarySI)),
+            other => match self.extended.get(other) {
+                Some(max) => Ok((Ceiling::AtMost(*max), extended_style(other))),
+                None => Err(Denial::new(
+                    DenialReason::ResourceLimitExceeded,
+                    format!(
+                        "{field}: {other} is not granted to you: remove it, or ask an admin to add it to spec.resources.maxPerWorkspace.extended of a Capabilities"
+                    ),
+                )),
+            },
+        }
+    }
+
+    /// Checks each volume's size (persistent) or size limit (ephemeral, then required)
+    /// against the volume size ceiling.
+    pub fn check_volumes(&self, volumes: &[WorkspaceVolume]) -> Result<(), Denial> {
+        let Ceiling::AtMost(max) = self.max_volume_size else {
+            return Ok(());
+        };
+        let shown = format_milli(max, QuantityStyle::BinarySI).0;
+        let denied = |message| Denial::new(DenialReason::ResourceLimitExceeded, message);
+        for (index, volume) in volumes.iter().enumerate() {
+            let (field, size) = match (&volume.persistent, &volume.ephemeral) {
+                (Some(p), _) => ("persistent.size", Some(&p.size)),
+                (None, Some(e)) => ("ephemeral.sizeLimit", e.size_limit.as_ref()),
+                (None, None) => continue,
+            };
+            let field = format!("spec.volumes[{index}].{field}");
+            let Some(size) = size else {
+                return Err(denied(format!(
+                    "{field} is unset, so the volume is unbounded, above your per-volume ceiling of {shown}: set it to at most {shown}"
+                )));
+            };
+            let asked =
+                quantity_milli(size).map_err(|error| denied(format!("{field}: {error}")))?;
+            if asked > max {
+                return Err(denied(format!(
+                    "{field} is {}, above your per-volume ceiling of {shown}: lower it to at most {shown}, or ask an admin to raise spec.resources.maxVolumeSize of a Capabilities",
+                    size.0
+                )));
             }
         }
         Ok(())
@@ -345,6 +433,15 @@ fn check_amount(
     )))
 }
 
+/// Hugepages are bytes; GPUs and other devices are counts.
+fn extended_style(resource: &str) -> QuantityStyle {
+    if resource.starts_with("hugepages-") {
+        QuantityStyle::BinarySI
+    } else {
+        QuantityStyle::DecimalSI
+    }
+}
+
 fn join_debug<T: fmt::Debug>(items: &[T]) -> String {
     items
         .iter()
@@ -390,7 +487,9 @@ mod tests {
             max_per_workspace: Some(ResourceAmounts {
                 cpu: cpu.map(|q| Quantity(q.to_owned())),
                 memory: memory.map(|q| Quantity(q.to_owned())),
+                ..ResourceAmounts::default()
             }),
+            max_volume_size: None,
         });
         caps
     }
@@ -696,5 +795,134 @@ mod tests {
         );
         // The readable name is not the id: a label set to the user name does not pass.
         assert!(check_owner(&alice, Some("alice"), false).is_err());
+    }
+
+    fn asking(resource: &str, amount: &str) -> ResourceRequirements {
+        ResourceRequirements {
+            limits: Some(BTreeMap::from([(
+                resource.to_owned(),
+                Quantity(amount.to_owned()),
+            )])),
+            ..ResourceRequirements::default()
+        }
+    }
+
+    #[test]
+    fn gpus_and_other_extended_resources_need_a_grant_by_name() {
+        let plain = effective_capabilities(&alice(), &[developers()]).unwrap();
+        let refused = plain
+            .check_resources(Some(&asking("nvidia.com/gpu", "1")))
+            .unwrap_err();
+        assert_eq!(refused.reason, DenialReason::ResourceLimitExceeded);
+        assert!(
+            refused.message.starts_with(
+                "spec.resources.limits.nvidia.com/gpu: nvidia.com/gpu is not granted to you"
+            ),
+            "{}",
+            refused.message
+        );
+        // Even a grant without CPU or memory ceilings does not hand out GPUs.
+        let unlimited = effective_capabilities(
+            &alice(),
+            &[grant("all", vec![group("guildnet:users")], &[])],
+        )
+        .unwrap();
+        assert!(
+            unlimited
+                .check_resources(Some(&asking("hugepages-2Mi", "1Gi")))
+                .is_err()
+        );
+
+        let mut gpus = developers();
+        let amounts = gpus
+            .spec
+            .resources
+            .as_mut()
+            .unwrap()
+            .max_per_workspace
+            .as_mut()
+            .unwrap();
+        amounts.extended = BTreeMap::from([("nvidia.com/gpu".to_owned(), Quantity("1".into()))]);
+        amounts.ephemeral_storage = Some(Quantity("20Gi".into()));
+        let granted = effective_capabilities(&alice(), &[gpus]).unwrap();
+        assert!(
+            granted
+                .check_resources(Some(&asking("nvidia.com/gpu", "1")))
+                .is_ok()
+        );
+        let above = granted
+            .check_resources(Some(&asking("nvidia.com/gpu", "2")))
+            .unwrap_err();
+        assert!(
+            above
+                .message
+                .contains("above your per-workspace ceiling of 1"),
+            "{}",
+            above.message
+        );
+        assert!(
+            granted
+                .check_resources(Some(&asking("ephemeral-storage", "20Gi")))
+                .is_ok()
+        );
+        let disk = granted
+            .check_resources(Some(&asking("ephemeral-storage", "21Gi")))
+            .unwrap_err();
+        assert!(disk.message.contains("ceiling of 20Gi"), "{}", disk.message);
+    }
+
+    #[test]
+    fn volumes_stay_under_the_per_volume_ceiling() {
+        use crate::workspace::{EphemeralVolume, PersistentVolume};
+        let mut capped = developers();
+        capped.spec.resources.as_mut().unwrap().max_volume_size = Some(Quantity("50Gi".into()));
+        let caps = effective_capabilities(&alice(), &[capped]).unwrap();
+        let persistent = |size: &str| WorkspaceVolume {
+            name: "home".into(),
+            mount_path: "/home".into(),
+            persistent: Some(PersistentVolume {
+                size: Quantity(size.into()),
+                storage_class_name: None,
+                reclaim_policy: None,
+            }),
+            ephemeral: None,
+        };
+        let ephemeral = |limit: Option<&str>| WorkspaceVolume {
+            name: "tmp".into(),
+            mount_path: "/scratch".into(),
+            persistent: None,
+            ephemeral: Some(EphemeralVolume {
+                size_limit: limit.map(|l| Quantity(l.into())),
+                medium: None,
+            }),
+        };
+        assert!(
+            caps.check_volumes(&[persistent("50Gi"), ephemeral(Some("1Gi"))])
+                .is_ok()
+        );
+        let big = caps.check_volumes(&[persistent("51Gi")]).unwrap_err();
+        assert!(
+            big.message.starts_with(
+                "spec.volumes[0].persistent.size is 51Gi, above your per-volume ceiling of 50Gi"
+            ),
+            "{}",
+            big.message
+        );
+        let unbounded = caps
+            .check_volumes(&[persistent("1Gi"), ephemeral(None)])
+            .unwrap_err();
+        assert!(
+            unbounded
+                .message
+                .starts_with("spec.volumes[1].ephemeral.sizeLimit is unset"),
+            "{}",
+            unbounded.message
+        );
+        // No ceiling: anything goes.
+        let free = effective_capabilities(&alice(), &[developers()]).unwrap();
+        assert!(
+            free.check_volumes(&[persistent("10Ti"), ephemeral(None)])
+                .is_ok()
+        );
     }
 }

@@ -31,6 +31,11 @@ fn proxy() -> SocketAddr {
         .expect("GUILDNET_PROXY_URL is http://ip:port")
 }
 
+/// The proxy's origin as a browser names it in `Origin`.
+fn proxy_origin() -> String {
+    format!("http://{}", proxy())
+}
+
 /// Sends a request to the proxy with `headers`, reading the whole response.
 async fn call(method: &str, path: &str, headers: &[(&str, String)], body: &str) -> Response<Bytes> {
     let mut request = Request::builder()
@@ -218,16 +223,18 @@ async fn alice_reaches_her_workspace_over_http_and_websocket_and_others_are_refu
     assert_eq!(forged.status(), StatusCode::UNAUTHORIZED);
 }
 
+/// The headers of a browser's login form post: same-origin, as the proxy requires.
+fn login_headers() -> Vec<(&'static str, String)> {
+    vec![
+        ("content-type", "application/x-www-form-urlencoded".into()),
+        ("origin", proxy_origin()),
+    ]
+}
+
 /// Logs in at /login and returns the session cookie pair `guildnet_session=…`.
 async fn login(user: User) -> String {
     let form = format!("token={}&next=%2F", token(user));
-    let response = call(
-        "POST",
-        "/login",
-        &[("content-type", "application/x-www-form-urlencoded".into())],
-        &form,
-    )
-    .await;
+    let response = call("POST", "/login", &login_headers(), &form).await;
     assert_eq!(
         response.status(),
         StatusCode::SEE_OTHER,
@@ -247,13 +254,7 @@ async fn a_login_session_opens_workspaces_and_never_reaches_them() {
     let prefix = format!("/w/{NAMESPACE}/{name}");
     reachable(&format!("{prefix}/")).await;
 
-    let bad = call(
-        "POST",
-        "/login",
-        &[("content-type", "application/x-www-form-urlencoded".into())],
-        "token=nope&next=/",
-    )
-    .await;
+    let bad = call("POST", "/login", &login_headers(), "token=nope&next=/").await;
     assert_eq!(bad.status(), StatusCode::UNAUTHORIZED);
     assert!(String::from_utf8_lossy(bad.body()).contains("not accepted"));
 
@@ -616,7 +617,7 @@ async fn sse_events_resume_from_last_event_id_without_duplicates_or_gaps() {
 #[tokio::test]
 async fn dashboard_actions_are_decided_by_admission_and_rbac_as_the_user() {
     let session = login(User::Alice).await;
-    let origin = format!("http://{}", proxy());
+    let origin = proxy_origin();
     let name = unique_name("px-launch");
     let launch =
         json!({"name": name, "image": "nginx:1.27", "hint": "latency", "idleTimeout": "30m"})

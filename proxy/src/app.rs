@@ -94,6 +94,30 @@ impl Shared {
         }
     }
 
+    /// What the proxy itself serves: `https` when it terminates TLS, else `http`.
+    pub fn own_scheme(&self) -> &'static str {
+        if self.https { "https" } else { "http" }
+    }
+
+    /// The scheme the browser used for a request with `headers` from `peer`: a
+    /// `--trusted-proxy`'s `X-Forwarded-Proto` (its first entry), else [`Self::own_scheme`].
+    pub fn public_scheme(&self, headers: &http::HeaderMap, peer: std::net::IpAddr) -> String {
+        let origin = crate::forward::rewrite::PublicOrigin::of(
+            headers,
+            peer,
+            self.auth.is_trusted_proxy(peer),
+            self.own_scheme(),
+        );
+        origin
+            .scheme
+            .to_str()
+            .ok()
+            .and_then(|s| s.split(',').next())
+            .map(|s| s.trim().to_ascii_lowercase())
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| self.own_scheme().to_owned())
+    }
+
     /// Whether the Workspace cache has synced (`/readyz`).
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Relaxed)

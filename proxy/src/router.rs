@@ -41,14 +41,21 @@ pub fn router(state: AppState) -> Router {
         .route("/api/events", get(events::list))
         .route("/sse/events", get(events::stream))
         .merge(health.router())
+        // The proxy's own responses only: the fallback forwards to workspaces (and adds
+        // these to its own answers itself); subdomain mode never reaches the routes.
+        .route_layer(middleware::map_response(|response: Response| async {
+            pages::with_security_headers(response)
+        }))
         .fallback(forward::path_mode)
         .layer(middleware::from_fn_with_state(state.clone(), front))
         .with_state(state)
 }
 
 /// In front of every route: refuses oversized request heads (431; hyper bounds its read
-/// buffer, but not exactly at `--max-header-bytes`), and in subdomain mode sends every
-/// request to `<name>--<namespace>.<base domain>` to the workspace, whose paths they are.
+/// buffer, but not exactly at `--max-header-bytes`) and requests with more than one `Host`
+/// (400: the proxy and the workspace could each read another), and in subdomain mode sends
+/// every request to `<name>--<namespace>.<base domain>` to the workspace, whose paths they
+/// are.
 async fn front(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -72,6 +79,22 @@ async fn front(
             ),
         )
         .json();
+    }
+    if request
+        .headers()
+        .get_all(http::header::HOST)
+        .iter()
+        .nth(1)
+        .is_some()
+    {
+        return pages::with_security_headers(
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "DuplicateHost",
+                "the request has more than one Host header; send exactly one",
+            )
+            .for_client(request.headers()),
+        );
     }
     if let Some(base) = state.base_domain.as_deref() {
         let host = request

@@ -2,9 +2,11 @@
 //!
 //! Reads come from the proxy's caches, filtered to what the caller may see. Writes (launch,
 //! suspend, resume, delete) go to the API server impersonating the caller, so RBAC and the
-//! admission webhook decide exactly as they would for `kubectl`. Browser writes need the
-//! request's `Origin` to be the proxy's own (CSRF); bearer-token clients carry no ambient
-//! credential a foreign page could borrow, so they need none.
+//! admission webhook decide exactly as they would for `kubectl`. Browser writes, logging in
+//! included, need the request's `Origin` (or, without one, its `Referer`) to be the proxy's
+//! own, scheme and host (CSRF); bearer-token clients carry no ambient credential a foreign
+//! page could borrow, so they need none. The `{namespace}` and `{name}` of an API path are
+//! DNS labels, checked before they go into any Kubernetes API URL.
 
 use std::net::SocketAddr;
 use std::time::SystemTime;
@@ -14,12 +16,14 @@ use axum::extract::{ConnectInfo, Form, Path, Query, State};
 use axum::http::HeaderMap;
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use guildnet_api::workspace::facts::proxy_path;
-use guildnet_api::workspace::{Hint, Workspace, WorkspacePhase};
+use guildnet_api::workspace::rules::is_dns_label;
+use guildnet_api::workspace::{Hint, Workspace, WorkspacePhase, validate_name};
 use http::StatusCode;
 use http::header::{self, HeaderName, HeaderValue};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::Resource;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use percent_encoding::percent_decode_str;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -255,6 +259,7 @@ async fn set_suspended(
     suspend: bool,
 ) -> Result<Response, ApiError> {
     let caller = writer(&state, &headers, peer).await?;
+    check_path_parameters(&namespace, &name)?;
     let patch = Patch::Merge(json!({"spec": {"lifecycle": {"suspend": suspend}}}));
     let http_request = kube::core::Request::new(Workspace::url_path(&(), Some(&namespace)))
         .patch(&name, &PatchParams::default(), &patch)
@@ -271,11 +276,27 @@ pub async fn delete(
     Path((namespace, name)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
     let caller = writer(&state, &headers, peer).await?;
+    check_path_parameters(&namespace, &name)?;
     let http_request = kube::core::Request::new(Workspace::url_path(&(), Some(&namespace)))
         .delete(&name, &DeleteParams::background())
         .map_err(|e| ApiError::internal(e.to_string()))?;
     let _: serde_json::Value = as_user(&state, &caller.identity, http_request).await?;
     Ok(Json(json!({})).into_response())
+}
+
+/// The `{namespace}` and `{name}` of an API path (`/api/workspaces/{namespace}/{name}/…`),
+/// checked before they go into a Kubernetes API URL, where `/`, `?`, `#` or `%` would name
+/// another object or add query parameters: the namespace must be a DNS-1123 label, the name
+/// a workspace name (a DNS-1035 label of at most 63 characters). 400 names the parameter.
+pub fn check_path_parameters(namespace: &str, name: &str) -> Result<(), ApiError> {
+    if !is_dns_label(namespace) {
+        return Err(ApiError::bad_request(format!(
+            "path parameter namespace {namespace:?} is not a DNS-1123 label: use 1 to 63 \
+             lowercase letters, digits and -, starting and ending with a letter or digit"
+        )));
+    }
+    validate_name(name)
+        .map_err(|error| ApiError::bad_request(format!("path parameter name is invalid: {error}")))
 }
 
 /// The caller of a write, once the request is shown to come from the proxy's own pages.
@@ -286,9 +307,15 @@ async fn writer(
 ) -> Result<Caller, ApiError> {
     let caller = state.auth.require(headers, peer.ip()).await?;
     if caller.via != Via::Bearer {
-        check_origin(headers, &state.allowed_origins)?;
+        same_origin(state, headers, peer)?;
     }
     Ok(caller)
+}
+
+/// [`check_origin`] against the scheme this request came in with and `--allowed-origin`.
+fn same_origin(state: &AppState, headers: &HeaderMap, peer: SocketAddr) -> Result<(), ApiError> {
+    let scheme = state.public_scheme(headers, peer.ip());
+    check_origin(headers, &state.allowed_origins, &scheme)
 }
 
 fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
@@ -311,9 +338,11 @@ fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
     }
 }
 
-/// CSRF: a write from a browser must name the proxy's own origin (the Host it came to) or
-/// one of `--allowed-origin`.
-pub fn check_origin(headers: &HeaderMap, allowed: &[String]) -> Result<(), ApiError> {
+/// CSRF: a write from a browser must come from the proxy's own origin — `scheme`, the one
+/// the browser used (see [`crate::app::Shared::public_scheme`]), and the Host it came to — or
+/// from one of `--allowed-origin`. The `Origin` header says where it came from; a request
+/// without one is judged by the origin of its `Referer`, and one with neither is refused.
+pub fn check_origin(headers: &HeaderMap, allowed: &[String], scheme: &str) -> Result<(), ApiError> {
     let refuse = |why: &str| {
         Err(ApiError::new(
             StatusCode::FORBIDDEN,
@@ -321,21 +350,44 @@ pub fn check_origin(headers: &HeaderMap, allowed: &[String]) -> Result<(), ApiEr
             format!("{why}; changes are only accepted from the GuildNet dashboard's own pages"),
         ))
     };
-    let Some(origin) = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()) else {
-        return refuse("the request has no Origin header");
+    let origin = match (headers.get(header::ORIGIN), headers.get(header::REFERER)) {
+        (Some(origin), _) => origin.to_str().ok().map(str::to_owned),
+        (None, Some(referer)) => referer.to_str().ok().and_then(origin_of_url),
+        (None, None) => return refuse("the request has no Origin or Referer header"),
+    };
+    let Some(origin) = origin else {
+        return refuse("the request's Origin or Referer cannot be read");
     };
     if allowed
         .iter()
-        .any(|a| a.trim_end_matches('/').eq_ignore_ascii_case(origin))
+        .any(|a| a.trim_end_matches('/').eq_ignore_ascii_case(&origin))
     {
         return Ok(());
     }
-    let authority = origin.split_once("://").map(|(_, rest)| rest);
     let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
-    match (authority, host) {
-        (Some(authority), Some(host)) if authority.eq_ignore_ascii_case(host) => Ok(()),
-        _ => refuse(&format!("origin {origin:?} is not this site")),
+    match (origin.split_once("://"), host) {
+        (Some((origin_scheme, authority)), Some(host))
+            if origin_scheme.eq_ignore_ascii_case(scheme)
+                && !authority.is_empty()
+                && authority.eq_ignore_ascii_case(host) =>
+        {
+            Ok(())
+        }
+        _ => refuse(&format!(
+            "origin {origin:?} is not this site ({scheme}://{})",
+            host.unwrap_or_default()
+        )),
     }
+}
+
+/// The origin (`scheme://host[:port]`) of an absolute URL such as a `Referer`; None when it
+/// is not one.
+fn origin_of_url(url: &str) -> Option<String> {
+    let (scheme, rest) = url.split_once("://")?;
+    let authority = rest.find(['/', '?', '#']).map_or(rest, |end| &rest[..end]);
+    // Userinfo never appears in a browser's Referer; refuse rather than misread it.
+    (!scheme.is_empty() && !authority.is_empty() && !authority.contains('@'))
+        .then(|| format!("{scheme}://{authority}"))
 }
 
 /// Sends `request` to the API server as `identity`: its user name and groups, which is what
@@ -373,10 +425,28 @@ fn login_page(status: StatusCode, error: &str, next: &str) -> Response {
     (status, Html(page)).into_response()
 }
 
-/// Where to go after logging in: a path on this site only (no `//host` or `https://…`).
+/// Where to go after logging in: `next` when it is a path on this site, else `/`.
 fn local_path(next: Option<&str>) -> &str {
-    next.filter(|n| n.starts_with('/') && !n.starts_with("//") && !n.contains('\\'))
-        .unwrap_or("/")
+    next.filter(|n| is_local_path(n)).unwrap_or("/")
+}
+
+/// Whether `next` is a path on this site that a browser cannot read as another one: a single
+/// `/` followed by anything but `/` or `\` (`//host` and `/\host` are other sites to a
+/// browser), no `\` at all, only visible ASCII as sent, and — percent-decoded, as whatever
+/// reads it next may decode it — still so, with no control characters or whitespace
+/// (`/%09/host` is `//host` once a browser drops the tab; CR/LF would split the header).
+fn is_local_path(next: &str) -> bool {
+    let one_slash = |path: &str| {
+        let mut chars = path.chars();
+        chars.next() == Some('/')
+            && !matches!(chars.next(), Some('/' | '\\'))
+            && !path.contains('\\')
+    };
+    let decoded = percent_decode_str(next).decode_utf8_lossy();
+    next.bytes().all(|b| b.is_ascii_graphic())
+        && one_slash(next)
+        && one_slash(&decoded)
+        && !decoded.chars().any(|c| c.is_control() || c.is_whitespace())
 }
 
 /// `GET /login`'s query: `next`, the local path to go to once logged in.
@@ -404,12 +474,17 @@ pub struct LoginForm {
 }
 
 /// `POST /login`: checks the token once (TokenReview) and keeps the identity in a session
-/// cookie; the token itself is not kept.
+/// cookie; the token itself is not kept. Only from the proxy's own login page (CSRF: a
+/// foreign page must not log a browser in as someone else).
 pub async fn login(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     Form(form): Form<LoginForm>,
 ) -> Response {
+    if let Err(error) = same_origin(&state, &headers, peer) {
+        return error.for_client(&headers);
+    }
     let next = local_path(form.next.as_deref()).to_owned();
     if state.auth.mode() != crate::config::AuthMode::Token {
         return Redirect::to(&next).into_response();
@@ -437,9 +512,10 @@ pub async fn login(
 /// `POST /logout`
 pub async fn logout(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    check_origin(&headers, &state.allowed_origins)?;
+    same_origin(&state, &headers, peer)?;
     let mut response = Redirect::to("/login").into_response();
     let cookie = session_cookie("", 0, cookie_domain(state.base_domain.as_deref(), &headers));
     if let Ok(cookie) = HeaderValue::from_str(&cookie) {
@@ -489,33 +565,141 @@ mod tests {
             ("host", "127.0.0.1:8090"),
             ("origin", "http://127.0.0.1:8090"),
         ]);
-        assert!(check_origin(&ok, &[]).is_ok());
+        assert!(check_origin(&ok, &[], "http").is_ok());
         let foreign = headers(&[
             ("host", "127.0.0.1:8090"),
             ("origin", "https://evil.example"),
         ]);
-        let err = check_origin(&foreign, &[]).unwrap_err();
+        let err = check_origin(&foreign, &[], "http").unwrap_err();
         assert_eq!(err.status, StatusCode::FORBIDDEN);
         assert!(err.message.contains("evil.example"));
         let missing = headers(&[("host", "127.0.0.1:8090")]);
-        assert!(check_origin(&missing, &[]).is_err());
+        assert!(check_origin(&missing, &[], "http").is_err());
         let listed = headers(&[
             ("host", "proxy:8090"),
             ("origin", "https://guildnet.example.com"),
         ]);
-        assert!(check_origin(&listed, &["https://guildnet.example.com/".into()]).is_ok());
+        assert!(check_origin(&listed, &["https://guildnet.example.com/".into()], "http").is_ok());
+    }
+
+    #[test]
+    fn the_origin_of_a_write_must_match_in_scheme_too() {
+        let plain = headers(&[
+            ("host", "guildnet.example.com"),
+            ("origin", "http://guildnet.example.com"),
+        ]);
+        // The browser used https; a page at http://guildnet.example.com (a network attacker
+        // can serve one) is another origin.
+        let err = check_origin(&plain, &[], "https").unwrap_err();
+        assert_eq!(err.reason, "CrossOriginRefused");
+        assert!(check_origin(&plain, &[], "http").is_ok());
+        let secure = headers(&[
+            ("host", "guildnet.example.com"),
+            ("origin", "HTTPS://GuildNet.example.com"),
+        ]);
+        assert!(check_origin(&secure, &[], "https").is_ok());
+        assert!(check_origin(&secure, &[], "http").is_err());
+        // Nothing after the scheme is not this site.
+        let empty = headers(&[("host", ""), ("origin", "https://")]);
+        assert!(check_origin(&empty, &[], "https").is_err());
+        let null = headers(&[("host", "guildnet.example.com"), ("origin", "null")]);
+        assert!(check_origin(&null, &[], "https").is_err());
+    }
+
+    #[test]
+    fn a_referer_stands_in_for_a_missing_origin() {
+        let own = headers(&[
+            ("host", "guildnet.example.com"),
+            ("referer", "https://guildnet.example.com/login?next=%2F"),
+        ]);
+        assert!(check_origin(&own, &[], "https").is_ok());
+        assert!(check_origin(&own, &[], "http").is_err());
+        for referer in [
+            "https://evil.example/guildnet.example.com",
+            "https://guildnet.example.com.evil.example/",
+            "https://guildnet.example.com@evil.example/",
+            "/login",
+        ] {
+            let foreign = headers(&[("host", "guildnet.example.com"), ("referer", referer)]);
+            assert!(check_origin(&foreign, &[], "https").is_err(), "{referer}");
+        }
+        // An Origin, when sent, decides: a same-site Referer does not rescue a foreign Origin.
+        let both = headers(&[
+            ("host", "guildnet.example.com"),
+            ("origin", "https://evil.example"),
+            ("referer", "https://guildnet.example.com/"),
+        ]);
+        assert!(check_origin(&both, &[], "https").is_err());
+    }
+
+    #[test]
+    fn dashboard_api_path_parameters_must_be_dns_labels() {
+        assert_eq!(check_path_parameters("team", "ide"), Ok(()));
+        assert_eq!(check_path_parameters("team-2", "ide-2"), Ok(()));
+        for (namespace, name, parameter) in [
+            ("team", "ide#", "name"),
+            ("team", "ide?dryRun=All", "name"),
+            ("team", "ide/status", "name"),
+            ("team", "ide%2f", "name"),
+            ("team", "2ide", "name"),
+            ("team", "", "name"),
+            ("team?x=1", "ide", "namespace"),
+            ("team/ws", "ide", "namespace"),
+            ("Team", "ide", "namespace"),
+            ("", "ide", "namespace"),
+        ] {
+            let error = check_path_parameters(namespace, name).unwrap_err();
+            assert_eq!(error.status, StatusCode::BAD_REQUEST, "{namespace}/{name}");
+            assert!(
+                error
+                    .message
+                    .starts_with(&format!("path parameter {parameter} ")),
+                "{namespace}/{name}: {}",
+                error.message
+            );
+        }
+        let long = "a".repeat(64);
+        assert!(check_path_parameters("team", &long).is_err());
+        assert!(check_path_parameters(&long, "ide").is_err());
     }
 
     #[test]
     fn login_only_returns_to_local_paths() {
-        assert_eq!(local_path(Some("/w/team/ide/")), "/w/team/ide/");
+        for good in [
+            "/",
+            "/w/team/ide/",
+            "/w/team/ide/x?y=1#z",
+            "/w/team/ide/file%2Fname",
+            "/w/team/ide/%25",
+        ] {
+            assert_eq!(local_path(Some(good)), good, "{good}");
+        }
         for bad in [
             "//evil.example",
+            "///evil.example",
             "https://evil.example",
+            "HTTPS://evil.example",
+            "javascript:alert(1)",
             "/\\evil.example",
+            "/w/\\evil.example",
+            "/%09/evil.example",
+            "/\t/evil.example",
+            "/%2F/evil.example",
+            "/%2fevil.example",
+            "/%5Cevil.example",
+            "/%5cevil.example",
+            "/x%0D%0ASet-Cookie:%20a=b",
+            "/x\r\nSet-Cookie: a=b",
+            "/x%00",
+            "/a b",
+            "/w/team/ide/a%20b",
+            "/\u{e9}",
+            "/%C2%A0/evil.example",
+            " /x",
+            "",
             "relative",
         ] {
-            assert_eq!(local_path(Some(bad)), "/", "{bad}");
+            assert_eq!(local_path(Some(bad)), "/", "{bad:?}");
         }
         assert_eq!(local_path(None), "/");
     }

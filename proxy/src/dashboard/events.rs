@@ -4,6 +4,12 @@
 //!
 //! An event's id is the resourceVersion of that Event object version, so a repeated Event
 //! (count bumped) is a new item, and ids agree between proxy replicas watching one cluster.
+//!
+//! An event is about one Workspace *object*, named by `involvedObject.uid`: names are
+//! reused, so a workspace's owner and the users RBAC lets open it by name see its events
+//! only while the workspace of that name is the one the event is about. Events of a
+//! workspace that is gone (deleted, perhaps replaced by another of the same name) are shown
+//! only to whoever may open every workspace of the namespace.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -14,7 +20,8 @@ use axum::http::HeaderMap;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::{Stream, StreamExt};
-use guildnet_api::workspace::Workspace;
+use guildnet_api::workspace::rules::is_dns_label;
+use guildnet_api::workspace::{Workspace, validate_name};
 use k8s_openapi::api::core::v1::Event;
 use kube::Api;
 use kube::runtime::WatchStreamExt;
@@ -47,9 +54,23 @@ pub struct WorkspaceEvent {
     pub message: String,
     /// When it happened (RFC 3339): eventTime, else the last or first timestamp, else creation.
     pub time: Option<String>,
-    /// The workspace's owner id, learnt when first needed.
+    /// The uid of the Workspace object it is about (`involvedObject.uid`).
     #[serde(skip)]
-    owner: OnceLock<Option<String>>,
+    uid: Option<String>,
+    /// Whether that object is still the workspace of its name, and its owner; learnt when
+    /// first needed.
+    #[serde(skip)]
+    subject: OnceLock<Subject>,
+}
+
+/// What became of the Workspace object an event is about.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Subject {
+    /// It is the workspace of that name now; its owner id (`guildnet.io/owner`).
+    Current(Option<String>),
+    /// It is gone: no workspace of that name, or another one (a different uid), or the event
+    /// names no uid to tell.
+    Gone,
 }
 
 fn as_string<S: serde::Serializer>(id: &u64, s: S) -> Result<S::Ok, S::Error> {
@@ -57,9 +78,16 @@ fn as_string<S: serde::Serializer>(id: &u64, s: S) -> Result<S::Ok, S::Error> {
 }
 
 impl WorkspaceEvent {
+    /// The event, unless it cannot be about a Workspace: no id, or a namespace or name that
+    /// is not a DNS label (those go into API URLs when its owner is looked up).
     fn from_event(event: &Event) -> Option<Self> {
         let id = event.metadata.resource_version.as_deref()?.parse().ok()?;
         let object = &event.involved_object;
+        let namespace = object.namespace.clone().filter(|ns| is_dns_label(ns))?;
+        let name = object
+            .name
+            .clone()
+            .filter(|name| validate_name(name).is_ok())?;
         let time = event
             .event_time
             .as_ref()
@@ -75,13 +103,14 @@ impl WorkspaceEvent {
             });
         Some(Self {
             id,
-            namespace: object.namespace.clone()?,
-            name: object.name.clone()?,
+            namespace,
+            name,
             type_: event.type_.clone().unwrap_or_else(|| "Normal".into()),
             reason: event.reason.clone().unwrap_or_default(),
             message: event.message.clone().unwrap_or_default(),
             time,
-            owner: OnceLock::new(),
+            uid: object.uid.clone().filter(|uid| !uid.is_empty()),
+            subject: OnceLock::new(),
         })
     }
 }
@@ -100,6 +129,13 @@ impl EventHub {
             capacity: capacity.max(1),
             buffer: RwLock::new(VecDeque::new()),
             live: broadcast::channel(1024).0,
+        }
+    }
+
+    /// Adds a Kubernetes Event as the watch delivers it, unless it is not about a Workspace.
+    pub(crate) fn apply(&self, event: &Event) {
+        if let Some(e) = WorkspaceEvent::from_event(event) {
+            self.push(e);
         }
     }
 
@@ -141,11 +177,7 @@ impl EventHub {
                         self.push(e);
                     }
                 }
-                Ok(WatchEvent::Apply(e)) => {
-                    if let Some(e) = WorkspaceEvent::from_event(&e) {
-                        self.push(e);
-                    }
-                }
+                Ok(WatchEvent::Apply(e)) => self.apply(&e),
                 Ok(WatchEvent::Delete(_)) => {}
                 Err(error) => tracing::warn!(%error, "watching Events"),
             }
@@ -181,41 +213,71 @@ fn parse_id(id: Option<&str>) -> Result<u64, ApiError> {
     }
 }
 
-/// Whether `caller` may see events of this workspace: as its owner, else as someone who may
-/// open it.
+/// Whether `caller` may see this event: while the workspace it is about is the current one
+/// of its name, as its owner or as someone who may open it; once it is gone, only as someone
+/// who may open every workspace of the namespace (not whoever owns the name now).
 async fn visible(state: &AppState, caller: &Caller, event: &WorkspaceEvent) -> bool {
-    let owner = match event.owner.get() {
-        Some(owner) => owner.clone(),
-        None => {
-            let owner = owner_of(state, &event.namespace, &event.name).await;
-            event.owner.get_or_init(|| owner).clone()
-        }
+    let subject = match event.subject.get() {
+        Some(subject) => subject.clone(),
+        None => match subject_of(state, event).await {
+            Some(subject) => event.subject.get_or_init(|| subject).clone(),
+            // The API could not say: refuse now, ask again next time.
+            None => Subject::Gone,
+        },
     };
-    if owner.as_deref() == Some(caller.identity.owner_id()) {
-        return true;
+    // Learnt once, but the name may since have gone to another workspace.
+    let replaced = || {
+        state
+            .workspaces
+            .get(&ObjectRef::new(&event.name).within(&event.namespace))
+            .is_some_and(|ws| ws.metadata.uid != event.uid)
+    };
+    match subject {
+        Subject::Current(owner) if !replaced() => {
+            owner.as_deref() == Some(caller.identity.owner_id())
+                || state
+                    .authz
+                    .may_open(&caller.identity, &event.namespace, &event.name, None)
+                    .await
+        }
+        Subject::Current(_) | Subject::Gone => {
+            state
+                .authz
+                .may_open_all(&caller.identity, &event.namespace)
+                .await
+        }
     }
-    state
-        .authz
-        .may_open(&caller.identity, &event.namespace, &event.name, None)
-        .await
 }
 
-/// The owner of a workspace: from the cache, else (an Event can arrive before the
-/// Workspace's watch does) from the API.
-async fn owner_of(state: &AppState, namespace: &str, name: &str) -> Option<String> {
-    let owner = |ws: &Workspace| ws.owner_id().map(str::to_owned);
-    if let Some(ws) = state
+/// What became of the workspace `event` is about: the cached workspace of its name when its
+/// uid is the event's, else (an Event can arrive before the Workspace's watch catches up
+/// with a delete and re-create) the API's; None when the API cannot be asked.
+async fn subject_of(state: &AppState, event: &WorkspaceEvent) -> Option<Subject> {
+    let Some(uid) = event.uid.as_deref() else {
+        return Some(Subject::Gone);
+    };
+    let current = |ws: &Workspace| {
+        (ws.metadata.uid.as_deref() == Some(uid))
+            .then(|| Subject::Current(ws.owner_id().map(str::to_owned)))
+    };
+    if let Some(subject) = state
         .workspaces
-        .get(&ObjectRef::new(name).within(namespace))
+        .get(&ObjectRef::new(&event.name).within(&event.namespace))
+        .and_then(|ws| current(&ws))
     {
-        return owner(&ws);
+        return Some(subject);
     }
-    Api::<Workspace>::namespaced(state.client.clone(), namespace)
-        .get_opt(name)
+    match Api::<Workspace>::namespaced(state.client.clone(), &event.namespace)
+        .get_opt(&event.name)
         .await
-        .ok()
-        .flatten()
-        .and_then(|ws| owner(&ws))
+    {
+        Ok(ws) => Some(ws.as_ref().and_then(current).unwrap_or(Subject::Gone)),
+        Err(error) => {
+            let workspace = format!("{}/{}", event.namespace, event.name);
+            tracing::debug!(%error, workspace, "looking up the workspace of an event");
+            None
+        }
+    }
 }
 
 /// The caller, and the id after which their events start.
@@ -328,7 +390,57 @@ mod tests {
             reason: "Ready".into(),
             message: String::new(),
             time: None,
-            owner: OnceLock::new(),
+            uid: Some("uid-ide".into()),
+            subject: OnceLock::new(),
+        }
+    }
+
+    fn kubernetes_event(namespace: &str, name: &str, uid: Option<&str>) -> Event {
+        Event {
+            metadata: kube::api::ObjectMeta {
+                resource_version: Some("7".into()),
+                ..Default::default()
+            },
+            involved_object: k8s_openapi::api::core::v1::ObjectReference {
+                kind: Some("Workspace".into()),
+                namespace: Some(namespace.into()),
+                name: Some(name.into()),
+                uid: uid.map(str::to_owned),
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn an_event_is_about_one_workspace_object() {
+        let event = WorkspaceEvent::from_event(&kubernetes_event("team", "ide", Some("u-1")))
+            .expect("an event about team/ide");
+        assert_eq!(
+            (event.namespace.as_str(), event.name.as_str()),
+            ("team", "ide")
+        );
+        assert_eq!(event.uid.as_deref(), Some("u-1"));
+        let without = WorkspaceEvent::from_event(&kubernetes_event("team", "ide", Some("")));
+        assert_eq!(without.unwrap().uid, None);
+    }
+
+    #[test]
+    fn events_whose_names_are_not_dns_labels_are_dropped() {
+        // Their namespace and name would go into the API URL of the owner lookup.
+        for (namespace, name) in [
+            ("team", "ide?labelSelector=x"),
+            ("team", "ide#"),
+            ("team", "../secrets/x"),
+            ("team%2f", "ide"),
+            ("team/x", "ide"),
+            ("", "ide"),
+        ] {
+            let event = kubernetes_event(namespace, name, Some("u-1"));
+            assert!(
+                WorkspaceEvent::from_event(&event).is_none(),
+                "{namespace}/{name}"
+            );
         }
     }
 

@@ -1,6 +1,6 @@
 //! `GET /api/workspaces/{ns}/{name}/logs?tail=&follow=`: the workspace container's log,
 //! to whoever may open the workspace. Read with the proxy's own identity, so users need no
-//! RBAC on pods.
+//! RBAC on pods. `{ns}` and `{name}` must be DNS labels, as for the rest of the API.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -54,6 +54,8 @@ async fn pod_log(
     query: &LogQuery,
 ) -> Result<Response, ApiError> {
     let caller = state.auth.require(headers, peer.ip()).await?;
+    // Both go into the pods' URL and label selector.
+    super::api::check_path_parameters(namespace, name)?;
     let workspace = state
         .workspaces
         .get(&ObjectRef::new(name).within(namespace));

@@ -17,6 +17,7 @@ use http::{HeaderMap, StatusCode, Uri};
 use kube::runtime::reflector::ObjectRef;
 
 use crate::app::AppState;
+use crate::dashboard::pages::with_security_headers;
 use crate::error::{ApiError, wants_html};
 use route::Target;
 
@@ -32,13 +33,18 @@ pub async fn path_mode(
     let uri = request.uri().clone();
     match route::from_path(uri.path(), uri.query()) {
         Ok(Some(target)) => forward(state, peer, target, request).await,
-        Ok(None) => ApiError::new(
-            StatusCode::NOT_FOUND,
-            "NotFound",
-            format!("no page at {}", uri.path()),
-        )
-        .for_client(request.headers()),
-        Err(error) => ApiError::bad_request(error.to_string()).for_client(request.headers()),
+        // Not a workspace's: the proxy's own answers, with the dashboard's headers.
+        Ok(None) => with_security_headers(
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "NotFound",
+                format!("no page at {}", uri.path()),
+            )
+            .for_client(request.headers()),
+        ),
+        Err(error) => with_security_headers(
+            ApiError::bad_request(error.to_string()).for_client(request.headers()),
+        ),
     }
 }
 

@@ -13,6 +13,11 @@ const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 const X_FORWARDED_PREFIX: HeaderName = HeaderName::from_static("x-forwarded-prefix");
+const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+
+/// Headers that tell an app who the client is, besides the X-Forwarded-* the proxy sets
+/// itself: believed from a `--trusted-proxy` only, so removed from everyone else's requests.
+const CLIENT_CLAIMS: [HeaderName; 2] = [header::FORWARDED, X_REAL_IP];
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1) are for one connection, never forwarded.
 const HOP_BY_HOP: [HeaderName; 8] = [
@@ -82,6 +87,9 @@ pub struct Forwarding<'a> {
     /// The `Upgrade` value of a WebSocket handshake (see [`websocket_upgrade`]), which
     /// crosses the proxy; None for plain HTTP.
     pub websocket: Option<HeaderValue>,
+    /// Whether the request came from a `--trusted-proxy`, whose `Forwarded` and `X-Real-IP`
+    /// reach the workspace; anyone else's are removed.
+    pub trusted_proxy: bool,
     /// Whether the request authenticated with its `Authorization` bearer token: then that
     /// token is the caller's Kubernetes credential, not the app's.
     pub bearer_authenticated: bool,
@@ -90,7 +98,8 @@ pub struct Forwarding<'a> {
 }
 
 /// The browser's request headers made the workspace's: hop-by-hop headers, the proxy's
-/// session cookie, an authenticating bearer token and identity headers removed;
+/// session cookie, an authenticating bearer token and identity headers removed, and
+/// `Forwarded` and `X-Real-IP` too unless a trusted proxy sent them;
 /// X-Forwarded-For/-Proto/-Host set from [`PublicOrigin`] and X-Forwarded-Prefix from the
 /// prefix (removed in subdomain mode, so a client cannot forge it); a WebSocket handshake's
 /// `Connection: upgrade` and `Upgrade` kept. `Host` stays the browser's, so apps comparing
@@ -103,6 +112,11 @@ pub fn request_headers(headers: &mut HeaderMap, forwarding: &Forwarding<'_>) {
     }
     for name in forwarding.identity_headers {
         headers.remove(name);
+    }
+    if !forwarding.trusted_proxy {
+        for name in &CLIENT_CLAIMS {
+            headers.remove(name);
+        }
     }
     let origin = &forwarding.origin;
     headers.insert(X_FORWARDED_FOR, origin.forwarded_for.clone());
@@ -473,6 +487,7 @@ mod tests {
             prefix: "/w/team/ide",
             upstream: "10.244.0.7:8080".parse().unwrap(),
             websocket: None,
+            trusted_proxy: false,
             bearer_authenticated: false,
             identity_headers: &[],
         }
@@ -558,6 +573,34 @@ mod tests {
         assert_eq!(values(&sent, "x-forwarded-for"), ["203.0.113.9"]);
         assert_eq!(values(&sent, "x-forwarded-proto"), ["https"]);
         assert_eq!(values(&sent, "x-forwarded-host"), ["guildnet.example.com"]);
+    }
+
+    #[test]
+    fn forwarded_and_x_real_ip_are_believed_only_from_a_trusted_proxy() {
+        let sent = || {
+            headers(&[
+                ("forwarded", "for=10.9.9.9;proto=https;host=evil.example"),
+                ("forwarded", "for=10.8.8.8"),
+                ("x-real-ip", "10.9.9.9"),
+                ("x-kept", "1"),
+            ])
+        };
+        let mut from_a_client = sent();
+        request_headers(&mut from_a_client, &forwarding());
+        assert!(!from_a_client.contains_key("forwarded"));
+        assert!(!from_a_client.contains_key("x-real-ip"));
+        assert_eq!(values(&from_a_client, "x-kept"), ["1"]);
+        let mut from_a_trusted_proxy = sent();
+        let trusted = Forwarding {
+            trusted_proxy: true,
+            ..forwarding()
+        };
+        request_headers(&mut from_a_trusted_proxy, &trusted);
+        assert_eq!(
+            values(&from_a_trusted_proxy, "forwarded"),
+            ["for=10.9.9.9;proto=https;host=evil.example", "for=10.8.8.8"]
+        );
+        assert_eq!(values(&from_a_trusted_proxy, "x-real-ip"), ["10.9.9.9"]);
     }
 
     #[test]

@@ -1,5 +1,10 @@
 //! Which workspace a request is for: `/w/{namespace}/{name}/{rest}` (path mode) or the host
 //! `<name>--<namespace>.<base domain>` (subdomain mode).
+//!
+//! Names and namespaces may contain `--` themselves, so a host label is read only when it
+//! has exactly one `--`: `a--b--c` could be `a--b` in `c` or `a` in `b--c`, and two
+//! workspaces must never share a host (an origin). Such workspaces are served in path mode
+//! only.
 
 use guildnet_api::workspace::facts::{PROXY_PATH_PREFIX, proxy_path};
 use percent_encoding::percent_decode_str;
@@ -7,9 +12,9 @@ use percent_encoding::percent_decode_str;
 /// A request's workspace and what is left of its path.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Target {
-    /// From the path's first segment, or the host's label after its last `--`.
+    /// From the path's first segment, or the host's label after its `--`.
     pub namespace: String,
-    /// From the path's second segment, or the host's label before its last `--`.
+    /// From the path's second segment, or the host's label before its `--`.
     pub name: String,
     /// The path the workspace sees, starting with `/`, with the query if any; empty for a
     /// bare `/w/ns/name`, with or without a query, which callers redirect to `…/`.
@@ -30,6 +35,13 @@ pub enum RouteError {
     /// A namespace or name that is not an RFC 1123 label.
     #[error("{0:?} is not a valid namespace or workspace name")]
     InvalidName(String),
+    /// A host label with more than one `--`, which more than one workspace could claim.
+    #[error(
+        "the host label {0:?} has more than one `--`, so it could name more than one workspace \
+         (`<name>--<namespace>`); open a workspace whose name or namespace contains `--` at \
+         /w/<namespace>/<name>/ instead"
+    )]
+    AmbiguousHost(String),
 }
 
 /// The workspace of a path-mode request (`path` as received, `query` without `?`). A bare
@@ -73,7 +85,8 @@ pub fn from_path(path: &str, query: Option<&str>) -> Result<Option<Target>, Rout
 }
 
 /// The workspace of a subdomain-mode request: `host` (without port) is
-/// `<name>--<namespace>.<base_domain>`.
+/// `<name>--<namespace>.<base_domain>` with exactly one `--` in the label (overlapping ones,
+/// as in `a---b`, count twice).
 pub fn from_host(
     host: &str,
     base_domain: &str,
@@ -88,7 +101,11 @@ pub fn from_host(
     else {
         return Ok(None);
     };
-    let (name, namespace) = label.rsplit_once("--").ok_or(RouteError::Malformed)?;
+    let split = label.find("--").ok_or(RouteError::Malformed)?;
+    if label.rfind("--") != Some(split) {
+        return Err(RouteError::AmbiguousHost(label.to_owned()));
+    }
+    let (name, namespace) = (&label[..split], &label[split + 2..]);
     for part in [namespace, name] {
         if !is_dns_label(part) {
             return Err(RouteError::InvalidName(part.to_owned()));
@@ -231,8 +248,8 @@ mod tests {
             Ok(target("team", "ide", "/x?a=1", ""))
         );
         assert_eq!(
-            from_host("my--ide--team.WS.example.com.", "ws.example.com", "/", None),
-            Ok(target("team", "my--ide", "/", ""))
+            from_host("My-Ide--team.WS.example.com.", "ws.example.com", "/", None),
+            Ok(target("team", "my-ide", "/", ""))
         );
         assert_eq!(
             from_host("ws.example.com", "ws.example.com", "/", None),
@@ -249,6 +266,32 @@ mod tests {
         assert_eq!(
             from_host("ide--team.ws.example.com", "ws.example.com", "/../x", None),
             Err(RouteError::DotSegment)
+        );
+    }
+
+    #[test]
+    fn a_host_names_at_most_one_workspace() {
+        // `a--b` in `c`, or `a` in `b--c`: both would be this host, so it is neither.
+        for label in ["a--b--c", "my--ide--team", "a---b", "a----b", "ide--team--"] {
+            assert_eq!(
+                from_host(
+                    &format!("{label}.ws.example.com"),
+                    "ws.example.com",
+                    "/",
+                    None
+                ),
+                Err(RouteError::AmbiguousHost(label.to_owned())),
+                "{label}"
+            );
+        }
+        // One `--`: one reading, whichever side a single `-` is on.
+        assert_eq!(
+            from_host("a-b--c-d.ws.example.com", "ws.example.com", "/", None),
+            Ok(target("c-d", "a-b", "/", ""))
+        );
+        assert_eq!(
+            from_host("--team.ws.example.com", "ws.example.com", "/", None),
+            Err(RouteError::InvalidName(String::new()))
         );
     }
 }

@@ -37,17 +37,18 @@ pub(super) async fn send(
     last_use: LastUse,
     mut request: Request,
 ) -> Response {
-    let own_scheme = if state.https { "https" } else { "http" };
+    let trusted_proxy = state.auth.is_trusted_proxy(peer.ip());
     let forwarding = Forwarding {
         origin: PublicOrigin::of(
             request.headers(),
             peer.ip(),
-            state.auth.is_trusted_proxy(peer.ip()),
-            own_scheme,
+            trusted_proxy,
+            state.own_scheme(),
         ),
         prefix: &target.prefix,
         upstream,
         websocket: rewrite::websocket_upgrade(request.headers()),
+        trusted_proxy,
         bearer_authenticated: caller.via == Via::Bearer,
         identity_headers: state.auth.identity_headers(),
     };

@@ -73,9 +73,14 @@ impl Proxy {
 
     /// The proxy's answer to `request` from [`PEER`].
     async fn send(&self, request: http::request::Builder) -> Response {
+        self.send_body(request, "").await
+    }
+
+    /// The proxy's answer to `request` with `body` from [`PEER`].
+    async fn send_body(&self, request: http::request::Builder, body: &str) -> Response {
         router(self.state.clone())
             .layer(MockConnectInfo(PEER))
-            .oneshot(request.body(Body::empty()).unwrap())
+            .oneshot(request.body(Body::from(body.to_owned())).unwrap())
             .await
             .unwrap()
     }
@@ -223,6 +228,39 @@ impl Received {
 
 fn get(uri: &str) -> http::request::Builder {
     Request::get(uri).header(header::HOST, "guildnet.example.com")
+}
+
+/// The proxy's own origin as the browser sees it in these tests: plain HTTP.
+const OWN_ORIGIN: &str = "http://guildnet.example.com";
+
+/// A browser's write to `uri` from a page at `origin` (None: no Origin header).
+fn write(method: &str, uri: &str, origin: Option<&str>) -> http::request::Builder {
+    let request = Request::builder()
+        .method(method)
+        .uri(uri)
+        .header(header::HOST, "guildnet.example.com")
+        .header(header::CONTENT_TYPE, "application/json");
+    match origin {
+        Some(origin) => request.header(header::ORIGIN, origin),
+        None => request,
+    }
+}
+
+/// The login page's form post from a page at `origin`.
+fn login_post(origin: Option<&str>) -> http::request::Builder {
+    let request = Request::post("/login")
+        .header(header::HOST, "guildnet.example.com")
+        .header(header::ACCEPT, "text/html")
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
+    match origin {
+        Some(origin) => request.header(header::ORIGIN, origin),
+        None => request,
+    }
+}
+
+async fn text_body(response: Response) -> String {
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    String::from_utf8(bytes.to_vec()).unwrap()
 }
 
 fn identity(username: &str) -> Identity {
@@ -508,4 +546,375 @@ async fn oversized_request_heads_are_refused() {
         json_body(response).await["error"]["reason"],
         "HeadersTooLarge"
     );
+}
+
+/// A token-mode proxy where `alices-token` is alice's, as a TokenReview would say.
+fn token_proxy(flags: &[&str]) -> Proxy {
+    let flags: Vec<&str> = ["--auth=token"]
+        .into_iter()
+        .chain(flags.iter().copied())
+        .collect();
+    let proxy = Proxy::new(&flags);
+    proxy
+        .state
+        .auth
+        .remember_token("alices-token", identity("alice"));
+    proxy
+}
+
+#[tokio::test]
+async fn after_login_the_browser_stays_on_this_site() {
+    let proxy = token_proxy(&[]);
+    // The form bodies as a browser encodes them; the proxy decodes `next` once to read it.
+    for next in [
+        "/%09/evil.example",
+        "%2F%09%2Fevil.example",
+        "//evil.example",
+        "/%5Cevil.example",
+        "/%2F/evil.example",
+        "/%2509/evil.example",
+        "https://evil.example/",
+        "https%3A%2F%2Fevil.example",
+        "/x%0D%0ALocation:%20https://evil.example",
+        "/x%0ASet-Cookie:%20a=b",
+        "evil.example",
+    ] {
+        let response = proxy
+            .send_body(
+                login_post(Some(OWN_ORIGIN)),
+                &format!("token=alices-token&next={next}"),
+            )
+            .await;
+        assert_eq!(response.status(), StatusCode::SEE_OTHER, "{next}");
+        assert_eq!(response.headers()[header::LOCATION], "/", "{next}");
+        assert!(
+            response.headers().contains_key(header::SET_COOKIE),
+            "{next}"
+        );
+    }
+    let home = proxy
+        .send_body(
+            login_post(Some(OWN_ORIGIN)),
+            "token=alices-token&next=%2Fw%2Fteam%2Fide%2Fx%3Fy%3D1",
+        )
+        .await;
+    assert_eq!(home.headers()[header::LOCATION], "/w/team/ide/x?y=1");
+    // The login page carries the same safe `next` into its form.
+    let page = proxy
+        .send(get("/login?next=/x%0D%0AHeader:%20v").header(header::ACCEPT, "text/html"))
+        .await;
+    assert_eq!(page.status(), StatusCode::OK);
+    assert!(text_body(page).await.contains(r#"name="next" value="/""#));
+}
+
+#[tokio::test]
+async fn a_login_from_another_site_is_refused() {
+    let proxy = token_proxy(&[]);
+    let body = "token=alices-token&next=%2F";
+    let cases = [
+        (Some("https://evil.example"), None),
+        (None, None),
+        (None, Some("https://evil.example/login")),
+        // The right host, the wrong scheme: the proxy is served over plain HTTP here.
+        (Some("https://guildnet.example.com"), None),
+    ];
+    for (origin, referer) in cases {
+        let mut request = login_post(origin);
+        if let Some(referer) = referer {
+            request = request.header(header::REFERER, referer);
+        }
+        let response = proxy.send_body(request, body).await;
+        assert_eq!(
+            response.status(),
+            StatusCode::FORBIDDEN,
+            "{origin:?} {referer:?}"
+        );
+        assert!(!response.headers().contains_key(header::SET_COOKIE));
+        assert!(text_body(response).await.contains("CrossOriginRefused"));
+    }
+    let own = proxy.send_body(login_post(Some(OWN_ORIGIN)), body).await;
+    assert_eq!(own.status(), StatusCode::SEE_OTHER);
+    assert!(own.headers().contains_key(header::SET_COOKIE));
+    // No Origin, but the login page's own Referer.
+    let referred = login_post(None).header(header::REFERER, format!("{OWN_ORIGIN}/login?next=%2F"));
+    assert_eq!(
+        proxy.send_body(referred, body).await.status(),
+        StatusCode::SEE_OTHER
+    );
+}
+
+#[tokio::test]
+async fn writes_must_come_from_the_scheme_the_browser_used() {
+    let mut proxy = Proxy::new(&["--auth=none"]);
+    proxy.add(workspace("ide", DEV_USER), None).await;
+    let https_page = Some("https://guildnet.example.com");
+
+    let response = proxy
+        .send(write("DELETE", "/api/workspaces/team/ide", https_page))
+        .await;
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    assert_eq!(
+        json_body(response).await["error"]["reason"],
+        "CrossOriginRefused"
+    );
+    let logout = proxy.send(write("POST", "/logout", https_page)).await;
+    assert_eq!(logout.status(), StatusCode::FORBIDDEN);
+
+    // Behind a trusted TLS-terminating proxy, its X-Forwarded-Proto says https.
+    let proxy = token_proxy(&["--trusted-proxy=127.0.0.1/32"]);
+    let request = login_post(https_page).header("x-forwarded-proto", "https");
+    let response = proxy
+        .send_body(request, "token=alices-token&next=%2F")
+        .await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    let request = login_post(Some(OWN_ORIGIN)).header("x-forwarded-proto", "https");
+    let response = proxy
+        .send_body(request, "token=alices-token&next=%2F")
+        .await;
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+}
+
+const SECURITY_HEADERS: [(&str, &str); 4] = [
+    (
+        "content-security-policy",
+        "default-src 'self'; base-uri 'none'; object-src 'none'; form-action 'self'; frame-ancestors 'self'",
+    ),
+    ("x-frame-options", "SAMEORIGIN"),
+    ("x-content-type-options", "nosniff"),
+    ("referrer-policy", "same-origin"),
+];
+
+#[tokio::test]
+async fn the_dashboard_is_served_with_security_headers() {
+    let upstream = Upstream::start().await;
+    let mut proxy = Proxy::new(&["--auth=none"]);
+    proxy.add(workspace("ide", DEV_USER), Some(&upstream)).await;
+    let login = token_proxy(&[]);
+
+    let responses = [
+        ("/", proxy.send(get("/")).await),
+        ("/assets/app.js", proxy.send(get("/assets/app.js")).await),
+        (
+            "/assets/style.css",
+            proxy.send(get("/assets/style.css")).await,
+        ),
+        ("/api/me", proxy.send(get("/api/me")).await),
+        ("/api/workspaces", proxy.send(get("/api/workspaces")).await),
+        ("/api/events", proxy.send(get("/api/events")).await),
+        ("/healthz", proxy.send(get("/healthz")).await),
+        ("/favicon.ico", proxy.send(get("/favicon.ico")).await),
+        ("/login", login.send(get("/login")).await),
+        ("/api/me (401)", login.send(get("/api/me")).await),
+        (
+            "DELETE (403)",
+            proxy
+                .send(write("DELETE", "/api/workspaces/team/ide", None))
+                .await,
+        ),
+    ];
+    for (what, response) in &responses {
+        for (name, value) in SECURITY_HEADERS {
+            assert_eq!(
+                response.headers().get(name).map(|v| v.to_str().unwrap()),
+                Some(value),
+                "{what}: {name}"
+            );
+        }
+    }
+    // A workspace's own answer keeps the app's headers: the proxy adds none of these.
+    let forwarded = proxy.send(get("/w/team/ide/")).await;
+    assert_eq!(forwarded.status(), StatusCode::OK);
+    for (name, _) in SECURITY_HEADERS {
+        assert!(!forwarded.headers().contains_key(name), "{name}");
+    }
+}
+
+#[tokio::test]
+async fn two_workspaces_never_share_a_host() {
+    let upstream = Upstream::start().await;
+    let mut proxy = Proxy::new(&["--auth=none", "--base-domain=ws.example.com"]);
+    // `a--b` in `c` and `a` in `b--c` would both be a--b--c.ws.example.com.
+    for (namespace, name) in [("c", "a--b"), ("b--c", "a")] {
+        let mut ws = workspace(name, DEV_USER);
+        ws.metadata.namespace = Some(namespace.into());
+        proxy.add(ws, Some(&upstream)).await;
+    }
+
+    let request = Request::get("/").header(header::HOST, "a--b--c.ws.example.com");
+    let response = proxy.send(request).await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let message = json_body(response).await["error"]["message"].clone();
+    assert!(
+        message.as_str().unwrap().contains("more than one `--`"),
+        "{message}"
+    );
+    assert_eq!(upstream.requests(), 0);
+    // Both stay reachable in path mode.
+    for path in ["/w/c/a--b/", "/w/b--c/a/"] {
+        assert_eq!(
+            proxy.send(get(path)).await.status(),
+            StatusCode::OK,
+            "{path}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn api_paths_must_name_workspaces_by_dns_labels() {
+    let mut proxy = Proxy::new(&["--auth=none"]);
+    proxy.add(workspace("ide", DEV_USER), None).await;
+    let own = Some(OWN_ORIGIN);
+
+    let cases = [
+        // `ide#` would delete `ide`; `?` would add query parameters to the API call.
+        (write("DELETE", "/api/workspaces/team/ide%23", own), "name"),
+        (
+            write("DELETE", "/api/workspaces/team/ide%3FdryRun=All", own),
+            "name",
+        ),
+        (
+            write("POST", "/api/workspaces/team%3Fx=1/ide/suspend", own),
+            "namespace",
+        ),
+        (
+            write("POST", "/api/workspaces/team/ide%2F..%2Fother/resume", own),
+            "name",
+        ),
+        (
+            get("/api/workspaces/team/ide%3FlabelSelector=x/logs"),
+            "name",
+        ),
+        (get("/api/workspaces/Team/ide/logs"), "namespace"),
+    ];
+    for (request, parameter) in cases {
+        let response = proxy.send(request).await;
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{parameter}");
+        let message = json_body(response).await["error"]["message"].clone();
+        assert!(
+            message
+                .as_str()
+                .unwrap()
+                .starts_with(&format!("path parameter {parameter} ")),
+            "{message}"
+        );
+    }
+}
+
+/// A Kubernetes Event (resourceVersion `id`) about the Workspace `team/{name}` with `uid`.
+fn workspace_event(id: u64, name: &str, uid: &str) -> k8s_openapi::api::core::v1::Event {
+    k8s_openapi::api::core::v1::Event {
+        metadata: kube::api::ObjectMeta {
+            name: Some(format!("{name}.{id}")),
+            namespace: Some("team".into()),
+            resource_version: Some(id.to_string()),
+            ..Default::default()
+        },
+        involved_object: k8s_openapi::api::core::v1::ObjectReference {
+            kind: Some("Workspace".into()),
+            namespace: Some("team".into()),
+            name: Some(name.into()),
+            uid: Some(uid.into()),
+            ..Default::default()
+        },
+        reason: Some("Ready".into()),
+        type_: Some("Normal".into()),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn events_of_a_deleted_workspace_are_not_shown_to_the_next_owner_of_its_name() {
+    let mut proxy = Proxy::new(&["--auth=none"]);
+    // The developer's `ide` (uid-ide) reuses the name of alice's deleted one.
+    proxy.add(workspace("ide", DEV_USER), None).await;
+    proxy
+        .state
+        .authz
+        .remember(&identity(DEV_USER), "team", None, false);
+    proxy
+        .state
+        .events
+        .apply(&workspace_event(5, "ide", "uid-of-alices-deleted-ide"));
+    proxy
+        .state
+        .events
+        .apply(&workspace_event(6, "ide", "uid-ide"));
+
+    let listed = json_body(proxy.send(get("/api/events")).await).await;
+    let ids: Vec<&str> = listed["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|item| item["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["6"], "{listed}");
+
+    // Once that name goes to yet another workspace, the developer's events go with theirs.
+    let mut successor = workspace("ide", DEV_USER);
+    successor.metadata.uid = Some("uid-of-the-next-ide".into());
+    proxy.add(successor, None).await;
+    let listed = json_body(proxy.send(get("/api/events")).await).await;
+    assert_eq!(listed["items"], json!([]), "{listed}");
+
+    // Whoever may open every workspace of the namespace still sees the old one's events.
+    proxy
+        .state
+        .authz
+        .remember(&identity(DEV_USER), "team", None, true);
+    let listed = json_body(proxy.send(get("/api/events")).await).await;
+    assert_eq!(listed["items"].as_array().unwrap().len(), 2, "{listed}");
+}
+
+#[tokio::test]
+async fn forwarded_and_x_real_ip_from_a_client_never_reach_the_workspace() {
+    let upstream = Upstream::start().await;
+    let mut proxy = Proxy::new(&["--auth=none"]);
+    proxy.add(workspace("ide", DEV_USER), Some(&upstream)).await;
+
+    let request = get("/w/team/ide/")
+        .header(
+            header::FORWARDED,
+            "for=10.9.9.9;host=evil.example;proto=https",
+        )
+        .header("x-real-ip", "10.9.9.9");
+    let received = Received::from(proxy.send(request).await).await;
+    assert!(received.header("forwarded").is_empty());
+    assert!(received.header("x-real-ip").is_empty());
+    assert_eq!(received.header("x-forwarded-for"), ["127.0.0.1"]);
+
+    // A trusted front proxy's are passed on.
+    let mut trusting = Proxy::new(&["--auth=none", "--trusted-proxy=127.0.0.1/32"]);
+    trusting
+        .add(workspace("ide", DEV_USER), Some(&upstream))
+        .await;
+    let request = get("/w/team/ide/")
+        .header(header::FORWARDED, "for=203.0.113.9")
+        .header("x-real-ip", "203.0.113.9");
+    let received = Received::from(trusting.send(request).await).await;
+    assert_eq!(received.header("forwarded"), ["for=203.0.113.9"]);
+    assert_eq!(received.header("x-real-ip"), ["203.0.113.9"]);
+}
+
+#[tokio::test]
+async fn a_request_with_two_host_headers_is_refused() {
+    let upstream = Upstream::start().await;
+    let mut proxy = Proxy::new(&["--auth=none", "--base-domain=ws.example.com"]);
+    proxy.add(workspace("ide", DEV_USER), Some(&upstream)).await;
+
+    for hosts in [
+        ["guildnet.example.com", "ide--team.ws.example.com"],
+        ["ide--team.ws.example.com", "guildnet.example.com"],
+        ["guildnet.example.com", "guildnet.example.com"],
+    ] {
+        let request = Request::get("/w/team/ide/")
+            .header(header::HOST, hosts[0])
+            .header(header::HOST, hosts[1]);
+        let response = proxy.send(request).await;
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{hosts:?}");
+        assert_eq!(
+            json_body(response).await["error"]["reason"],
+            "DuplicateHost"
+        );
+    }
+    assert_eq!(upstream.requests(), 0);
 }

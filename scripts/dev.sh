@@ -47,6 +47,10 @@ start_components() {
     [ "$c" = proxy ] && args=(--listen "$proxy_addr" --session-secret guildnet-proxy-session
       --session-secret-namespace guildnet-system)
     [ "$c" = webhook ] && args=(--webhook-url https://127.0.0.1:9443)
+    # On the local control plane only the API server (its webhook client certificate) may
+    # call the webhook, as in production.
+    [ "$c" = webhook ] && [ -z "${GUILDNET_KUBECONFIG:-}" ] &&
+      args+=(--client-ca-file "$root/.guildnet/pki/webhook-client-ca.crt")
     KUBECONFIG=$(component_kubeconfig $c) "$target/guildnet-$c" "${args[@]}" >"$logs/$c.log" 2>&1 &
     echo $! > "$state/$c.pid"
   done

@@ -39,8 +39,12 @@ free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1
 webhook_port=$(free_port) webhook_metrics_port=$(free_port)
 KUBECONFIG=$dir/webhook.kubeconfig RUST_LOG=info,kube=warn \
   "$target/guildnet-webhook" --listen 127.0.0.1:$webhook_port --metrics-listen 127.0.0.1:$webhook_metrics_port \
-  --webhook-url https://127.0.0.1:$webhook_port >"$logs/webhook.log" 2>&1 &
+  --webhook-url https://127.0.0.1:$webhook_port --client-ca-file "$dir/pki/webhook-client-ca.crt" \
+  >"$logs/webhook.log" 2>&1 &
 pids+=($!)
+# Served to the API server alone: it presents the webhook client certificate the control
+# plane made (tests check that nobody else gets an answer).
+export GUILDNET_WEBHOOK_URL=https://127.0.0.1:$webhook_port
 # Serving (readyz) comes a moment before the webhook configurations are registered.
 deadline=$((SECONDS + 60))
 until curl -sf http://127.0.0.1:$webhook_metrics_port/readyz >/dev/null &&

@@ -736,8 +736,18 @@ async fn post_review(
     ca_pem: &str,
     body: &str,
 ) -> Result<(Vec<u8>, String), String> {
+    post_review_as(addr, ca_pem, None, body).await
+}
+
+/// Like [`post_review`], presenting `client` (certificate and key PEM) when given.
+async fn post_review_as(
+    addr: SocketAddr,
+    ca_pem: &str,
+    client: Option<(&[u8], &[u8])>,
+    body: &str,
+) -> Result<(Vec<u8>, String), String> {
     use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, ServerName};
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
         roots
@@ -749,8 +759,19 @@ async fn post_review(
     ))
     .with_safe_default_protocol_versions()
     .map_err(|e| e.to_string())?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    .with_root_certificates(roots);
+    let config = match client {
+        Some((cert, key)) => {
+            let chain = CertificateDer::pem_slice_iter(cert)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| e.to_string())?;
+            let key = PrivateKeyDer::from_pem_slice(key).map_err(|e| e.to_string())?;
+            config
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| e.to_string())?
+        }
+        None => config.with_no_client_auth(),
+    };
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
     let tcp = tokio::net::TcpStream::connect(addr)
         .await
@@ -760,7 +781,12 @@ async fn post_review(
         .connect(server_name, tcp)
         .await
         .map_err(|e| format!("handshake: {e}"))?;
-    let served = tls.get_ref().1.peer_certificates().unwrap()[0].to_vec();
+    let served = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .ok_or("no serving certificate")?[0]
+        .to_vec();
     let request = format!(
         "POST /validate HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
@@ -772,6 +798,67 @@ async fn post_review(
     // A peer that closes without close_notify still sent its whole response.
     let _ = tls.read_to_end(&mut response).await;
     Ok((served, String::from_utf8_lossy(&response).into_owned()))
+}
+
+#[tokio::test]
+async fn only_the_api_server_may_call_the_webhook() {
+    // A forged CREATE that would reserve alice's Quota if anyone could send it.
+    let url = std::env::var("GUILDNET_WEBHOOK_URL")
+        .expect("GUILDNET_WEBHOOK_URL (scripts/with-stack.sh exports it)");
+    let addr: SocketAddr = url.trim_start_matches("https://").parse().unwrap();
+    let admin = client(User::Admin).await;
+    let validating: Api<ValidatingWebhookConfiguration> = Api::all(admin);
+    let hook = &validating
+        .get("guildnet-webhook")
+        .await
+        .unwrap()
+        .webhooks
+        .unwrap()[0];
+    let ca = String::from_utf8(hook.client_config.ca_bundle.clone().unwrap().0).unwrap();
+    let forged = |dry_run: bool| {
+        json!({
+            "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+            "request": {
+                "uid": "forged", "kind": {"group": "guildnet.io", "version": "v1alpha1", "kind": "Workspace"},
+                "resource": {"group": "guildnet.io", "version": "v1alpha1", "resource": "workspaces"},
+                "name": "forged", "namespace": "default", "operation": "CREATE", "dryRun": dry_run,
+                "userInfo": {"username": "alice", "groups": ["guildnet:users", "system:authenticated"]},
+                "object": {"apiVersion": "guildnet.io/v1alpha1", "kind": "Workspace",
+                           "metadata": {"name": "forged", "namespace": "default"},
+                           "spec": {"image": ALLOWED_IMAGE}}
+            }
+        })
+        .to_string()
+    };
+    let answered = |result: &Result<(Vec<u8>, String), String>| matches!(result, Ok((_, response)) if response.starts_with("HTTP/1.1"));
+
+    let anonymous = post_review_as(addr, &ca, None, &forged(false)).await;
+    assert!(
+        !answered(&anonymous),
+        "no client certificate: {anonymous:?}"
+    );
+    // A user's client certificate comes from the cluster CA, not the webhook client CA.
+    let kubeconfig: Value =
+        serde_yaml::from_str(&std::fs::read_to_string(kubeconfig_path()).unwrap()).unwrap();
+    let users = kubeconfig["users"].as_array().unwrap();
+    let alice = &users.iter().find(|u| u["name"] == "alice").unwrap()["user"];
+    let pem = |field: &str| {
+        data_encoding::BASE64
+            .decode(alice[field].as_str().unwrap().as_bytes())
+            .unwrap()
+    };
+    let (cert, key) = (pem("client-certificate-data"), pem("client-key-data"));
+    let as_alice = post_review_as(addr, &ca, Some((&cert, &key)), &forged(false)).await;
+    assert!(!answered(&as_alice), "a user's certificate: {as_alice:?}");
+
+    // The API server's own webhook client certificate is served (a dry run reserves nothing).
+    let pki = kubeconfig_path().parent().unwrap().join("pki");
+    let cert = std::fs::read(pki.join("webhook-client.crt")).unwrap();
+    let key = std::fs::read(pki.join("webhook-client.key")).unwrap();
+    let (_, response) = post_review_as(addr, &ca, Some((&cert, &key)), &forged(true))
+        .await
+        .expect("the API server is served");
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
 }
 
 #[tokio::test]

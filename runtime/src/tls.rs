@@ -2,11 +2,13 @@
 //! a renewed certificate (self-managed rotation, or cert-manager rewriting the mounted
 //! files) is served from the next handshake on, without a restart or dropped connections.
 
+use rustls::RootCertStore;
 use rustls::ServerConfig;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::server::danger::ClientCertVerifier;
+use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 use std::path::PathBuf;
 use std::sync::{Arc, PoisonError, RwLock};
@@ -24,6 +26,9 @@ pub enum Error {
     /// rustls refuses the key (unsupported algorithm, not matching the certificate) or the setup.
     #[error("cannot use the key or build the TLS configuration: {0}")]
     Rustls(#[from] rustls::Error),
+    /// The client CA cannot verify client certificates.
+    #[error("cannot verify client certificates with the given CA: {0}")]
+    ClientVerifier(String),
 }
 
 /// The certificate resolver of the server: one certificate, replaceable while serving.
@@ -61,10 +66,23 @@ impl ResolvesServerCert for SwappableCert {
 /// uses, so one crypto library is linked), offering the application protocols `alpn`
 /// (e.g. `h2`, `http/1.1`), certificates from `resolver`.
 pub fn server_config(resolver: Arc<SwappableCert>, alpn: &[&[u8]]) -> Result<ServerConfig, Error> {
-    let mut config = ServerConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
-        .with_cert_resolver(resolver);
+    server_config_for_clients(resolver, alpn, None)
+}
+
+/// Like [`server_config`], but with `clients` set, only clients presenting a certificate
+/// that `clients` accepts complete the handshake (see [`client_verifier`]).
+pub fn server_config_for_clients(
+    resolver: Arc<SwappableCert>,
+    alpn: &[&[u8]],
+    clients: Option<Arc<dyn ClientCertVerifier>>,
+) -> Result<ServerConfig, Error> {
+    let builder =
+        ServerConfig::builder_with_provider(provider()).with_safe_default_protocol_versions()?;
+    let builder = match clients {
+        Some(verifier) => builder.with_client_cert_verifier(verifier),
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder.with_cert_resolver(resolver);
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Ok(config)
 }
@@ -100,6 +118,21 @@ pub async fn follow_files(
             Err(error) => tracing::warn!(%error, "keeping the current TLS certificate"),
         }
     }
+}
+
+/// Accepts client certificates signed by a CA of `ca_pem` (and for client authentication),
+/// refusing clients without one.
+pub fn client_verifier(ca_pem: &str) -> Result<Arc<dyn ClientCertVerifier>, Error> {
+    let mut roots = RootCertStore::empty();
+    for ca in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(ca?)?;
+    }
+    if roots.is_empty() {
+        return Err(Error::NoCertificate);
+    }
+    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+        .build()
+        .map_err(|e| Error::ClientVerifier(e.to_string()))
 }
 
 fn provider() -> Arc<CryptoProvider> {
@@ -142,5 +175,40 @@ mod tests {
         );
         assert_eq!(served(), second);
         assert!(server_config(Arc::new(resolver), &[b"http/1.1"]).is_ok());
+    }
+
+    /// A CA, and a client certificate it signs, as PEM.
+    fn ca_and_client() -> (String, rustls::pki_types::CertificateDer<'static>) {
+        use rcgen::{
+            BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+        };
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca_params = CertificateParams::new(Vec::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+        let issuer = Issuer::new(ca_params, ca_key);
+        let mut client = CertificateParams::new(Vec::new()).unwrap();
+        client.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let client_key = KeyPair::generate().unwrap();
+        let client_cert = client.signed_by(&client_key, &issuer).unwrap();
+        (ca_cert.pem(), client_cert.der().clone())
+    }
+
+    #[test]
+    fn only_clients_of_the_given_ca_are_accepted() {
+        let (ca, client) = ca_and_client();
+        let (_, stranger) = ca_and_client();
+        let verifier = client_verifier(&ca).unwrap();
+        let now = rustls::pki_types::UnixTime::now();
+        assert!(verifier.verify_client_cert(&client, &[], now).is_ok());
+        assert!(verifier.verify_client_cert(&stranger, &[], now).is_err());
+        assert!(
+            verifier.client_auth_mandatory(),
+            "no certificate, no handshake"
+        );
+        assert!(matches!(
+            client_verifier("no PEM here"),
+            Err(Error::NoCertificate)
+        ));
     }
 }

@@ -45,9 +45,21 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .await
         .context("cannot obtain the serving certificate")?;
     let resolver = Arc::new(SwappableCert::new(&material.cert, &material.key)?);
-    let tls_config = RustlsConfig::from_config(Arc::new(tls::server_config(
+    let clients = match &args.client_ca_file {
+        Some(path) => {
+            let pem = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read --client-ca-file {}", path.display()))?;
+            Some(
+                tls::client_verifier(&pem)
+                    .with_context(|| format!("--client-ca-file {}", path.display()))?,
+            )
+        }
+        None => None,
+    };
+    let tls_config = RustlsConfig::from_config(Arc::new(tls::server_config_for_clients(
         Arc::clone(&resolver),
         &[b"h2", b"http/1.1"],
+        clients,
     )?));
 
     let (caches, watch_caches) = Caches::start(&client);

@@ -49,6 +49,12 @@ pub struct Args {
     /// comes from files. Omit it when cert-manager's CA injector fills in the bundle.
     #[arg(long, requires = "tls_cert_file")]
     pub ca_file: Option<PathBuf>,
+    /// CA (PEM) of the API server's client certificate for admission webhooks (its
+    /// `--admission-control-config-file`): only callers presenting a certificate it signed
+    /// are served on --listen. Without it anyone who reaches the port can send
+    /// AdmissionReviews of their own making.
+    #[arg(long)]
+    pub client_ca_file: Option<PathBuf>,
     /// Namespace of the self-managed certificate Secret [default: --system-namespace].
     #[arg(long)]
     pub tls_secret_namespace: Option<String>,

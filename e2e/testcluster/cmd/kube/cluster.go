@@ -349,6 +349,10 @@ func clusterRun(d clusterDirs) (err error) {
 	if err != nil {
 		return fmt.Errorf("tokens: %w", err)
 	}
+	admissionConfig, err := writeAdmissionConfig(d)
+	if err != nil {
+		return fmt.Errorf("admission configuration: %w", err)
+	}
 	if err := s.start("kube-apiserver", "kube-apiserver",
 		"--etcd-servers="+etcdURL,
 		"--bind-address=127.0.0.1",
@@ -358,6 +362,9 @@ func clusterRun(d clusterDirs) (err error) {
 		"--authorization-mode=Node,RBAC",
 		"--client-ca-file="+filepath.Join(p, "ca.crt"),
 		"--token-auth-file="+tokenFile,
+		// Admission webhooks are called with a client certificate, so they can tell the
+		// API server from anyone else who reaches them.
+		"--admission-control-config-file="+admissionConfig,
 		"--tls-cert-file="+filepath.Join(p, "apiserver.crt"),
 		"--tls-private-key-file="+filepath.Join(p, "apiserver.key"),
 		"--cert-dir="+p,
@@ -524,6 +531,29 @@ func writeKubeconfigs(d clusterDirs, server string, keys *pki) error {
 		}
 	}
 	return nil
+}
+
+// writeAdmissionConfig makes the API server present <pki>/webhook-client.crt to every
+// admission webhook (the kubeconfig user "*" matches any webhook host) and returns the
+// admission configuration file for --admission-control-config-file.
+func writeAdmissionConfig(d clusterDirs) (string, error) {
+	p := d.pki()
+	kubeconfig := clientcmdapi.NewConfig()
+	kubeconfig.AuthInfos["*"] = &clientcmdapi.AuthInfo{
+		ClientCertificate: filepath.Join(p, webhookClientCert+".crt"),
+		ClientKey:         filepath.Join(p, webhookClientCert+".key"),
+	}
+	kubeconfigFile := filepath.Join(p, "webhook-client.kubeconfig")
+	if err := clientcmd.WriteToFile(*kubeconfig, kubeconfigFile); err != nil {
+		return "", err
+	}
+	plugin := func(name string) string {
+		return fmt.Sprintf("- name: %s\n  configuration:\n    apiVersion: apiserver.config.k8s.io/v1\n    kind: WebhookAdmissionConfiguration\n    kubeConfigFile: %q\n", name, kubeconfigFile)
+	}
+	config := "apiVersion: apiserver.config.k8s.io/v1\nkind: AdmissionConfiguration\nplugins:\n" +
+		plugin("ValidatingAdmissionWebhook") + plugin("MutatingAdmissionWebhook")
+	file := filepath.Join(p, "admission.yaml")
+	return file, os.WriteFile(file, []byte(config), 0o600)
 }
 
 // writeTokens gives each person of the test cluster a bearer token as well as a client

@@ -111,6 +111,13 @@ func (kp *keyPair) write(dir, name string) error {
 	return os.WriteFile(filepath.Join(dir, name+".key"), kp.KeyPEM, 0o600)
 }
 
+// The files (<name>.crt, <name>.key in the pki directory) of the CA that signs the API
+// server's webhook client certificate, and of that certificate.
+const (
+	webhookClientCA   = "webhook-client-ca"
+	webhookClientCert = "webhook-client"
+)
+
 // pki is everything the control plane and its users authenticate with.
 type pki struct {
 	CA        *keyPair
@@ -157,6 +164,23 @@ func newPKI(dir string, identities []clientIdentity) (*pki, error) {
 		return nil, err
 	}
 	if err := kubelet.write(dir, "kubelet"); err != nil {
+		return nil, err
+	}
+	// The API server's client certificate for calling admission webhooks, from a CA of its
+	// own: a webhook that trusts only this CA is called by the API server and nobody else
+	// (users' client certificates come from the cluster CA).
+	webhookCA, err := newCA("guildnet-webhook-client-ca")
+	if err != nil {
+		return nil, err
+	}
+	webhookClient, err := webhookCA.issue(pkix.Name{CommonName: "kube-apiserver"}, nil, nil)
+	if err != nil {
+		return nil, err
+	}
+	if err := webhookCA.write(dir, webhookClientCA); err != nil {
+		return nil, err
+	}
+	if err := webhookClient.write(dir, webhookClientCert); err != nil {
 		return nil, err
 	}
 	saKey, saKeyPEM, err := newKey()

@@ -19,6 +19,7 @@
 mod apply;
 mod builders;
 pub mod caches;
+mod context;
 pub mod controller;
 mod meta;
 mod network;

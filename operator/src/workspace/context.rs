@@ -1,0 +1,148 @@
+//! What every Workspace reconcile shares: the operator-wide [`Settings`] and the
+//! [`Context`] — client, caches, Events, metrics, backoff and what was announced.
+
+use super::caches::Caches;
+use super::reaper::IdleAction;
+use super::status::Failure;
+use super::{BuildContext, quota};
+use crate::metrics::Metrics;
+use crate::reconcile::backoff::Backoff;
+use crate::reconcile::events::{Announced, Publisher};
+use guildnet_api::workspace::WorkspacePhase;
+use guildnet_api::{Quota, Workspace};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Pod, Service};
+use kube::api::PartialObjectMeta;
+use kube::runtime::reflector::Store;
+use kube::{Client, ResourceExt};
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// The longest wait between retries of a failing workspace.
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+
+/// Operator-wide settings of the Workspace controller.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Restarts in CrashLoopBackOff at or above which a workspace is Failed.
+    pub crash_loop_restarts: i32,
+    /// Idle timeout of workspaces that set none; `None`: only workspaces that set one.
+    pub default_idle_timeout: Option<Duration>,
+    /// What happens to a workspace idle past its timeout (`--idle-action`, default suspend).
+    pub idle_action: IdleAction,
+    /// How often the reaper scans the cache.
+    pub reap_interval: Duration,
+    /// Edits to a workspace closer together than this are reconciled once.
+    pub debounce: Duration,
+    /// GuildNet's own namespace: only Quotas there may count workspaces cluster-wide.
+    pub system_namespace: String,
+    /// Operator-wide settings of every workspace's children (tolerations, the proxy's peer).
+    pub build: BuildContext,
+}
+
+/// What every reconcile shares.
+pub struct Context {
+    /// The operator's client: reads and writes as its ServiceAccount.
+    pub client: Client,
+    /// The operator-wide settings, from the command line.
+    pub settings: Settings,
+    pub(super) events: Publisher,
+    pods: Store<Pod>,
+    pub(super) deployments: Store<PartialObjectMeta<Deployment>>,
+    pub(super) services: Store<PartialObjectMeta<Service>>,
+    workspaces: Store<Workspace>,
+    quotas: Store<Quota>,
+    pub(super) metrics: Arc<Metrics>,
+    pub(super) backoff: Backoff<Workspace>,
+    /// What this process announced, so a stale cache does not make it announce twice.
+    announced: Mutex<Announced<WorkspacePhase>>,
+}
+
+impl Context {
+    /// `identity` names this replica in the Events it publishes.
+    pub fn new(
+        client: Client,
+        settings: Settings,
+        caches: &Caches,
+        metrics: Arc<Metrics>,
+        identity: &str,
+    ) -> Self {
+        Self {
+            events: Publisher::new(client.clone(), identity),
+            client,
+            settings,
+            pods: caches.pods(),
+            deployments: caches.deployments(),
+            services: caches.services(),
+            workspaces: caches.workspaces(),
+            quotas: caches.quotas(),
+            metrics,
+            backoff: Backoff::new(MAX_BACKOFF),
+            announced: Mutex::default(),
+        }
+    }
+
+    /// The `QuotaExceeded` failure of `ws`, from the caches (see [`quota`]).
+    /// Quotas count only the owner's workspaces, and none when there is no Quota, so only
+    /// those are taken from the cache: copying all of it per reconcile made a resync O(N²).
+    pub(super) fn quota_failure(&self, ws: &Workspace) -> Option<Failure> {
+        let quotas = self.quotas.state();
+        let owner = ws.owner_id()?;
+        let workspaces = if quotas.is_empty() {
+            Vec::new()
+        } else {
+            self.workspaces
+                .state_filter(|w| w.owner_id() == Some(owner))
+        };
+        let workspaces: Vec<&Workspace> = workspaces.iter().map(|w| w.as_ref()).collect();
+        let quotas: Vec<&Quota> = quotas.iter().map(|q| q.as_ref()).collect();
+        quota::check(ws, &workspaces, &quotas, &self.settings.system_namespace)
+    }
+
+    /// The workspace's pods, from the watch cache.
+    pub(super) fn pods_of(&self, name: &str, namespace: &str) -> Vec<Arc<Pod>> {
+        self.pods.state_filter(|p| {
+            p.namespace().as_deref() == Some(namespace)
+                && p.labels().get(guildnet_api::labels::ID).map(String::as_str) == Some(name)
+        })
+    }
+
+    /// Whether to announce `ws`'s launch (see [`Announced`]).
+    pub(super) fn announce_launch(&self, ws: &Workspace) -> bool {
+        let uid = ws.uid().unwrap_or_default();
+        self.announced.lock().unwrap().launch(&uid)
+    }
+
+    /// Whether to announce that `ws` entered `phase`.
+    pub(super) fn announce_phase(&self, ws: &Workspace, phase: Option<WorkspacePhase>) -> bool {
+        let uid = ws.uid().unwrap_or_default();
+        match phase {
+            Some(phase) => self.announced.lock().unwrap().phase(&uid, phase),
+            None => false,
+        }
+    }
+
+    /// Starts a leadership term from the `cached` workspaces: another leader may have
+    /// announced and retried since this replica last led.
+    pub(super) fn begin_term(&self, cached: &[Arc<Workspace>]) {
+        let phases: HashMap<String, Option<WorkspacePhase>> = cached
+            .iter()
+            .filter_map(|ws| Some((ws.uid()?, ws.status.as_ref().and_then(|s| s.phase))))
+            .collect();
+        self.announced
+            .lock()
+            .unwrap()
+            .retain_agreeing(|uid| phases.get(uid).copied());
+        self.backoff.clear();
+    }
+
+    /// Forgets what was announced for workspaces no longer in `cached`.
+    pub(super) fn forget_gone(&self, cached: &[Arc<Workspace>]) {
+        let live: HashSet<String> = cached.iter().filter_map(|ws| ws.uid()).collect();
+        self.announced
+            .lock()
+            .unwrap()
+            .retain(|uid| live.contains(uid));
+    }
+}

@@ -46,6 +46,11 @@ pub struct CapabilitiesSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 3))]
     pub exposure: Vec<ExposureType>,
+    /// What an `Ingress` exposure may ask for: hosts, IngressClasses, cert-manager issuers
+    /// and annotations. Without it an Ingress may use only the default class, no issuer and
+    /// no annotations, and any host no other owner's workspace uses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingress: Option<IngressGrant>,
     /// ClusterRegistration names (or `*`) the subjects may place workspaces on. Empty
     /// allows only the local cluster.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -60,6 +65,31 @@ pub struct CapabilitiesSpec {
     /// a workspace that never idles out holds its CPU, memory and Quota for good.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub keep_alive: bool,
+}
+
+/// What an Ingress exposure may ask for.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IngressGrant {
+    /// Host patterns: `ide.example.com`, or `*.dev.example.com` for any one label below it.
+    /// Empty: any host (that no other owner's workspace uses).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64), extend("items" = {"type": "string", "maxLength": 253}))]
+    pub hosts: Vec<String>,
+    /// IngressClasses that may be named in `spec.exposure.ingress.className`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16), extend("items" = {"type": "string", "maxLength": 253}))]
+    pub class_names: Vec<String>,
+    /// cert-manager ClusterIssuers that may be named in `tls.clusterIssuer`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16), extend("items" = {"type": "string", "maxLength": 253}))]
+    pub cluster_issuers: Vec<String>,
+    /// Annotation keys the Ingress may carry; a trailing `*` matches any suffix, e.g.
+    /// `nginx.ingress.kubernetes.io/proxy-*`. Snippet annotations (`…-snippet`), which run
+    /// arbitrary ingress-controller configuration, match only when listed by their full key.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64), extend("items" = {"type": "string", "maxLength": 253}))]
+    pub annotations: Vec<String>,
 }
 
 /// Which images may run.

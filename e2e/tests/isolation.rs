@@ -508,3 +508,33 @@ async fn gpus_are_refused_unless_a_capabilities_grants_them() {
         "{applied:?}"
     );
 }
+
+#[tokio::test]
+async fn an_ingress_asks_only_for_what_its_grant_allows() {
+    // The suite's admin may expose by Ingress on *.example.test with class nginx only.
+    let name = unique_name("ing");
+    let ingress = |class: &str, host: &str| {
+        format!(
+            "apiVersion: guildnet.io/v1alpha1\nkind: Workspace\nmetadata: {{name: {name}, namespace: default}}\nspec: {{image: registry.guildnet.test/ok:1, exposure: {{type: Ingress, ingress: {{host: {host}, className: {class}}}}}}}\n"
+        )
+    };
+    let refused = kubectl_apply(
+        User::Admin,
+        &ingress("internal", &format!("{name}.example.test")),
+    );
+    assert!(
+        !refused.success
+            && refused
+                .stderr
+                .contains("spec.exposure.ingress.className \"internal\" is not granted"),
+        "{refused:?}"
+    );
+    let refused = kubectl_apply(User::Admin, &ingress("nginx", "bank.example.com"));
+    assert!(
+        !refused.success
+            && refused
+                .stderr
+                .contains("spec.exposure.ingress.host \"bank.example.com\" is not granted"),
+        "{refused:?}"
+    );
+}

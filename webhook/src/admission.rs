@@ -77,6 +77,15 @@ pub struct Snapshot {
     /// Of the references the request adds ([`references_to_review`]), those the requester
     /// may not read, as SubjectAccessReviews answered.
     pub denied_references: Vec<Reference>,
+    /// The cached workspaces, in any namespace, whose Ingress uses the host the request's
+    /// workspace asks for ([`ingress_host`]).
+    pub host_users: Vec<Arc<Workspace>>,
+}
+
+/// The Ingress host the request's workspace asks for, if it asks for one.
+pub fn ingress_host(review: &Review) -> Option<&str> {
+    let spec = &review.request.object.as_ref()?.spec;
+    Some(spec.exposure.as_ref()?.ingress.as_ref()?.host.as_str())
 }
 
 /// Secrets and ConfigMaps a request makes its workspace read, to be reviewed as its
@@ -407,6 +416,7 @@ fn validate_create(
     admitted.spec = defaulted(&admitted)?;
     capabilities.check_workspace(&admitted.spec)?;
     let owner = policy::owner_id(&user.username);
+    check_host(target, &owner, snapshot)?;
     let demand = demand(&admitted.spec)?;
     let quotas = QuotaCheck {
         target,
@@ -443,6 +453,7 @@ fn validate_update(
     }
     policy::require_capabilities(user, &snapshot.capabilities)?.check_workspace(&spec)?;
     check_references(target, user, snapshot)?;
+    check_host(target, old.owner_id().unwrap_or_default(), snapshot)?;
     // A workspace without an owner counts against nobody's Quota.
     let Some(owner) = old.owner_id() else {
         return Ok(None);
@@ -482,6 +493,29 @@ fn check_references(target: &Target<'_>, user: &User, snapshot: &Snapshot) -> Re
         format!(
             "{} names {} {}/{}, which {} may not get: a workspace may only read Secrets and ConfigMaps its owner can read; use one of your own, or ask for get on it",
             denied.field, denied.kind, target.namespace, denied.name, user.username
+        ),
+    )
+    .into())
+}
+
+/// An Ingress host belongs to the first owner whose workspace uses it: another owner's
+/// workspace asking for it would take over their traffic (ingress controllers merge or
+/// pick between Ingresses of one host).
+fn check_host(target: &Target<'_>, owner: &str, snapshot: &Snapshot) -> Result<(), Refusal> {
+    let taken = snapshot.host_users.iter().find(|ws| {
+        ws.owner_id() != Some(owner)
+            && !(ws.metadata.namespace.as_deref() == Some(target.namespace)
+                && ws.metadata.name.as_deref() == Some(target.name))
+    });
+    let Some(other) = taken else {
+        return Ok(());
+    };
+    Err(Denial::new(
+        DenialReason::ExposureDenied,
+        format!(
+            "spec.exposure.ingress.host is already used by workspace {}/{} of another owner: choose another host",
+            other.metadata.namespace.as_deref().unwrap_or_default(),
+            other.name_any()
         ),
     )
     .into())

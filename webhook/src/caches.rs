@@ -101,7 +101,19 @@ impl Caches {
             quotas,
             workspaces,
             denied_references: Vec::new(),
+            host_users: Vec::new(),
         }
+    }
+
+    /// The cached workspaces whose Ingress uses `host`, in any namespace.
+    pub fn host_users(&self, host: &str) -> Vec<Arc<Workspace>> {
+        self.workspaces.state_filter(|ws| {
+            ws.spec
+                .exposure
+                .as_ref()
+                .and_then(|e| e.ingress.as_ref())
+                .is_some_and(|i| i.host == host)
+        })
     }
 
     /// Whether the cache shows `workspace`: one of its namespace and name with its spec (an

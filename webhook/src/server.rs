@@ -58,6 +58,9 @@ impl AppState {
         let owner = admission::quota_owner(&review.request);
         let mut snapshot = self.caches.snapshot(owner.as_deref(), reserved);
         snapshot.denied_references = denied_references;
+        if let Some(host) = admission::ingress_host(review) {
+            snapshot.host_users = self.caches.host_users(host);
+        }
         let decision = admission::validate(review, &self.settings, &snapshot);
         if let Some(admitted) = &decision.admitted {
             reservations.reserve(Instant::now(), admitted.clone());

@@ -126,6 +126,7 @@ fn snapshot() -> Snapshot {
         quotas: Vec::new(),
         workspaces: Vec::new(),
         denied_references: Vec::new(),
+        host_users: Vec::new(),
     }
 }
 
@@ -423,6 +424,37 @@ fn opting_out_of_idle_reaping_needs_a_grant() {
         ..snapshot()
     };
     assert_allowed(&validate(&review, &snapshot));
+}
+
+#[test]
+fn an_ingress_host_of_another_owner_is_refused() {
+    let mut exposing = developers();
+    exposing.spec.exposure = vec![guildnet_api::workspace::ExposureType::Ingress];
+    let spec = json!({"image": "docker.io/codercom/code-server:4.96.2",
+                      "exposure": {"type": "Ingress", "ingress": {"host": "ide.example.com"}}});
+    let review = by_alice(create(spec.clone()));
+    let mut bobs: Workspace = serde_json::from_value(json!({
+        "apiVersion": "guildnet.io/v1alpha1", "kind": "Workspace",
+        "metadata": {"name": "bank", "namespace": "team-b", "labels": {"guildnet.io/owner": owner_id("bob")}},
+        "spec": spec
+    }))
+    .unwrap();
+    let snapshot = |users: Vec<Arc<Workspace>>| Snapshot {
+        capabilities: vec![exposing.clone()],
+        host_users: users,
+        ..snapshot()
+    };
+    assert_allowed(&validate(&review, &snapshot(Vec::new())));
+    let refused = validate(&review, &snapshot(vec![Arc::new(bobs.clone())]));
+    assert_eq!(reason(&refused), "ExposureDenied");
+    assert!(
+        message(&refused).contains("already used by workspace team-b/bank"),
+        "{}",
+        message(&refused)
+    );
+    // Her own workspace with that host is no conflict.
+    bobs.metadata.labels = Some([("guildnet.io/owner".to_owned(), ALICE_ID.to_owned())].into());
+    assert_allowed(&validate(&review, &snapshot(vec![Arc::new(bobs)])));
 }
 
 #[test]

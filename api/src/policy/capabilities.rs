@@ -6,8 +6,10 @@ use super::image::{ImagePattern, ImageRef};
 use super::owner::owner_id;
 use super::quantity::{QuantityStyle, format_milli, quantity_milli};
 use super::subjects::{User, any_subject_matches};
-use crate::capabilities::{Capabilities, CapabilitiesSpec};
-use crate::workspace::{Exposure, ExposureType, Placement, WorkspaceSpec, WorkspaceVolume};
+use crate::capabilities::{Capabilities, CapabilitiesSpec, IngressGrant};
+use crate::workspace::{
+    Exposure, ExposureType, IngressExposure, Placement, WorkspaceSpec, WorkspaceVolume,
+};
 use k8s_openapi::api::core::v1::ResourceRequirements;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use std::collections::{BTreeMap, BTreeSet};
@@ -90,6 +92,8 @@ pub struct EffectiveCapabilities {
     pub exposure: Vec<ExposureType>,
     /// Allowed registered clusters.
     pub clusters: ClusterGrant,
+    /// What an Ingress exposure may ask for: the union of the grants' `ingress`.
+    pub ingress: IngressGrant,
     /// Whether any grant makes the user an admin (acts on others' workspaces).
     pub admin: bool,
     /// Whether the user may opt workspaces out of idle reaping (`keepAlive`, or admin).
@@ -140,6 +144,7 @@ pub fn effective_capabilities(user: &User, all: &[Capabilities]) -> Option<Effec
             .reduce(Ceiling::max)?,
         exposure: granted_exposure(specs()),
         clusters: granted_clusters(specs()),
+        ingress: granted_ingress(specs()),
         admin: specs().any(|spec| spec.admin),
         keep_alive: specs().any(|spec| spec.keep_alive || spec.admin),
     })
@@ -224,6 +229,24 @@ fn granted_exposure<'a>(specs: impl Iterator<Item = &'a CapabilitiesSpec>) -> Ve
         }
     }
     granted
+}
+
+/// The union of the grants' Ingress settings; any grant allowing any host allows any.
+fn granted_ingress<'a>(specs: impl Iterator<Item = &'a CapabilitiesSpec>) -> IngressGrant {
+    let mut union = IngressGrant::default();
+    let mut any_host = false;
+    for spec in specs.filter(|s| s.exposure.contains(&ExposureType::Ingress)) {
+        let grant = spec.ingress.clone().unwrap_or_default();
+        any_host |= grant.hosts.is_empty();
+        union.hosts.extend(grant.hosts);
+        union.class_names.extend(grant.class_names);
+        union.cluster_issuers.extend(grant.cluster_issuers);
+        union.annotations.extend(grant.annotations);
+    }
+    if any_host {
+        union.hosts.clear();
+    }
+    union
 }
 
 fn granted_clusters<'a>(specs: impl Iterator<Item = &'a CapabilitiesSpec>) -> ClusterGrant {
@@ -344,11 +367,14 @@ impl EffectiveCapabilities {
         Ok(())
     }
 
-    /// Checks the exposure type (ClusterIP when unset).
+    /// Checks the exposure type (ClusterIP when unset), and what an Ingress asks for.
     pub fn check_exposure(&self, exposure: Option<&Exposure>) -> Result<(), Denial> {
         let wanted = exposure.map(|e| e.type_).unwrap_or_default();
         if self.exposure.contains(&wanted) {
-            return Ok(());
+            return match exposure.and_then(|e| e.ingress.as_ref()) {
+                Some(ingress) if wanted == ExposureType::Ingress => self.check_ingress(ingress),
+                _ => Ok(()),
+            };
         }
         Err(Denial::new(
             DenialReason::ExposureDenied,
@@ -357,6 +383,67 @@ impl EffectiveCapabilities {
                 join_debug(&self.exposure)
             ),
         ))
+    }
+
+    /// Checks an Ingress exposure's host, class, issuer and annotations against the grants.
+    pub fn check_ingress(&self, ingress: &IngressExposure) -> Result<(), Denial> {
+        let denied = |field: &str, what: &str, granted: &[String], grant_field: &str| {
+            let granted = if granted.is_empty() {
+                "none".to_owned()
+            } else {
+                granted.join(", ")
+            };
+            Denial::new(
+                DenialReason::ExposureDenied,
+                format!(
+                    "spec.exposure.ingress.{field} {what} is not granted to you (allowed: {granted}): change it, or ask an admin to add it to spec.ingress.{grant_field} of a Capabilities"
+                ),
+            )
+        };
+        let grant = &self.ingress;
+        if !grant.hosts.is_empty() && !grant.hosts.iter().any(|p| host_matches(p, &ingress.host)) {
+            return Err(denied(
+                "host",
+                &format!("{:?}", ingress.host),
+                &grant.hosts,
+                "hosts",
+            ));
+        }
+        if let Some(class) = &ingress.class_name
+            && !grant.class_names.contains(class)
+        {
+            return Err(denied(
+                "className",
+                &format!("{class:?}"),
+                &grant.class_names,
+                "classNames",
+            ));
+        }
+        if let Some(issuer) = ingress.tls.as_ref().and_then(|t| t.cluster_issuer.as_ref())
+            && !grant.cluster_issuers.contains(issuer)
+        {
+            let field = "tls.clusterIssuer";
+            return Err(denied(
+                field,
+                &format!("{issuer:?}"),
+                &grant.cluster_issuers,
+                "clusterIssuers",
+            ));
+        }
+        if let Some(key) = ingress
+            .annotations
+            .keys()
+            .find(|key| !grant.annotations.iter().any(|p| annotation_matches(p, key)))
+        {
+            let what = format!("key {key:?}");
+            return Err(denied(
+                "annotations",
+                &what,
+                &grant.annotations,
+                "annotations",
+            ));
+        }
+        Ok(())
     }
 
     /// Checks the placement. No placement (the local cluster) always passes; a named
@@ -431,6 +518,28 @@ fn check_amount(
         "{field} is {}, above your per-workspace ceiling of {max}: lower it to at most {max}, or ask an admin to raise spec.resources.maxPerWorkspace.{resource} of a Capabilities",
         quantity.0
     )))
+}
+
+/// Whether `host` matches `pattern`: equal, or `*.<suffix>` with exactly one label before
+/// the suffix.
+fn host_matches(pattern: &str, host: &str) -> bool {
+    match pattern.strip_prefix("*.") {
+        Some(suffix) => host
+            .strip_suffix(suffix)
+            .and_then(|label| label.strip_suffix('.'))
+            .is_some_and(|label| !label.is_empty() && !label.contains('.')),
+        None => pattern == host,
+    }
+}
+
+/// Whether annotation `key` matches `pattern`: equal, or a prefix ending in `*` — which
+/// never matches a snippet annotation (arbitrary controller configuration), which must be
+/// granted by its full key.
+fn annotation_matches(pattern: &str, key: &str) -> bool {
+    match pattern.strip_suffix('*') {
+        Some(prefix) => key.starts_with(prefix) && !key.ends_with("-snippet"),
+        None => pattern == key,
+    }
 }
 
 /// Hugepages are bytes; GPUs and other devices are counts.
@@ -924,5 +1033,96 @@ mod tests {
             free.check_volumes(&[persistent("10Ti"), ephemeral(None)])
                 .is_ok()
         );
+    }
+
+    fn ingress(host: &str) -> IngressExposure {
+        IngressExposure {
+            host: host.into(),
+            ..IngressExposure::default()
+        }
+    }
+
+    fn with_ingress(grant: IngressGrant) -> EffectiveCapabilities {
+        let mut caps = developers();
+        caps.spec.exposure = vec![ExposureType::Ingress];
+        caps.spec.ingress = Some(grant);
+        effective_capabilities(&alice(), &[caps]).unwrap()
+    }
+
+    #[test]
+    fn an_ingress_uses_only_granted_hosts_classes_issuers_and_annotations() {
+        let caps = with_ingress(IngressGrant {
+            hosts: vec!["*.dev.example.com".into(), "ide.example.com".into()],
+            class_names: vec!["nginx".into()],
+            cluster_issuers: vec!["letsencrypt".into()],
+            annotations: vec!["nginx.ingress.kubernetes.io/proxy-*".into()],
+        });
+        assert!(
+            caps.check_ingress(&ingress("alice.dev.example.com"))
+                .is_ok()
+        );
+        assert!(caps.check_ingress(&ingress("ide.example.com")).is_ok());
+        for host in [
+            "a.b.dev.example.com",
+            "dev.example.com",
+            "evil.example.com",
+            ".dev.example.com",
+        ] {
+            let refused = caps.check_ingress(&ingress(host)).unwrap_err();
+            assert_eq!(refused.reason, DenialReason::ExposureDenied, "{host}");
+            assert!(
+                refused.message.starts_with("spec.exposure.ingress.host"),
+                "{}",
+                refused.message
+            );
+        }
+        let mut asked = ingress("ide.example.com");
+        asked.class_name = Some("internal".into());
+        assert!(
+            caps.check_ingress(&asked)
+                .unwrap_err()
+                .message
+                .contains("className \"internal\"")
+        );
+        let mut asked = ingress("ide.example.com");
+        asked.annotations.insert(
+            "nginx.ingress.kubernetes.io/proxy-body-size".into(),
+            "1g".into(),
+        );
+        assert!(caps.check_ingress(&asked).is_ok());
+        // A snippet runs arbitrary controller configuration: never matched by a pattern.
+        asked.annotations.insert(
+            "nginx.ingress.kubernetes.io/proxy-snippet".into(),
+            "x".into(),
+        );
+        let refused = caps.check_ingress(&asked).unwrap_err();
+        assert!(
+            refused.message.contains("proxy-snippet"),
+            "{}",
+            refused.message
+        );
+        let mut asked = ingress("ide.example.com");
+        asked.tls = Some(crate::workspace::IngressTls {
+            secret_name: None,
+            cluster_issuer: Some("internal-ca".into()),
+        });
+        assert!(
+            caps.check_ingress(&asked)
+                .unwrap_err()
+                .message
+                .contains("clusterIssuer")
+        );
+    }
+
+    #[test]
+    fn without_an_ingress_grant_only_the_default_class_and_no_annotations() {
+        let caps = with_ingress(IngressGrant::default());
+        assert!(caps.check_ingress(&ingress("anything.example.com")).is_ok());
+        let mut asked = ingress("anything.example.com");
+        asked.annotations.insert(
+            "nginx.ingress.kubernetes.io/server-snippet".into(),
+            "x".into(),
+        );
+        assert!(caps.check_ingress(&asked).is_err());
     }
 }

@@ -72,6 +72,20 @@ pub fn references(workspace: &str, spec: &WorkspaceSpec) -> Vec<Reference> {
             });
         }
     }
+    // The ingress controller serves the host with this Secret's certificate: naming someone
+    // else's would impersonate their host. The default `<workspace>-tls` is the one
+    // cert-manager issues for this workspace.
+    let tls_secret = spec
+        .exposure
+        .as_ref()
+        .and_then(|e| e.ingress.as_ref()?.tls.as_ref()?.secret_name.as_ref());
+    if let Some(secret) = tls_secret.filter(|name| **name != format!("{workspace}-tls")) {
+        found.push(Reference {
+            kind: ReferenceKind::Secret,
+            name: secret.clone(),
+            field: "spec.exposure.ingress.tls.secretName".to_owned(),
+        });
+    }
     for (index, secret) in spec.image_pull_secrets.iter().enumerate() {
         found.push(Reference {
             kind: ReferenceKind::Secret,
@@ -183,6 +197,30 @@ mod tests {
                 .iter()
                 .any(|r| r.name == "mine-password")
         );
+    }
+
+    #[test]
+    fn an_ingress_certificate_secret_other_than_the_workspaces_own_is_a_reference() {
+        use crate::workspace::{Exposure, ExposureType, IngressExposure, IngressTls};
+        let with_tls = |secret: &str| WorkspaceSpec {
+            image: "nginx".into(),
+            exposure: Some(Exposure {
+                type_: ExposureType::Ingress,
+                ingress: Some(IngressExposure {
+                    host: "ide.example.com".into(),
+                    tls: Some(IngressTls {
+                        secret_name: Some(secret.into()),
+                        cluster_issuer: None,
+                    }),
+                    ..IngressExposure::default()
+                }),
+            }),
+            ..WorkspaceSpec::default()
+        };
+        let theirs = references("mine", &with_tls("bank-tls"));
+        assert_eq!(theirs.len(), 1);
+        assert_eq!(theirs[0].field, "spec.exposure.ingress.tls.secretName");
+        assert!(references("mine", &with_tls("mine-tls")).is_empty());
     }
 
     #[test]

@@ -26,6 +26,8 @@ start_cluster() {
   fi
   echo "$kubeconfig" > "$state/kubeconfig"
   scripts/install-crds.sh "$kubeconfig" >/dev/null
+  # The components run as their own identities there, with the chart's rights.
+  [ -n "${GUILDNET_KUBECONFIG:-}" ] || scripts/install-rbac.sh "$kubeconfig"
   "$bin/kubectl" --kubeconfig "$kubeconfig" get namespace guildnet-system >/dev/null 2>&1 ||
     "$bin/kubectl" --kubeconfig "$kubeconfig" create namespace guildnet-system >/dev/null
   "$bin/kubectl" --kubeconfig "$kubeconfig" apply -f webhook/config/starter-capabilities.yaml >/dev/null

@@ -26,6 +26,7 @@ trap cleanup EXIT
 "$bin/kube" cluster up --dir "$dir" >/dev/null
 export KUBECONFIG=$dir/kubeconfig GUILDNET_BIN=$bin GUILDNET_STACK_LOGS=$logs GUILDNET_TARGET=$target
 scripts/install-crds.sh "$KUBECONFIG" >/dev/null
+scripts/install-rbac.sh "$KUBECONFIG"
 "$bin/kubectl" apply -f webhook/config/starter-capabilities.yaml -f e2e/fixtures/capabilities.yaml >/dev/null
 
 # Short intervals so reaping and debouncing are observable within a test's deadline. One

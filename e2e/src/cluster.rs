@@ -51,7 +51,8 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    /// Starts a control plane in `.guildnet/<prefix>-<unique>` and installs the CRDs.
+    /// Starts a control plane in `.guildnet/<prefix>-<unique>` and installs the CRDs and the
+    /// chart's RBAC for GuildNet's component identities.
     pub fn start(prefix: &str) -> Self {
         let dir = repo_root()
             .join(".guildnet")
@@ -60,9 +61,11 @@ impl Cluster {
         run(Command::new(bin_dir().join("kube"))
             .args(["cluster", "up", "--dir"])
             .arg(&cluster.dir));
-        run(Command::new(repo_root().join("scripts/install-crds.sh"))
-            .arg(cluster.kubeconfig())
-            .current_dir(repo_root()));
+        for script in ["scripts/install-crds.sh", "scripts/install-rbac.sh"] {
+            run(Command::new(repo_root().join(script))
+                .arg(cluster.kubeconfig())
+                .current_dir(repo_root()));
+        }
         cluster
     }
 

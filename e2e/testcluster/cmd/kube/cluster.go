@@ -608,8 +608,9 @@ func nodeReady(c kubernetes.Interface, name string) bool {
 }
 
 // bootstrap creates what every GuildNet cluster of ours starts with: RBAC that lets
-// guildnet:users work with Workspaces in namespace default, GuildNet's components admin
-// rights and their namespace guildnet-system, a fake Node for KWOK, and a default
+// guildnet:users work with Workspaces in namespace default, the namespace guildnet-system
+// of GuildNet's components (their rights are the Helm chart's, applied by
+// scripts/install-rbac.sh, not granted here), a fake Node for KWOK, and a default
 // StorageClass served by the fake provisioner.
 func bootstrap(ctx context.Context, c kubernetes.Interface) error {
 	role := &rbacv1.ClusterRole{
@@ -669,16 +670,6 @@ func bootstrap(ctx context.Context, c kubernetes.Interface) error {
 	}
 	// GuildNet's components run with full rights here; the Helm chart grants each only what
 	// it needs.
-	components := &rbacv1.ClusterRoleBinding{
-		ObjectMeta: metav1.ObjectMeta{Name: "guildnet:components"},
-		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "cluster-admin"},
-	}
-	for _, id := range guildnetComponents {
-		components.Subjects = append(components.Subjects, rbacv1.Subject{Kind: rbacv1.UserKind, APIGroup: rbacv1.GroupName, Name: id.Name})
-	}
-	if _, err := c.RbacV1().ClusterRoleBindings().Create(ctx, components, metav1.CreateOptions{}); create(err) != nil {
-		return err
-	}
 	systemNamespace := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "guildnet-system"}}
 	if _, err := c.CoreV1().Namespaces().Create(ctx, systemNamespace, metav1.CreateOptions{}); create(err) != nil {
 		return err

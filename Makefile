@@ -85,6 +85,10 @@ bench: cluster-bin build ## Run the benchmarks and write docs/benchmarks.md
 .PHONY: test
 test: deps lint unit e2e ## All tests: lint, unit, end-to-end
 
+.PHONY: fuzz
+fuzz: ## Property tests over untrusted input with many cases (FUZZ_CASES, FUZZ_SECONDS); updates docs/benchmarks.md
+	@scripts/fuzz.sh
+
 # ---- running GuildNet ----------------------------------------------------------------------
 
 .PHONY: dev

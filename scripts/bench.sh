@@ -37,6 +37,8 @@ cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')
   cargo build -q --release --workspace --bins
   GUILDNET_TARGET=$PWD/target/release GUILDNET_STACK=bench scripts/with-stack.sh \
     cargo bench -q -p guildnet-e2e --bench proxy
+  # `make fuzz` writes its own section; keep it.
+  if [ -f "$out" ]; then sed -n '/^## Fuzzing$/,$p' "$out"; fi
 } > "$tmp"
 mv "$tmp" "$out"
 trap - EXIT

@@ -439,6 +439,13 @@ fn rbac_is_exactly_what_each_component_needs() {
         vec![],
         vec!["list", "watch"],
     );
+    // Retained claims count against their owner's storage Quota.
+    let claims: Rule = (
+        vec![""],
+        vec!["persistentvolumeclaims"],
+        vec![],
+        vec!["list", "watch"],
+    );
     // May the requester read the Secrets and ConfigMaps a workspace names?
     let access_reviews: Rule = (
         vec!["authorization.k8s.io"],
@@ -452,6 +459,7 @@ fn rbac_is_exactly_what_each_component_needs() {
         "guildnet-webhook",
         &[
             caches.clone(),
+            claims.clone(),
             access_reviews.clone(),
             (
                 vec!["admissionregistration.k8s.io"],
@@ -504,7 +512,7 @@ fn rbac_is_exactly_what_each_component_needs() {
         &cert_manager,
         "ClusterRole",
         "guildnet-webhook",
-        &[caches, access_reviews],
+        &[caches, claims, access_reviews],
     );
     assert!(
         !cert_manager

@@ -801,6 +801,93 @@ async fn post_review_as(
 }
 
 #[tokio::test]
+async fn retained_claims_count_against_storage_until_deleted() {
+    let grant = Grant::users().await;
+    let namespace = users_namespace("retained").await;
+    let admin = client(User::Admin).await;
+    let quotas: Api<Quota> = Api::namespaced(admin.clone(), &namespace);
+    let quota: Quota = serde_json::from_value(json!({
+        "apiVersion": "guildnet.io/v1alpha1", "kind": "Quota",
+        "metadata": {"name": "two-gi"},
+        "spec": {"perOwner": {"storage": "2Gi"}}
+    }))
+    .unwrap();
+    quotas.create(&PostParams::default(), &quota).await.unwrap();
+    let alice: Api<Workspace> =
+        Api::namespaced(client_without_retries(User::Alice).await, &namespace);
+    let with_volume = |size: &str| {
+        json!({"image": ALLOWED_IMAGE,
+               "volumes": [{"name": "home", "mountPath": "/home", "persistent": {"size": size}}]})
+    };
+    // Wait until the webhook sees the Quota: 3Gi is then refused.
+    eventually("the webhook to see the Quota", TIMEOUT, || {
+        let alice = alice.clone();
+        let probe = manifest(&unique_name("probe"), with_volume("3Gi"));
+        async move {
+            match alice.create(&dry_run(), &probe).await {
+                Err(kube::Error::Api(status)) if status.reason == "QuotaExceeded" => Some(()),
+                _ => None,
+            }
+        }
+    })
+    .await;
+
+    // A 2Gi volume kept after its workspace is gone still takes alice's 2Gi.
+    let first = unique_name("keeps");
+    alice
+        .create(
+            &PostParams::default(),
+            &manifest(&first, with_volume("2Gi")),
+        )
+        .await
+        .unwrap();
+    let claims: Api<k8s_openapi::api::core::v1::PersistentVolumeClaim> =
+        Api::namespaced(admin.clone(), &namespace);
+    let claim = format!("{first}-home");
+    eventually("the operator to make the claim", TIMEOUT, || {
+        let claims = claims.clone();
+        let claim = claim.clone();
+        async move { claims.get_opt(&claim).await.ok().flatten().map(|_| ()) }
+    })
+    .await;
+    alice
+        .delete(&first, &DeleteParams::default())
+        .await
+        .unwrap();
+    let second = manifest(&unique_name("next"), with_volume("1Gi"));
+    eventually("the retained claim to count", TIMEOUT, || {
+        let alice = alice.clone();
+        let second = second.clone();
+        async move {
+            match alice.create(&dry_run(), &second).await {
+                Err(kube::Error::Api(status)) if status.reason == "QuotaExceeded" => {
+                    Some(status.message)
+                }
+                _ => None,
+            }
+        }
+    })
+    .await;
+    // Deleting the claim gives the storage back.
+    claims
+        .delete(&claim, &DeleteParams::default())
+        .await
+        .unwrap();
+    until_admitted_spec(&alice, with_volume("1Gi")).await;
+    drop(grant);
+}
+
+/// Waits until the webhook admits (dry run) a workspace of `spec`.
+async fn until_admitted_spec(api: &Api<Workspace>, spec: Value) {
+    eventually("the webhook to admit the workspace", TIMEOUT, || {
+        let api = api.clone();
+        let probe = manifest(&unique_name("probe"), spec.clone());
+        async move { api.create(&dry_run(), &probe).await.ok().map(|_| ()) }
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn only_the_api_server_may_call_the_webhook() {
     // A forged CREATE that would reserve alice's Quota if anyone could send it.
     let url = std::env::var("GUILDNET_WEBHOOK_URL")

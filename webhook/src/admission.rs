@@ -80,6 +80,9 @@ pub struct Snapshot {
     /// The cached workspaces, in any namespace, whose Ingress uses the host the request's
     /// workspace asks for ([`ingress_host`]).
     pub host_users: Vec<Arc<Workspace>>,
+    /// The storage of the [`quota_owner`]'s retained claims that no workspace asks for any
+    /// more, per namespace: they count against Quotas until deleted.
+    pub retained_claims: Vec<(String, Usage)>,
 }
 
 /// The Ingress host the request's workspace asks for, if it asks for one.
@@ -610,7 +613,8 @@ impl QuotaCheck<'_> {
     }
 
     /// The owner's other workspaces that are not being deleted, with their namespaces and
-    /// defaulted demand (workspaces stored before the webhook ran may lack defaults).
+    /// defaulted demand (workspaces stored before the webhook ran may lack defaults), and
+    /// the storage of their retained claims no workspace asks for.
     fn others(&self) -> Result<Vec<(&str, Usage)>, Refusal> {
         self.snapshot
             .workspaces
@@ -625,6 +629,12 @@ impl QuotaCheck<'_> {
                     .map_err(|error| self.uncountable(namespace, ws, &error))?;
                 Ok((namespace, usage))
             })
+            .chain(
+                self.snapshot
+                    .retained_claims
+                    .iter()
+                    .map(|(namespace, usage)| Ok((namespace.as_str(), *usage))),
+            )
             .collect()
     }
 

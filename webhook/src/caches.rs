@@ -1,10 +1,12 @@
-//! Watch caches of Capabilities, Quotas and Workspaces, so an admission decision never
-//! waits for the API server (the API server gives a webhook seconds, and every Workspace
-//! write passes through it). The webhook is ready only once all three are listed.
+//! Watch caches of Capabilities, Quotas, Workspaces and GuildNet's volume claims, so an
+//! admission decision never waits for the API server (the API server gives a webhook
+//! seconds, and every Workspace write passes through it). The webhook is ready only once
+//! all of them are listed.
 
 use crate::admission::Snapshot;
 use futures::StreamExt;
-use guildnet_api::{Capabilities, Quota, Workspace};
+use guildnet_api::{Capabilities, Quota, Workspace, labels, policy};
+use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
@@ -21,6 +23,8 @@ pub struct Caches {
     capabilities: Store<Capabilities>,
     quotas: Store<Quota>,
     workspaces: Store<Workspace>,
+    /// GuildNet's claims (`guildnet.io/managed=true`): retained ones count against Quotas.
+    claims: Store<PersistentVolumeClaim>,
     synced: Arc<AtomicBool>,
 }
 
@@ -31,20 +35,37 @@ impl Caches {
         let (capabilities, capabilities_writer) = reflector::store();
         let (quotas, quotas_writer) = reflector::store();
         let (workspaces, workspaces_writer) = reflector::store();
+        let (claims, claims_writer) = reflector::store();
         let caches = Self {
             capabilities,
             quotas,
             workspaces,
+            claims,
             synced: Arc::new(AtomicBool::new(false)),
         };
         let ready = caches.clone();
-        let run = futures::future::join4(
+        let managed = watcher::Config::default().labels(&format!("{}=true", labels::MANAGED));
+        let run = futures::future::join5(
             reflect(
                 Api::<Capabilities>::all(client.clone()),
+                watcher::Config::default(),
                 capabilities_writer,
             ),
-            reflect(Api::<Quota>::all(client.clone()), quotas_writer),
-            reflect(Api::<Workspace>::all(client.clone()), workspaces_writer),
+            reflect(
+                Api::<Quota>::all(client.clone()),
+                watcher::Config::default(),
+                quotas_writer,
+            ),
+            reflect(
+                Api::<Workspace>::all(client.clone()),
+                watcher::Config::default(),
+                workspaces_writer,
+            ),
+            reflect(
+                Api::<PersistentVolumeClaim>::all(client.clone()),
+                managed,
+                claims_writer,
+            ),
             async move { ready.mark_synced().await },
         );
         (caches, async move {
@@ -62,6 +83,7 @@ impl Caches {
             capabilities,
             quotas,
             workspaces,
+            claims: reflector::store().0,
             synced: Arc::new(AtomicBool::new(true)),
         }
     }
@@ -91,6 +113,14 @@ impl Caches {
             })
         });
         workspaces.extend(reserved);
+        let retained_claims = match owner {
+            Some(owner) if !quotas.is_empty() => {
+                let named: Vec<&Workspace> = workspaces.iter().map(|ws| ws.as_ref()).collect();
+                let claims = self.claims.state();
+                policy::retained_claims_usage(claims.iter().map(|c| c.as_ref()), owner, &named)
+            }
+            _ => Vec::new(),
+        };
         Snapshot {
             capabilities: self
                 .capabilities
@@ -102,6 +132,7 @@ impl Caches {
             workspaces,
             denied_references: Vec::new(),
             host_users: Vec::new(),
+            retained_claims,
         }
     }
 
@@ -131,25 +162,26 @@ impl Caches {
     }
 
     async fn mark_synced(&self) {
-        let all = futures::future::try_join3(
+        let all = futures::future::try_join4(
             self.capabilities.wait_until_ready(),
             self.quotas.wait_until_ready(),
             self.workspaces.wait_until_ready(),
+            self.claims.wait_until_ready(),
         );
         if all.await.is_ok() {
             self.synced.store(true, Ordering::Release);
-            info!("caches synced: Capabilities, Quotas and Workspaces are listed");
+            info!("caches synced: Capabilities, Quotas, Workspaces and claims are listed");
         }
     }
 }
 
 /// Keeps `writer`'s store equal to the objects of `api`. Managed fields are dropped: they
 /// are most of an object's size and no decision reads them.
-async fn reflect<K>(api: Api<K>, writer: reflector::store::Writer<K>)
+async fn reflect<K>(api: Api<K>, config: watcher::Config, writer: reflector::store::Writer<K>)
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
-    watcher(api, watcher::Config::default())
+    watcher(api, config)
         .default_backoff()
         .modify(|object| object.managed_fields_mut().clear())
         .reflect(writer)

@@ -127,6 +127,7 @@ fn snapshot() -> Snapshot {
         workspaces: Vec::new(),
         denied_references: Vec::new(),
         host_users: Vec::new(),
+        retained_claims: Vec::new(),
     }
 }
 

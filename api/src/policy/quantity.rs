@@ -295,7 +295,10 @@ mod tests {
 
     #[test]
     fn the_largest_kubernetes_quantity_is_accepted() {
-        assert_eq!(parse_milli("9223372036854775807"), Ok(i64::MAX as i128 * 1000));
+        assert_eq!(
+            parse_milli("9223372036854775807"),
+            Ok(i64::MAX as i128 * 1000)
+        );
         assert!(parse_milli("7Ei").is_ok());
         assert!(parse_milli("8Ei").is_err(), "2^63 is one above the largest");
     }

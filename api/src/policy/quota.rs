@@ -4,8 +4,11 @@
 use super::denial::{Denial, DenialReason};
 use super::quantity::{QuantityError, QuantityStyle, format_milli, quantity_milli};
 use super::subjects::{User, any_subject_matches};
+use crate::labels;
 use crate::quota::{OwnerUsage, PerOwnerLimits, Quota, QuotaScope};
-use crate::workspace::WorkspaceSpec;
+use crate::workspace::facts::claim_name;
+use crate::workspace::{Workspace, WorkspaceSpec};
+use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 
 /// What an owner uses, what a workspace demands, or what a change adds (fields may then be
 /// negative). CPU, memory and storage are exact milli-units (see
@@ -115,6 +118,62 @@ fn refuse_negative(spec: &WorkspaceSpec) -> Result<(), QuantityError> {
         }
     }
     Ok(())
+}
+
+/// The storage of `owner`'s retained claims that no workspace's spec asks for any more (its
+/// workspace deleted, or the volume removed from its spec), per namespace: data kept on
+/// purpose still takes the owner's storage, so it counts against their Quotas until they
+/// delete it. `workspaces` are those that may name the claims (the owner's).
+pub fn retained_claims_usage<'a>(
+    claims: impl IntoIterator<Item = &'a PersistentVolumeClaim>,
+    owner: &str,
+    workspaces: &[&Workspace],
+) -> Vec<(String, Usage)> {
+    let asked_for = |namespace: &str, claim: &str| {
+        workspaces.iter().any(|ws| {
+            ws.metadata.namespace.as_deref() == Some(namespace)
+                && ws.metadata.deletion_timestamp.is_none()
+                && ws.spec.volumes.iter().any(|v| {
+                    v.persistent.is_some()
+                        && ws
+                            .metadata
+                            .name
+                            .as_deref()
+                            .is_some_and(|name| claim_name(name, &v.name) == claim)
+                })
+        })
+    };
+    claims
+        .into_iter()
+        .filter(|claim| {
+            let labels = claim.metadata.labels.as_ref();
+            let label = |key: &str| labels.and_then(|l| l.get(key)).map(String::as_str);
+            label(labels::MANAGED) == Some("true")
+                && label(labels::OWNER) == Some(owner)
+                && claim
+                    .metadata
+                    .owner_references
+                    .as_ref()
+                    .is_none_or(Vec::is_empty)
+                && claim.metadata.deletion_timestamp.is_none()
+        })
+        .filter_map(|claim| {
+            let namespace = claim.metadata.namespace.clone()?;
+            let name = claim.metadata.name.as_deref()?;
+            if asked_for(&namespace, name) {
+                return None;
+            }
+            let requested = claim.spec.as_ref()?.resources.as_ref()?.requests.as_ref()?;
+            let storage = quantity_milli(requested.get("storage")?).ok()?.max(0);
+            Some((
+                namespace,
+                Usage {
+                    storage,
+                    ..Usage::default()
+                },
+            ))
+        })
+        .collect()
 }
 
 /// Whether `quota` limits a workspace of `user` in `workspace_namespace`: its subjects
@@ -349,6 +408,62 @@ mod tests {
                 memory: 4 * GI * 1_000,
                 storage: (10 * GI + GI / 2) * 1_000,
             })
+        );
+    }
+
+    #[test]
+    fn retained_claims_count_until_their_owner_deletes_them() {
+        use k8s_openapi::api::core::v1::{PersistentVolumeClaimSpec, VolumeResourceRequirements};
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+        let claim = |name: &str, owner: &str, owned: bool| PersistentVolumeClaim {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                namespace: Some("team".into()),
+                labels: Some(
+                    [
+                        ("guildnet.io/managed".to_owned(), "true".to_owned()),
+                        ("guildnet.io/owner".to_owned(), owner.to_owned()),
+                    ]
+                    .into(),
+                ),
+                owner_references: owned.then(|| vec![OwnerReference::default()]),
+                ..ObjectMeta::default()
+            },
+            spec: Some(PersistentVolumeClaimSpec {
+                resources: Some(VolumeResourceRequirements {
+                    requests: Some([("storage".to_owned(), Quantity("10Gi".into()))].into()),
+                    limits: None,
+                }),
+                ..PersistentVolumeClaimSpec::default()
+            }),
+            status: None,
+        };
+        let mut ide = Workspace::new(
+            "ide",
+            WorkspaceSpec {
+                volumes: vec![volume("home", Some("10Gi"))],
+                ..WorkspaceSpec::default()
+            },
+        );
+        ide.metadata.namespace = Some("team".into());
+        let claims = [
+            claim("ide-home", "u-alice", false), // asked for by ide: counted there
+            claim("gone-home", "u-alice", false), // its workspace is gone: counted here
+            claim("ide-data", "u-alice", false), // removed from ide's spec: counted here
+            claim("owned-home", "u-alice", true), // deleted with its workspace
+            claim("bobs-home", "u-bob", false),  // someone else's
+        ];
+        let retained = retained_claims_usage(&claims, "u-alice", &[&ide]);
+        let storage: Vec<(String, i128)> = retained
+            .into_iter()
+            .map(|(ns, u)| (ns, u.storage))
+            .collect();
+        assert_eq!(
+            storage,
+            [
+                ("team".to_owned(), 10 * GI * 1000),
+                ("team".to_owned(), 10 * GI * 1000)
+            ]
         );
     }
 

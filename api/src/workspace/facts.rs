@@ -86,6 +86,12 @@ pub fn proxy_path(namespace: &str, name: &str) -> String {
     format!("{PROXY_PATH_PREFIX}{namespace}/{name}/")
 }
 
+/// The PersistentVolumeClaim behind persistent volume `volume` of workspace `workspace`:
+/// `<workspace>-<volume>`.
+pub fn claim_name(workspace: &str, volume: &str) -> String {
+    format!("{workspace}-{volume}")
+}
+
 /// The Secret `<workspace>-password` the operator generates for a code-server workspace;
 /// the workspace may always read its own.
 pub fn password_secret_name(workspace: &str) -> String {

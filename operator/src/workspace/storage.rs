@@ -1,6 +1,7 @@
 //! Volumes of the workspace pod and the PersistentVolumeClaims behind persistent ones.
 
 use super::meta::Parent;
+use guildnet_api::workspace::facts::claim_name;
 use guildnet_api::workspace::is_code_server;
 use guildnet_api::workspace::{
     EphemeralMedium, EphemeralVolume, PersistentVolume, ReclaimPolicy, WorkspaceSpec,
@@ -38,11 +39,6 @@ const CODE_SERVER_DIRS: [ScratchDir; 2] = [
         path: "/home/coder/.config",
     },
 ];
-
-/// The name of the claim behind a persistent volume, `<workspace>-<volume>`.
-pub(super) fn claim_name(workspace: &str, volume: &str) -> String {
-    format!("{workspace}-{volume}")
-}
 
 /// The pod's volumes: the user's, then the scratch directories they do not already cover.
 pub(super) fn volumes(parent: &Parent, spec: &WorkspaceSpec) -> Vec<Volume> {

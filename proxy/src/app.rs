@@ -13,8 +13,8 @@ use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 
 use crate::activity::Activity;
-use crate::auth::{self, Authenticator};
-use crate::authz::Authorizer;
+use crate::auth::{self, Authenticator, TokenReviewer, TokenReviews};
+use crate::authz::{AccessReviewer, Authorizer, SubjectAccessReviews};
 use crate::config::{Args, AuthMode};
 use crate::dashboard::events::EventHub;
 use crate::forward::endpoints::Endpoints;
@@ -49,6 +49,13 @@ pub struct Shared {
     pub max_header_bytes: usize,
     /// Whether browsers reach this process over HTTPS (it terminates TLS itself).
     pub https: bool,
+    /// Whether `Authorization: Bearer` headers reach workspaces (`--forward-authorization`).
+    pub forward_authorization: bool,
+    /// A body the proxy reads itself must arrive whole within this (`--body-read-timeout`).
+    pub body_read_timeout: Duration,
+    /// One permit per body read at once from a caller that has not authenticated
+    /// (`--max-unauthenticated-bodies`).
+    pub unauthenticated_bodies: tokio::sync::Semaphore,
     ready: AtomicBool,
 }
 
@@ -64,11 +71,27 @@ impl Shared {
         sessions: SessionKeys,
         workspaces: Store<Workspace>,
     ) -> Self {
+        let tokens = Arc::new(TokenReviews::new(client.clone()));
+        let access = Arc::new(SubjectAccessReviews::new(client.clone()));
+        Self::with_reviewers(client, args, sessions, workspaces, tokens, access)
+    }
+
+    /// Like [`Shared::new`], but who tokens belong to is asked of `tokens` and RBAC
+    /// questions of `access` instead of the API server's TokenReviews and
+    /// SubjectAccessReviews: for tests and benchmarks.
+    pub fn with_reviewers(
+        client: kube::Client,
+        args: &Args,
+        sessions: SessionKeys,
+        workspaces: Store<Workspace>,
+        tokens: Arc<dyn TokenReviewer>,
+        access: Arc<dyn AccessReviewer>,
+    ) -> Self {
         Self {
             workspaces,
             endpoints: Endpoints::default(),
-            auth: Authenticator::new(
-                client.clone(),
+            auth: Authenticator::with_reviewer(
+                tokens,
                 auth::Settings {
                     mode: args.auth,
                     sessions,
@@ -78,9 +101,11 @@ impl Shared {
                     dev_user: args.dev_user.clone(),
                     dev_groups: args.dev_groups.clone(),
                     cache_ttl: args.auth_cache_ttl,
+                    review_rate: args.token_review_rate,
+                    review_burst: args.token_review_burst,
                 },
             ),
-            authz: Authorizer::new(client.clone(), args.auth_cache_ttl),
+            authz: Authorizer::with_reviewer(access, args.auth_cache_ttl),
             activity: Activity::default(),
             events: Arc::new(EventHub::new(args.event_buffer)),
             connect_timeout: args.connect_timeout,
@@ -90,6 +115,11 @@ impl Shared {
             client,
             max_header_bytes: args.max_header_bytes,
             https: args.tls_cert_file.is_some(),
+            forward_authorization: args.forward_authorization,
+            body_read_timeout: args.body_read_timeout,
+            unauthenticated_bodies: tokio::sync::Semaphore::new(
+                args.max_unauthenticated_bodies as usize,
+            ),
             ready: AtomicBool::new(false),
         }
     }

@@ -1,23 +1,35 @@
 //! Who is calling: a session cookie, a bearer token checked by TokenReview, a trusted
 //! front-proxy header, or the dev user, depending on `--auth`.
+//!
+//! TokenReview answers are remembered for `--auth-cache-ttl`, acceptances and refusals
+//! apart (a flood of random tokens cannot push out the identities of real ones), and a token
+//! with no remembered answer is reviewed only while its client (its address, or behind a
+//! `--trusted-proxy` the address that proxy saw) is within `--token-review-rate`; beyond
+//! that it is refused with `429` and `Retry-After`, and the API server is not asked.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use futures::future::BoxFuture;
 use guildnet_api::policy::owner::owner_id;
 use http::header::{AUTHORIZATION, COOKIE};
-use http::{HeaderMap, HeaderName};
+use http::{HeaderMap, HeaderName, StatusCode};
 use ipnet::IpNet;
 use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
 use kube::api::{Api, PostParams};
 use sha2::{Digest, Sha256};
 
-use crate::cache::TtlCache;
+use crate::cache::{Verdict, Verdicts};
 use crate::config::AuthMode;
 use crate::error::ApiError;
+use crate::limits::{RateLimiter, retry_after_seconds};
 use crate::session::{COOKIE_NAME, SessionKeys};
+
+/// Refused tokens remembered at most, apart from the accepted ones (which refusals never
+/// push out: anyone can send random tokens).
+const MAX_REFUSED_TOKENS: usize = 10_000;
 
 /// An authenticated user, as the API server knows them.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -82,7 +94,6 @@ pub struct Caller {
 /// Finds a request's caller the `--auth` way, reusing TokenReview answers for a while.
 pub struct Authenticator {
     mode: AuthMode,
-    client: kube::Client,
     /// Signs and checks session cookies (key from `--session-secret` or `--session-key-file`).
     pub sessions: SessionKeys,
     user_header: String,
@@ -91,8 +102,57 @@ pub struct Authenticator {
     identity_headers: Vec<HeaderName>,
     trusted_proxies: Vec<IpNet>,
     dev: Arc<Identity>,
-    /// sha256(token) → identity, or None for a refused token. Only hashes are kept.
-    token_cache: TtlCache<[u8; 32], Option<Arc<Identity>>>,
+    /// Who answers TokenReviews: the API server, or a stand-in in tests.
+    reviewer: Arc<dyn TokenReviewer>,
+    /// sha256(token) → identity, or refused. Only hashes are kept.
+    token_cache: Verdicts<[u8; 32], Arc<Identity>>,
+    /// TokenReviews of tokens not in `token_cache`, per client address.
+    reviews: RateLimiter,
+}
+
+/// Who answers TokenReviews: the API server ([`TokenReviews`]), or a stand-in for tests.
+pub trait TokenReviewer: Send + Sync {
+    /// Who `token` belongs to, None when it is not accepted; an error when the API server
+    /// could not be asked (then nothing is remembered).
+    fn review<'a>(&'a self, token: &'a str) -> BoxFuture<'a, anyhow::Result<Option<Identity>>>;
+}
+
+/// Asks the API server: a TokenReview per token.
+pub struct TokenReviews {
+    client: kube::Client,
+}
+
+impl TokenReviews {
+    /// TokenReviews made through `client` (the proxy's service account).
+    pub fn new(client: kube::Client) -> Self {
+        Self { client }
+    }
+}
+
+impl TokenReviewer for TokenReviews {
+    fn review<'a>(&'a self, token: &'a str) -> BoxFuture<'a, anyhow::Result<Option<Identity>>> {
+        Box::pin(async move {
+            let review = TokenReview {
+                spec: TokenReviewSpec {
+                    token: token.to_owned(),
+                    ..TokenReviewSpec::default()
+                },
+                ..TokenReview::default()
+            };
+            let reviewed = Api::<TokenReview>::all(self.client.clone())
+                .create(&PostParams::default(), &review)
+                .await?;
+            Ok(reviewed.status.and_then(|status| {
+                let user = status.user.filter(|_| status.authenticated == Some(true))?;
+                Some(Identity::new(
+                    user.username?,
+                    user.uid.filter(|uid| !uid.is_empty()),
+                    user.groups.unwrap_or_default(),
+                    user.extra.unwrap_or_default(),
+                ))
+            }))
+        })
+    }
 }
 
 /// What an [`Authenticator`] is made from: the authentication flags.
@@ -113,11 +173,21 @@ pub struct Settings {
     pub dev_groups: Vec<String>,
     /// How long a TokenReview answer is reused (`--auth-cache-ttl`, default 10s).
     pub cache_ttl: Duration,
+    /// TokenReviews of unknown tokens per second per client address
+    /// (`--token-review-rate`, default 10; 0: unlimited).
+    pub review_rate: f64,
+    /// How many of those a client may make at once (`--token-review-burst`, default 20).
+    pub review_burst: u32,
 }
 
 impl Authenticator {
     /// An authenticator as `settings` say, asking TokenReviews through `client`.
     pub fn new(client: kube::Client, settings: Settings) -> Self {
+        Self::with_reviewer(Arc::new(TokenReviews::new(client)), settings)
+    }
+
+    /// An authenticator as `settings` say, asking `reviewer` who tokens belong to.
+    pub fn with_reviewer(reviewer: Arc<dyn TokenReviewer>, settings: Settings) -> Self {
         let identity_headers = if settings.mode == AuthMode::Header {
             [&settings.user_header, &settings.groups_header]
                 .into_iter()
@@ -129,7 +199,7 @@ impl Authenticator {
         Self {
             identity_headers,
             mode: settings.mode,
-            client,
+            reviewer,
             sessions: settings.sessions,
             user_header: settings.user_header,
             groups_header: settings.groups_header,
@@ -140,7 +210,8 @@ impl Authenticator {
                 settings.dev_groups,
                 BTreeMap::new(),
             )),
-            token_cache: TtlCache::new(settings.cache_ttl),
+            token_cache: Verdicts::new(settings.cache_ttl, MAX_REFUSED_TOKENS),
+            reviews: RateLimiter::new(settings.review_rate, settings.review_burst),
         }
     }
 
@@ -159,26 +230,31 @@ impl Authenticator {
         trusted(&self.trusted_proxies, peer)
     }
 
-    /// The caller of a request, or None when it carries no valid credential.
-    pub async fn authenticate(&self, headers: &HeaderMap, peer: IpAddr) -> Option<Caller> {
+    /// The caller of a request; 401 when it carries no valid credential, 429 when its
+    /// bearer token is unknown and its client has asked too many TokenReviews lately.
+    pub async fn require(&self, headers: &HeaderMap, peer: IpAddr) -> Result<Caller, ApiError> {
         match self.mode {
-            AuthMode::None => Some(Caller {
+            AuthMode::None => Ok(Caller {
                 identity: self.dev.clone(),
                 via: Via::DevUser,
             }),
-            AuthMode::Header => self.trusted_header_caller(headers, peer),
+            AuthMode::Header => self
+                .trusted_header_caller(headers, peer)
+                .ok_or_else(ApiError::unauthenticated),
             AuthMode::Token => {
                 if let Some(identity) = session_cookie(headers)
                     .and_then(|value| self.sessions.verify(value, SystemTime::now()))
                     .map(Arc::new)
                 {
-                    return Some(Caller {
+                    return Ok(Caller {
                         identity,
                         via: Via::Session,
                     });
                 }
-                let token = bearer_token(headers)?;
-                self.review_token(token).await.map(|identity| Caller {
+                let token = bearer_token(headers).ok_or_else(ApiError::unauthenticated)?;
+                let client = self.client_address(headers, peer);
+                let identity = self.review_token(token, client).await?;
+                Ok(Caller {
                     identity,
                     via: Via::Bearer,
                 })
@@ -186,11 +262,52 @@ impl Authenticator {
         }
     }
 
-    /// The caller of a request, or the 401 that says how to log in.
-    pub async fn require(&self, headers: &HeaderMap, peer: IpAddr) -> Result<Caller, ApiError> {
-        self.authenticate(headers, peer)
-            .await
-            .ok_or_else(ApiError::unauthenticated)
+    /// Whether a request with `headers` from `peer` authenticates, without asking the API
+    /// server anything: a valid session cookie, a bearer token recently accepted, a trusted
+    /// identity header, or `--auth=none`.
+    pub fn is_known_caller(&self, headers: &HeaderMap, peer: IpAddr) -> bool {
+        match self.mode {
+            AuthMode::None => true,
+            AuthMode::Header => self.trusted_header_caller(headers, peer).is_some(),
+            AuthMode::Token => {
+                session_cookie(headers)
+                    .and_then(|value| self.sessions.verify(value, SystemTime::now()))
+                    .is_some()
+                    || bearer_token(headers).is_some_and(|token| self.knows_token(token))
+            }
+        }
+    }
+
+    /// Whether a TokenReview accepted `token` recently (its answer is still remembered).
+    pub fn knows_token(&self, token: &str) -> bool {
+        self.token_cache.is_accepted(&token_key(token))
+    }
+
+    /// The address a request comes from: `peer`, or behind `--trusted-proxy` front proxies
+    /// the nearest address in `X-Forwarded-For` that is not one of them (the entries left of
+    /// it could be anything the client wrote).
+    pub fn client_address(&self, headers: &HeaderMap, peer: IpAddr) -> IpAddr {
+        if !self.is_trusted_proxy(peer) {
+            return peer;
+        }
+        let mut nearest = peer;
+        let entries: Vec<&str> = headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .collect();
+        for entry in entries.into_iter().rev() {
+            // An entry that is no address (`unknown`, a port) cannot be followed further.
+            let Ok(address) = entry.trim().parse::<IpAddr>() else {
+                break;
+            };
+            nearest = address;
+            if !self.is_trusted_proxy(address) {
+                break;
+            }
+        }
+        nearest
     }
 
     fn trusted_header_caller(&self, headers: &HeaderMap, peer: IpAddr) -> Option<Caller> {
@@ -222,40 +339,51 @@ impl Authenticator {
         })
     }
 
-    /// Asks the API server who a token belongs to (TokenReview), reusing recent answers.
-    pub async fn review_token(&self, token: &str) -> Option<Arc<Identity>> {
+    /// Asks the API server who a token belongs to (TokenReview), reusing recent answers
+    /// (acceptances and refusals apart). A token with no remembered answer costs `client` one
+    /// of its TokenReviews (`--token-review-rate`); beyond them, 429 with `Retry-After`. 401
+    /// when the token is not accepted or the API server could not be asked.
+    pub async fn review_token(
+        &self,
+        token: &str,
+        client: IpAddr,
+    ) -> Result<Arc<Identity>, ApiError> {
         let key = token_key(token);
-        if let Some(answer) = self.token_cache.get(&key) {
-            return answer;
+        match self.token_cache.get(&key) {
+            Some(Verdict::Accepted(identity)) => return Ok(identity),
+            Some(Verdict::Refused) => return Err(ApiError::unauthenticated()),
+            None => {}
         }
-        let review = TokenReview {
-            spec: TokenReviewSpec {
-                token: token.to_owned(),
-                ..TokenReviewSpec::default()
-            },
-            ..TokenReview::default()
-        };
-        let answer = match Api::<TokenReview>::all(self.client.clone())
-            .create(&PostParams::default(), &review)
-            .await
-        {
-            Ok(reviewed) => reviewed.status.and_then(|status| {
-                let user = status.user.filter(|_| status.authenticated == Some(true))?;
-                Some(Arc::new(Identity::new(
-                    user.username?,
-                    user.uid.filter(|uid| !uid.is_empty()),
-                    user.groups.unwrap_or_default(),
-                    user.extra.unwrap_or_default(),
-                )))
-            }),
+        if let Err(wait) = self.reviews.take(client) {
+            let seconds = retry_after_seconds(wait);
+            tracing::debug!(%client, "TokenReview rate limit reached");
+            let mut error = ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "TooManyTokenReviews",
+                format!(
+                    "too many unrecognised tokens from {client}; try again in {seconds}s, or log \
+                     in once and use the session cookie"
+                ),
+            );
+            error.retry_after = Some(seconds);
+            return Err(error);
+        }
+        match self.reviewer.review(token).await {
+            Ok(Some(identity)) => {
+                let identity = Arc::new(identity);
+                self.token_cache.accept(key, identity.clone());
+                Ok(identity)
+            }
+            Ok(None) => {
+                self.token_cache.refuse(key);
+                Err(ApiError::unauthenticated())
+            }
             Err(error) => {
                 // Not cached: the next request asks again.
                 tracing::warn!(%error, "TokenReview failed");
-                return None;
+                Err(ApiError::unauthenticated())
             }
-        };
-        self.token_cache.insert(key, answer.clone());
-        answer
+        }
     }
 }
 
@@ -264,7 +392,7 @@ impl Authenticator {
 impl Authenticator {
     pub(crate) fn remember_token(&self, token: &str, identity: Identity) {
         self.token_cache
-            .insert(token_key(token), Some(Arc::new(identity)));
+            .accept(token_key(token), Arc::new(identity));
     }
 }
 
@@ -330,6 +458,103 @@ mod tests {
         let mut other = HeaderMap::new();
         other.insert(COOKIE, HeaderValue::from_static("guildnet_session_evil=1"));
         assert_eq!(session_cookie(&other), None);
+    }
+
+    /// TokenReviews answered here, no API server: `good` is alice's, any other token is
+    /// refused; counted.
+    #[derive(Default)]
+    struct Reviews {
+        asked: std::sync::atomic::AtomicUsize,
+    }
+
+    impl TokenReviewer for Reviews {
+        fn review<'a>(&'a self, token: &'a str) -> BoxFuture<'a, anyhow::Result<Option<Identity>>> {
+            self.asked.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Box::pin(async move {
+                Ok((token == "good")
+                    .then(|| Identity::new("alice".into(), None, vec![], BTreeMap::new())))
+            })
+        }
+    }
+
+    fn authenticator(reviews: Arc<Reviews>, trusted_proxies: &[&str]) -> Authenticator {
+        Authenticator::with_reviewer(
+            reviews,
+            Settings {
+                mode: AuthMode::Token,
+                sessions: SessionKeys::random(Duration::from_secs(60)),
+                user_header: "x-user".into(),
+                groups_header: "x-groups".into(),
+                trusted_proxies: trusted_proxies.iter().map(|n| n.parse().unwrap()).collect(),
+                dev_user: "dev".into(),
+                dev_groups: vec![],
+                cache_ttl: Duration::from_secs(60),
+                review_rate: 0.0,
+                review_burst: 1,
+            },
+        )
+    }
+
+    #[tokio::test]
+    async fn refused_tokens_never_flush_accepted_identities() {
+        let reviews = Arc::new(Reviews::default());
+        let auth = authenticator(reviews.clone(), &[]);
+        let client: IpAddr = "198.51.100.7".parse().unwrap();
+        assert_eq!(
+            auth.review_token("good", client).await.unwrap().username,
+            "alice"
+        );
+        // Far more refused tokens than either cache holds.
+        for i in 0..25_000 {
+            let refused = auth.review_token(&format!("random-{i}"), client).await;
+            assert_eq!(refused.unwrap_err().status, StatusCode::UNAUTHORIZED);
+        }
+        let asked = reviews.asked.load(std::sync::atomic::Ordering::SeqCst);
+        // Still remembered: no second review of alice's token.
+        assert_eq!(
+            auth.review_token("good", client).await.unwrap().username,
+            "alice"
+        );
+        assert_eq!(
+            reviews.asked.load(std::sync::atomic::Ordering::SeqCst),
+            asked
+        );
+        assert!(auth.knows_token("good"));
+        // A refusal is remembered too, apart.
+        auth.review_token("random-24999", client).await.unwrap_err();
+        assert_eq!(
+            reviews.asked.load(std::sync::atomic::Ordering::SeqCst),
+            asked
+        );
+    }
+
+    #[test]
+    fn the_client_behind_trusted_proxies_is_the_nearest_untrusted_address() {
+        let auth = authenticator(Arc::default(), &["10.0.0.0/8"]);
+        let front: IpAddr = "10.0.0.1".parse().unwrap();
+        let with = |chain: &'static str| {
+            let mut headers = HeaderMap::new();
+            headers.insert("x-forwarded-for", HeaderValue::from_static(chain));
+            headers
+        };
+        let address = |s: &str| s.parse::<IpAddr>().unwrap();
+        // Whatever the client wrote on the left is not believed.
+        assert_eq!(
+            auth.client_address(&with("1.2.3.4, 203.0.113.9, 10.0.0.2"), front),
+            address("203.0.113.9")
+        );
+        assert_eq!(
+            auth.client_address(&with("10.0.0.3"), front),
+            address("10.0.0.3")
+        );
+        assert_eq!(
+            auth.client_address(&with("unknown, 10.0.0.3"), front),
+            address("10.0.0.3")
+        );
+        assert_eq!(auth.client_address(&HeaderMap::new(), front), front);
+        // An untrusted peer's header is ignored.
+        let peer = address("198.51.100.7");
+        assert_eq!(auth.client_address(&with("203.0.113.9"), peer), peer);
     }
 
     #[test]

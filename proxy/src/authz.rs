@@ -4,8 +4,10 @@
 //! A caller who may not enter gets the same answer whether or not the workspace exists:
 //! both paths ask the same (cached) SubjectAccessReview before anything else is decided.
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use futures::future::BoxFuture;
 use guildnet_api::workspace::Workspace;
 use k8s_openapi::api::authorization::v1::{
     ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
@@ -13,7 +15,11 @@ use k8s_openapi::api::authorization::v1::{
 use kube::api::{Api, PostParams};
 
 use crate::auth::Identity;
-use crate::cache::TtlCache;
+use crate::cache::{Verdict, Verdicts};
+
+/// Refused RBAC questions remembered at most (apart from the allowed ones, which refusals
+/// never push out: anyone can ask about workspaces that do not exist).
+const MAX_REFUSALS: usize = 10_000;
 
 /// RBAC `get workspaces/proxy` on `name` (all names when None) in `namespace`, for one
 /// user and their groups.
@@ -36,10 +42,74 @@ impl Question {
     }
 }
 
-/// Decides who may open a workspace, reusing SubjectAccessReview answers for a while.
-pub struct Authorizer {
+/// One RBAC question as a [`AccessReviewer`] gets it: may `identity` `get workspaces/proxy`
+/// on `name` (every name when None) in `namespace`?
+#[derive(Clone, Copy, Debug)]
+pub struct AccessQuestion<'a> {
+    /// Who asks: user name, uid, groups and extras, as authenticated.
+    pub identity: &'a Identity,
+    /// The workspace's namespace.
+    pub namespace: &'a str,
+    /// The workspace's name; None asks about every workspace of the namespace.
+    pub name: Option<&'a str>,
+}
+
+/// Who answers RBAC questions: the API server's SubjectAccessReview
+/// ([`SubjectAccessReviews`]), or a stand-in for tests and benchmarks.
+pub trait AccessReviewer: Send + Sync {
+    /// RBAC's answer to `question`; an error when it could not be asked (then the caller is
+    /// refused, and the question asked again next time).
+    fn review<'a>(&'a self, question: AccessQuestion<'a>) -> BoxFuture<'a, anyhow::Result<bool>>;
+}
+
+/// Asks the API server: a SubjectAccessReview per question.
+pub struct SubjectAccessReviews {
     client: kube::Client,
-    decisions: TtlCache<Question, bool>,
+}
+
+impl SubjectAccessReviews {
+    /// SubjectAccessReviews made through `client` (the proxy's service account).
+    pub fn new(client: kube::Client) -> Self {
+        Self { client }
+    }
+}
+
+impl AccessReviewer for SubjectAccessReviews {
+    fn review<'a>(&'a self, question: AccessQuestion<'a>) -> BoxFuture<'a, anyhow::Result<bool>> {
+        let identity = question.identity;
+        let review = SubjectAccessReview {
+            spec: SubjectAccessReviewSpec {
+                user: Some(identity.username.clone()),
+                uid: identity.uid.clone(),
+                groups: Some(identity.groups.clone()),
+                extra: Some(identity.extra.clone()).filter(|e| !e.is_empty()),
+                resource_attributes: Some(ResourceAttributes {
+                    group: Some("guildnet.io".into()),
+                    resource: Some("workspaces".into()),
+                    subresource: Some("proxy".into()),
+                    verb: Some("get".into()),
+                    namespace: Some(question.namespace.to_owned()),
+                    name: question.name.map(str::to_owned),
+                    ..ResourceAttributes::default()
+                }),
+                ..SubjectAccessReviewSpec::default()
+            },
+            ..SubjectAccessReview::default()
+        };
+        Box::pin(async move {
+            let reviewed = Api::<SubjectAccessReview>::all(self.client.clone())
+                .create(&PostParams::default(), &review)
+                .await?;
+            Ok(reviewed.status.is_some_and(|s| s.allowed))
+        })
+    }
+}
+
+/// Decides who may open a workspace, reusing RBAC answers for a while (allowed and refused
+/// ones apart, so a flood of refusals never pushes out what was allowed).
+pub struct Authorizer {
+    reviewer: Arc<dyn AccessReviewer>,
+    decisions: Verdicts<Question, ()>,
 }
 
 /// Whether `identity` owns `workspace` (the label the webhook set from the creator's name).
@@ -50,10 +120,20 @@ pub fn owns(identity: &Identity, workspace: &Workspace) -> bool {
 impl Authorizer {
     /// An authorizer asking SubjectAccessReviews through `client`, each answer kept for `ttl`.
     pub fn new(client: kube::Client, ttl: Duration) -> Self {
+        Self::with_reviewer(Arc::new(SubjectAccessReviews::new(client)), ttl)
+    }
+
+    /// An authorizer asking `reviewer`, each answer kept for `ttl`.
+    pub fn with_reviewer(reviewer: Arc<dyn AccessReviewer>, ttl: Duration) -> Self {
         Self {
-            client,
-            decisions: TtlCache::new(ttl),
+            reviewer,
+            decisions: Verdicts::new(ttl, MAX_REFUSALS),
         }
+    }
+
+    /// How long an answer is reused (`--auth-cache-ttl`).
+    pub fn ttl(&self) -> Duration {
+        self.decisions.ttl()
     }
 
     /// May `identity` open the workspace `namespace/name` (`workspace` when it exists)?
@@ -78,46 +158,30 @@ impl Authorizer {
 
     /// RBAC `get workspaces/proxy` on `name` (all names when None) in `namespace`.
     async fn may_proxy(&self, identity: &Identity, namespace: &str, name: Option<&str>) -> bool {
-        self.allowed(Question::new(identity, namespace, name), identity)
-            .await
-    }
-
-    async fn allowed(&self, question: Question, identity: &Identity) -> bool {
-        if let Some(answer) = self.decisions.get(&question) {
-            return answer;
+        let question = Question::new(identity, namespace, name);
+        if let Some(verdict) = self.decisions.get(&question) {
+            return verdict == Verdict::Accepted(());
         }
-        let review = SubjectAccessReview {
-            spec: SubjectAccessReviewSpec {
-                user: Some(identity.username.clone()),
-                uid: identity.uid.clone(),
-                groups: Some(identity.groups.clone()),
-                extra: Some(identity.extra.clone()).filter(|e| !e.is_empty()),
-                resource_attributes: Some(ResourceAttributes {
-                    group: Some("guildnet.io".into()),
-                    resource: Some("workspaces".into()),
-                    subresource: Some("proxy".into()),
-                    verb: Some("get".into()),
-                    namespace: Some(question.namespace.clone()),
-                    name: question.name.clone(),
-                    ..ResourceAttributes::default()
-                }),
-                ..SubjectAccessReviewSpec::default()
-            },
-            ..SubjectAccessReview::default()
+        let asked = AccessQuestion {
+            identity,
+            namespace,
+            name,
         };
-        let answer = match Api::<SubjectAccessReview>::all(self.client.clone())
-            .create(&PostParams::default(), &review)
-            .await
-        {
-            Ok(reviewed) => reviewed.status.is_some_and(|s| s.allowed),
+        match self.reviewer.review(asked).await {
+            Ok(true) => {
+                self.decisions.accept(question, ());
+                true
+            }
+            Ok(false) => {
+                self.decisions.refuse(question);
+                false
+            }
             Err(error) => {
                 // Refuse, and ask again next time rather than remember an outage.
                 tracing::warn!(%error, "SubjectAccessReview failed");
-                return false;
+                false
             }
-        };
-        self.decisions.insert(question, answer);
-        answer
+        }
     }
 }
 
@@ -131,8 +195,12 @@ impl Authorizer {
         name: Option<&str>,
         allowed: bool,
     ) {
-        self.decisions
-            .insert(Question::new(identity, namespace, name), allowed);
+        let question = Question::new(identity, namespace, name);
+        if allowed {
+            self.decisions.accept(question, ());
+        } else {
+            self.decisions.refuse(question);
+        }
     }
 }
 

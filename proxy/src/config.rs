@@ -114,6 +114,35 @@ pub struct Args {
     #[arg(long, env = "GUILDNET_PROXY_AUTH_CACHE_TTL", value_parser = humantime::parse_duration, default_value = "10s")]
     pub auth_cache_ttl: Duration,
 
+    /// TokenReviews of tokens the proxy has no recent answer for, per second per client
+    /// address (behind `--trusted-proxy`, the client's address in X-Forwarded-For; IPv6 per
+    /// /64); beyond them `429` with Retry-After. 0 turns the limit off.
+    #[arg(long, env = "GUILDNET_PROXY_TOKEN_REVIEW_RATE", value_parser = rate, default_value = "10")]
+    pub token_review_rate: f64,
+
+    /// How many TokenReviews of unknown tokens a client may make at once before
+    /// `--token-review-rate` applies.
+    #[arg(long, env = "GUILDNET_PROXY_TOKEN_REVIEW_BURST", value_parser = clap::value_parser!(u32).range(1..), default_value = "20")]
+    pub token_review_burst: u32,
+
+    /// Pass `Authorization: Bearer` headers on to workspaces, for apps with bearer auth of
+    /// their own (their callers then authenticate to the proxy with the session cookie).
+    /// Even so, a token the proxy knows as a Kubernetes credential is never passed on.
+    /// Off: no bearer token a client sends ever reaches a workspace.
+    #[arg(long, env = "GUILDNET_PROXY_FORWARD_AUTHORIZATION")]
+    pub forward_authorization: bool,
+
+    /// A request body the proxy reads itself (the login form, dashboard API JSON) must
+    /// arrive whole within this time, else `408`. Bodies forwarded to workspaces stream
+    /// without a deadline.
+    #[arg(long, env = "GUILDNET_PROXY_BODY_READ_TIMEOUT", value_parser = humantime::parse_duration, default_value = "10s")]
+    pub body_read_timeout: Duration,
+
+    /// Request bodies the proxy reads at once from callers that have not authenticated
+    /// (every login form); beyond them `503` with Retry-After.
+    #[arg(long, env = "GUILDNET_PROXY_MAX_UNAUTHENTICATED_BODIES", value_parser = clap::value_parser!(u32).range(1..), default_value = "256")]
+    pub max_unauthenticated_bodies: u32,
+
     /// A client must send its request headers within this time (slow clients are cut off).
     #[arg(long, env = "GUILDNET_PROXY_HEADER_READ_TIMEOUT", value_parser = humantime::parse_duration, default_value = "30s")]
     pub header_read_timeout: Duration,
@@ -138,6 +167,16 @@ pub struct Args {
     /// Kubernetes Events about workspaces kept for `/api/events` and SSE resumption.
     #[arg(long, env = "GUILDNET_PROXY_EVENT_BUFFER", default_value_t = 2000)]
     pub event_buffer: usize,
+}
+
+/// A rate per second: a number, zero or more.
+fn rate(value: &str) -> Result<f64, String> {
+    match value.trim().parse::<f64>() {
+        Ok(rate) if rate.is_finite() && rate >= 0.0 => Ok(rate),
+        _ => Err(format!(
+            "{value:?} is not a rate per second (a number, 0 or more)"
+        )),
+    }
 }
 
 /// Settings that would be unsafe or cannot work, naming the flag and the fix.
@@ -212,6 +251,27 @@ mod tests {
         args(&["--auth=header", "--trusted-proxy=10.0.0.0/8,127.0.0.1/32"])
             .validate()
             .unwrap();
+    }
+
+    #[test]
+    fn limits_have_defaults_and_refuse_nonsense() {
+        let defaults = args(&[]);
+        assert_eq!(defaults.token_review_rate, 10.0);
+        assert_eq!(defaults.token_review_burst, 20);
+        assert_eq!(defaults.body_read_timeout, Duration::from_secs(10));
+        assert_eq!(defaults.max_unauthenticated_bodies, 256);
+        assert!(!defaults.forward_authorization);
+        let parse = |extra: &[&str]| {
+            Args::try_parse_from(std::iter::once("guildnet-proxy").chain(extra.iter().copied()))
+        };
+        assert!(parse(&["--token-review-rate=-1"]).is_err());
+        assert!(parse(&["--token-review-rate=NaN"]).is_err());
+        assert!(parse(&["--token-review-burst=0"]).is_err());
+        assert!(parse(&["--max-unauthenticated-bodies=0"]).is_err());
+        assert_eq!(
+            parse(&["--token-review-rate=0"]).unwrap().token_review_rate,
+            0.0
+        );
     }
 
     #[test]

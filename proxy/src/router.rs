@@ -12,6 +12,7 @@ use guildnet_runtime::health::Health;
 use http::StatusCode;
 
 use crate::app::AppState;
+use crate::body;
 use crate::dashboard::{api, events, logs, pages};
 use crate::error::ApiError;
 use crate::forward;
@@ -41,6 +42,11 @@ pub fn router(state: AppState) -> Router {
         .route("/api/events", get(events::list))
         .route("/sse/events", get(events::stream))
         .merge(health.router())
+        // Bodies the proxy reads itself, whole and in time; workspaces' stream (fallback).
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            body::read_own_body,
+        ))
         // The proxy's own responses only: the fallback forwards to workspaces (and adds
         // these to its own answers itself); subdomain mode never reaches the routes.
         .route_layer(middleware::map_response(|response: Response| async {
@@ -52,8 +58,9 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// In front of every route: refuses oversized request heads (431; hyper bounds its read
-/// buffer, but not exactly at `--max-header-bytes`) and requests with more than one `Host`
-/// (400: the proxy and the workspace could each read another), and in subdomain mode sends
+/// buffer, but not exactly at `--max-header-bytes`), requests with more than one `Host`
+/// (400: the proxy and the workspace could each read another) and HTTP/1.1 requests
+/// without one (400, as RFC 9112 §3.2 requires), and in subdomain mode sends
 /// every request to `<name>--<namespace>.<base domain>` to the workspace, whose paths they
 /// are.
 async fn front(
@@ -92,6 +99,18 @@ async fn front(
                 StatusCode::BAD_REQUEST,
                 "DuplicateHost",
                 "the request has more than one Host header; send exactly one",
+            )
+            .for_client(request.headers()),
+        );
+    }
+    if request.version() == http::Version::HTTP_11
+        && !request.headers().contains_key(http::header::HOST)
+    {
+        return pages::with_security_headers(
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "MissingHost",
+                "an HTTP/1.1 request must have a Host header",
             )
             .for_client(request.headers()),
         );

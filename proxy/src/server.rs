@@ -37,13 +37,9 @@ pub async fn serve(router: Router, args: &Args) -> anyhow::Result<()> {
             .push(reuseport_listener(address).with_context(|| format!("listening on {address}"))?);
     }
     tracing::info!(%address, workers, "guildnet-proxy listening");
-    let mut http = hyper::server::conn::http1::Builder::new();
-    http.timer(TokioTimer::new())
-        .header_read_timeout(args.header_read_timeout)
-        .max_buf_size(args.max_header_bytes);
     let serving = Serving {
         router,
-        http,
+        http: http1(args),
         tls: tls_acceptor(args).await?,
         handshake_timeout: args.header_read_timeout,
     };
@@ -74,6 +70,38 @@ pub async fn serve(router: Router, args: &Args) -> anyhow::Result<()> {
     })
     .await?;
     Ok(())
+}
+
+/// HTTP/1.1 as `args` limit it: request heads within `--header-read-timeout`, of at most
+/// about `--max-header-bytes`.
+fn http1(args: &Args) -> hyper::server::conn::http1::Builder {
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(args.header_read_timeout)
+        .max_buf_size(args.max_header_bytes);
+    http
+}
+
+/// Serves `router` on a new loopback port as one serving thread of [`serve`] does (plain
+/// HTTP, `args`' limits), on the caller's runtime until it ends: for tests with a real
+/// client on a real connection.
+#[cfg(test)]
+pub(crate) fn serve_on_loopback(router: Router, args: &Args) -> SocketAddr {
+    let listener = reuseport_listener(SocketAddr::from(([127, 0, 0, 1], 0))).unwrap();
+    let address = listener.local_addr().unwrap();
+    let serving = Serving {
+        router,
+        http: http1(args),
+        tls: None,
+        handshake_timeout: args.header_read_timeout,
+    };
+    let (stop, stopping) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        // Never stops: the sender lives as long as the loop.
+        let _stop = stop;
+        accept_loop(listener, serving, stopping).await;
+    });
+    address
 }
 
 /// With `--tls-cert-file`: HTTPS (HTTP/1.1), the certificate reloaded when the files change.

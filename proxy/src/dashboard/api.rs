@@ -489,12 +489,24 @@ pub async fn login(
     if state.auth.mode() != crate::config::AuthMode::Token {
         return Redirect::to(&next).into_response();
     }
-    let Some(identity) = state.auth.review_token(form.token.trim()).await else {
-        return login_page(
-            StatusCode::UNAUTHORIZED,
-            "That token was not accepted by the cluster.",
-            &next,
-        );
+    let client = state.auth.client_address(&headers, peer.ip());
+    let identity = match state.auth.review_token(form.token.trim(), client).await {
+        Ok(identity) => identity,
+        Err(error) if error.status == StatusCode::UNAUTHORIZED => {
+            return login_page(
+                StatusCode::UNAUTHORIZED,
+                "That token was not accepted by the cluster.",
+                &next,
+            );
+        }
+        Err(error) => {
+            let mut page = login_page(error.status, &error.message, &next);
+            if let Some(seconds) = error.retry_after {
+                page.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+            }
+            return page;
+        }
     };
     let value = state.auth.sessions.issue(&identity, SystemTime::now());
     let cookie = session_cookie(

@@ -10,16 +10,23 @@
 //! only while the workspace of that name is the one the event is about. Events of a
 //! workspace that is gone (deleted, perhaps replaced by another of the same name) are shown
 //! only to whoever may open every workspace of the namespace.
+//!
+//! Visibility is decided once per workspace object per request (`Visibility`), up to
+//! [`CONCURRENT_REVIEWS`] decisions at a time, each asking the authorizer (whose answers are
+//! shared by all requests for `--auth-cache-ttl`): a list of 2 000 events about 500
+//! workspaces costs at most 500 reviews, made 16 at a time, not one per event one after
+//! another. The SSE stream sends each event as soon as its own workspace is decided.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::convert::Infallible;
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use axum::extract::{ConnectInfo, Query, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use futures::{Stream, StreamExt};
+use futures::future::BoxFuture;
+use futures::{FutureExt, Stream, StreamExt};
 use guildnet_api::workspace::rules::is_dns_label;
 use guildnet_api::workspace::{Workspace, validate_name};
 use k8s_openapi::api::core::v1::Event;
@@ -29,7 +36,8 @@ use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher::{self, Event as WatchEvent};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
-use tokio::sync::broadcast;
+use tokio::sync::{OnceCell, Semaphore, broadcast};
+use tokio::time::Instant;
 
 use crate::app::AppState;
 use crate::auth::Caller;
@@ -132,8 +140,9 @@ impl EventHub {
         }
     }
 
-    /// Adds a Kubernetes Event as the watch delivers it, unless it is not about a Workspace.
-    pub(crate) fn apply(&self, event: &Event) {
+    /// Adds a Kubernetes Event as the watch delivers it, unless it is not about a Workspace
+    /// or not newer than the newest held.
+    pub fn apply(&self, event: &Event) {
         if let Some(e) = WorkspaceEvent::from_event(event) {
             self.push(e);
         }
@@ -280,6 +289,83 @@ async fn subject_of(state: &AppState, event: &WorkspaceEvent) -> Option<Subject>
     }
 }
 
+/// Visibility decisions made at once at most, per request.
+pub const CONCURRENT_REVIEWS: usize = 16;
+
+/// Which events are about the same workspace object, so one decision covers them all.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct SubjectKey {
+    namespace: String,
+    name: String,
+    uid: Option<String>,
+}
+
+impl SubjectKey {
+    fn of(event: &WorkspaceEvent) -> Self {
+        Self {
+            namespace: event.namespace.clone(),
+            name: event.name.clone(),
+            uid: event.uid.clone(),
+        }
+    }
+}
+
+/// One request's visibility decisions: [`visible`] asked once per workspace object (however
+/// many events are about it, and however many ask at once), at most [`CONCURRENT_REVIEWS`]
+/// at a time.
+struct Visibility {
+    state: AppState,
+    caller: Caller,
+    decided: Mutex<HashMap<SubjectKey, Arc<OnceCell<bool>>>>,
+    deciding: Semaphore,
+    started: Instant,
+}
+
+impl Visibility {
+    fn new(state: AppState, caller: Caller) -> Self {
+        Self {
+            state,
+            caller,
+            decided: Mutex::new(HashMap::new()),
+            deciding: Semaphore::new(CONCURRENT_REVIEWS),
+            started: Instant::now(),
+        }
+    }
+
+    /// Whether the caller may see `event`: decided for its workspace object the first time
+    /// one of its events is asked about, then remembered for this request.
+    async fn of(&self, event: &WorkspaceEvent) -> bool {
+        let decision = self
+            .decided
+            .lock()
+            .unwrap()
+            .entry(SubjectKey::of(event))
+            .or_default()
+            .clone();
+        *decision
+            .get_or_init(|| async {
+                let _turn = self.deciding.acquire().await.expect("never closed");
+                visible(&self.state, &self.caller, event).await
+            })
+            .await
+    }
+
+    /// Decides every workspace object `events` are about, [`CONCURRENT_REVIEWS`] at a
+    /// time, in the order they first appear.
+    async fn decide_all(&self, events: &[Arc<WorkspaceEvent>]) {
+        let mut seen = HashSet::new();
+        let firsts: Vec<&Arc<WorkspaceEvent>> = events
+            .iter()
+            .filter(|event| seen.insert(SubjectKey::of(event)))
+            .collect();
+        futures::stream::iter(firsts)
+            .for_each_concurrent(CONCURRENT_REVIEWS, |event| async move {
+                self.of(event).await;
+            })
+            .await;
+    }
+}
+
 /// The caller, and the id after which their events start.
 async fn caller_and_start(
     state: &AppState,
@@ -303,13 +389,21 @@ pub async fn list(
             Ok(start) => start,
             Err(e) => return e.into_response(),
         };
+    let wanted: Vec<Arc<WorkspaceEvent>> = state
+        .events
+        .since(after)
+        .into_iter()
+        .filter(|event| query.wants(event))
+        .collect();
+    let visibility = Visibility::new(state, caller);
+    visibility.decide_all(&wanted).await;
     let mut items = Vec::new();
-    for event in state.events.since(after) {
-        if query.wants(&event) && visible(&state, &caller, &event).await {
-            items.push(event);
+    for event in &wanted {
+        // Decided above: answered at once.
+        if visibility.of(event).await {
+            items.push(&**event);
         }
     }
-    let items: Vec<&WorkspaceEvent> = items.iter().map(|e| &**e).collect();
     axum::Json(serde_json::json!({ "items": items })).into_response()
 }
 
@@ -328,10 +422,22 @@ pub async fn stream(
     };
     // Subscribe before reading the backlog: nothing falls between the two.
     let live = state.events.live.subscribe();
-    let backlog: VecDeque<_> = state.events.since(after).into();
+    let backlog: VecDeque<_> = state
+        .events
+        .since(after)
+        .into_iter()
+        .filter(|event| query.wants(event))
+        .collect();
+    let visibility = Arc::new(Visibility::new(state, caller));
+    // Decides the backlog's workspaces ahead of the stream, while it sends what is decided.
+    let ahead = {
+        let visibility = visibility.clone();
+        let backlog: Vec<_> = backlog.iter().cloned().collect();
+        async move { visibility.decide_all(&backlog).await }.boxed()
+    };
     let cursor = Cursor {
-        state,
-        caller,
+        visibility,
+        ahead: Some(ahead),
         query,
         backlog,
         live,
@@ -343,12 +449,36 @@ pub async fn stream(
 }
 
 struct Cursor {
-    state: AppState,
-    caller: Caller,
+    /// The decisions of this stream; renewed every `--auth-cache-ttl` once it is live, so a
+    /// revoked grant or a deleted workspace takes effect.
+    visibility: Arc<Visibility>,
+    /// Deciding the backlog ahead of what is sent; None once done.
+    ahead: Option<BoxFuture<'static, ()>>,
     query: EventQuery,
     backlog: VecDeque<Arc<WorkspaceEvent>>,
     live: broadcast::Receiver<Arc<WorkspaceEvent>>,
     last: u64,
+}
+
+impl Cursor {
+    /// Whether the caller may see `event`, deciding the backlog ahead meanwhile.
+    async fn shows(&mut self, event: &WorkspaceEvent) -> bool {
+        let decided = self.visibility.of(event);
+        let mut decided = std::pin::pin!(decided);
+        loop {
+            let Some(ahead) = self.ahead.as_mut() else {
+                return decided.await;
+            };
+            let done_ahead = tokio::select! {
+                biased;
+                shown = &mut decided => return shown,
+                () = ahead => true,
+            };
+            if done_ahead {
+                self.ahead = None;
+            }
+        }
+    }
 }
 
 fn events_after(cursor: Cursor) -> impl Stream<Item = Result<SseEvent, Infallible>> {
@@ -356,15 +486,24 @@ fn events_after(cursor: Cursor) -> impl Stream<Item = Result<SseEvent, Infallibl
         loop {
             let event = match c.backlog.pop_front() {
                 Some(event) => event,
-                // A lagging reader ends the stream; the browser reconnects with
-                // Last-Event-ID and is served from the buffer.
-                None => c.live.recv().await.ok()?,
+                None => {
+                    c.ahead = None;
+                    // A lagging reader ends the stream; the browser reconnects with
+                    // Last-Event-ID and is served from the buffer.
+                    let event = c.live.recv().await.ok()?;
+                    let visibility = &c.visibility;
+                    if visibility.started.elapsed() >= visibility.state.authz.ttl() {
+                        let (state, caller) = (visibility.state.clone(), visibility.caller.clone());
+                        c.visibility = Arc::new(Visibility::new(state, caller));
+                    }
+                    event
+                }
             };
             if event.id <= c.last {
                 continue;
             }
             c.last = event.id;
-            if !c.query.wants(&event) || !visible(&c.state, &c.caller, &event).await {
+            if !c.query.wants(&event) || !c.shows(&event).await {
                 continue;
             }
             let sse = SseEvent::default()

@@ -52,8 +52,12 @@ pub async fn index(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
 ) -> Response {
-    if state.auth.authenticate(&headers, peer.ip()).await.is_none() {
-        return Redirect::to("/login").into_response();
+    match state.auth.require(&headers, peer.ip()).await {
+        Ok(_) => {}
+        Err(error) if error.status == http::StatusCode::UNAUTHORIZED => {
+            return Redirect::to("/login").into_response();
+        }
+        Err(error) => return error.for_client(&headers),
     }
     Html(INDEX).into_response()
 }

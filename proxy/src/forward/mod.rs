@@ -56,8 +56,12 @@ pub async fn forward(
     request: Request,
 ) -> Response {
     let headers = request.headers();
-    let Some(caller) = state.auth.authenticate(headers, peer.ip()).await else {
-        return unauthenticated(&target, request.uri(), headers);
+    let caller = match state.auth.require(headers, peer.ip()).await {
+        Ok(caller) => caller,
+        Err(error) if error.status == StatusCode::UNAUTHORIZED => {
+            return unauthenticated(&target, request.uri(), headers);
+        }
+        Err(error) => return error.for_client(headers),
     };
     let workspace = state
         .workspaces

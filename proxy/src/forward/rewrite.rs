@@ -90,15 +90,71 @@ pub struct Forwarding<'a> {
     /// Whether the request came from a `--trusted-proxy`, whose `Forwarded` and `X-Real-IP`
     /// reach the workspace; anyone else's are removed.
     pub trusted_proxy: bool,
-    /// Whether the request authenticated with its `Authorization` bearer token: then that
-    /// token is the caller's Kubernetes credential, not the app's.
-    pub bearer_authenticated: bool,
+    /// Whether the request's `Authorization: Bearer` headers may reach the workspace:
+    /// only with `--forward-authorization`, and never a token the proxy knows as a
+    /// Kubernetes credential (see [`forwards_bearer_tokens`]).
+    pub forward_bearer: bool,
     /// Header mode's identity headers, which only the proxy may read.
     pub identity_headers: &'a [HeaderName],
 }
 
+/// Whether a request's `Authorization: Bearer` headers may reach the workspace:
+/// `forward_authorization` (`--forward-authorization`) is set, none of them authenticated the
+/// request (`authenticated_by_bearer`), and none is a token the proxy knows as a Kubernetes
+/// credential (`kubernetes_token`: a TokenReview accepted it recently). Without the flag, no
+/// bearer token a client sends ever reaches a workspace.
+pub fn forwards_bearer_tokens(
+    headers: &HeaderMap,
+    forward_authorization: bool,
+    authenticated_by_bearer: bool,
+    kubernetes_token: impl Fn(&str) -> bool,
+) -> bool {
+    forward_authorization
+        && !authenticated_by_bearer
+        && !bearer_tokens(headers).any(kubernetes_token)
+}
+
+/// The tokens of every `Authorization: Bearer …` header.
+fn bearer_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
+    headers
+        .get_all(header::AUTHORIZATION)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .filter_map(|value| {
+            let (scheme, token) = value.trim_start().split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+        })
+}
+
+/// Whether `value` is an `Authorization: Bearer` credential (any case, token or not).
+fn is_bearer(value: &HeaderValue) -> bool {
+    let value = value.as_bytes();
+    let value = &value[value.iter().take_while(|b| b.is_ascii_whitespace()).count()..];
+    value.len() >= 6
+        && value[..6].eq_ignore_ascii_case(b"bearer")
+        && value.get(6).is_none_or(|b| b.is_ascii_whitespace())
+}
+
+/// Removes the `Authorization: Bearer` headers, keeping any other scheme (an app's Basic).
+fn strip_bearer_authorization(headers: &mut HeaderMap) {
+    if !headers.get_all(header::AUTHORIZATION).iter().any(is_bearer) {
+        return;
+    }
+    let kept: Vec<HeaderValue> = headers
+        .get_all(header::AUTHORIZATION)
+        .iter()
+        .filter(|value| !is_bearer(value))
+        .cloned()
+        .collect();
+    headers.remove(header::AUTHORIZATION);
+    for value in kept {
+        headers.append(header::AUTHORIZATION, value);
+    }
+}
+
 /// The browser's request headers made the workspace's: hop-by-hop headers, the proxy's
-/// session cookie, an authenticating bearer token and identity headers removed, and
+/// session cookie, `Authorization: Bearer` (unless [`Forwarding::forward_bearer`]) and
+/// identity headers removed, and
 /// `Forwarded` and `X-Real-IP` too unless a trusted proxy sent them;
 /// X-Forwarded-For/-Proto/-Host set from [`PublicOrigin`] and X-Forwarded-Prefix from the
 /// prefix (removed in subdomain mode, so a client cannot forge it); a WebSocket handshake's
@@ -107,8 +163,8 @@ pub struct Forwarding<'a> {
 pub fn request_headers(headers: &mut HeaderMap, forwarding: &Forwarding<'_>) {
     strip_hop_by_hop(headers);
     strip_session_cookie(headers);
-    if forwarding.bearer_authenticated {
-        headers.remove(header::AUTHORIZATION);
+    if !forwarding.forward_bearer {
+        strip_bearer_authorization(headers);
     }
     for name in forwarding.identity_headers {
         headers.remove(name);
@@ -488,7 +544,7 @@ mod tests {
             upstream: "10.244.0.7:8080".parse().unwrap(),
             websocket: None,
             trusted_proxy: false,
-            bearer_authenticated: false,
+            forward_bearer: false,
             identity_headers: &[],
         }
     }
@@ -632,18 +688,43 @@ mod tests {
     }
 
     #[test]
-    fn a_bearer_token_is_removed_only_when_it_authenticated() {
-        let mut authenticating = headers(&[("authorization", "Bearer k8s-token")]);
-        let bearer = Forwarding {
-            bearer_authenticated: true,
+    fn no_bearer_token_reaches_the_workspace_without_forward_authorization() {
+        // Logged in by session, with a bearer token besides: it still never passes.
+        let mut sent = headers(&[
+            ("authorization", "Bearer k8s-token"),
+            ("authorization", "bearer"),
+            ("authorization", "BEARER  other"),
+            ("authorization", "Basic YTpi"),
+        ]);
+        request_headers(&mut sent, &forwarding());
+        // The app's own Basic credentials stay.
+        assert_eq!(values(&sent, "authorization"), ["Basic YTpi"]);
+        let mut forwarded = headers(&[("authorization", "Bearer apps-own")]);
+        let on = Forwarding {
+            forward_bearer: true,
             ..forwarding()
         };
-        request_headers(&mut authenticating, &bearer);
-        assert!(!authenticating.contains_key("authorization"));
-        // Logged in by session: the Authorization header is the app's own (e.g. basic auth).
-        let mut apps_own = headers(&[("authorization", "Basic YTpi")]);
-        request_headers(&mut apps_own, &forwarding());
-        assert_eq!(values(&apps_own, "authorization"), ["Basic YTpi"]);
+        request_headers(&mut forwarded, &on);
+        assert_eq!(values(&forwarded, "authorization"), ["Bearer apps-own"]);
+        // Not a bearer credential: a scheme that merely starts with the word.
+        let mut other = headers(&[("authorization", "Bearerish x")]);
+        request_headers(&mut other, &forwarding());
+        assert_eq!(values(&other, "authorization"), ["Bearerish x"]);
+    }
+
+    #[test]
+    fn forward_authorization_never_passes_a_kubernetes_token() {
+        let apps_own = headers(&[("authorization", "Bearer apps-own")]);
+        let kubernetes = |token: &str| token == "alices-k8s-token";
+        assert!(!forwards_bearer_tokens(&apps_own, false, false, kubernetes));
+        assert!(forwards_bearer_tokens(&apps_own, true, false, kubernetes));
+        // The token that authenticated the request is the caller's Kubernetes credential.
+        assert!(!forwards_bearer_tokens(&apps_own, true, true, kubernetes));
+        let known = headers(&[
+            ("authorization", "Bearer apps-own"),
+            ("authorization", "Bearer alices-k8s-token"),
+        ]);
+        assert!(!forwards_bearer_tokens(&known, true, false, kubernetes));
     }
 
     #[test]

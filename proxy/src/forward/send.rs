@@ -22,6 +22,7 @@ use super::route::Target;
 use crate::activity::{LastUse, now_millis};
 use crate::app::AppState;
 use crate::auth::{Caller, Via};
+use crate::body;
 use crate::error::ApiError;
 
 type UpstreamClient = Client<HttpConnector, Body>;
@@ -49,7 +50,12 @@ pub(super) async fn send(
         upstream,
         websocket: rewrite::websocket_upgrade(request.headers()),
         trusted_proxy,
-        bearer_authenticated: caller.via == Via::Bearer,
+        forward_bearer: rewrite::forwards_bearer_tokens(
+            request.headers(),
+            state.forward_authorization,
+            caller.via == Via::Bearer,
+            |token| state.auth.knows_token(token),
+        ),
         identity_headers: state.auth.identity_headers(),
     };
     let client_upgrade = forwarding
@@ -67,6 +73,7 @@ pub(super) async fn send(
     };
     parts.uri = uri;
     rewrite::request_headers(&mut parts.headers, &forwarding);
+    let (body, client_body) = body::watch_client_body(body);
     let upstream_request = http::Request::from_parts(parts, body);
 
     let response = match tokio::time::timeout(
@@ -76,6 +83,14 @@ pub(super) async fn send(
     .await
     {
         Ok(Ok(response)) => response,
+        Ok(Err(error)) if client_body.happened() => {
+            // The client's body broke (framing, too short, gone): not the workspace's fault.
+            tracing::debug!(%error, %upstream, "client request body failed");
+            return body::closing(
+                body::client_body_error(&root_cause(&error)),
+                &HeaderMap::new(),
+            );
+        }
         Ok(Err(error)) => {
             tracing::debug!(%error, %upstream, "workspace request failed");
             return ApiError::new(

@@ -30,7 +30,8 @@ use tower::ServiceExt;
 
 use super::router;
 use crate::app::{AppState, Shared};
-use crate::auth::Identity;
+use crate::auth::{Identity, TokenReviewer, TokenReviews};
+use crate::authz::{AccessQuestion, AccessReviewer, SubjectAccessReviews};
 use crate::config::Args;
 use crate::session::SessionKeys;
 
@@ -44,16 +45,47 @@ const DEV_USER: &str = "developer";
 struct Proxy {
     state: AppState,
     workspaces: Writer<Workspace>,
+    args: Args,
 }
 
 impl Proxy {
     fn new(flags: &[&str]) -> Self {
+        let client = offline_client();
+        let tokens = Arc::new(TokenReviews::new(client.clone()));
+        let access = Arc::new(SubjectAccessReviews::new(client));
+        Self::with_reviewers(flags, tokens, access)
+    }
+
+    /// A proxy whose TokenReviews `tokens` answers and whose SubjectAccessReviews `access`
+    /// does, instead of an API server.
+    fn with_reviewers(
+        flags: &[&str],
+        tokens: Arc<dyn TokenReviewer>,
+        access: Arc<dyn AccessReviewer>,
+    ) -> Self {
         let args = Args::parse_from(std::iter::once("guildnet-proxy").chain(flags.iter().copied()));
         args.validate().unwrap();
         let (store, workspaces) = reflector::store();
         let sessions = SessionKeys::random(args.session_ttl);
-        let state = Arc::new(Shared::new(offline_client(), &args, sessions, store));
-        Self { state, workspaces }
+        let state = Arc::new(Shared::with_reviewers(
+            offline_client(),
+            &args,
+            sessions,
+            store,
+            tokens,
+            access,
+        ));
+        Self {
+            state,
+            workspaces,
+            args,
+        }
+    }
+
+    /// A proxy whose RBAC questions `access` answers (TokenReviews go nowhere).
+    fn with_rbac(flags: &[&str], access: Arc<dyn AccessReviewer>) -> Self {
+        let tokens = Arc::new(TokenReviews::new(offline_client()));
+        Self::with_reviewers(flags, tokens, access)
     }
 
     /// Puts `workspace` in the Workspace cache and, with an `upstream`, its Service's
@@ -78,9 +110,15 @@ impl Proxy {
 
     /// The proxy's answer to `request` with `body` from [`PEER`].
     async fn send_body(&self, request: http::request::Builder, body: &str) -> Response {
+        self.send_from(PEER, request.body(Body::from(body.to_owned())).unwrap())
+            .await
+    }
+
+    /// The proxy's answer to `request` from `peer`.
+    async fn send_from(&self, peer: SocketAddr, request: Request) -> Response {
         router(self.state.clone())
-            .layer(MockConnectInfo(PEER))
-            .oneshot(request.body(Body::from(body.to_owned())).unwrap())
+            .layer(MockConnectInfo(peer))
+            .oneshot(request)
             .await
             .unwrap()
     }
@@ -160,7 +198,7 @@ impl Upstream {
         let counted = requests.clone();
         let app = Router::new().fallback(move |request: Request| {
             counted.fetch_add(1, Ordering::Relaxed);
-            async move { answer(request) }
+            answer(request)
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
@@ -173,7 +211,15 @@ impl Upstream {
     }
 }
 
-fn answer(request: Request) -> Response {
+/// What the upstream app answers: it reads the whole body first, as an upload handler does,
+/// and tells how many bytes came (`bodyBytes`).
+async fn answer(request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let Ok(body) = body.collect().await else {
+        return StatusCode::BAD_REQUEST.into_response();
+    };
+    let body_bytes = body.to_bytes().len();
+    let request = Request::from_parts(parts, ());
     let path = request.uri().path();
     if let Some(base) = path.strip_suffix("/redirect") {
         return (
@@ -196,7 +242,8 @@ fn answer(request: Request) -> Response {
             .push(value.to_str().unwrap());
     }
     let path_and_query = request.uri().path_and_query().map(|pq| pq.as_str());
-    axum::Json(json!({"path": path_and_query, "headers": headers})).into_response()
+    axum::Json(json!({"path": path_and_query, "headers": headers, "bodyBytes": body_bytes}))
+        .into_response()
 }
 
 async fn json_body(response: Response) -> Value {
@@ -917,4 +964,592 @@ async fn a_request_with_two_host_headers_is_refused() {
         );
     }
     assert_eq!(upstream.requests(), 0);
+}
+
+/// RBAC answered by the test in place of SubjectAccessReviews: `get workspaces/proxy` on the
+/// names in `allowed` (`*`: every name; the namespace-wide question is refused), each answer
+/// after `delay` (virtual time in paused tests), and never for the names in `held`. It
+/// counts the reviews and how many were under way at once.
+#[derive(Default)]
+struct Rbac {
+    allowed: Vec<String>,
+    delay: std::time::Duration,
+    held: Vec<String>,
+    reviews: AtomicUsize,
+    under_way: AtomicUsize,
+    most_at_once: AtomicUsize,
+}
+
+impl Rbac {
+    fn allowing(names: &[&str]) -> Self {
+        Self {
+            allowed: names.iter().map(|n| (*n).to_owned()).collect(),
+            ..Self::default()
+        }
+    }
+
+    fn reviews(&self) -> usize {
+        self.reviews.load(Ordering::SeqCst)
+    }
+
+    fn most_at_once(&self) -> usize {
+        self.most_at_once.load(Ordering::SeqCst)
+    }
+}
+
+impl AccessReviewer for Rbac {
+    fn review<'a>(
+        &'a self,
+        question: AccessQuestion<'a>,
+    ) -> futures::future::BoxFuture<'a, anyhow::Result<bool>> {
+        Box::pin(async move {
+            self.reviews.fetch_add(1, Ordering::SeqCst);
+            let now = self.under_way.fetch_add(1, Ordering::SeqCst) + 1;
+            self.most_at_once.fetch_max(now, Ordering::SeqCst);
+            if !self.delay.is_zero() {
+                tokio::time::sleep(self.delay).await;
+            }
+            if question
+                .name
+                .is_some_and(|name| self.held.iter().any(|h| h == name))
+            {
+                std::future::pending::<()>().await;
+            }
+            self.under_way.fetch_sub(1, Ordering::SeqCst);
+            Ok(question
+                .name
+                .is_some_and(|name| self.allowed.iter().any(|a| a == name || a == "*")))
+        })
+    }
+}
+
+/// TokenReviews answered by the test: `alices-token` is alice's, every other token is
+/// refused; it counts the reviews.
+#[derive(Default)]
+struct Tokens {
+    reviews: AtomicUsize,
+}
+
+impl TokenReviewer for Tokens {
+    fn review<'a>(
+        &'a self,
+        token: &'a str,
+    ) -> futures::future::BoxFuture<'a, anyhow::Result<Option<Identity>>> {
+        self.reviews.fetch_add(1, Ordering::SeqCst);
+        Box::pin(async move { Ok((token == "alices-token").then(|| identity("alice"))) })
+    }
+}
+
+/// `team/ide-{i}` for `i` in `0..count`, owned by alice, and `per_workspace` events about
+/// each, interleaved: ids 1, 2, … going round the workspaces.
+async fn workspaces_with_events(proxy: &mut Proxy, count: usize, per_workspace: usize) {
+    for i in 0..count {
+        proxy
+            .add(workspace(&format!("ide-{i}"), "alice"), None)
+            .await;
+    }
+    let mut id = 0;
+    for _ in 0..per_workspace {
+        for i in 0..count {
+            id += 1;
+            let name = format!("ide-{i}");
+            proxy
+                .state
+                .events
+                .apply(&workspace_event(id, &name, &format!("uid-{name}")));
+        }
+    }
+}
+
+/// The names of the workspaces `/api/events` lists, in order.
+fn listed_names(listed: &Value) -> Vec<String> {
+    listed["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|item| item["name"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// An SSE response read event by event, keep-alive comments skipped.
+struct SseEvents {
+    body: Body,
+    pending: String,
+}
+
+impl SseEvents {
+    fn of(response: Response) -> Self {
+        assert_eq!(response.status(), StatusCode::OK);
+        Self {
+            body: response.into_body(),
+            pending: String::new(),
+        }
+    }
+
+    /// The next event's data, as JSON.
+    async fn next(&mut self) -> Value {
+        loop {
+            if let Some(end) = self.pending.find("\n\n") {
+                let frame: String = self.pending.drain(..end + 2).collect();
+                if let Some(data) = frame.lines().find_map(|l| l.strip_prefix("data:")) {
+                    return serde_json::from_str(data.trim()).unwrap();
+                }
+                continue;
+            }
+            let frame = self
+                .body
+                .frame()
+                .await
+                .expect("the stream goes on")
+                .unwrap();
+            if let Ok(data) = frame.into_data() {
+                self.pending.push_str(std::str::from_utf8(&data).unwrap());
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn event_visibility_is_decided_once_per_workspace_per_request() {
+    // No API server: the reviews are the test's, counted; the authorizer remembers nothing
+    // (`--auth-cache-ttl=0s`), so every review a request needs is made and seen.
+    let rbac = Arc::new(Rbac::allowing(&["ide-2"]));
+    let mut proxy = Proxy::with_rbac(&["--auth=none", "--auth-cache-ttl=0s"], rbac.clone());
+    workspaces_with_events(&mut proxy, 3, 10).await;
+
+    let listed = json_body(proxy.send(get("/api/events")).await).await;
+    assert_eq!(listed_names(&listed), vec!["ide-2"; 10], "{listed}");
+    assert_eq!(rbac.reviews(), 3, "one review per workspace, not per event");
+
+    let mut stream = SseEvents::of(proxy.send(get("/sse/events")).await);
+    for _ in 0..10 {
+        assert_eq!(stream.next().await["name"], "ide-2");
+    }
+    // The last event of the backlog was ide-2's: by then every workspace was decided.
+    assert_eq!(rbac.reviews(), 3 + 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn event_visibility_reviews_are_made_concurrently_sixteen_at_a_time() {
+    // No API server: each review answers after a second of virtual time, so reviews made
+    // one after another are never under way together.
+    let rbac = Arc::new(Rbac {
+        delay: std::time::Duration::from_secs(1),
+        ..Rbac::allowing(&["*"])
+    });
+    let mut proxy = Proxy::with_rbac(&["--auth=none", "--auth-cache-ttl=0s"], rbac.clone());
+    workspaces_with_events(&mut proxy, 40, 2).await;
+
+    let listed = json_body(proxy.send(get("/api/events")).await).await;
+    assert_eq!(listed_names(&listed).len(), 80);
+    assert_eq!(rbac.reviews(), 40);
+    assert_eq!(rbac.most_at_once(), 16);
+
+    rbac.most_at_once.store(0, Ordering::SeqCst);
+    let mut stream = SseEvents::of(proxy.send(get("/sse/events")).await);
+    for i in 0..80 {
+        assert_eq!(stream.next().await["name"], format!("ide-{}", i % 40));
+    }
+    assert_eq!(rbac.reviews(), 80);
+    assert_eq!(rbac.most_at_once(), 16);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_first_event_streams_before_the_backlog_is_decided() {
+    // No API server: ide-1's review never answers; ide-0's first event still arrives.
+    let rbac = Arc::new(Rbac {
+        held: vec!["ide-1".into()],
+        ..Rbac::allowing(&["ide-0"])
+    });
+    let mut proxy = Proxy::with_rbac(&["--auth=none"], rbac.clone());
+    workspaces_with_events(&mut proxy, 2, 100).await;
+
+    let mut stream = SseEvents::of(proxy.send(get("/sse/events")).await);
+    let first = tokio::time::timeout(std::time::Duration::from_secs(3600), stream.next())
+        .await
+        .expect("the first event waited for the whole backlog's decisions");
+    assert_eq!(first["id"], "1");
+    assert_eq!(first["name"], "ide-0");
+}
+
+/// A request body sent by the test chunk by chunk, as a client trickling it would: it ends
+/// when the sender is dropped.
+fn trickled_body() -> (
+    Body,
+    tokio::sync::mpsc::Sender<Result<axum::body::Bytes, std::io::Error>>,
+) {
+    let (sender, receiver) = tokio::sync::mpsc::channel(1);
+    let chunks = futures::stream::unfold(receiver, |mut receiver| async move {
+        receiver.recv().await.map(|chunk| (chunk, receiver))
+    });
+    (Body::from_stream(chunks), sender)
+}
+
+/// Sends `chunk` and waits until the proxy has taken it (the channel holds one).
+async fn trickle(
+    sender: &tokio::sync::mpsc::Sender<Result<axum::body::Bytes, std::io::Error>>,
+    chunk: &'static str,
+) {
+    sender
+        .send(Ok(axum::body::Bytes::from_static(chunk.as_bytes())))
+        .await
+        .unwrap();
+    // The next send fits only once the reader took this one; reserve, don't send.
+    drop(sender.reserve().await.unwrap());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_body_the_proxy_reads_must_arrive_within_the_body_read_timeout() {
+    // No real server: the trickling client is a body stream that stops after one chunk.
+    let proxy = token_proxy(&["--body-read-timeout=10s"]);
+    let session = proxy
+        .state
+        .auth
+        .sessions
+        .issue(&identity("alice"), SystemTime::now());
+    let requests = [
+        login_post(Some(OWN_ORIGIN)),
+        write("POST", "/api/workspaces", Some(OWN_ORIGIN))
+            .header(header::COOKIE, format!("guildnet_session={session}")),
+    ];
+    for request in requests {
+        let (body, sender) = trickled_body();
+        let answer = proxy.send_from(PEER, request.body(body).unwrap());
+        let answer = std::pin::pin!(answer);
+        let trickling = async {
+            trickle(&sender, "token=alices").await;
+            std::future::pending::<()>().await;
+        };
+        let response = tokio::time::timeout(std::time::Duration::from_secs(3600), async {
+            tokio::select! {
+                response = answer => response,
+                () = trickling => unreachable!(),
+            }
+        })
+        .await
+        .expect("the proxy waited for a trickled body without end");
+        assert_eq!(response.status(), StatusCode::REQUEST_TIMEOUT);
+        assert_eq!(response.headers()[header::CONNECTION], "close");
+    }
+}
+
+#[tokio::test]
+async fn unauthenticated_bodies_beyond_the_cap_are_refused_with_retry_after() {
+    // No real server: two logins whose bodies never finish hold the only two places.
+    let proxy = Arc::new(token_proxy(&["--max-unauthenticated-bodies=2"]));
+    let mut trickling = Vec::new();
+    for _ in 0..2 {
+        let (body, sender) = trickled_body();
+        let request = login_post(Some(OWN_ORIGIN)).body(body).unwrap();
+        let proxy = proxy.clone();
+        let answer = tokio::spawn(async move { proxy.send_from(PEER, request).await });
+        trickle(&sender, "token=").await;
+        trickling.push((answer, sender));
+    }
+    let body = "token=alices-token&next=%2F";
+    let refused = proxy.send_body(login_post(Some(OWN_ORIGIN)), body).await;
+    assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(refused.headers()[header::RETRY_AFTER], "1");
+    assert!(text_body(refused).await.contains("TooManyUnauthenticated"));
+
+    // A caller with a session is not counted: its write goes on (to the offline API).
+    let session = proxy
+        .state
+        .auth
+        .sessions
+        .issue(&identity("alice"), SystemTime::now());
+    let launch = write("POST", "/api/workspaces", Some(OWN_ORIGIN))
+        .header(header::COOKIE, format!("guildnet_session={session}"));
+    let launched = proxy
+        .send_body(launch, r#"{"name": "ide", "image": "nginx"}"#)
+        .await;
+    assert_eq!(
+        json_body(launched).await["error"]["reason"],
+        "KubernetesUnavailable"
+    );
+
+    // Once the trickling bodies end, logins are read again.
+    for (answer, sender) in trickling {
+        sender
+            .send(Ok(axum::body::Bytes::from_static(b"x")))
+            .await
+            .unwrap();
+        drop(sender);
+        assert_eq!(answer.await.unwrap().status(), StatusCode::UNAUTHORIZED);
+    }
+    let logged_in = proxy.send_body(login_post(Some(OWN_ORIGIN)), body).await;
+    assert_eq!(logged_in.status(), StatusCode::SEE_OTHER);
+}
+
+#[tokio::test]
+async fn uploads_to_a_workspace_stream_past_the_body_read_timeout() {
+    // The local upstream is a real server on loopback; the client body is a stream that
+    // pauses between its chunks for much longer than the proxy's own body deadline.
+    let upstream = Upstream::start().await;
+    let mut proxy = Proxy::new(&["--auth=none", "--body-read-timeout=1ms"]);
+    proxy.add(workspace("ide", DEV_USER), Some(&upstream)).await;
+
+    let chunks = futures::stream::unfold(0, |sent| async move {
+        if sent == 3 {
+            return None;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        Some((
+            Ok::<_, std::io::Error>(axum::body::Bytes::from(vec![b'x'; 1000])),
+            sent + 1,
+        ))
+    });
+    let request = Request::post("/w/team/ide/upload")
+        .header(header::HOST, "guildnet.example.com")
+        .body(Body::from_stream(chunks))
+        .unwrap();
+    let received = Received::from(proxy.send_from(PEER, request).await).await;
+    assert_eq!(received.0["bodyBytes"], 3000);
+    // The proxy's own routes do keep the deadline.
+    let (body, _sender) = trickled_body();
+    let login = proxy.send_from(PEER, login_post(Some(OWN_ORIGIN)).body(body).unwrap());
+    // A guard against a hang, not a measure.
+    let login = tokio::time::timeout(std::time::Duration::from_secs(20), login)
+        .await
+        .expect("the proxy waited for a login body without end");
+    assert_eq!(login.status(), StatusCode::REQUEST_TIMEOUT);
+}
+
+#[tokio::test]
+async fn no_bearer_token_reaches_the_workspace_unless_forward_authorization_is_set() {
+    let upstream = Upstream::start().await;
+    let sent = |session: &str, authorization: &str| {
+        get("/w/team/ide/")
+            .header(header::COOKIE, format!("guildnet_session={session}"))
+            .header(header::AUTHORIZATION, authorization.to_owned())
+    };
+
+    // Logged in by session cookie, a bearer token besides: it is not passed on.
+    let mut proxy = token_proxy(&[]);
+    proxy.add(workspace("ide", "alice"), Some(&upstream)).await;
+    let session = proxy
+        .state
+        .auth
+        .sessions
+        .issue(&identity("alice"), SystemTime::now());
+    for authorization in ["Bearer apps-own-token", "Bearer alices-token", "bearer x"] {
+        let received = Received::from(proxy.send(sent(&session, authorization)).await).await;
+        assert!(
+            received.header("authorization").is_empty(),
+            "{authorization}"
+        );
+    }
+    // Other schemes are the app's.
+    let received = Received::from(proxy.send(sent(&session, "Basic YTpi")).await).await;
+    assert_eq!(received.header("authorization"), ["Basic YTpi"]);
+
+    // With --forward-authorization the app's own token passes, a Kubernetes token never.
+    let mut forwarding = token_proxy(&["--forward-authorization"]);
+    forwarding
+        .add(workspace("ide", "alice"), Some(&upstream))
+        .await;
+    let session = forwarding
+        .state
+        .auth
+        .sessions
+        .issue(&identity("alice"), SystemTime::now());
+    let apps_own = sent(&session, "Bearer apps-own-token");
+    let received = Received::from(forwarding.send(apps_own).await).await;
+    assert_eq!(received.header("authorization"), ["Bearer apps-own-token"]);
+    let known = sent(&session, "Bearer alices-token");
+    let received = Received::from(forwarding.send(known).await).await;
+    assert!(received.header("authorization").is_empty());
+    let authenticating = get("/w/team/ide/").header(header::AUTHORIZATION, "Bearer alices-token");
+    let received = Received::from(forwarding.send(authenticating).await).await;
+    assert!(received.header("authorization").is_empty());
+}
+
+#[tokio::test]
+async fn a_broken_client_body_is_the_clients_error_not_the_workspaces() {
+    // No real server: the client's body fails as hyper's does on a bad chunk size or an
+    // early end (the test over a real connection is below).
+    let upstream = Upstream::start().await;
+    let mut proxy = Proxy::new(&["--auth=none"]);
+    proxy.add(workspace("ide", DEV_USER), Some(&upstream)).await;
+
+    let chunks = futures::stream::iter([
+        Ok(axum::body::Bytes::from_static(b"part of it")),
+        Err(std::io::Error::other("invalid chunk size line")),
+    ]);
+    let request = Request::post("/w/team/ide/upload")
+        .header(header::HOST, "guildnet.example.com")
+        .body(Body::from_stream(chunks))
+        .unwrap();
+    let response = proxy.send_from(PEER, request).await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(response.headers()[header::CONNECTION], "close");
+    let error = json_body(response).await;
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("the request body could not be read"),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn an_http_1_1_request_without_host_is_refused() {
+    let proxy = Proxy::new(&["--auth=none"]);
+    let response = proxy
+        .send(Request::get("/healthz").version(http::Version::HTTP_11))
+        .await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(json_body(response).await["error"]["reason"], "MissingHost");
+    // HTTP/1.0 had no Host.
+    let response = proxy
+        .send(Request::get("/healthz").version(http::Version::HTTP_10))
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+}
+
+/// What the proxy at `address` answers to `request` sent as raw bytes on a real connection
+/// (then, with `end_sending`, the client's side shut): the status line of its answer, or None
+/// when it closed the connection without one.
+async fn raw_exchange(address: SocketAddr, request: &[u8], end_sending: bool) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    stream.write_all(request).await.unwrap();
+    if end_sending {
+        stream.shutdown().await.unwrap();
+    }
+    let mut answer = Vec::new();
+    let head = async {
+        let mut buffer = [0; 4096];
+        while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
+            match stream.read(&mut buffer).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => answer.extend_from_slice(&buffer[..n]),
+            }
+        }
+    };
+    // A guard against a hang, not a measure: a broken proxy would never answer.
+    tokio::time::timeout(std::time::Duration::from_secs(20), head)
+        .await
+        .expect("the proxy neither answered nor closed the connection");
+    let answer = String::from_utf8_lossy(&answer);
+    answer.lines().next().map(str::to_owned)
+}
+
+#[tokio::test]
+async fn client_framing_errors_are_400_on_a_real_connection() {
+    // A real server: hyper parses what a client sends over TCP, as in production.
+    let upstream = Upstream::start().await;
+    let mut proxy = Proxy::new(&["--auth=none"]);
+    proxy.add(workspace("ide", DEV_USER), Some(&upstream)).await;
+    let address = crate::server::serve_on_loopback(router(proxy.state.clone()), &proxy.args);
+
+    let no_host = raw_exchange(address, b"GET /healthz HTTP/1.1\r\n\r\n", false).await;
+    assert_eq!(no_host.as_deref(), Some("HTTP/1.1 400 Bad Request"));
+    let old_client = raw_exchange(address, b"GET /healthz HTTP/1.0\r\n\r\n", false).await;
+    assert_eq!(old_client.as_deref(), Some("HTTP/1.0 200 OK"));
+
+    let head = "POST /w/team/ide/upload HTTP/1.1\r\nHost: guildnet.example.com\r\n";
+    let bad_chunk_size =
+        format!("{head}Transfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n");
+    let status = raw_exchange(address, bad_chunk_size.as_bytes(), false).await;
+    assert_eq!(status.as_deref(), Some("HTTP/1.1 400 Bad Request"));
+    // The proxy's own routes read their bodies themselves: the same framing error is 400.
+    let login = "POST /login HTTP/1.1\r\nHost: guildnet.example.com\r\n\
+        Origin: http://guildnet.example.com\r\n\
+        Content-Type: application/x-www-form-urlencoded\r\n";
+    let bad_login = format!("{login}Transfer-Encoding: chunked\r\n\r\nzz\r\ntoken=x\r\n0\r\n\r\n");
+    let status = raw_exchange(address, bad_login.as_bytes(), false).await;
+    assert_eq!(status.as_deref(), Some("HTTP/1.1 400 Bad Request"));
+    // A body shorter than its Content-Length is only known short once the client stops
+    // sending: hyper then closes the connection (it does not answer half-closed ones).
+    let too_short = format!("{head}Content-Length: 100\r\n\r\nonly ten b");
+    let status = raw_exchange(address, too_short.as_bytes(), true).await;
+    assert!(
+        status.is_none() || status.as_deref() == Some("HTTP/1.1 400 Bad Request"),
+        "{status:?}"
+    );
+    // The same request, framed right, reaches the workspace.
+    let whole = format!("{head}Content-Length: 10\r\n\r\nonly ten b");
+    let status = raw_exchange(address, whole.as_bytes(), false).await;
+    assert_eq!(status.as_deref(), Some("HTTP/1.1 200 OK"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn unknown_tokens_are_reviewed_at_most_at_the_rate_per_client() {
+    // No API server: TokenReviews are the test's, counted; time is virtual.
+    let tokens = Arc::new(Tokens::default());
+    let rbac = Arc::new(Rbac::default());
+    let proxy = Proxy::with_reviewers(
+        &[
+            "--auth=token",
+            "--token-review-rate=10",
+            "--token-review-burst=20",
+            "--trusted-proxy=10.0.0.1/32",
+        ],
+        tokens.clone(),
+        rbac,
+    );
+    let me = |token: &str| {
+        get("/api/me")
+            .header(header::AUTHORIZATION, format!("Bearer {token}"))
+            .body(Body::empty())
+            .unwrap()
+    };
+    proxy.send_from(PEER, me("alices-token")).await;
+    for i in 0..19 {
+        let refused = proxy.send_from(PEER, me(&format!("random-{i}"))).await;
+        assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+    }
+    assert_eq!(tokens.reviews.load(Ordering::SeqCst), 20);
+    let limited = proxy.send_from(PEER, me("random-20")).await;
+    assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(limited.headers()[header::RETRY_AFTER], "1");
+    assert_eq!(
+        json_body(limited).await["error"]["reason"],
+        "TooManyTokenReviews"
+    );
+    assert_eq!(tokens.reviews.load(Ordering::SeqCst), 20);
+
+    // Remembered answers cost nothing: alice's token, a token already refused.
+    let alice = proxy.send_from(PEER, me("alices-token")).await;
+    assert_eq!(json_body(alice).await["user"], "alice");
+    let again = proxy.send_from(PEER, me("random-3")).await;
+    assert_eq!(again.status(), StatusCode::UNAUTHORIZED);
+    // Another client has a bucket of its own; behind a trusted front proxy, by its
+    // X-Forwarded-For.
+    let elsewhere = SocketAddr::from(([198, 51, 100, 7], 40000));
+    let other = proxy.send_from(elsewhere, me("random-21")).await;
+    assert_eq!(other.status(), StatusCode::UNAUTHORIZED);
+    let front = SocketAddr::from(([10, 0, 0, 1], 40000));
+    let mut behind = me("random-22");
+    behind
+        .headers_mut()
+        .insert("x-forwarded-for", "127.0.0.1".parse().unwrap());
+    assert_eq!(
+        proxy.send_from(front, behind).await.status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    let mut behind = me("random-23");
+    behind
+        .headers_mut()
+        .insert("x-forwarded-for", "127.0.0.1, 203.0.113.9".parse().unwrap());
+    assert_eq!(
+        proxy.send_from(front, behind).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    // The bucket refills at the rate.
+    tokio::time::advance(std::time::Duration::from_millis(100)).await;
+    let refilled = proxy.send_from(PEER, me("random-24")).await;
+    assert_eq!(refilled.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        proxy.send_from(PEER, me("random-25")).await.status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    // The login form is limited alike.
+    let login = proxy
+        .send_body(login_post(Some(OWN_ORIGIN)), "token=random-26&next=%2F")
+        .await;
+    assert_eq!(login.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(login.headers()[header::RETRY_AFTER], "1");
 }

@@ -32,7 +32,7 @@ scripts/install-rbac.sh "$KUBECONFIG"
 # Short intervals so reaping and debouncing are observable within a test's deadline. One
 # replica, so no leader election; metrics on a free port, so stacks can run side by side.
 KUBECONFIG=$dir/operator.kubeconfig RUST_LOG=info,kube=warn \
-  "$target/guildnet-operator" --reap-interval 1s --crash-loop-restarts 3 \
+  "$target/guildnet-operator" --reap-interval 1s --crash-loop-restarts 3 --name-conflict-recheck 2s \
   --leader-elect=false --metrics-listen 127.0.0.1:0 >"$logs/operator.log" 2>&1 &
 pids+=($!)
 # Free ports, so stacks (and `make dev`) can run side by side.

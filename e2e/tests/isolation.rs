@@ -10,6 +10,7 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
+use std::time::Duration;
 
 /// The `Failed` condition's reason and message, once the workspace is Failed.
 async fn failed_with(api: &Api<Workspace>, name: &str, reason: &str) -> String {
@@ -347,15 +348,18 @@ async fn a_workspace_may_read_only_secrets_its_owner_may_read() {
         .await;
     assert!(refused.unwrap_err().to_string().contains("ReferenceDenied"));
 
-    // A workspace always reads its own generated password; a Secret bob was granted, too.
+    // A code-server workspace reads its own generated password; a Secret bob was granted,
+    // too. For an image that gets no generated password, `<name>-password` is reviewed.
     let own = unique_name("own");
     let own_password = format!("{own}-password");
-    create(
-        &bob,
-        &own,
-        json!({"image": "nginx", "env": env(&own_password)}),
-    )
-    .await;
+    let code_server = json!({"image": "codercom/code-server:4.96.2", "env": env(&own_password)});
+    create(&bob, &own, code_server).await;
+    let plain = unique_name("plain");
+    let spec = json!({"image": "nginx", "env": env(&format!("{plain}-password"))});
+    let refused = bob
+        .create(&PostParams::default(), &manifest(&plain, spec))
+        .await;
+    assert!(refused.unwrap_err().to_string().contains("ReferenceDenied"));
     let granted = unique_name("granted");
     let secrets: Api<Secret> = Api::namespaced(admin.clone(), "default");
     let secret: Secret = serde_json::from_value(
@@ -393,11 +397,22 @@ async fn a_workspace_may_read_only_secrets_its_owner_may_read() {
         ],
     );
     assert!(binding.success, "{binding:?}");
+    // RBAC's cache and the webhook's 10 s answer cache may lag the new binding.
     let reader = unique_name("reader");
-    create(
-        &bob,
-        &reader,
-        json!({"image": "nginx", "env": env(&granted)}),
+    let spec = json!({"image": "nginx", "env": env(&granted)});
+    eventually(
+        "bob's grant to reach admission",
+        Duration::from_secs(30),
+        || {
+            let (bob, spec, reader) = (bob.clone(), spec.clone(), reader.clone());
+            async move {
+                let ws = manifest(&reader, spec);
+                bob.create(&PostParams::default(), &ws)
+                    .await
+                    .ok()
+                    .map(|_| ())
+            }
+        },
     )
     .await;
 
@@ -445,6 +460,41 @@ async fn children_left_behind_by_an_orphaning_delete_are_swept() {
     let services: Api<Service> = Api::namespaced(admin.clone(), "default");
     wait_gone(&deployments, &name).await;
     wait_gone(&services, &name).await;
+
+    // An orphaning delete and a re-create of the same name: the new workspace runs with
+    // children of its own once the old ones are swept.
+    let again = unique_name("orphan");
+    create(&alice, &again, json!({"image": "nginx"})).await;
+    wait_for(&alice, &again, "Running", |ws| ws.is_ready()).await;
+    let orphan_again = guildnet_e2e::kubectl(
+        User::Alice,
+        &[
+            "delete",
+            "workspace",
+            &again,
+            "-n",
+            "default",
+            "--cascade=orphan",
+            "--wait",
+        ],
+    );
+    assert!(orphan_again.success, "{orphan_again:?}");
+    let recreated = create(&alice, &again, json!({"image": "nginx"})).await;
+    let ready = wait_for(&alice, &again, "Running with its own children", |ws| {
+        ws.is_ready()
+    })
+    .await;
+    assert_eq!(ready.uid(), recreated.uid());
+    let deployment = deployments.get(&again).await.unwrap();
+    assert_eq!(
+        deployment.owner_references().first().map(|o| o.uid.clone()),
+        recreated.uid(),
+        "the old Deployment was swept and a new one made"
+    );
+    alice
+        .delete(&again, &DeleteParams::default())
+        .await
+        .unwrap();
 }
 
 #[tokio::test]

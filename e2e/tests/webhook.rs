@@ -854,8 +854,10 @@ async fn retained_claims_count_against_storage_until_deleted() {
         .delete(&first, &DeleteParams::default())
         .await
         .unwrap();
+    guildnet_e2e::workspaces::wait_gone(&alice, &first).await;
+    // The workspace is gone; only its retained claim still takes the 2Gi.
     let second = manifest(&unique_name("next"), with_volume("1Gi"));
-    eventually("the retained claim to count", TIMEOUT, || {
+    let message = eventually("the retained claim to count", TIMEOUT, || {
         let alice = alice.clone();
         let second = second.clone();
         async move {
@@ -868,6 +870,7 @@ async fn retained_claims_count_against_storage_until_deleted() {
         }
     })
     .await;
+    assert!(message.contains("spec.perOwner.storage"), "{message}");
     // Deleting the claim gives the storage back.
     claims
         .delete(&claim, &DeleteParams::default())

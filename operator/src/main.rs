@@ -43,6 +43,10 @@ struct Args {
     /// Spec edits closer together than this are reconciled once.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "200ms")]
     debounce: Duration,
+    /// How often a Workspace in NameConflict (an object of a child's name that is not its
+    /// own) looks again whether the other object is gone.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "60s")]
+    name_conflict_recheck: Duration,
     /// Elect one leader among the replicas through a Lease; only the leader writes. Turn it
     /// off (--leader-elect=false) only when a single replica runs.
     #[arg(long, default_value_t = true, num_args = 0..=1, require_equals = true, default_missing_value = "true", action = clap::ArgAction::Set)]
@@ -118,6 +122,7 @@ async fn main() -> anyhow::Result<()> {
             idle_action: args.idle_action,
             reap_interval: args.reap_interval,
             debounce: args.debounce,
+            name_conflict_recheck: args.name_conflict_recheck,
             build: BuildContext {
                 proxy: ProxyPeer {
                     namespace: args.proxy_namespace,

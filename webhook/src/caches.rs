@@ -105,12 +105,13 @@ impl Caches {
                 .state_filter(|ws| ws.owner_id() == Some(owner)),
             _ => Vec::new(),
         };
-        // A reserved version counts instead of the cached one it changes.
+        // A reserved spec change counts instead of the cached version it changes (the same
+        // object: its uid). A reserved create of a name that is taken will fail, but until
+        // then both count: a reservation never lowers usage.
         workspaces.retain(|cached| {
-            !reserved.iter().any(|r| {
-                r.metadata.namespace == cached.metadata.namespace
-                    && r.metadata.name == cached.metadata.name
-            })
+            !reserved
+                .iter()
+                .any(|r| r.metadata.uid.is_some() && r.metadata.uid == cached.metadata.uid)
         });
         workspaces.extend(reserved);
         let retained_claims = match owner {
@@ -147,8 +148,8 @@ impl Caches {
         })
     }
 
-    /// Whether the cache shows `workspace`: one of its namespace and name with its spec (an
-    /// admitted create or spec change has reached the cache).
+    /// Whether the cache shows `workspace`: one of its namespace, name (and uid, when known)
+    /// with its spec (an admitted create or spec change has reached the cache).
     pub fn shows(&self, workspace: &Workspace) -> bool {
         let (Some(namespace), Some(name)) = (
             workspace.metadata.namespace.as_deref(),
@@ -158,7 +159,11 @@ impl Caches {
         };
         self.workspaces
             .get(&ObjectRef::new(name).within(namespace))
-            .is_some_and(|cached| cached.spec == workspace.spec)
+            .is_some_and(|cached| {
+                cached.spec == workspace.spec
+                    && (workspace.metadata.uid.is_none()
+                        || cached.metadata.uid == workspace.metadata.uid)
+            })
     }
 
     async fn mark_synced(&self) {

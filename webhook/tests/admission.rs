@@ -339,7 +339,7 @@ fn secret_env(name: &str, secret: &str) -> Value {
 #[test]
 fn every_secret_and_config_map_a_create_names_is_reviewed_but_its_own_password() {
     let review = by_bob(create(json!({
-        "image": "nginx",
+        "image": "codercom/code-server:4.96.2",
         "env": [secret_env("STOLEN", "ide-password"), secret_env("MINE", "x-password"),
                 {"name": "CONF", "valueFrom": {"configMapKeyRef": {"name": "settings", "key": "k"}}}],
         "imagePullSecrets": [{"name": "registry"}]

@@ -46,17 +46,21 @@ pub struct Reference {
     pub field: String,
 }
 
-/// Every Secret and ConfigMap `spec` makes the pod read, except the workspace's own
-/// generated password Secret.
+/// Every Secret and ConfigMap `spec` makes the pod read, except the password Secret the
+/// operator generates for it — only when it does generate one (a code-server image without a
+/// `PASSWORD` of the user's): the operator then proves the Secret is the workspace's own
+/// before anything runs. Otherwise `<workspace>-password` may be anybody's.
 pub fn references(workspace: &str, spec: &WorkspaceSpec) -> Vec<Reference> {
-    let own_password = password_secret_name(workspace);
+    let own_password = spec
+        .needs_generated_password()
+        .then(|| password_secret_name(workspace));
     let mut found = Vec::new();
     for (index, var) in spec.env.iter().enumerate() {
         let Some(source) = &var.value_from else {
             continue;
         };
         if let Some(secret) = &source.secret_key_ref
-            && secret.name != own_password
+            && own_password.as_ref() != Some(&secret.name)
         {
             found.push(Reference {
                 kind: ReferenceKind::Secret,
@@ -135,7 +139,7 @@ mod tests {
 
     fn spec() -> WorkspaceSpec {
         WorkspaceSpec {
-            image: "nginx".into(),
+            image: "codercom/code-server:4.96.2".into(),
             env: vec![
                 WorkspaceEnvVar {
                     name: "TZ".into(),
@@ -194,6 +198,16 @@ mod tests {
         // Another workspace's password is someone else's Secret.
         assert!(
             references("other", &spec())
+                .iter()
+                .any(|r| r.name == "mine-password")
+        );
+        // So is `<name>-password` when no password is generated: nothing proves it is ours.
+        let plain = WorkspaceSpec {
+            image: "nginx".into(),
+            ..spec()
+        };
+        assert!(
+            references("mine", &plain)
                 .iter()
                 .any(|r| r.name == "mine-password")
         );

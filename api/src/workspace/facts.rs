@@ -7,6 +7,9 @@ use super::{Workspace, WorkspacePort, WorkspaceSpec, WorkspaceStatus};
 use crate::common::find_true_condition;
 use crate::labels;
 
+/// The variable code-server reads its password from.
+pub const PASSWORD_ENV: &str = "PASSWORD";
+
 /// The prefix of every workspace's path on the proxy.
 pub const PROXY_PATH_PREFIX: &str = "/w/";
 
@@ -66,6 +69,13 @@ impl WorkspaceSpec {
             .as_ref()
             .and_then(|l| l.suspend)
             .unwrap_or(false)
+    }
+
+    /// Whether the operator generates a password Secret for this spec: code-server must
+    /// never run with a fixed or empty password, and a user who sets `PASSWORD` themselves
+    /// (e.g. from their own Secret) keeps it.
+    pub fn needs_generated_password(&self) -> bool {
+        super::is_code_server(&self.image) && !self.env.iter().any(|var| var.name == PASSWORD_ENV)
     }
 
     /// The name of the Service port the proxy opens: the first port's.

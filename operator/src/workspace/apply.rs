@@ -149,9 +149,20 @@ async fn take_snapshots(
     }
     let api: Api<DynamicObject> =
         Api::namespaced_with(client.clone(), namespace, &snapshot::snapshot_resource());
+    // A snapshot is a backup of this workspace's claims, never mounted: its name and GuildNet's
+    // label make it this workspace's (snapshots from before owner labels carry only these).
+    let workspace = ws.name_any();
+    let labels = [
+        (labels::MANAGED, Some("true")),
+        (labels::ID, Some(workspace.as_str())),
+    ];
+    let snapshots = Owner {
+        uid: outliving.uid,
+        labels: &labels,
+    };
     let mut names = Vec::new();
     for snapshot in snapshot::volume_snapshots(ws, &children.pvcs, name) {
-        match apply_owned(&api, &snapshot, outliving).await {
+        match apply_owned(&api, &snapshot, &snapshots).await {
             Ok(created) => names.push(created.name_any()),
             // The API server does not serve the resource at all.
             Err(crate::reconcile::apply::Error::Kube(kube::Error::Api(s))) if s.code == 404 => {

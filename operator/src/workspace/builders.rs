@@ -7,8 +7,8 @@ use super::service::{ingress, service};
 use super::storage::{persistent_volume_claims, volume_mounts, volumes};
 use super::{BuildContext, Error};
 use guildnet_api::Workspace;
-use guildnet_api::workspace::facts::password_secret_name;
 use guildnet_api::workspace::facts::service_port_name;
+use guildnet_api::workspace::facts::{PASSWORD_ENV, password_secret_name};
 use guildnet_api::workspace::{
     DEFAULT_PROBE_PATH, apply_defaults, check_annotations, check_volume_names, first_port,
     is_code_server,
@@ -30,8 +30,6 @@ const CONTAINER_NAME: &str = "workspace";
 /// The uid, gid and fsGroup the pod runs as: code-server's `coder` and Jupyter's `jovyan`
 /// are both 1000, so their images' home directories stay writable.
 const WORKSPACE_UID: i64 = 1000;
-/// The variable code-server reads its password from.
-const PASSWORD_ENV: &str = "PASSWORD";
 
 /// Everything the controller applies for one workspace.
 #[derive(Clone, Debug, PartialEq)]
@@ -65,7 +63,9 @@ pub fn desired_children(ws: &Workspace, ctx: &BuildContext) -> Result<Children, 
     let profile_applied = apply_defaults(&mut spec, ws.annotations())?;
     check_volume_names(&spec)?;
     check_annotations(ws.annotations())?;
-    let password_secret = needs_password(&spec).then(|| password_secret_name(&parent.name));
+    let password_secret = spec
+        .needs_generated_password()
+        .then(|| password_secret_name(&parent.name));
     Ok(Children {
         deployment: deployment(&parent, &spec, ctx, password_secret.as_deref()),
         service: service(&parent, &spec),
@@ -75,12 +75,6 @@ pub fn desired_children(ws: &Workspace, ctx: &BuildContext) -> Result<Children, 
         password_secret,
         profile_applied,
     })
-}
-
-/// code-server must never run with a fixed or empty password; a user who sets `PASSWORD`
-/// themselves (e.g. from their own Secret) keeps it.
-fn needs_password(spec: &WorkspaceSpec) -> bool {
-    is_code_server(&spec.image) && !spec.env.iter().any(|var| var.name == PASSWORD_ENV)
 }
 
 /// The Deployment `<workspace>`: one replica, none while suspended. It recreates instead of

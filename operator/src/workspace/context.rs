@@ -35,6 +35,8 @@ pub struct Settings {
     pub reap_interval: Duration,
     /// Edits to a workspace closer together than this are reconciled once.
     pub debounce: Duration,
+    /// How often a workspace whose child name is taken by another object looks again.
+    pub name_conflict_recheck: Duration,
     /// GuildNet's own namespace: only Quotas there may count workspaces cluster-wide.
     pub system_namespace: String,
     /// Operator-wide settings of every workspace's children (tolerations, the proxy's peer).

@@ -28,9 +28,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::{Instrument, debug, info_span, warn};
 
-/// How often a workspace whose child name is taken looks again: the other object may be
-/// removed, and it is not in a watch cache that would say so.
-const NAME_CONFLICT_RECHECK: Duration = Duration::from_secs(60);
 /// Children's and pods' changes wake the controller; this requeue only heals drift.
 const RESYNC: Duration = Duration::from_secs(300);
 /// Why a reconcile failed.
@@ -166,7 +163,8 @@ async fn reconcile_workspace(ws: Arc<Workspace>, ctx: Arc<Context>) -> Result<Ac
     match applied {
         // Nothing to retry until the spec changes, and a spec change wakes the controller.
         Err(Error::InvalidSpec(_)) => Ok(Action::await_change()),
-        Err(Error::NameConflict(_)) => Ok(Action::requeue(NAME_CONFLICT_RECHECK)),
+        // The other object may be removed, and no watch cache would say so.
+        Err(Error::NameConflict(_)) => Ok(Action::requeue(ctx.settings.name_conflict_recheck)),
         Err(e) => Err(e),
         Ok(_) => {
             ctx.backoff.succeeded(&ObjectRef::from_obj(&*ws));

@@ -92,13 +92,14 @@ async fn reap_one(ws: &Workspace, reap: &Reap, ctx: &Context) -> Result<(), Erro
 
 /// Deletes the Deployments and Services whose workspace was deleted without them.
 async fn sweep(workspaces: &[Arc<Workspace>], ctx: &Context) {
-    let exists = |namespace: &str, name: &str| {
+    let created = |namespace: &str, name: &str| {
         workspaces
             .iter()
-            .any(|ws| ws.name_any() == name && ws.namespace().as_deref() == Some(namespace))
+            .find(|ws| ws.name_any() == name && ws.namespace().as_deref() == Some(namespace))
+            .and_then(|ws| ws.metadata.creation_timestamp.clone())
     };
-    let deployments = sweep::orphans(ctx.deployments.state().iter().map(|d| d.as_ref()), exists);
-    let services = sweep::orphans(ctx.services.state().iter().map(|s| s.as_ref()), exists);
+    let deployments = sweep::orphans(ctx.deployments.state().iter().map(|d| d.as_ref()), created);
+    let services = sweep::orphans(ctx.services.state().iter().map(|s| s.as_ref()), created);
     for orphan in deployments {
         let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), &orphan.namespace);
         delete_orphan(&api, "Deployment", &orphan).await;

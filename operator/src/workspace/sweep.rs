@@ -7,6 +7,7 @@
 //! data and stay (retained claims outlive workspaces by design).
 
 use guildnet_api::labels;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::Resource;
 use kube::api::PartialObjectMeta;
 
@@ -19,10 +20,13 @@ pub struct Orphan {
 }
 
 /// The `children` that GuildNet made (`guildnet.io/managed=true`), that no Workspace owns
-/// any more, and whose workspace (`guildnet.io/id`) does not exist.
+/// any more, and whose workspace (`guildnet.io/id`) does not exist — or was created after
+/// the child, so the child was left by an earlier workspace of that name (which would hold
+/// the new one in NameConflict). `workspace_created(namespace, name)` is when the cached
+/// workspace of that name was created, if there is one.
 pub fn orphans<'a, K: 'a>(
     children: impl IntoIterator<Item = &'a PartialObjectMeta<K>>,
-    workspace_exists: impl Fn(&str, &str) -> bool,
+    workspace_created: impl Fn(&str, &str) -> Option<Time>,
 ) -> Vec<Orphan>
 where
     PartialObjectMeta<K>: Resource,
@@ -44,7 +48,14 @@ where
                 .flatten()
                 .any(|o| o.kind == "Workspace" && o.api_version.starts_with("guildnet.io/"));
             let namespace = meta.namespace.clone()?;
-            if owned || workspace_exists(&namespace, workspace) {
+            let left_behind = match workspace_created(&namespace, workspace) {
+                None => true,
+                Some(created) => meta
+                    .creation_timestamp
+                    .as_ref()
+                    .is_some_and(|child| child.0 < created.0),
+            };
+            if owned || !left_behind {
                 return None;
             }
             Some(Orphan {
@@ -60,7 +71,7 @@ where
 mod tests {
     use super::*;
     use k8s_openapi::api::apps::v1::Deployment;
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
     use std::collections::BTreeMap;
 
     fn child(name: &str, labels: &[(&str, &str)], owned: bool) -> PartialObjectMeta<Deployment> {
@@ -97,23 +108,28 @@ mod tests {
         let managed = |id: &'static str| [("guildnet.io/managed", "true"), ("guildnet.io/id", id)];
         let mut deleting = child("going", &managed("going"), false);
         deleting.metadata.deletion_timestamp = Some(Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH));
-        let children = [
+        let at = |second| Time(k8s_openapi::jiff::Timestamp::from_second(second).unwrap());
+        let mut children = [
             child("orphan", &managed("orphan"), false),
             child("owned", &managed("owned"), true),
             child("alive", &managed("alive"), false),
             child("theirs", &[("app", "billing")], false),
             deleting,
+            child("recreated", &managed("recreated"), false),
         ];
-        let found = orphans(&children, |namespace, name| {
-            namespace == "team" && name == "alive"
-        });
-        assert_eq!(
-            found,
-            [Orphan {
-                namespace: "team".into(),
-                name: "orphan".into(),
-                uid: "uid-orphan".into()
-            }]
-        );
+        for child in &mut children {
+            child.metadata.creation_timestamp = Some(at(100));
+        }
+        // alive's workspace is older than its child; recreated's is younger (a new
+        // workspace of the old name, after an orphaning delete).
+        let workspaces = |namespace: &str, name: &str| match (namespace, name) {
+            ("team", "alive") => Some(at(50)),
+            ("team", "recreated") => Some(at(200)),
+            _ => None,
+        };
+        let found = orphans(&children, workspaces);
+        let names: Vec<&str> = found.iter().map(|o| o.name.as_str()).collect();
+        assert_eq!(names, ["orphan", "recreated"]);
+        assert_eq!(found[0].uid, "uid-orphan");
     }
 }

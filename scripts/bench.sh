@@ -37,6 +37,8 @@ cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')
   cargo build -q --release --workspace --bins
   GUILDNET_TARGET=$PWD/target/release GUILDNET_STACK=bench scripts/with-stack.sh \
     cargo bench -q -p guildnet-e2e --bench proxy
+  # Event visibility: one authorisation per workspace, concurrently, streamed as decided.
+  cargo bench -q -p guildnet-proxy --bench events
   # `make fuzz` writes its own section; keep it.
   if [ -f "$out" ]; then sed -n '/^## Fuzzing$/,$p' "$out"; fi
 } > "$tmp"

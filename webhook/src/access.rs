@@ -61,15 +61,15 @@ impl AccessReviewer {
         }
     }
 
-    /// The references of `references` that `user` may not `get` in `namespace`.
+    /// The references of `references` that `user` may not `get` in `namespace`. Reviews not
+    /// answered from the cache run concurrently, so several references cost one round trip.
     pub async fn denied(
         &self,
         user: &UserInfo,
         namespace: &str,
         references: Vec<Reference>,
     ) -> Result<Vec<Reference>, Unavailable> {
-        let mut denied = Vec::new();
-        for reference in references {
+        let answers = references.into_iter().map(|reference| async move {
             let question = Question {
                 user: user.username.clone().unwrap_or_default(),
                 uid: user.uid.clone(),
@@ -101,11 +101,10 @@ impl AccessReviewer {
                     allowed
                 }
             };
-            if !allowed {
-                denied.push(reference);
-            }
-        }
-        Ok(denied)
+            Ok::<_, Unavailable>((!allowed).then_some(reference))
+        });
+        let answers = futures::future::join_all(answers).await;
+        answers.into_iter().filter_map(Result::transpose).collect()
     }
 
     fn cached(&self, question: &Question) -> Option<bool> {

@@ -401,6 +401,16 @@ impl EffectiveCapabilities {
             )
         };
         let grant = &self.ingress;
+        // A wildcard host captures every subdomain nobody else claimed: only when a grant
+        // names that wildcard itself.
+        if ingress.host.starts_with("*.") && !grant.hosts.contains(&ingress.host) {
+            return Err(denied(
+                "host",
+                &format!("{:?}", ingress.host),
+                &grant.hosts,
+                "hosts",
+            ));
+        }
         if !grant.hosts.is_empty() && !grant.hosts.iter().any(|p| host_matches(p, &ingress.host)) {
             return Err(denied(
                 "host",
@@ -1118,6 +1128,15 @@ mod tests {
     fn without_an_ingress_grant_only_the_default_class_and_no_annotations() {
         let caps = with_ingress(IngressGrant::default());
         assert!(caps.check_ingress(&ingress("anything.example.com")).is_ok());
+        assert!(
+            caps.check_ingress(&ingress("*.example.com")).is_err(),
+            "wildcards must be named"
+        );
+        let named = with_ingress(IngressGrant {
+            hosts: vec!["*.dev.example.com".into()],
+            ..IngressGrant::default()
+        });
+        assert!(named.check_ingress(&ingress("*.dev.example.com")).is_ok());
         let mut asked = ingress("anything.example.com");
         asked.annotations.insert(
             "nginx.ingress.kubernetes.io/server-snippet".into(),

@@ -289,8 +289,26 @@ async fn a_login_session_opens_workspaces_and_never_reaches_them() {
             .status(),
         StatusCode::OK
     );
-    let me = json_of(&call("GET", "/api/me", &[("cookie", session)], "").await);
+    let me = json_of(&call("GET", "/api/me", &[("cookie", session.clone())], "").await);
     assert_eq!(me["user"], "alice");
+
+    // Logging out ends that session for good: it is recorded in the shared Secret, so the
+    // cookie is refused even if the browser kept it.
+    let mut headers = login_headers();
+    headers.push(("cookie", session.clone()));
+    let out = call("POST", "/logout", &headers, "").await;
+    assert!(
+        out.status().is_redirection() || out.status().is_success(),
+        "{:?}",
+        out.status()
+    );
+    let after = call("GET", "/api/me", &[("cookie", session)], "").await;
+    assert_eq!(after.status(), StatusCode::UNAUTHORIZED);
+    let key = secrets.get("guildnet-proxy-session").await.unwrap();
+    assert!(
+        key.data.unwrap().contains_key("revoked"),
+        "the logout is shared"
+    );
 }
 
 #[tokio::test]

@@ -103,6 +103,7 @@ impl Shared {
                     cache_ttl: args.auth_cache_ttl,
                     review_rate: args.token_review_rate,
                     review_burst: args.token_review_burst,
+                    revalidate_after: args.session_revalidate_after,
                 },
             ),
             authz: Authorizer::with_reviewer(access, args.auth_cache_ttl),
@@ -154,6 +155,19 @@ impl Shared {
     }
 }
 
+/// Re-reads the revoked sessions every `interval` (`--session-revocation-poll`): how a
+/// logout on another replica reaches this one.
+async fn poll_revocations(state: AppState, interval: Duration) {
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        if let Err(error) = state.auth.sessions.sync(std::time::SystemTime::now()).await {
+            tracing::warn!(%error, "reading revoked sessions");
+        }
+    }
+}
+
 /// Runs the proxy `args` describe: checks them, gets the session key, starts the watches, serves.
 pub async fn run(args: Args) -> anyhow::Result<()> {
     args.validate()?;
@@ -182,7 +196,26 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         None
     };
     let sessions = match key {
-        Some(key) => SessionKeys::new(key, args.session_ttl)?,
+        Some(key) => {
+            let sessions = SessionKeys::new(key, args.session_ttl)?;
+            match &args.session_secret {
+                // Logouts are shared through the same Secret.
+                Some(secret) => sessions.with_store(Arc::new(session::SecretRevocations::new(
+                    client.clone(),
+                    &args.session_secret_namespace,
+                    secret,
+                ))),
+                None => {
+                    if args.auth == AuthMode::Token {
+                        tracing::warn!(
+                            "--session-key-file without --session-secret: a logout ends the \
+                             session on this replica only"
+                        );
+                    }
+                    sessions
+                }
+            }
+        }
         None => {
             if args.auth == AuthMode::Token {
                 tracing::warn!(
@@ -195,6 +228,16 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     };
     let (workspaces, writer) = reflector::store();
     let state: AppState = Arc::new(Shared::new(client.clone(), &args, sessions, workspaces));
+    if state.auth.sessions.has_store() {
+        // Before serving, so a restarted replica honours the logouts made meanwhile.
+        if let Err(error) = state.auth.sessions.sync(std::time::SystemTime::now()).await {
+            tracing::warn!(%error, "reading revoked sessions");
+        }
+        tokio::spawn(poll_revocations(
+            state.clone(),
+            args.session_revocation_poll,
+        ));
+    }
 
     let watch = watcher(
         Api::<Workspace>::all(client.clone()),

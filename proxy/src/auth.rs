@@ -89,6 +89,9 @@ pub struct Caller {
     pub identity: Arc<Identity>,
     /// How they authenticated; bearer-token callers skip the Origin check on writes.
     pub via: Via,
+    /// For a session cookie, when a TokenReview established the identity (the login);
+    /// None when it was established for this request (or within `--auth-cache-ttl`).
+    pub checked_at: Option<SystemTime>,
 }
 
 /// Finds a request's caller the `--auth` way, reusing TokenReview answers for a while.
@@ -104,6 +107,9 @@ pub struct Authenticator {
     dev: Arc<Identity>,
     /// Who answers TokenReviews: the API server, or a stand-in in tests.
     reviewer: Arc<dyn TokenReviewer>,
+    /// A session's identity is impersonated on writes only this long after its login
+    /// (`--session-revalidate-after`).
+    revalidate_after: Duration,
     /// sha256(token) → identity, or refused. Only hashes are kept.
     token_cache: Verdicts<[u8; 32], Arc<Identity>>,
     /// TokenReviews of tokens not in `token_cache`, per client address.
@@ -178,6 +184,9 @@ pub struct Settings {
     pub review_rate: f64,
     /// How many of those a client may make at once (`--token-review-burst`, default 20).
     pub review_burst: u32,
+    /// How long after login a session's identity is trusted for writes
+    /// (`--session-revalidate-after`, default 10m).
+    pub revalidate_after: Duration,
 }
 
 impl Authenticator {
@@ -200,6 +209,7 @@ impl Authenticator {
             identity_headers,
             mode: settings.mode,
             reviewer,
+            revalidate_after: settings.revalidate_after,
             sessions: settings.sessions,
             user_header: settings.user_header,
             groups_header: settings.groups_header,
@@ -237,18 +247,19 @@ impl Authenticator {
             AuthMode::None => Ok(Caller {
                 identity: self.dev.clone(),
                 via: Via::DevUser,
+                checked_at: None,
             }),
             AuthMode::Header => self
                 .trusted_header_caller(headers, peer)
                 .ok_or_else(ApiError::unauthenticated),
             AuthMode::Token => {
-                if let Some(identity) = session_cookie(headers)
-                    .and_then(|value| self.sessions.verify(value, SystemTime::now()))
-                    .map(Arc::new)
+                if let Some(session) = session_cookie(headers)
+                    .and_then(|value| self.sessions.verify_session(value, SystemTime::now()))
                 {
                     return Ok(Caller {
-                        identity,
+                        identity: Arc::new(session.identity),
                         via: Via::Session,
+                        checked_at: Some(session.checked_at),
                     });
                 }
                 let token = bearer_token(headers).ok_or_else(ApiError::unauthenticated)?;
@@ -257,9 +268,45 @@ impl Authenticator {
                 Ok(Caller {
                     identity,
                     via: Via::Bearer,
+                    checked_at: None,
                 })
             }
         }
+    }
+
+    /// The caller of a write, which the proxy makes impersonating their user name and
+    /// groups: as [`Self::require`], but a session whose identity a TokenReview established
+    /// more than `--session-revalidate-after` ago is refused with `401
+    /// ReauthenticationRequired` (the dashboard then sends the browser to log in again).
+    ///
+    /// The cookie holds no token, and Kubernetes has no user directory to ask without one:
+    /// an impersonated SelfSubjectReview only echoes the user and groups impersonated. Only a
+    /// fresh TokenReview (a new login) can tell whether the user still exists and what their
+    /// groups are now.
+    pub async fn require_for_write(
+        &self,
+        headers: &HeaderMap,
+        peer: IpAddr,
+    ) -> Result<Caller, ApiError> {
+        let caller = self.require(headers, peer).await?;
+        if let Some(checked_at) = caller.checked_at {
+            let age = SystemTime::now()
+                .duration_since(checked_at)
+                .unwrap_or_default();
+            if age > self.revalidate_after {
+                return Err(ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "ReauthenticationRequired",
+                    format!(
+                        "your login was checked {}s ago, more than the {}s changes are made on \
+                         it: log in again at /login",
+                        age.as_secs(),
+                        self.revalidate_after.as_secs()
+                    ),
+                ));
+            }
+        }
+        Ok(caller)
     }
 
     /// Whether a request with `headers` from `peer` authenticates, without asking the API
@@ -336,6 +383,7 @@ impl Authenticator {
                 BTreeMap::new(),
             )),
             via: Via::TrustedHeader,
+            checked_at: None,
         })
     }
 
@@ -491,6 +539,7 @@ mod tests {
                 cache_ttl: Duration::from_secs(60),
                 review_rate: 0.0,
                 review_burst: 1,
+                revalidate_after: Duration::from_secs(600),
             },
         )
     }

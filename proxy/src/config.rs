@@ -92,9 +92,20 @@ pub struct Args {
     #[arg(long, env = "POD_NAMESPACE", default_value = "guildnet-system")]
     pub session_secret_namespace: String,
 
-    /// How long a login lasts.
-    #[arg(long, env = "GUILDNET_PROXY_SESSION_TTL", value_parser = humantime::parse_duration, default_value = "12h")]
+    /// How long a login lasts at most, from the login on, however active the session.
+    #[arg(long, env = "GUILDNET_PROXY_SESSION_TTL", value_parser = humantime::parse_duration, default_value = "8h")]
     pub session_ttl: Duration,
+
+    /// How long after login a session's identity (user, groups) is trusted for writes made
+    /// impersonating it; after that a write is refused with 401 until the user logs in again
+    /// (the cookie holds no token, so only a new TokenReview can re-check the identity).
+    #[arg(long, env = "GUILDNET_PROXY_SESSION_REVALIDATE_AFTER", value_parser = humantime::parse_duration, default_value = "10m")]
+    pub session_revalidate_after: Duration,
+
+    /// How often each replica re-reads the sessions revoked by logouts (from
+    /// `--session-secret`): a logout on another replica takes effect here within this.
+    #[arg(long, env = "GUILDNET_PROXY_SESSION_REVOCATION_POLL", value_parser = positive_duration, default_value = "5s")]
+    pub session_revocation_poll: Duration,
 
     /// Subdomain mode: also serve `<name>--<namespace>.<base domain>` as the root of that
     /// workspace, each workspace in an origin of its own.
@@ -167,6 +178,15 @@ pub struct Args {
     /// Kubernetes Events about workspaces kept for `/api/events` and SSE resumption.
     #[arg(long, env = "GUILDNET_PROXY_EVENT_BUFFER", default_value_t = 2000)]
     pub event_buffer: usize,
+}
+
+/// A duration above zero.
+fn positive_duration(value: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(value) {
+        Ok(duration) if !duration.is_zero() => Ok(duration),
+        Ok(_) => Err("must be more than 0".to_owned()),
+        Err(error) => Err(error.to_string()),
+    }
 }
 
 /// A rate per second: a number, zero or more.
@@ -261,6 +281,9 @@ mod tests {
         assert_eq!(defaults.body_read_timeout, Duration::from_secs(10));
         assert_eq!(defaults.max_unauthenticated_bodies, 256);
         assert!(!defaults.forward_authorization);
+        assert_eq!(defaults.session_ttl, Duration::from_secs(8 * 3600));
+        assert_eq!(defaults.session_revalidate_after, Duration::from_secs(600));
+        assert_eq!(defaults.session_revocation_poll, Duration::from_secs(5));
         let parse = |extra: &[&str]| {
             Args::try_parse_from(std::iter::once("guildnet-proxy").chain(extra.iter().copied()))
         };
@@ -268,6 +291,7 @@ mod tests {
         assert!(parse(&["--token-review-rate=NaN"]).is_err());
         assert!(parse(&["--token-review-burst=0"]).is_err());
         assert!(parse(&["--max-unauthenticated-bodies=0"]).is_err());
+        assert!(parse(&["--session-revocation-poll=0s"]).is_err());
         assert_eq!(
             parse(&["--token-review-rate=0"]).unwrap().token_review_rate,
             0.0

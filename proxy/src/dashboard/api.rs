@@ -299,13 +299,14 @@ pub fn check_path_parameters(namespace: &str, name: &str) -> Result<(), ApiError
         .map_err(|error| ApiError::bad_request(format!("path parameter name is invalid: {error}")))
 }
 
-/// The caller of a write, once the request is shown to come from the proxy's own pages.
+/// The caller of a write, once the request is shown to come from the proxy's own pages and,
+/// for a session, its identity to have been checked within `--session-revalidate-after`.
 async fn writer(
     state: &AppState,
     headers: &HeaderMap,
     peer: SocketAddr,
 ) -> Result<Caller, ApiError> {
-    let caller = state.auth.require(headers, peer.ip()).await?;
+    let caller = state.auth.require_for_write(headers, peer.ip()).await?;
     if caller.via != Via::Bearer {
         same_origin(state, headers, peer)?;
     }
@@ -521,14 +522,36 @@ pub async fn login(
     response
 }
 
-/// `POST /logout`
+/// `POST /logout`: revokes the session (at once on this replica, and in the session Secret
+/// for the others, which read it every `--session-revocation-poll`) and clears the cookie.
+/// When the revocation cannot be recorded for the other replicas, the cookie is still
+/// cleared but the answer is `503`, so the user knows to try again.
 pub async fn logout(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     same_origin(&state, &headers, peer)?;
-    let mut response = Redirect::to("/login").into_response();
+    let now = SystemTime::now();
+    let recorded = match crate::auth::session_cookie(&headers)
+        .and_then(|value| state.auth.sessions.verify_session(value, now))
+    {
+        Some(session) => state.auth.sessions.revoke(&session, now).await,
+        None => Ok(()),
+    };
+    let mut response = match recorded {
+        Ok(()) => Redirect::to("/login").into_response(),
+        Err(error) => {
+            tracing::warn!(%error, "recording a logout for the other replicas");
+            let mut refusal = ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "LogoutNotShared",
+                "the logout could not be recorded for every replica of the proxy; try again",
+            );
+            refusal.retry_after = Some(1);
+            refusal.for_client(&headers)
+        }
+    };
     let cookie = session_cookie("", 0, cookie_domain(state.base_domain.as_deref(), &headers));
     if let Ok(cookie) = HeaderValue::from_str(&cookie) {
         response.headers_mut().insert(header::SET_COOKIE, cookie);

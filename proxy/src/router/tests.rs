@@ -63,10 +63,22 @@ impl Proxy {
         tokens: Arc<dyn TokenReviewer>,
         access: Arc<dyn AccessReviewer>,
     ) -> Self {
+        Self::with_sessions(flags, tokens, access, |args| {
+            SessionKeys::random(args.session_ttl)
+        })
+    }
+
+    /// Like [`Proxy::with_reviewers`], with the session keys `sessions` makes from the flags.
+    fn with_sessions(
+        flags: &[&str],
+        tokens: Arc<dyn TokenReviewer>,
+        access: Arc<dyn AccessReviewer>,
+        sessions: impl FnOnce(&Args) -> SessionKeys,
+    ) -> Self {
         let args = Args::parse_from(std::iter::once("guildnet-proxy").chain(flags.iter().copied()));
         args.validate().unwrap();
         let (store, workspaces) = reflector::store();
-        let sessions = SessionKeys::random(args.session_ttl);
+        let sessions = sessions(&args);
         let state = Arc::new(Shared::with_reviewers(
             offline_client(),
             &args,
@@ -1552,4 +1564,194 @@ async fn unknown_tokens_are_reviewed_at_most_at_the_rate_per_client() {
         .await;
     assert_eq!(login.status(), StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(login.headers()[header::RETRY_AFTER], "1");
+}
+
+/// The session Secret's `revoked` map as replicas share it, held in memory: a stand-in for
+/// the Secret (no API server), read and written as `SecretRevocations` reads and writes it.
+#[derive(Default)]
+struct SharedRevocations {
+    revoked: std::sync::Mutex<BTreeMap<String, u64>>,
+}
+
+impl crate::session::RevocationStore for SharedRevocations {
+    fn load(&self) -> futures::future::BoxFuture<'_, anyhow::Result<BTreeMap<String, u64>>> {
+        let revoked = self.revoked.lock().unwrap().clone();
+        Box::pin(async move { Ok(revoked) })
+    }
+
+    fn revoke(
+        &self,
+        id: String,
+        expires: u64,
+        _now: SystemTime,
+    ) -> futures::future::BoxFuture<'_, anyhow::Result<()>> {
+        self.revoked.lock().unwrap().insert(id, expires);
+        Box::pin(async { Ok(()) })
+    }
+}
+
+/// A token-mode replica signing with the shared `key` and sharing revocations in `store`.
+fn replica(key: &[u8], store: &Arc<SharedRevocations>) -> Proxy {
+    let client = offline_client();
+    let store: Arc<dyn crate::session::RevocationStore> = store.clone();
+    Proxy::with_sessions(
+        &["--auth=token"],
+        Arc::new(TokenReviews::new(client.clone())),
+        Arc::new(SubjectAccessReviews::new(client)),
+        |args| {
+            SessionKeys::new(key.to_vec(), args.session_ttl)
+                .unwrap()
+                .with_store(store)
+        },
+    )
+}
+
+fn with_session(request: http::request::Builder, session: &str) -> http::request::Builder {
+    request.header(header::COOKIE, format!("guildnet_session={session}"))
+}
+
+#[tokio::test]
+async fn a_logout_ends_the_session_on_every_replica() {
+    let key = [7u8; 32];
+    let store = Arc::new(SharedRevocations::default());
+    let (one, two) = (replica(&key, &store), replica(&key, &store));
+    let session = one
+        .state
+        .auth
+        .sessions
+        .issue(&identity("alice"), SystemTime::now());
+    let other_session = one
+        .state
+        .auth
+        .sessions
+        .issue(&identity("alice"), SystemTime::now());
+    for proxy in [&one, &two] {
+        let me = proxy.send(with_session(get("/api/me"), &session)).await;
+        assert_eq!(me.status(), StatusCode::OK);
+    }
+
+    let logout = one
+        .send(with_session(
+            write("POST", "/logout", Some(OWN_ORIGIN)),
+            &session,
+        ))
+        .await;
+    assert_eq!(logout.status(), StatusCode::SEE_OTHER);
+    assert!(
+        logout.headers()[header::SET_COOKIE]
+            .to_str()
+            .unwrap()
+            .contains("Max-Age=0")
+    );
+    // A copy of the cookie kept elsewhere is refused: at once by the replica that logged out…
+    let me = one.send(with_session(get("/api/me"), &session)).await;
+    assert_eq!(me.status(), StatusCode::UNAUTHORIZED);
+    // …and by the other once it has read the shared list, which it does every
+    // --session-revocation-poll (the poll's one step, run here by hand).
+    two.state
+        .auth
+        .sessions
+        .sync(SystemTime::now())
+        .await
+        .unwrap();
+    let me = two.send(with_session(get("/api/me"), &session)).await;
+    assert_eq!(me.status(), StatusCode::UNAUTHORIZED);
+    let suspend = with_session(
+        write("POST", "/api/workspaces/team/ide/suspend", Some(OWN_ORIGIN)),
+        &session,
+    );
+    assert_eq!(two.send(suspend).await.status(), StatusCode::UNAUTHORIZED);
+    // A replica started afterwards too.
+    let three = replica(&key, &store);
+    three
+        .state
+        .auth
+        .sessions
+        .sync(SystemTime::now())
+        .await
+        .unwrap();
+    let me = three.send(with_session(get("/api/me"), &session)).await;
+    assert_eq!(me.status(), StatusCode::UNAUTHORIZED);
+    // Only that session ended: the user's other one goes on.
+    let me = two.send(with_session(get("/api/me"), &other_session)).await;
+    assert_eq!(me.status(), StatusCode::OK);
+    assert_eq!(store.revoked.lock().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_session_lasts_eight_hours_from_login_by_default() {
+    let proxy = token_proxy(&[]);
+    let now = SystemTime::now();
+    let hours = |h: u64| std::time::Duration::from_secs(h * 3600);
+    let sessions = &proxy.state.auth.sessions;
+    let recent = sessions.issue(&identity("alice"), now - hours(8) + hours(1) / 60);
+    let old = sessions.issue(&identity("alice"), now - hours(8));
+    let me = proxy.send(with_session(get("/api/me"), &recent)).await;
+    assert_eq!(me.status(), StatusCode::OK);
+    let me = proxy.send(with_session(get("/api/me"), &old)).await;
+    assert_eq!(me.status(), StatusCode::UNAUTHORIZED);
+    // The cookie a login sets lasts as long.
+    let login = proxy
+        .send_body(login_post(Some(OWN_ORIGIN)), "token=alices-token&next=%2F")
+        .await;
+    assert_eq!(login.status(), StatusCode::SEE_OTHER);
+    let cookie = login.headers()[header::SET_COOKIE].to_str().unwrap();
+    assert!(cookie.contains("Max-Age=28800"), "{cookie}");
+}
+
+#[tokio::test]
+async fn writes_need_an_identity_checked_within_the_revalidation_bound() {
+    // No API server: a write that passes the check goes on to the offline API and fails
+    // there (`KubernetesUnavailable`); one that does not is refused before.
+    let proxy = token_proxy(&[]);
+    let now = SystemTime::now();
+    let minutes = |m: u64| std::time::Duration::from_secs(m * 60);
+    let sessions = &proxy.state.auth.sessions;
+    let fresh = sessions.issue(&identity("alice"), now - minutes(9));
+    let stale = sessions.issue(&identity("alice"), now - minutes(11));
+    let suspend = |session: &str| {
+        with_session(
+            write("POST", "/api/workspaces/team/ide/suspend", Some(OWN_ORIGIN)),
+            session,
+        )
+    };
+    let written = proxy.send(suspend(&fresh)).await;
+    assert_eq!(
+        json_body(written).await["error"]["reason"],
+        "KubernetesUnavailable"
+    );
+    let refused = proxy.send(suspend(&stale)).await;
+    assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        json_body(refused).await["error"]["reason"],
+        "ReauthenticationRequired"
+    );
+    for (method, uri, body) in [
+        (
+            "POST",
+            "/api/workspaces",
+            r#"{"name": "ide", "image": "nginx"}"#,
+        ),
+        ("POST", "/api/workspaces/team/ide/resume", ""),
+        ("DELETE", "/api/workspaces/team/ide", ""),
+    ] {
+        let request = with_session(write(method, uri, Some(OWN_ORIGIN)), &stale);
+        let refused = proxy.send_body(request, body).await;
+        assert_eq!(refused.status(), StatusCode::UNAUTHORIZED, "{method} {uri}");
+    }
+    // Reads go on with the session until it expires; a new login is a fresh check.
+    let me = proxy.send(with_session(get("/api/me"), &stale)).await;
+    assert_eq!(me.status(), StatusCode::OK);
+    // The bound is a flag.
+    let lenient = token_proxy(&["--session-revalidate-after=1h"]);
+    let stale = lenient
+        .state
+        .auth
+        .sessions
+        .issue(&identity("alice"), now - minutes(11));
+    let written = lenient.send(suspend(&stale)).await;
+    assert_eq!(
+        json_body(written).await["error"]["reason"],
+        "KubernetesUnavailable"
+    );
 }

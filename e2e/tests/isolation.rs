@@ -460,6 +460,8 @@ async fn children_left_behind_by_an_orphaning_delete_are_swept() {
     let services: Api<Service> = Api::namespaced(admin.clone(), "default");
     wait_gone(&deployments, &name).await;
     wait_gone(&services, &name).await;
+    let policies: Api<NetworkPolicy> = Api::namespaced(admin.clone(), "default");
+    wait_gone(&policies, &name).await;
 
     // An orphaning delete and a re-create of the same name: the new workspace runs with
     // children of its own once the old ones are swept.

@@ -388,7 +388,7 @@ fn operator_rules() -> Vec<Rule> {
         (vec![""], vec!["services"], vec![], vec!["get", "list", "watch", "create", "patch", "delete"]),
         (vec![""], vec!["persistentvolumeclaims"], vec![], vec!["get", "list", "create", "patch", "delete"]),
         (vec!["networking.k8s.io"], vec!["ingresses"], vec![], vec!["get", "create", "patch", "delete"]),
-        (vec!["networking.k8s.io"], vec!["networkpolicies"], vec![], vec!["get", "create", "patch"]),
+        (vec!["networking.k8s.io"], vec!["networkpolicies"], vec![], vec!["get", "list", "watch", "create", "patch", "delete"]),
         (vec![""], vec!["secrets"], vec![], vec!["get", "create"]),
         (vec!["snapshot.storage.k8s.io"], vec!["volumesnapshots"], vec![], vec!["get", "create", "patch"]),
         (vec!["events.k8s.io"], vec!["events"], vec![], vec!["create", "patch"]),
@@ -497,7 +497,7 @@ fn rbac_is_exactly_what_each_component_needs() {
                 vec![""],
                 vec!["secrets"],
                 vec!["guildnet-proxy-session"],
-                vec!["get"],
+                vec!["get", "update"],
             ),
         ],
     );
@@ -665,7 +665,7 @@ fn access_checks(ns: &str) -> Vec<(&'static str, Vec<String>, bool)> {
         // Deployments left behind by an orphaning delete are swept.
         ("operator", vec!["delete", "deployments.apps", "-n", "default"], true),
         ("operator", vec!["create", "networkpolicies.networking.k8s.io", "-n", "default"], true),
-        ("operator", vec!["delete", "networkpolicies.networking.k8s.io", "-n", "default"], false),
+        ("operator", vec!["delete", "networkpolicies.networking.k8s.io", "-n", "default"], true),
         ("operator", vec!["update", "secrets", "-n", "default"], false),
         ("operator", vec!["delete", "secrets", "-n", "default"], false),
         ("webhook", vec!["get", &secret, "-n", ns], true),

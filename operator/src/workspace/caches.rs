@@ -8,6 +8,7 @@ use guildnet_api::quota::QuotaScope;
 use guildnet_api::{Quota, Workspace, labels};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{Api, PartialObjectMeta};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -22,7 +23,7 @@ use tracing::{debug, warn};
 const TRIGGER_BUFFER: usize = 16 * 1024;
 
 /// The watches a cache is kept for: Workspaces, Pods, Deployments, Services and Quotas.
-const WATCHES: usize = 5;
+const WATCHES: usize = 6;
 
 /// The Workspace controller's watch caches and the changes they see, kept on every replica
 /// whether it leads or not, so a new leader reconciles from warm caches at once.
@@ -33,6 +34,7 @@ pub struct Caches {
     /// the sweeper looks through for children whose workspace is gone.
     deployments: Store<PartialObjectMeta<Deployment>>,
     services: Store<PartialObjectMeta<Service>>,
+    network_policies: Store<PartialObjectMeta<NetworkPolicy>>,
     quotas: Store<Quota>,
     /// The workspace each change concerns; a leader's controller subscribes.
     triggers: broadcast::Sender<ObjectRef<Workspace>>,
@@ -86,12 +88,21 @@ impl Caches {
         let (services, writer) = reflector::store();
         let events = watcher(
             Api::<PartialObjectMeta<Service>>::all(client.clone()),
-            managed,
+            managed.clone(),
         )
         .default_backoff()
         .reflect(writer);
         let watch = Watch::new(triggers.clone(), synced_tx.clone());
         tokio::spawn(watch.run("services", events, owners));
+        let (network_policies, writer) = reflector::store();
+        let events = watcher(
+            Api::<PartialObjectMeta<NetworkPolicy>>::all(client.clone()),
+            managed,
+        )
+        .default_backoff()
+        .reflect(writer);
+        let watch = Watch::new(triggers.clone(), synced_tx.clone());
+        tokio::spawn(watch.run("networkpolicies", events, owners));
 
         // A Quota change may start or refuse any workspace it counts.
         let (quotas, writer) = reflector::store();
@@ -118,6 +129,7 @@ impl Caches {
             pods,
             deployments,
             services,
+            network_policies,
             quotas,
             triggers,
             synced,
@@ -142,6 +154,11 @@ impl Caches {
     /// GuildNet's Services (metadata).
     pub(crate) fn services(&self) -> Store<PartialObjectMeta<Service>> {
         self.services.clone()
+    }
+
+    /// GuildNet's NetworkPolicies (metadata).
+    pub(crate) fn network_policies(&self) -> Store<PartialObjectMeta<NetworkPolicy>> {
+        self.network_policies.clone()
     }
 
     /// The Pod cache (pods of managed workspaces).

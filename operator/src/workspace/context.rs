@@ -12,6 +12,7 @@ use guildnet_api::workspace::WorkspacePhase;
 use guildnet_api::{Quota, Workspace};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::PartialObjectMeta;
 use kube::runtime::reflector::Store;
 use kube::{Client, ResourceExt};
@@ -53,6 +54,7 @@ pub struct Context {
     pods: Store<Pod>,
     pub(super) deployments: Store<PartialObjectMeta<Deployment>>,
     pub(super) services: Store<PartialObjectMeta<Service>>,
+    pub(super) network_policies: Store<PartialObjectMeta<NetworkPolicy>>,
     workspaces: Store<Workspace>,
     quotas: Store<Quota>,
     pub(super) metrics: Arc<Metrics>,
@@ -77,6 +79,7 @@ impl Context {
             pods: caches.pods(),
             deployments: caches.deployments(),
             services: caches.services(),
+            network_policies: caches.network_policies(),
             workspaces: caches.workspaces(),
             quotas: caches.quotas(),
             metrics,

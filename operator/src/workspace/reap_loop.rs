@@ -9,6 +9,7 @@ use guildnet_api::Workspace;
 use guildnet_api::workspace::facts::Reason;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
 use kube::runtime::events::EventType;
@@ -90,7 +91,8 @@ async fn reap_one(ws: &Workspace, reap: &Reap, ctx: &Context) -> Result<(), Erro
     Ok(())
 }
 
-/// Deletes the Deployments and Services whose workspace was deleted without them.
+/// Deletes the Deployments, Services and NetworkPolicies whose workspace was deleted
+/// without them.
 async fn sweep(workspaces: &[Arc<Workspace>], ctx: &Context) {
     let created = |namespace: &str, name: &str| {
         workspaces
@@ -107,6 +109,11 @@ async fn sweep(workspaces: &[Arc<Workspace>], ctx: &Context) {
     for orphan in services {
         let api: Api<Service> = Api::namespaced(ctx.client.clone(), &orphan.namespace);
         delete_orphan(&api, "Service", &orphan).await;
+    }
+    let policies = ctx.network_policies.state();
+    for orphan in sweep::orphans(policies.iter().map(|p| p.as_ref()), created) {
+        let api: Api<NetworkPolicy> = Api::namespaced(ctx.client.clone(), &orphan.namespace);
+        delete_orphan(&api, "NetworkPolicy", &orphan).await;
     }
 }
 

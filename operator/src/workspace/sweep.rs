@@ -3,8 +3,10 @@
 //! every idle timeout; the garbage collector strips the owner reference, so nothing would
 //! ever remove it. The sweeper finds such children in the caches and deletes them.
 //!
-//! Only Deployments and Services are swept: they carry nothing of the user's. Claims are
-//! data and stay (retained claims outlive workspaces by design).
+//! Deployments, Services and NetworkPolicies are swept: they carry nothing of the user's.
+//! Claims are data and stay (retained claims outlive workspaces by design); an orphaned
+//! password Secret or Ingress is left for a person to remove (the operator may not list
+//! Secrets, and a re-created workspace of the name reports it as a NameConflict).
 
 use guildnet_api::labels;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;

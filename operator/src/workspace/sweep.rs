@@ -22,8 +22,8 @@ pub struct Orphan {
 }
 
 /// The `children` that GuildNet made (`guildnet.io/managed=true`), that no Workspace owns
-/// any more, and whose workspace (`guildnet.io/id`) does not exist — or was created after
-/// the child, so the child was left by an earlier workspace of that name (which would hold
+/// any more, and whose workspace (`guildnet.io/id`) does not exist — or was created in or
+/// after the second of the child, so the child was left by an earlier workspace of that name (which would hold
 /// the new one in NameConflict). `workspace_created(namespace, name)` is when the cached
 /// workspace of that name was created, if there is one.
 pub fn orphans<'a, K: 'a>(
@@ -55,7 +55,10 @@ where
                 Some(created) => meta
                     .creation_timestamp
                     .as_ref()
-                    .is_some_and(|child| child.0 < created.0),
+                    // Creation times have whole seconds: a child of the same second as the
+                    // workspace is still an earlier one's (the workspace's own children are
+                    // always owned).
+                    .is_some_and(|child| child.0 <= created.0),
             };
             if owned || !left_behind {
                 return None;
@@ -122,11 +125,11 @@ mod tests {
         for child in &mut children {
             child.metadata.creation_timestamp = Some(at(100));
         }
-        // alive's workspace is older than its child; recreated's is younger (a new
-        // workspace of the old name, after an orphaning delete).
+        // alive's workspace is older than its child; recreated's is as old (the same
+        // second: a new workspace of the old name, right after an orphaning delete).
         let workspaces = |namespace: &str, name: &str| match (namespace, name) {
             ("team", "alive") => Some(at(50)),
-            ("team", "recreated") => Some(at(200)),
+            ("team", "recreated") => Some(at(100)),
             _ => None,
         };
         let found = orphans(&children, workspaces);

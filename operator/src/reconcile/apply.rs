@@ -108,7 +108,24 @@ pub async fn apply_owned<K>(api: &Api<K>, obj: &K, owner: &Owner<'_>) -> Result<
 where
     K: Resource + Clone + DeserializeOwned + Serialize + Debug,
 {
-    refuse_foreign(api, &obj.name_any(), &kind_of(obj), owner).await?;
+    apply_owned_cached(api, obj, owner, None).await
+}
+
+/// Like [`apply_owned`], but `cached` (the object as a watch cache last saw it) saves the
+/// read when it shows the object is already `owner`'s; otherwise the API server is asked,
+/// as the cache may lag.
+pub async fn apply_owned_cached<K>(
+    api: &Api<K>,
+    obj: &K,
+    owner: &Owner<'_>,
+    cached: Option<&ObjectMeta>,
+) -> Result<K, Error>
+where
+    K: Resource + Clone + DeserializeOwned + Serialize + Debug,
+{
+    if cached.is_none_or(|meta| owner.check(meta).is_err()) {
+        refuse_foreign(api, &obj.name_any(), &kind_of(obj), owner).await?;
+    }
     Ok(api
         .patch(
             &obj.name_any(),

@@ -4,7 +4,7 @@
 
 use super::controller::{Context, Error};
 use super::{Children, desired_children, password_secret, snapshot};
-use crate::reconcile::apply::{Owner, apply_owned, create_once, delete_owned};
+use crate::reconcile::apply::{Owner, apply_owned, apply_owned_cached, create_once, delete_owned};
 use crate::reconcile::conditions::Observed;
 use guildnet_api::Workspace;
 use guildnet_api::labels;
@@ -12,9 +12,13 @@ use guildnet_api::workspace::facts::{ConditionType, Reason};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use k8s_openapi::api::networking::v1::Ingress;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::PartialObjectMeta;
 use kube::api::{Api, DynamicObject, ListParams};
 use kube::runtime::events::EventType;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, Resource, ResourceExt};
+use std::sync::Arc;
 
 /// What applying a workspace's children produced.
 pub(super) struct Applied {
@@ -82,16 +86,23 @@ async fn apply_all(
     for pvc in &children.pvcs {
         apply_owned(&claims, pvc, outliving).await?;
     }
-    apply_owned(
+    // Services, NetworkPolicies and Deployments are in the watch caches: an object they
+    // show as this workspace's needs no read before the write.
+    let name = ws.name_any();
+    let service = cached(&ctx.services, namespace, &name);
+    apply_owned_cached(
         &Api::namespaced(client.clone(), namespace),
         &children.service,
         owned,
+        service.as_ref(),
     )
     .await?;
-    apply_owned(
+    let policy = cached(&ctx.network_policies, namespace, &name);
+    apply_owned_cached(
         &Api::namespaced(client.clone(), namespace),
         &children.network_policy,
         owned,
+        policy.as_ref(),
     )
     .await?;
     let ingresses: Api<Ingress> = Api::namespaced(client.clone(), namespace);
@@ -111,10 +122,12 @@ async fn apply_all(
         None => None,
     };
     let first_launch = ws.status.is_none();
-    let deployment = apply_owned(
+    let cached_deployment = cached(&ctx.deployments, namespace, &name);
+    let deployment = apply_owned_cached(
         &Api::namespaced(client.clone(), namespace),
         &children.deployment,
         owned,
+        cached_deployment.as_ref(),
     )
     .await?;
     if first_launch && ctx.announce_launch(ws) {
@@ -126,6 +139,15 @@ async fn apply_all(
             .await;
     }
     Ok((deployment, snapshot))
+}
+
+/// The metadata of `namespace/name` as the watch cache `store` last saw it.
+fn cached<K>(store: &Store<PartialObjectMeta<K>>, namespace: &str, name: &str) -> Option<ObjectMeta>
+where
+    PartialObjectMeta<K>: Resource<DynamicType = ()> + Clone,
+{
+    let found: Arc<PartialObjectMeta<K>> = store.get(&ObjectRef::new(name).within(namespace))?;
+    Some(found.metadata.clone())
 }
 
 /// Creates the requested VolumeSnapshots, or says why it cannot.

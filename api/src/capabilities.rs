@@ -152,7 +152,7 @@ pub struct ResourceAmounts {
 
 /// Bounds the length of a quantity map's values, so the API server can bound the cost of
 /// the rule that checks them.
-fn bound_quantity_values(schema: &mut schemars::Schema) {
+pub(crate) fn bound_quantity_values(schema: &mut schemars::Schema) {
     if let Some(values) = schema
         .get_mut("additionalProperties")
         .and_then(|v| v.as_object_mut())

@@ -4,10 +4,11 @@ use crate::common::{Condition, Subject};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
-/// Per-owner limits: how many workspaces, and how much CPU, memory and storage in total,
-/// each owner it applies to may have. Where several Quotas apply, the strictest limit
-/// wins. Namespaced Quotas count the owner's workspaces in their namespace; cluster-wide
+/// Per-owner limits: how many workspaces, and how much CPU, memory, storage, ephemeral
+/// storage and other resources (GPUs) in total, each owner it applies to may have. Where
+/// several Quotas apply, the strictest limit wins. Namespaced Quotas count the owner's workspaces in their namespace; cluster-wide
 /// ones (in the operator's namespace, `scope: Cluster`) count them everywhere.
 #[derive(CustomResource, Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[kube(
@@ -19,7 +20,7 @@ use serde::{Deserialize, Serialize};
     status = "QuotaStatus",
     derive = "PartialEq",
     derive = "Default",
-    doc = "Per-owner limits on workspaces (count, CPU, memory, storage); status shows each owner's usage.",
+    doc = "Per-owner limits on workspaces (count, CPU, memory, storage, ephemeral storage, GPUs); status shows each owner's usage.",
     printcolumn(
         name = "Max",
         type_ = "integer",
@@ -81,6 +82,22 @@ pub struct PerOwnerLimits {
     #[schemars(extend("maxLength" = 64))]
     #[x_kube(validation = kube::core::Rule::new("isQuantity(string(self)) && !quantity(string(self)).isLessThan(quantity('0'))").message("spec.perOwner.storage must be a non-negative quantity, e.g. 50Gi"))]
     pub storage: Option<Quantity>,
+    /// Total ephemeral storage (containers' writable layers, logs and emptyDirs on disk) of
+    /// an owner's workspaces, e.g. `100Gi`: each counts its `ephemeral-storage` request, or
+    /// its limit where no request is given. While it is set, a workspace that declares
+    /// neither is refused, as its ephemeral storage would be unbounded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("maxLength" = 64))]
+    #[x_kube(validation = kube::core::Rule::new("isQuantity(string(self)) && !quantity(string(self)).isLessThan(quantity('0'))").message("spec.perOwner.ephemeralStorage must be a non-negative quantity, e.g. 100Gi"))]
+    pub ephemeral_storage: Option<Quantity>,
+    /// Totals of other resources by name: GPUs and other extended resources
+    /// (`nvidia.com/gpu: 4`), hugepages (`hugepages-2Mi: 4Gi`). Each workspace counts its
+    /// request, or its limit where no request is given. Resources not named here are not
+    /// limited by this Quota (Capabilities decide whether they may be asked for at all).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 32), transform = crate::capabilities::bound_quantity_values)]
+    #[x_kube(validation = kube::core::Rule::new("self.all(k, isQuantity(string(self[k])) && !quantity(string(self[k])).isLessThan(quantity('0')))").message("spec.perOwner.extended values must be non-negative quantities, e.g. nvidia.com/gpu: 4"))]
+    pub extended: BTreeMap<String, Quantity>,
 }
 
 /// The observed state of a Quota.
@@ -122,4 +139,10 @@ pub struct OwnerUsage {
     /// Persistent storage requested in total.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage: Option<Quantity>,
+    /// Ephemeral storage requested in total.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ephemeral_storage: Option<Quantity>,
+    /// Other resources (GPUs, hugepages) requested in total, by name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub extended: BTreeMap<String, Quantity>,
 }

@@ -6,7 +6,7 @@ use guildnet_e2e::workspaces::{WAIT, create, manifest, wait_for, wait_gone};
 use guildnet_e2e::{User, client, eventually, kubectl_apply, unique_name};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Event, PersistentVolumeClaim, Secret, Service};
-use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
@@ -436,52 +436,64 @@ async fn a_workspace_may_read_only_secrets_its_owner_may_read() {
 
 #[tokio::test]
 async fn children_left_behind_by_an_orphaning_delete_are_swept() {
+    // A code-server workspace exposed by an Ingress has every kind of child: Deployment,
+    // Service, NetworkPolicy, Ingress and password Secret. (The suite's admin may expose
+    // by Ingress on *.example.test with class nginx.)
     let name = unique_name("orphan");
     let admin = client(User::Admin).await;
-    let alice: Api<Workspace> = Api::namespaced(client(User::Alice).await, "default");
-    create(&alice, &name, json!({"image": "nginx"})).await;
-    wait_for(&alice, &name, "Running", |ws| ws.is_ready()).await;
+    let admins: Api<Workspace> = Api::namespaced(admin.clone(), "default");
+    let exposed = json!({
+        "image": "codercom/code-server:4.96.2",
+        "exposure": {"type": "Ingress", "ingress": {"host": format!("{name}.example.test"), "className": "nginx"}}
+    });
+    create(&admins, &name, exposed).await;
+    wait_for(&admins, &name, "Running", |ws| ws.is_ready()).await;
+    let ingresses: Api<Ingress> = Api::namespaced(admin.clone(), "default");
+    let secrets: Api<Secret> = Api::namespaced(admin.clone(), "default");
+    let password = format!("{name}-password");
+    assert!(ingresses.get_opt(&name).await.unwrap().is_some());
+    assert!(secrets.get_opt(&password).await.unwrap().is_some());
 
     // The garbage collector strips the owner references and leaves the pod running.
-    let orphaned = guildnet_e2e::kubectl(
-        User::Alice,
-        &[
-            "delete",
-            "workspace",
-            &name,
-            "-n",
-            "default",
-            "--cascade=orphan",
-            "--wait",
-        ],
-    );
-    assert!(orphaned.success, "{orphaned:?}");
+    let orphan = |user, name: &str| {
+        let deleted = guildnet_e2e::kubectl(
+            user,
+            &[
+                "delete",
+                "workspace",
+                name,
+                "-n",
+                "default",
+                "--cascade=orphan",
+                "--wait",
+            ],
+        );
+        assert!(deleted.success, "{deleted:?}");
+    };
+    orphan(User::Admin, &name);
     let deployments: Api<Deployment> = Api::namespaced(admin.clone(), "default");
     let services: Api<Service> = Api::namespaced(admin.clone(), "default");
+    let policies: Api<NetworkPolicy> = Api::namespaced(admin.clone(), "default");
     wait_gone(&deployments, &name).await;
     wait_gone(&services, &name).await;
-    let policies: Api<NetworkPolicy> = Api::namespaced(admin.clone(), "default");
     wait_gone(&policies, &name).await;
+    wait_gone(&ingresses, &name).await;
+    wait_gone(&secrets, &password).await;
 
     // An orphaning delete and a re-create of the same name: the new workspace runs with
-    // children of its own once the old ones are swept.
+    // children of its own, its earlier namesake's replaced rather than a NameConflict.
+    let alice: Api<Workspace> = Api::namespaced(client(User::Alice).await, "default");
     let again = unique_name("orphan");
-    create(&alice, &again, json!({"image": "nginx"})).await;
+    let ide = json!({"image": "codercom/code-server:4.96.2"});
+    create(&alice, &again, ide.clone()).await;
     wait_for(&alice, &again, "Running", |ws| ws.is_ready()).await;
-    let orphan_again = guildnet_e2e::kubectl(
-        User::Alice,
-        &[
-            "delete",
-            "workspace",
-            &again,
-            "-n",
-            "default",
-            "--cascade=orphan",
-            "--wait",
-        ],
-    );
-    assert!(orphan_again.success, "{orphan_again:?}");
-    let recreated = create(&alice, &again, json!({"image": "nginx"})).await;
+    let first_password = secrets
+        .get(&format!("{again}-password"))
+        .await
+        .unwrap()
+        .uid();
+    orphan(User::Alice, &again);
+    let recreated = create(&alice, &again, ide).await;
     let ready = wait_for(&alice, &again, "Running with its own children", |ws| {
         ws.is_ready()
     })
@@ -491,8 +503,15 @@ async fn children_left_behind_by_an_orphaning_delete_are_swept() {
     assert_eq!(
         deployment.owner_references().first().map(|o| o.uid.clone()),
         recreated.uid(),
-        "the old Deployment was swept and a new one made"
+        "the old Deployment was replaced by a new one"
     );
+    let secret = secrets.get(&format!("{again}-password")).await.unwrap();
+    assert_eq!(
+        secret.owner_references().first().map(|o| o.uid.clone()),
+        recreated.uid(),
+        "the earlier workspace's password is not the new one's"
+    );
+    assert_ne!(secret.uid(), first_password);
     alice
         .delete(&again, &DeleteParams::default())
         .await

@@ -880,6 +880,100 @@ async fn retained_claims_count_against_storage_until_deleted() {
     drop(grant);
 }
 
+#[tokio::test]
+async fn gpus_and_ephemeral_storage_count_against_per_owner_quotas() {
+    let grant = Grant::new(
+        json!([{"kind": "Group", "name": "guildnet:users"}]),
+        json!({"resources": {"maxPerWorkspace": {
+            "cpu": "2", "memory": "4Gi", "ephemeralStorage": "20Gi",
+            "extended": {"nvidia.com/gpu": "1"}
+        }}}),
+    )
+    .await;
+    let namespace = users_namespace("gpus").await;
+    let admin = client(User::Admin).await;
+    let quotas: Api<Quota> = Api::namespaced(admin.clone(), &namespace);
+    let quota: Quota = serde_json::from_value(json!({
+        "apiVersion": "guildnet.io/v1alpha1", "kind": "Quota",
+        "metadata": {"name": "one-gpu"},
+        "spec": {"perOwner": {"ephemeralStorage": "10Gi", "extended": {"nvidia.com/gpu": "1"}}}
+    }))
+    .unwrap();
+    quotas.create(&PostParams::default(), &quota).await.unwrap();
+    let alice: Api<Workspace> =
+        Api::namespaced(client_without_retries(User::Alice).await, &namespace);
+    let asking = |ephemeral: Option<&str>, gpus: &str| {
+        let mut requests = json!({"cpu": "500m", "memory": "1Gi"});
+        if let Some(ephemeral) = ephemeral {
+            requests["ephemeral-storage"] = json!(ephemeral);
+        }
+        json!({"image": ALLOWED_IMAGE,
+               "resources": {"requests": requests, "limits": {"nvidia.com/gpu": gpus}}})
+    };
+    let refusal = |spec: Value| {
+        let alice = alice.clone();
+        async move {
+            match alice
+                .create(&dry_run(), &manifest(&unique_name("probe"), spec))
+                .await
+            {
+                Err(kube::Error::Api(status)) if status.reason == "QuotaExceeded" => {
+                    Some(status.message)
+                }
+                _ => None,
+            }
+        }
+    };
+    // Once the webhook sees the Quota, a workspace that declares no ephemeral storage
+    // (so could use any amount) is refused.
+    let message = eventually("the webhook to see the Quota", TIMEOUT, || {
+        refusal(asking(None, "0"))
+    })
+    .await;
+    assert!(
+        message.contains("declares no ephemeral storage")
+            && message.contains("spec.resources.requests.ephemeral-storage"),
+        "{message}"
+    );
+
+    let first = unique_name("gpu");
+    alice
+        .create(
+            &PostParams::default(),
+            &manifest(&first, asking(Some("6Gi"), "1")),
+        )
+        .await
+        .unwrap();
+    let message = refusal(asking(Some("2Gi"), "1"))
+        .await
+        .expect("a second GPU");
+    assert!(
+        message.contains("spec.perOwner.extended[nvidia.com/gpu] is 1 per owner; you use 1 and this request adds 1"),
+        "{message}"
+    );
+    let message = refusal(asking(Some("6Gi"), "0"))
+        .await
+        .expect("12Gi of ephemeral storage");
+    assert!(
+        message.contains(
+            "spec.perOwner.ephemeralStorage is 10Gi per owner; you use 6Gi and this request adds 6Gi"
+        ),
+        "{message}"
+    );
+    alice
+        .create(
+            &dry_run(),
+            &manifest(&unique_name("fits"), asking(Some("4Gi"), "0")),
+        )
+        .await
+        .expect("4Gi more fits within 10Gi");
+    alice
+        .delete(&first, &DeleteParams::default())
+        .await
+        .unwrap();
+    grant.remove().await;
+}
+
 /// Waits until the webhook admits (dry run) a workspace of `spec`.
 async fn until_admitted_spec(api: &Api<Workspace>, spec: Value) {
     eventually("the webhook to admit the workspace", TIMEOUT, || {

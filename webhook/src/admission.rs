@@ -471,7 +471,7 @@ fn validate_update(
     // A stored spec whose quantities do not parse counts as nothing, so fixing it is
     // judged on what it asks for now.
     let old_demand = demand(&old_spec).unwrap_or_default();
-    let added = demand(&spec)?.saturating_sub(old_demand);
+    let added = demand(&spec)?.saturating_sub(&old_demand);
     quotas.check(
         old_demand,
         Usage {
@@ -604,8 +604,8 @@ impl QuotaCheck<'_> {
                     .filter(|(namespace, _)| {
                         policy::quota_counts_namespace(quota, namespace, system_namespace)
                     })
-                    .fold(this_workspace, |total, (_, usage)| {
-                        total.saturating_add(*usage)
+                    .fold(this_workspace.clone(), |total, (_, usage)| {
+                        total.saturating_add(usage)
                     }),
             })
             .collect();
@@ -633,7 +633,7 @@ impl QuotaCheck<'_> {
                 self.snapshot
                     .retained_claims
                     .iter()
-                    .map(|(namespace, usage)| Ok((namespace.as_str(), *usage))),
+                    .map(|(namespace, usage)| Ok((namespace.as_str(), usage.clone()))),
             )
             .collect()
     }

@@ -324,7 +324,7 @@ impl EffectiveCapabilities {
             "memory" => Ok((self.max_memory, QuantityStyle::BinarySI)),
             "ephemeral-storage" => Ok((self.max_ephemeral_storage, QuantityStyle::BinarySI)),
             other => match self.extended.get(other) {
-                Some(max) => Ok((Ceiling::AtMost(*max), extended_style(other))),
+                Some(max) => Ok((Ceiling::AtMost(*max), QuantityStyle::of_resource(other))),
                 None => Err(Denial::new(
                     DenialReason::ResourceLimitExceeded,
                     format!(
@@ -549,15 +549,6 @@ fn annotation_matches(pattern: &str, key: &str) -> bool {
     match pattern.strip_suffix('*') {
         Some(prefix) => key.starts_with(prefix) && !key.ends_with("-snippet"),
         None => pattern == key,
-    }
-}
-
-/// Hugepages are bytes; GPUs and other devices are counts.
-fn extended_style(resource: &str) -> QuantityStyle {
-    if resource.starts_with("hugepages-") {
-        QuantityStyle::BinarySI
-    } else {
-        QuantityStyle::DecimalSI
     }
 }
 

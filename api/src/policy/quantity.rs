@@ -39,6 +39,18 @@ pub enum QuantityStyle {
     BinarySI,
 }
 
+impl QuantityStyle {
+    /// How amounts of `resource` read best: bytes for memory, storage and hugepages, counts
+    /// for CPU, GPUs and other devices.
+    pub fn of_resource(resource: &str) -> Self {
+        match resource {
+            "memory" | "storage" | "ephemeral-storage" => Self::BinarySI,
+            hugepages if hugepages.starts_with("hugepages-") => Self::BinarySI,
+            _ => Self::DecimalSI,
+        }
+    }
+}
+
 /// Parses a quantity string (`500m`, `2`, `1.5`, `8Gi`, `1e3`, `100M`, `1k`, `-1`) into
 /// exact milli-units.
 pub fn parse_milli(s: &str) -> Result<i128, QuantityError> {

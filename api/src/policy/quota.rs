@@ -9,12 +9,13 @@ use crate::quota::{OwnerUsage, PerOwnerLimits, Quota, QuotaScope};
 use crate::workspace::facts::claim_name;
 use crate::workspace::{Workspace, WorkspaceSpec};
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// What an owner uses, what a workspace demands, or what a change adds (fields may then be
-/// negative). CPU, memory and storage are exact milli-units (see
+/// negative). CPU, memory, storage and the rest are exact milli-units (see
 /// [`quantity`](super::quantity)); sums saturate rather than wrap, so an absurd total
 /// exceeds every limit instead of slipping under one.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Usage {
     /// Number of workspaces.
     pub workspaces: i64,
@@ -24,27 +25,47 @@ pub struct Usage {
     pub memory: i128,
     /// Persistent storage, milli-bytes.
     pub storage: i128,
+    /// Ephemeral storage, milli-bytes.
+    pub ephemeral_storage: i128,
+    /// Whether a workspace counted (or, in a change, the changed one) declares no ephemeral
+    /// storage, so what it may use is unbounded.
+    pub ephemeral_storage_unbounded: bool,
+    /// Every other resource (GPUs, hugepages) by name, milli-units.
+    pub extended: BTreeMap<String, i128>,
 }
 
 impl Usage {
     /// The sum of two usages.
-    pub fn saturating_add(self, other: Self) -> Self {
-        Self {
-            workspaces: self.workspaces.saturating_add(other.workspaces),
-            cpu: self.cpu.saturating_add(other.cpu),
-            memory: self.memory.saturating_add(other.memory),
-            storage: self.storage.saturating_add(other.storage),
+    pub fn saturating_add(mut self, other: &Self) -> Self {
+        self.workspaces = self.workspaces.saturating_add(other.workspaces);
+        self.cpu = self.cpu.saturating_add(other.cpu);
+        self.memory = self.memory.saturating_add(other.memory);
+        self.storage = self.storage.saturating_add(other.storage);
+        self.ephemeral_storage = self
+            .ephemeral_storage
+            .saturating_add(other.ephemeral_storage);
+        self.ephemeral_storage_unbounded |= other.ephemeral_storage_unbounded;
+        for (resource, amount) in &other.extended {
+            let total = self.extended.entry(resource.clone()).or_default();
+            *total = total.saturating_add(*amount);
         }
+        self
     }
 
-    /// What replacing `old` by `self` adds: the change an update makes.
-    pub fn saturating_sub(self, old: Self) -> Self {
-        Self {
-            workspaces: self.workspaces.saturating_sub(old.workspaces),
-            cpu: self.cpu.saturating_sub(old.cpu),
-            memory: self.memory.saturating_sub(old.memory),
-            storage: self.storage.saturating_sub(old.storage),
+    /// What replacing `old` by `self` adds: the change an update makes. Ephemeral storage
+    /// becomes unbounded only if it was bounded before.
+    pub fn saturating_sub(mut self, old: &Self) -> Self {
+        self.workspaces = self.workspaces.saturating_sub(old.workspaces);
+        self.cpu = self.cpu.saturating_sub(old.cpu);
+        self.memory = self.memory.saturating_sub(old.memory);
+        self.storage = self.storage.saturating_sub(old.storage);
+        self.ephemeral_storage = self.ephemeral_storage.saturating_sub(old.ephemeral_storage);
+        self.ephemeral_storage_unbounded &= !old.ephemeral_storage_unbounded;
+        for (resource, amount) in &old.extended {
+            let total = self.extended.entry(resource.clone()).or_default();
+            *total = total.saturating_sub(*amount);
         }
+        self
     }
 
     /// The total demand of an owner's workspaces. Pass the ones a Quota counts (see
@@ -53,7 +74,7 @@ impl Usage {
         specs: impl IntoIterator<Item = &'a WorkspaceSpec>,
     ) -> Result<Self, QuantityError> {
         specs.into_iter().try_fold(Self::default(), |total, spec| {
-            Ok(total.saturating_add(workspace_demand(spec)?))
+            Ok(total.saturating_add(&workspace_demand(spec)?))
         })
     }
 
@@ -66,25 +87,44 @@ impl Usage {
             cpu: Some(format_milli(self.cpu, QuantityStyle::DecimalSI)),
             memory: Some(format_milli(self.memory, QuantityStyle::BinarySI)),
             storage: Some(format_milli(self.storage, QuantityStyle::BinarySI)),
+            ephemeral_storage: Some(format_milli(
+                self.ephemeral_storage,
+                QuantityStyle::BinarySI,
+            )),
+            extended: self
+                .extended
+                .iter()
+                .map(|(resource, amount)| {
+                    let style = QuantityStyle::of_resource(resource);
+                    (resource.clone(), format_milli(*amount, style))
+                })
+                .collect(),
         }
     }
 }
 
-/// What one workspace counts against Quotas: one workspace; CPU and memory as requested,
-/// or as limited where no request is given (Kubernetes then requests the limit); storage
-/// as the sum of its persistent volumes' sizes (ephemeral volumes live on the node and
-/// leave with the pod). Call it after defaulting, so profile resources count.
+/// Resources a workspace asks for that Quotas count apart from [`Usage::extended`].
+const NAMED_RESOURCES: [&str; 3] = ["cpu", "memory", "ephemeral-storage"];
+
+/// What one workspace counts against Quotas: one workspace; CPU, memory, ephemeral storage
+/// and every other resource as requested, or as limited where no request is given
+/// (Kubernetes then requests the limit); storage as the sum of its persistent volumes'
+/// sizes. Ephemeral volumes on disk are part of the pod's ephemeral storage, which the
+/// containers' `ephemeral-storage` bounds. Call it after defaulting, so profile resources
+/// count.
 ///
 /// A suspended workspace counts in full: its volumes keep their storage, and resuming it
 /// must not fail because someone else took its place in the meantime.
 pub fn workspace_demand(spec: &WorkspaceSpec) -> Result<Usage, QuantityError> {
     refuse_negative(spec)?;
-    let amount = |resource: &str| -> Result<i128, QuantityError> {
-        let resources = spec.resources.as_ref();
-        let requested = resources.and_then(|r| r.requests.as_ref()?.get(resource));
-        let limited = resources.and_then(|r| r.limits.as_ref()?.get(resource));
-        requested.or(limited).map_or(Ok(0), quantity_milli)
+    let resources = spec.resources.as_ref();
+    let requests = resources.and_then(|r| r.requests.as_ref());
+    let limits = resources.and_then(|r| r.limits.as_ref());
+    let declared = |resource: &str| {
+        let requested = requests.and_then(|r| r.get(resource));
+        requested.or_else(|| limits.and_then(|l| l.get(resource)))
     };
+    let amount = |resource: &str| declared(resource).map_or(Ok(0), quantity_milli);
     let storage = spec
         .volumes
         .iter()
@@ -92,11 +132,24 @@ pub fn workspace_demand(spec: &WorkspaceSpec) -> Result<Usage, QuantityError> {
         .try_fold(0i128, |total, persistent| {
             Ok::<_, QuantityError>(total.saturating_add(quantity_milli(&persistent.size)?))
         })?;
+    let others: BTreeSet<&String> = requests
+        .into_iter()
+        .chain(limits)
+        .flat_map(BTreeMap::keys)
+        .filter(|resource| !NAMED_RESOURCES.contains(&resource.as_str()))
+        .collect();
+    let extended = others
+        .into_iter()
+        .map(|resource| Ok((resource.clone(), amount(resource)?)))
+        .collect::<Result<_, QuantityError>>()?;
     Ok(Usage {
         workspaces: 1,
         cpu: amount("cpu")?,
         memory: amount("memory")?,
         storage,
+        ephemeral_storage: amount("ephemeral-storage")?,
+        ephemeral_storage_unbounded: declared("ephemeral-storage").is_none(),
+        extended,
     })
 }
 
@@ -226,36 +279,59 @@ pub fn check_quotas(quotas: &[ApplicableQuota<'_>], change: &Usage) -> Result<()
 
 fn check_quota(quota: &ApplicableQuota<'_>, change: &Usage) -> Result<(), Denial> {
     let limits = quota.limits;
-    let dimensions = [
-        Dimension::Workspaces.check(
+    let named = [
+        (
+            Dimension::Workspaces,
             limits.max_workspaces.map(|n| Ok(i128::from(n))),
-            quota,
-            change,
         ),
-        Dimension::Cpu.check(limits.cpu.as_ref().map(quantity_milli), quota, change),
-        Dimension::Memory.check(limits.memory.as_ref().map(quantity_milli), quota, change),
-        Dimension::Storage.check(limits.storage.as_ref().map(quantity_milli), quota, change),
+        (Dimension::Cpu, limits.cpu.as_ref().map(quantity_milli)),
+        (
+            Dimension::Memory,
+            limits.memory.as_ref().map(quantity_milli),
+        ),
+        (
+            Dimension::Storage,
+            limits.storage.as_ref().map(quantity_milli),
+        ),
+        (
+            Dimension::EphemeralStorage,
+            limits.ephemeral_storage.as_ref().map(quantity_milli),
+        ),
     ];
-    dimensions.into_iter().collect()
+    let extended = limits.extended.iter().map(|(resource, limit)| {
+        (
+            Dimension::Extended(resource.as_str()),
+            Some(quantity_milli(limit)),
+        )
+    });
+    named
+        .into_iter()
+        .chain(extended)
+        .try_for_each(|(dimension, limit)| dimension.check(limit, quota, change))
 }
 
 /// One limit of a Quota.
 #[derive(Clone, Copy)]
-enum Dimension {
+enum Dimension<'a> {
     Workspaces,
     Cpu,
     Memory,
     Storage,
+    EphemeralStorage,
+    /// A GPU, hugepages or other resource, by name.
+    Extended(&'a str),
 }
 
-impl Dimension {
+impl Dimension<'_> {
     /// The `spec.perOwner` field holding the limit.
-    fn field(self) -> &'static str {
+    fn field(self) -> String {
         match self {
-            Self::Workspaces => "maxWorkspaces",
-            Self::Cpu => "cpu",
-            Self::Memory => "memory",
-            Self::Storage => "storage",
+            Self::Workspaces => "maxWorkspaces".into(),
+            Self::Cpu => "cpu".into(),
+            Self::Memory => "memory".into(),
+            Self::Storage => "storage".into(),
+            Self::EphemeralStorage => "ephemeralStorage".into(),
+            Self::Extended(resource) => format!("extended[{resource}]"),
         }
     }
 
@@ -266,28 +342,42 @@ impl Dimension {
             Self::Cpu => (usage.cpu, change.cpu),
             Self::Memory => (usage.memory, change.memory),
             Self::Storage => (usage.storage, change.storage),
+            Self::EphemeralStorage => (usage.ephemeral_storage, change.ephemeral_storage),
+            Self::Extended(resource) => {
+                let of = |u: &Usage| u.extended.get(resource).copied().unwrap_or(0);
+                (of(usage), of(change))
+            }
         }
     }
 
     fn show(self, amount: i128) -> String {
-        match self {
-            Self::Workspaces => amount.to_string(),
-            Self::Cpu => format_milli(amount, QuantityStyle::DecimalSI).0,
-            Self::Memory | Self::Storage => format_milli(amount, QuantityStyle::BinarySI).0,
-        }
+        let style = match self {
+            Self::Workspaces => return amount.to_string(),
+            Self::Cpu => QuantityStyle::DecimalSI,
+            Self::Memory | Self::Storage | Self::EphemeralStorage => QuantityStyle::BinarySI,
+            Self::Extended(resource) => QuantityStyle::of_resource(resource),
+        };
+        format_milli(amount, style).0
     }
 
     /// What the user can change about the workspace itself.
-    fn own_fix(self) -> &'static str {
+    fn own_fix(self) -> String {
         match self {
-            Self::Workspaces => "delete one of your workspaces",
-            Self::Cpu => "lower spec.resources cpu, or shrink or delete another of your workspaces",
+            Self::Workspaces => "delete one of your workspaces".into(),
+            Self::Cpu => {
+                "lower spec.resources cpu, or shrink or delete another of your workspaces".into()
+            }
             Self::Memory => {
                 "lower spec.resources memory, or shrink or delete another of your workspaces"
+                    .into()
             }
             Self::Storage => {
-                "use smaller persistent volumes, or delete another of your workspaces and its claims"
+                "use smaller persistent volumes, or delete another of your workspaces and its claims (retained claims count until deleted)".into()
             }
+            Self::EphemeralStorage => "lower spec.resources ephemeral-storage, or shrink or delete another of your workspaces".into(),
+            Self::Extended(resource) => format!(
+                "lower spec.resources {resource}, or shrink or delete another of your workspaces"
+            ),
         }
     }
 
@@ -309,6 +399,13 @@ impl Dimension {
                 self.field()
             ))
         })?;
+        if matches!(self, Self::EphemeralStorage) && change.ephemeral_storage_unbounded {
+            return Err(denied(format!(
+                "Quota {}: spec.perOwner.ephemeralStorage is {} per owner, and this workspace declares no ephemeral storage, so it could use any amount: set spec.resources.requests.ephemeral-storage (or limits), e.g. 10Gi",
+                quota.name,
+                self.show(limit)
+            )));
+        }
         if added <= 0 || used.saturating_add(added) <= limit {
             return Ok(());
         }
@@ -371,6 +468,7 @@ mod tests {
             cpu: quantity(cpu),
             memory: quantity(memory),
             storage: quantity(storage),
+            ..PerOwnerLimits::default()
         }
     }
 
@@ -381,6 +479,7 @@ mod tests {
             cpu: milli(cpu),
             memory: milli(memory),
             storage: milli(storage),
+            ..Usage::default()
         }
     }
 
@@ -407,6 +506,8 @@ mod tests {
                 cpu: 500,
                 memory: 4 * GI * 1_000,
                 storage: (10 * GI + GI / 2) * 1_000,
+                ephemeral_storage_unbounded: true,
+                ..Usage::default()
             })
         );
     }
@@ -505,9 +606,10 @@ mod tests {
         };
         let bare = Usage {
             workspaces: 1,
+            ephemeral_storage_unbounded: true,
             ..Usage::default()
         };
-        assert_eq!(workspace_demand(&spec), Ok(bare));
+        assert_eq!(workspace_demand(&spec), Ok(bare.clone()));
         spec.lifecycle = Some(crate::workspace::Lifecycle {
             suspend: Some(true),
             ..Default::default()
@@ -531,7 +633,13 @@ mod tests {
     fn usage_sums_workspaces_and_becomes_a_status_entry() {
         let spec = |cpu: &str, memory: &str| WorkspaceSpec {
             resources: Some(ResourceRequirements {
-                requests: amounts(&[("cpu", cpu), ("memory", memory)]),
+                requests: amounts(&[
+                    ("cpu", cpu),
+                    ("memory", memory),
+                    ("ephemeral-storage", "2Gi"),
+                ]),
+                // Extended resources are given as limits (Kubernetes requests the limit).
+                limits: amounts(&[("nvidia.com/gpu", "1"), ("hugepages-2Mi", "512Mi")]),
                 ..ResourceRequirements::default()
             }),
             volumes: vec![volume("home", Some("5Gi"))],
@@ -539,12 +647,27 @@ mod tests {
         };
         let specs = [spec("1.5", "1Gi"), spec("500m", "3Gi")];
         let total = Usage::of_workspaces(&specs).unwrap();
-        assert_eq!(total, usage(2, "2", "4Gi", "10Gi"));
+        let milli = |q: &str| super::super::parse_milli(q).unwrap();
+        assert_eq!(
+            total,
+            Usage {
+                ephemeral_storage: milli("4Gi"),
+                extended: [
+                    ("hugepages-2Mi".to_owned(), milli("1Gi")),
+                    ("nvidia.com/gpu".to_owned(), milli("2")),
+                ]
+                .into(),
+                ..usage(2, "2", "4Gi", "10Gi")
+            }
+        );
         let entry = total.to_owner_usage("u-abc", Some("alice"));
         assert_eq!(entry.workspaces, 2);
         assert_eq!(entry.cpu, quantity("2"));
         assert_eq!(entry.memory, quantity("4Gi"));
         assert_eq!(entry.storage, quantity("10Gi"));
+        assert_eq!(entry.ephemeral_storage, quantity("4Gi"));
+        assert_eq!(entry.extended["nvidia.com/gpu"], Quantity("2".into()));
+        assert_eq!(entry.extended["hugepages-2Mi"], Quantity("1Gi".into()));
         assert_eq!(entry.owner_name.as_deref(), Some("alice"));
     }
 
@@ -614,6 +737,62 @@ mod tests {
             ),
             Ok(())
         );
+    }
+
+    #[test]
+    fn gpus_and_ephemeral_storage_are_limited_per_owner() {
+        let limits = PerOwnerLimits {
+            ephemeral_storage: quantity("20Gi"),
+            extended: [("nvidia.com/gpu".to_owned(), Quantity("2".into()))].into(),
+            ..PerOwnerLimits::default()
+        };
+        let milli = |q: &str| super::super::parse_milli(q).unwrap();
+        let asking = |ephemeral: Option<&str>, gpus: &str| Usage {
+            workspaces: 1,
+            ephemeral_storage: ephemeral.map_or(0, milli),
+            ephemeral_storage_unbounded: ephemeral.is_none(),
+            extended: [("nvidia.com/gpu".to_owned(), milli(gpus))].into(),
+            ..Usage::default()
+        };
+        let quota = ApplicableQuota {
+            name: "team-a/gpus",
+            limits: &limits,
+            usage: asking(Some("15Gi"), "1"),
+        };
+        let check = |change: &Usage| check_quotas(std::slice::from_ref(&quota), change);
+        assert_eq!(check(&asking(Some("5Gi"), "1")), Ok(()));
+        let denial = check(&asking(Some("5Gi"), "2")).unwrap_err();
+        assert!(
+            denial.message.starts_with(
+                "Quota team-a/gpus: spec.perOwner.extended[nvidia.com/gpu] is 2 per owner; you use 1 and this request adds 2: lower spec.resources nvidia.com/gpu"
+            ),
+            "{}",
+            denial.message
+        );
+        let denial = check(&asking(Some("6Gi"), "0")).unwrap_err();
+        assert!(denial.message.contains(
+            "spec.perOwner.ephemeralStorage is 20Gi per owner; you use 15Gi and this request adds 6Gi"
+        ));
+        // Declaring no ephemeral storage would let the workspace use any amount.
+        let denial = check(&asking(None, "0")).unwrap_err();
+        assert!(
+            denial.message.contains(
+                "declares no ephemeral storage, so it could use any amount: set spec.resources.requests.ephemeral-storage"
+            ),
+            "{}",
+            denial.message
+        );
+        // An update of a workspace that never declared it is not refused for that alone.
+        let unbounded_before = asking(None, "0");
+        let edited = asking(None, "0").saturating_sub(&unbounded_before);
+        assert_eq!(check(&edited), Ok(()));
+        // Without an ephemeral storage limit, an undeclared amount is fine.
+        let open = ApplicableQuota {
+            name: "open",
+            limits: &PerOwnerLimits::default(),
+            usage: Usage::default(),
+        };
+        assert_eq!(check_quotas(&[open], &asking(None, "8")), Ok(()));
     }
 
     #[test]
@@ -689,10 +868,10 @@ mod tests {
             usage: usage(2, "6", "4Gi", "0"),
         };
         let old = usage(1, "3", "2Gi", "0");
-        let shrink = usage(1, "2", "2Gi", "0").saturating_sub(old);
+        let shrink = usage(1, "2", "2Gi", "0").saturating_sub(&old);
         assert_eq!(shrink.workspaces, 0);
         assert_eq!(check_quotas(std::slice::from_ref(&quota), &shrink), Ok(()));
-        let grow = usage(1, "3", "8Gi", "0").saturating_sub(old);
+        let grow = usage(1, "3", "8Gi", "0").saturating_sub(&old);
         let denial = check_quotas(&[quota], &grow).unwrap_err();
         assert!(denial.message.contains(
             "spec.perOwner.memory is 8Gi per owner; you use 4Gi and this request adds 6Gi"
@@ -724,15 +903,14 @@ mod tests {
         let full = Usage {
             workspaces: i64::MAX,
             cpu: i128::MAX,
-            memory: 0,
-            storage: 0,
+            ..Usage::default()
         };
         let quota = ApplicableQuota {
             name: "q",
             limits: &limits,
-            usage: full,
+            usage: full.clone(),
         };
-        assert_eq!(full.saturating_add(full).cpu, i128::MAX);
+        assert_eq!(full.clone().saturating_add(&full).cpu, i128::MAX);
         assert!(check_quotas(&[quota], &usage(1, "1", "0", "0")).is_err());
     }
 

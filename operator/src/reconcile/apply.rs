@@ -8,7 +8,9 @@
 //! existing object, if any, is checked against [`Owner`]: its controller reference must be
 //! the parent's uid, or, for objects that outlive their parent (retained volume claims), it
 //! must have no controller and carry the parent's identifying labels. Anything else is a
-//! [`NameConflict`]: nothing is written or deleted.
+//! [`NameConflict`]: nothing is written or deleted — unless the owner says it is a leftover
+//! of an earlier parent of the same name ([`Owner::leftover`]), which is deleted (on its
+//! uid) and replaced.
 //!
 //! The check reads, then writes: an object created in the milliseconds between the two is
 //! not caught. It needs create rights in the namespace and exact timing; every object that
@@ -23,13 +25,16 @@ use serde::de::DeserializeOwned;
 use std::fmt::Debug;
 
 /// Whose children a controller writes: the rule an existing object must pass.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy)]
 pub struct Owner<'a> {
     /// The parent's uid: an object whose controller reference names it is the parent's.
     pub uid: &'a str,
     /// For objects that outlive the parent (no controller reference): the labels they must
     /// carry, each equal to the value given or, for `None`, absent.
     pub labels: &'a [(&'a str, Option<&'a str>)],
+    /// Which objects that are not the parent's are an earlier parent's leftovers, to be
+    /// replaced (children an orphaning delete left behind). `None`: none are.
+    pub leftover: Option<&'a (dyn Fn(&ObjectMeta) -> bool + Sync)>,
 }
 
 /// A child's name is taken by an object that is not the parent's own.
@@ -196,12 +201,37 @@ async fn refuse_foreign<K>(
 where
     K: Resource + Clone + DeserializeOwned + Debug,
 {
-    match api.get_metadata_opt(name).await? {
-        None => Ok(false),
-        Some(existing) => match owner.conflict(kind, &existing.metadata) {
-            None => Ok(true),
-            Some(conflict) => Err(conflict.into()),
-        },
+    let Some(existing) = api.get_metadata_opt(name).await? else {
+        return Ok(false);
+    };
+    let Some(conflict) = owner.conflict(kind, &existing.metadata) else {
+        return Ok(true);
+    };
+    if !owner
+        .leftover
+        .is_some_and(|leftover| leftover(&existing.metadata))
+    {
+        return Err(conflict.into());
+    }
+    let params = DeleteParams {
+        preconditions: Some(kube::api::Preconditions {
+            uid: existing.metadata.uid.clone(),
+            resource_version: None,
+        }),
+        ..DeleteParams::background()
+    };
+    match api.delete(name, &params).await {
+        Ok(_) => {
+            tracing::info!(
+                kind,
+                name,
+                "replaced a child an earlier workspace of this name left behind"
+            );
+            Ok(false)
+        }
+        // Gone already; or replaced since the read, so look again next time.
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(false),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -248,6 +278,7 @@ mod tests {
         let owner = Owner {
             uid: "bob-uid",
             labels: &[],
+            leftover: None,
         };
         assert!(owner.check(&meta(Some("bob-uid"), &[])).is_ok());
         let why = owner.check(&meta(Some("alice-uid"), &[])).unwrap_err();
@@ -265,6 +296,7 @@ mod tests {
         let owner = Owner {
             uid: "bob-uid",
             labels: &labels,
+            leftover: None,
         };
         let retained = |id, who| meta(None, &[("guildnet.io/id", id), ("guildnet.io/owner", who)]);
         assert!(owner.check(&retained("x", "u-bob")).is_ok());
@@ -290,6 +322,7 @@ mod tests {
         let ownerless = Owner {
             uid: "uid",
             labels: &ownerless,
+            leftover: None,
         };
         assert!(ownerless.check(&retained("x", "u-alice")).is_err());
         assert!(

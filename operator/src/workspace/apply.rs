@@ -3,7 +3,7 @@
 //! longer asks for, and taking requested snapshots.
 
 use super::controller::{Context, Error};
-use super::{Children, desired_children, password_secret, snapshot};
+use super::{Children, desired_children, password_secret, snapshot, sweep};
 use crate::reconcile::apply::{Owner, apply_owned, apply_owned_cached, create_once, delete_owned};
 use crate::reconcile::conditions::Observed;
 use guildnet_api::Workspace;
@@ -51,13 +51,22 @@ pub(super) async fn apply_children(
         (labels::ID, Some(name.as_str())),
         (labels::OWNER, ws.owner_id()),
     ];
+    // What an orphaning delete of an earlier workspace of this name left behind is replaced;
+    // claims, which hold data, never are.
+    let created = ws.metadata.creation_timestamp.clone();
+    let leftover = |meta: &ObjectMeta| {
+        let id = meta.labels.as_ref().and_then(|l| l.get(labels::ID));
+        id == Some(&name) && sweep::is_left_behind(meta, |_, _| created.clone())
+    };
     let owned = Owner {
         uid: &uid,
         labels: &[],
+        leftover: Some(&leftover),
     };
     let outliving = Owner {
         uid: &uid,
         labels: &labels,
+        leftover: None,
     };
     let (deployment, snapshot) =
         apply_all(ws, namespace, &children, &owned, &outliving, ctx).await?;
@@ -181,6 +190,7 @@ async fn take_snapshots(
     let snapshots = Owner {
         uid: outliving.uid,
         labels: &labels,
+        leftover: None,
     };
     let mut names = Vec::new();
     for snapshot in snapshot::volume_snapshots(ws, &children.pvcs, name) {

@@ -1,5 +1,5 @@
-//! The Workspace controller's watch caches: Workspaces and their Pods, Deployments and
-//! Services, watched on every replica whether it leads or not. A standby that becomes the
+//! The Workspace controller's watch caches: Workspaces, their Pods and GuildNet's children
+//! (Deployments, Services, NetworkPolicies, Ingresses, volume claims), watched on every replica whether it leads or not. A standby that becomes the
 //! leader reconciles from warm caches at once, and the metrics count Workspaces from them on
 //! every replica.
 
@@ -7,8 +7,8 @@ use futures::{Stream, StreamExt};
 use guildnet_api::quota::QuotaScope;
 use guildnet_api::{Quota, Workspace, labels};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Pod, Service};
-use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Service};
+use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use kube::api::{Api, PartialObjectMeta};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -22,8 +22,9 @@ use tracing::{debug, warn};
 /// instead (a burst of pod updates across thousands of workspaces fits).
 const TRIGGER_BUFFER: usize = 16 * 1024;
 
-/// The watches a cache is kept for: Workspaces, Pods, Deployments, Services and Quotas.
-const WATCHES: usize = 6;
+/// The watches a cache is kept for: Workspaces, Pods, Deployments, Services,
+/// NetworkPolicies, Ingresses, volume claims and Quotas.
+const WATCHES: usize = 8;
 
 /// The Workspace controller's watch caches and the changes they see, kept on every replica
 /// whether it leads or not, so a new leader reconciles from warm caches at once.
@@ -35,6 +36,9 @@ pub struct Caches {
     deployments: Store<PartialObjectMeta<Deployment>>,
     services: Store<PartialObjectMeta<Service>>,
     network_policies: Store<PartialObjectMeta<NetworkPolicy>>,
+    ingresses: Store<PartialObjectMeta<Ingress>>,
+    /// GuildNet's volume claims: retained ones count against their owner's storage Quota.
+    claims: Store<PersistentVolumeClaim>,
     quotas: Store<Quota>,
     /// The workspace each change concerns; a leader's controller subscribes.
     triggers: broadcast::Sender<ObjectRef<Workspace>>,
@@ -97,12 +101,33 @@ impl Caches {
         let (network_policies, writer) = reflector::store();
         let events = watcher(
             Api::<PartialObjectMeta<NetworkPolicy>>::all(client.clone()),
-            managed,
+            managed.clone(),
         )
         .default_backoff()
         .reflect(writer);
         let watch = Watch::new(triggers.clone(), synced_tx.clone());
         tokio::spawn(watch.run("networkpolicies", events, owners));
+        let (ingresses, writer) = reflector::store();
+        let events = watcher(
+            Api::<PartialObjectMeta<Ingress>>::all(client.clone()),
+            managed.clone(),
+        )
+        .default_backoff()
+        .reflect(writer);
+        let watch = Watch::new(triggers.clone(), synced_tx.clone());
+        tokio::spawn(watch.run("ingresses", events, owners));
+        // Claims trigger nothing: a freed Quota place does not start a refused workspace
+        // by itself (see `quota`), and the reconcile reads claims as it writes them.
+        let (claims, writer) = reflector::store();
+        let events = watcher(Api::<PersistentVolumeClaim>::all(client.clone()), managed)
+            .default_backoff()
+            .reflect(writer);
+        let watch = Watch::new(triggers.clone(), synced_tx.clone());
+        tokio::spawn(watch.run(
+            "persistentvolumeclaims",
+            events,
+            |_: &PersistentVolumeClaim| Vec::new(),
+        ));
 
         // A Quota change may start or refuse any workspace it counts.
         let (quotas, writer) = reflector::store();
@@ -130,6 +155,8 @@ impl Caches {
             deployments,
             services,
             network_policies,
+            ingresses,
+            claims,
             quotas,
             triggers,
             synced,
@@ -159,6 +186,16 @@ impl Caches {
     /// GuildNet's NetworkPolicies (metadata).
     pub(crate) fn network_policies(&self) -> Store<PartialObjectMeta<NetworkPolicy>> {
         self.network_policies.clone()
+    }
+
+    /// GuildNet's Ingresses (metadata).
+    pub(crate) fn ingresses(&self) -> Store<PartialObjectMeta<Ingress>> {
+        self.ingresses.clone()
+    }
+
+    /// GuildNet's volume claims.
+    pub(crate) fn claims(&self) -> Store<PersistentVolumeClaim> {
+        self.claims.clone()
     }
 
     /// The Pod cache (pods of managed workspaces).

@@ -11,8 +11,8 @@ use crate::reconcile::events::{Announced, Publisher};
 use guildnet_api::workspace::WorkspacePhase;
 use guildnet_api::{Quota, Workspace};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Pod, Service};
-use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Service};
+use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use kube::api::PartialObjectMeta;
 use kube::runtime::reflector::Store;
 use kube::{Client, ResourceExt};
@@ -55,6 +55,8 @@ pub struct Context {
     pub(super) deployments: Store<PartialObjectMeta<Deployment>>,
     pub(super) services: Store<PartialObjectMeta<Service>>,
     pub(super) network_policies: Store<PartialObjectMeta<NetworkPolicy>>,
+    pub(super) ingresses: Store<PartialObjectMeta<Ingress>>,
+    claims: Store<PersistentVolumeClaim>,
     workspaces: Store<Workspace>,
     quotas: Store<Quota>,
     pub(super) metrics: Arc<Metrics>,
@@ -80,6 +82,8 @@ impl Context {
             deployments: caches.deployments(),
             services: caches.services(),
             network_policies: caches.network_policies(),
+            ingresses: caches.ingresses(),
+            claims: caches.claims(),
             workspaces: caches.workspaces(),
             quotas: caches.quotas(),
             metrics,
@@ -89,20 +93,32 @@ impl Context {
     }
 
     /// The `QuotaExceeded` failure of `ws`, from the caches (see [`quota`]).
-    /// Quotas count only the owner's workspaces, and none when there is no Quota, so only
-    /// those are taken from the cache: copying all of it per reconcile made a resync O(N²).
+    /// Quotas count only the owner's workspaces and claims, and none when there is no
+    /// Quota, so only those are taken from the caches: copying all of them per reconcile
+    /// made a resync O(N²).
     pub(super) fn quota_failure(&self, ws: &Workspace) -> Option<Failure> {
         let quotas = self.quotas.state();
         let owner = ws.owner_id()?;
-        let workspaces = if quotas.is_empty() {
-            Vec::new()
+        let (workspaces, claims) = if quotas.is_empty() {
+            (Vec::new(), Vec::new())
         } else {
-            self.workspaces
-                .state_filter(|w| w.owner_id() == Some(owner))
+            let of_owner = |labels: &std::collections::BTreeMap<String, String>| {
+                labels.get(guildnet_api::labels::OWNER).map(String::as_str) == Some(owner)
+            };
+            (
+                self.workspaces
+                    .state_filter(|w| w.owner_id() == Some(owner)),
+                self.claims.state_filter(|c| of_owner(c.labels())),
+            )
         };
         let workspaces: Vec<&Workspace> = workspaces.iter().map(|w| w.as_ref()).collect();
+        let claims: Vec<&PersistentVolumeClaim> = claims.iter().map(|c| c.as_ref()).collect();
         let quotas: Vec<&Quota> = quotas.iter().map(|q| q.as_ref()).collect();
-        quota::check(ws, &workspaces, &quotas, &self.settings.system_namespace)
+        let counted = quota::Counted {
+            workspaces: &workspaces,
+            claims: &claims,
+        };
+        quota::check(ws, &counted, &quotas, &self.settings.system_namespace)
     }
 
     /// The workspace's pods, from the watch cache.

@@ -1,6 +1,8 @@
 //! Quotas, enforced again by the operator. Admission alone races (two webhook replicas, a
 //! cache a moment behind), so the operator is the final word:
 //!
+//! - an owner's retained volume claims that no workspace asks for count first: they exist,
+//!   and they keep their storage until the owner deletes them;
 //! - an owner's workspaces that a Quota counts are ordered by creation time, then name;
 //! - walking that order, each workspace is admitted while the owner's usage plus its demand
 //!   stays within every Quota that applies; one that would not fit is not started (zero
@@ -20,13 +22,23 @@ use guildnet_api::policy::{
 };
 use guildnet_api::workspace::facts::{ConditionType, Reason};
 use guildnet_api::{Quota, Workspace};
+use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use kube::ResourceExt;
 
+/// What a Quota may count of an owner, from the operator's caches (all namespaces).
+#[derive(Clone, Copy)]
+pub struct Counted<'a> {
+    /// The owner's workspaces.
+    pub workspaces: &'a [&'a Workspace],
+    /// The owner's volume claims; only retained ones no workspace asks for count.
+    pub claims: &'a [&'a PersistentVolumeClaim],
+}
+
 /// The `QuotaExceeded` failure of `ws`, if the Quotas that apply to its owner leave it no
-/// room. `workspaces` and `quotas` are the operator's caches (all namespaces).
+/// room. `counted` and `quotas` are from the operator's caches (all namespaces).
 pub fn check(
     ws: &Workspace,
-    workspaces: &[&Workspace],
+    counted: &Counted<'_>,
     quotas: &[&Quota],
     system_namespace: &str,
 ) -> Option<Failure> {
@@ -36,7 +48,12 @@ pub fn check(
     }
     let namespace = ws.namespace()?;
     let user = owner_as_user(ws);
-    let demand = workspace_demand(&ws.spec).ok()?;
+    let mut demand = workspace_demand(&ws.spec).ok()?;
+    // Admission refuses a workspace whose ephemeral storage is unbounded while a Quota
+    // limits it; one admitted before such a Quota existed keeps running.
+    demand.ephemeral_storage_unbounded = false;
+    let retained =
+        policy::retained_claims_usage(counted.claims.iter().copied(), owner, counted.workspaces);
     let applying: Vec<&Quota> = quotas
         .iter()
         .copied()
@@ -52,7 +69,13 @@ pub fn check(
         .map(|(q, name)| ApplicableQuota {
             name,
             limits: &q.spec.per_owner,
-            usage: usage_before(ws, owner, workspaces, q, system_namespace),
+            usage: retained
+                .iter()
+                .filter(|(ns, _)| policy::quota_counts_namespace(q, ns, system_namespace))
+                .fold(
+                    usage_before(ws, owner, counted.workspaces, q, system_namespace),
+                    |total, (_, claims)| total.saturating_add(claims),
+                ),
         })
         .collect();
     check_quotas(&applicable, &demand).err().map(|denial| Failure {
@@ -99,7 +122,9 @@ fn usage_before(
         })
         .filter(|w| order_key(w) < key)
         .filter_map(|w| workspace_demand(&w.spec).ok())
-        .fold(Usage::default(), Usage::saturating_add)
+        .fold(Usage::default(), |total, demand| {
+            total.saturating_add(&demand)
+        })
 }
 
 /// Creation time, then namespace and name: the order in which workspaces get capacity.
@@ -119,6 +144,7 @@ mod tests {
     use guildnet_api::labels;
     use guildnet_api::quota::{PerOwnerLimits, QuotaSpec};
     use guildnet_api::workspace::WorkspaceStatus;
+    use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
     use k8s_openapi::jiff::Timestamp;
 
@@ -137,6 +163,13 @@ mod tests {
         ws.metadata.annotations =
             Some([(labels::OWNER_NAME.to_string(), owner.to_string())].into());
         ws
+    }
+
+    fn counted<'a>(workspaces: &'a [&'a Workspace]) -> Counted<'a> {
+        Counted {
+            workspaces,
+            claims: &[],
+        }
     }
 
     fn max_workspaces(n: i32) -> Quota {
@@ -177,7 +210,7 @@ mod tests {
         let quota = max_workspaces(3);
         let over: Vec<String> = fleet
             .iter()
-            .filter(|ws| check(ws, &all, &[&quota], "guildnet-system").is_some())
+            .filter(|ws| check(ws, &counted(&all), &[&quota], "guildnet-system").is_some())
             .map(|ws| ws.name_any())
             .collect();
         // Created at 100, 99, 98, 97, 96: the three oldest are ws-4, ws-3, ws-2.
@@ -192,7 +225,12 @@ mod tests {
         elsewhere.metadata.namespace = Some("team-b".into());
         let all = [&mine, &bobs, &elsewhere];
         assert_eq!(
-            check(&mine, &all, &[&max_workspaces(1)], "guildnet-system"),
+            check(
+                &mine,
+                &counted(&all),
+                &[&max_workspaces(1)],
+                "guildnet-system"
+            ),
             None
         );
     }
@@ -205,15 +243,24 @@ mod tests {
         let quota = max_workspaces(2);
         // Capacity freed up, but `second` stays refused...
         let all = [&second, &third];
-        let failure = check(&second, &all, &[&quota], "guildnet-system").expect("still refused");
+        let failure =
+            check(&second, &counted(&all), &[&quota], "guildnet-system").expect("still refused");
         assert_eq!(failure.reason, Reason::QuotaExceeded);
         // ...and does not count against `third`.
-        assert_eq!(check(&third, &all, &[&quota], "guildnet-system"), None);
+        assert_eq!(
+            check(&third, &counted(&all), &[&quota], "guildnet-system"),
+            None
+        );
         // The user edits it (a new generation): judged again, and it fits.
         let mut resumed = second.clone();
         resumed.metadata.generation = Some(2);
         assert_eq!(
-            check(&resumed, &[&resumed, &third], &[&quota], "guildnet-system"),
+            check(
+                &resumed,
+                &counted(&[&resumed, &third]),
+                &[&quota],
+                "guildnet-system"
+            ),
             None
         );
     }
@@ -223,8 +270,126 @@ mod tests {
         let mut ws = workspace("free", "alice", 1);
         ws.metadata.labels = None;
         assert_eq!(
-            check(&ws, &[&ws], &[&max_workspaces(0)], "guildnet-system"),
+            check(
+                &ws,
+                &counted(&[&ws]),
+                &[&max_workspaces(0)],
+                "guildnet-system"
+            ),
             None
+        );
+    }
+
+    fn limited(per_owner: PerOwnerLimits) -> Quota {
+        let mut q = max_workspaces(10);
+        q.spec.per_owner = per_owner;
+        q
+    }
+
+    fn with_storage(mut ws: Workspace, size: &str) -> Workspace {
+        ws.spec.volumes = vec![guildnet_api::workspace::WorkspaceVolume {
+            name: "home".into(),
+            mount_path: "/home".into(),
+            persistent: Some(guildnet_api::workspace::PersistentVolume {
+                size: Quantity(size.into()),
+                ..Default::default()
+            }),
+            ephemeral: None,
+        }];
+        ws
+    }
+
+    fn retained_claim(name: &str, owner: &str, size: &str) -> PersistentVolumeClaim {
+        use k8s_openapi::api::core::v1::{PersistentVolumeClaimSpec, VolumeResourceRequirements};
+        let mut claim = PersistentVolumeClaim::default();
+        claim.metadata.name = Some(name.into());
+        claim.metadata.namespace = Some("team-a".into());
+        claim.metadata.labels = Some(
+            [
+                (labels::MANAGED.to_string(), "true".to_string()),
+                (labels::OWNER.to_string(), owner.to_string()),
+            ]
+            .into(),
+        );
+        claim.spec = Some(PersistentVolumeClaimSpec {
+            resources: Some(VolumeResourceRequirements {
+                requests: Some([("storage".to_string(), Quantity(size.into()))].into()),
+                limits: None,
+            }),
+            ..Default::default()
+        });
+        claim
+    }
+
+    #[test]
+    fn retained_claims_take_their_owners_storage_before_any_workspace() {
+        let quota = limited(PerOwnerLimits {
+            storage: Some(Quantity("20Gi".into())),
+            ..Default::default()
+        });
+        let ws = with_storage(workspace("ws", "alice", 1), "15Gi");
+        let gone = retained_claim("gone-home", "alice", "10Gi");
+        // Named by `ws`'s spec: counted once, as the workspace's.
+        let its_own = retained_claim("ws-home", "alice", "15Gi");
+        let all = [&ws];
+        let only_its_own = [&its_own];
+        let counted_with = |claims| Counted {
+            workspaces: &all,
+            claims,
+        };
+        assert_eq!(
+            check(
+                &ws,
+                &counted_with(&only_its_own),
+                &[&quota],
+                "guildnet-system"
+            ),
+            None
+        );
+        let with_gone = [&its_own, &gone];
+        let failure = check(&ws, &counted_with(&with_gone), &[&quota], "guildnet-system")
+            .expect("10Gi retained + 15Gi is over 20Gi");
+        assert_eq!(failure.reason, Reason::QuotaExceeded);
+        assert!(
+            failure
+                .message
+                .contains("spec.perOwner.storage is 20Gi per owner; you use 10Gi"),
+            "{}",
+            failure.message
+        );
+    }
+
+    #[test]
+    fn gpus_are_counted_per_owner_and_unbounded_ephemeral_storage_is_left_to_admission() {
+        let quota = limited(PerOwnerLimits {
+            ephemeral_storage: Some(Quantity("10Gi".into())),
+            extended: [("nvidia.com/gpu".to_string(), Quantity("1".into()))].into(),
+            ..Default::default()
+        });
+        let gpu = |mut ws: Workspace| {
+            ws.spec.resources = Some(k8s_openapi::api::core::v1::ResourceRequirements {
+                limits: Some([("nvidia.com/gpu".to_string(), Quantity("1".into()))].into()),
+                ..Default::default()
+            });
+            ws
+        };
+        let first = gpu(workspace("first", "alice", 1));
+        let second = gpu(workspace("second", "alice", 2));
+        let all = [&first, &second];
+        // Neither declares ephemeral storage: admission refuses such a workspace while the
+        // Quota limits it, but one that was running before the Quota keeps running.
+        assert_eq!(
+            check(&first, &counted(&all), &[&quota], "guildnet-system"),
+            None
+        );
+        let failure = check(&second, &counted(&all), &[&quota], "guildnet-system")
+            .expect("a second GPU is over the Quota");
+        assert!(
+            failure
+                .message
+                .contains("spec.perOwner.extended[nvidia.com/gpu] is 1 per owner; you use 1 and this request adds 1"),
+            "{}",
+            failure.message
         );
     }
 }

@@ -7,14 +7,16 @@ use super::reaper::{self, IdleAction, Reap};
 use super::sweep;
 use guildnet_api::Workspace;
 use guildnet_api::workspace::facts::Reason;
+use guildnet_api::workspace::facts::password_secret_name;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Service;
-use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::Store;
 use kube::{Resource, ResourceExt};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use tracing::{Instrument, info, info_span, warn};
 
@@ -91,8 +93,8 @@ async fn reap_one(ws: &Workspace, reap: &Reap, ctx: &Context) -> Result<(), Erro
     Ok(())
 }
 
-/// Deletes the Deployments, Services and NetworkPolicies whose workspace was deleted
-/// without them.
+/// Deletes the Deployments, Services, NetworkPolicies, Ingresses and password Secrets whose
+/// workspace was deleted without them.
 async fn sweep(workspaces: &[Arc<Workspace>], ctx: &Context) {
     let created = |namespace: &str, name: &str| {
         workspaces
@@ -102,18 +104,49 @@ async fn sweep(workspaces: &[Arc<Workspace>], ctx: &Context) {
     };
     let deployments = sweep::orphans(ctx.deployments.state().iter().map(|d| d.as_ref()), created);
     let services = sweep::orphans(ctx.services.state().iter().map(|s| s.as_ref()), created);
-    for orphan in deployments {
-        let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), &orphan.namespace);
-        delete_orphan(&api, "Deployment", &orphan).await;
-    }
-    for orphan in services {
-        let api: Api<Service> = Api::namespaced(ctx.client.clone(), &orphan.namespace);
-        delete_orphan(&api, "Service", &orphan).await;
-    }
     let policies = ctx.network_policies.state();
-    for orphan in sweep::orphans(policies.iter().map(|p| p.as_ref()), created) {
+    let policies = sweep::orphans(policies.iter().map(|p| p.as_ref()), created);
+    let ingresses = sweep::orphans(ctx.ingresses.state().iter().map(|i| i.as_ref()), created);
+    // Every gone workspace left a Deployment, Service and NetworkPolicy; its password
+    // Secret, if it had one, is looked up by name.
+    let gone: BTreeSet<(String, String)> = deployments
+        .iter()
+        .chain(&services)
+        .chain(&policies)
+        .map(|orphan| (orphan.namespace.clone(), orphan.workspace.clone()))
+        .collect();
+    for orphan in &deployments {
+        let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), &orphan.namespace);
+        delete_orphan(&api, "Deployment", orphan).await;
+    }
+    for orphan in &services {
+        let api: Api<Service> = Api::namespaced(ctx.client.clone(), &orphan.namespace);
+        delete_orphan(&api, "Service", orphan).await;
+    }
+    for orphan in &policies {
         let api: Api<NetworkPolicy> = Api::namespaced(ctx.client.clone(), &orphan.namespace);
-        delete_orphan(&api, "NetworkPolicy", &orphan).await;
+        delete_orphan(&api, "NetworkPolicy", orphan).await;
+    }
+    for orphan in &ingresses {
+        let api: Api<Ingress> = Api::namespaced(ctx.client.clone(), &orphan.namespace);
+        delete_orphan(&api, "Ingress", orphan).await;
+    }
+    for (namespace, workspace) in gone {
+        let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
+        let secret = match api
+            .get_metadata_opt(&password_secret_name(&workspace))
+            .await
+        {
+            Ok(secret) => secret,
+            Err(e) => {
+                warn!(namespace, workspace, error = %e, "could not read the password Secret of a workspace that is gone");
+                continue;
+            }
+        };
+        let Some(secret) = secret else { continue };
+        if let Some(orphan) = sweep::orphans([&secret], created).first() {
+            delete_orphan(&api, "Secret", orphan).await;
+        }
     }
 }
 

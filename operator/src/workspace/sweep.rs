@@ -3,29 +3,71 @@
 //! every idle timeout; the garbage collector strips the owner reference, so nothing would
 //! ever remove it. The sweeper finds such children in the caches and deletes them.
 //!
-//! Deployments, Services and NetworkPolicies are swept: they carry nothing of the user's.
-//! Claims are data and stay (retained claims outlive workspaces by design); an orphaned
-//! password Secret or Ingress is left for a person to remove (the operator may not list
-//! Secrets, and a re-created workspace of the name reports it as a NameConflict).
+//! Deployments, Services, NetworkPolicies and Ingresses are swept, and so is the password
+//! Secret of a workspace they show is gone (the operator may not list Secrets, so it asks
+//! for that name): they carry nothing of the user's. Claims are data and stay (retained
+//! claims outlive workspaces by design).
+//!
+//! A workspace re-created under the name before the sweep ran finds such children in its
+//! way; the reconcile replaces them by the same rule ([`is_left_behind`]) instead of
+//! reporting a NameConflict.
 
 use guildnet_api::labels;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::Resource;
 use kube::api::PartialObjectMeta;
 
-/// A child to delete: where it is, and the uid its delete is preconditioned on.
+/// A child to delete: where it is, its workspace, and the uid its delete is preconditioned
+/// on.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Orphan {
     pub namespace: String,
     pub name: String,
+    /// The workspace it was made for (`guildnet.io/id`).
+    pub workspace: String,
     pub uid: String,
 }
 
-/// The `children` that GuildNet made (`guildnet.io/managed=true`), that no Workspace owns
-/// any more, and whose workspace (`guildnet.io/id`) does not exist — or was created in or
-/// after the second of the child, so the child was left by an earlier workspace of that name (which would hold
-/// the new one in NameConflict). `workspace_created(namespace, name)` is when the cached
+/// Whether `meta` is a child that GuildNet made (`guildnet.io/managed=true`), that no
+/// Workspace owns any more, and whose workspace (`guildnet.io/id`) does not exist — or was
+/// created in or after the second of the child, so the child was left by an earlier
+/// workspace of that name. `workspace_created(namespace, name)` is when the current
 /// workspace of that name was created, if there is one.
+pub fn is_left_behind(
+    meta: &ObjectMeta,
+    workspace_created: impl Fn(&str, &str) -> Option<Time>,
+) -> bool {
+    let Some(labels) = meta.labels.as_ref() else {
+        return false;
+    };
+    let (Some(workspace), Some(namespace)) = (labels.get(labels::ID), meta.namespace.as_ref())
+    else {
+        return false;
+    };
+    if labels.get(labels::MANAGED).map(String::as_str) != Some("true")
+        || meta.deletion_timestamp.is_some()
+    {
+        return false;
+    }
+    let owned = meta
+        .owner_references
+        .iter()
+        .flatten()
+        .any(|o| o.kind == "Workspace" && o.api_version.starts_with("guildnet.io/"));
+    let earlier = match workspace_created(namespace, workspace) {
+        None => true,
+        Some(created) => meta
+            .creation_timestamp
+            .as_ref()
+            // Creation times have whole seconds: a child of the same second as the
+            // workspace is still an earlier one's (the workspace's own children are
+            // always owned).
+            .is_some_and(|child| child.0 <= created.0),
+    };
+    !owned && earlier
+}
+
+/// The `children` that [`is_left_behind`].
 pub fn orphans<'a, K: 'a>(
     children: impl IntoIterator<Item = &'a PartialObjectMeta<K>>,
     workspace_created: impl Fn(&str, &str) -> Option<Time>,
@@ -35,37 +77,13 @@ where
 {
     children
         .into_iter()
-        .filter_map(|child| {
-            let meta = child.meta();
-            let labels = meta.labels.as_ref()?;
-            if labels.get(labels::MANAGED).map(String::as_str) != Some("true")
-                || meta.deletion_timestamp.is_some()
-            {
-                return None;
-            }
-            let workspace = labels.get(labels::ID)?;
-            let owned = meta
-                .owner_references
-                .iter()
-                .flatten()
-                .any(|o| o.kind == "Workspace" && o.api_version.starts_with("guildnet.io/"));
-            let namespace = meta.namespace.clone()?;
-            let left_behind = match workspace_created(&namespace, workspace) {
-                None => true,
-                Some(created) => meta
-                    .creation_timestamp
-                    .as_ref()
-                    // Creation times have whole seconds: a child of the same second as the
-                    // workspace is still an earlier one's (the workspace's own children are
-                    // always owned).
-                    .is_some_and(|child| child.0 <= created.0),
-            };
-            if owned || !left_behind {
-                return None;
-            }
+        .map(|child| child.meta())
+        .filter(|meta| is_left_behind(meta, &workspace_created))
+        .filter_map(|meta| {
             Some(Orphan {
-                namespace,
+                namespace: meta.namespace.clone()?,
                 name: meta.name.clone()?,
+                workspace: meta.labels.as_ref()?.get(labels::ID)?.clone(),
                 uid: meta.uid.clone()?,
             })
         })

@@ -386,10 +386,10 @@ fn operator_rules() -> Vec<Rule> {
         (vec![""], vec!["pods"], vec![], vec!["list", "watch"]),
         (vec!["apps"], vec!["deployments"], vec![], vec!["get", "list", "watch", "create", "patch", "delete"]),
         (vec![""], vec!["services"], vec![], vec!["get", "list", "watch", "create", "patch", "delete"]),
-        (vec![""], vec!["persistentvolumeclaims"], vec![], vec!["get", "list", "create", "patch", "delete"]),
-        (vec!["networking.k8s.io"], vec!["ingresses"], vec![], vec!["get", "create", "patch", "delete"]),
+        (vec![""], vec!["persistentvolumeclaims"], vec![], vec!["get", "list", "watch", "create", "patch", "delete"]),
+        (vec!["networking.k8s.io"], vec!["ingresses"], vec![], vec!["get", "list", "watch", "create", "patch", "delete"]),
         (vec!["networking.k8s.io"], vec!["networkpolicies"], vec![], vec!["get", "list", "watch", "create", "patch", "delete"]),
-        (vec![""], vec!["secrets"], vec![], vec!["get", "create"]),
+        (vec![""], vec!["secrets"], vec![], vec!["get", "create", "delete"]),
         (vec!["snapshot.storage.k8s.io"], vec!["volumesnapshots"], vec![], vec!["get", "create", "patch"]),
         (vec!["events.k8s.io"], vec!["events"], vec![], vec!["create", "patch"]),
     ]
@@ -406,6 +406,7 @@ fn proxy_rules() -> Vec<Rule> {
         (vec![""], vec!["events"], vec![], vec!["get", "list", "watch"]),
         (vec![""], vec!["pods"], vec![], vec!["list"]),
         (vec![""], vec!["pods/log"], vec![], vec!["get"]),
+        (vec![""], vec!["persistentvolumeclaims"], vec![], vec!["list", "watch", "delete"]),
         (vec![""], vec!["users", "groups"], vec![], vec!["impersonate"]),
     ]
 }

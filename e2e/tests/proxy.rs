@@ -8,12 +8,14 @@ use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use guildnet_api::workspace::{Workspace, WorkspacePhase};
 use guildnet_e2e::upstream::{pod_ip_of_workspace, send, upstream_port, ws_echo};
-use guildnet_e2e::workspaces::{manifest, set_suspended, wait_for};
+use guildnet_e2e::workspaces::{create, manifest, set_suspended, wait_for, wait_gone};
 use guildnet_e2e::{User, client, eventually, token, unique_name};
 use hyper::header::{ACCEPT, AUTHORIZATION, HOST, LOCATION, RETRY_AFTER, SET_COOKIE};
 use hyper::{Request, Response, StatusCode};
-use kube::api::{Api, PostParams};
+use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+use kube::api::{Api, DeleteParams, PostParams};
 use kube::runtime::wait::await_condition;
+use kube::runtime::wait::conditions::is_deleted;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -783,6 +785,113 @@ async fn dashboard_actions_are_decided_by_admission_and_rbac_as_the_user() {
     assert_eq!(deleted.status(), StatusCode::OK);
     eventually("the workspace to be gone", TIMEOUT, || async {
         api.get_opt(&name).await.unwrap().is_none().then_some(())
+    })
+    .await;
+}
+
+/// The claim `name` in `user`'s `GET /api/claims`, once `wanted` holds for it (the list
+/// comes from the proxy's watch caches, a moment behind the API server).
+async fn listed_claim(user: User, name: &str, wanted: impl Fn(&Value) -> bool) -> Value {
+    eventually(
+        &format!("claim {name} in the claims list"),
+        TIMEOUT,
+        || async {
+            let listed = json_of(&get_as(user, "/api/claims").await);
+            listed["items"]
+                .as_array()?
+                .iter()
+                .find(|claim| claim["name"] == name && wanted(claim))
+                .cloned()
+        },
+    )
+    .await
+}
+
+#[tokio::test]
+async fn an_owner_deletes_her_retained_claim_through_the_proxy_and_nobody_else_can() {
+    let alice: Api<Workspace> = Api::namespaced(client(User::Alice).await, NAMESPACE);
+    let name = unique_name("px-claim");
+    let home = json!([{"name": "home", "mountPath": "/home", "persistent": {"size": "1Gi"}}]);
+    create(
+        &alice,
+        &name,
+        json!({"image": "nginx:1.27", "volumes": home}),
+    )
+    .await;
+    let claim = format!("{name}-home");
+    let path = format!("/api/claims/{NAMESPACE}/{claim}");
+    // Alice has no RBAC on claims: the test reads them as the admin.
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(client(User::Admin).await, NAMESPACE);
+    let made = await_condition(
+        claims.clone(),
+        &claim,
+        |c: Option<&PersistentVolumeClaim>| c.is_some(),
+    );
+    let uid = tokio::time::timeout(TIMEOUT, made)
+        .await
+        .expect("the operator makes the claim")
+        .expect("watch claims")
+        .and_then(|c| c.metadata.uid)
+        .expect("a claim with a uid");
+
+    // While its workspace lives, the claim is listed as used and is not deleted.
+    listed_claim(User::Alice, &claim, |c| c["usedBy"] == name.as_str()).await;
+    let in_use = call("DELETE", &path, &[bearer(User::Alice)], "").await;
+    assert_eq!(
+        expect_json(&in_use, StatusCode::CONFLICT)["error"]["reason"],
+        "ClaimInUse"
+    );
+
+    alice.delete(&name, &DeleteParams::default()).await.unwrap();
+    wait_gone(&alice, &name).await;
+    let retained = listed_claim(User::Alice, &claim, |c| c["usedBy"].is_null()).await;
+    assert_eq!(retained["workspace"], name.as_str());
+    assert_eq!(retained["size"], "1Gi");
+
+    // Bob neither sees it nor may delete it: to him it does not exist.
+    let bobs = json_of(&get_as(User::Bob, "/api/claims").await);
+    assert!(
+        bobs["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["name"] != claim.as_str()),
+        "{bobs}"
+    );
+    let bob_delete = call("DELETE", &path, &[bearer(User::Bob)], "").await;
+    assert_eq!(
+        expect_json(&bob_delete, StatusCode::NOT_FOUND)["error"]["reason"],
+        "ClaimNotFound"
+    );
+    assert!(claims.get_opt(&claim).await.unwrap().is_some());
+
+    // Alice deletes it from the dashboard (a session, from the proxy's own origin). The
+    // proxy deletes only the version it checked: while its cache catches up with a change
+    // of the claim (its binding), the answer is ClaimChanged, and she tries again.
+    let session = login(User::Alice).await;
+    let own_page = [("cookie", session), ("origin", proxy_origin())];
+    eventually("alice's delete of her claim", TIMEOUT, || async {
+        let deleted = call("DELETE", &path, &own_page, "").await;
+        if deleted.status() == StatusCode::CONFLICT
+            && json_of(&deleted)["error"]["reason"] == "ClaimChanged"
+        {
+            return None;
+        }
+        expect_json(&deleted, StatusCode::OK);
+        Some(())
+    })
+    .await;
+    tokio::time::timeout(TIMEOUT, await_condition(claims, &claim, is_deleted(&uid)))
+        .await
+        .expect("the claim is gone from the API server")
+        .expect("watch claims");
+    eventually("the claim gone from alice's list", TIMEOUT, || async {
+        let listed = json_of(&get_as(User::Alice, "/api/claims").await);
+        listed["items"]
+            .as_array()?
+            .iter()
+            .all(|c| c["name"] != claim.as_str())
+            .then_some(())
     })
     .await;
 }

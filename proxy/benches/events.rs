@@ -86,11 +86,13 @@ fn proxy(user: &str, rbac: Arc<SlowRbac>) -> AppState {
     ))
     .expect("a client");
     let (store, mut writer) = reflector::store();
+    let (claims, _) = reflector::store();
     let state = Shared::with_reviewers(
         client.clone(),
         &args,
         SessionKeys::random(args.session_ttl),
         store,
+        claims,
         Arc::new(TokenReviews::new(client)),
         rbac,
     );

@@ -2,12 +2,12 @@
 //! current, then the routes of [`crate::router`] served by [`crate::server`].
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use guildnet_api::workspace::Workspace;
+use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use kube::Api;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -16,6 +16,7 @@ use crate::activity::Activity;
 use crate::auth::{self, Authenticator, TokenReviewer, TokenReviews};
 use crate::authz::{AccessReviewer, Authorizer, SubjectAccessReviews};
 use crate::config::{Args, AuthMode};
+use crate::dashboard::claims;
 use crate::dashboard::events::EventHub;
 use crate::forward::endpoints::Endpoints;
 use crate::session::{self, SessionKeys};
@@ -27,6 +28,9 @@ pub struct Shared {
     pub client: kube::Client,
     /// Every Workspace in the cluster, kept by a watch.
     pub workspaces: Store<Workspace>,
+    /// GuildNet's PersistentVolumeClaims (`guildnet.io/managed=true`) in every namespace,
+    /// kept by a watch: the retained ones their owners may delete.
+    pub claims: Store<PersistentVolumeClaim>,
     /// Where each workspace answers, from its Service's EndpointSlices.
     pub endpoints: Endpoints,
     /// Who a request is from, the `--auth` way.
@@ -56,7 +60,6 @@ pub struct Shared {
     /// One permit per body read at once from a caller that has not authenticated
     /// (`--max-unauthenticated-bodies`).
     pub unauthenticated_bodies: tokio::sync::Semaphore,
-    ready: AtomicBool,
 }
 
 /// The state as handlers get it: one [`Shared`], behind an `Arc`.
@@ -64,16 +67,18 @@ pub type AppState = Arc<Shared>;
 
 impl Shared {
     /// The state `args` describe: `sessions` sign logins, Workspaces are read from
-    /// `workspaces`. The caches start empty; [`run`] starts the watches that fill them.
+    /// `workspaces` and volume claims from `claims`. The caches start empty; [`run`] starts
+    /// the watches that fill them.
     pub fn new(
         client: kube::Client,
         args: &Args,
         sessions: SessionKeys,
         workspaces: Store<Workspace>,
+        claims: Store<PersistentVolumeClaim>,
     ) -> Self {
         let tokens = Arc::new(TokenReviews::new(client.clone()));
         let access = Arc::new(SubjectAccessReviews::new(client.clone()));
-        Self::with_reviewers(client, args, sessions, workspaces, tokens, access)
+        Self::with_reviewers(client, args, sessions, workspaces, claims, tokens, access)
     }
 
     /// Like [`Shared::new`], but who tokens belong to is asked of `tokens` and RBAC
@@ -84,11 +89,13 @@ impl Shared {
         args: &Args,
         sessions: SessionKeys,
         workspaces: Store<Workspace>,
+        claims: Store<PersistentVolumeClaim>,
         tokens: Arc<dyn TokenReviewer>,
         access: Arc<dyn AccessReviewer>,
     ) -> Self {
         Self {
             workspaces,
+            claims,
             endpoints: Endpoints::default(),
             auth: Authenticator::with_reviewer(
                 tokens,
@@ -121,7 +128,6 @@ impl Shared {
             unauthenticated_bodies: tokio::sync::Semaphore::new(
                 args.max_unauthenticated_bodies as usize,
             ),
-            ready: AtomicBool::new(false),
         }
     }
 
@@ -151,8 +157,20 @@ impl Shared {
 
     /// Whether the Workspace cache has synced (`/readyz`).
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Relaxed)
+        synced(&self.workspaces)
     }
+}
+
+/// Whether the watch behind `store` has listed everything once.
+pub fn synced<K>(store: &Store<K>) -> bool
+where
+    K: kube::Resource + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    store
+        .wait_until_ready()
+        .now_or_never()
+        .is_some_and(|ready| ready.is_ok())
 }
 
 /// Re-reads the revoked sessions every `interval` (`--session-revocation-poll`): how a
@@ -227,7 +245,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         }
     };
     let (workspaces, writer) = reflector::store();
-    let state: AppState = Arc::new(Shared::new(client.clone(), &args, sessions, workspaces));
+    let (claims, claims_writer) = reflector::store();
+    let state: AppState = Arc::new(Shared::new(
+        client.clone(),
+        &args,
+        sessions,
+        workspaces,
+        claims,
+    ));
     if state.auth.sessions.has_store() {
         // Before serving, so a restarted replica honours the logouts made meanwhile.
         if let Err(error) = state.auth.sessions.sync(std::time::SystemTime::now()).await {
@@ -251,6 +276,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         }
     });
     tokio::spawn(watch);
+    tokio::spawn(claims::watch(client.clone(), claims_writer));
     tokio::spawn(state.endpoints.clone().run(client.clone()));
     tokio::spawn(state.events.clone().run(client.clone()));
     tokio::spawn(state.activity.clone().write_every(
@@ -258,12 +284,5 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         state.workspaces.clone(),
         args.activity_interval,
     ));
-    let readiness = state.clone();
-    tokio::spawn(async move {
-        if readiness.workspaces.wait_until_ready().await.is_ok() {
-            readiness.ready.store(true, Ordering::Relaxed);
-        }
-    });
-
     server::serve(router::router(state), &args).await
 }

@@ -5,6 +5,10 @@
 //! no deadline; when reading one fails on the client's side (bad chunk framing, a body
 //! shorter than its Content-Length, the client gone), that is the client's error, answered
 //! `400`, not blamed on the workspace.
+//!
+//! A body that ends early is answered too: a client that half-closes its side of the
+//! connection (`shutdown(Write)`) mid-body still reads, and hyper writes the answer before
+//! it closes the connection.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -14,7 +18,7 @@ use axum::body::{Body, HttpBody};
 use axum::extract::{ConnectInfo, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
-use http::header::{CONNECTION, HeaderValue};
+use http::header::{CONNECTION, CONTENT_LENGTH, HeaderValue};
 use http::{HeaderMap, StatusCode};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 
@@ -78,7 +82,8 @@ pub async fn read_own_body(
         }
         Ok(Err(error)) => {
             tracing::debug!(%error, %peer, "reading a request body failed");
-            return closing(client_body_error(&error.to_string()), &parts.headers);
+            let content_length = parts.headers.get(CONTENT_LENGTH);
+            return closing(client_body_error(&*error, content_length), &parts.headers);
         }
         Err(_) => {
             let error = ApiError::new(
@@ -96,9 +101,38 @@ pub async fn read_own_body(
         .await
 }
 
-/// `400 BadRequestBody`: the client's body could not be read (`why`).
-pub fn client_body_error(why: &str) -> ApiError {
-    ApiError::bad_request(format!("the request body could not be read: {why}"))
+/// `400` for a request whose body the client broke, reading it having failed with `error`:
+/// `IncompleteBody` when it ended early (the client stopped sending, e.g. half-closed its
+/// connection, before the request's `content_length` or its last chunk), else `BadRequest`
+/// with the framing error hyper found (a bad chunk size…).
+pub fn client_body_error(
+    error: &(dyn std::error::Error + 'static),
+    content_length: Option<&HeaderValue>,
+) -> ApiError {
+    let mut cause = Some(error);
+    let mut root = error;
+    while let Some(error) = cause {
+        if error
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::UnexpectedEof)
+        {
+            let expected = match content_length.and_then(|v| v.to_str().ok()) {
+                Some(length) => format!("the {length} bytes its Content-Length announced"),
+                None => "its last chunk".to_owned(),
+            };
+            return ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "IncompleteBody",
+                format!(
+                    "the request body could not be read: the client stopped sending before \
+                     {expected}"
+                ),
+            );
+        }
+        root = error;
+        cause = error.source();
+    }
+    ApiError::bad_request(format!("the request body could not be read: {root}"))
 }
 
 /// `error` for the caller of a request with `headers`, closing the connection after it.

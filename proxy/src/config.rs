@@ -154,6 +154,13 @@ pub struct Args {
     #[arg(long, env = "GUILDNET_PROXY_MAX_UNAUTHENTICATED_BODIES", value_parser = clap::value_parser!(u32).range(1..), default_value = "256")]
     pub max_unauthenticated_bodies: u32,
 
+    /// Connections open at once that have not yet sent an authenticated request (idle, still
+    /// sending their request head or TLS handshake, or without a credential the proxy
+    /// knows); a connection accepted beyond them is closed at once. A connection stops
+    /// counting at its first authenticated request.
+    #[arg(long, env = "GUILDNET_PROXY_MAX_UNAUTHENTICATED_CONNECTIONS", value_parser = clap::value_parser!(u32).range(1..), default_value = "1024")]
+    pub max_unauthenticated_connections: u32,
+
     /// A client must send its request headers within this time (slow clients are cut off).
     #[arg(long, env = "GUILDNET_PROXY_HEADER_READ_TIMEOUT", value_parser = humantime::parse_duration, default_value = "30s")]
     pub header_read_timeout: Duration,
@@ -280,6 +287,7 @@ mod tests {
         assert_eq!(defaults.token_review_burst, 20);
         assert_eq!(defaults.body_read_timeout, Duration::from_secs(10));
         assert_eq!(defaults.max_unauthenticated_bodies, 256);
+        assert_eq!(defaults.max_unauthenticated_connections, 1024);
         assert!(!defaults.forward_authorization);
         assert_eq!(defaults.session_ttl, Duration::from_secs(8 * 3600));
         assert_eq!(defaults.session_revalidate_after, Duration::from_secs(600));
@@ -291,6 +299,7 @@ mod tests {
         assert!(parse(&["--token-review-rate=NaN"]).is_err());
         assert!(parse(&["--token-review-burst=0"]).is_err());
         assert!(parse(&["--max-unauthenticated-bodies=0"]).is_err());
+        assert!(parse(&["--max-unauthenticated-connections=0"]).is_err());
         assert!(parse(&["--session-revocation-poll=0s"]).is_err());
         assert_eq!(
             parse(&["--token-review-rate=0"]).unwrap().token_review_rate,

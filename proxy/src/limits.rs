@@ -1,9 +1,12 @@
-//! Per-client rate limits: a token bucket per client address, for work that anyone can make
-//! the proxy do before it knows who they are (a TokenReview of an unknown token).
+//! Limits on what anyone can make the proxy do before it knows who they are: a token bucket
+//! per client address for TokenReviews of unknown tokens ([`RateLimiter`]), and a cap on the
+//! connections open at once that have not sent an authenticated request
+//! ([`UnauthenticatedConnections`]).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -101,9 +104,111 @@ pub fn retry_after_seconds(wait: Duration) -> u32 {
         .max(1)
 }
 
+/// The connections open at once that have not yet sent an authenticated request, at most
+/// `--max-unauthenticated-connections`: idle ones, ones trickling a request head or a TLS
+/// handshake, ones whose requests carry no credential the proxy knows. One atomic counter
+/// for every serving thread; a connection is counted from its accept until its first
+/// authenticated request or its close, whichever comes first.
+pub struct UnauthenticatedConnections {
+    open: AtomicUsize,
+    max: usize,
+}
+
+impl UnauthenticatedConnections {
+    /// Room for `max` (at least one) unauthenticated connections at once.
+    pub fn new(max: usize) -> Arc<Self> {
+        Arc::new(Self {
+            open: AtomicUsize::new(0),
+            max: max.max(1),
+        })
+    }
+
+    /// A place for a newly accepted connection, or None when all are taken (the connection
+    /// is then closed unread).
+    pub fn admit(self: &Arc<Self>) -> Option<UnauthenticatedSlot> {
+        self.open
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |open| {
+                (open < self.max).then_some(open + 1)
+            })
+            .ok()?;
+        Some(UnauthenticatedSlot(Arc::new(Held {
+            connections: self.clone(),
+            held: AtomicBool::new(true),
+        })))
+    }
+
+    /// How many places are taken.
+    pub fn open(&self) -> usize {
+        self.open.load(Ordering::Acquire)
+    }
+}
+
+/// One connection's place among the [`UnauthenticatedConnections`]; clones share it. Given
+/// back by [`Self::release`] (its first authenticated request) or when the last clone is
+/// dropped (its close), once.
+#[derive(Clone)]
+pub struct UnauthenticatedSlot(Arc<Held>);
+
+struct Held {
+    connections: Arc<UnauthenticatedConnections>,
+    held: AtomicBool,
+}
+
+impl Held {
+    fn release(&self) {
+        if self.held.swap(false, Ordering::AcqRel) {
+            self.connections.open.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
+impl UnauthenticatedSlot {
+    /// Whether the connection still counts as unauthenticated.
+    pub fn is_held(&self) -> bool {
+        self.0.held.load(Ordering::Acquire)
+    }
+
+    /// Gives the place back: the connection has authenticated (or ended). Only the first call
+    /// counts.
+    pub fn release(&self) {
+        self.0.release();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unauthenticated_connections_are_capped_until_released_or_closed() {
+        let connections = UnauthenticatedConnections::new(2);
+        let first = connections.admit().unwrap();
+        let second = connections.admit().unwrap();
+        assert!(connections.admit().is_none());
+        // Authenticating gives the place back, once however often it is said.
+        first.release();
+        first.clone().release();
+        assert!(!first.is_held());
+        assert_eq!(connections.open(), 1);
+        let third = connections.admit().unwrap();
+        assert!(connections.admit().is_none());
+        // Closing does too: the last clone dropped.
+        let copy = second.clone();
+        drop(second);
+        assert!(connections.admit().is_none());
+        drop(copy);
+        assert_eq!(connections.open(), 1);
+        assert!(connections.admit().is_some());
+        drop(first);
+        drop(third);
+        assert_eq!(connections.open(), 0);
+    }
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()

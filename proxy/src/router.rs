@@ -1,5 +1,6 @@
 //! The routes: the dashboard's pages and API, health, and everything else forwarded to
-//! workspaces; in front of them all, the head-size limit and subdomain mode.
+//! workspaces; in front of them all, the head-size limit and subdomain mode, and before
+//! those the release of a connection's place among the unauthenticated ones.
 
 use std::net::SocketAddr;
 
@@ -9,13 +10,15 @@ use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{delete, get, post};
 use guildnet_runtime::health::Health;
-use http::StatusCode;
+use http::header::AUTHORIZATION;
+use http::{HeaderMap, StatusCode};
 
 use crate::app::AppState;
 use crate::body;
-use crate::dashboard::{api, events, logs, pages};
+use crate::dashboard::{api, claims, events, logs, pages};
 use crate::error::ApiError;
 use crate::forward;
+use crate::limits::UnauthenticatedSlot;
 
 /// Every route of the proxy, behind `front` (the size limit and subdomain mode).
 pub fn router(state: AppState) -> Router {
@@ -39,6 +42,8 @@ pub fn router(state: AppState) -> Router {
             post(api::resume),
         )
         .route("/api/workspaces/{namespace}/{name}/logs", get(logs::logs))
+        .route("/api/claims", get(claims::list))
+        .route("/api/claims/{namespace}/{name}", delete(claims::delete))
         .route("/api/events", get(events::list))
         .route("/sse/events", get(events::stream))
         .merge(health.router())
@@ -54,7 +59,42 @@ pub fn router(state: AppState) -> Router {
         }))
         .fallback(forward::path_mode)
         .layer(middleware::from_fn_with_state(state.clone(), front))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            count_authenticated_connection,
+        ))
         .with_state(state)
+}
+
+/// For a connection still counted among the unauthenticated ones
+/// (`--max-unauthenticated-connections`; the server puts its slot on each of its requests
+/// until then): gives its place back once a request comes from a caller the proxy knows
+/// (a session, a trusted identity header, a recently accepted token), or once a request
+/// whose bearer token was reviewed for it has been answered. Connections already counted as
+/// authenticated cost nothing here.
+async fn count_authenticated_connection(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let Some(slot) = request.extensions().get::<UnauthenticatedSlot>().cloned() else {
+        return next.run(request).await;
+    };
+    if state.auth.is_known_caller(request.headers(), peer.ip()) {
+        slot.release();
+        return next.run(request).await;
+    }
+    // The request may review its token itself (a TokenReview); known afterwards if accepted.
+    let mut credentials = HeaderMap::new();
+    if let Some(authorization) = request.headers().get(AUTHORIZATION) {
+        credentials.insert(AUTHORIZATION, authorization.clone());
+    }
+    let response = next.run(request).await;
+    if !credentials.is_empty() && state.auth.is_known_caller(&credentials, peer.ip()) {
+        slot.release();
+    }
+    response
 }
 
 /// In front of every route: refuses oversized request heads (431; hyper bounds its read

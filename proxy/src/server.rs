@@ -1,5 +1,8 @@
 //! The HTTP server: one serving thread per core, each with its own SO_REUSEPORT listener,
-//! optionally HTTPS with a certificate followed on disk, and a graceful stop.
+//! optionally HTTPS with a certificate followed on disk, and a graceful stop. At most
+//! `--max-unauthenticated-connections` connections that have not authenticated are open at
+//! once; each request of such a connection carries its [`UnauthenticatedSlot`], which the
+//! router releases once the connection authenticates.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -14,6 +17,7 @@ use hyper_util::service::TowerToHyperService;
 use tower::ServiceExt;
 
 use crate::config::Args;
+use crate::limits::{UnauthenticatedConnections, UnauthenticatedSlot};
 
 /// How often mounted certificate files are checked for a renewal.
 const TLS_FILE_CHECK_INTERVAL: Duration = Duration::from_secs(10);
@@ -42,6 +46,7 @@ pub async fn serve(router: Router, args: &Args) -> anyhow::Result<()> {
         http: http1(args),
         tls: tls_acceptor(args).await?,
         handshake_timeout: args.header_read_timeout,
+        unauthenticated: unauthenticated_connections(args),
     };
     let (stop, stopping) = tokio::sync::watch::channel(false);
     let threads: Vec<_> = listeners
@@ -82,6 +87,11 @@ fn http1(args: &Args) -> hyper::server::conn::http1::Builder {
     http
 }
 
+/// One count for every serving thread (`--max-unauthenticated-connections`).
+fn unauthenticated_connections(args: &Args) -> Arc<UnauthenticatedConnections> {
+    UnauthenticatedConnections::new(args.max_unauthenticated_connections as usize)
+}
+
 /// Serves `router` on a new loopback port as one serving thread of [`serve`] does (plain
 /// HTTP, `args`' limits), on the caller's runtime until it ends: for tests with a real
 /// client on a real connection.
@@ -94,6 +104,7 @@ pub(crate) fn serve_on_loopback(router: Router, args: &Args) -> SocketAddr {
         http: http1(args),
         tls: None,
         handshake_timeout: args.header_read_timeout,
+        unauthenticated: unauthenticated_connections(args),
     };
     let (stop, stopping) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
@@ -146,6 +157,8 @@ struct Serving {
     tls: Option<tokio_rustls::TlsAcceptor>,
     /// A TLS handshake must finish within this, like a request head.
     handshake_timeout: Duration,
+    /// Connections not yet authenticated, shared by every serving thread.
+    unauthenticated: Arc<UnauthenticatedConnections>,
 }
 
 /// Serves connections from `listener` until `stopping` says so, then lets open requests
@@ -168,15 +181,20 @@ async fn accept_loop(
                         continue;
                     }
                 };
+                // Counted from here, so idle connections and trickled handshakes are too.
+                let Some(slot) = serving.unauthenticated.admit() else {
+                    tracing::debug!(%peer, "closing a connection: --max-unauthenticated-connections are open");
+                    continue;
+                };
                 let _ = stream.set_nodelay(true);
                 let (serving, stopping, open) = (serving.clone(), stopping.clone(), open.clone());
                 tokio::spawn(async move {
                     match &serving.tls {
-                        None => serve_connection(TokioIo::new(stream), peer, &serving, stopping).await,
+                        None => serve_connection(TokioIo::new(stream), peer, slot, &serving, stopping).await,
                         Some(acceptor) => {
                             match tokio::time::timeout(serving.handshake_timeout, acceptor.accept(stream)).await {
                                 Ok(Ok(stream)) => {
-                                    serve_connection(TokioIo::new(stream), peer, &serving, stopping).await;
+                                    serve_connection(TokioIo::new(stream), peer, slot, &serving, stopping).await;
                                 }
                                 Ok(Err(error)) => tracing::debug!(%error, %peer, "TLS handshake failed"),
                                 Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
@@ -198,21 +216,27 @@ async fn accept_loop(
     }
 }
 
-/// HTTP/1.1 (with upgrades) on one connection until it ends or the proxy stops.
+/// HTTP/1.1 (with upgrades) on one connection until it ends or the proxy stops. Until the
+/// connection authenticates, its requests carry its `slot`; afterwards, nothing more.
 async fn serve_connection<I>(
     io: I,
     peer: SocketAddr,
+    slot: UnauthenticatedSlot,
     serving: &Serving,
     mut stopping: tokio::sync::watch::Receiver<bool>,
 ) where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
+    let connection_slot = slot.clone();
     let service =
         serving
             .router
             .clone()
             .map_request(move |mut request: Request<hyper::body::Incoming>| {
                 request.extensions_mut().insert(ConnectInfo(peer));
+                if slot.is_held() {
+                    request.extensions_mut().insert(slot.clone());
+                }
                 request
             });
     let connection = serving
@@ -227,6 +251,8 @@ async fn serve_connection<I>(
             connection.await
         }
     };
+    // Closed: its place is free, whatever still holds a copy of the slot.
+    connection_slot.release();
     if let Err(error) = ended {
         tracing::debug!(%error, %peer, "connection ended with an error");
     }

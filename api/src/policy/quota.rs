@@ -6,7 +6,7 @@ use super::quantity::{QuantityError, QuantityStyle, format_milli, quantity_milli
 use super::subjects::{User, any_subject_matches};
 use crate::labels;
 use crate::quota::{OwnerUsage, PerOwnerLimits, Quota, QuotaScope};
-use crate::workspace::facts::claim_name;
+use crate::workspace::facts::{claim_name, is_retained_claim};
 use crate::workspace::{Workspace, WorkspaceSpec};
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use std::collections::{BTreeMap, BTreeSet};
@@ -200,15 +200,8 @@ pub fn retained_claims_usage<'a>(
         .into_iter()
         .filter(|claim| {
             let labels = claim.metadata.labels.as_ref();
-            let label = |key: &str| labels.and_then(|l| l.get(key)).map(String::as_str);
-            label(labels::MANAGED) == Some("true")
-                && label(labels::OWNER) == Some(owner)
-                && claim
-                    .metadata
-                    .owner_references
-                    .as_ref()
-                    .is_none_or(Vec::is_empty)
-                && claim.metadata.deletion_timestamp.is_none()
+            labels.and_then(|l| l.get(labels::OWNER)).map(String::as_str) == Some(owner)
+                && is_retained_claim(claim)
         })
         .filter_map(|claim| {
             let namespace = claim.metadata.namespace.clone()?;

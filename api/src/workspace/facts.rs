@@ -6,6 +6,7 @@
 use super::{Workspace, WorkspacePort, WorkspaceSpec, WorkspaceStatus};
 use crate::common::find_true_condition;
 use crate::labels;
+use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 
 /// The variable code-server reads its password from.
 pub const PASSWORD_ENV: &str = "PASSWORD";
@@ -100,6 +101,21 @@ pub fn proxy_path(namespace: &str, name: &str) -> String {
 /// `<workspace>-<volume>`.
 pub fn claim_name(workspace: &str, volume: &str) -> String {
     format!("{workspace}-{volume}")
+}
+
+/// Whether `claim` is a retained claim: GuildNet's (`guildnet.io/managed`), owned by no
+/// object (its workspace deleted, or its volume removed from the spec, with `Retain`), and
+/// not being deleted. It counts against its owner's storage Quota, and its owner may delete
+/// it through the proxy.
+pub fn is_retained_claim(claim: &PersistentVolumeClaim) -> bool {
+    let managed = claim.metadata.labels.as_ref().and_then(|l| l.get(labels::MANAGED));
+    managed.map(String::as_str) == Some("true")
+        && claim
+            .metadata
+            .owner_references
+            .as_ref()
+            .is_none_or(Vec::is_empty)
+        && claim.metadata.deletion_timestamp.is_none()
 }
 
 /// The Secret `<workspace>-password` the operator generates for a code-server workspace;

@@ -289,19 +289,25 @@ pub async fn delete(
 /// another object or add query parameters: the namespace must be a DNS-1123 label, the name
 /// a workspace name (a DNS-1035 label of at most 63 characters). 400 names the parameter.
 pub fn check_path_parameters(namespace: &str, name: &str) -> Result<(), ApiError> {
-    if !is_dns_label(namespace) {
-        return Err(ApiError::bad_request(format!(
-            "path parameter namespace {namespace:?} is not a DNS-1123 label: use 1 to 63 \
-             lowercase letters, digits and -, starting and ending with a letter or digit"
-        )));
-    }
+    check_namespace_parameter(namespace)?;
     validate_name(name)
         .map_err(|error| ApiError::bad_request(format!("path parameter name is invalid: {error}")))
 }
 
+/// The `{namespace}` of an API path: a DNS-1123 label, else 400 naming the parameter.
+pub fn check_namespace_parameter(namespace: &str) -> Result<(), ApiError> {
+    if is_dns_label(namespace) {
+        return Ok(());
+    }
+    Err(ApiError::bad_request(format!(
+        "path parameter namespace {namespace:?} is not a DNS-1123 label: use 1 to 63 \
+         lowercase letters, digits and -, starting and ending with a letter or digit"
+    )))
+}
+
 /// The caller of a write, once the request is shown to come from the proxy's own pages and,
 /// for a session, its identity to have been checked within `--session-revalidate-after`.
-async fn writer(
+pub(crate) async fn writer(
     state: &AppState,
     headers: &HeaderMap,
     peer: SocketAddr,

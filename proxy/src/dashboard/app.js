@@ -1,5 +1,5 @@
 // The GuildNet dashboard: the caller's workspaces with live status, a launch form, actions,
-// logs and an events pane. Plain ES module, no build step; everything talks to the proxy's
+// logs, an events pane and the volumes kept after their workspace was deleted. Plain ES module, no build step; everything talks to the proxy's
 // JSON API on this origin (the session cookie is HttpOnly, so fetch just sends it).
 
 const POLL_MS = 15000; // slow poll, a fallback for the event stream
@@ -130,9 +130,11 @@ function upsert(w) {
   render();
 }
 
+/** Reloads the workspaces, and the retained volumes with them (a workspace's change is often theirs). */
 async function refresh() {
   if (leaving) return;
   const gen = ++listGen;
+  const claimsLoad = refreshClaims();
   try {
     const data = await api('/api/workspaces');
     if (gen !== listGen) {
@@ -148,6 +150,7 @@ async function refresh() {
   } catch (e) {
     if (e.status !== 401) $('list-error').textContent = 'Could not load workspaces: ' + e.message;
   }
+  await claimsLoad;
 }
 
 let refreshTimer;
@@ -157,10 +160,11 @@ function refreshSoon() {
   refreshTimer = setTimeout(refresh, 150);
 }
 
-async function act(w, verb, action, done) {
-  const k = key(w);
+/** Runs `action` for `w` (a workspace, or a claim with its own `k`), its buttons disabled meanwhile. */
+async function act(w, verb, action, done, k = key(w)) {
   busy.add(k);
   render();
+  renderClaims();
   try {
     const result = await action();
     done(result);
@@ -170,6 +174,7 @@ async function act(w, verb, action, done) {
   } finally {
     busy.delete(k);
     render();
+    renderClaims();
   }
 }
 
@@ -179,7 +184,7 @@ function suspend(w, yes) {
 }
 
 function remove(w) {
-  if (!window.confirm(`Delete workspace ${w.namespace}/${w.name}? Its persistent volumes are kept unless their reclaim policy says otherwise.`)) return;
+  if (!window.confirm(`Delete workspace ${w.namespace}/${w.name}? Its persistent volumes are kept (under Retained volumes) unless their reclaim policy says otherwise.`)) return;
   act(w, 'deleted', () => api(wsPath(w), { method: 'DELETE' }), () => {
     // Gone from the list at once; a later refresh shows it again if it still exists.
     listGen += 1;
@@ -187,6 +192,7 @@ function remove(w) {
     if (inlineKey === key(w)) closeInline();
     if (logsKey === key(w)) closeLogs();
     refreshSoon();
+    refreshClaimsSoon();
   });
 }
 
@@ -280,6 +286,74 @@ function render() {
   if (focused) document.querySelector(`[data-testid="${CSS.escape(focused)}"]`)?.focus();
   $('ws-empty').hidden = !listLoaded || items.length > 0;
   if (inlineKey && !workspaces.has(inlineKey) && listLoaded) closeInline();
+}
+
+// ---- retained volume claims --------------------------------------------------------------
+
+const claims = new Map(); // key → C
+const claimPath = (c) => `/api/claims/${seg(c.namespace)}/${seg(c.name)}`;
+const claimKey = (c) => `claim:${key(c)}`; // apart from a workspace of the same name
+let claimsLoaded = false;
+
+async function refreshClaims() {
+  if (leaving) return;
+  try {
+    const data = await api('/api/claims');
+    claims.clear();
+    for (const c of data.items || []) claims.set(key(c), c);
+    claimsLoaded = true;
+    $('claims-error').textContent = '';
+    renderClaims();
+  } catch (e) {
+    if (e.status !== 401) $('claims-error').textContent = 'Could not load retained volumes: ' + e.message;
+  }
+}
+
+let claimsTimer;
+/** A deleted workspace's claims are retained a moment later: look again shortly. */
+function refreshClaimsSoon() {
+  clearTimeout(claimsTimer);
+  claimsTimer = setTimeout(refreshClaims, 1000);
+}
+
+function removeClaim(c) {
+  if (!window.confirm(`Delete volume ${c.namespace}/${c.name} and all the data on it? This cannot be undone.`)) return;
+  act(c, 'volume deleted', () => api(claimPath(c), { method: 'DELETE' }), () => {
+    claims.delete(key(c));
+    refreshClaimsSoon();
+  }, claimKey(c));
+}
+
+function claimRow(c) {
+  const n = c.name;
+  const inFlight = busy.has(claimKey(c));
+  const del = el('button', {
+    type: 'button',
+    class: 'danger',
+    'data-testid': `claim-delete-${n}`,
+    'aria-label': `Delete volume ${n}`,
+    title: c.usedBy ? `Workspace ${c.usedBy} still uses it` : null,
+    disabled: inFlight || !!c.usedBy,
+    onclick: () => removeClaim(c),
+    text: 'Delete',
+  });
+  const detail = c.usedBy ? `in use by ${c.usedBy}` : (c.workspace ? `from ${c.workspace}` : '');
+  return el('tr', { 'data-testid': `claim-row-${n}`, dataset: { namespace: c.namespace, name: n } },
+    el('th', { scope: 'row' },
+      el('span', { class: 'name', text: n }),
+      el('div', { class: 'muted small', text: c.namespace + (detail ? ` · ${detail}` : '') })),
+    el('td', { text: c.size || '—' }),
+    el('td', { title: c.creationTimestamp || '', text: ago(c.creationTimestamp) }),
+    el('td', { class: 'actions' }, del),
+  );
+}
+
+function renderClaims() {
+  const items = [...claims.values()].sort(
+    (a, b) => a.namespace.localeCompare(b.namespace) || a.name.localeCompare(b.name));
+  $('claims-body').replaceChildren(...items.map(claimRow));
+  $('claims-table').hidden = items.length === 0;
+  $('claims-empty').hidden = !claimsLoaded || items.length > 0;
 }
 
 // ---- inline view -------------------------------------------------------------------------

@@ -72,6 +72,8 @@ pub(super) async fn send(
         Err(error) => return ApiError::bad_request(format!("invalid path: {error}")).json(),
     };
     parts.uri = uri;
+    // What a body that ends early is judged against.
+    let content_length = parts.headers.get(header::CONTENT_LENGTH).cloned();
     rewrite::request_headers(&mut parts.headers, &forwarding);
     let (body, client_body) = body::watch_client_body(body);
     let upstream_request = http::Request::from_parts(parts, body);
@@ -87,7 +89,7 @@ pub(super) async fn send(
             // The client's body broke (framing, too short, gone): not the workspace's fault.
             tracing::debug!(%error, %upstream, "client request body failed");
             return body::closing(
-                body::client_body_error(&root_cause(&error)),
+                body::client_body_error(&error, content_length.as_ref()),
                 &HeaderMap::new(),
             );
         }

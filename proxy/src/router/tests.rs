@@ -22,6 +22,7 @@ use guildnet_api::policy::owner::owner_id;
 use guildnet_api::workspace::{Lifecycle, Workspace, WorkspacePort, WorkspaceSpec};
 use http::{StatusCode, header};
 use http_body_util::BodyExt;
+use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
 use kube::runtime::reflector::{self, store::Writer};
 use kube::runtime::watcher::Event;
@@ -41,10 +42,12 @@ const PEER: SocketAddr =
 /// The user of `--auth=none`, with the groups `--dev-groups` gives by default.
 const DEV_USER: &str = "developer";
 
-/// A proxy with `flags` (validated as at start) and the writer of its Workspace cache.
+/// A proxy with `flags` (validated as at start) and the writers of its Workspace and volume
+/// claim caches.
 struct Proxy {
     state: AppState,
     workspaces: Writer<Workspace>,
+    claims: Writer<PersistentVolumeClaim>,
     args: Args,
 }
 
@@ -75,23 +78,46 @@ impl Proxy {
         access: Arc<dyn AccessReviewer>,
         sessions: impl FnOnce(&Args) -> SessionKeys,
     ) -> Self {
+        Self::with_client(flags, offline_client(), tokens, access, sessions)
+    }
+
+    /// A proxy whose own Kubernetes calls go through `client`.
+    fn with_client(
+        flags: &[&str],
+        client: kube::Client,
+        tokens: Arc<dyn TokenReviewer>,
+        access: Arc<dyn AccessReviewer>,
+        sessions: impl FnOnce(&Args) -> SessionKeys,
+    ) -> Self {
         let args = Args::parse_from(std::iter::once("guildnet-proxy").chain(flags.iter().copied()));
         args.validate().unwrap();
-        let (store, workspaces) = reflector::store();
+        let (workspace_store, workspaces) = reflector::store();
+        let (claim_store, claims) = reflector::store();
         let sessions = sessions(&args);
         let state = Arc::new(Shared::with_reviewers(
-            offline_client(),
+            client,
             &args,
             sessions,
-            store,
+            workspace_store,
+            claim_store,
             tokens,
             access,
         ));
         Self {
             state,
             workspaces,
+            claims,
             args,
         }
+    }
+
+    /// Marks the Workspace and claim caches as listed once, as their watches do when they
+    /// start; before anything is added (a list replaces what the cache held).
+    fn sync_caches(&mut self) {
+        self.workspaces.apply_watcher_event(&Event::Init);
+        self.workspaces.apply_watcher_event(&Event::InitDone);
+        self.claims.apply_watcher_event(&Event::Init);
+        self.claims.apply_watcher_event(&Event::InitDone);
     }
 
     /// A proxy whose RBAC questions `access` answers (TokenReviews go nowhere).
@@ -1473,18 +1499,167 @@ async fn client_framing_errors_are_400_on_a_real_connection() {
     let bad_login = format!("{login}Transfer-Encoding: chunked\r\n\r\nzz\r\ntoken=x\r\n0\r\n\r\n");
     let status = raw_exchange(address, bad_login.as_bytes(), false).await;
     assert_eq!(status.as_deref(), Some("HTTP/1.1 400 Bad Request"));
-    // A body shorter than its Content-Length is only known short once the client stops
-    // sending: hyper then closes the connection (it does not answer half-closed ones).
+    // A body shorter than its Content-Length, the client's side then shut (more below).
     let too_short = format!("{head}Content-Length: 100\r\n\r\nonly ten b");
     let status = raw_exchange(address, too_short.as_bytes(), true).await;
-    assert!(
-        status.is_none() || status.as_deref() == Some("HTTP/1.1 400 Bad Request"),
-        "{status:?}"
-    );
+    assert_eq!(status.as_deref(), Some("HTTP/1.1 400 Bad Request"));
     // The same request, framed right, reaches the workspace.
     let whole = format!("{head}Content-Length: 10\r\n\r\nonly ten b");
     let status = raw_exchange(address, whole.as_bytes(), false).await;
     assert_eq!(status.as_deref(), Some("HTTP/1.1 200 OK"));
+}
+
+/// Everything the proxy at `address` answers on one connection to a client that sends
+/// `head`, then `body`, then half-closes its side (`shutdown(Write)`), reading on until the
+/// proxy closes.
+async fn half_closed_exchange(address: SocketAddr, head: &str, body: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.flush().await.unwrap();
+    stream.write_all(body).await.unwrap();
+    stream.shutdown().await.unwrap();
+    let mut answer = Vec::new();
+    // A guard against a hang, not a measure.
+    tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        stream.read_to_end(&mut answer),
+    )
+    .await
+    .expect("the proxy neither answered nor closed the connection")
+    .ok();
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[tokio::test]
+async fn a_body_that_ends_before_its_content_length_is_a_400_saying_so_never_a_502() {
+    // A real server: the client stops sending after 10 of 100 bytes and half-closes.
+    let upstream = Upstream::start().await;
+    let mut proxy = token_proxy(&[]);
+    proxy.add(workspace("ide", "alice"), Some(&upstream)).await;
+    let cookie = format!(
+        "Cookie: guildnet_session={}\r\n",
+        session_of(&proxy, "alice")
+    );
+    let address = crate::server::serve_on_loopback(router(proxy.state.clone()), &proxy.args);
+
+    // To a workspace, to the dashboard API and to the login form (read by the proxy, the
+    // last one for a caller it does not know).
+    for (path, cookie) in [
+        ("/w/team/ide/upload", cookie.as_str()),
+        ("/api/workspaces", cookie.as_str()),
+        ("/login", ""),
+    ] {
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: guildnet.example.com\r\n\
+             Origin: http://guildnet.example.com\r\n{cookie}\
+             Content-Type: application/json\r\nContent-Length: 100\r\n\r\n"
+        );
+        let answer = half_closed_exchange(address, &head, b"only ten b").await;
+        assert!(
+            answer.starts_with("HTTP/1.1 400 Bad Request\r\n"),
+            "{path}: {answer}"
+        );
+        let (_, body) = answer.split_once("\r\n\r\n").unwrap();
+        let error: Value = serde_json::from_str(body).unwrap();
+        assert_eq!(
+            error["error"]["reason"], "IncompleteBody",
+            "{path}: {error}"
+        );
+        assert_eq!(
+            error["error"]["message"],
+            "the request body could not be read: the client stopped sending before the 100 \
+             bytes its Content-Length announced",
+            "{path}"
+        );
+    }
+}
+
+/// Whether the proxy closed `stream` without a word: its next read ends (or resets).
+async fn closed_unanswered(stream: &mut tokio::net::TcpStream) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buffer = [0; 64];
+    // A guard against a hang, not a measure: a connection being served waits for a head.
+    let read = tokio::time::timeout(std::time::Duration::from_secs(20), stream.read(&mut buffer))
+        .await
+        .expect("the connection was neither served nor closed");
+    matches!(read, Ok(0) | Err(_))
+}
+
+/// Sends `request` on `stream` and reads the status line of the answer.
+async fn status_on(stream: &mut tokio::net::TcpStream, request: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    let mut buffer = [0; 4096];
+    while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
+        let read =
+            tokio::time::timeout(std::time::Duration::from_secs(20), stream.read(&mut buffer))
+                .await
+                .expect("no answer");
+        match read {
+            Ok(0) | Err(_) => break,
+            Ok(n) => answer.extend_from_slice(&buffer[..n]),
+        }
+    }
+    let answer = String::from_utf8_lossy(&answer);
+    answer.lines().next().unwrap_or_default().to_owned()
+}
+
+#[tokio::test]
+async fn connections_that_have_not_authenticated_are_capped() {
+    use tokio::net::TcpStream;
+    // A real server: two connections that never send a head hold both places.
+    let proxy = token_proxy(&["--max-unauthenticated-connections=2"]);
+    let address = crate::server::serve_on_loopback(router(proxy.state.clone()), &proxy.args);
+    let session = session_of(&proxy, "alice");
+    let health = "GET /healthz HTTP/1.1\r\nHost: guildnet.example.com\r\n\r\n";
+    let me = format!(
+        "GET /api/me HTTP/1.1\r\nHost: guildnet.example.com\r\n\
+         Cookie: guildnet_session={session}\r\n\r\n"
+    );
+
+    let mut authenticating = TcpStream::connect(address).await.unwrap();
+    let idle = TcpStream::connect(address).await.unwrap();
+    let mut refused = TcpStream::connect(address).await.unwrap();
+    assert!(closed_unanswered(&mut refused).await);
+
+    // Requests without credentials keep a connection counted; its first authenticated one
+    // frees its place, and what it sends afterwards is served however long it stays.
+    assert_eq!(
+        status_on(&mut authenticating, health).await,
+        "HTTP/1.1 200 OK"
+    );
+    let mut refused = TcpStream::connect(address).await.unwrap();
+    assert!(closed_unanswered(&mut refused).await);
+    assert_eq!(status_on(&mut authenticating, &me).await, "HTTP/1.1 200 OK");
+    let mut unauthenticated = TcpStream::connect(address).await.unwrap();
+    assert_eq!(
+        status_on(&mut unauthenticated, health).await,
+        "HTTP/1.1 200 OK"
+    );
+    assert_eq!(
+        status_on(&mut authenticating, health).await,
+        "HTTP/1.1 200 OK"
+    );
+
+    // Full again (`idle`, `unauthenticated`) until one closes; the proxy notices the close
+    // on its own time, so new connections are tried until one is served.
+    let mut refused = TcpStream::connect(address).await.unwrap();
+    assert!(closed_unanswered(&mut refused).await);
+    drop(idle);
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let mut next = TcpStream::connect(address).await.unwrap();
+        if status_on(&mut next, health).await == "HTTP/1.1 200 OK" {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "closing a connection never freed its place"
+        );
+        tokio::task::yield_now().await;
+    }
 }
 
 #[tokio::test(start_paused = true)]
@@ -1754,4 +1929,353 @@ async fn writes_need_an_identity_checked_within_the_revalidation_bound() {
         json_body(written).await["error"]["reason"],
         "KubernetesUnavailable"
     );
+}
+
+/// Claim `team/{name}` as the operator makes one for a `Retain` volume of workspace
+/// `workspace` owned by `owner`: GuildNet's labels, no owner reference.
+fn retained_claim(name: &str, workspace: &str, owner: &str) -> PersistentVolumeClaim {
+    serde_json::from_value(json!({
+        "metadata": {
+            "name": name, "namespace": "team", "uid": format!("uid-{name}"),
+            "resourceVersion": "7", "creationTimestamp": "2026-01-02T03:04:05Z",
+            "labels": {
+                labels::MANAGED: "true", labels::ID: workspace, labels::OWNER: owner_id(owner),
+            },
+        },
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "10Gi"}}},
+    }))
+    .unwrap()
+}
+
+/// Workspace `team/{name}` of `owner` with persistent volume `home` (claim `{name}-home`).
+fn workspace_with_home(name: &str, owner: &str) -> Workspace {
+    let mut ws = workspace(name, owner);
+    ws.spec.volumes = serde_json::from_value(
+        json!([{"name": "home", "mountPath": "/home", "persistent": {"size": "10Gi"}}]),
+    )
+    .unwrap();
+    ws
+}
+
+/// Alice's claims in every state, and the workspaces that name some of them: `ide-home`
+/// (workspace `ide` still names it), `gone-home` (its workspace deleted), `old-home` (its
+/// workspace being deleted), `owned-home` (owned by its workspace), `leaving-home` (being
+/// deleted), `changed-home` (changed on the API server since the cache saw it); bob's
+/// `bobs-home`; and `stray-home`, GuildNet's but with no owner label.
+async fn proxy_with_claims(proxy: &mut Proxy) {
+    proxy.sync_caches();
+    proxy.add(workspace_with_home("ide", "alice"), None).await;
+    let mut old = workspace_with_home("old", "alice");
+    old.metadata.deletion_timestamp = being_deleted();
+    proxy.add(old, None).await;
+    let mut owned = retained_claim("owned-home", "owned", "alice");
+    owned.metadata.owner_references = Some(vec![
+        serde_json::from_value(json!({
+            "apiVersion": "guildnet.io/v1alpha1", "kind": "Workspace", "name": "owned",
+            "uid": "uid-owned", "controller": true,
+        }))
+        .unwrap(),
+    ]);
+    let mut leaving = retained_claim("leaving-home", "leaving", "alice");
+    leaving.metadata.deletion_timestamp = being_deleted();
+    let mut stray = retained_claim("stray-home", "stray", "alice");
+    stray
+        .metadata
+        .labels
+        .as_mut()
+        .unwrap()
+        .remove(labels::OWNER);
+    for claim in [
+        retained_claim("ide-home", "ide", "alice"),
+        retained_claim("gone-home", "gone", "alice"),
+        retained_claim("old-home", "old", "alice"),
+        retained_claim("changed-home", "changed", "alice"),
+        retained_claim("bobs-home", "bobs", "bob"),
+        owned,
+        leaving,
+        stray,
+    ] {
+        proxy.claims.apply_watcher_event(&Event::Apply(claim));
+    }
+}
+
+/// A `deletionTimestamp`: the object is being deleted.
+fn being_deleted() -> Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time> {
+    Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        "2026-01-02T03:04:05Z".parse().unwrap(),
+    ))
+}
+
+/// A session of `user`'s on `proxy`.
+fn session_of(proxy: &Proxy, user: &str) -> String {
+    proxy
+        .state
+        .auth
+        .sessions
+        .issue(&identity(user), SystemTime::now())
+}
+
+fn listed_claims(listed: &Value) -> Vec<(String, Value)> {
+    listed["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|claim| {
+            (
+                claim["name"].as_str().unwrap().to_owned(),
+                claim["usedBy"].clone(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn an_owner_sees_their_retained_claims_and_which_a_live_workspace_names() {
+    let mut proxy = token_proxy(&[]);
+    proxy_with_claims(&mut proxy).await;
+
+    let alice = session_of(&proxy, "alice");
+    let listed = json_body(proxy.send(with_session(get("/api/claims"), &alice)).await).await;
+    assert_eq!(
+        listed_claims(&listed),
+        [
+            ("changed-home".to_owned(), Value::Null),
+            ("gone-home".to_owned(), Value::Null),
+            ("ide-home".to_owned(), json!("ide")),
+            // A workspace being deleted no longer names its claims.
+            ("old-home".to_owned(), Value::Null),
+        ]
+    );
+    let gone = &listed["items"][1];
+    assert_eq!(gone["namespace"], "team");
+    assert_eq!(gone["workspace"], "gone");
+    assert_eq!(gone["size"], "10Gi");
+    assert_eq!(gone["creationTimestamp"], "2026-01-02T03:04:05Z");
+
+    let bob = session_of(&proxy, "bob");
+    let listed = json_body(proxy.send(with_session(get("/api/claims"), &bob)).await).await;
+    assert_eq!(
+        listed_claims(&listed),
+        [("bobs-home".to_owned(), Value::Null)]
+    );
+
+    let anonymous = proxy.send(get("/api/claims")).await;
+    assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
+}
+
+/// A Kubernetes API on 127.0.0.1 that answers DELETEs of claims and records each request
+/// it gets as `{method, path, impersonated, body}`: `changed-home` fails its preconditions
+/// (409, as for a claim re-created since), anything else is deleted.
+struct FakeApi {
+    client: kube::Client,
+    requests: Arc<std::sync::Mutex<Vec<Value>>>,
+}
+
+impl FakeApi {
+    async fn start() -> Self {
+        let requests = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let recorded = requests.clone();
+        let app = Router::new().fallback(move |request: Request| {
+            let recorded = recorded.clone();
+            async move {
+                let (parts, body) = request.into_parts();
+                let body = body.collect().await.unwrap().to_bytes();
+                recorded.lock().unwrap().push(json!({
+                    "method": parts.method.as_str(),
+                    "path": parts.uri.path(),
+                    "impersonated": parts.headers.contains_key("impersonate-user"),
+                    "body": serde_json::from_slice::<Value>(&body).unwrap_or(Value::Null),
+                }));
+                if parts.uri.path().ends_with("/changed-home") {
+                    let status = json!({
+                        "kind": "Status", "apiVersion": "v1", "status": "Failure",
+                        "reason": "Conflict", "code": 409,
+                        "message": "Precondition failed: UID in precondition: uid-changed-home, \
+                                    UID in object meta: uid-new",
+                    });
+                    return (StatusCode::CONFLICT, axum::Json(status)).into_response();
+                }
+                axum::Json(json!({"kind": "Status", "apiVersion": "v1", "status": "Success"}))
+                    .into_response()
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        let config = kube::Config::new(format!("http://{address}").parse().unwrap());
+        Self {
+            client: kube::Client::try_from(config).unwrap(),
+            requests,
+        }
+    }
+
+    fn requests(&self) -> Vec<Value> {
+        self.requests.lock().unwrap().clone()
+    }
+}
+
+/// A `--auth=token` proxy whose own Kubernetes calls go to `api`.
+fn proxy_calling(api: &FakeApi) -> Proxy {
+    let tokens = Arc::new(TokenReviews::new(offline_client()));
+    let access = Arc::new(SubjectAccessReviews::new(offline_client()));
+    Proxy::with_client(
+        &["--auth=token"],
+        api.client.clone(),
+        tokens,
+        access,
+        |args| SessionKeys::random(args.session_ttl),
+    )
+}
+
+#[tokio::test]
+async fn an_owner_deletes_a_retained_claim_as_the_proxy_and_only_the_object_checked() {
+    let api = FakeApi::start().await;
+    let mut proxy = proxy_calling(&api);
+    proxy_with_claims(&mut proxy).await;
+    let alice = session_of(&proxy, "alice");
+
+    let deleted = proxy
+        .send(with_session(
+            write("DELETE", "/api/claims/team/gone-home", Some(OWN_ORIGIN)),
+            &alice,
+        ))
+        .await;
+    assert_eq!(deleted.status(), StatusCode::OK);
+    assert_eq!(json_body(deleted).await, json!({}));
+    // With the proxy's own identity (alice has no RBAC on claims), and only if the claim is
+    // still the object checked: its uid and resourceVersion.
+    assert_eq!(
+        api.requests(),
+        [json!({
+            "method": "DELETE",
+            "path": "/api/v1/namespaces/team/persistentvolumeclaims/gone-home",
+            "impersonated": false,
+            "body": {"preconditions": {"uid": "uid-gone-home", "resourceVersion": "7"}},
+        })]
+    );
+
+    // Re-created or changed on the API server since: refused there, and said so.
+    let changed = proxy
+        .send(with_session(
+            write("DELETE", "/api/claims/team/changed-home", Some(OWN_ORIGIN)),
+            &alice,
+        ))
+        .await;
+    assert_eq!(changed.status(), StatusCode::CONFLICT);
+    assert_eq!(json_body(changed).await["error"]["reason"], "ClaimChanged");
+}
+
+#[tokio::test]
+async fn a_claim_is_deleted_only_when_it_is_the_callers_retained_and_unused() {
+    let api = FakeApi::start().await;
+    let mut proxy = proxy_calling(&api);
+    proxy_with_claims(&mut proxy).await;
+    let alice = session_of(&proxy, "alice");
+    let bob = session_of(&proxy, "bob");
+    let own = Some(OWN_ORIGIN);
+    let delete = |path: &str, session: &str, origin: Option<&str>| {
+        with_session(write("DELETE", path, origin), session)
+    };
+
+    let cases = [
+        // Someone else's claim and no claim at all: the same answer.
+        (
+            delete("/api/claims/team/gone-home", &bob, own),
+            StatusCode::NOT_FOUND,
+            "ClaimNotFound",
+        ),
+        (
+            delete("/api/claims/team/nothing-here", &bob, own),
+            StatusCode::NOT_FOUND,
+            "ClaimNotFound",
+        ),
+        // GuildNet's, but no owner label: nobody's.
+        (
+            delete("/api/claims/team/stray-home", &alice, own),
+            StatusCode::NOT_FOUND,
+            "ClaimNotFound",
+        ),
+        (
+            delete("/api/claims/team/ide-home", &alice, own),
+            StatusCode::CONFLICT,
+            "ClaimInUse",
+        ),
+        (
+            delete("/api/claims/team/owned-home", &alice, own),
+            StatusCode::FORBIDDEN,
+            "ClaimNotRetained",
+        ),
+        (
+            delete("/api/claims/team/leaving-home", &alice, own),
+            StatusCode::CONFLICT,
+            "ClaimBeingDeleted",
+        ),
+        (
+            delete(
+                "/api/claims/team/gone-home",
+                &alice,
+                Some("https://evil.example"),
+            ),
+            StatusCode::FORBIDDEN,
+            "CrossOriginRefused",
+        ),
+        (
+            delete("/api/claims/team/gone-home", &alice, None),
+            StatusCode::FORBIDDEN,
+            "CrossOriginRefused",
+        ),
+        (
+            delete("/api/claims/Team/gone-home", &alice, own),
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+        ),
+        (
+            delete("/api/claims/team/gone-home%3FdryRun=All", &alice, own),
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+        ),
+        (
+            delete("/api/claims/team/gone%2Fhome", &alice, own),
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+        ),
+    ];
+    for (request, status, reason) in cases {
+        let response = proxy.send(request).await;
+        assert_eq!(response.status(), status, "{reason}");
+        let error = json_body(response).await;
+        assert_eq!(error["error"]["reason"], reason, "{error}");
+    }
+    let in_use = proxy
+        .send(delete("/api/claims/team/ide-home", &alice, own))
+        .await;
+    let message = json_body(in_use).await["error"]["message"].clone();
+    assert!(
+        message.as_str().unwrap().contains("workspace team/ide"),
+        "{message}"
+    );
+    assert_eq!(api.requests(), Vec::<Value>::new(), "nothing was deleted");
+}
+
+#[tokio::test]
+async fn claims_are_refused_until_the_caches_are_listed() {
+    let api = FakeApi::start().await;
+    let proxy = proxy_calling(&api);
+    let alice = session_of(&proxy, "alice");
+    for request in [
+        with_session(get("/api/claims"), &alice),
+        with_session(
+            write("DELETE", "/api/claims/team/gone-home", Some(OWN_ORIGIN)),
+            &alice,
+        ),
+    ] {
+        let response = proxy.send(request).await;
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "1");
+        assert_eq!(
+            json_body(response).await["error"]["reason"],
+            "CachesNotSynced"
+        );
+    }
+    assert_eq!(api.requests(), Vec::<Value>::new());
 }

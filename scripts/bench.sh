@@ -19,7 +19,9 @@ cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')
   echo "## Workspace controller"
   echo
   cargo bench -q -p guildnet-operator --bench reaper_scan
-  GUILDNET_STACK=bench scripts/with-stack.sh cargo bench -q -p guildnet-e2e --bench reconcile_latency
+  # Starts a control plane and two operator replicas of its own (the debug build).
+  cargo build -q -p guildnet-operator
+  GUILDNET_BIN=$PWD/.guildnet/bin cargo bench -q -p guildnet-e2e --bench load
   echo "## Operator runtime"
   echo
   cargo bench -q -p guildnet-operator --bench metrics_scrape

@@ -24,3 +24,6 @@ pub const PROBE_PROFILE: &str = "guildnet.io/probe-profile";
 pub const PROBE_PATH: &str = "guildnet.io/probe-path";
 /// Annotation: take a VolumeSnapshot of a Workspace's persistent volumes under this name.
 pub const SNAPSHOT: &str = "guildnet.io/snapshot";
+/// Annotation on each child the operator writes: a hash of what it last applied, so a
+/// child that already is what the workspace asks for is not written again.
+pub const APPLIED: &str = "guildnet.io/applied";

@@ -74,6 +74,11 @@ impl Cluster {
         self.dir.join("kubeconfig")
     }
 
+    /// The kubeconfig of the operator's own identity, written next to [`Self::kubeconfig`].
+    pub fn operator_kubeconfig(&self) -> PathBuf {
+        self.dir.join("operator.kubeconfig")
+    }
+
     /// The kubeconfig of the webhook's own identity, written next to [`Self::kubeconfig`].
     pub fn webhook_kubeconfig(&self) -> PathBuf {
         self.dir.join("webhook.kubeconfig")
@@ -127,7 +132,20 @@ pub struct Operator {
 impl Operator {
     /// Starts an operator named `name` (its identity in the lease and in Events) with
     /// `args` added to the command line. Leader election is on unless `args` turn it off.
+    /// It acts as admin, and its Lease is `default/guildnet-operator`.
     pub fn start(cluster: &Cluster, name: &str, args: &[&str]) -> Self {
+        Self::spawn(cluster, &cluster.kubeconfig(), name, args)
+    }
+
+    /// Like [`Operator::start`], but as the operator's ServiceAccount, as in a cluster: the
+    /// chart's RBAC and FlowSchemas apply to it, and its Lease is in `guildnet-system`, the
+    /// one namespace its RBAC allows.
+    pub fn start_as_service_account(cluster: &Cluster, name: &str, args: &[&str]) -> Self {
+        let args = [&["--lease-namespace", "guildnet-system"][..], args].concat();
+        Self::spawn(cluster, &cluster.operator_kubeconfig(), name, &args)
+    }
+
+    fn spawn(cluster: &Cluster, kubeconfig: &Path, name: &str, args: &[&str]) -> Self {
         let binary = repo_root().join("target/debug/guildnet-operator");
         assert!(
             binary.exists(),
@@ -138,7 +156,7 @@ impl Operator {
         let log = cluster.logs().join(format!("{name}.log"));
         let file = std::fs::File::create(&log).expect("create the operator log");
         let child = Command::new(binary)
-            .env("KUBECONFIG", cluster.kubeconfig())
+            .env("KUBECONFIG", kubeconfig)
             .env("POD_NAME", name)
             .env("RUST_LOG", "info,kube=warn")
             .args(["--log-format", "json", "--metrics-listen"])
@@ -197,6 +215,18 @@ impl Operator {
         let status = response.split(' ').nth(1)?.parse().ok()?;
         let body = response.split_once("\r\n\r\n")?.1.to_owned();
         Some((status, body))
+    }
+
+    /// Its resident memory now (`VmRSS`), in bytes.
+    pub fn rss_bytes(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("the operator is running");
+        let kib = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .expect("VmRSS in /proc/<pid>/status");
+        kib * 1024
     }
 
     /// Whether `/readyz` says the watch caches are synced.

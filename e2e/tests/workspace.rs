@@ -477,6 +477,65 @@ async fn a_burst_of_edits_ends_in_the_final_spec_with_few_deployment_writes() {
 }
 
 #[tokio::test]
+async fn children_edited_by_hand_are_put_back() {
+    // The operator skips writing children its cache shows as already applied; a child
+    // someone else changed since must still be applied over again.
+    let admin = client(User::Admin).await;
+    let api: Api<Workspace> = Api::namespaced(admin.clone(), "default");
+    let name = unique_name("drift");
+    create(&api, &name, json!({"image": "nginx:1.27"})).await;
+    wait_for(&api, &name, "Running", |ws| ws.is_ready()).await;
+    let deployments: Api<Deployment> = Api::namespaced(admin.clone(), "default");
+    let services: Api<Service> = Api::namespaced(admin.clone(), "default");
+    let deployment = deployments.get(&name).await.unwrap();
+    assert!(
+        deployment.annotations().contains_key("guildnet.io/applied"),
+        "children carry the hash they were applied from"
+    );
+    let pod = deployment.spec.template.spec.clone().unwrap();
+    let (container, image) = (
+        pod.containers[0].name.clone(),
+        pod.containers[0].image.clone(),
+    );
+
+    let edit = json!({"spec": {"template": {"spec": {"containers": [{"name": container, "image": "busybox:1.36"}]}}}});
+    deployments
+        .patch(&name, &PatchParams::default(), &Patch::Strategic(edit))
+        .await
+        .unwrap();
+    // Re-pointing the Service at other pods.
+    let edit = json!({"spec": {"selector": {"guildnet.io/id": "elsewhere"}}});
+    services
+        .patch(&name, &PatchParams::default(), &Patch::Merge(edit))
+        .await
+        .unwrap();
+    tokio::time::timeout(
+        TIMEOUT,
+        await_condition(deployments.clone(), &name, move |d: Option<&Deployment>| {
+            d.and_then(|d| d.spec.template.spec.as_ref())
+                .is_some_and(|p| p.containers[0].image == image)
+        }),
+    )
+    .await
+    .expect("the hand-edited Deployment is put back")
+    .unwrap();
+    tokio::time::timeout(
+        TIMEOUT,
+        await_condition(services.clone(), &name, {
+            let name = name.clone();
+            move |s: Option<&Service>| {
+                let selector = s.and_then(|s| s.spec.as_ref()?.selector.as_ref());
+                selector.and_then(|s| s.get("guildnet.io/id")) == Some(&name)
+            }
+        }),
+    )
+    .await
+    .expect("the hand-edited Service is put back")
+    .unwrap();
+    api.delete(&name, &DeleteParams::default()).await.unwrap();
+}
+
+#[tokio::test]
 async fn a_snapshot_annotation_says_why_not_until_the_snapshot_api_exists() {
     use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
     let admin = client(User::Admin).await;

@@ -40,7 +40,8 @@ struct Args {
     /// commas.
     #[arg(long, value_parser = parse_labels, default_value = "app.kubernetes.io/component=proxy")]
     proxy_pod_selector: BTreeMap<String, String>,
-    /// Spec edits closer together than this are reconciled once.
+    /// A Workspace's first change is reconciled at once; the changes after it are
+    /// coalesced into one once it has been quiet this long (ten times this at most).
     #[arg(long, value_parser = humantime::parse_duration, default_value = "200ms")]
     debounce: Duration,
     /// How often a Workspace in NameConflict (an object of a child's name that is not its
@@ -59,8 +60,10 @@ struct Args {
     lease_namespace: String,
     /// How long a lease lasts without renewal: a killed leader is replaced after about this
     /// long. The leader renews every quarter of it and stops writing a quarter (at least 1s)
-    /// before it would expire without a renewal. At least 3s.
-    #[arg(long, value_parser = humantime::parse_duration, default_value = "4s")]
+    /// before it would expire without a renewal. At least 3s. The default, close to Kubernetes'
+    /// own controllers (15s lease, 10s renew deadline), rides out an API server that holds
+    /// renewals for several seconds.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "12s")]
     lease_duration: Duration,
     /// This replica's name in the Lease and in Events; default: the pod name (POD_NAME), else
     /// host name and process id.
@@ -111,7 +114,12 @@ async fn main() -> anyhow::Result<()> {
         }),
         false => None,
     };
-    let client = kube::Client::try_default().await?;
+    let config = kube::Config::infer().await?;
+    // Leader election gets a client of its own: requests on one client share its queue and
+    // connection pool, so during a reconcile burst a renewal would wait behind reconciles
+    // and the lease could expire while the API server is merely busy.
+    let client = kube::Client::try_from(config.clone())?;
+    let lease_client = kube::Client::try_from(config)?;
     let version = client.apiserver_version().await?;
     info!(server = %version.git_version, %identity, "connected to the API server");
     let options = Options {
@@ -136,7 +144,7 @@ async fn main() -> anyhow::Result<()> {
         metrics_listen: args.metrics_listen,
         shutdown_timeout: args.shutdown_timeout,
     };
-    runtime::run(client, options).await?;
+    runtime::run(client, lease_client, options).await?;
     Ok(())
 }
 
@@ -158,11 +166,11 @@ mod tests {
     }
 
     #[test]
-    fn the_defaults_serve_metrics_locally_with_a_four_second_lease() {
+    fn the_defaults_serve_metrics_locally_with_a_twelve_second_lease() {
         let args = parse(&[]);
         assert_eq!(args.metrics_listen.to_string(), "127.0.0.1:9090");
         assert_eq!(args.lease_name, "guildnet-operator");
-        assert_eq!(args.lease_duration, Duration::from_secs(4));
+        assert_eq!(args.lease_duration, Duration::from_secs(12));
         assert_eq!(
             parse(&["--log-format", "text"]).log_format,
             Some(LogFormat::Text)

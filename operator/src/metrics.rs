@@ -11,6 +11,9 @@
 //! - `guildnet_workspace_ready_seconds`: from a Workspace's creation to its first Ready.
 //! - `guildnet_reconcile_duration_seconds{controller}` and
 //!   `guildnet_reconcile_errors_total{controller, error}`: every reconcile, per controller.
+//! - `guildnet_child_applies_total{kind, outcome}`: children the reconciles wanted in place,
+//!   `written` (changed, new, or changed by someone else) or `current` (already as asked:
+//!   no request made).
 //! - `guildnet_leader`: 1 on the replica that holds the lease (and so reconciles), 0 on the
 //!   others; `guildnet_leader_transitions_total{event}`: leadership acquired or lost.
 //!
@@ -55,6 +58,12 @@ struct TransitionLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ApplyLabels {
+    kind: String,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PhaseLabels {
     phase: &'static str,
 }
@@ -70,6 +79,7 @@ pub struct Metrics {
     ready: Histogram,
     reconcile_duration: HistogramFamily<ControllerLabels>,
     reconcile_errors: Family<ErrorLabels, Counter>,
+    child_applies: Family<ApplyLabels, Counter>,
     leader: Gauge,
     leader_transitions: Family<TransitionLabels, Counter>,
 }
@@ -114,6 +124,12 @@ impl Metrics {
             "Reconciles that failed and were retried, per controller and kind of error",
             reconcile_errors.clone(),
         );
+        let child_applies = Family::<ApplyLabels, Counter>::default();
+        registry.register(
+            "guildnet_child_applies",
+            "Children the reconciles wanted in place, by kind: written, or current (no request)",
+            child_applies.clone(),
+        );
         let leader = Gauge::default();
         registry.register(
             "guildnet_leader",
@@ -134,6 +150,7 @@ impl Metrics {
             ready,
             reconcile_duration,
             reconcile_errors,
+            child_applies,
             leader,
             leader_transitions,
         }
@@ -177,6 +194,15 @@ impl Metrics {
     pub fn reconcile_failed(&self, controller: &'static str, error: &'static str) {
         self.reconcile_errors
             .get_or_create(&ErrorLabels { controller, error })
+            .inc();
+    }
+
+    /// A child of `kind` was written (`true`) or found as asked for (`false`).
+    pub fn child_applied(&self, kind: &str, written: bool) {
+        let outcome = if written { "written" } else { "current" };
+        let kind = kind.to_owned();
+        self.child_applies
+            .get_or_create(&ApplyLabels { kind, outcome })
             .inc();
     }
 
@@ -343,6 +369,7 @@ mod tests {
         metrics.workspace_failed("ImagePullFailed");
         metrics.reconciled(WORKSPACE_CONTROLLER, Duration::from_millis(3));
         metrics.reconcile_failed(WORKSPACE_CONTROLLER, "api");
+        metrics.child_applied("Deployment", false);
         let text = metrics.encode().unwrap();
         let mut types: Vec<&str> = text
             .lines()
@@ -352,6 +379,7 @@ mod tests {
         assert_eq!(
             types,
             [
+                "guildnet_child_applies counter",
                 "guildnet_leader gauge",
                 "guildnet_leader_transitions counter",
                 "guildnet_reconcile_duration_seconds histogram",
@@ -370,6 +398,7 @@ mod tests {
             "guildnet_reconcile_errors_total{controller=\"workspace\",error=\"api\"}",
             "guildnet_reconcile_duration_seconds_count{controller=\"workspace\"}",
             "guildnet_workspace_ready_seconds_count",
+            "guildnet_child_applies_total{kind=\"Deployment\",outcome=\"current\"}",
         ] {
             assert!(samples.contains_key(name), "{name} missing from:\n{text}");
         }

@@ -200,7 +200,10 @@ pub fn retained_claims_usage<'a>(
         .into_iter()
         .filter(|claim| {
             let labels = claim.metadata.labels.as_ref();
-            labels.and_then(|l| l.get(labels::OWNER)).map(String::as_str) == Some(owner)
+            labels
+                .and_then(|l| l.get(labels::OWNER))
+                .map(String::as_str)
+                == Some(owner)
                 && is_retained_claim(claim)
         })
         .filter_map(|claim| {

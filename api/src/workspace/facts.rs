@@ -108,7 +108,11 @@ pub fn claim_name(workspace: &str, volume: &str) -> String {
 /// not being deleted. It counts against its owner's storage Quota, and its owner may delete
 /// it through the proxy.
 pub fn is_retained_claim(claim: &PersistentVolumeClaim) -> bool {
-    let managed = claim.metadata.labels.as_ref().and_then(|l| l.get(labels::MANAGED));
+    let managed = claim
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(labels::MANAGED));
     managed.map(String::as_str) == Some("true")
         && claim
             .metadata

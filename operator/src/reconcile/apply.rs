@@ -17,12 +17,17 @@
 //! existed before the parent's first reconcile, and every later reconcile, is caught.
 
 use super::FIELD_MANAGER;
+use data_encoding::BASE32_NOPAD;
+use guildnet_api::labels;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
 use std::fmt::Debug;
+use std::sync::Mutex;
 
 /// Whose children a controller writes: the rule an existing object must pass.
 #[derive(Clone, Copy)]
@@ -138,6 +143,113 @@ where
             &Patch::Apply(obj),
         )
         .await?)
+}
+
+/// How a child's version is read to tell a change by someone else from a cache that lags:
+/// `metadata.generation` where the object has a status others write (a Deployment's changes
+/// with every pod), `metadata.resourceVersion` otherwise.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VersionBy {
+    /// `metadata.generation`: moves only when the spec changes.
+    Generation,
+    /// `metadata.resourceVersion`: moves with every change.
+    ResourceVersion,
+}
+
+impl VersionBy {
+    fn of(self, meta: &ObjectMeta) -> Option<u64> {
+        match self {
+            Self::Generation => meta.generation.and_then(|g| u64::try_from(g).ok()),
+            Self::ResourceVersion => meta.resource_version.as_deref()?.parse().ok(),
+        }
+    }
+}
+
+/// The versions of children as this process last wrote them, by uid. A child whose cached
+/// version is newer was changed by someone else since, and is applied again; an older one
+/// only lags in the cache.
+#[derive(Debug, Default)]
+pub struct Written {
+    versions: Mutex<HashMap<String, u64>>,
+}
+
+impl Written {
+    fn record(&self, meta: &ObjectMeta, by: VersionBy) {
+        if let (Some(uid), Some(version)) = (meta.uid.clone(), by.of(meta)) {
+            self.versions.lock().unwrap().insert(uid, version);
+        }
+    }
+
+    /// Whether `meta` shows a change since this process last wrote the object. Without a
+    /// record (another replica wrote it, or this one restarted) the applied hash decides.
+    fn changed_since(&self, meta: &ObjectMeta, by: VersionBy) -> bool {
+        let versions = self.versions.lock().unwrap();
+        let recorded = meta.uid.as_ref().and_then(|uid| versions.get(uid));
+        match (recorded, by.of(meta)) {
+            (Some(recorded), Some(current)) => current > *recorded,
+            (Some(_), None) => true,
+            (None, _) => false,
+        }
+    }
+
+    /// Forgets the children whose uid `exists` no longer knows.
+    pub fn retain(&self, exists: impl Fn(&str) -> bool) {
+        self.versions.lock().unwrap().retain(|uid, _| exists(uid));
+    }
+}
+
+/// A hash of `obj` as it would be applied: the value of its [`labels::APPLIED`] annotation.
+pub fn fingerprint<K: Serialize>(obj: &K) -> String {
+    let json = serde_json::to_vec(obj).unwrap_or_default();
+    let digest = Sha256::digest(&json);
+    BASE32_NOPAD.encode(&digest[..16]).to_ascii_lowercase()
+}
+
+/// Applies `obj` like [`apply_owned_cached`] unless `cached` shows it is already what `obj`
+/// asks for: the parent's own, with `obj`'s [`fingerprint`] in its [`labels::APPLIED`]
+/// annotation, and unchanged since this process wrote it (see [`Written`]). Returns the
+/// object as written, or `None` when nothing needed writing: a settled workspace makes no
+/// writes, and neither does a new leader that finds everything in place.
+pub async fn apply_if_changed<K>(
+    api: &Api<K>,
+    obj: &K,
+    owner: &Owner<'_>,
+    cached: Option<&ObjectMeta>,
+    written: &Written,
+    by: VersionBy,
+) -> Result<Option<K>, Error>
+where
+    K: Resource + Clone + DeserializeOwned + Serialize + Debug,
+{
+    let hash = fingerprint(obj);
+    if cached.is_some_and(|meta| is_current(meta, &hash, owner, written, by)) {
+        return Ok(None);
+    }
+    let mut stamped = obj.clone();
+    stamped
+        .annotations_mut()
+        .insert(labels::APPLIED.to_owned(), hash);
+    let applied = apply_owned_cached(api, &stamped, owner, cached).await?;
+    written.record(applied.meta(), by);
+    Ok(Some(applied))
+}
+
+/// Whether the cached child `meta` already is what `hash` describes: the owner's, applied
+/// from that hash, and not changed by someone else since this process wrote it.
+fn is_current(
+    meta: &ObjectMeta,
+    hash: &str,
+    owner: &Owner<'_>,
+    written: &Written,
+    by: VersionBy,
+) -> bool {
+    let applied = meta
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(labels::APPLIED));
+    owner.check(meta).is_ok()
+        && applied.map(String::as_str) == Some(hash)
+        && !written.changed_since(meta, by)
 }
 
 /// Creates `obj` unless it exists; an existing one is never rewritten, but it must be
@@ -343,6 +455,126 @@ mod tests {
         assert_eq!(
             conflict.to_string(),
             "Service default/kubernetes already exists and is not controlled by this workspace; it was left untouched: rename the workspace (or the volume), or delete that Service if nothing needs it"
+        );
+    }
+
+    fn applied(uid: &str, generation: i64, hash: &str) -> ObjectMeta {
+        ObjectMeta {
+            uid: Some(uid.into()),
+            generation: Some(generation),
+            resource_version: Some((generation * 10).to_string()),
+            annotations: Some([(labels::APPLIED.to_owned(), hash.to_owned())].into()),
+            ..meta(Some("ws-uid"), &[])
+        }
+    }
+
+    #[test]
+    fn a_child_already_applied_from_the_same_hash_is_not_written_again() {
+        let owner = Owner {
+            uid: "ws-uid",
+            labels: &[],
+            leftover: None,
+        };
+        let written = Written::default();
+        let by = VersionBy::Generation;
+        // Without a record (a restart, a new leader), the applied hash decides.
+        assert!(is_current(
+            &applied("d", 3, "h1"),
+            "h1",
+            &owner,
+            &written,
+            by
+        ));
+        assert!(!is_current(
+            &applied("d", 3, "h0"),
+            "h1",
+            &owner,
+            &written,
+            by
+        ));
+        let mut unstamped = applied("d", 3, "h1");
+        unstamped.annotations = None;
+        assert!(!is_current(&unstamped, "h1", &owner, &written, by));
+        // Someone else's object is never current, whatever it says.
+        let mut foreign = applied("d", 3, "h1");
+        foreign.owner_references = None;
+        assert!(!is_current(&foreign, "h1", &owner, &written, by));
+
+        // After this process wrote generation 4: a cache still at 3 only lags, while 5 is
+        // an edit by someone else (kubectl edit), which is applied over again.
+        written.record(&applied("d", 4, "h1"), by);
+        assert!(is_current(
+            &applied("d", 3, "h1"),
+            "h1",
+            &owner,
+            &written,
+            by
+        ));
+        assert!(is_current(
+            &applied("d", 4, "h1"),
+            "h1",
+            &owner,
+            &written,
+            by
+        ));
+        assert!(!is_current(
+            &applied("d", 5, "h1"),
+            "h1",
+            &owner,
+            &written,
+            by
+        ));
+        // Resource versions serve objects whose status others write less.
+        let by_version = VersionBy::ResourceVersion;
+        written.record(&applied("s", 1, "h2"), by_version);
+        assert!(is_current(
+            &applied("s", 1, "h2"),
+            "h2",
+            &owner,
+            &written,
+            by_version
+        ));
+        assert!(!is_current(
+            &applied("s", 2, "h2"),
+            "h2",
+            &owner,
+            &written,
+            by_version
+        ));
+        // Forgotten once gone.
+        written.retain(|uid| uid != "d");
+        assert!(is_current(
+            &applied("d", 5, "h1"),
+            "h1",
+            &owner,
+            &written,
+            by
+        ));
+    }
+
+    #[test]
+    fn the_fingerprint_follows_the_object_and_nothing_else() {
+        use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
+        let service = |port: i32| Service {
+            metadata: ObjectMeta {
+                name: Some("ide".into()),
+                ..ObjectMeta::default()
+            },
+            spec: Some(ServiceSpec {
+                ports: Some(vec![ServicePort {
+                    port,
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+            status: None,
+        };
+        assert_eq!(fingerprint(&service(80)), fingerprint(&service(80)));
+        assert_ne!(fingerprint(&service(80)), fingerprint(&service(8080)));
+        assert_eq!(
+            fingerprint(&service(80)).len(),
+            26,
+            "a short annotation value"
         );
     }
 }

@@ -8,12 +8,14 @@
 //! - [`events`]: Events published once per change, logged in the reconcile's span.
 //! - [`backoff`]: capped exponential retry delays per object.
 //! - [`lead`]: running a controller while this replica leads, and stopping it in time.
+//! - [`throttle`]: the first change of an object at once, bursts after it coalesced.
 
 pub mod apply;
 pub mod backoff;
 pub mod conditions;
 pub mod events;
 pub mod lead;
+pub mod throttle;
 
 /// The field manager of everything the operator writes, and the controller name of its
 /// Events.

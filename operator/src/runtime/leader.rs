@@ -106,7 +106,7 @@ pub struct Settings {
     pub namespace: String,
     /// Unique among the replicas: the pod name, or host name and process id.
     pub identity: String,
-    /// Lease duration, renewal interval and stop margin, from `--lease-duration` (default 4s).
+    /// Lease duration, renewal interval and stop margin, from `--lease-duration` (default 12s).
     pub timing: Timing,
 }
 
@@ -179,7 +179,9 @@ pub struct Elector {
 }
 
 impl Elector {
-    /// Starts campaigning for the lease; this replica leads once it holds it.
+    /// Starts campaigning for the lease; this replica leads once it holds it. Give it a
+    /// `client` of its own (its own request queue and connection pool): on a client shared
+    /// with the reconciles, renewals and the Lease watch wait behind a reconcile burst.
     pub fn start(client: Client, settings: Settings, metrics: Arc<Metrics>) -> Self {
         let (leading_tx, leading) = watch::channel(false);
         let (release, release_rx) = oneshot::channel();
@@ -423,6 +425,13 @@ mod tests {
         assert_eq!(t.grace_secs(), 3);
         assert_eq!(t.write_window(), Duration::from_secs(3));
         assert_eq!(t.stop_margin(), Duration::from_secs(1));
+        // The default: renewals every 3s, writes for 9s after the last one (Kubernetes' renew
+        // deadline is 10s), a standby takes over 12s after it.
+        let t = Timing::new(Duration::from_secs(12)).unwrap();
+        assert_eq!(t.renew_every(), Duration::from_secs(3));
+        assert_eq!(t.grace_secs(), 9);
+        assert_eq!(t.write_window(), Duration::from_secs(9));
+        assert_eq!(t.stop_margin(), Duration::from_secs(3));
         let t = Timing::new(Duration::from_secs(15)).unwrap();
         assert_eq!(t.renew_every(), Duration::from_secs(3));
         assert_eq!(t.grace_secs(), 12);

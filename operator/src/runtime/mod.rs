@@ -45,8 +45,10 @@ pub struct Options {
     pub shutdown_timeout: Duration,
 }
 
-/// Runs the operator until SIGTERM or SIGINT, then shuts down in order.
-pub async fn run(client: Client, options: Options) -> Result<(), Error> {
+/// Runs the operator until SIGTERM or SIGINT, then shuts down in order. `client` serves the
+/// watch caches and the reconciles; `lease_client`, a separate client of the same config,
+/// serves leader election alone (see [`leader::Elector::start`]).
+pub async fn run(client: Client, lease_client: Client, options: Options) -> Result<(), Error> {
     let caches = Caches::start(&client);
     let metrics = Arc::new(Metrics::new(caches.workspaces()));
     let (stopping_tx, stopping) = watch::channel(false);
@@ -65,7 +67,7 @@ pub async fn run(client: Client, options: Options) -> Result<(), Error> {
     let (_always_tx, always) = watch::channel(true);
     let elector = options
         .leader
-        .map(|settings| leader::Elector::start(client.clone(), settings, metrics.clone()));
+        .map(|settings| leader::Elector::start(lease_client, settings, metrics.clone()));
     let leading = match &elector {
         Some(elector) => elector.leading(),
         None => {

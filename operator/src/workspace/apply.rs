@@ -4,7 +4,9 @@
 
 use super::controller::{Context, Error};
 use super::{Children, desired_children, password_secret, snapshot, sweep};
-use crate::reconcile::apply::{Owner, apply_owned, apply_owned_cached, create_once, delete_owned};
+use crate::reconcile::apply::{
+    Owner, VersionBy, apply_if_changed, apply_owned, create_once, delete_owned,
+};
 use crate::reconcile::conditions::Observed;
 use guildnet_api::Workspace;
 use guildnet_api::labels;
@@ -13,11 +15,13 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::PartialObjectMeta;
 use kube::api::{Api, DynamicObject, ListParams};
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::fmt::Debug;
 use std::sync::Arc;
 
 /// What applying a workspace's children produced.
@@ -91,33 +95,62 @@ async fn apply_all(
         debug_assert_eq!(&secret.name_any(), name);
         create_once(&Api::namespaced(client.clone(), namespace), &secret, owned).await?;
     }
+    // Every child but the password is in a watch cache: one it shows as already what the
+    // workspace asks for is not written again, and one it shows as this workspace's needs
+    // no read before the write.
     let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), namespace);
     for pvc in &children.pvcs {
-        apply_owned(&claims, pvc, outliving).await?;
+        let cached = cached(&ctx.claims, namespace, &pvc.name_any());
+        let meta = cached.as_ref().map(|c| &c.metadata);
+        apply_child(
+            ctx,
+            &claims,
+            pvc,
+            outliving,
+            meta,
+            VersionBy::ResourceVersion,
+        )
+        .await?;
     }
-    // Services, NetworkPolicies and Deployments are in the watch caches: an object they
-    // show as this workspace's needs no read before the write.
     let name = ws.name_any();
     let service = cached(&ctx.services, namespace, &name);
-    apply_owned_cached(
-        &Api::namespaced(client.clone(), namespace),
+    let meta = service.as_ref().map(|s| &s.metadata);
+    let api = Api::namespaced(client.clone(), namespace);
+    apply_child(
+        ctx,
+        &api,
         &children.service,
         owned,
-        service.as_ref(),
+        meta,
+        VersionBy::ResourceVersion,
     )
     .await?;
     let policy = cached(&ctx.network_policies, namespace, &name);
-    apply_owned_cached(
-        &Api::namespaced(client.clone(), namespace),
+    let meta = policy.as_ref().map(|p| &p.metadata);
+    let api = Api::namespaced(client.clone(), namespace);
+    apply_child(
+        ctx,
+        &api,
         &children.network_policy,
         owned,
-        policy.as_ref(),
+        meta,
+        VersionBy::ResourceVersion,
     )
     .await?;
     let ingresses: Api<Ingress> = Api::namespaced(client.clone(), namespace);
     match &children.ingress {
         Some(ingress) => {
-            apply_owned(&ingresses, ingress, owned).await?;
+            let cached = cached(&ctx.ingresses, namespace, &name);
+            let meta = cached.as_ref().map(|i| &i.metadata);
+            apply_child(
+                ctx,
+                &ingresses,
+                ingress,
+                owned,
+                meta,
+                VersionBy::ResourceVersion,
+            )
+            .await?;
         }
         None if ws.status.as_ref().and_then(|s| s.url.as_ref()).is_some() => {
             // The spec no longer asks for an Ingress; the status says one was made.
@@ -132,13 +165,23 @@ async fn apply_all(
     };
     let first_launch = ws.status.is_none();
     let cached_deployment = cached(&ctx.deployments, namespace, &name);
-    let deployment = apply_owned_cached(
-        &Api::namespaced(client.clone(), namespace),
+    let api = Api::namespaced(client.clone(), namespace);
+    let meta = cached_deployment.as_ref().map(|d| &d.metadata);
+    let written = apply_child(
+        ctx,
+        &api,
         &children.deployment,
         owned,
-        cached_deployment.as_ref(),
+        meta,
+        VersionBy::Generation,
     )
     .await?;
+    // Not written: the cache shows it as asked for, status included.
+    let deployment = match (written, cached_deployment) {
+        (Some(written), _) => written,
+        (None, Some(cached)) => (*cached).clone(),
+        (None, None) => unreachable!("apply_if_changed writes whenever nothing is cached"),
+    };
     if first_launch && ctx.announce_launch(ws) {
         ctx.metrics.workspace_launched();
         let note = format!("launched image {}", ws.spec.image);
@@ -150,13 +193,30 @@ async fn apply_all(
     Ok((deployment, snapshot))
 }
 
-/// The metadata of `namespace/name` as the watch cache `store` last saw it.
-fn cached<K>(store: &Store<PartialObjectMeta<K>>, namespace: &str, name: &str) -> Option<ObjectMeta>
+/// Applies one child unless the cache shows it as asked for (see [`apply_if_changed`]),
+/// counting which it was.
+async fn apply_child<K>(
+    ctx: &Context,
+    api: &Api<K>,
+    child: &K,
+    owner: &Owner<'_>,
+    cached: Option<&ObjectMeta>,
+    by: VersionBy,
+) -> Result<Option<K>, crate::reconcile::apply::Error>
 where
-    PartialObjectMeta<K>: Resource<DynamicType = ()> + Clone,
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Serialize + Debug,
 {
-    let found: Arc<PartialObjectMeta<K>> = store.get(&ObjectRef::new(name).within(namespace))?;
-    Some(found.metadata.clone())
+    let written = apply_if_changed(api, child, owner, cached, &ctx.written, by).await?;
+    ctx.metrics.child_applied(&K::kind(&()), written.is_some());
+    Ok(written)
+}
+
+/// `namespace/name` as the watch cache `store` last saw it.
+fn cached<K>(store: &Store<K>, namespace: &str, name: &str) -> Option<Arc<K>>
+where
+    K: Resource<DynamicType = ()> + Clone,
+{
+    store.get(&ObjectRef::new(name).within(namespace))
 }
 
 /// Creates the requested VolumeSnapshots, or says why it cannot.

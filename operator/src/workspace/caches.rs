@@ -31,9 +31,11 @@ const WATCHES: usize = 8;
 pub struct Caches {
     workspaces: Store<Workspace>,
     pods: Store<Pod>,
-    /// Metadata of GuildNet's Deployments and Services: triggers of their owners, and what
-    /// the sweeper looks through for children whose workspace is gone.
-    deployments: Store<PartialObjectMeta<Deployment>>,
+    /// GuildNet's Deployments without their pod template (the status is computed from
+    /// their status; whether to write them, from the applied hash), and the metadata of
+    /// their Services: triggers of their owners, and what the sweeper looks through for
+    /// children whose workspace is gone.
+    deployments: Store<Deployment>,
     services: Store<PartialObjectMeta<Service>>,
     network_policies: Store<PartialObjectMeta<NetworkPolicy>>,
     ingresses: Store<PartialObjectMeta<Ingress>>,
@@ -62,6 +64,7 @@ impl Caches {
             watcher::Config::default(),
         )
         .default_backoff()
+        .modify(drop_managed_fields)
         .reflect(writer);
         let watch = Watch::new(triggers.clone(), synced_tx.clone());
         tokio::spawn(watch.run("workspaces", events, |ws: &Workspace| {
@@ -71,6 +74,7 @@ impl Caches {
         let (pods, writer) = reflector::store();
         let events = watcher(Api::<Pod>::all(client.clone()), managed.clone())
             .default_backoff()
+            .modify(keep_pod_status)
             .reflect(writer);
         let watch = Watch::new(triggers.clone(), synced_tx.clone());
         tokio::spawn(watch.run("pods", events, |pod: &Pod| {
@@ -81,12 +85,10 @@ impl Caches {
         }));
 
         let (deployments, writer) = reflector::store();
-        let events = watcher(
-            Api::<PartialObjectMeta<Deployment>>::all(client.clone()),
-            managed.clone(),
-        )
-        .default_backoff()
-        .reflect(writer);
+        let events = watcher(Api::<Deployment>::all(client.clone()), managed.clone())
+            .default_backoff()
+            .modify(keep_what_is_read)
+            .reflect(writer);
         let watch = Watch::new(triggers.clone(), synced_tx.clone());
         tokio::spawn(watch.run("deployments", events, owners));
         let (services, writer) = reflector::store();
@@ -95,6 +97,7 @@ impl Caches {
             managed.clone(),
         )
         .default_backoff()
+        .modify(drop_managed_fields)
         .reflect(writer);
         let watch = Watch::new(triggers.clone(), synced_tx.clone());
         tokio::spawn(watch.run("services", events, owners));
@@ -104,6 +107,7 @@ impl Caches {
             managed.clone(),
         )
         .default_backoff()
+        .modify(drop_managed_fields)
         .reflect(writer);
         let watch = Watch::new(triggers.clone(), synced_tx.clone());
         tokio::spawn(watch.run("networkpolicies", events, owners));
@@ -113,6 +117,7 @@ impl Caches {
             managed.clone(),
         )
         .default_backoff()
+        .modify(drop_managed_fields)
         .reflect(writer);
         let watch = Watch::new(triggers.clone(), synced_tx.clone());
         tokio::spawn(watch.run("ingresses", events, owners));
@@ -121,6 +126,7 @@ impl Caches {
         let (claims, writer) = reflector::store();
         let events = watcher(Api::<PersistentVolumeClaim>::all(client.clone()), managed)
             .default_backoff()
+            .modify(drop_managed_fields)
             .reflect(writer);
         let watch = Watch::new(triggers.clone(), synced_tx.clone());
         tokio::spawn(watch.run(
@@ -136,6 +142,7 @@ impl Caches {
             watcher::Config::default(),
         )
         .default_backoff()
+        .modify(drop_managed_fields)
         .reflect(writer);
         let watch = Watch::new(triggers.clone(), synced_tx);
         let counted = workspaces.clone();
@@ -173,8 +180,8 @@ impl Caches {
         self.workspaces.clone()
     }
 
-    /// GuildNet's Deployments (metadata).
-    pub(crate) fn deployments(&self) -> Store<PartialObjectMeta<Deployment>> {
+    /// GuildNet's Deployments, without their pod templates.
+    pub(crate) fn deployments(&self) -> Store<Deployment> {
         self.deployments.clone()
     }
 
@@ -253,6 +260,24 @@ impl Caches {
         });
         futures::stream::iter(now).chain(changes.flat_map(futures::stream::iter))
     }
+}
+
+/// Drops what nothing reads from a cached Deployment: the pod template (its containers,
+/// volumes, probes: most of its size) and the managed fields.
+fn keep_what_is_read(deployment: &mut Deployment) {
+    deployment.metadata.managed_fields = None;
+    deployment.spec.template = Default::default();
+}
+
+/// Keeps a pod's metadata and status, which the workspace's status is computed from.
+fn keep_pod_status(pod: &mut Pod) {
+    pod.metadata.managed_fields = None;
+    pod.spec = None;
+}
+
+/// Managed fields are most of a small object's size, and nothing here reads them.
+fn drop_managed_fields<K: Resource>(object: &mut K) {
+    object.meta_mut().managed_fields = None;
 }
 
 /// The workspaces that own `child` (its Deployment or Service).

@@ -6,6 +6,7 @@ use super::reaper::IdleAction;
 use super::status::Failure;
 use super::{BuildContext, quota};
 use crate::metrics::Metrics;
+use crate::reconcile::apply::Written;
 use crate::reconcile::backoff::Backoff;
 use crate::reconcile::events::{Announced, Publisher};
 use guildnet_api::workspace::WorkspacePhase;
@@ -52,11 +53,13 @@ pub struct Context {
     pub settings: Settings,
     pub(super) events: Publisher,
     pods: Store<Pod>,
-    pub(super) deployments: Store<PartialObjectMeta<Deployment>>,
+    pub(super) deployments: Store<Deployment>,
     pub(super) services: Store<PartialObjectMeta<Service>>,
     pub(super) network_policies: Store<PartialObjectMeta<NetworkPolicy>>,
     pub(super) ingresses: Store<PartialObjectMeta<Ingress>>,
-    claims: Store<PersistentVolumeClaim>,
+    pub(super) claims: Store<PersistentVolumeClaim>,
+    /// The versions of the children this replica wrote in its current term.
+    pub(super) written: Written,
     workspaces: Store<Workspace>,
     quotas: Store<Quota>,
     pub(super) metrics: Arc<Metrics>,
@@ -84,6 +87,7 @@ impl Context {
             network_policies: caches.network_policies(),
             ingresses: caches.ingresses(),
             claims: caches.claims(),
+            written: Written::default(),
             workspaces: caches.workspaces(),
             quotas: caches.quotas(),
             metrics,
@@ -156,14 +160,24 @@ impl Context {
             .unwrap()
             .retain_agreeing(|uid| phases.get(uid).copied());
         self.backoff.clear();
+        // Another leader may have written since: the applied hashes judge its writes.
+        self.written.retain(|_| false);
     }
 
-    /// Forgets what was announced for workspaces no longer in `cached`.
+    /// Forgets what was announced for workspaces no longer in `cached`, and the versions of
+    /// children that are gone.
     pub(super) fn forget_gone(&self, cached: &[Arc<Workspace>]) {
         let live: HashSet<String> = cached.iter().filter_map(|ws| ws.uid()).collect();
         self.announced
             .lock()
             .unwrap()
             .retain(|uid| live.contains(uid));
+        let children: HashSet<String> = (self.deployments.state().iter().filter_map(|d| d.uid()))
+            .chain(self.services.state().iter().filter_map(|s| s.uid()))
+            .chain(self.network_policies.state().iter().filter_map(|p| p.uid()))
+            .chain(self.ingresses.state().iter().filter_map(|i| i.uid()))
+            .chain(self.claims.state().iter().filter_map(|c| c.uid()))
+            .collect();
+        self.written.retain(|uid| children.contains(uid));
     }
 }

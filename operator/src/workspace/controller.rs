@@ -16,12 +16,13 @@ use super::{reap_loop, report};
 use crate::metrics::WORKSPACE_CONTROLLER;
 use crate::reconcile::apply::{self as child, NameConflict};
 use crate::reconcile::lead::{self, Term};
+use crate::reconcile::throttle::leading_edge;
 use guildnet_api::Workspace;
 use guildnet_api::workspace::facts::Reason;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
-use kube::runtime::controller::{self, Action, Controller};
+use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::ObjectRef;
 use std::future::Future;
 use std::sync::Arc;
@@ -103,9 +104,11 @@ pub async fn lead(
         _ = &mut shutdown => return,
     }
     ctx.begin_term(&caches.workspaces().state());
+    // A new workspace is reconciled at once; edits that follow within the debounce window
+    // are coalesced (kube-runtime's own debounce would hold the first one too).
+    let triggers = leading_edge(caches.subscribe(), ctx.settings.debounce);
     let controller = Controller::for_stream(futures::stream::pending(), caches.workspaces())
-        .with_config(controller::Config::default().debounce(ctx.settings.debounce))
-        .reconcile_on(caches.subscribe());
+        .reconcile_on(triggers);
     let reaper = reap_loop::run(caches.workspaces(), ctx.clone());
     let term = Term {
         lost,

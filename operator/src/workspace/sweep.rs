@@ -15,7 +15,6 @@
 use guildnet_api::labels;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::Resource;
-use kube::api::PartialObjectMeta;
 
 /// A child to delete: where it is, its workspace, and the uid its delete is preconditioned
 /// on.
@@ -68,13 +67,10 @@ pub fn is_left_behind(
 }
 
 /// The `children` that [`is_left_behind`].
-pub fn orphans<'a, K: 'a>(
-    children: impl IntoIterator<Item = &'a PartialObjectMeta<K>>,
+pub fn orphans<'a, K: Resource + 'a>(
+    children: impl IntoIterator<Item = &'a K>,
     workspace_created: impl Fn(&str, &str) -> Option<Time>,
-) -> Vec<Orphan>
-where
-    PartialObjectMeta<K>: Resource,
-{
+) -> Vec<Orphan> {
     children
         .into_iter()
         .map(|child| child.meta())
@@ -95,6 +91,7 @@ mod tests {
     use super::*;
     use k8s_openapi::api::apps::v1::Deployment;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+    use kube::api::PartialObjectMeta;
     use std::collections::BTreeMap;
 
     fn child(name: &str, labels: &[(&str, &str)], owned: bool) -> PartialObjectMeta<Deployment> {

@@ -1,0 +1,368 @@
+//! The operator under load, on a control plane of its own with two replicas electing a
+//! leader as the operator's ServiceAccount (so the chart's RBAC and FlowSchemas apply):
+//! 1,000 Workspaces created open loop at 20 per second by 20 senders, against the same
+//! senders creating 1,000 bare Deployments in the same run (the API server's own floor).
+//! Reports create → Deployment seen on a watch and create → Ready (p50, p99, total) with
+//! their ratios to the floor, the operator's writes per workspace from the API server's
+//! `apiserver_request_total`, the writes of a settled minute, leadership lost during the
+//! run, and the leader's memory. Run by `make bench`; prints a Markdown section.
+
+use futures::StreamExt;
+use guildnet_api::Workspace;
+use guildnet_e2e::User;
+use guildnet_e2e::cluster::{Cluster, Operator, Scrape, leader_among};
+use guildnet_e2e::workspaces::manifest;
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::api::{Api, PostParams};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use std::collections::HashMap;
+use std::fmt::Debug;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const OBJECTS: usize = 1000;
+const SENDERS: usize = 20;
+/// Each sender creates one object a second, the senders 50 ms apart: 20 per second.
+const PERIOD: Duration = Duration::from_secs(1);
+const DEADLINE: Duration = Duration::from_secs(600);
+/// The writes GuildNet's operator makes: (resource, subresource). Verbs PUT are left out:
+/// the operator never updates, while Kubernetes' controllers do (the revision annotation of
+/// a Deployment).
+const OPERATOR_WRITES: [(&str, &str); 7] = [
+    ("deployments", ""),
+    ("services", ""),
+    ("networkpolicies", ""),
+    ("persistentvolumeclaims", ""),
+    ("ingresses", ""),
+    ("secrets", ""),
+    ("workspaces", "status"),
+];
+
+/// When each object was answered, first seen with its Deployment, and first Ready.
+#[derive(Default)]
+struct Times {
+    created: HashMap<String, Instant>,
+    seen: HashMap<String, Instant>,
+    ready: HashMap<String, Instant>,
+}
+
+type Shared = Arc<Mutex<Times>>;
+
+/// Watches `api`, noting the first time each object is seen and the first time `ready`
+/// holds for it, keyed by `key` (the object's name, or its workspace's).
+async fn record<K>(api: Api<K>, times: Shared, ready: fn(&K) -> bool, seen_only: bool)
+where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
+    let (synced_tx, synced_rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let mut synced_tx = Some(synced_tx);
+        let mut events = std::pin::pin!(watcher(api, watcher::Config::default()).default_backoff());
+        while let Some(Ok(event)) = events.next().await {
+            match event {
+                watcher::Event::InitDone => {
+                    if let Some(tx) = synced_tx.take() {
+                        let _ = tx.send(());
+                    }
+                }
+                watcher::Event::Apply(obj) | watcher::Event::InitApply(obj) => {
+                    let now = Instant::now();
+                    let mut times = times.lock().unwrap();
+                    let name = obj.name_any();
+                    if seen_only {
+                        times.seen.entry(name).or_insert(now);
+                    } else if ready(&obj) {
+                        times.ready.entry(name).or_insert(now);
+                    }
+                }
+                _ => {}
+            }
+        }
+    });
+    synced_rx.await.expect("the watch starts");
+}
+
+/// Creates `make(i)` for i in 0..OBJECTS, open loop: sender k sends its j-th at
+/// start + k·50 ms + j·1 s, whatever happened to the earlier ones.
+async fn create_all<K>(api: Api<K>, times: Shared, make: fn(usize) -> K) -> Duration
+where
+    K: Resource + Clone + DeserializeOwned + serde::Serialize + Debug + Send + Sync + 'static,
+{
+    let start = tokio::time::Instant::now();
+    let senders: Vec<_> = (0..SENDERS)
+        .map(|k| {
+            let (api, times) = (api.clone(), times.clone());
+            tokio::spawn(async move {
+                for i in (k..OBJECTS).step_by(SENDERS) {
+                    let due =
+                        start + PERIOD / SENDERS as u32 * k as u32 + PERIOD * (i / SENDERS) as u32;
+                    tokio::time::sleep_until(due).await;
+                    let obj = make(i);
+                    let name = obj.name_any();
+                    api.create(&PostParams::default(), &obj)
+                        .await
+                        .expect("create");
+                    times.lock().unwrap().created.insert(name, Instant::now());
+                }
+            })
+        })
+        .collect();
+    for sender in senders {
+        sender.await.unwrap();
+    }
+    start.elapsed()
+}
+
+async fn wait_until_all(times: &Shared, what: &str, count: fn(&Times) -> usize) {
+    let since = Instant::now();
+    while count(&times.lock().unwrap()) < OBJECTS {
+        assert!(
+            since.elapsed() < DEADLINE,
+            "only {} of {OBJECTS} {what} within {DEADLINE:?}",
+            count(&times.lock().unwrap())
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// p50, p99 and the whole span (first create → last event) of `to` after `created`.
+struct Latency {
+    p50: Duration,
+    p99: Duration,
+    total: Duration,
+}
+
+fn latency(created: &HashMap<String, Instant>, to: &HashMap<String, Instant>) -> Latency {
+    let mut each: Vec<Duration> = created
+        .iter()
+        .map(|(name, at)| to[name].saturating_duration_since(*at))
+        .collect();
+    each.sort();
+    let first = created.values().min().copied().unwrap();
+    let last = to.values().max().copied().unwrap();
+    Latency {
+        p50: each[each.len() / 2],
+        p99: each[each.len() * 99 / 100],
+        total: last.saturating_duration_since(first),
+    }
+}
+
+/// The API server's write requests on `OPERATOR_WRITES` so far, and its Event writes.
+async fn apiserver_writes(admin: &Client) -> (f64, f64) {
+    let request = hyper::Request::get("/metrics").body(Vec::new()).unwrap();
+    let text = admin
+        .request_text(request)
+        .await
+        .expect("API server metrics");
+    let label = |line: &str, key: &str| -> String {
+        let marker = format!("{key}=\"");
+        line.split_once(&marker)
+            .and_then(|(_, rest)| rest.split_once('"'))
+            .map(|(value, _)| value.to_owned())
+            .unwrap_or_default()
+    };
+    let (mut operator, mut events) = (0.0, 0.0);
+    for line in text
+        .lines()
+        .filter(|l| l.starts_with("apiserver_request_total{"))
+    {
+        let verb = label(line, "verb");
+        if !matches!(verb.as_str(), "POST" | "PATCH" | "APPLY" | "DELETE") {
+            continue;
+        }
+        let value: f64 = line
+            .rsplit_once(' ')
+            .and_then(|(_, v)| v.parse().ok())
+            .unwrap_or(0.0);
+        let (resource, subresource) = (label(line, "resource"), label(line, "subresource"));
+        if resource == "events" {
+            events += value;
+        } else if OPERATOR_WRITES.contains(&(resource.as_str(), subresource.as_str())) {
+            operator += value;
+        }
+    }
+    (operator, events)
+}
+
+/// Leadership lost, summed over the replicas' scrapes.
+fn leadership_lost(scrapes: &[Scrape]) -> f64 {
+    scrapes
+        .iter()
+        .map(|s| s.value("guildnet_leader_transitions_total{event=\"lost\"}"))
+        .sum()
+}
+
+async fn scrape_all(ops: &[Operator]) -> Vec<Scrape> {
+    let mut scrapes = Vec::new();
+    for op in ops {
+        scrapes.push(op.metrics().await.expect("operator metrics"));
+    }
+    scrapes
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.0} ms", d.as_secs_f64() * 1000.0)
+}
+
+fn ratio(a: Duration, b: Duration) -> String {
+    format!("{:.2}×", a.as_secs_f64() / b.as_secs_f64().max(1e-9))
+}
+
+fn deployment(i: usize) -> Deployment {
+    serde_json::from_value(serde_json::json!({
+        "metadata": {"name": format!("bare-{i}")},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"app": format!("bare-{i}")}},
+            "template": {
+                "metadata": {"labels": {"app": format!("bare-{i}")}},
+                "spec": {"containers": [{"name": "app", "image": "nginx:1.27"}]}
+            }
+        }
+    }))
+    .unwrap()
+}
+
+fn workspace(i: usize) -> Workspace {
+    manifest(
+        &format!("ws-{i}"),
+        serde_json::json!({"image": "nginx:1.27"}),
+    )
+}
+
+fn available(d: &Deployment) -> bool {
+    d.status
+        .as_ref()
+        .and_then(|s| s.available_replicas)
+        .is_some_and(|n| n >= 1)
+}
+
+#[tokio::main]
+async fn main() {
+    let cluster = Cluster::start("bench-load");
+    let admin = cluster.client(User::Admin).await;
+    let ops = vec![
+        Operator::start_as_service_account(&cluster, "op-0", &[]),
+        Operator::start_as_service_account(&cluster, "op-1", &[]),
+    ];
+    let leader = leader_among(&ops.iter().collect::<Vec<_>>(), Duration::from_secs(60)).await;
+    for namespace in ["floor", "workspaces"] {
+        guildnet_e2e::create_namespace(&admin, namespace, &[]).await;
+    }
+
+    // The floor: bare Deployments, each seen on a watch and Available.
+    let floor: Shared = Arc::default();
+    let bare: Api<Deployment> = Api::namespaced(admin.clone(), "floor");
+    record(bare.clone(), floor.clone(), available, true).await;
+    record(bare.clone(), floor.clone(), available, false).await;
+    create_all(bare, floor.clone(), deployment).await;
+    wait_until_all(&floor, "bare Deployments seen", |t| t.seen.len()).await;
+    wait_until_all(&floor, "bare Deployments available", |t| t.ready.len()).await;
+
+    // The same senders creating Workspaces: Deployment seen, then the Workspace Ready.
+    let before = scrape_all(&ops).await;
+    let (writes_before, events_before) = apiserver_writes(&admin).await;
+    let times: Shared = Arc::default();
+    let workspaces: Api<Workspace> = Api::namespaced(admin.clone(), "workspaces");
+    let children: Api<Deployment> = Api::namespaced(admin.clone(), "workspaces");
+    record(children, times.clone(), available, true).await;
+    record(
+        workspaces.clone(),
+        times.clone(),
+        Workspace::is_ready,
+        false,
+    )
+    .await;
+    create_all(workspaces, times.clone(), workspace).await;
+    wait_until_all(&times, "Workspaces with a Deployment", |t| t.seen.len()).await;
+    wait_until_all(&times, "Workspaces Ready", |t| t.ready.len()).await;
+    let (writes_after, events_after) = apiserver_writes(&admin).await;
+    let after = scrape_all(&ops).await;
+
+    // A settled minute: every Workspace Ready, nothing changing.
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    let (writes_settled, _) = apiserver_writes(&admin).await;
+    let rss = ops[leader].rss_bytes();
+
+    let (floor, times) = (floor.lock().unwrap(), times.lock().unwrap());
+    let floor_seen = latency(&floor.created, &floor.seen);
+    let floor_ready = latency(&floor.created, &floor.ready);
+    let seen = latency(&times.created, &times.seen);
+    let ready = latency(&times.created, &times.ready);
+    let per_workspace = (writes_after - writes_before) / OBJECTS as f64;
+    let lost = leadership_lost(&after) - leadership_lost(&before);
+    let applies = |outcome: &str| -> f64 {
+        ["Deployment", "Service", "NetworkPolicy"]
+            .iter()
+            .map(|kind| {
+                let sample = format!(
+                    "guildnet_child_applies_total{{kind=\"{kind}\",outcome=\"{outcome}\"}}"
+                );
+                after[leader].value(&sample) - before[leader].value(&sample)
+            })
+            .sum()
+    };
+
+    println!("### Under load (`make bench`: e2e/benches/load.rs)\n");
+    println!(
+        "{OBJECTS} objects created open loop at {} per second by {SENDERS} senders on a control plane of the bench's own, with two operator replicas (debug build, as `make dev` runs it) electing a leader as the operator's ServiceAccount, so the chart's RBAC and FlowSchemas apply. The floor is the same senders creating {OBJECTS} bare Deployments in the same run: create answered → seen on a watch, and → Available (KWOK makes the pods ready). Goals: create → Deployment p99 and total ≤ 1.2× the floor's, p50 ≤ 3× the floor's; every Workspace Ready; no leadership lost.\n",
+        SENDERS as u32 * 1000 / PERIOD.as_millis() as u32
+    );
+    println!(
+        "| created → | Workspaces p50 | p99 | total | bare Deployments p50 | p99 | total | ratio p50 / p99 / total |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    println!(
+        "| Deployment seen | {} | {} | {} | {} | {} | {} | {} / {} / {} |",
+        ms(seen.p50),
+        ms(seen.p99),
+        ms(seen.total),
+        ms(floor_seen.p50),
+        ms(floor_seen.p99),
+        ms(floor_seen.total),
+        ratio(seen.p50, floor_seen.p50),
+        ratio(seen.p99, floor_seen.p99),
+        ratio(seen.total, floor_seen.total)
+    );
+    println!(
+        "| Ready (Workspace) / Available (Deployment) | {} | {} | {} | {} | {} | {} | {} / {} / {} |\n",
+        ms(ready.p50),
+        ms(ready.p99),
+        ms(ready.total),
+        ms(floor_ready.p50),
+        ms(floor_ready.p99),
+        ms(floor_ready.total),
+        ratio(ready.p50, floor_ready.p50),
+        ratio(ready.p99, floor_ready.p99),
+        ratio(ready.total, floor_ready.total)
+    );
+    println!("| measure | value |\n|---|---|");
+    println!(
+        "| Workspaces with a Deployment / Ready | {} / {} of {OBJECTS} |",
+        times.seen.len(),
+        times.ready.len()
+    );
+    println!(
+        "| operator writes per workspace (children and status, from `apiserver_request_total`; goal ≤ 7.6) | {per_workspace:.2} |"
+    );
+    println!(
+        "| Event writes per workspace (all components) | {:.2} |",
+        (events_after - events_before) / OBJECTS as f64
+    );
+    println!(
+        "| child applies skipped as already current (Deployment, Service, NetworkPolicy) | {:.0} of {:.0} |",
+        applies("current"),
+        applies("current") + applies("written")
+    );
+    println!(
+        "| operator writes in the settled minute after (goal 0) | {:.0} |",
+        writes_settled - writes_after
+    );
+    println!("| leadership lost during the run (goal 0) | {lost:.0} |");
+    println!(
+        "| leader RSS with {OBJECTS} Workspaces (debug build) | {:.0} MiB |\n",
+        rss as f64 / (1024.0 * 1024.0)
+    );
+}

@@ -609,3 +609,98 @@ async fn an_ingress_asks_only_for_what_its_grant_allows() {
         "{refused:?}"
     );
 }
+
+#[tokio::test]
+async fn only_the_operator_may_set_guildnet_labels_on_workspace_children() {
+    // bob may edit a namespace of his own, so he may create claims, Services and pods
+    // there; GuildNet's labels on them could get his claim mounted into, or his pod routed
+    // to, another user's workspace of that namespace.
+    let admin = client(User::Admin).await;
+    let namespace = unique_name("labels");
+    guildnet_e2e::create_namespace(&admin, &namespace, &[]).await;
+    let binding: k8s_openapi::api::rbac::v1::RoleBinding = serde_json::from_value(json!({
+        "metadata": {"name": "bob-edits"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "edit"},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "bob"}]
+    }))
+    .unwrap();
+    Api::namespaced(admin.clone(), &namespace)
+        .create(&PostParams::default(), &binding)
+        .await
+        .unwrap();
+    let bob = client(User::Bob).await;
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(bob.clone(), &namespace);
+    let claim = |name: &str, labels: Value| -> PersistentVolumeClaim {
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "labels": labels},
+            "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}
+        }))
+        .unwrap()
+    };
+    let refused = |result: Result<PersistentVolumeClaim, kube::Error>| match result {
+        Err(kube::Error::Api(status)) => status.message,
+        other => panic!("a forged label was admitted: {other:?}"),
+    };
+    // A claim for alice's next workspace `ide`, with her owner id.
+    let planted = claim(
+        "ide-home",
+        json!({
+            "guildnet.io/managed": "true",
+            "guildnet.io/id": "ide",
+            "guildnet.io/owner": guildnet_api::policy::owner_id("alice")
+        }),
+    );
+    let message = eventually("the admission policy to be in force", WAIT, || {
+        let claims = claims.clone();
+        let planted = planted.clone();
+        async move {
+            match claims.create(&PostParams::default(), &planted).await {
+                Err(kube::Error::Api(status)) if status.code == 403 => Some(status.message),
+                Ok(_) => {
+                    let _ = claims.delete("ide-home", &DeleteParams::default()).await;
+                    None
+                }
+                Err(_) => None,
+            }
+        }
+    })
+    .await;
+    assert!(
+        message.contains("set by GuildNet's operator only") && message.contains("remove them"),
+        "{message}"
+    );
+    // His own claim, without them, is his to make; labelling it later is refused too.
+    claims
+        .create(
+            &PostParams::default(),
+            &claim("mine", json!({"app": "scratch"})),
+        )
+        .await
+        .unwrap();
+    let relabel = json!({"metadata": {"labels": {"guildnet.io/owner": guildnet_api::policy::owner_id("alice")}}});
+    let message = refused(
+        claims
+            .patch(
+                "mine",
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(relabel),
+            )
+            .await,
+    );
+    assert!(message.contains("leave them as they are"), "{message}");
+    // A pod that a workspace's Service would select.
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(bob, &namespace);
+    let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(json!({
+        "metadata": {"name": "ide-impostor", "labels": {"guildnet.io/managed": "true", "guildnet.io/id": "ide"}},
+        "spec": {"containers": [{"name": "app", "image": "nginx:1.27"}]}
+    }))
+    .unwrap();
+    match pods.create(&PostParams::default(), &pod).await {
+        Err(kube::Error::Api(status)) => assert_eq!(status.code, 403, "{status:?}"),
+        other => panic!("a pod with forged labels was admitted: {other:?}"),
+    }
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(admin);
+    let _ = namespaces
+        .delete(&namespace, &DeleteParams::default())
+        .await;
+}

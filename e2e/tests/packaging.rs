@@ -534,7 +534,8 @@ fn rbac_is_exactly_what_each_component_needs() {
             }
         }
     }
-    for doc in docs.iter().filter(|d| kind(d).ends_with("Binding")) {
+    let role_bindings = ["RoleBinding", "ClusterRoleBinding"];
+    for doc in docs.iter().filter(|d| role_bindings.contains(&kind(d))) {
         let subjects = doc["subjects"].as_sequence().unwrap();
         assert_eq!(subjects.len(), 1);
         assert_eq!(subjects[0]["kind"].as_str(), Some("ServiceAccount"));

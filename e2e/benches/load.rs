@@ -5,12 +5,14 @@
 //! Reports create → Deployment seen on a watch and create → Ready (p50, p99, total) with
 //! their ratios to the floor, the operator's writes per workspace from the API server's
 //! `apiserver_request_total`, the writes of a settled minute, leadership lost during the
-//! run, and the leader's memory. Run by `make bench`; prints a Markdown section.
+//! run, the leader's memory and CPU, and how busy the machine was. Run by `make bench`;
+//! prints a Markdown section.
 
 use futures::StreamExt;
 use guildnet_api::Workspace;
 use guildnet_e2e::User;
 use guildnet_e2e::cluster::{Cluster, Operator, Scrape, leader_among};
+use guildnet_e2e::cpu::{TICKS_PER_SECOND, machine_busy_ticks, process_ticks};
 use guildnet_e2e::workspaces::manifest;
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::{Api, PostParams};
@@ -40,7 +42,8 @@ const OPERATOR_WRITES: [(&str, &str); 7] = [
     ("workspaces", "status"),
 ];
 
-/// When each object was answered, first seen with its Deployment, and first Ready.
+/// When each object's create was sent, when it was first seen with its Deployment, and
+/// when first Ready.
 #[derive(Default)]
 struct Times {
     created: HashMap<String, Instant>,
@@ -100,11 +103,16 @@ where
                         start + PERIOD / SENDERS as u32 * k as u32 + PERIOD * (i / SENDERS) as u32;
                     tokio::time::sleep_until(due).await;
                     let obj = make(i);
-                    let name = obj.name_any();
+                    // From the request sent: the floor is then the create's own round trip
+                    // and the watch's delivery.
+                    times
+                        .lock()
+                        .unwrap()
+                        .created
+                        .insert(obj.name_any(), Instant::now());
                     api.create(&PostParams::default(), &obj)
                         .await
                         .expect("create");
-                    times.lock().unwrap().created.insert(name, Instant::now());
                 }
             })
         })
@@ -124,6 +132,41 @@ async fn wait_until_all(times: &Shared, what: &str, count: fn(&Times) -> usize) 
             count(&times.lock().unwrap())
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// CPU used over a phase: by the whole machine, and by one process.
+struct Load {
+    started: Instant,
+    machine: u64,
+    process: Option<(u32, u64)>,
+}
+
+/// What a [`Load`] measured.
+struct Used {
+    machine_cores: f64,
+    process_seconds: f64,
+}
+
+impl Load {
+    fn start(pid: Option<u32>) -> Self {
+        Self {
+            started: Instant::now(),
+            machine: machine_busy_ticks(),
+            process: pid.map(|pid| (pid, process_ticks(&pid.to_string()))),
+        }
+    }
+
+    fn end(self) -> Used {
+        let elapsed = self.started.elapsed().as_secs_f64();
+        let machine = (machine_busy_ticks() - self.machine) as f64 / TICKS_PER_SECOND;
+        let process = self
+            .process
+            .map_or(0, |(pid, ticks)| process_ticks(&pid.to_string()) - ticks);
+        Used {
+            machine_cores: machine / elapsed,
+            process_seconds: process as f64 / TICKS_PER_SECOND,
+        }
     }
 }
 
@@ -253,6 +296,7 @@ async fn main() {
     }
 
     // The floor: bare Deployments, each seen on a watch and Available.
+    let floor_load = Load::start(None);
     let floor: Shared = Arc::default();
     let bare: Api<Deployment> = Api::namespaced(admin.clone(), "floor");
     record(bare.clone(), floor.clone(), available, true).await;
@@ -260,8 +304,10 @@ async fn main() {
     create_all(bare, floor.clone(), deployment).await;
     wait_until_all(&floor, "bare Deployments seen", |t| t.seen.len()).await;
     wait_until_all(&floor, "bare Deployments available", |t| t.ready.len()).await;
+    let floor_load = floor_load.end();
 
     // The same senders creating Workspaces: Deployment seen, then the Workspace Ready.
+    let load = Load::start(Some(ops[leader].pid()));
     let before = scrape_all(&ops).await;
     let (writes_before, events_before) = apiserver_writes(&admin).await;
     let times: Shared = Arc::default();
@@ -280,6 +326,7 @@ async fn main() {
     wait_until_all(&times, "Workspaces Ready", |t| t.ready.len()).await;
     let (writes_after, events_after) = apiserver_writes(&admin).await;
     let after = scrape_all(&ops).await;
+    let load = load.end();
 
     // A settled minute: every Workspace Ready, nothing changing.
     tokio::time::sleep(Duration::from_secs(60)).await;
@@ -307,7 +354,7 @@ async fn main() {
 
     println!("### Under load (`make bench`: e2e/benches/load.rs)\n");
     println!(
-        "{OBJECTS} objects created open loop at {} per second by {SENDERS} senders on a control plane of the bench's own, with two operator replicas (debug build, as `make dev` runs it) electing a leader as the operator's ServiceAccount, so the chart's RBAC and FlowSchemas apply. The floor is the same senders creating {OBJECTS} bare Deployments in the same run: create answered → seen on a watch, and → Available (KWOK makes the pods ready). Goals: create → Deployment p99 and total ≤ 1.2× the floor's, p50 ≤ 3× the floor's; every Workspace Ready; no leadership lost.\n",
+        "{OBJECTS} objects created open loop at {} per second by {SENDERS} senders on a control plane of the bench's own, with two operator replicas (debug build, as `make dev` runs it) electing a leader as the operator's ServiceAccount, so the chart's RBAC and FlowSchemas apply, and no admission webhook (its cost per create is in its own section). The floor is the same senders creating {OBJECTS} bare Deployments in the same run: create sent → seen on a watch, and → Available (KWOK makes the pods ready). Goals: create → Deployment p99 and total ≤ 1.2× the floor's, p50 ≤ 3× the floor's; every Workspace Ready; no leadership lost.\n",
         SENDERS as u32 * 1000 / PERIOD.as_millis() as u32
     );
     println!(
@@ -362,7 +409,16 @@ async fn main() {
     );
     println!("| leadership lost during the run (goal 0) | {lost:.0} |");
     println!(
-        "| leader RSS with {OBJECTS} Workspaces (debug build) | {:.0} MiB |\n",
+        "| leader RSS with {OBJECTS} Workspaces (debug build) | {:.0} MiB |",
         rss as f64 / (1024.0 * 1024.0)
+    );
+    println!(
+        "| leader CPU per workspace (debug build) | {:.1} ms |",
+        load.process_seconds * 1000.0 / OBJECTS as f64
+    );
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    println!(
+        "| machine busy during the floor / the Workspaces (of {cores} cores; everything here runs on it) | {:.2} / {:.2} cores |\n",
+        floor_load.machine_cores, load.machine_cores
     );
 }

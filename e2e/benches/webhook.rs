@@ -16,6 +16,7 @@
 use guildnet_api::{Capabilities, Workspace};
 use guildnet_e2e::User;
 use guildnet_e2e::cluster::{Cluster, free_port, repo_root};
+use guildnet_e2e::cpu::{TICKS_PER_SECOND, machine_busy_ticks, process_ticks};
 use guildnet_e2e::workspaces::manifest;
 use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
@@ -160,18 +161,8 @@ struct Cpu {
 impl Cpu {
     /// Now; `webhook` is the webhook's process id, once it runs.
     fn now(webhook: Option<u32>) -> Self {
-        let stat = std::fs::read_to_string("/proc/stat").expect("read /proc/stat");
-        let total = stat.lines().next().expect("the cpu line");
-        let machine = total
-            .split_whitespace()
-            .skip(1)
-            .take(8)
-            .enumerate()
-            .filter(|(i, _)| ![3, 4].contains(i))
-            .map(|(_, ticks)| ticks.parse::<u64>().expect("ticks"))
-            .sum();
         Self {
-            machine,
+            machine: machine_busy_ticks(),
             webhook: webhook.map_or(0, |pid| process_ticks(&pid.to_string())),
             bench: process_ticks("self"),
         }
@@ -181,22 +172,8 @@ impl Cpu {
     fn others_since(&self, earlier: &Self, elapsed: Duration) -> f64 {
         let ours = (self.webhook - earlier.webhook) + (self.bench - earlier.bench);
         let others = (self.machine - earlier.machine).saturating_sub(ours);
-        others as f64 / 100.0 / elapsed.as_secs_f64()
+        others as f64 / TICKS_PER_SECOND / elapsed.as_secs_f64()
     }
-}
-
-/// User plus system time of process `pid` (`self` for this one), all threads.
-fn process_ticks(pid: &str) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read its stat");
-    // Fields after the parenthesised command name start at field 3; utime and stime are 14
-    // and 15.
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .expect("a stat line")
-        .1
-        .split_whitespace()
-        .collect();
-    fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime")
 }
 
 /// Waits until other processes use less than [`QUIET_CORES`] over a second, at most

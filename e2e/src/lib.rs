@@ -11,6 +11,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 
 pub mod cluster;
+pub mod cpu;
 pub mod upstream;
 pub mod workspaces;
 

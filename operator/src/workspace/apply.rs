@@ -114,29 +114,31 @@ async fn apply_all(
     }
     let name = ws.name_any();
     let service = cached(&ctx.services, namespace, &name);
-    let meta = service.as_ref().map(|s| &s.metadata);
-    let api = Api::namespaced(client.clone(), namespace);
-    apply_child(
-        ctx,
-        &api,
-        &children.service,
-        owned,
-        meta,
-        VersionBy::ResourceVersion,
-    )
-    .await?;
     let policy = cached(&ctx.network_policies, namespace, &name);
-    let meta = policy.as_ref().map(|p| &p.metadata);
-    let api = Api::namespaced(client.clone(), namespace);
-    apply_child(
-        ctx,
-        &api,
-        &children.network_policy,
-        owned,
-        meta,
-        VersionBy::ResourceVersion,
-    )
-    .await?;
+    let (services, policies) = (
+        Api::namespaced(client.clone(), namespace),
+        Api::namespaced(client.clone(), namespace),
+    );
+    // Independent of each other, so written together: a new workspace waits one round trip
+    // for both. Both come before the Deployment, so its pod never runs unisolated.
+    futures::try_join!(
+        apply_child(
+            ctx,
+            &services,
+            &children.service,
+            owned,
+            service.as_ref().map(|s| &s.metadata),
+            VersionBy::ResourceVersion,
+        ),
+        apply_child(
+            ctx,
+            &policies,
+            &children.network_policy,
+            owned,
+            policy.as_ref().map(|p| &p.metadata),
+            VersionBy::ResourceVersion,
+        ),
+    )?;
     let ingresses: Api<Ingress> = Api::namespaced(client.clone(), namespace);
     match &children.ingress {
         Some(ingress) => {

@@ -104,10 +104,11 @@ pub struct PerOwnerLimits {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct QuotaStatus {
-    /// Usage of every owner the Quota applies to.
+    /// What each owner the Quota applies to uses as it counts it (workspaces held back as
+    /// over a Quota use nothing; retained claims count), by owner id; at most 500 owners.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub usage: Vec<OwnerUsage>,
-    /// How many owners have workspaces counted by this Quota.
+    /// How many owners use something this Quota counts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner_count: Option<i32>,
     /// The latest observations.
@@ -145,4 +146,27 @@ pub struct OwnerUsage {
     /// Other resources (GPUs, hugepages) requested in total, by name.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub extended: BTreeMap<String, Quantity>,
+}
+
+/// How many owners `status.usage` lists at most, so a Quota counting thousands of owners
+/// stays far below the API server's object size limit; `status.ownerCount` counts them all.
+pub const MAX_LISTED_OWNERS: usize = 500;
+
+crate::workspace::facts::spelled! {
+    /// The condition types of a Quota's status.
+    QuotaConditionType {
+        /// Some owner uses more than a limit allows (a limit lowered below what they had,
+        /// or a race two webhook replicas let through); their newest workspaces are held.
+        Exceeded,
+    }
+}
+
+crate::workspace::facts::spelled! {
+    /// The reasons of a Quota's conditions. Never rename one.
+    QuotaReason {
+        /// Every owner is within every limit.
+        WithinLimits,
+        /// At least one owner is over a limit; the message names them.
+        OwnersOverLimit,
+    }
 }

@@ -661,6 +661,38 @@ async fn the_operator_holds_back_workspaces_past_a_quota_until_resumed() {
             "{name} came first and keeps running"
         );
     }
+    // The Quota's status shows who uses what: the held workspace uses nothing.
+    let quotas: Api<Quota> = Api::namespaced(admin.clone(), &ns);
+    let status = guildnet_e2e::eventually("the Quota's status to count", TIMEOUT, || {
+        let quotas = quotas.clone();
+        async move {
+            let status = quotas.get("two-each").await.ok()?.status?;
+            (status.owner_count == Some(1) && status.usage.first()?.workspaces == 2)
+                .then_some(status)
+        }
+    })
+    .await;
+    let owner = api.get("ws-b").await.unwrap().labels()["guildnet.io/owner"].clone();
+    assert_eq!(status.usage[0].owner, owner, "{status:?}");
+    let exceeded = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Exceeded")
+        .unwrap();
+    assert_eq!(
+        (exceeded.status.as_str(), exceeded.reason.as_str()),
+        ("False", "WithinLimits")
+    );
+    let printed = kubectl(
+        User::Admin,
+        &["get", "quota", "two-each", "-n", &ns, "--no-headers"],
+    );
+    assert!(printed.success, "{printed:?}");
+    assert_eq!(
+        printed.stdout.split_whitespace().nth(2),
+        Some("1"),
+        "the Owners column: {printed:?}"
+    );
 
     // Capacity frees up; the user resumes the held workspace by editing its spec.
     api.delete("ws-a", &DeleteParams::default()).await.unwrap();

@@ -194,6 +194,8 @@ macro_rules! spelled {
     };
 }
 
+pub(crate) use spelled;
+
 spelled! {
     /// The condition types of a Workspace's status.
     ConditionType {

@@ -77,12 +77,7 @@ impl Caches {
             .modify(keep_pod_status)
             .reflect(writer);
         let watch = Watch::new(triggers.clone(), synced_tx.clone());
-        tokio::spawn(watch.run("pods", events, |pod: &Pod| {
-            let name = pod.labels().get(labels::ID);
-            name.map(|n| ObjectRef::new(n).within(&pod.namespace().unwrap_or_default()))
-                .into_iter()
-                .collect()
-        }));
+        tokio::spawn(watch.run("pods", events, of_workspace));
 
         let (deployments, writer) = reflector::store();
         let events = watcher(Api::<Deployment>::all(client.clone()), managed.clone())
@@ -121,19 +116,14 @@ impl Caches {
         .reflect(writer);
         let watch = Watch::new(triggers.clone(), synced_tx.clone());
         tokio::spawn(watch.run("ingresses", events, owners));
-        // Claims trigger nothing: a freed Quota place does not start a refused workspace
-        // by itself (see `quota`), and the reconcile reads claims as it writes them.
+        // A claim's change concerns its workspace, and the Quota statuses counting it.
         let (claims, writer) = reflector::store();
         let events = watcher(Api::<PersistentVolumeClaim>::all(client.clone()), managed)
             .default_backoff()
             .modify(drop_managed_fields)
             .reflect(writer);
         let watch = Watch::new(triggers.clone(), synced_tx.clone());
-        tokio::spawn(watch.run(
-            "persistentvolumeclaims",
-            events,
-            |_: &PersistentVolumeClaim| Vec::new(),
-        ));
+        tokio::spawn(watch.run("persistentvolumeclaims", events, of_workspace));
 
         // A Quota change may start or refuse any workspace it counts.
         let (quotas, writer) = reflector::store();
@@ -229,6 +219,11 @@ impl Caches {
         rx
     }
 
+    /// The workspace each change from now on concerns (what the Quota statuses follow).
+    pub(crate) fn changes(&self) -> broadcast::Receiver<ObjectRef<Workspace>> {
+        self.triggers.subscribe()
+    }
+
     /// Every cached workspace now, then each one a change concerns. When the subscriber
     /// falls so far behind that changes were dropped, it gets every workspace again.
     pub(crate) fn subscribe(&self) -> impl Stream<Item = ObjectRef<Workspace>> + Send + 'static {
@@ -278,6 +273,15 @@ fn keep_pod_status(pod: &mut Pod) {
 /// Managed fields are most of a small object's size, and nothing here reads them.
 fn drop_managed_fields<K: Resource>(object: &mut K) {
     object.meta_mut().managed_fields = None;
+}
+
+/// The workspace an object of GuildNet's was made for (its `guildnet.io/id`): a pod or a
+/// claim, which the workspace does not necessarily own.
+fn of_workspace<K: Resource>(object: &K) -> Vec<ObjectRef<Workspace>> {
+    let name = object.labels().get(labels::ID);
+    name.map(|n| ObjectRef::new(n).within(&object.namespace().unwrap_or_default()))
+        .into_iter()
+        .collect()
 }
 
 /// The workspaces that own `child` (its Deployment or Service).

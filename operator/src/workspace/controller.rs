@@ -14,6 +14,7 @@ use super::caches::Caches;
 use super::status::{self, Failure, Observation};
 use super::{reap_loop, report};
 use crate::metrics::WORKSPACE_CONTROLLER;
+use crate::quota::StatusWriter;
 use crate::reconcile::apply::{self as child, NameConflict};
 use crate::reconcile::lead::{self, Term};
 use crate::reconcile::throttle::leading_edge;
@@ -88,8 +89,9 @@ impl Error {
     }
 }
 
-/// Reconciles every workspace and reaps idle ones while this replica leads: from the moment
-/// the caches are synced until `lost` or `shutdown` resolves (see [`Term`]).
+/// Reconciles every workspace, reaps idle ones and keeps the Quota statuses current while
+/// this replica leads: from the moment the caches are synced until `lost` or `shutdown`
+/// resolves (see [`Term`]).
 pub async fn lead(
     caches: &Caches,
     ctx: Arc<Context>,
@@ -110,12 +112,23 @@ pub async fn lead(
     let controller = Controller::for_stream(futures::stream::pending(), caches.workspaces())
         .reconcile_on(triggers);
     let reaper = reap_loop::run(caches.workspaces(), ctx.clone());
+    let quota_statuses = StatusWriter {
+        client: ctx.client.clone(),
+        quotas: caches.quotas(),
+        workspaces: caches.workspaces(),
+        claims: caches.claims(),
+        system_namespace: ctx.settings.system_namespace.clone(),
+    }
+    .run(caches.changes());
+    let background = async move {
+        tokio::join!(reaper, quota_statuses);
+    };
     let term = Term {
         lost,
         shutdown,
         drain,
     };
-    lead::run(controller, reconcile, error_policy, ctx, reaper, term).await;
+    lead::run(controller, reconcile, error_policy, ctx, background, term).await;
 }
 
 /// One reconcile in a span naming the workspace and a reconcile id, so every log line it

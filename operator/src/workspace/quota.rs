@@ -86,7 +86,7 @@ pub fn check(
 
 /// A refusal that stands: the workspace was marked `QuotaExceeded` and its spec has not
 /// changed since.
-fn still_refused(ws: &Workspace) -> Option<Failure> {
+pub(crate) fn still_refused(ws: &Workspace) -> Option<Failure> {
     let status = ws.status.as_ref()?;
     let failed = find_true_condition(&status.conditions, ConditionType::Failed)?;
     let unchanged = failed.observed_generation.is_some()
@@ -98,7 +98,7 @@ fn still_refused(ws: &Workspace) -> Option<Failure> {
 }
 
 /// The owner as the webhook saw them at creation.
-fn owner_as_user(ws: &Workspace) -> User {
+pub(crate) fn owner_as_user(ws: &Workspace) -> User {
     User::new(ws.owner_name().unwrap_or_default(), ws.owner_groups())
 }
 

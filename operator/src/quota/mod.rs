@@ -1,0 +1,110 @@
+//! Quota status: every Quota's `status.usage` (each owner it applies to, with what they
+//! use as it counts it), `ownerCount` and an `Exceeded` condition, kept current by the
+//! leader. It is recomputed from the watch caches (no LIST per write) once a burst of
+//! changes has settled, and at least every [`RECHECK`], and written only when it changed.
+
+pub mod status;
+
+use crate::reconcile::FIELD_MANAGER;
+use guildnet_api::{Quota, Workspace};
+use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::{Client, Resource, ResourceExt};
+use std::time::Duration;
+use tokio::sync::broadcast;
+use tracing::{debug, warn};
+
+/// How long changes may keep coming before the statuses are recomputed once for all.
+const SETTLE: Duration = Duration::from_secs(1);
+
+/// The longest a status goes unchecked (a Quota with no workspace sends no change).
+const RECHECK: Duration = Duration::from_secs(30);
+
+/// What the Quota status writer reads and writes with.
+pub struct StatusWriter {
+    /// The operator's client.
+    pub client: Client,
+    /// The caches it counts from.
+    pub quotas: Store<Quota>,
+    /// Every Workspace.
+    pub workspaces: Store<Workspace>,
+    /// GuildNet's claims: retained ones count for their owner.
+    pub claims: Store<PersistentVolumeClaim>,
+    /// Only Quotas here may count cluster-wide.
+    pub system_namespace: String,
+}
+
+impl StatusWriter {
+    /// Keeps the statuses current while it runs: after each settled burst of `changes`
+    /// (workspaces, their children and claims, Quotas), and every [`RECHECK`].
+    pub async fn run(self, mut changes: broadcast::Receiver<ObjectRef<Workspace>>) {
+        let mut recheck = tokio::time::interval(RECHECK);
+        loop {
+            tokio::select! {
+                change = changes.recv() => {
+                    if matches!(change, Err(broadcast::error::RecvError::Closed)) {
+                        return;
+                    }
+                    tokio::time::sleep(SETTLE).await;
+                    while !matches!(changes.try_recv(), Err(broadcast::error::TryRecvError::Empty | broadcast::error::TryRecvError::Closed)) {}
+                }
+                _ = recheck.tick() => {}
+            }
+            self.write_all().await;
+        }
+    }
+
+    async fn write_all(&self) {
+        let quotas = self.quotas.state();
+        if quotas.is_empty() {
+            return;
+        }
+        let workspaces = self.workspaces.state();
+        let workspaces: Vec<&Workspace> = workspaces.iter().map(|w| w.as_ref()).collect();
+        let claims = self.claims.state();
+        let claims: Vec<&PersistentVolumeClaim> = claims.iter().map(|c| c.as_ref()).collect();
+        for quota in &quotas {
+            let status = status::compute(
+                quota,
+                &workspaces,
+                &claims,
+                &self.system_namespace,
+                Timestamp::now(),
+            );
+            if quota.status.as_ref() == Some(&status) {
+                continue;
+            }
+            if let Err(e) = self.write(quota, status).await {
+                warn!(quota = %ObjectRef::from_obj(&**quota), error = %e, "could not write the Quota's status");
+            }
+        }
+    }
+
+    async fn write(
+        &self,
+        quota: &Quota,
+        status: guildnet_api::quota::QuotaStatus,
+    ) -> kube::Result<()> {
+        let namespace = quota.namespace().unwrap_or_default();
+        let api: Api<Quota> = Api::namespaced(self.client.clone(), &namespace);
+        let body = serde_json::json!({
+            "apiVersion": Quota::api_version(&()),
+            "kind": Quota::kind(&()),
+            "status": status,
+        });
+        api.patch_status(
+            &quota.name_any(),
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(body),
+        )
+        .await?;
+        debug!(
+            namespace,
+            quota = quota.name_any(),
+            "wrote the Quota's status"
+        );
+        Ok(())
+    }
+}

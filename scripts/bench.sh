@@ -19,9 +19,11 @@ cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')
   echo "## Workspace controller"
   echo
   cargo bench -q -p guildnet-operator --bench reaper_scan
-  # Starts a control plane and two operator replicas of its own (the debug build).
-  cargo build -q -p guildnet-operator
-  GUILDNET_BIN=$PWD/.guildnet/bin cargo bench -q -p guildnet-e2e --bench load
+  # Starts a control plane and two operator replicas of its own: the release build, as
+  # deployed.
+  cargo build -q --release -p guildnet-operator
+  GUILDNET_TARGET=$PWD/target/release GUILDNET_BIN=$PWD/.guildnet/bin \
+    cargo bench -q -p guildnet-e2e --bench load
   echo "## Operator runtime"
   echo
   cargo bench -q -p guildnet-operator --bench metrics_scrape

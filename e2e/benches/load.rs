@@ -5,8 +5,8 @@
 //! Reports create → Deployment seen on a watch and create → Ready (p50, p99, total) with
 //! their ratios to the floor, the operator's writes per workspace from the API server's
 //! `apiserver_request_total`, the writes of a settled minute, leadership lost during the
-//! run, the leader's memory and CPU, and how busy the machine was. Run by `make bench`;
-//! prints a Markdown section.
+//! run, the leader's memory and CPU (also with 5,000 Workspaces, and after all are
+//! deleted), and how busy the machine was. Run by `make bench`; prints a Markdown section.
 
 use futures::StreamExt;
 use guildnet_api::Workspace;
@@ -15,7 +15,7 @@ use guildnet_e2e::cluster::{Cluster, Operator, Scrape, leader_among};
 use guildnet_e2e::cpu::{TICKS_PER_SECOND, machine_busy_ticks, process_ticks};
 use guildnet_e2e::workspaces::manifest;
 use k8s_openapi::api::apps::v1::Deployment;
-use kube::api::{Api, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
@@ -25,6 +25,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const OBJECTS: usize = 1000;
+/// Workspaces in the cache when the memory is measured.
+const MEMORY_OBJECTS: usize = 5000;
 const SENDERS: usize = 20;
 /// Each sender creates one object a second, the senders 50 ms apart: 20 per second.
 const PERIOD: Duration = Duration::from_secs(1);
@@ -93,14 +95,29 @@ async fn create_all<K>(api: Api<K>, times: Shared, make: fn(usize) -> K) -> Dura
 where
     K: Resource + Clone + DeserializeOwned + serde::Serialize + Debug + Send + Sync + 'static,
 {
+    create_paced(api, times, make, 0..OBJECTS, SENDERS).await
+}
+
+/// Creates `make(i)` for i in `range`, open loop, `senders` a second, each sender one a
+/// second.
+async fn create_paced<K>(
+    api: Api<K>,
+    times: Shared,
+    make: fn(usize) -> K,
+    range: std::ops::Range<usize>,
+    senders: usize,
+) -> Duration
+where
+    K: Resource + Clone + DeserializeOwned + serde::Serialize + Debug + Send + Sync + 'static,
+{
     let start = tokio::time::Instant::now();
-    let senders: Vec<_> = (0..SENDERS)
+    let senders: Vec<_> = (0..senders)
         .map(|k| {
-            let (api, times) = (api.clone(), times.clone());
+            let (api, times, range) = (api.clone(), times.clone(), range.clone());
             tokio::spawn(async move {
-                for i in (k..OBJECTS).step_by(SENDERS) {
-                    let due =
-                        start + PERIOD / SENDERS as u32 * k as u32 + PERIOD * (i / SENDERS) as u32;
+                for i in (range.start + k..range.end).step_by(senders) {
+                    let round = (i - range.start) / senders;
+                    let due = start + PERIOD / senders as u32 * k as u32 + PERIOD * round as u32;
                     tokio::time::sleep_until(due).await;
                     let obj = make(i);
                     // From the request sent: the floor is then the create's own round trip
@@ -124,11 +141,15 @@ where
 }
 
 async fn wait_until_all(times: &Shared, what: &str, count: fn(&Times) -> usize) {
+    wait_until(times, what, count, OBJECTS).await;
+}
+
+async fn wait_until(times: &Shared, what: &str, count: fn(&Times) -> usize, target: usize) {
     let since = Instant::now();
-    while count(&times.lock().unwrap()) < OBJECTS {
+    while count(&times.lock().unwrap()) < target {
         assert!(
             since.elapsed() < DEADLINE,
-            "only {} of {OBJECTS} {what} within {DEADLINE:?}",
+            "only {} of {target} {what} within {DEADLINE:?}",
             count(&times.lock().unwrap())
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -275,6 +296,13 @@ fn workspace(i: usize) -> Workspace {
     )
 }
 
+fn suspended(i: usize) -> Workspace {
+    manifest(
+        &format!("ws-{i}"),
+        serde_json::json!({"image": "nginx:1.27", "lifecycle": {"suspend": true}}),
+    )
+}
+
 fn available(d: &Deployment) -> bool {
     d.status
         .as_ref()
@@ -333,6 +361,44 @@ async fn main() {
     let (writes_settled, _) = apiserver_writes(&admin).await;
     let rss = ops[leader].rss_bytes();
 
+    // Memory with 5,000 Workspaces: 4,000 more, created suspended. The local
+    // controller-manager makes about four pods a second, too few for 4,000 more pods in a
+    // benchmark's time, so these have their Deployment (at zero replicas), Service and
+    // NetworkPolicy but no pod.
+    let memory: Shared = Arc::default();
+    let children: Api<Deployment> = Api::namespaced(admin.clone(), "workspaces");
+    record(children.clone(), memory.clone(), available, true).await;
+    let workspaces: Api<Workspace> = Api::namespaced(admin.clone(), "workspaces");
+    let range = OBJECTS..MEMORY_OBJECTS;
+    create_paced(workspaces.clone(), memory.clone(), suspended, range, 100).await;
+    wait_until(
+        &memory,
+        "Workspaces with a Deployment",
+        |t| t.seen.len(),
+        MEMORY_OBJECTS,
+    )
+    .await;
+    let rss_at_most = ops[leader].rss_bytes();
+    workspaces
+        .delete_collection(&DeleteParams::default(), &ListParams::default())
+        .await
+        .expect("delete every workspace");
+    let since = Instant::now();
+    while !children
+        .list_metadata(&ListParams::default().limit(1))
+        .await
+        .expect("list")
+        .items
+        .is_empty()
+    {
+        assert!(
+            since.elapsed() < DEADLINE,
+            "the children were not collected within {DEADLINE:?}"
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let rss_after = ops[leader].rss_bytes();
+
     let (floor, times) = (floor.lock().unwrap(), times.lock().unwrap());
     let floor_seen = latency(&floor.created, &floor.seen);
     let floor_ready = latency(&floor.created, &floor.ready);
@@ -352,9 +418,14 @@ async fn main() {
             .sum()
     };
 
+    let build = if guildnet_e2e::cluster::target_dir().ends_with("release") {
+        "release"
+    } else {
+        "debug"
+    };
     println!("### Under load (`make bench`: e2e/benches/load.rs)\n");
     println!(
-        "{OBJECTS} objects created open loop at {} per second by {SENDERS} senders on a control plane of the bench's own, with two operator replicas (debug build, as `make dev` runs it) electing a leader as the operator's ServiceAccount, so the chart's RBAC and FlowSchemas apply, and no admission webhook (its cost per create is in its own section). The floor is the same senders creating {OBJECTS} bare Deployments in the same run: create sent → seen on a watch, and → Available (KWOK makes the pods ready). Goals: create → Deployment p99 and total ≤ 1.2× the floor's, p50 ≤ 3× the floor's; every Workspace Ready; no leadership lost.\n",
+        "{OBJECTS} objects created open loop at {} per second by {SENDERS} senders on a control plane of the bench's own, with two operator replicas ({build} build) electing a leader as the operator's ServiceAccount, so the chart's RBAC and FlowSchemas apply, and no admission webhook (its cost per create is in its own section). The floor is the same senders creating {OBJECTS} bare Deployments in the same run: create sent → seen on a watch, and → Available (KWOK makes the pods ready). Goals: create → Deployment p99 and total ≤ 1.2× the floor's, p50 ≤ 3× the floor's; every Workspace Ready; no leadership lost.\n",
         SENDERS as u32 * 1000 / PERIOD.as_millis() as u32
     );
     println!(
@@ -409,11 +480,22 @@ async fn main() {
     );
     println!("| leadership lost during the run (goal 0) | {lost:.0} |");
     println!(
-        "| leader RSS with {OBJECTS} Workspaces (debug build) | {:.0} MiB |",
+        "| leader RSS with {OBJECTS} Workspaces ({build} build) | {:.0} MiB |",
         rss as f64 / (1024.0 * 1024.0)
     );
+    let mib = |bytes: u64| bytes as f64 / (1024.0 * 1024.0);
     println!(
-        "| leader CPU per workspace (debug build) | {:.1} ms |",
+        "| leader RSS with {MEMORY_OBJECTS} Workspaces ({} suspended, no pods; goal ≤ 100 MiB in a release build) / after all are deleted | {:.0} MiB / {:.0} MiB |",
+        MEMORY_OBJECTS - OBJECTS,
+        mib(rss_at_most),
+        mib(rss_after)
+    );
+    println!(
+        "| leader memory per Workspace, from 1,000 to {MEMORY_OBJECTS} | {:.1} KiB |",
+        rss_at_most.saturating_sub(rss) as f64 / 1024.0 / (MEMORY_OBJECTS - OBJECTS) as f64
+    );
+    println!(
+        "| leader CPU per workspace ({build} build) | {:.1} ms |",
         load.process_seconds * 1000.0 / OBJECTS as f64
     );
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());

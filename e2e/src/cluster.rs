@@ -113,6 +113,14 @@ impl Drop for Cluster {
     }
 }
 
+/// Where the operator binary is built: `$GUILDNET_TARGET` (e.g. `target/release`), else
+/// `target/debug`.
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("GUILDNET_TARGET")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target/debug"))
+}
+
 /// A port nobody listens on right now.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -146,7 +154,7 @@ impl Operator {
     }
 
     fn spawn(cluster: &Cluster, kubeconfig: &Path, name: &str, args: &[&str]) -> Self {
-        let binary = repo_root().join("target/debug/guildnet-operator");
+        let binary = target_dir().join("guildnet-operator");
         assert!(
             binary.exists(),
             "{} is missing: run `make build` first",

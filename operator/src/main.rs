@@ -44,6 +44,9 @@ struct Args {
     /// coalesced into one once it has been quiet this long (ten times this at most).
     #[arg(long, value_parser = humantime::parse_duration, default_value = "200ms")]
     debounce: Duration,
+    /// How many Workspaces are reconciled at the same time, at most.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..))]
+    concurrency: u16,
     /// How often a Workspace in NameConflict (an object of a child's name that is not its
     /// own) looks again whether the other object is gone.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "60s")]
@@ -130,6 +133,7 @@ async fn main() -> anyhow::Result<()> {
             idle_action: args.idle_action,
             reap_interval: args.reap_interval,
             debounce: args.debounce,
+            concurrency: args.concurrency,
             name_conflict_recheck: args.name_conflict_recheck,
             build: BuildContext {
                 proxy: ProxyPeer {

@@ -37,6 +37,8 @@ pub struct Settings {
     pub reap_interval: Duration,
     /// Edits to a workspace closer together than this are reconciled once.
     pub debounce: Duration,
+    /// How many workspaces are reconciled at once, at most.
+    pub concurrency: u16,
     /// How often a workspace whose child name is taken by another object looks again.
     pub name_conflict_recheck: Duration,
     /// GuildNet's own namespace: only Quotas there may count workspaces cluster-wide.

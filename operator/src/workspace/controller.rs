@@ -23,7 +23,7 @@ use guildnet_api::workspace::facts::Reason;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::reflector::ObjectRef;
 use std::future::Future;
 use std::sync::Arc;
@@ -109,7 +109,11 @@ pub async fn lead(
     // A new workspace is reconciled at once; edits that follow within the debounce window
     // are coalesced (kube-runtime's own debounce would hold the first one too).
     let triggers = leading_edge(caches.subscribe(), ctx.settings.debounce);
+    // Bounded: each reconcile in flight holds its requests and answers, so a burst of
+    // thousands of new workspaces would otherwise hold them all at once.
+    let config = controller::Config::default().concurrency(ctx.settings.concurrency);
     let controller = Controller::for_stream(futures::stream::pending(), caches.workspaces())
+        .with_config(config)
         .reconcile_on(triggers);
     let reaper = reap_loop::run(caches.workspaces(), ctx.clone());
     let quota_statuses = StatusWriter {

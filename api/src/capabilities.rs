@@ -8,9 +8,10 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// Grants to users, groups or service accounts: which images they may run, how large a
-/// workspace may be, how it may be exposed, where it may be placed, and whether they
-/// administer others' workspaces. A user gets the union of every Capabilities that names
-/// them; a user named by none may not create workspaces.
+/// workspace may be, how it may be exposed, where it may be placed, whether they
+/// administer others' workspaces, and whom they may create workspaces for. A user gets the
+/// union of every Capabilities that names them; a user named by none may not create
+/// workspaces.
 #[derive(CustomResource, Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[kube(
     group = "guildnet.io",
@@ -23,7 +24,7 @@ use std::collections::BTreeMap;
     status = "CapabilitiesStatus",
     derive = "PartialEq",
     derive = "Default",
-    doc = "Grants to users, groups or service accounts: allowed images, per-workspace resource ceilings, exposure types, clusters, and admin rights.",
+    doc = "Grants to users, groups or service accounts: allowed images, per-workspace resource ceilings, exposure types, clusters, admin rights and owner assignment.",
     printcolumn(name = "Admin", type_ = "boolean", json_path = ".spec.admin"),
     printcolumn(
         name = "Age",
@@ -65,6 +66,23 @@ pub struct CapabilitiesSpec {
     /// a workspace that never idles out holds its CPU, memory and Quota for good.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub keep_alive: bool,
+    /// Lets the subjects create workspaces for other users, as a GitOps controller applies
+    /// developers' workspaces: a new Workspace annotated `guildnet.io/owner-name: alice`
+    /// becomes alice's, and her Capabilities and Quotas apply, not the subjects'. The
+    /// subjects may also update and delete the workspaces of the owners they may assign
+    /// (re-applies, prunes). Without it, the annotation naming anyone else is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assign_owners: Option<OwnerAssignment>,
+}
+
+/// Whom the subjects of a Capabilities may make owners of the workspaces they create.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OwnerAssignment {
+    /// User names, exactly as the API server authenticates them (e.g. `alice@example.com`),
+    /// or `*` for any user.
+    #[schemars(length(min = 1, max = 256), extend("items" = {"type": "string", "minLength": 1, "maxLength": 128}))]
+    pub users: Vec<String>,
 }
 
 /// What an Ingress exposure may ask for.

@@ -313,6 +313,11 @@ fn bad_values_are_refused_naming_the_field() {
         ("proxy.ingress.enabled=true", "/proxy/ingress/host"),
         ("proxy.tailscale.tags={k8s}", "/proxy/tailscale/tags/0"),
         ("image.digest=latest", "/image/digest"),
+        ("webhook.trustedUsers={}", "/webhook/trustedUsers"),
+        (
+            "ownerAssignment.subjects[0].kind=ServiceAccount",
+            "/ownerAssignment/subjects/0",
+        ),
     ];
     for (set, field) in cases {
         let out = helm(&["template", "bad", CHART, "--set", set]);
@@ -636,6 +641,8 @@ fn chart_defaults_are_highly_available_and_hardened() {
     for arg in [
         "--operator-username=system:serviceaccount:guildnet-system:guildnet-operator",
         "--proxy-username=system:serviceaccount:guildnet-system:guildnet-proxy",
+        "--trusted-user=system:serviceaccount:kube-system:namespace-controller",
+        "--trusted-user=system:serviceaccount:kube-system:generic-garbage-collector",
         "--service-name=guildnet-webhook",
     ] {
         assert!(webhook.contains(&arg), "webhook has {arg}: {webhook:?}");
@@ -648,6 +655,20 @@ fn chart_defaults_are_highly_available_and_hardened() {
     .unwrap();
     assert_eq!(name(starter), "starter");
     assert_eq!(starter["spec"], source["spec"]);
+    // Members of guildnet:admins administer workspaces; nobody assigns owners by default.
+    let admins = docs
+        .iter()
+        .find(|d| kind(d) == "Capabilities" && name(d) == "guildnet-admins")
+        .expect("the admin Capabilities");
+    assert_eq!(admins["spec"]["admin"].as_bool(), Some(true));
+    assert_eq!(
+        admins["spec"]["subjects"][0]["name"].as_str(),
+        Some("guildnet:admins")
+    );
+    assert!(
+        !docs.iter().any(|d| name(d) == "guildnet-owner-assigners"),
+        "owner assignment is opt-in"
+    );
 }
 
 // ---- on the API server ------------------------------------------------------------------------

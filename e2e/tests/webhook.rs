@@ -1,7 +1,8 @@
-//! The admission webhook on the local control plane: owners from the requesting user,
-//! ownership of updates and deletes, image policy, resource ceilings, exposure and
-//! placement grants, per-owner Quotas (429), objects that are not ours left alone, and the
-//! serving certificate rotated while requests keep succeeding.
+//! The admission webhook on the local control plane: owners from the requesting user or
+//! assigned by a GitOps service account, ownership of updates and deletes (cluster admins
+//! included), namespace deletion and garbage collection never blocked, image policy, resource
+//! ceilings, exposure and placement grants, per-owner Quotas (429), objects that are not ours
+//! left alone, and the serving certificate rotated while requests keep succeeding.
 //!
 //! The suite's webhook is already running and registered (see the Makefile). Each test makes
 //! its own Capabilities and Quotas under unique names, and keeps them narrow, so tests
@@ -18,14 +19,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use guildnet_api::policy::owner_id;
+use guildnet_api::workspace::WorkspacePhase;
 use guildnet_api::{Capabilities, Quota, Workspace};
 use guildnet_e2e::workspaces::manifest;
 use guildnet_e2e::{User, client, eventually, kubeconfig_path, unique_name};
 use k8s_openapi::api::admissionregistration::v1::{
     MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
 };
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, ServiceAccount};
-use k8s_openapi::api::rbac::v1::RoleBinding;
+use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleBinding};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::core::Status;
 use kube::{Client, Config};
@@ -221,14 +224,22 @@ async fn owners_come_from_the_requesting_user_and_cannot_be_spoofed() {
         )
         .await
         .unwrap();
-    let mut spoofed = manifest(&unique_name("spoof"), spec);
+    let mut spoofed = manifest(&unique_name("spoof"), spec.clone());
     spoofed.metadata.labels = Some([("guildnet.io/owner".to_owned(), owner_id("bob"))].into());
-    spoofed.metadata.annotations =
-        Some([("guildnet.io/owner-name".to_owned(), "bob".to_owned())].into());
     let spoofed = alice
         .create(&PostParams::default(), &spoofed)
         .await
         .unwrap();
+    // Naming bob as the owner takes a grant alice does not have: refused, not ignored.
+    let mut assigned = manifest(&unique_name("spoof"), spec);
+    assigned.metadata.annotations =
+        Some([("guildnet.io/owner-name".to_owned(), "bob".to_owned())].into());
+    let message = assert_refused(
+        alice.create(&PostParams::default(), &assigned).await,
+        "OwnerAssignmentDenied",
+        403,
+    );
+    assert!(message.contains("assignOwners"), "{message}");
 
     let alice_id = owner_id("alice");
     assert_eq!(owner_label(&first).as_deref(), Some(alice_id.as_str()));
@@ -281,7 +292,8 @@ async fn owners_come_from_the_requesting_user_and_cannot_be_spoofed() {
 
 // ---- ownership -----------------------------------------------------------------------------
 
-/// A client acting as the ServiceAccount `namespace/name`, through a bound token.
+/// A client acting as the ServiceAccount `namespace/name`, through a bound token. It does
+/// not retry refusals, so a QuotaExceeded (429) surfaces at once.
 async fn service_account_client(admin: &Client, namespace: &str, name: &str) -> Client {
     let accounts: Api<ServiceAccount> = Api::namespaced(admin.clone(), namespace);
     let account = serde_json::from_value(json!({"metadata": {"name": name}})).unwrap();
@@ -308,6 +320,7 @@ async fn service_account_client(admin: &Client, namespace: &str, name: &str) -> 
         .await
         .unwrap();
     config.auth_info = serde_json::from_value(json!({"token": token})).unwrap();
+    config.default_retry = false;
     Client::try_from(config).unwrap()
 }
 
@@ -401,6 +414,506 @@ async fn only_the_owner_or_a_capabilities_admin_updates_or_deletes() {
     delete_namespace(&home).await;
     admin_grant.remove().await;
     grant.remove().await;
+}
+
+// ---- cluster admins and Kubernetes' controllers --------------------------------------------
+
+/// A client of `username` (the admin impersonating them; the API server adds the groups a
+/// service account has).
+async fn impersonating(username: &str) -> Client {
+    let kubeconfig = kube::config::Kubeconfig::read_from(kubeconfig_path()).unwrap();
+    let options = kube::config::KubeConfigOptions {
+        context: Some(User::Admin.context().to_owned()),
+        ..Default::default()
+    };
+    let mut config = Config::from_custom_kubeconfig(kubeconfig, &options)
+        .await
+        .unwrap();
+    config.auth_info.impersonate = Some(username.to_owned());
+    Client::try_from(config).unwrap()
+}
+
+/// Waits until namespace `name` and everything in it are gone.
+async fn wait_namespace_gone(name: &str) {
+    let namespaces: Api<Namespace> = Api::all(client(User::Admin).await);
+    guildnet_e2e::workspaces::wait_gone(&namespaces, name).await;
+}
+
+#[tokio::test]
+async fn a_cluster_admin_clears_a_stuck_finalizer_and_kube_system_names_are_not_trusted() {
+    let grant = Grant::users().await;
+    let admin = client(User::Admin).await;
+    let namespace = unique_name("stuck");
+    let namespaces: Api<Namespace> = Api::all(admin.clone());
+    let created = serde_json::from_value(json!({"metadata": {"name": namespace}})).unwrap();
+    namespaces
+        .create(&PostParams::default(), &created)
+        .await
+        .unwrap();
+    let binding = bind_workspace_user(
+        &admin,
+        &namespace,
+        json!({"kind": "User", "apiGroup": "rbac.authorization.k8s.io", "name": "alice"}),
+    )
+    .await;
+    let alice: Api<Workspace> = Api::namespaced(client(User::Alice).await, &namespace);
+    until_admitted(&alice).await;
+    // A finalizer of alice's own, whose controller (say, a backup job of hers) is gone.
+    let name = unique_name("guarded");
+    let mut guarded = manifest(&name, json!({"image": ALLOWED_IMAGE}));
+    guarded.metadata.finalizers = Some(vec!["example.com/alice-backup".to_owned()]);
+    alice
+        .create(&PostParams::default(), &guarded)
+        .await
+        .unwrap();
+    // A made-up identity in kube-system that RBAC lets act on workspaces everywhere.
+    let impostor = format!(
+        "system:serviceaccount:kube-system:{}",
+        unique_name("anything")
+    );
+    let cluster_bindings: Api<ClusterRoleBinding> = Api::all(admin.clone());
+    let impostor_binding = unique_name("e2e-impostor");
+    let cluster_binding = serde_json::from_value(json!({
+        "metadata": {"name": impostor_binding},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "guildnet:workspace-user"},
+        "subjects": [{"kind": "User", "apiGroup": "rbac.authorization.k8s.io", "name": impostor}]
+    }))
+    .unwrap();
+    cluster_bindings
+        .create(&PostParams::default(), &cluster_binding)
+        .await
+        .unwrap();
+
+    // Her RoleBinding goes, then the namespace: its controller deletes the workspace
+    // (through the webhook), and the finalizer holds it, and the namespace, there.
+    let bindings: Api<RoleBinding> = Api::namespaced(admin.clone(), &namespace);
+    bindings
+        .delete(&binding, &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually("RBAC to drop alice's rights", TIMEOUT, || {
+        let alice = alice.clone();
+        let name = name.clone();
+        async move {
+            match alice.get(&name).await {
+                Err(kube::Error::Api(status)) if status.code == 403 => Some(()),
+                _ => None,
+            }
+        }
+    })
+    .await;
+    namespaces
+        .delete(&namespace, &DeleteParams::default())
+        .await
+        .unwrap();
+    let as_admin: Api<Workspace> = Api::namespaced(admin.clone(), &namespace);
+    eventually(
+        "the namespace controller to delete the workspace",
+        TIMEOUT,
+        || {
+            let as_admin = as_admin.clone();
+            let name = name.clone();
+            async move {
+                let ws = as_admin.get(&name).await.ok()?;
+                ws.metadata.deletion_timestamp.map(|_| ())
+            }
+        },
+    )
+    .await;
+    let terminating = namespaces.get(&namespace).await.unwrap();
+    assert_eq!(
+        terminating.status.and_then(|s| s.phase).as_deref(),
+        Some("Terminating")
+    );
+
+    let unfinalize = Patch::Merge(json!({"metadata": {"finalizers": null}}));
+    // alice may no longer touch it at all (RBAC).
+    let status = refusal(
+        alice
+            .patch(&name, &PatchParams::default(), &unfinalize)
+            .await,
+    );
+    assert_eq!((status.code, status.reason.as_str()), (403, "Forbidden"));
+    // The made-up kube-system account is no longer trusted by its name's prefix.
+    let impostor_api: Api<Workspace> = Api::namespaced(impersonating(&impostor).await, &namespace);
+    let message = eventually("RBAC to let the made-up account ask", TIMEOUT, || {
+        let impostor_api = impostor_api.clone();
+        let name = name.clone();
+        let unfinalize = unfinalize.clone();
+        async move {
+            match impostor_api
+                .patch(&name, &PatchParams::default(), &unfinalize)
+                .await
+            {
+                Err(kube::Error::Api(status)) if status.reason == "NotOwner" => {
+                    Some(status.message)
+                }
+                Err(_) => None,
+                Ok(_) => panic!("a made-up kube-system account passed the webhook"),
+            }
+        }
+    })
+    .await;
+    assert!(message.contains(&impostor), "{message}");
+    // The cluster admin (system:masters, no Capabilities admin) may, and the namespace goes.
+    as_admin
+        .patch(&name, &PatchParams::default(), &unfinalize)
+        .await
+        .unwrap();
+    wait_namespace_gone(&namespace).await;
+
+    let _ = cluster_bindings
+        .delete(&impostor_binding, &DeleteParams::default())
+        .await;
+    grant.remove().await;
+}
+
+#[tokio::test]
+async fn namespace_deletion_and_garbage_collection_are_never_blocked() {
+    let cluster = unique_name("e2e-edge");
+    let grant = Grant::new(
+        json!([{"kind": "Group", "name": "guildnet:users"}]),
+        json!({"clusters": [cluster]}),
+    )
+    .await;
+    let admin = client(User::Admin).await;
+    let alice_client = client(User::Alice).await;
+    let suspended_namespace = users_namespace("ns-suspended").await;
+    let placed_namespace = users_namespace("ns-placed").await;
+    let collected_namespace = users_namespace("ns-collected").await;
+    let alice_in = |namespace: &str| Api::<Workspace>::namespaced(alice_client.clone(), namespace);
+    until_admitted(&alice_in(&suspended_namespace)).await;
+
+    // A suspended workspace, scaled to zero by the operator.
+    let suspended = alice_in(&suspended_namespace);
+    let stopped = unique_name("stopped");
+    guildnet_e2e::workspaces::create(
+        &suspended,
+        &stopped,
+        json!({"image": ALLOWED_IMAGE, "lifecycle": {"suspend": true}}),
+    )
+    .await;
+    guildnet_e2e::workspaces::wait_for(&suspended, &stopped, "Stopped", |ws| {
+        ws.status
+            .as_ref()
+            .and_then(|s| s.phase)
+            .is_some_and(|phase| phase == WorkspacePhase::Stopped)
+    })
+    .await;
+    // A workspace placed on a (granted) cluster, seen by the operator.
+    let placed = alice_in(&placed_namespace);
+    let far = unique_name("far");
+    let spec = json!({"image": ALLOWED_IMAGE, "placement": {"cluster": cluster}});
+    eventually("the webhook to see the cluster grant", TIMEOUT, || {
+        let placed = placed.clone();
+        let probe = manifest(&far, spec.clone());
+        async move { placed.create(&PostParams::default(), &probe).await.ok() }
+    })
+    .await;
+    guildnet_e2e::workspaces::wait_for(&placed, &far, "the operator's status", |ws| {
+        ws.status.as_ref().and_then(|s| s.observed_generation) == ws.metadata.generation
+    })
+    .await;
+
+    // Garbage collection: a workspace owned by a ConfigMap goes with it...
+    let collected = alice_in(&collected_namespace);
+    until_admitted(&collected).await;
+    let config_maps: Api<ConfigMap> = Api::namespaced(admin.clone(), &collected_namespace);
+    let owner_name = unique_name("owner");
+    let owner = serde_json::from_value(json!({"metadata": {"name": owner_name}})).unwrap();
+    let owner = config_maps
+        .create(&PostParams::default(), &owner)
+        .await
+        .unwrap();
+    let dependent = unique_name("dependent");
+    let mut owned = manifest(&dependent, json!({"image": ALLOWED_IMAGE}));
+    owned.metadata.owner_references = Some(vec![
+        serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "ConfigMap", "name": owner_name,
+            "uid": owner.metadata.uid.unwrap()
+        }))
+        .unwrap(),
+    ]);
+    collected
+        .create(&PostParams::default(), &owned)
+        .await
+        .unwrap();
+    config_maps
+        .delete(&owner_name, &DeleteParams::default())
+        .await
+        .unwrap();
+    guildnet_e2e::workspaces::wait_gone(&collected, &dependent).await;
+    // ...and a workspace deleted in the foreground loses its foregroundDeletion finalizer to
+    // the garbage collector once its Deployment is gone.
+    let foreground = unique_name("foreground");
+    guildnet_e2e::workspaces::create(&collected, &foreground, json!({"image": ALLOWED_IMAGE}))
+        .await;
+    let deployments: Api<Deployment> = Api::namespaced(admin.clone(), &collected_namespace);
+    eventually("the operator to make the Deployment", TIMEOUT, || {
+        let deployments = deployments.clone();
+        let foreground = foreground.clone();
+        async move { deployments.get_opt(&foreground).await.ok().flatten() }
+    })
+    .await;
+    collected
+        .delete(&foreground, &DeleteParams::foreground())
+        .await
+        .unwrap();
+    guildnet_e2e::workspaces::wait_gone(&collected, &foreground).await;
+    assert!(deployments.get_opt(&foreground).await.unwrap().is_none());
+
+    // Namespace deletion removes alice's workspaces as the namespace controller.
+    for namespace in [
+        &suspended_namespace,
+        &placed_namespace,
+        &collected_namespace,
+    ] {
+        delete_namespace(namespace).await;
+    }
+    for namespace in [
+        &suspended_namespace,
+        &placed_namespace,
+        &collected_namespace,
+    ] {
+        wait_namespace_gone(namespace).await;
+    }
+    grant.remove().await;
+}
+
+// ---- owners assigned by GitOps -------------------------------------------------------------
+
+/// The workspaces `user`'s dashboard lists (those they may open), as `namespace/name`.
+async fn dashboard_workspaces(user: User) -> Vec<String> {
+    let url = std::env::var("GUILDNET_PROXY_URL")
+        .expect("GUILDNET_PROXY_URL (scripts/with-stack.sh exports it)");
+    let proxy: SocketAddr = url.trim_start_matches("http://").parse().unwrap();
+    let request = hyper::Request::builder()
+        .uri("/api/workspaces")
+        .header(hyper::header::HOST, proxy.to_string())
+        .header(
+            hyper::header::AUTHORIZATION,
+            format!("Bearer {}", guildnet_e2e::token(user)),
+        )
+        .body(String::new())
+        .unwrap();
+    let response = guildnet_e2e::upstream::send(proxy, request).await.unwrap();
+    let listed: Value = serde_json::from_slice(response.body()).unwrap();
+    listed["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|ws| {
+            format!(
+                "{}/{}",
+                ws["namespace"].as_str().unwrap_or_default(),
+                ws["name"].as_str().unwrap_or_default()
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_gitops_service_account_applies_workspaces_its_grant_lets_it_assign() {
+    let admin = client(User::Admin).await;
+    let namespace = users_namespace("gitops").await;
+    // The controller: a ServiceAccount that may edit Workspaces here and assign alice. Its
+    // own grant lets it run an image alice may not: that must not matter.
+    let deployer = service_account_client(&admin, &namespace, "deployer").await;
+    bind_workspace_user(
+        &admin,
+        &namespace,
+        json!({"kind": "ServiceAccount", "name": "deployer", "namespace": namespace}),
+    )
+    .await;
+    let assigner = Grant::new(
+        json!([{"kind": "ServiceAccount", "name": "deployer", "namespace": namespace}]),
+        json!({
+            "images": {"allow": ["docker.io/guildnet-e2e-denied/*"]},
+            "assignOwners": {"users": ["alice"]}
+        }),
+    )
+    .await;
+    // alice's grant names her: an assigned owner's groups are not known.
+    let alices = Grant::new(json!([{"kind": "User", "name": "alice"}]), json!({})).await;
+    let quotas: Api<Quota> = Api::namespaced(admin.clone(), &namespace);
+    let quota: Quota = serde_json::from_value(json!({
+        "apiVersion": "guildnet.io/v1alpha1", "kind": "Quota",
+        "metadata": {"name": "one-each"},
+        "spec": {"perOwner": {"maxWorkspaces": 1}}
+    }))
+    .unwrap();
+    quotas.create(&PostParams::default(), &quota).await.unwrap();
+
+    let deployer: Api<Workspace> = Api::namespaced(deployer, &namespace);
+    let alice: Api<Workspace> =
+        Api::namespaced(client_without_retries(User::Alice).await, &namespace);
+    let bob: Api<Workspace> = Api::namespaced(client_without_retries(User::Bob).await, &namespace);
+    let apply = PatchParams::apply("argocd-controller").force();
+    let for_owner = |name: &str, owner: &str, image: &str| {
+        json!({
+            "apiVersion": "guildnet.io/v1alpha1", "kind": "Workspace",
+            "metadata": {"name": name, "annotations": {"guildnet.io/owner-name": owner}},
+            "spec": {"image": image}
+        })
+    };
+
+    // The controller applies alice's workspace once the webhook has seen the grants.
+    let name = unique_name("from-git");
+    let manifest_of_alices = for_owner(&name, "alice", ALLOWED_IMAGE);
+    let applied = eventually("the webhook to see the assignOwners grant", TIMEOUT, || {
+        let deployer = deployer.clone();
+        let (name, manifest, apply) = (name.clone(), manifest_of_alices.clone(), apply.clone());
+        async move {
+            deployer
+                .patch(&name, &apply, &Patch::Apply(manifest))
+                .await
+                .ok()
+        }
+    })
+    .await;
+    assert_eq!(owner_label(&applied), Some(owner_id("alice")));
+    assert_eq!(owner_name(&applied).as_deref(), Some("alice"));
+    let annotations = applied.metadata.annotations.clone().unwrap_or_default();
+    assert_eq!(
+        annotations
+            .get("guildnet.io/owner-groups")
+            .map(String::as_str),
+        Some("system:authenticated")
+    );
+
+    // Re-applying the same manifest changes nothing.
+    let reapplied = deployer
+        .patch(&name, &apply, &Patch::Apply(manifest_of_alices.clone()))
+        .await
+        .unwrap();
+    assert_eq!(
+        reapplied.metadata.resource_version, applied.metadata.resource_version,
+        "a re-apply is a no-op"
+    );
+    assert_eq!(reapplied.metadata.generation, applied.metadata.generation);
+    assert_eq!(owner_label(&reapplied), Some(owner_id("alice")));
+
+    // It counts against alice's Quota (once the webhook sees the Quota): neither she nor
+    // the controller may add a second one for her.
+    let message = eventually("the webhook to see the Quota", TIMEOUT, || {
+        let alice = alice.clone();
+        let probe = manifest(&unique_name("second"), json!({"image": ALLOWED_IMAGE}));
+        async move {
+            match alice.create(&dry_run(), &probe).await {
+                Err(kube::Error::Api(status)) if status.reason == "QuotaExceeded" => {
+                    Some(status.message)
+                }
+                _ => None,
+            }
+        }
+    })
+    .await;
+    assert!(
+        message.contains("spec.perOwner.maxWorkspaces is 1 per owner; you use 1"),
+        "{message}"
+    );
+    let second = unique_name("second");
+    assert_refused(
+        deployer
+            .patch(
+                &second,
+                &apply,
+                &Patch::Apply(for_owner(&second, "alice", ALLOWED_IMAGE)),
+            )
+            .await,
+        "QuotaExceeded",
+        429,
+    );
+    // The owner's Capabilities decide what runs, not the controller's.
+    let miner = unique_name("miner");
+    let message = assert_refused(
+        deployer
+            .patch(
+                &miner,
+                &apply,
+                &Patch::Apply(for_owner(
+                    &miner,
+                    "alice",
+                    "docker.io/guildnet-e2e-denied/miner:1",
+                )),
+            )
+            .await,
+        "ImageDenied",
+        400,
+    );
+    assert!(message.contains("guildnet-e2e-denied"), "{message}");
+
+    // bob may not assign alice; the controller may not assign bob, nor give alice's away.
+    let bobs = unique_name("bobs");
+    let message = assert_refused(
+        bob.patch(
+            &bobs,
+            &apply,
+            &Patch::Apply(for_owner(&bobs, "alice", ALLOWED_IMAGE)),
+        )
+        .await,
+        "OwnerAssignmentDenied",
+        403,
+    );
+    assert!(
+        message.contains("\"bob\" may not create workspaces for other users"),
+        "{message}"
+    );
+    let message = assert_refused(
+        deployer
+            .patch(
+                &bobs,
+                &apply,
+                &Patch::Apply(for_owner(&bobs, "bob", ALLOWED_IMAGE)),
+            )
+            .await,
+        "OwnerAssignmentDenied",
+        403,
+    );
+    assert!(message.contains("only for \"alice\""), "{message}");
+    let message = assert_refused(
+        deployer
+            .patch(
+                &name,
+                &apply,
+                &Patch::Apply(for_owner(&name, "bob", ALLOWED_IMAGE)),
+            )
+            .await,
+        "OwnerAssignmentDenied",
+        403,
+    );
+    assert!(message.contains("never changes"), "{message}");
+
+    // alice owns it: her dashboard lists it as one she may open, bob's does not.
+    let listed = format!("{namespace}/{name}");
+    eventually("alice's dashboard to list the workspace", TIMEOUT, || {
+        let listed = listed.clone();
+        async move {
+            dashboard_workspaces(User::Alice)
+                .await
+                .contains(&listed)
+                .then_some(())
+        }
+    })
+    .await;
+    assert!(!dashboard_workspaces(User::Bob).await.contains(&listed));
+    // She suspends it as its owner; the controller prunes it.
+    alice
+        .patch(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"lifecycle": {"suspend": true}}})),
+        )
+        .await
+        .unwrap();
+    deployer
+        .delete(&name, &DeleteParams::default())
+        .await
+        .unwrap();
+
+    delete_namespace(&namespace).await;
+    alices.remove().await;
+    assigner.remove().await;
 }
 
 // ---- what a user may run -------------------------------------------------------------------

@@ -72,8 +72,10 @@ fn router(quotas: Vec<Value>) -> Router {
         .collect();
     let state = AppState {
         settings: Settings {
-            operator_username: "system:serviceaccount:guildnet-system:guildnet-operator".into(),
-            proxy_username: "system:serviceaccount:guildnet-system:guildnet-proxy".into(),
+            trusted_users: vec![
+                "system:serviceaccount:guildnet-system:guildnet-operator".into(),
+                "system:serviceaccount:guildnet-system:guildnet-proxy".into(),
+            ],
             system_namespace: "guildnet-system".into(),
         },
         caches: Caches::from_stores(

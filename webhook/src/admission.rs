@@ -5,61 +5,64 @@
 //! [`guildnet_api::policy`] and [`apply_defaults`]; this module decides which apply when.
 //!
 //! Mutating ([`mutate`]), CREATE and UPDATE:
-//! - CREATE: the owner label `guildnet.io/owner` and annotation `guildnet.io/owner-name` are
-//!   set from the requesting user, replacing whatever the user wrote.
-//! - UPDATE: the owner is copied from the stored object, so it never changes.
+//! - CREATE: the owner label `guildnet.io/owner` and annotations `guildnet.io/owner-name`
+//!   and `guildnet.io/owner-groups` are set from the requesting user, replacing the label
+//!   and groups the user wrote. An owner name naming someone else asks for an assignment
+//!   ([`policy::assignment`]): that user is recorded as the owner, and validation refuses
+//!   the request unless the requester may assign them.
+//! - UPDATE: the owner is copied from the stored object, so it never changes; an owner name
+//!   naming anyone else is refused.
 //! - Both: the spec is defaulted with [`apply_defaults`], so what users read back runs.
 //!
 //! Validating ([`validate`]):
-//! - GuildNet's operator and proxy and Kubernetes' own controllers (service accounts in
-//!   `kube-system`: namespace deletion, garbage collection) are trusted: their requests pass.
-//!   The operator suspends idle workspaces and removes finalizers; refusing it would stop
-//!   GuildNet, and refusing the namespace controller would leave namespaces terminating.
-//! - CREATE: the user needs Capabilities; the defaulted spec must pass them (image,
-//!   resources, exposure, placement) and fit every Quota that applies to the new owner.
-//! - UPDATE: only the owner or an admin may update. A change that leaves the defaulted spec
-//!   as it was (labels, finalizers, status) passes; a spec change is checked like a create,
-//!   and Quotas see what it adds.
-//! - DELETE: only the owner or an admin may delete.
+//! - Exactly the configured [`Settings::trusted_users`] pass unchecked: GuildNet's operator
+//!   and proxy, Kubernetes' namespace controller and garbage collector. The operator
+//!   suspends idle workspaces; refusing it would stop GuildNet, and refusing the namespace
+//!   controller or the garbage collector would leave namespaces and dependents behind.
+//! - CREATE: the owner (the requester, or the user assigned) needs Capabilities; the
+//!   defaulted spec must pass them (image, resources, exposure, placement) and fit every
+//!   Quota that applies to the owner.
+//! - UPDATE: only the owner, whoever may assign the owner, or an admin (Capabilities
+//!   `admin`, or `system:masters`) may update. A change that leaves the defaulted spec as it
+//!   was (labels, finalizers, status) passes; a spec change is checked like a create,
+//!   against the requester's Capabilities (the owner's when an assigner acts for them),
+//!   and the owner's Quotas see what it adds.
+//! - DELETE: only the owner, whoever may assign the owner, or an admin may delete.
 
 use crate::review::Review;
 use guildnet_api::policy::credentials::plaintext_credential_warnings;
 use guildnet_api::policy::references::{Reference, added_references, references};
 use guildnet_api::policy::{
-    self, ApplicableQuota, Denial, DenialReason, QuantityError, Usage, User,
+    self, ApplicableQuota, Denial, DenialReason, QuantityError, RequestedOwner, Standing, Usage,
+    User,
 };
 use guildnet_api::workspace::facts::encode_owner_groups;
 use guildnet_api::workspace::{SpecError, apply_defaults, check_annotations};
 use guildnet_api::{Capabilities, Quota, Workspace, WorkspaceSpec, labels};
+use k8s_openapi::api::authentication::v1::UserInfo;
 use kube::ResourceExt;
 use kube::core::Status;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, Operation};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-/// The namespace of Kubernetes' own controllers.
-const KUBE_SYSTEM: &str = "kube-system";
-
 /// What the decisions depend on besides the request: set from the webhook's flags.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Settings {
-    /// The user name GuildNet's operator authenticates as.
-    pub operator_username: String,
-    /// The user name GuildNet's proxy authenticates as.
-    pub proxy_username: String,
+    /// The user names whose requests pass unchecked: GuildNet's operator and proxy, and
+    /// Kubernetes' controllers that must never be blocked (namespace deletion, garbage
+    /// collection).
+    pub trusted_users: Vec<String>,
     /// GuildNet's own namespace: cluster-wide Quotas live there.
     pub system_namespace: String,
 }
 
 impl Settings {
-    /// Whether the request comes from GuildNet's operator or proxy, or from a Kubernetes
-    /// controller (a service account in `kube-system`); see the module documentation.
+    /// Whether the request comes from one of [`Self::trusted_users`], by exact user name:
+    /// anyone who may create a ServiceAccount somewhere would pass a rule by prefix or
+    /// namespace.
     pub fn is_trusted(&self, user: &User) -> bool {
-        user.username == self.operator_username
-            || user.username == self.proxy_username
-            || user
-                .service_account()
-                .is_some_and(|(namespace, _)| namespace == KUBE_SYSTEM)
+        self.trusted_users.contains(&user.username)
     }
 }
 
@@ -74,9 +77,9 @@ pub struct Snapshot {
     /// The workspaces Quotas may count: at least those of the request's
     /// [`quota_owner`], including those admitted but not yet seen by the cache.
     pub workspaces: Vec<Arc<Workspace>>,
-    /// Of the references the request adds ([`references_to_review`]), those the requester
-    /// may not read, as SubjectAccessReviews answered.
-    pub denied_references: Vec<Reference>,
+    /// Of the references the request adds ([`references_to_review`]), those one of its
+    /// [`reference_readers`] may not read, as SubjectAccessReviews answered.
+    pub denied_references: Vec<DeniedReference>,
     /// The cached workspaces, in any namespace, whose Ingress uses the host the request's
     /// workspace asks for ([`ingress_host`]).
     pub host_users: Vec<Arc<Workspace>>,
@@ -91,9 +94,19 @@ pub fn ingress_host(review: &Review) -> Option<&str> {
     Some(spec.exposure.as_ref()?.ingress.as_ref()?.host.as_str())
 }
 
-/// Secrets and ConfigMaps a request makes its workspace read, to be reviewed as its
-/// requester before the decision: every one on a CREATE, the new ones on an UPDATE; none
-/// for trusted requesters, deletes, subresources and objects that cannot be read.
+/// A Secret or ConfigMap a request makes its workspace read that `reader` may not `get`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeniedReference {
+    /// The user name of the reader refused.
+    pub reader: String,
+    /// What the spec names.
+    pub reference: Reference,
+}
+
+/// Secrets and ConfigMaps a request makes its workspace read, to be reviewed as each of its
+/// [`reference_readers`] before the decision: every one on a CREATE, the new ones on an
+/// UPDATE; none for trusted requesters, deletes, subresources and objects that cannot be
+/// read.
 pub fn references_to_review(review: &Review, settings: &Settings) -> Vec<Reference> {
     let request = &review.request;
     if review.unreadable_object.is_some() || request.sub_resource.is_some() {
@@ -110,6 +123,41 @@ pub fn references_to_review(review: &Review, settings: &Settings) -> Vec<Referen
         (Operation::Update, Some(old)) => added_references(name, &object.spec, &old.spec),
         _ => Vec::new(),
     }
+}
+
+/// Who must be allowed to read what a request's workspace names
+/// ([`references_to_review`]): the requester, who writes the spec, and the workspace's
+/// owner when that is someone else (an assigned owner, or the owner of a workspace an
+/// assigner or admin changes), who opens the workspace and so reads what it reads. The owner
+/// is asked about with the groups recorded for them.
+pub fn reference_readers(review: &Review) -> Vec<UserInfo> {
+    let request = &review.request;
+    let mut readers = vec![request.user_info.clone()];
+    let Some(user) = User::from_user_info(&request.user_info) else {
+        return readers;
+    };
+    let owner = match (&request.operation, &request.object, &request.old_object) {
+        (Operation::Create, Some(object), _) => {
+            match policy::requested_owner(&user, object.owner_name()) {
+                RequestedOwner::Requester => None,
+                RequestedOwner::Assigned(name) => Some(policy::assigned_owner(name)),
+            }
+        }
+        (Operation::Update, _, Some(old))
+            if old.owner_id() != Some(policy::owner_id(&user.username).as_str()) =>
+        {
+            old.owner()
+        }
+        _ => None,
+    };
+    if let Some(owner) = owner {
+        readers.push(UserInfo {
+            username: Some(owner.username),
+            groups: Some(owner.groups),
+            ..UserInfo::default()
+        });
+    }
+    readers
 }
 
 /// Why a request is refused.
@@ -229,10 +277,17 @@ fn mutation(request: &AdmissionRequest<Workspace>) -> Result<Option<json_patch::
     let mut mutated = object.clone();
     match request.operation {
         Operation::Create => {
-            let user = User::from_user_info(&request.user_info);
-            let id = user.as_ref().map(|user| policy::owner_id(&user.username));
-            let name = user.as_ref().map(|user| policy::owner_name(&user.username));
-            let groups = user.as_ref().map(|user| encode_owner_groups(&user.groups));
+            let owner =
+                User::from_user_info(&request.user_info).map(|user| requested_owner(user, object));
+            let id = owner
+                .as_ref()
+                .map(|owner| policy::owner_id(&owner.username));
+            let name = owner
+                .as_ref()
+                .map(|owner| policy::owner_name(&owner.username));
+            let groups = owner
+                .as_ref()
+                .map(|owner| encode_owner_groups(&owner.groups));
             set_owner(
                 &mut mutated,
                 id.as_deref(),
@@ -242,6 +297,7 @@ fn mutation(request: &AdmissionRequest<Workspace>) -> Result<Option<json_patch::
         }
         Operation::Update => {
             let old = request.old_object.as_ref();
+            policy::check_owner_kept(object.owner_name(), old.and_then(Workspace::owner_name))?;
             let id = old.and_then(Workspace::owner_id);
             let name = old.and_then(Workspace::owner_name);
             let groups = old.and_then(|old| old.annotations().get(labels::OWNER_GROUPS));
@@ -254,6 +310,15 @@ fn mutation(request: &AdmissionRequest<Workspace>) -> Result<Option<json_patch::
     let after = to_json(&mutated)?;
     let patch = json_patch::diff(&before, &after);
     Ok((!patch.0.is_empty()).then_some(patch))
+}
+
+/// Whom a CREATE by `user` of `object` is for: the requester, or the user its
+/// `guildnet.io/owner-name` assigns (whether `user` may assign them, validation decides).
+fn requested_owner(user: User, object: &Workspace) -> User {
+    match policy::requested_owner(&user, object.owner_name()) {
+        RequestedOwner::Requester => user,
+        RequestedOwner::Assigned(name) => policy::assigned_owner(name),
+    }
 }
 
 /// Sets (or, for `None`, removes) the owner label and annotations.
@@ -302,13 +367,15 @@ fn defaulted(workspace: &Workspace) -> Result<WorkspaceSpec, Refusal> {
     Ok(spec)
 }
 
-/// Whose workspaces a validation of `request` may count against Quotas: the requester's
-/// on CREATE, the stored object's owner on UPDATE, nobody's otherwise. A [`Snapshot`] needs
-/// no other workspaces.
+/// Whose workspaces a validation of `request` may count against Quotas: the requested
+/// owner's on CREATE (the requester's, or the user assigned), the stored object's owner on
+/// UPDATE, nobody's otherwise. A [`Snapshot`] needs no other workspaces.
 pub fn quota_owner(request: &AdmissionRequest<Workspace>) -> Option<String> {
     match request.operation {
         Operation::Create => {
-            User::from_user_info(&request.user_info).map(|user| policy::owner_id(&user.username))
+            let user = User::from_user_info(&request.user_info)?;
+            let owner = requested_owner(user, request.object.as_ref()?);
+            Some(policy::owner_id(&owner.username))
         }
         Operation::Update => request.old_object.as_ref()?.owner_id().map(str::to_owned),
         Operation::Delete | Operation::Connect => None,
@@ -361,7 +428,7 @@ fn validation(
     match request.operation {
         Operation::Create => validate_create(&target, &user, settings, snapshot).map(Some),
         Operation::Update => validate_update(&target, &user, settings, snapshot),
-        Operation::Delete => check_ownership(&target, &user, snapshot).map(|()| None),
+        Operation::Delete => check_ownership(&target, &user, snapshot).map(|_| None),
         Operation::Connect => Ok(None),
     }
 }
@@ -412,26 +479,38 @@ fn validate_create(
     settings: &Settings,
     snapshot: &Snapshot,
 ) -> Result<Workspace, Refusal> {
-    let capabilities = policy::require_capabilities(user, &snapshot.capabilities)?;
-    check_references(target, user, snapshot)?;
-    check_keep_alive(target, user, snapshot)?;
-    let mut admitted = target.object()?.clone();
+    let object = target.object()?;
+    let owner = match policy::requested_owner(user, object.owner_name()) {
+        RequestedOwner::Requester => user.clone(),
+        RequestedOwner::Assigned(name) => {
+            policy::check_assignment(user, name, &snapshot.capabilities)?;
+            policy::assigned_owner(name)
+        }
+    };
+    let capabilities = policy::require_capabilities(&owner, &snapshot.capabilities)?;
+    check_references(target, snapshot)?;
+    check_keep_alive(target, &owner, snapshot)?;
+    let mut admitted = object.clone();
     admitted.spec = defaulted(&admitted)?;
     capabilities.check_workspace(&admitted.spec)?;
-    let owner = policy::owner_id(&user.username);
-    check_host(target, &owner, snapshot)?;
+    let owner_id = policy::owner_id(&owner.username);
+    check_host(target, &owner_id, snapshot)?;
     let demand = demand(&admitted.spec)?;
     let quotas = QuotaCheck {
         target,
-        user,
         owner: &owner,
+        owner_id: &owner_id,
         settings,
         snapshot,
     };
     quotas.check(Usage::default(), demand)?;
     // The mutating webhook set the same label; set it here too, so the reservation counts
     // for the right owner even where another mutating webhook interfered.
-    put(&mut admitted.metadata.labels, labels::OWNER, Some(&owner));
+    put(
+        &mut admitted.metadata.labels,
+        labels::OWNER,
+        Some(&owner_id),
+    );
     Ok(admitted)
 }
 
@@ -444,9 +523,19 @@ fn validate_update(
     settings: &Settings,
     snapshot: &Snapshot,
 ) -> Result<Option<Workspace>, Refusal> {
-    check_ownership(target, user, snapshot)?;
-    check_keep_alive(target, user, snapshot)?;
+    let standing = check_ownership(target, user, snapshot)?;
     let old = target.old()?;
+    // Whose grants the workspace is held to: an assigner applies it for its owner, as it
+    // created it; an admin (or the owner) acts in their own right.
+    let grantee = match standing {
+        Standing::ActsForOwner => old.owner().ok_or_else(|| {
+            Refusal::Invalid(
+                "the workspace has an owner label but no guildnet.io/owner-name, so whose Capabilities apply is unknown: ask an admin to change it".to_owned(),
+            )
+        })?,
+        Standing::Owner | Standing::Admin => user.clone(),
+    };
+    check_keep_alive(target, &grantee, snapshot)?;
     let spec = defaulted(target.object()?)?;
     // An old object that no longer defaults (an annotation made unusable since) is
     // compared as stored: any change to the spec is then checked in full.
@@ -454,17 +543,21 @@ fn validate_update(
     if spec == old_spec {
         return Ok(None);
     }
-    policy::require_capabilities(user, &snapshot.capabilities)?.check_workspace(&spec)?;
-    check_references(target, user, snapshot)?;
+    policy::require_capabilities(&grantee, &snapshot.capabilities)?.check_workspace(&spec)?;
+    check_references(target, snapshot)?;
     check_host(target, old.owner_id().unwrap_or_default(), snapshot)?;
     // A workspace without an owner counts against nobody's Quota.
-    let Some(owner) = old.owner_id() else {
+    let Some(owner_id) = old.owner_id() else {
         return Ok(None);
+    };
+    let owner = match standing {
+        Standing::Owner => user.clone(),
+        Standing::ActsForOwner | Standing::Admin => old.owner().unwrap_or_else(|| user.clone()),
     };
     let quotas = QuotaCheck {
         target,
-        user,
-        owner,
+        owner: &owner,
+        owner_id,
         settings,
         snapshot,
     };
@@ -481,21 +574,21 @@ fn validate_update(
     )?;
     let mut admitted = target.object()?.clone();
     admitted.spec = spec;
-    put(&mut admitted.metadata.labels, labels::OWNER, Some(owner));
+    put(&mut admitted.metadata.labels, labels::OWNER, Some(owner_id));
     Ok(Some(admitted))
 }
 
-/// A workspace may name only Secrets and ConfigMaps its requester may read (see
+/// A workspace may name only Secrets and ConfigMaps its [`reference_readers`] may read (see
 /// [`crate::access`]); its own generated password Secret is never asked about.
-fn check_references(target: &Target<'_>, user: &User, snapshot: &Snapshot) -> Result<(), Refusal> {
-    let Some(denied) = snapshot.denied_references.first() else {
+fn check_references(target: &Target<'_>, snapshot: &Snapshot) -> Result<(), Refusal> {
+    let Some(DeniedReference { reader, reference }) = snapshot.denied_references.first() else {
         return Ok(());
     };
     Err(Denial::new(
         DenialReason::ReferenceDenied,
         format!(
-            "{} names {} {}/{}, which {} may not get: a workspace may only read Secrets and ConfigMaps its owner can read; use one of your own, or ask for get on it",
-            denied.field, denied.kind, target.namespace, denied.name, user.username
+            "{} names {} {}/{}, which {reader} may not get: a workspace may only read Secrets and ConfigMaps that whoever writes its spec and its owner may read; use one of your own, or ask for get on it",
+            reference.field, reference.kind, target.namespace, reference.name
         ),
     )
     .into())
@@ -524,35 +617,39 @@ fn check_host(target: &Target<'_>, owner: &str, snapshot: &Snapshot) -> Result<(
     .into())
 }
 
-/// Opting a workspace out of idle reaping (`guildnet.io/keepalive=true`) is a grant: a
-/// workspace that never idles out holds its resources for good. Checked when the label is
-/// added, so a grant narrowed later does not lock owners out of their workspaces.
-fn check_keep_alive(target: &Target<'_>, user: &User, snapshot: &Snapshot) -> Result<(), Refusal> {
+/// Opting a workspace out of idle reaping (`guildnet.io/keepalive=true`) is a grant of
+/// `grantee` (see [`validate_update`]): a workspace that never idles out holds its resources
+/// for good. Checked when the label is added, so a grant narrowed later does not lock owners
+/// out of their workspaces.
+fn check_keep_alive(
+    target: &Target<'_>,
+    grantee: &User,
+    snapshot: &Snapshot,
+) -> Result<(), Refusal> {
     let adds =
         target.object()?.is_kept_alive() && !target.old.is_some_and(Workspace::is_kept_alive);
-    let granted = || {
-        policy::effective_capabilities(user, &snapshot.capabilities).is_some_and(|c| c.keep_alive)
-    };
-    if !adds || granted() {
+    if !adds || policy::may_keep_alive(grantee, &snapshot.capabilities) {
         return Ok(());
     }
     Err(Denial::new(
         DenialReason::KeepAliveDenied,
         format!(
             "metadata.labels guildnet.io/keepalive=true exempts the workspace from idle reaping, which no Capabilities grants {}: remove the label, or ask an admin for keepAlive: true",
-            user.username
+            grantee.username
         ),
     )
     .into())
 }
 
-/// Only the owner (by the stored object's label) or an admin may act on a workspace.
-fn check_ownership(target: &Target<'_>, user: &User, snapshot: &Snapshot) -> Result<(), Refusal> {
-    let old = target.old()?;
-    let admin = policy::effective_capabilities(user, &snapshot.capabilities)
-        .is_some_and(|capabilities| capabilities.admin);
-    let owner = old.owner_id();
-    Ok(policy::check_owner(user, owner, admin)?)
+/// Only the owner (by the stored object's label), whoever may assign the owner, or an
+/// admin may act on a workspace.
+fn check_ownership(
+    target: &Target<'_>,
+    user: &User,
+    snapshot: &Snapshot,
+) -> Result<Standing, Refusal> {
+    let owner = target.old()?.owner_id();
+    Ok(policy::check_owner(user, owner, &snapshot.capabilities)?)
 }
 
 /// What a spec counts against Quotas.
@@ -567,8 +664,9 @@ fn demand(spec: &WorkspaceSpec) -> Result<Usage, Refusal> {
 /// The Quota check of one request: the owner's usage as each applicable Quota counts it.
 struct QuotaCheck<'a> {
     target: &'a Target<'a>,
-    user: &'a User,
-    owner: &'a str,
+    /// The owner as Quota subjects match them.
+    owner: &'a User,
+    owner_id: &'a str,
     settings: &'a Settings,
     snapshot: &'a Snapshot,
 }
@@ -585,7 +683,7 @@ impl QuotaCheck<'_> {
             .iter()
             .map(Arc::as_ref)
             .filter(|quota| {
-                policy::quota_applies(quota, self.user, self.target.namespace, system_namespace)
+                policy::quota_applies(quota, self.owner, self.target.namespace, system_namespace)
             })
             .collect();
         if applicable.is_empty() {
@@ -619,7 +717,7 @@ impl QuotaCheck<'_> {
         self.snapshot
             .workspaces
             .iter()
-            .filter(|ws| ws.owner_id() == Some(self.owner))
+            .filter(|ws| ws.owner_id() == Some(self.owner_id))
             .filter(|ws| ws.metadata.deletion_timestamp.is_none())
             .filter(|ws| !self.is_target(ws))
             .map(|ws| {

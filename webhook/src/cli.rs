@@ -8,6 +8,14 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// Kubernetes' namespace controller and garbage collector as kube-controller-manager
+/// authenticates them with `--use-service-account-credentials` (kubeadm's default and most
+/// distributions'): refusing them would leave namespaces terminating and dependents behind.
+const KUBERNETES_CONTROLLERS: [&str; 2] = [
+    "system:serviceaccount:kube-system:namespace-controller",
+    "system:serviceaccount:kube-system:generic-garbage-collector",
+];
+
 /// GuildNet's admission webhook for Workspaces: owner labels, defaults, image allowlists,
 /// resource ceilings, per-owner Quotas and Capabilities. Connects with KUBECONFIG or the
 /// in-cluster configuration.
@@ -37,6 +45,12 @@ pub struct Args {
         default_value = "system:serviceaccount:guildnet-system:guildnet-proxy"
     )]
     pub proxy_username: String,
+    /// Another user name whose requests always pass, exactly (repeatable; replaces the
+    /// default list). Where kube-controller-manager runs without
+    /// --use-service-account-credentials, its controllers authenticate as
+    /// system:kube-controller-manager: name that instead.
+    #[arg(long = "trusted-user", default_values = KUBERNETES_CONTROLLERS)]
+    pub trusted_users: Vec<String>,
 
     /// Serving certificate (PEM chain), e.g. mounted from cert-manager's Secret. Without
     /// it the webhook manages its own CA and certificate in --tls-secret-name.
@@ -119,9 +133,13 @@ pub enum Error {
 impl Args {
     /// The admission settings.
     pub fn settings(&self) -> Settings {
+        let components = [&self.operator_username, &self.proxy_username];
         Settings {
-            operator_username: self.operator_username.clone(),
-            proxy_username: self.proxy_username.clone(),
+            trusted_users: components
+                .into_iter()
+                .chain(&self.trusted_users)
+                .cloned()
+                .collect(),
             system_namespace: self.system_namespace.clone(),
         }
     }
@@ -196,13 +214,39 @@ mod tests {
         let args = parse(&[]).unwrap();
         assert_eq!(args.listen.to_string(), "127.0.0.1:9443");
         assert_eq!(
-            args.settings().operator_username,
-            "system:serviceaccount:guildnet-system:guildnet-operator"
+            args.settings().trusted_users,
+            [
+                "system:serviceaccount:guildnet-system:guildnet-operator",
+                "system:serviceaccount:guildnet-system:guildnet-proxy",
+                "system:serviceaccount:kube-system:namespace-controller",
+                "system:serviceaccount:kube-system:generic-garbage-collector",
+            ]
         );
         assert_eq!(args.tls_secret_namespace(), "guildnet-system");
         assert!(args.registration().unwrap().is_none());
         assert!(args.lifetimes().is_ok());
         assert!(matches!(args.cert_hosts(None), Err(Error::NoCertHost)));
+    }
+
+    #[test]
+    fn trusted_users_are_named_exactly_and_replace_the_defaults() {
+        let args = parse(&[
+            "--operator-username",
+            "guildnet-admin",
+            "--proxy-username",
+            "guildnet-admin",
+            "--trusted-user",
+            "system:kube-controller-manager",
+        ])
+        .unwrap();
+        assert_eq!(
+            args.settings().trusted_users,
+            [
+                "guildnet-admin",
+                "guildnet-admin",
+                "system:kube-controller-manager"
+            ]
+        );
     }
 
     #[test]

@@ -2,8 +2,8 @@
 //! `/readyz`) and the plain-HTTP metrics server (`/metrics`, `/healthz`, `/readyz`), kept
 //! apart so Prometheus scrapes without the webhook's private CA.
 
-use crate::access::AccessReviewer;
-use crate::admission::{self, Decision, Refusal, Settings};
+use crate::access::{AccessReviewer, Unavailable};
+use crate::admission::{self, Decision, DeniedReference, Refusal, Settings};
 use crate::caches::Caches;
 use crate::metrics::{Metrics, Webhook};
 use crate::registration::{MUTATE_PATH, VALIDATE_PATH};
@@ -15,7 +15,6 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use guildnet_api::policy::references::Reference;
 use guildnet_runtime::health::Health;
 use kube::core::admission::Operation;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -41,7 +40,7 @@ impl AppState {
     /// Decides a validation against the caches and reserves an admitted create's Quota.
     /// `denied_references` are the references SubjectAccessReviews refused (see
     /// [`admission::references_to_review`]).
-    pub fn validate(&self, review: &Review, denied_references: Vec<Reference>) -> Decision {
+    pub fn validate(&self, review: &Review, denied_references: Vec<DeniedReference>) -> Decision {
         if !self.caches.is_synced() {
             return Decision::refused(
                 &review.request,
@@ -66,6 +65,32 @@ impl AppState {
             reservations.reserve(Instant::now(), admitted.clone());
         }
         decision
+    }
+
+    /// The references the request adds that one of its readers may not `get`, asking the
+    /// API server (the only I/O of a decision); see [`admission::reference_readers`].
+    async fn denied_references(
+        &self,
+        review: &Review,
+    ) -> Result<Vec<DeniedReference>, Unavailable> {
+        let references = admission::references_to_review(review, &self.settings);
+        if references.is_empty() {
+            return Ok(Vec::new());
+        }
+        let namespace = review.request.namespace.clone().unwrap_or_default();
+        let mut denied = Vec::new();
+        for reader in admission::reference_readers(review) {
+            let refused = self
+                .access
+                .denied(&reader, &namespace, references.clone())
+                .await?;
+            let name = reader.username.unwrap_or_default();
+            denied.extend(refused.into_iter().map(|reference| DeniedReference {
+                reader: name.clone(),
+                reference,
+            }));
+        }
+        Ok(denied)
     }
 }
 
@@ -97,21 +122,10 @@ async fn mutate(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
     answer(&state, Webhook::Mutating, &body, admission::mutate)
 }
 
-/// Reviews the references the request adds (the only I/O of a decision), then decides.
+/// Reviews the references the request adds, then decides.
 async fn validate(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
     let access = match review::decode(&body) {
-        Ok(review) => {
-            let references = admission::references_to_review(&review, &state.settings);
-            if references.is_empty() {
-                Ok(Vec::new())
-            } else {
-                let namespace = review.request.namespace.clone().unwrap_or_default();
-                state
-                    .access
-                    .denied(&review.request.user_info, &namespace, references)
-                    .await
-            }
-        }
+        Ok(review) => state.denied_references(&review).await,
         // `answer` refuses what cannot be decoded.
         Err(_) => Ok(Vec::new()),
     };

@@ -1,12 +1,12 @@
 //! The admission decisions, from AdmissionReviews recorded from the local control plane
 //! (`tests/fixtures/`: alice's `kubectl create` of a Workspace with a spoofed owner label as
 //! the mutating webhook saw it, her `kubectl label` of it and bob's `kubectl delete` as the
-//! validating webhook saw them) varied per case: owners, defaults, every denial, trusted
-//! components, and the JSON the API server reads back.
+//! validating webhook saw them) varied per case: owners, owner assignment, defaults, every
+//! denial, admins, trusted components, and the JSON the API server reads back.
 
 use guildnet_api::policy::owner_id;
 use guildnet_api::{Capabilities, Quota, Workspace};
-use guildnet_webhook::admission::{self, Decision, Refusal, Settings, Snapshot};
+use guildnet_webhook::admission::{self, Decision, DeniedReference, Refusal, Settings, Snapshot};
 use guildnet_webhook::review::{self, Review};
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -14,6 +14,8 @@ use std::sync::Arc;
 const ALICE_ID: &str = "u-fpmansl7byak6gq7ymzi7j3dve";
 const OPERATOR: &str = "system:serviceaccount:guildnet-system:guildnet-operator";
 const PROXY: &str = "system:serviceaccount:guildnet-system:guildnet-proxy";
+const NAMESPACE_CONTROLLER: &str = "system:serviceaccount:kube-system:namespace-controller";
+const GARBAGE_COLLECTOR: &str = "system:serviceaccount:kube-system:generic-garbage-collector";
 
 // ---- building requests ---------------------------------------------------------------------
 
@@ -57,8 +59,9 @@ fn decode(review: &Value) -> Review {
 
 fn settings() -> Settings {
     Settings {
-        operator_username: OPERATOR.to_owned(),
-        proxy_username: PROXY.to_owned(),
+        trusted_users: [OPERATOR, PROXY, NAMESPACE_CONTROLLER, GARBAGE_COLLECTOR]
+            .map(str::to_owned)
+            .into(),
         system_namespace: "guildnet-system".to_owned(),
     }
 }
@@ -205,7 +208,7 @@ fn a_spoofed_owner_is_replaced_and_other_labels_stay() {
     let mut review = by_alice(fixture("create"));
     review["request"]["object"]["metadata"]["labels"] =
         json!({"guildnet.io/owner": owner_id("bob"), "team": "a"});
-    review["request"]["object"]["metadata"]["annotations"] = json!({"guildnet.io/owner-name": "bob", "guildnet.io/owner-groups": "system:masters", "note": "mine"});
+    review["request"]["object"]["metadata"]["annotations"] = json!({"guildnet.io/owner-name": "alice", "guildnet.io/owner-groups": "system:masters", "note": "mine"});
     let groups = review["request"]["userInfo"]["groups"]
         .as_array()
         .map(|g| {
@@ -228,17 +231,17 @@ fn a_spoofed_owner_is_replaced_and_other_labels_stay() {
 
 #[test]
 fn an_update_never_changes_the_owner() {
-    // bob (say, an admin) rewrites the label; alice removes it; both end up alice's.
+    // bob (say, an admin) rewrites the label; alice removes label and name; all end up
+    // alice's.
     let mut spoofed = by_bob(fixture("update"));
     spoofed["request"]["object"]["metadata"]["labels"]["guildnet.io/owner"] =
         json!(owner_id("bob"));
-    spoofed["request"]["object"]["metadata"]["annotations"]["guildnet.io/owner-name"] =
-        json!("bob");
     let mut removed = by_alice(fixture("update"));
-    removed["request"]["object"]["metadata"]
+    let metadata = removed["request"]["object"]["metadata"]
         .as_object_mut()
-        .unwrap()
-        .remove("labels");
+        .unwrap();
+    metadata.remove("labels");
+    metadata.remove("annotations");
     for review in [spoofed, removed] {
         let object = mutated(&review);
         assert_eq!(object["metadata"]["labels"]["guildnet.io/owner"], ALICE_ID);
@@ -247,6 +250,18 @@ fn an_update_never_changes_the_owner() {
             "alice"
         );
     }
+    // Naming another owner is refused, for anyone: it would never take effect.
+    let mut renamed = by_bob(fixture("update"));
+    renamed["request"]["object"]["metadata"]["annotations"]["guildnet.io/owner-name"] =
+        json!("bob");
+    let decision = mutate(&renamed);
+    assert_eq!(reason(&decision), "OwnerAssignmentDenied");
+    assert_eq!(decision.response.result.code, 403);
+    let message = message(&decision);
+    assert!(
+        message.contains("owner is \"alice\": the owner of a workspace never changes"),
+        "{message}"
+    );
 }
 
 #[test]
@@ -255,6 +270,9 @@ fn an_unowned_workspace_cannot_be_claimed_by_updating_it() {
     let old = &mut review["request"]["oldObject"]["metadata"];
     old.as_object_mut().unwrap().remove("labels");
     old.as_object_mut().unwrap().remove("annotations");
+    // Naming herself as its owner is refused; her owner label is dropped.
+    assert_eq!(reason(&mutate(&review)), "OwnerAssignmentDenied");
+    review["request"]["object"]["metadata"]["annotations"] = json!({});
     let object = mutated(&review);
     assert_eq!(object["metadata"]["labels"], json!({"team": "a"}));
     assert_eq!(object["metadata"]["annotations"], json!({}));
@@ -386,7 +404,13 @@ fn a_reference_the_requester_may_not_read_is_refused_naming_the_field() {
         json!({"image": "nginx", "env": [secret_env("STOLEN", "ide-password")]}),
     ));
     let decoded = decode(&review);
-    let denied = admission::references_to_review(&decoded, &settings());
+    let denied = admission::references_to_review(&decoded, &settings())
+        .into_iter()
+        .map(|reference| DeniedReference {
+            reader: "bob".to_owned(),
+            reference,
+        })
+        .collect();
     let refused = admission::validate(
         &decoded,
         &settings(),
@@ -816,6 +840,35 @@ fn only_the_owner_or_an_admin_updates_or_deletes() {
 }
 
 #[test]
+fn cluster_admins_act_on_any_workspace_and_create_only_with_grants() {
+    // No Capabilities names root: system:masters alone makes them an admin.
+    let root = |review| by(review, "root", &["system:masters", "system:authenticated"]);
+    let none = Snapshot::default();
+    assert_allowed(&validate(&root(fixture("delete")), &none));
+    // Removing a user's finalizer, say one whose controller is gone, is a metadata change.
+    let mut unblock = root(fixture("update"));
+    unblock["request"]["oldObject"]["metadata"]["finalizers"] = json!(["example.com/backup"]);
+    assert_allowed(&validate(&unblock, &none));
+    let mut kept = root(fixture("update"));
+    kept["request"]["object"]["metadata"]["labels"]["guildnet.io/keepalive"] = json!("true");
+    assert_allowed(&validate(&kept, &none));
+    // What a workspace runs still needs grants, as for everyone.
+    let mut spec = fixture("update")["request"]["object"]["spec"].clone();
+    spec["lifecycle"] = json!({"suspend": true});
+    assert_eq!(
+        reason(&validate(&root(update(spec)), &none)),
+        "NoCapabilities"
+    );
+    assert_eq!(
+        reason(&validate(&root(fixture("create")), &none)),
+        "NoCapabilities"
+    );
+    // A group merely named like it is not it.
+    let impostor = by(fixture("delete"), "mallory", &["system:masters-ish"]);
+    assert_eq!(reason(&validate(&impostor, &none)), "NotOwner");
+}
+
+#[test]
 fn an_admin_changing_the_spec_needs_the_grant_for_it() {
     // carol administers but may run no image: she may delete, not swap the image.
     let mut spec = fixture("update")["request"]["object"]["spec"].clone();
@@ -875,10 +928,26 @@ fn guildnets_components_and_kubernetes_controllers_pass() {
     assert_allowed(&validate(&proxy, &none));
     let namespace_controller = by(
         fixture("delete"),
-        "system:serviceaccount:kube-system:namespace-controller",
+        NAMESPACE_CONTROLLER,
         &["system:serviceaccounts"],
     );
     assert_allowed(&validate(&namespace_controller, &none));
+    // The garbage collector deletes dependents and removes the foregroundDeletion finalizer.
+    let mut collected = by(
+        fixture("update"),
+        GARBAGE_COLLECTOR,
+        &["system:serviceaccounts"],
+    );
+    collected["request"]["oldObject"]["metadata"]["finalizers"] = json!(["foregroundDeletion"]);
+    assert_allowed(&validate(&collected, &none));
+    assert_allowed(&validate(
+        &by(
+            fixture("delete"),
+            GARBAGE_COLLECTOR,
+            &["system:serviceaccounts"],
+        ),
+        &none,
+    ));
     let mut status = by(fixture("update"), OPERATOR, &["system:serviceaccounts"]);
     status["request"]["subResource"] = json!("status");
     assert_allowed(&validate(&status, &none));
@@ -889,6 +958,16 @@ fn guildnets_components_and_kubernetes_controllers_pass() {
         &["system:serviceaccounts"],
     );
     assert_eq!(reason(&validate(&impostor, &none)), "NotOwner");
+    // Nor is any other service account of kube-system: only the names configured.
+    let anything = by(
+        fixture("delete"),
+        "system:serviceaccount:kube-system:anything",
+        &[
+            "system:serviceaccounts",
+            "system:serviceaccounts:kube-system",
+        ],
+    );
+    assert_eq!(reason(&validate(&anything, &none)), "NotOwner");
 }
 
 // ---- the answer the API server reads -------------------------------------------------------
@@ -927,4 +1006,270 @@ fn responses_are_admission_reviews_with_the_request_uid() {
     let bytes: Vec<u8> = serde_json::from_value(json["response"]["patch"].clone()).unwrap();
     let patch: json_patch::Patch = serde_json::from_slice(&bytes).unwrap();
     assert!(!patch.0.is_empty());
+}
+
+// ---- owner assignment (GitOps) -------------------------------------------------------------
+
+const ARGOCD: &str = "system:serviceaccount:argocd:argocd-application-controller";
+
+fn by_argocd(review: Value) -> Value {
+    by(
+        review,
+        ARGOCD,
+        &[
+            "system:serviceaccounts",
+            "system:serviceaccounts:argocd",
+            "system:authenticated",
+        ],
+    )
+}
+
+/// `review` with the owner named in `guildnet.io/owner-name`, as a GitOps manifest does.
+fn for_owner(mut review: Value, owner: &str) -> Value {
+    review["request"]["object"]["metadata"]["annotations"]["guildnet.io/owner-name"] = json!(owner);
+    review
+}
+
+/// Argo CD's application controller may create workspaces for `users`; it may run any
+/// image itself, which must not matter for the workspaces it assigns.
+fn argocd_assigns(users: &[&str]) -> Capabilities {
+    capabilities(
+        "argocd",
+        json!({
+            "subjects": [{"kind": "ServiceAccount", "namespace": "argocd", "name": "argocd-application-controller"}],
+            "images": {"allow": ["docker.io/*"]},
+            "assignOwners": {"users": users}
+        }),
+    )
+}
+
+/// alice by name: an assigned owner is matched by name (and system:authenticated) only.
+fn alice_by_name() -> Capabilities {
+    capabilities(
+        "alice",
+        json!({
+            "subjects": [{"kind": "User", "name": "alice"}],
+            "images": {"allow": ["nginx:*", "docker.io/codercom/code-server:*"]},
+            "resources": {"maxPerWorkspace": {"cpu": "4", "memory": "8Gi"}}
+        }),
+    )
+}
+
+fn gitops() -> Snapshot {
+    Snapshot {
+        capabilities: vec![
+            developers(),
+            admins(),
+            argocd_assigns(&["alice"]),
+            alice_by_name(),
+        ],
+        ..snapshot()
+    }
+}
+
+#[test]
+fn a_granted_assigner_creates_a_workspace_owned_by_the_user_it_names() {
+    let review = for_owner(by_argocd(fixture("create")), "alice");
+    let object = mutated(&review);
+    assert_eq!(object["metadata"]["labels"]["guildnet.io/owner"], ALICE_ID);
+    // The controller's groups are not alice's, and hers are unknown.
+    assert_eq!(
+        object["metadata"]["annotations"],
+        json!({"guildnet.io/owner-name": "alice", "guildnet.io/owner-groups": "system:authenticated"})
+    );
+    let mut stored = review.clone();
+    stored["request"]["object"] = object;
+    let decision = validate(&stored, &gitops());
+    assert_allowed(&decision);
+    let admitted = decision.admitted.expect("a create is reserved");
+    assert_eq!(
+        admitted.metadata.labels.unwrap()["guildnet.io/owner"],
+        ALICE_ID
+    );
+    assert_eq!(
+        admission::quota_owner(&decode(&stored).request).as_deref(),
+        Some(ALICE_ID)
+    );
+}
+
+#[test]
+fn naming_another_owner_needs_a_grant_for_that_owner() {
+    // bob has no assignOwners: refused, not silently made his.
+    let decision = validate(&for_owner(by_bob(fixture("create")), "alice"), &gitops());
+    assert_eq!(reason(&decision), "OwnerAssignmentDenied");
+    assert_eq!(decision.response.result.code, 403);
+    let refused = message(&decision);
+    assert!(
+        refused.contains("guildnet.io/owner-name names \"alice\", but \"bob\" may not create workspaces for other users"),
+        "{refused}"
+    );
+    assert!(refused.contains("remove the annotation"), "{refused}");
+    // Naming herself is no assignment.
+    assert_allowed(&validate(
+        &for_owner(by_alice(fixture("create")), "alice"),
+        &gitops(),
+    ));
+    // The controller may assign alice, not carol.
+    let decision = validate(&for_owner(by_argocd(fixture("create")), "carol"), &gitops());
+    assert_eq!(reason(&decision), "OwnerAssignmentDenied");
+    assert!(
+        message(&decision).contains("may create workspaces only for \"alice\""),
+        "{}",
+        message(&decision)
+    );
+    // `*` allows anyone; carol is then held to her own grants (she has none to run images).
+    let anyone = Snapshot {
+        capabilities: vec![argocd_assigns(&["*"]), admins()],
+        ..snapshot()
+    };
+    let decision = validate(&for_owner(by_argocd(fixture("create")), "carol"), &anyone);
+    assert_eq!(reason(&decision), "ImageDenied");
+}
+
+#[test]
+fn an_assigned_workspace_is_held_to_the_owners_grants_and_quotas() {
+    let create = |spec: Value| for_owner(by_argocd(create(spec)), "alice");
+    // The controller may run any docker.io image; alice may not.
+    let decision = validate(
+        &create(json!({"image": "docker.io/evil/miner:1"})),
+        &gitops(),
+    );
+    assert_eq!(reason(&decision), "ImageDenied");
+    let decision = validate(
+        &create(json!({"image": "nginx:1.27", "resources": {"limits": {"cpu": "8"}}})),
+        &gitops(),
+    );
+    assert_eq!(reason(&decision), "ResourceLimitExceeded");
+    // Her grants by group do not count: the webhook cannot know her groups.
+    let by_group_only = Snapshot {
+        capabilities: vec![developers(), argocd_assigns(&["alice"])],
+        ..snapshot()
+    };
+    let decision = validate(&create(json!({"image": "nginx:1.27"})), &by_group_only);
+    assert_eq!(reason(&decision), "NoCapabilities");
+    assert!(
+        message(&decision).contains("\"alice\""),
+        "{}",
+        message(&decision)
+    );
+    // keepAlive is hers to have, too.
+    let mut kept = create(json!({"image": "nginx:1.27"}));
+    kept["request"]["object"]["metadata"]["labels"] = json!({"guildnet.io/keepalive": "true"});
+    assert_eq!(reason(&validate(&kept, &gitops())), "KeepAliveDenied");
+
+    // Her Quota counts her workspaces, not the controller's.
+    let mut cluster = gitops();
+    cluster.quotas = vec![quota(
+        "default",
+        "two-each",
+        json!({"perOwner": {"maxWorkspaces": 2}}),
+    )];
+    cluster.workspaces = vec![
+        owned("default", "a", ALICE_ID, "1"),
+        owned("default", "b", &owner_id(ARGOCD), "1"),
+        owned("default", "c", &owner_id(ARGOCD), "1"),
+    ];
+    assert_allowed(&validate(&create(json!({"image": "nginx:1.27"})), &cluster));
+    cluster
+        .workspaces
+        .push(owned("default", "d", ALICE_ID, "1"));
+    let decision = validate(&create(json!({"image": "nginx:1.27"})), &cluster);
+    assert_eq!(reason(&decision), "QuotaExceeded");
+    assert!(message(&decision).contains("spec.perOwner.maxWorkspaces is 2"));
+    // A Quota naming only her groups does not apply to what is assigned to her.
+    cluster.quotas = vec![quota(
+        "default",
+        "users",
+        json!({"subjects": [{"kind": "Group", "name": "guildnet:users"}], "perOwner": {"maxWorkspaces": 2}}),
+    )];
+    assert_allowed(&validate(&create(json!({"image": "nginx:1.27"})), &cluster));
+}
+
+#[test]
+fn the_assigner_re_applies_and_prunes_the_workspaces_of_owners_it_may_assign() {
+    // Re-applying the manifest as it was: no patch, admitted.
+    let reapply = for_owner(by_argocd(fixture("update")), "alice");
+    let decision = mutate(&reapply);
+    assert_allowed(&decision);
+    assert_eq!(decision.response.patch, None);
+    assert_allowed(&validate(&reapply, &gitops()));
+    // A spec change is held to alice's grants, not the controller's.
+    let mut spec = fixture("update")["request"]["object"]["spec"].clone();
+    spec["image"] = json!("docker.io/evil/miner:1");
+    let evil = for_owner(by_argocd(update(spec.clone())), "alice");
+    assert_eq!(reason(&validate(&evil, &gitops())), "ImageDenied");
+    spec["image"] = json!("nginx:1.27");
+    assert_allowed(&validate(
+        &for_owner(by_argocd(update(spec)), "alice"),
+        &gitops(),
+    ));
+    // Pruning.
+    assert_allowed(&validate(&by_argocd(fixture("delete")), &gitops()));
+    // A controller that may assign only carol may not touch alice's workspaces.
+    let carols = Snapshot {
+        capabilities: vec![argocd_assigns(&["carol"]), alice_by_name()],
+        ..snapshot()
+    };
+    let decision = validate(&by_argocd(fixture("delete")), &carols);
+    assert_eq!(reason(&decision), "NotOwner");
+    assert!(
+        message(&decision).contains("may not assign its owner"),
+        "{}",
+        message(&decision)
+    );
+    // Nor may it give alice's workspace to someone else.
+    let renamed = for_owner(by_argocd(fixture("update")), "carol");
+    assert_eq!(reason(&mutate(&renamed)), "OwnerAssignmentDenied");
+}
+
+#[test]
+fn what_the_workspace_reads_must_be_readable_by_its_writer_and_its_owner() {
+    let readers = |review: &Value| -> Vec<(String, Vec<String>)> {
+        admission::reference_readers(&decode(review))
+            .into_iter()
+            .map(|r| (r.username.unwrap_or_default(), r.groups.unwrap_or_default()))
+            .collect()
+    };
+    let secret = json!({"image": "nginx", "env": [secret_env("DB", "db")]});
+    let own = readers(&by_alice(create(secret.clone())));
+    assert_eq!(
+        own.iter()
+            .map(|(name, _)| name.as_str())
+            .collect::<Vec<_>>(),
+        ["alice"]
+    );
+    let assigned = for_owner(by_argocd(create(secret)), "alice");
+    assert_eq!(
+        readers(&assigned)[1],
+        ("alice".to_owned(), vec!["system:authenticated".to_owned()])
+    );
+    assert_eq!(readers(&assigned)[0].0, ARGOCD);
+    // carol, an admin, changing alice's workspace: alice is asked too, with her recorded groups.
+    let carol = by(fixture("update"), "carol", &[]);
+    let names: Vec<String> = readers(&carol).into_iter().map(|(name, _)| name).collect();
+    assert_eq!(names, ["carol", "alice"]);
+    assert_eq!(readers(&by_alice(fixture("update"))).len(), 1);
+
+    let decoded = decode(&assigned);
+    let denied = admission::references_to_review(&decoded, &settings())
+        .into_iter()
+        .map(|reference| DeniedReference {
+            reader: "alice".to_owned(),
+            reference,
+        })
+        .collect();
+    let refused = admission::validate(
+        &decoded,
+        &settings(),
+        &Snapshot {
+            denied_references: denied,
+            ..gitops()
+        },
+    );
+    assert_eq!(reason(&refused), "ReferenceDenied");
+    assert!(
+        message(&refused).contains("/db, which alice may not get"),
+        "{}",
+        message(&refused)
+    );
 }

@@ -10,8 +10,10 @@ use serde_json::{Value, json};
 
 fn settings() -> Settings {
     Settings {
-        operator_username: "system:serviceaccount:guildnet-system:guildnet-operator".into(),
-        proxy_username: "system:serviceaccount:guildnet-system:guildnet-proxy".into(),
+        trusted_users: vec![
+            "system:serviceaccount:guildnet-system:guildnet-operator".into(),
+            "system:serviceaccount:guildnet-system:guildnet-proxy".into(),
+        ],
         system_namespace: "guildnet-system".into(),
     }
 }

@@ -1,6 +1,7 @@
 //! What a user may do: the union of every Capabilities that names them, and the checks a
 //! workspace spec must pass against it.
 
+use super::assignment::AssignableOwners;
 use super::denial::{Denial, DenialReason};
 use super::image::{ImagePattern, ImageRef};
 use super::owner::owner_id;
@@ -98,6 +99,8 @@ pub struct EffectiveCapabilities {
     pub admin: bool,
     /// Whether the user may opt workspaces out of idle reaping (`keepAlive`, or admin).
     pub keep_alive: bool,
+    /// Whom the user may create workspaces for (`assignOwners`).
+    pub assign_owners: AssignableOwners,
 }
 
 /// The union of every Capabilities in `all` that names `user`: all their image patterns,
@@ -147,6 +150,7 @@ pub fn effective_capabilities(user: &User, all: &[Capabilities]) -> Option<Effec
         ingress: granted_ingress(specs()),
         admin: specs().any(|spec| spec.admin),
         keep_alive: specs().any(|spec| spec.keep_alive || spec.admin),
+        assign_owners: AssignableOwners::of_grants(specs()),
     })
 }
 
@@ -167,22 +171,59 @@ pub fn require_capabilities(
     })
 }
 
-/// Whether `user` may act on a workspace whose `guildnet.io/owner` label is `owner_label`:
-/// its owner may, and so may an admin. A workspace without the label (created before the
-/// webhook ran) belongs to nobody, so only admins may act on it.
-pub fn check_owner(user: &User, owner_label: Option<&str>, admin: bool) -> Result<(), Denial> {
+/// Why a user may act on a workspace.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Standing {
+    /// They own it.
+    Owner,
+    /// They may assign its owner (`assignOwners`, see [`assignment`](super::assignment)),
+    /// so they act for the owner: a spec they write is checked against the owner's
+    /// Capabilities.
+    ActsForOwner,
+    /// An admin: `admin: true` in a Capabilities naming them, or a cluster administrator
+    /// (`system:masters`).
+    Admin,
+}
+
+/// Whether `user` may act on a workspace whose `guildnet.io/owner` label is `owner_label`,
+/// and as what: its owner may, so may whoever may assign that owner, and so may an admin. A
+/// workspace without the label (created before the webhook ran) belongs to nobody, so only
+/// admins may act on it.
+pub fn check_owner(
+    user: &User,
+    owner_label: Option<&str>,
+    all: &[Capabilities],
+) -> Result<Standing, Denial> {
     let owner_id = owner_id(&user.username);
-    if admin || owner_label == Some(owner_id.as_str()) {
-        return Ok(());
+    if owner_label == Some(owner_id.as_str()) {
+        return Ok(Standing::Owner);
+    }
+    let effective = effective_capabilities(user, all);
+    let acts_for_owner = owner_label.is_some_and(|label| {
+        effective
+            .as_ref()
+            .is_some_and(|caps| caps.assign_owners.allows_owner_id(label))
+    });
+    if acts_for_owner {
+        return Ok(Standing::ActsForOwner);
+    }
+    if user.is_cluster_admin() || effective.is_some_and(|caps| caps.admin) {
+        return Ok(Standing::Admin);
     }
     Err(Denial::new(
         DenialReason::NotOwner,
         format!(
-            "user {:?} (owner id {owner_id}) does not own this workspace (owner {}) and has no admin rights: act on your own workspaces, or ask an admin",
+            "user {:?} (owner id {owner_id}) does not own this workspace (owner {}), has no admin rights and may not assign its owner: act on your own workspaces, or ask an admin",
             user.username,
             owner_label.unwrap_or("unset"),
         ),
     ))
+}
+
+/// Whether `user` may exempt workspaces from idle reaping (`guildnet.io/keepalive=true`):
+/// `keepAlive` or `admin` in a Capabilities naming them, or a cluster administrator.
+pub fn may_keep_alive(user: &User, all: &[Capabilities]) -> bool {
+    user.is_cluster_admin() || effective_capabilities(user, all).is_some_and(|caps| caps.keep_alive)
 }
 
 /// The CPU, memory and ephemeral-storage ceilings of one grant, each `None` when unset.
@@ -890,21 +931,52 @@ mod tests {
     }
 
     #[test]
-    fn owners_and_admins_may_act() {
+    fn owners_admins_and_assigners_may_act() {
         let alice = alice();
         let alice_id = owner_id("alice");
-        assert!(check_owner(&alice, Some(&alice_id), false).is_ok());
-        assert!(check_owner(&alice, Some("u-someoneelse"), true).is_ok());
-        assert!(check_owner(&alice, None, true).is_ok());
-        let denial = check_owner(&alice, Some("u-someoneelse"), false).unwrap_err();
+        assert_eq!(
+            check_owner(&alice, Some(&alice_id), &[]),
+            Ok(Standing::Owner)
+        );
+        let denial = check_owner(&alice, Some("u-someoneelse"), &[developers()]).unwrap_err();
         assert_eq!(denial.reason, DenialReason::NotOwner);
         assert!(denial.message.contains("u-someoneelse"));
         assert_eq!(
-            check_owner(&alice, None, false).unwrap_err().reason,
+            check_owner(&alice, None, &[]).unwrap_err().reason,
             DenialReason::NotOwner
         );
         // The readable name is not the id: a label set to the user name does not pass.
-        assert!(check_owner(&alice, Some("alice"), false).is_err());
+        assert!(check_owner(&alice, Some("alice"), &[]).is_err());
+
+        let mut admins = grant("admins", vec![group("guildnet:users")], &[]);
+        admins.spec.admin = true;
+        let admin = [admins];
+        assert_eq!(
+            check_owner(&alice, Some("u-someoneelse"), &admin),
+            Ok(Standing::Admin)
+        );
+        assert_eq!(check_owner(&alice, None, &admin), Ok(Standing::Admin));
+        // system:masters administers without any Capabilities.
+        let root = User::new("root", ["system:masters", "system:authenticated"]);
+        assert_eq!(
+            check_owner(&root, Some("u-someoneelse"), &[]),
+            Ok(Standing::Admin)
+        );
+        assert!(may_keep_alive(&root, &[]));
+        assert!(!may_keep_alive(&alice, &[developers()]));
+
+        let mut assigning = grant("gitops", vec![group("guildnet:users")], &[]);
+        assigning.spec.assign_owners = Some(crate::capabilities::OwnerAssignment {
+            users: vec!["bob".into()],
+        });
+        let assign = [assigning];
+        let bob_id = owner_id("bob");
+        assert_eq!(
+            check_owner(&alice, Some(&bob_id), &assign),
+            Ok(Standing::ActsForOwner)
+        );
+        assert!(check_owner(&alice, Some("u-someoneelse"), &assign).is_err());
+        assert!(check_owner(&alice, None, &assign).is_err());
     }
 
     fn asking(resource: &str, amount: &str) -> ResourceRequirements {

@@ -26,6 +26,9 @@ pub enum DenialReason {
     ReferenceDenied,
     /// The `guildnet.io/keepalive` label without a grant to opt out of idle reaping.
     KeepAliveDenied,
+    /// `guildnet.io/owner-name` names another user without a grant to assign them, or
+    /// changes the owner of an existing workspace.
+    OwnerAssignmentDenied,
 }
 
 impl DenialReason {
@@ -41,6 +44,7 @@ impl DenialReason {
             Self::NoCapabilities => "NoCapabilities",
             Self::ReferenceDenied => "ReferenceDenied",
             Self::KeepAliveDenied => "KeepAliveDenied",
+            Self::OwnerAssignmentDenied => "OwnerAssignmentDenied",
         }
     }
 
@@ -54,7 +58,8 @@ impl DenialReason {
             Self::NotOwner
             | Self::NoCapabilities
             | Self::ReferenceDenied
-            | Self::KeepAliveDenied => 403,
+            | Self::KeepAliveDenied
+            | Self::OwnerAssignmentDenied => 403,
             Self::ImageDenied
             | Self::ResourceLimitExceeded
             | Self::ExposureDenied
@@ -94,7 +99,7 @@ impl Denial {
 mod tests {
     use super::*;
 
-    const ALL: [DenialReason; 9] = [
+    const ALL: [DenialReason; 10] = [
         DenialReason::ImageDenied,
         DenialReason::ResourceLimitExceeded,
         DenialReason::QuotaExceeded,
@@ -104,6 +109,7 @@ mod tests {
         DenialReason::NoCapabilities,
         DenialReason::ReferenceDenied,
         DenialReason::KeepAliveDenied,
+        DenialReason::OwnerAssignmentDenied,
     ];
 
     #[test]

@@ -8,12 +8,14 @@
 //! - [`owner`]: the stable owner id (label) and readable owner name (annotation) of a user.
 //! - [`subjects`]: does a Capabilities or Quota subject name a user.
 //! - [`capabilities`]: the union of the Capabilities that name a user, and its checks.
+//! - [`assignment`]: creating a workspace for another user (GitOps), and keeping its owner.
 //! - [`quantity`]: exact Kubernetes quantities as integer milli-units.
 //! - [`quota`]: a workspace's demand and per-owner Quota limits.
 //! - [`credentials`]: credentials written into a spec in plain text (admission warns).
 //! - [`references`]: the Secrets and ConfigMaps a workspace's pod would read.
 //! - [`denial`]: why a request is refused, in a stable machine-readable form.
 
+pub mod assignment;
 pub mod capabilities;
 pub mod credentials;
 pub mod denial;
@@ -24,9 +26,13 @@ pub mod quota;
 pub mod references;
 pub mod subjects;
 
+pub use assignment::{
+    AssignableOwners, RequestedOwner, assigned_owner, check_assignment, check_owner_kept,
+    requested_owner,
+};
 pub use capabilities::{
-    Ceiling, ClusterGrant, EffectiveCapabilities, check_owner, effective_capabilities,
-    require_capabilities,
+    Ceiling, ClusterGrant, EffectiveCapabilities, Standing, check_owner, effective_capabilities,
+    may_keep_alive, require_capabilities,
 };
 pub use denial::{Denial, DenialReason};
 pub use image::{ImageError, ImagePattern, ImageProblem, ImageRef};

@@ -6,6 +6,9 @@ use k8s_openapi::api::authentication::v1::UserInfo;
 
 /// The group the API server gives every authenticated user.
 pub const AUTHENTICATED_GROUP: &str = "system:authenticated";
+/// Kubernetes' cluster administrators: RBAC allows its members everything and cannot be
+/// told otherwise, so GuildNet's ownership rules let them act on any workspace too.
+pub const CLUSTER_ADMIN_GROUP: &str = "system:masters";
 /// The group the API server gives anonymous requests.
 const UNAUTHENTICATED_GROUP: &str = "system:unauthenticated";
 /// The user name of anonymous requests.
@@ -56,6 +59,11 @@ impl User {
     /// token review) still gets the grants meant for everyone signed in.
     pub fn is_authenticated(&self) -> bool {
         self.username != ANONYMOUS_USER && !self.in_group(UNAUTHENTICATED_GROUP)
+    }
+
+    /// Whether the user is a cluster administrator (group `system:masters`).
+    pub fn is_cluster_admin(&self) -> bool {
+        self.in_group(CLUSTER_ADMIN_GROUP)
     }
 
     /// The namespace and name when the user is a service account.

@@ -6,6 +6,7 @@
 use super::{Workspace, WorkspacePort, WorkspaceSpec, WorkspaceStatus};
 use crate::common::find_true_condition;
 use crate::labels;
+use crate::policy::User;
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 
 /// The variable code-server reads its password from.
@@ -36,6 +37,12 @@ impl Workspace {
             Some(value) => decode_owner_groups(value),
             None => vec![AUTHENTICATED.to_owned()],
         }
+    }
+
+    /// The owner as Capabilities and Quotas match them: the recorded name and groups;
+    /// `None` without an owner name.
+    pub fn owner(&self) -> Option<User> {
+        Some(User::new(self.owner_name()?, self.owner_groups()))
     }
 
     /// Whether the user asked for the workspace to be stopped (`spec.lifecycle.suspend`).
@@ -348,6 +355,12 @@ mod tests {
         )]));
         assert_eq!(ws.owner_groups(), groups);
         assert_eq!(decode_owner_groups(""), Vec::<String>::new());
+        assert_eq!(ws.owner(), None, "no owner name");
+        ws.metadata
+            .annotations
+            .get_or_insert_default()
+            .insert(labels::OWNER_NAME.to_owned(), "alice".to_owned());
+        assert_eq!(ws.owner(), Some(User::new("alice", groups)));
     }
 
     #[test]

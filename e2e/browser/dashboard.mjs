@@ -1,7 +1,7 @@
 // The dashboard in a real browser (Debian's headless Chromium driven by playwright-core):
-// alice is sent to the login page, is refused with a wrong token, logs in, is refused an
-// image nobody granted her, launches a workspace from the form, sees it become Running and
-// ready, opens it in a new tab and inline, reads and follows its logs, sees its events, suspends and
+// alice is sent to the login page, is refused with a wrong token, logs in (her workspaces and
+// quotas load), is refused an image nobody granted her, launches a workspace from the form,
+// sees it become Running and ready, opens it in a new tab and inline, reads and follows its logs, sees its events, suspends and
 // resumes it, deletes it and logs out. A screenshot of every step lands in GUILDNET_ARTIFACTS.
 //
 //   GUILDNET_PROXY_URL=http://127.0.0.1:18090 GUILDNET_ALICE_TOKEN=... \
@@ -194,6 +194,9 @@ async function steps(context) {
     check(cookies.length > 0, 'logging in set a session cookie');
     for (const c of cookies) check(c.httpOnly, `cookie ${c.name} is HttpOnly`);
     await until('the workspace list to load', () => document.body.dataset.listLoaded === 'true');
+    await until('the quotas panel to load', () => document.body.dataset.quotasLoaded === 'true');
+    const quotasError = await page.locator('#quotas-error').textContent();
+    check(!quotasError, `the quotas panel loads without an error: ${JSON.stringify(quotasError)}`);
     await shot('dashboard');
   });
 

@@ -413,6 +413,7 @@ fn proxy_rules() -> Vec<Rule> {
         (vec![""], vec!["pods"], vec![], vec!["list"]),
         (vec![""], vec!["pods/log"], vec![], vec!["get"]),
         (vec![""], vec!["persistentvolumeclaims"], vec![], vec!["list", "watch", "delete"]),
+        (vec!["guildnet.io"], vec!["quotas"], vec![], vec!["list", "watch"]),
         (vec![""], vec!["users", "groups"], vec![], vec!["impersonate"]),
     ]
 }

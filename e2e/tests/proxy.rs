@@ -896,6 +896,158 @@ async fn an_owner_deletes_her_retained_claim_through_the_proxy_and_nobody_else_c
     .await;
 }
 
+/// The Quota `{namespace}/{name}` in `user`'s `GET /api/quotas`, once `wanted` holds for it
+/// (the operator counts a moment after a change, the proxy's watch a moment after that).
+async fn listed_quota(
+    user: User,
+    namespace: &str,
+    name: &str,
+    wanted: impl Fn(&Value) -> bool,
+) -> Value {
+    eventually(
+        &format!("Quota {namespace}/{name} in {user:?}'s quotas as wanted"),
+        TIMEOUT,
+        || async {
+            let listed = json_of(&get_as(user, "/api/quotas").await);
+            listed["items"]
+                .as_array()?
+                .iter()
+                .find(|q| q["namespace"] == namespace && q["name"] == name && wanted(q))
+                .cloned()
+        },
+    )
+    .await
+}
+
+/// The Quotas of `namespace` in `user`'s `GET /api/quotas`, and them as JSON text.
+async fn quotas_in(user: User, namespace: &str) -> (Vec<Value>, String) {
+    let listed = expect_json(&get_as(user, "/api/quotas").await, StatusCode::OK);
+    let items: Vec<Value> = listed["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|q| q["namespace"] == namespace)
+        .cloned()
+        .collect();
+    let text = serde_json::to_string(&items).unwrap();
+    (items, text)
+}
+
+/// Creates workspace `name` through `api` once RBAC lets its user (a RoleBinding just made
+/// reaches the API server's authoriser a moment later).
+async fn create_when_allowed(api: &Api<Workspace>, name: &str) {
+    eventually(&format!("workspace {name} created"), TIMEOUT, || async {
+        let ws = manifest(name, json!({"image": "nginx:1.27"}));
+        match api.create(&PostParams::default(), &ws).await {
+            Ok(_) => Some(()),
+            Err(kube::Error::Api(status)) if status.code == 409 => Some(()),
+            Err(_) => None,
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn each_owner_sees_their_own_usage_of_a_quota_the_operator_counts() {
+    use guildnet_api::Quota;
+    use guildnet_api::policy::owner_id;
+    use k8s_openapi::api::core::v1::Namespace;
+    use k8s_openapi::api::rbac::v1::RoleBinding;
+    use kube::api::{Patch, PatchParams};
+
+    let admin = client(User::Admin).await;
+    let namespace = unique_name("px-quota");
+    guildnet_e2e::create_namespace(&admin, &namespace, &[]).await;
+    // Alice and bob (guildnet:users) may work with Workspaces there; nobody else's counted.
+    let binding: RoleBinding = serde_json::from_value(json!({
+        "metadata": {"name": "workspace-users"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "guildnet:workspace-user"},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "guildnet:users"}]
+    }))
+    .unwrap();
+    Api::<RoleBinding>::namespaced(admin.clone(), &namespace)
+        .create(&PostParams::default(), &binding)
+        .await
+        .unwrap();
+    let quota: Quota = serde_json::from_value(json!({
+        "apiVersion": "guildnet.io/v1alpha1", "kind": "Quota",
+        "metadata": {"name": "per-owner"},
+        "spec": {"perOwner": {"maxWorkspaces": 3}}
+    }))
+    .unwrap();
+    let quotas: Api<Quota> = Api::namespaced(admin.clone(), &namespace);
+    quotas.create(&PostParams::default(), &quota).await.unwrap();
+    let (alice_id, bob_id) = (owner_id("alice"), owner_id("bob"));
+
+    // Alice's workspace, counted by the real operator: 1 of 3, and nothing of anyone else.
+    let alice: Api<Workspace> = Api::namespaced(client(User::Alice).await, &namespace);
+    create_when_allowed(&alice, "ide").await;
+    let seen = listed_quota(User::Alice, &namespace, "per-owner", |q| {
+        q["usage"]["workspaces"] == 1
+    })
+    .await;
+    assert_eq!(seen["scope"], "Namespace");
+    assert_eq!(seen["limits"], json!({"maxWorkspaces": 3}));
+    assert_eq!(seen["usage"]["owner"], alice_id.as_str());
+    assert_eq!(
+        seen["dimensions"],
+        json!([{"field": "maxWorkspaces", "resource": "workspaces", "used": "1", "limit": "3", "full": false, "over": false}])
+    );
+    // Bob works nowhere there and nothing of his is counted: the Quota is not shown to him.
+    let (bobs, _) = quotas_in(User::Bob, &namespace).await;
+    assert_eq!(bobs, Vec::<Value>::new());
+
+    // Bob's workspace: the status now counts both owners; each sees only his or her own.
+    let bob: Api<Workspace> = Api::namespaced(client(User::Bob).await, &namespace);
+    create_when_allowed(&bob, "bobs-ide").await;
+    eventually(
+        "the Quota's status to count both owners",
+        TIMEOUT,
+        || async {
+            let status = quotas.get("per-owner").await.ok()?.status?;
+            (status.owner_count == Some(2)).then_some(())
+        },
+    )
+    .await;
+    let seen = listed_quota(User::Bob, &namespace, "per-owner", |q| {
+        q["usage"]["workspaces"] == 1
+    })
+    .await;
+    assert_eq!(seen["usage"]["owner"], bob_id.as_str());
+    let (bobs, text) = quotas_in(User::Bob, &namespace).await;
+    assert_eq!(bobs.len(), 1, "{text}");
+    assert!(
+        !text.contains(&alice_id) && !text.contains("alice"),
+        "alice's usage reached bob: {text}"
+    );
+    let (alices, text) = quotas_in(User::Alice, &namespace).await;
+    assert_eq!(alices.len(), 1, "{text}");
+    assert_eq!(alices[0]["usage"]["owner"], alice_id.as_str());
+    assert!(
+        !text.contains(&bob_id) && !text.contains("bob"),
+        "bob's usage reached alice: {text}"
+    );
+
+    // Lowered to what she uses, the limit is reached: nothing more would be admitted.
+    let lower = json!({"spec": {"perOwner": {"maxWorkspaces": 1}}});
+    quotas
+        .patch("per-owner", &PatchParams::default(), &Patch::Merge(&lower))
+        .await
+        .unwrap();
+    let full = listed_quota(User::Alice, &namespace, "per-owner", |q| {
+        q["dimensions"][0]["full"] == true
+    })
+    .await;
+    assert_eq!(
+        full["dimensions"],
+        json!([{"field": "maxWorkspaces", "resource": "workspaces", "used": "1", "limit": "1", "full": true, "over": false}])
+    );
+
+    let _ = Api::<Namespace>::all(admin)
+        .delete(&namespace, &DeleteParams::default())
+        .await;
+}
+
 /// The proxy process's peak resident memory (VmHWM), in bytes.
 fn proxy_peak_memory() -> usize {
     let pid =

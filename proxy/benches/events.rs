@@ -20,7 +20,7 @@ use futures::future::BoxFuture;
 use guildnet_api::labels;
 use guildnet_api::policy::owner::owner_id;
 use guildnet_api::workspace::{Workspace, WorkspaceSpec};
-use guildnet_proxy::app::{AppState, Shared};
+use guildnet_proxy::app::{AppState, Caches, Shared};
 use guildnet_proxy::auth::TokenReviews;
 use guildnet_proxy::authz::{AccessQuestion, AccessReviewer};
 use guildnet_proxy::config::Args;
@@ -87,12 +87,17 @@ fn proxy(user: &str, rbac: Arc<SlowRbac>) -> AppState {
     .expect("a client");
     let (store, mut writer) = reflector::store();
     let (claims, _) = reflector::store();
+    let (quotas, _) = reflector::store();
+    let caches = Caches {
+        workspaces: store,
+        claims,
+        quotas,
+    };
     let state = Shared::with_reviewers(
         client.clone(),
         &args,
         SessionKeys::random(args.session_ttl),
-        store,
-        claims,
+        caches,
         Arc::new(TokenReviews::new(client)),
         rbac,
     );

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use futures::{FutureExt, StreamExt};
+use guildnet_api::quota::Quota;
 use guildnet_api::workspace::Workspace;
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use kube::Api;
@@ -16,8 +17,8 @@ use crate::activity::Activity;
 use crate::auth::{self, Authenticator, TokenReviewer, TokenReviews};
 use crate::authz::{AccessReviewer, Authorizer, SubjectAccessReviews};
 use crate::config::{Args, AuthMode};
-use crate::dashboard::claims;
 use crate::dashboard::events::EventHub;
+use crate::dashboard::{claims, quotas};
 use crate::forward::endpoints::Endpoints;
 use crate::session::{self, SessionKeys};
 use crate::{router, server};
@@ -31,6 +32,8 @@ pub struct Shared {
     /// GuildNet's PersistentVolumeClaims (`guildnet.io/managed=true`) in every namespace,
     /// kept by a watch: the retained ones their owners may delete.
     pub claims: Store<PersistentVolumeClaim>,
+    /// Every Quota in the cluster, kept by a watch: each caller sees their own usage.
+    pub quotas: Store<Quota>,
     /// Where each workspace answers, from its Service's EndpointSlices.
     pub endpoints: Endpoints,
     /// Who a request is from, the `--auth` way.
@@ -65,20 +68,24 @@ pub struct Shared {
 /// The state as handlers get it: one [`Shared`], behind an `Arc`.
 pub type AppState = Arc<Shared>;
 
+/// The watch caches the handlers read, as [`reflector::store`] makes them: empty until
+/// their watches (started by [`run`]) fill them.
+pub struct Caches {
+    /// Every Workspace.
+    pub workspaces: Store<Workspace>,
+    /// GuildNet's PersistentVolumeClaims (`guildnet.io/managed=true`).
+    pub claims: Store<PersistentVolumeClaim>,
+    /// Every Quota.
+    pub quotas: Store<Quota>,
+}
+
 impl Shared {
-    /// The state `args` describe: `sessions` sign logins, Workspaces are read from
-    /// `workspaces` and volume claims from `claims`. The caches start empty; [`run`] starts
-    /// the watches that fill them.
-    pub fn new(
-        client: kube::Client,
-        args: &Args,
-        sessions: SessionKeys,
-        workspaces: Store<Workspace>,
-        claims: Store<PersistentVolumeClaim>,
-    ) -> Self {
+    /// The state `args` describe: `sessions` sign logins, Workspaces, volume claims and
+    /// Quotas are read from `caches`.
+    pub fn new(client: kube::Client, args: &Args, sessions: SessionKeys, caches: Caches) -> Self {
         let tokens = Arc::new(TokenReviews::new(client.clone()));
         let access = Arc::new(SubjectAccessReviews::new(client.clone()));
-        Self::with_reviewers(client, args, sessions, workspaces, claims, tokens, access)
+        Self::with_reviewers(client, args, sessions, caches, tokens, access)
     }
 
     /// Like [`Shared::new`], but who tokens belong to is asked of `tokens` and RBAC
@@ -88,14 +95,19 @@ impl Shared {
         client: kube::Client,
         args: &Args,
         sessions: SessionKeys,
-        workspaces: Store<Workspace>,
-        claims: Store<PersistentVolumeClaim>,
+        caches: Caches,
         tokens: Arc<dyn TokenReviewer>,
         access: Arc<dyn AccessReviewer>,
     ) -> Self {
+        let Caches {
+            workspaces,
+            claims,
+            quotas,
+        } = caches;
         Self {
             workspaces,
             claims,
+            quotas,
             endpoints: Endpoints::default(),
             auth: Authenticator::with_reviewer(
                 tokens,
@@ -246,13 +258,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     };
     let (workspaces, writer) = reflector::store();
     let (claims, claims_writer) = reflector::store();
-    let state: AppState = Arc::new(Shared::new(
-        client.clone(),
-        &args,
-        sessions,
+    let (quotas, quotas_writer) = reflector::store();
+    let caches = Caches {
         workspaces,
         claims,
-    ));
+        quotas,
+    };
+    let state: AppState = Arc::new(Shared::new(client.clone(), &args, sessions, caches));
     if state.auth.sessions.has_store() {
         // Before serving, so a restarted replica honours the logouts made meanwhile.
         if let Err(error) = state.auth.sessions.sync(std::time::SystemTime::now()).await {
@@ -277,6 +289,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     });
     tokio::spawn(watch);
     tokio::spawn(claims::watch(client.clone(), claims_writer));
+    tokio::spawn(quotas::watch(client.clone(), quotas_writer));
     tokio::spawn(state.endpoints.clone().run(client.clone()));
     tokio::spawn(state.events.clone().run(client.clone()));
     tokio::spawn(state.activity.clone().write_every(

@@ -15,7 +15,7 @@ use http::{HeaderMap, StatusCode};
 
 use crate::app::AppState;
 use crate::body;
-use crate::dashboard::{api, claims, events, logs, pages};
+use crate::dashboard::{api, claims, events, logs, pages, quotas};
 use crate::error::ApiError;
 use crate::forward;
 use crate::limits::UnauthenticatedSlot;
@@ -44,6 +44,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/workspaces/{namespace}/{name}/logs", get(logs::logs))
         .route("/api/claims", get(claims::list))
         .route("/api/claims/{namespace}/{name}", delete(claims::delete))
+        .route("/api/quotas", get(quotas::list))
         .route("/api/events", get(events::list))
         .route("/sse/events", get(events::stream))
         .merge(health.router())

@@ -1,5 +1,6 @@
 // The GuildNet dashboard: the caller's workspaces with live status, a launch form, actions,
-// logs, an events pane and the volumes kept after their workspace was deleted. Plain ES module, no build step; everything talks to the proxy's
+// logs, an events pane, the volumes kept after their workspace was deleted and the caller's
+// usage against their Quotas' limits. Plain ES module, no build step; everything talks to the proxy's
 // JSON API on this origin (the session cookie is HttpOnly, so fetch just sends it).
 
 const POLL_MS = 15000; // slow poll, a fallback for the event stream
@@ -130,11 +131,12 @@ function upsert(w) {
   render();
 }
 
-/** Reloads the workspaces, and the retained volumes with them (a workspace's change is often theirs). */
+/** Reloads the workspaces, and the retained volumes and quotas with them (a workspace's change is often theirs). */
 async function refresh() {
   if (leaving) return;
   const gen = ++listGen;
   const claimsLoad = refreshClaims();
+  const quotasLoad = refreshQuotas();
   try {
     const data = await api('/api/workspaces');
     if (gen !== listGen) {
@@ -150,7 +152,7 @@ async function refresh() {
   } catch (e) {
     if (e.status !== 401) $('list-error').textContent = 'Could not load workspaces: ' + e.message;
   }
-  await claimsLoad;
+  await Promise.all([claimsLoad, quotasLoad]);
 }
 
 let refreshTimer;
@@ -354,6 +356,63 @@ function renderClaims() {
   $('claims-body').replaceChildren(...items.map(claimRow));
   $('claims-table').hidden = items.length === 0;
   $('claims-empty').hidden = !claimsLoaded || items.length > 0;
+}
+
+// ---- quotas ------------------------------------------------------------------------------
+
+let quotasLoaded = false;
+let quotaItems = [];
+
+async function refreshQuotas() {
+  if (leaving) return;
+  try {
+    const data = await api('/api/quotas');
+    quotaItems = data.items || [];
+    quotasLoaded = true;
+    document.body.dataset.quotasLoaded = 'true';
+    $('quotas-error').textContent = '';
+    renderQuotas();
+  } catch (e) {
+    if (e.status !== 401) $('quotas-error').textContent = 'Could not load your quotas: ' + e.message;
+  }
+}
+
+/** One limit: `used / limit`, marked when nothing more fits (or the caller is over it). */
+function dimensionItem(q, d) {
+  const state = d.over ? 'over' : (d.full ? 'full' : 'within');
+  const used = d.used ?? '?';
+  const note = d.over ? 'over the limit' : (d.full ? 'at the limit' : '');
+  return el('div', {
+    class: `dim ${state}`,
+    'data-testid': `quota-dim-${q.namespace}-${q.name}-${d.field}`,
+    dataset: { field: d.field, used: d.used ?? '', limit: d.limit, state },
+  },
+  el('dt', { text: d.resource }),
+  el('dd', {},
+    el('span', { class: 'amount', text: `${used} / ${d.limit}` }),
+    note ? el('span', { class: 'note', text: note }) : null));
+}
+
+function quotaItem(q) {
+  const where = q.scope === 'Cluster' ? 'cluster-wide' : `namespace ${q.namespace}`;
+  const unknown = q.usage === null || q.usage === undefined;
+  return el('li', {
+    class: 'quota',
+    'data-testid': `quota-${q.namespace}-${q.name}`,
+    dataset: { namespace: q.namespace, name: q.name },
+  },
+  el('div', { class: 'quota-head' },
+    el('span', { class: 'name', text: `${q.namespace}/${q.name}` }),
+    el('span', { class: 'muted small', text: ` · ${where}` })),
+  unknown ? el('p', { class: 'help', text: 'Your usage is not known yet: it shows once the operator has counted it.' }) : null,
+  q.dimensions.length
+    ? el('dl', { class: 'dims' }, ...q.dimensions.map((d) => dimensionItem(q, d)))
+    : el('p', { class: 'muted small', text: 'No limits set.' }));
+}
+
+function renderQuotas() {
+  $('quotas-list').replaceChildren(...quotaItems.map(quotaItem));
+  $('quotas-empty').hidden = !quotasLoaded || quotaItems.length > 0;
 }
 
 // ---- inline view -------------------------------------------------------------------------

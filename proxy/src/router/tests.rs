@@ -19,6 +19,7 @@ use axum::response::{IntoResponse, Response};
 use clap::Parser;
 use guildnet_api::labels;
 use guildnet_api::policy::owner::owner_id;
+use guildnet_api::quota::Quota;
 use guildnet_api::workspace::{Lifecycle, Workspace, WorkspacePort, WorkspaceSpec};
 use http::{StatusCode, header};
 use http_body_util::BodyExt;
@@ -30,7 +31,7 @@ use serde_json::{Value, json};
 use tower::ServiceExt;
 
 use super::router;
-use crate::app::{AppState, Shared};
+use crate::app::{AppState, Caches, Shared};
 use crate::auth::{Identity, TokenReviewer, TokenReviews};
 use crate::authz::{AccessQuestion, AccessReviewer, SubjectAccessReviews};
 use crate::config::Args;
@@ -42,12 +43,13 @@ const PEER: SocketAddr =
 /// The user of `--auth=none`, with the groups `--dev-groups` gives by default.
 const DEV_USER: &str = "developer";
 
-/// A proxy with `flags` (validated as at start) and the writers of its Workspace and volume
-/// claim caches.
+/// A proxy with `flags` (validated as at start) and the writers of its Workspace, volume
+/// claim and Quota caches.
 struct Proxy {
     state: AppState,
     workspaces: Writer<Workspace>,
     claims: Writer<PersistentVolumeClaim>,
+    quotas: Writer<Quota>,
     args: Args,
 }
 
@@ -93,31 +95,34 @@ impl Proxy {
         args.validate().unwrap();
         let (workspace_store, workspaces) = reflector::store();
         let (claim_store, claims) = reflector::store();
+        let (quota_store, quotas) = reflector::store();
         let sessions = sessions(&args);
+        let caches = Caches {
+            workspaces: workspace_store,
+            claims: claim_store,
+            quotas: quota_store,
+        };
         let state = Arc::new(Shared::with_reviewers(
-            client,
-            &args,
-            sessions,
-            workspace_store,
-            claim_store,
-            tokens,
-            access,
+            client, &args, sessions, caches, tokens, access,
         ));
         Self {
             state,
             workspaces,
             claims,
+            quotas,
             args,
         }
     }
 
-    /// Marks the Workspace and claim caches as listed once, as their watches do when they
-    /// start; before anything is added (a list replaces what the cache held).
+    /// Marks the Workspace, claim and Quota caches as listed once, as their watches do when
+    /// they start; before anything is added (a list replaces what the cache held).
     fn sync_caches(&mut self) {
         self.workspaces.apply_watcher_event(&Event::Init);
         self.workspaces.apply_watcher_event(&Event::InitDone);
         self.claims.apply_watcher_event(&Event::Init);
         self.claims.apply_watcher_event(&Event::InitDone);
+        self.quotas.apply_watcher_event(&Event::Init);
+        self.quotas.apply_watcher_event(&Event::InitDone);
     }
 
     /// A proxy whose RBAC questions `access` answers (TokenReviews go nowhere).
@@ -2278,4 +2283,207 @@ async fn claims_are_refused_until_the_caches_are_listed() {
         );
     }
     assert_eq!(api.requests(), Vec::<Value>::new());
+}
+
+/// Quota `{namespace}/{name}` with `spec` and, unless None, `status` as the operator writes it.
+fn quota(namespace: &str, name: &str, spec: Value, status: Option<Value>) -> Quota {
+    let mut quota = json!({
+        "apiVersion": "guildnet.io/v1alpha1", "kind": "Quota",
+        "metadata": {"name": name, "namespace": namespace, "uid": format!("uid-{name}")},
+        "spec": spec,
+    });
+    if let Some(status) = status {
+        quota["status"] = status;
+    }
+    serde_json::from_value(quota).unwrap()
+}
+
+/// `user`'s `status.usage` entry using `workspaces` workspaces and `cpu`.
+fn usage_entry(user: &str, workspaces: i32, cpu: &str) -> Value {
+    json!({"owner": owner_id(user), "ownerName": user, "workspaces": workspaces, "cpu": cpu})
+}
+
+/// Quotas as the operator's status shows them, with alice and bob each owning a workspace
+/// in `team`: one counting both (bob over its GPU limit), a cluster-wide one counting alice
+/// only, one in `team` counting only bob (alice uses nothing it counts), one not yet
+/// counted, one counting more owners than it lists, one for a group neither is in, and one
+/// in a namespace where only bob works.
+async fn proxy_with_quotas(proxy: &mut Proxy) {
+    proxy.sync_caches();
+    proxy.add(workspace("ide", "alice"), None).await;
+    proxy.add(workspace("bobs", "bob"), None).await;
+    let exceeded = json!([{
+        "type": "Exceeded", "status": "True", "reason": "OwnersOverLimit",
+        "message": "1 of 2 owners over a limit (their newest workspaces are held): bob",
+        "lastTransitionTime": "2026-01-02T03:04:05Z",
+    }]);
+    let mut bobs = usage_entry("bob", 1, "4");
+    bobs["extended"] = json!({"nvidia.com/gpu": "2"});
+    let mut alices = usage_entry("alice", 2, "1500m");
+    alices["memory"] = json!("4Gi");
+    let quotas = [
+        quota(
+            "team",
+            "per-owner",
+            json!({"perOwner": {
+                "maxWorkspaces": 2, "cpu": "2", "memory": "4Gi",
+                "extended": {"nvidia.com/gpu": "1"},
+            }}),
+            Some(json!({"usage": [alices, bobs], "ownerCount": 2, "conditions": exceeded})),
+        ),
+        quota(
+            "guildnet-system",
+            "everyone",
+            json!({"scope": "Cluster", "perOwner": {"maxWorkspaces": 10}}),
+            Some(json!({"usage": [usage_entry("alice", 3, "2")], "ownerCount": 1})),
+        ),
+        quota(
+            "team",
+            "room",
+            json!({"perOwner": {"maxWorkspaces": 5}}),
+            Some(json!({"usage": [usage_entry("bob", 1, "4")], "ownerCount": 1})),
+        ),
+        quota(
+            "team",
+            "fresh",
+            json!({"perOwner": {"maxWorkspaces": 1}}),
+            None,
+        ),
+        quota(
+            "team",
+            "crowded",
+            json!({"perOwner": {"maxWorkspaces": 1}}),
+            Some(json!({"usage": [usage_entry("bob", 1, "4")], "ownerCount": 501})),
+        ),
+        quota(
+            "team",
+            "gpu-users",
+            json!({"subjects": [{"kind": "Group", "name": "gpu-users"}], "perOwner": {"maxWorkspaces": 1}}),
+            Some(json!({"ownerCount": 0})),
+        ),
+        quota(
+            "elsewhere",
+            "other",
+            json!({"perOwner": {"maxWorkspaces": 1}}),
+            Some(json!({"usage": [usage_entry("bob", 1, "4")], "ownerCount": 1})),
+        ),
+    ];
+    for quota in quotas {
+        proxy.quotas.apply_watcher_event(&Event::Apply(quota));
+    }
+}
+
+/// `(namespace/name, usage.workspaces)` of each Quota listed; None for unknown usage.
+fn listed_quotas(listed: &Value) -> Vec<(String, Option<i64>)> {
+    listed["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|quota| {
+            let name = format!("{}/{}", quota["namespace"].as_str().unwrap(), quota["name"]);
+            (name.replace('"', ""), quota["usage"]["workspaces"].as_i64())
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_caller_sees_their_own_quota_usage_and_never_another_owners() {
+    let mut proxy = token_proxy(&[]);
+    proxy_with_quotas(&mut proxy).await;
+
+    let alice = session_of(&proxy, "alice");
+    let response = proxy.send(with_session(get("/api/quotas"), &alice)).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let listed = json_body(response).await;
+    let named = |name: &str, workspaces: Option<i64>| (name.to_owned(), workspaces);
+    assert_eq!(
+        listed_quotas(&listed),
+        [
+            // Counts alice though she has no workspace in its namespace: cluster-wide.
+            named("guildnet-system/everyone", Some(3)),
+            // Applies to her where she works, but lists fewer owners than it counts.
+            named("team/crowded", None),
+            // Not counted by the operator yet.
+            named("team/fresh", None),
+            named("team/per-owner", Some(2)),
+            // Applies to her where she works and counts nothing of hers: zero.
+            named("team/room", Some(0)),
+        ]
+    );
+    let per_owner = &listed["items"][3];
+    assert_eq!(per_owner["scope"], "Namespace");
+    assert_eq!(listed["items"][0]["scope"], "Cluster");
+    assert_eq!(
+        per_owner["limits"],
+        json!({"maxWorkspaces": 2, "cpu": "2", "memory": "4Gi", "extended": {"nvidia.com/gpu": "1"}})
+    );
+    assert_eq!(
+        per_owner["usage"],
+        json!({
+            "owner": owner_id("alice"), "ownerName": "alice", "workspaces": 2,
+            "cpu": "1500m", "memory": "4Gi",
+        })
+    );
+    assert_eq!(
+        per_owner["dimensions"],
+        json!([
+            {"field": "maxWorkspaces", "resource": "workspaces", "used": "2", "limit": "2", "full": true, "over": false},
+            {"field": "cpu", "resource": "cpu", "used": "1500m", "limit": "2", "full": false, "over": false},
+            {"field": "memory", "resource": "memory", "used": "4Gi", "limit": "4Gi", "full": true, "over": false},
+            {"field": "extended[nvidia.com/gpu]", "resource": "nvidia.com/gpu", "used": "0", "limit": "1", "full": false, "over": false},
+        ])
+    );
+    assert_eq!(
+        listed["items"][2]["dimensions"],
+        json!([{"field": "maxWorkspaces", "resource": "workspaces", "used": null, "limit": "1", "full": false, "over": false}])
+    );
+    // Nothing of bob's reaches alice: not his entry, nor how many owners there are, nor the
+    // condition naming him.
+    let text = listed.to_string();
+    for leak in [owner_id("bob").as_str(), "bob", "ownerCount", "conditions"] {
+        assert!(!text.contains(leak), "{leak} in alice's quotas: {text}");
+    }
+
+    let bob = session_of(&proxy, "bob");
+    let listed = json_body(proxy.send(with_session(get("/api/quotas"), &bob)).await).await;
+    assert_eq!(
+        listed_quotas(&listed),
+        [
+            named("elsewhere/other", Some(1)),
+            named("team/crowded", Some(1)),
+            named("team/fresh", None),
+            named("team/per-owner", Some(1)),
+            named("team/room", Some(1)),
+        ]
+    );
+    let gpu = &listed["items"][3]["dimensions"][3];
+    assert_eq!(
+        *gpu,
+        json!({"field": "extended[nvidia.com/gpu]", "resource": "nvidia.com/gpu", "used": "2", "limit": "1", "full": true, "over": true})
+    );
+    let text = listed.to_string();
+    for leak in [owner_id("alice").as_str(), "alice", "1500m"] {
+        assert!(!text.contains(leak), "{leak} in bob's quotas: {text}");
+    }
+
+    // Someone with no workspaces and counted by nothing sees no Quota at all.
+    let carol = session_of(&proxy, "carol");
+    let listed = json_body(proxy.send(with_session(get("/api/quotas"), &carol)).await).await;
+    assert_eq!(listed, json!({"items": []}));
+
+    let anonymous = proxy.send(get("/api/quotas")).await;
+    assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn quotas_are_refused_until_the_caches_are_listed() {
+    let proxy = token_proxy(&[]);
+    let alice = session_of(&proxy, "alice");
+    let response = proxy.send(with_session(get("/api/quotas"), &alice)).await;
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(response.headers()[header::RETRY_AFTER], "1");
+    assert_eq!(
+        json_body(response).await["error"]["reason"],
+        "CachesNotSynced"
+    );
 }

@@ -682,13 +682,13 @@ async fn namespace_deletion_and_garbage_collection_are_never_blocked() {
 
 // ---- owners assigned by GitOps -------------------------------------------------------------
 
-/// The workspaces `user`'s dashboard lists (those they may open), as `namespace/name`.
-async fn dashboard_workspaces(user: User) -> Vec<String> {
+/// `user`'s GET of `path` through the proxy.
+async fn through_proxy(user: User, path: &str) -> hyper::Response<bytes::Bytes> {
     let url = std::env::var("GUILDNET_PROXY_URL")
         .expect("GUILDNET_PROXY_URL (scripts/with-stack.sh exports it)");
     let proxy: SocketAddr = url.trim_start_matches("http://").parse().unwrap();
     let request = hyper::Request::builder()
-        .uri("/api/workspaces")
+        .uri(path)
         .header(hyper::header::HOST, proxy.to_string())
         .header(
             hyper::header::AUTHORIZATION,
@@ -696,7 +696,17 @@ async fn dashboard_workspaces(user: User) -> Vec<String> {
         )
         .body(String::new())
         .unwrap();
-    let response = guildnet_e2e::upstream::send(proxy, request).await.unwrap();
+    guildnet_e2e::upstream::send(proxy, request).await.unwrap()
+}
+
+/// The status of `user`'s GET of `path` through the proxy.
+async fn proxy_status(user: User, path: &str) -> hyper::StatusCode {
+    through_proxy(user, path).await.status()
+}
+
+/// The workspaces `user`'s dashboard lists (those they may open), as `namespace/name`.
+async fn dashboard_workspaces(user: User) -> Vec<String> {
+    let response = through_proxy(user, "/api/workspaces").await;
     let listed: Value = serde_json::from_slice(response.body()).unwrap();
     listed["items"]
         .as_array()
@@ -897,6 +907,18 @@ async fn a_gitops_service_account_applies_workspaces_its_grant_lets_it_assign() 
     })
     .await;
     assert!(!dashboard_workspaces(User::Bob).await.contains(&listed));
+    // And she opens it through the proxy (its answer while starting is 503, never 403),
+    // while bob may not.
+    let path = format!("/w/{namespace}/{name}/");
+    let opened = proxy_status(User::Alice, &path).await;
+    assert!(
+        opened != hyper::StatusCode::FORBIDDEN && opened != hyper::StatusCode::UNAUTHORIZED,
+        "{opened}"
+    );
+    assert_eq!(
+        proxy_status(User::Bob, &path).await,
+        hyper::StatusCode::FORBIDDEN
+    );
     // She suspends it as its owner; the controller prunes it.
     alice
         .patch(

@@ -97,9 +97,11 @@ pub(crate) fn still_refused(ws: &Workspace) -> Option<Failure> {
     })
 }
 
-/// The owner as the webhook saw them at creation.
+/// The owner as the webhook saw them at creation; one without a recorded name matches
+/// only Quotas for everyone.
 pub(crate) fn owner_as_user(ws: &Workspace) -> User {
-    User::new(ws.owner_name().unwrap_or_default(), ws.owner_groups())
+    ws.owner()
+        .unwrap_or_else(|| User::new("", ws.owner_groups()))
 }
 
 /// What `owner`'s workspaces that `quota` counts and that come before `ws` use, leaving out

@@ -68,7 +68,7 @@ pub struct Shared {
 /// The state as handlers get it: one [`Shared`], behind an `Arc`.
 pub type AppState = Arc<Shared>;
 
-/// The watch caches the handlers read, as [`reflector::store`] makes them: empty until
+/// The watch caches the handlers read, as [`reflector::store()`] makes them: empty until
 /// their watches (started by [`run`]) fill them.
 pub struct Caches {
     /// Every Workspace.

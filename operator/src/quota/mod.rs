@@ -1,7 +1,7 @@
 //! Quota status: every Quota's `status.usage` (each owner it applies to, with what they
 //! use as it counts it), `ownerCount` and an `Exceeded` condition, kept current by the
 //! leader. It is recomputed from the watch caches (no LIST per write) once a burst of
-//! changes has settled, and at least every [`RECHECK`], and written only when it changed.
+//! changes has settled, and at least every 30 s, and written only when it changed.
 
 pub mod status;
 
@@ -38,7 +38,7 @@ pub struct StatusWriter {
 
 impl StatusWriter {
     /// Keeps the statuses current while it runs: after each settled burst of `changes`
-    /// (workspaces, their children and claims, Quotas), and every [`RECHECK`].
+    /// (workspaces, their children and claims, Quotas), and every 30 s.
     pub async fn run(self, mut changes: broadcast::Receiver<ObjectRef<Workspace>>) {
         let mut recheck = tokio::time::interval(RECHECK);
         loop {

@@ -405,11 +405,8 @@ async fn killing_the_leader_mid_burst_loses_and_duplicates_nothing() {
     println!(
         "kill -9 of the leader → lease held by the survivor: {taken_over:?}; → its first write: {first_write:?}; → first Deployment of a workspace created after the kill: {first_new_child:?}"
     );
-    // The target with the default lease (12s): a killed leader is replaced in under 15s.
-    assert!(
-        first_write <= Duration::from_secs(15),
-        "failover took {first_write:?}"
-    );
+    // How fast is measured by the failover benchmark (`make bench`), not asserted here:
+    // this test is about nothing lost or duplicated across the takeover.
 
     let workspaces = api.list(&ListParams::default()).await.unwrap().items;
     assert_one_child_each(&admin, ns, &workspaces).await;

@@ -17,8 +17,8 @@ use crate::activity::Activity;
 use crate::auth::{self, Authenticator, TokenReviewer, TokenReviews};
 use crate::authz::{AccessReviewer, Authorizer, SubjectAccessReviews};
 use crate::config::{Args, AuthMode};
+use crate::dashboard::claims;
 use crate::dashboard::events::EventHub;
-use crate::dashboard::{claims, quotas};
 use crate::forward::endpoints::Endpoints;
 use crate::session::{self, SessionKeys};
 use crate::{router, server};
@@ -276,20 +276,26 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         ));
     }
 
-    let watch = watcher(
+    let all = watcher::Config::default();
+    tokio::spawn(keep_current(
         Api::<Workspace>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    .default_backoff()
-    .reflect(writer)
-    .for_each(|event| async move {
-        if let Err(error) = event {
-            tracing::warn!(%error, "watching Workspaces");
-        }
-    });
-    tokio::spawn(watch);
-    tokio::spawn(claims::watch(client.clone(), claims_writer));
-    tokio::spawn(quotas::watch(client.clone(), quotas_writer));
+        all.clone(),
+        writer,
+        "Workspaces",
+    ));
+    let claims_watch = claims::watch_config();
+    tokio::spawn(keep_current(
+        Api::all(client.clone()),
+        claims_watch,
+        claims_writer,
+        "PersistentVolumeClaims",
+    ));
+    tokio::spawn(keep_current(
+        Api::<Quota>::all(client.clone()),
+        all,
+        quotas_writer,
+        "Quotas",
+    ));
     tokio::spawn(state.endpoints.clone().run(client.clone()));
     tokio::spawn(state.events.clone().run(client.clone()));
     tokio::spawn(state.activity.clone().write_every(
@@ -298,4 +304,33 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         args.activity_interval,
     ));
     server::serve(router::router(state), &args).await
+}
+
+/// Keeps `writer` current from a watch of `api` (retried with backoff, failures logged as
+/// watching `what`), without the managed fields nothing here reads.
+async fn keep_current<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    writer: reflector::store::Writer<K>,
+    what: &'static str,
+) where
+    K: kube::Resource
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
+{
+    watcher(api, config)
+        .default_backoff()
+        .modify(|object: &mut K| object.meta_mut().managed_fields = None)
+        .reflect(writer)
+        .for_each(|event| async move {
+            if let Err(error) = event {
+                tracing::warn!(%error, "watching {what}");
+            }
+        })
+        .await;
 }

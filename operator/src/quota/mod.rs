@@ -5,13 +5,13 @@
 
 pub mod status;
 
-use crate::reconcile::FIELD_MANAGER;
+use crate::reconcile::apply::apply_status;
 use guildnet_api::{Quota, Workspace};
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::Api;
 use kube::runtime::reflector::{ObjectRef, Store};
-use kube::{Client, Resource, ResourceExt};
+use kube::{Client, ResourceExt};
 use std::time::Duration;
 use tokio::sync::broadcast;
 use tracing::{debug, warn};
@@ -89,17 +89,7 @@ impl StatusWriter {
     ) -> kube::Result<()> {
         let namespace = quota.namespace().unwrap_or_default();
         let api: Api<Quota> = Api::namespaced(self.client.clone(), &namespace);
-        let body = serde_json::json!({
-            "apiVersion": Quota::api_version(&()),
-            "kind": Quota::kind(&()),
-            "status": status,
-        });
-        api.patch_status(
-            &quota.name_any(),
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(body),
-        )
-        .await?;
+        apply_status(&api, &quota.name_any(), &status).await?;
         debug!(
             namespace,
             quota = quota.name_any(),

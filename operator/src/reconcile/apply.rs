@@ -252,6 +252,25 @@ fn is_current(
         && !written.changed_since(meta, by)
 }
 
+/// Writes `status` as the status of `name` (server-side apply with [`FIELD_MANAGER`] on the
+/// `/status` subresource): the status is the operator's alone.
+pub async fn apply_status<K>(api: &Api<K>, name: &str, status: &impl Serialize) -> kube::Result<K>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug,
+{
+    let body = serde_json::json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "status": status,
+    });
+    api.patch_status(
+        name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(body),
+    )
+    .await
+}
+
 /// Creates `obj` unless it exists; an existing one is never rewritten, but it must be
 /// `owner`'s. For children whose content must not change once made (a generated password).
 pub async fn create_once<K>(api: &Api<K>, obj: &K, owner: &Owner<'_>) -> Result<(), Error>

@@ -3,13 +3,13 @@
 use super::controller::{Context, Error};
 use super::transitions;
 use crate::metrics::Metrics;
-use crate::reconcile::FIELD_MANAGER;
+use crate::reconcile::apply::apply_status;
 use guildnet_api::Workspace;
 use guildnet_api::common::find_condition;
 use guildnet_api::workspace::WorkspaceStatus;
 use guildnet_api::workspace::facts::{ConditionType, Reason};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::Api;
 use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
 use std::time::Duration;
@@ -30,17 +30,7 @@ pub(super) async fn update_status(
         return Ok(());
     }
     let api: Api<Workspace> = Api::namespaced(ctx.client.clone(), namespace);
-    let body = serde_json::json!({
-        "apiVersion": Workspace::api_version(&()),
-        "kind": Workspace::kind(&()),
-        "status": new,
-    });
-    api.patch_status(
-        &ws.name_any(),
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(body),
-    )
-    .await?;
+    apply_status(&api, &ws.name_any(), &new).await?;
     if current.phase != new.phase && ctx.announce_phase(ws, new.phase) {
         count_transition(ws, &current, &new, &ctx.metrics);
         announce_phase(ws, &new, ctx).await;

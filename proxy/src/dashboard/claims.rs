@@ -27,7 +27,6 @@ use axum::Json;
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
-use futures::StreamExt;
 use guildnet_api::labels;
 use guildnet_api::workspace::Workspace;
 use guildnet_api::workspace::facts::{claim_name, is_retained_claim};
@@ -35,8 +34,8 @@ use guildnet_api::workspace::rules::is_dns_label;
 use http::StatusCode;
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use kube::api::{Api, DeleteParams, Preconditions};
-use kube::runtime::reflector::{ObjectRef, Store, store::Writer};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::watcher;
 use serde::Serialize;
 use serde_json::json;
 
@@ -66,19 +65,10 @@ pub struct ClaimSummary {
     pub used_by: Option<String>,
 }
 
-/// Keeps `writer`, the cache of GuildNet's PersistentVolumeClaims (label
-/// `guildnet.io/managed=true`, in every namespace), current from a watch.
-pub async fn watch(client: kube::Client, writer: Writer<PersistentVolumeClaim>) {
-    let config = watcher::Config::default().labels(&format!("{}=true", labels::MANAGED));
-    watcher(Api::all(client), config)
-        .default_backoff()
-        .reflect(writer)
-        .for_each(|event| async move {
-            if let Err(error) = event {
-                tracing::warn!(%error, "watching PersistentVolumeClaims");
-            }
-        })
-        .await;
+/// What the cache of claims watches: GuildNet's (label `guildnet.io/managed=true`), in
+/// every namespace.
+pub fn watch_config() -> watcher::Config {
+    watcher::Config::default().labels(&format!("{}=true", labels::MANAGED))
 }
 
 /// `GET /api/claims`: the caller's retained claims in every namespace, whether or not a

@@ -28,15 +28,11 @@ use axum::Json;
 use axum::extract::{ConnectInfo, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
-use futures::StreamExt;
 use guildnet_api::policy::{User, quantity_milli, quota_applies};
 use guildnet_api::quota::{MAX_LISTED_OWNERS, OwnerUsage, PerOwnerLimits, Quota, QuotaScope};
 use guildnet_api::workspace::Workspace;
 use http::StatusCode;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use kube::api::Api;
-use kube::runtime::reflector::store::Writer;
-use kube::runtime::{WatchStreamExt, watcher};
 use serde::Serialize;
 use serde_json::json;
 
@@ -93,20 +89,6 @@ pub struct DimensionSummary {
     /// Whether the caller uses more than the limit (lowered since, or a race of webhook
     /// replicas): their newest workspaces are held.
     pub over: bool,
-}
-
-/// Keeps `writer`, the cache of every Quota, current from a watch.
-pub async fn watch(client: kube::Client, writer: Writer<Quota>) {
-    watcher(Api::<Quota>::all(client), watcher::Config::default())
-        .default_backoff()
-        .modify(|quota: &mut Quota| quota.metadata.managed_fields = None)
-        .reflect(writer)
-        .for_each(|event| async move {
-            if let Err(error) = event {
-                tracing::warn!(%error, "watching Quotas");
-            }
-        })
-        .await;
 }
 
 /// `GET /api/quotas`: [`callers_quotas`] for the caller, sorted by namespace and name.

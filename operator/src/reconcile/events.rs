@@ -18,7 +18,8 @@ const MAX_NOTE_CHARS: usize = 1000;
 /// Publishes Events as this replica (`reportingInstance`), so `kubectl events` tells
 /// which replica acted.
 pub struct Publisher {
-    recorder: Recorder,
+    client: Client,
+    reporter: Reporter,
 }
 
 impl Publisher {
@@ -28,9 +29,7 @@ impl Publisher {
             controller: FIELD_MANAGER.into(),
             instance: Some(identity.into()),
         };
-        Self {
-            recorder: Recorder::new(client, reporter),
-        }
+        Self { client, reporter }
     }
 
     /// Publishes an Event on `object` and logs it (in the caller's span, which names the
@@ -50,7 +49,11 @@ impl Publisher {
             action: reason.into(),
             secondary: None,
         };
-        if let Err(e) = self.recorder.publish(&event, object).await {
+        // A Recorder of its own per Event: a shared one keeps every Event it published for
+        // six minutes, to count repeats as a series, which a burst of thousands of new
+        // workspaces fills; these Events are published once per change (see [`Announced`]).
+        let recorder = Recorder::new(self.client.clone(), self.reporter.clone());
+        if let Err(e) = recorder.publish(&event, object).await {
             warn!(error = %e, reason, "could not publish event");
         }
     }

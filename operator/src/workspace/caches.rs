@@ -26,6 +26,9 @@ const TRIGGER_BUFFER: usize = 16 * 1024;
 /// NetworkPolicies, Ingresses, volume claims and Quotas.
 const WATCHES: usize = 8;
 
+/// The annotation in which `kubectl apply` keeps the object it last applied.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
 /// The Workspace controller's watch caches and the changes they see, kept on every replica
 /// whether it leads or not, so a new leader reconciles from warm caches at once.
 pub struct Caches {
@@ -64,7 +67,7 @@ impl Caches {
             watcher::Config::default(),
         )
         .default_backoff()
-        .modify(drop_managed_fields)
+        .modify(drop_what_kubectl_keeps)
         .reflect(writer);
         let watch = Watch::new(triggers.clone(), synced_tx.clone());
         tokio::spawn(watch.run("workspaces", events, |ws: &Workspace| {
@@ -273,6 +276,15 @@ fn keep_pod_status(pod: &mut Pod) {
 /// Managed fields are most of a small object's size, and nothing here reads them.
 fn drop_managed_fields<K: Resource>(object: &mut K) {
     object.meta_mut().managed_fields = None;
+}
+
+/// Drops the managed fields and the copy of the whole object that `kubectl apply` keeps in
+/// an annotation (as large again as the spec); nothing here reads either.
+fn drop_what_kubectl_keeps<K: Resource>(object: &mut K) {
+    drop_managed_fields(object);
+    if let Some(annotations) = object.meta_mut().annotations.as_mut() {
+        annotations.remove(LAST_APPLIED);
+    }
 }
 
 /// The workspace an object of GuildNet's was made for (its `guildnet.io/id`): a pod or a

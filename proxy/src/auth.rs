@@ -7,9 +7,9 @@
 //! `--trusted-proxy` the address that proxy saw) is within `--token-review-rate`; beyond
 //! that it is refused with `429` and `Retry-After`, and the API server is not asked.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use futures::future::BoxFuture;
@@ -114,6 +114,9 @@ pub struct Authenticator {
     token_cache: Verdicts<[u8; 32], Arc<Identity>>,
     /// TokenReviews of tokens not in `token_cache`, per client address.
     reviews: RateLimiter,
+    /// The tokens being reviewed now: requests that bring one of them wait for that review
+    /// instead of asking (and counting against the rate limit) again.
+    reviewing: Mutex<HashMap<[u8; 32], Arc<tokio::sync::Mutex<()>>>>,
 }
 
 /// Who answers TokenReviews: the API server ([`TokenReviews`]), or a stand-in for tests.
@@ -222,6 +225,7 @@ impl Authenticator {
             )),
             token_cache: Verdicts::new(settings.cache_ttl, MAX_REFUSED_TOKENS),
             reviews: RateLimiter::new(settings.review_rate, settings.review_burst),
+            reviewing: Mutex::default(),
         }
     }
 
@@ -397,11 +401,46 @@ impl Authenticator {
         client: IpAddr,
     ) -> Result<Arc<Identity>, ApiError> {
         let key = token_key(token);
-        match self.token_cache.get(&key) {
-            Some(Verdict::Accepted(identity)) => return Ok(identity),
-            Some(Verdict::Refused) => return Err(ApiError::unauthenticated()),
-            None => {}
+        if let Some(verdict) = self.remembered(&key) {
+            return verdict;
         }
+        // One review per token at a time: a client opening many connections with a new
+        // token at once (a browser, wrk) waits for the first one's answer.
+        let review = self
+            .reviewing
+            .lock()
+            .unwrap()
+            .entry(key)
+            .or_default()
+            .clone();
+        let _turn = review.lock().await;
+        if let Some(verdict) = self.remembered(&key) {
+            return verdict;
+        }
+        // Forgotten once answered, also when the request is dropped while it waits.
+        let _forget = Reviewing {
+            reviewing: &self.reviewing,
+            key,
+        };
+        self.ask(token, key, client).await
+    }
+
+    /// What the cache says of the token hashed to `key`, if anything.
+    fn remembered(&self, key: &[u8; 32]) -> Option<Result<Arc<Identity>, ApiError>> {
+        match self.token_cache.get(key)? {
+            Verdict::Accepted(identity) => Some(Ok(identity)),
+            Verdict::Refused => Some(Err(ApiError::unauthenticated())),
+        }
+    }
+
+    /// A TokenReview of `token` (hashed to `key`) for `client`, within its rate limit; the
+    /// answer is remembered.
+    async fn ask(
+        &self,
+        token: &str,
+        key: [u8; 32],
+        client: IpAddr,
+    ) -> Result<Arc<Identity>, ApiError> {
         if let Err(wait) = self.reviews.take(client) {
             let seconds = retry_after_seconds(wait);
             tracing::debug!(%client, "TokenReview rate limit reached");
@@ -432,6 +471,18 @@ impl Authenticator {
                 Err(ApiError::unauthenticated())
             }
         }
+    }
+}
+
+/// A token under review: removed from the tokens being reviewed when dropped.
+struct Reviewing<'a> {
+    reviewing: &'a Mutex<HashMap<[u8; 32], Arc<tokio::sync::Mutex<()>>>>,
+    key: [u8; 32],
+}
+
+impl Drop for Reviewing<'_> {
+    fn drop(&mut self) {
+        self.reviewing.lock().unwrap().remove(&self.key);
     }
 }
 
@@ -575,6 +626,40 @@ mod tests {
             reviews.asked.load(std::sync::atomic::Ordering::SeqCst),
             asked
         );
+    }
+
+    /// A stand-in that answers after a pause, as the API server would.
+    #[derive(Default)]
+    struct SlowReviews(Reviews);
+
+    impl TokenReviewer for SlowReviews {
+        fn review<'a>(&'a self, token: &'a str) -> BoxFuture<'a, anyhow::Result<Option<Identity>>> {
+            Box::pin(async move {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                self.0.review(token).await
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn many_connections_bringing_one_new_token_at_once_share_one_review() {
+        let reviews = Arc::new(SlowReviews::default());
+        let mut auth = authenticator(Arc::default(), &[]);
+        auth.reviewer = reviews.clone();
+        let auth = Arc::new(auth);
+        let client: IpAddr = "198.51.100.7".parse().unwrap();
+        // The rate limit allows one review (burst 1, no refill): 32 at once must share it.
+        let requests: Vec<_> = (0..32)
+            .map(|_| {
+                let auth = auth.clone();
+                tokio::spawn(async move { auth.review_token("good", client).await })
+            })
+            .collect();
+        for request in requests {
+            assert_eq!(request.await.unwrap().unwrap().username, "alice");
+        }
+        assert_eq!(reviews.0.asked.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert!(auth.reviewing.lock().unwrap().is_empty());
     }
 
     #[test]

@@ -75,11 +75,16 @@ fi
 
 # The proxy, with short intervals and timeouts so activity writes, slow clients and slow
 # workspaces are observable within a test's deadline; subdomain mode on a test domain.
+# --upstream-timeout is 3 s so the test upstream's /slow gets its 504 quickly (proxy.rs). A
+# real app is slower than that to start answering (code-server's login to workbench took
+# 5-22 s under load): a stack serving real IDEs sets GUILDNET_UPSTREAM_TIMEOUT=60s, the
+# proxy's default, which `make dev` (scripts/dev.sh) keeps.
+upstream_timeout=${GUILDNET_UPSTREAM_TIMEOUT:-3s}
 proxy_port=$(free_port)
 KUBECONFIG=$dir/proxy.kubeconfig RUST_LOG=info,kube=warn \
   "$target/guildnet-proxy" --listen 127.0.0.1:$proxy_port --session-secret guildnet-proxy-session \
   --session-secret-namespace guildnet-system \
-  --activity-interval 1s --header-read-timeout 2s --upstream-timeout 3s --connect-timeout 2s \
+  --activity-interval 1s --header-read-timeout 2s --upstream-timeout "$upstream_timeout" --connect-timeout 2s \
   --base-domain ws.guildnet.test >"$logs/proxy.log" 2>&1 &
 pids+=($!)
 export GUILDNET_PROXY_URL=http://127.0.0.1:$proxy_port GUILDNET_PROXY_PID=$!

@@ -15,6 +15,8 @@
 //! - `/reset`: drops the connection with a TCP RST and no response
 //! - `/big?bytes=N`: N bytes of body
 //! - `/ws`: WebSocket echo of text and binary messages
+//! - `…/sw.js` (any directory): a service worker script sent with `Service-Worker-Allowed: /`,
+//!   as code-server sends its own; the worker answers fetches with `?from-worker` itself
 //! - anything else: 200 with a JSON echo of the request (`method`, `path` with the query as
 //!   received, `headers`, `localAddr`, `peerAddr`, `bodyBytes`)
 
@@ -207,12 +209,40 @@ async fn handle(req: Request<Incoming>, conn: Arc<Conn>) -> Result<Response, Inf
         }
         "/big" => big(number("bytes")),
         "/ws" => websocket(parts, conn).await,
+        p if p.ends_with("/sw.js") => service_worker(),
         _ => match path.strip_prefix("/status/") {
             Some(code) => status(code),
             None => echo(&parts, body, &conn).await,
         },
     };
     Ok(response)
+}
+
+/// A worker that takes control of its pages at once and answers requests carrying
+/// `?from-worker` itself, so a test sees which pages it controls.
+const SERVICE_WORKER: &str = "\
+self.addEventListener('install', () => self.skipWaiting());
+self.addEventListener('activate', (event) => event.waitUntil(self.clients.claim()));
+self.addEventListener('fetch', (event) => {
+  if (new URL(event.request.url).searchParams.has('from-worker')) {
+    event.respondWith(new Response('answered by the workspace service worker'));
+  }
+});
+";
+
+fn service_worker() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript"),
+            (header::CACHE_CONTROL, "no-cache"),
+            (
+                header::HeaderName::from_static("service-worker-allowed"),
+                "/",
+            ),
+        ],
+        SERVICE_WORKER,
+    )
+        .into_response()
 }
 
 fn bad_request(message: &str) -> Response {

@@ -3,6 +3,7 @@
 //! request and its response streamed through (`send`) with the header rules of
 //! [`rewrite`].
 
+mod client;
 pub mod endpoints;
 pub mod rewrite;
 pub mod route;

@@ -14,6 +14,8 @@ const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 const X_FORWARDED_PREFIX: HeaderName = HeaderName::from_static("x-forwarded-prefix");
 const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+/// The widest scope a service worker script may claim (W3C Service Workers, "Update").
+const SERVICE_WORKER_ALLOWED: HeaderName = HeaderName::from_static("service-worker-allowed");
 
 /// Headers that tell an app who the client is, besides the X-Forwarded-* the proxy sets
 /// itself: believed from a `--trusted-proxy` only, so removed from everyone else's requests.
@@ -187,10 +189,12 @@ pub fn request_headers(headers: &mut HeaderMap, forwarding: &Forwarding<'_>) {
 }
 
 /// The workspace's response headers made the browser's: hop-by-hop headers removed,
-/// `Location` and `Set-Cookie` moved under the prefix, and when the workspace switched
-/// protocols (101) on a WebSocket handshake, `Connection: upgrade` and `Upgrade` kept.
+/// `Location`, `Set-Cookie` and `Service-Worker-Allowed` moved under the prefix, and when
+/// the workspace switched protocols (101) on a WebSocket handshake, `Connection: upgrade`
+/// and `Upgrade` kept.
 pub fn response_headers(headers: &mut HeaderMap, forwarding: &Forwarding<'_>, switched: bool) {
     strip_hop_by_hop(headers);
+    confine_service_worker_scope(headers, forwarding.prefix);
     if let Some(location) = headers.get(header::LOCATION).and_then(|l| l.to_str().ok()) {
         let upstream_authority = forwarding.upstream.to_string();
         let origins = Origins {
@@ -349,6 +353,67 @@ fn prefixed(path: &str, prefix: &str) -> String {
     }
 }
 
+/// Keeps the service workers of a workspace in path mode under its prefix. A worker controls
+/// every page under its scope, on the whole origin — the dashboard's and `/login`'s too — and
+/// a script may claim a scope wider than its own directory only up to what its
+/// `Service-Worker-Allowed` header allows (code-server sends `/`). So in path mode the header
+/// is moved under the prefix like a cookie's `Path` (see [`service_worker_scope`]), or
+/// removed when it is not a plain path, or when there is more than one; without it the
+/// browser's limit is the script's own directory, which is inside the prefix. In subdomain
+/// mode (`prefix` empty) the workspace has an origin of its own and the header stays.
+fn confine_service_worker_scope(headers: &mut HeaderMap, prefix: &str) {
+    if prefix.is_empty() || !headers.contains_key(&SERVICE_WORKER_ALLOWED) {
+        return;
+    }
+    let mut values = headers.get_all(&SERVICE_WORKER_ALLOWED).iter();
+    let confined = match (values.next(), values.next()) {
+        (Some(value), None) => value
+            .to_str()
+            .ok()
+            .and_then(|value| service_worker_scope(value, prefix))
+            .and_then(|scope| HeaderValue::from_str(&scope).ok()),
+        _ => None,
+    };
+    headers.remove(&SERVICE_WORKER_ALLOWED);
+    if let Some(scope) = confined {
+        headers.insert(SERVICE_WORKER_ALLOWED, scope);
+    }
+}
+
+/// A `Service-Worker-Allowed` value under `prefix` (`/w/{ns}/{name}`, not empty): an
+/// absolute path moves under the prefix (`/` → `/w/ns/name/`, `/x/` → `/w/ns/name/x/`), one
+/// already under it stays, and the prefix itself gets its slash (the browser compares scopes
+/// as strings: `/w/ns/name` would admit `/w/ns/namesake/`). None for anything else, which the
+/// browser would resolve against the script's URL in ways that could leave the prefix: an
+/// absolute URL (`https://host/`, `//host/`), a relative reference, dot segments (also
+/// percent-encoded, `%2e%2e`), backslashes (`/\host`), queries, fragments, lists, spaces and
+/// control characters (which URL parsing strips).
+fn service_worker_scope(value: &str, prefix: &str) -> Option<String> {
+    let plain = value
+        .bytes()
+        .all(|b| b.is_ascii_graphic() && !matches!(b, b'\\' | b'?' | b'#' | b',' | b'"' | b'\''));
+    if !plain || !value.starts_with('/') || value.starts_with("//") {
+        return None;
+    }
+    let dot_segment = value.split('/').any(|segment| {
+        let decoded = percent_encoding::percent_decode_str(segment).decode_utf8_lossy();
+        decoded == "." || decoded == ".." || decoded.contains(['/', '\\'])
+    });
+    if dot_segment {
+        return None;
+    }
+    Some(if value == prefix {
+        format!("{prefix}/")
+    } else if value
+        .strip_prefix(prefix)
+        .is_some_and(|rest| rest.starts_with('/'))
+    {
+        value.to_owned()
+    } else {
+        format!("{prefix}{value}")
+    })
+}
+
 /// A `Set-Cookie` scoped to the workspace: no `Domain` (the cookie belongs to the proxy's
 /// origin), `Path` under the prefix (workspaces in path mode don't see each other's
 /// cookies), and `Secure`.
@@ -485,6 +550,91 @@ mod tests {
         for (cookie, want) in cases {
             assert_eq!(rewrite_set_cookie(cookie, "/w/team/ide"), want, "{cookie}");
         }
+    }
+
+    #[test]
+    fn service_worker_scopes_stay_under_the_prefix() {
+        let cases = [
+            // code-server's: the whole origin, which would include the dashboard and /login.
+            ("/", Some("/w/team/ide/")),
+            ("/x/", Some("/w/team/ide/x/")),
+            ("/static/sw/", Some("/w/team/ide/static/sw/")),
+            // An app serving under the prefix (Jupyter's base_url) already names it.
+            ("/w/team/ide/", Some("/w/team/ide/")),
+            ("/w/team/ide/lab/", Some("/w/team/ide/lab/")),
+            // Scopes are compared as strings: without the slash it would admit `idea`'s pages.
+            ("/w/team/ide", Some("/w/team/ide/")),
+            ("/w/team/idea/", Some("/w/team/ide/w/team/idea/")),
+            ("/w/team/", Some("/w/team/ide/w/team/")),
+            // Not a plain path: dropped, so the script's own directory is the limit.
+            ("https://guildnet.example.com/", None),
+            ("http://10.244.0.7:8080/", None),
+            ("//guildnet.example.com/", None),
+            ("/\\guildnet.example.com/", None),
+            ("\\", None),
+            ("", None),
+            ("x/", None),
+            ("./", None),
+            ("../", None),
+            ("/..", None),
+            ("/../", None),
+            ("/x/../../", None),
+            ("/w/team/ide/../../", None),
+            ("/%2e%2e/", None),
+            ("/.%2E/", None),
+            ("/%2e/", None),
+            ("/x%2f..%2f/", None),
+            ("/./", None),
+            ("/ /", None),
+            ("/.\t./", None),
+            ("/a, /b", None),
+            ("/?x", None),
+            ("/#x", None),
+            ("\"/\"", None),
+        ];
+        for (value, want) in cases {
+            assert_eq!(
+                service_worker_scope(value, "/w/team/ide").as_deref(),
+                want,
+                "{value:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn service_worker_allowed_is_confined_in_path_mode_only() {
+        let mut answered = headers(&[("service-worker-allowed", "/")]);
+        response_headers(&mut answered, &forwarding(), false);
+        assert_eq!(
+            values(&answered, "service-worker-allowed"),
+            ["/w/team/ide/"]
+        );
+        let mut foreign = headers(&[("service-worker-allowed", "https://guildnet.example.com/")]);
+        response_headers(&mut foreign, &forwarding(), false);
+        assert!(!foreign.contains_key("service-worker-allowed"));
+        // Two values: which one a browser would take is unclear, so neither passes.
+        let mut two = headers(&[
+            ("service-worker-allowed", "/x/"),
+            ("service-worker-allowed", "/"),
+        ]);
+        response_headers(&mut two, &forwarding(), false);
+        assert!(!two.contains_key("service-worker-allowed"));
+        // Not UTF-8: not a path either.
+        let mut binary = HeaderMap::new();
+        binary.insert(
+            "service-worker-allowed",
+            HeaderValue::from_bytes(b"/\xff/").unwrap(),
+        );
+        response_headers(&mut binary, &forwarding(), false);
+        assert!(!binary.contains_key("service-worker-allowed"));
+        // Subdomain mode: the workspace's own origin, where its root is its own.
+        let subdomain = Forwarding {
+            prefix: "",
+            ..forwarding()
+        };
+        let mut own_origin = headers(&[("service-worker-allowed", "/")]);
+        response_headers(&mut own_origin, &subdomain, false);
+        assert_eq!(values(&own_origin, "service-worker-allowed"), ["/"]);
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Sending a request to its workspace and the answer back: HTTP over this serving thread's
-//! pooled keep-alive connections, or a WebSocket tunnel. The headers either way are
-//! [`rewrite`]'s.
+//! pooled keep-alive connections ([`client`]), or a WebSocket tunnel. The headers either way
+//! are [`rewrite`]'s.
 
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -12,11 +12,11 @@ use axum::extract::Request;
 use axum::response::Response;
 use http::{HeaderMap, StatusCode, Uri, header};
 use http_body_util::BodyExt;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
+use hyper::body::Body as _;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use super::client::{self, Sent};
 use super::rewrite::{self, Forwarding, PublicOrigin};
 use super::route::Target;
 use crate::activity::{LastUse, now_millis};
@@ -24,8 +24,6 @@ use crate::app::AppState;
 use crate::auth::{Caller, Via};
 use crate::body;
 use crate::error::ApiError;
-
-type UpstreamClient = Client<HttpConnector, Body>;
 
 /// Sends `request` to `upstream` for `target` and streams the response (or, after a
 /// WebSocket handshake, the tunnel) back; traffic marks `last_use`.
@@ -75,17 +73,24 @@ pub(super) async fn send(
     // What a body that ends early is judged against.
     let content_length = parts.headers.get(header::CONTENT_LENGTH).cloned();
     rewrite::request_headers(&mut parts.headers, &forwarding);
+    // Only a request without a body can be sent again as it was (see client::send).
+    let replayable = body.is_end_stream();
     let (body, client_body) = body::watch_client_body(body);
     let upstream_request = http::Request::from_parts(parts, body);
 
     let response = match tokio::time::timeout(
         state.upstream_timeout,
-        upstream_client(state.connect_timeout).request(upstream_request),
+        client::send(state.connect_timeout, upstream_request, replayable),
     )
     .await
     {
-        Ok(Ok(response)) => response,
-        Ok(Err(error)) if client_body.happened() => {
+        Ok(Sent {
+            result: Ok(response),
+            ..
+        }) => response,
+        Ok(Sent {
+            result: Err(error), ..
+        }) if client_body.happened() => {
             // The client's body broke (framing, too short, gone): not the workspace's fault.
             tracing::debug!(%error, %upstream, "client request body failed");
             return body::closing(
@@ -93,21 +98,30 @@ pub(super) async fn send(
                 &HeaderMap::new(),
             );
         }
-        Ok(Err(error)) => {
-            tracing::debug!(%error, %upstream, "workspace request failed");
+        Ok(Sent {
+            result: Err(error),
+            retried,
+        }) => {
+            let cause = root_cause(&error);
+            tracing::warn!(
+                namespace = %target.namespace, name = %target.name, %upstream, %error, %cause, retried,
+                "502: the workspace did not answer"
+            );
             return ApiError::new(
                 StatusCode::BAD_GATEWAY,
                 "UpstreamUnavailable",
                 format!(
-                    "workspace {}/{} did not answer: {}",
-                    target.namespace,
-                    target.name,
-                    root_cause(&error)
+                    "workspace {}/{} did not answer: {cause}",
+                    target.namespace, target.name
                 ),
             )
             .json();
         }
         Err(_) => {
+            tracing::warn!(
+                namespace = %target.namespace, name = %target.name, %upstream, timeout = ?state.upstream_timeout,
+                "504: the workspace sent no response head within --upstream-timeout"
+            );
             return ApiError::new(
                 StatusCode::GATEWAY_TIMEOUT,
                 "UpstreamTimeout",
@@ -135,26 +149,37 @@ pub(super) async fn send(
     // Head and body then leave in one write, as nginx's buffering does.
     match tokio::time::timeout(state.upstream_timeout, body.collect()).await {
         Ok(Ok(collected)) => Response::from_parts(parts, Body::from(collected.to_bytes())),
-        Ok(Err(error)) => ApiError::new(
-            StatusCode::BAD_GATEWAY,
-            "UpstreamUnavailable",
-            format!(
-                "workspace {}/{} broke off its response: {}",
-                target.namespace,
-                target.name,
-                root_cause(&error)
-            ),
-        )
-        .json(),
-        Err(_) => ApiError::new(
-            StatusCode::GATEWAY_TIMEOUT,
-            "UpstreamTimeout",
-            format!(
-                "workspace {}/{} did not finish its response within {:?}",
-                target.namespace, target.name, state.upstream_timeout
-            ),
-        )
-        .json(),
+        Ok(Err(error)) => {
+            let cause = root_cause(&error);
+            tracing::warn!(
+                namespace = %target.namespace, name = %target.name, %upstream, %error, %cause,
+                "502: the workspace broke off its response"
+            );
+            ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "UpstreamUnavailable",
+                format!(
+                    "workspace {}/{} broke off its response: {cause}",
+                    target.namespace, target.name
+                ),
+            )
+            .json()
+        }
+        Err(_) => {
+            tracing::warn!(
+                namespace = %target.namespace, name = %target.name, %upstream, timeout = ?state.upstream_timeout,
+                "504: the workspace did not finish its response within --upstream-timeout"
+            );
+            ApiError::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                "UpstreamTimeout",
+                format!(
+                    "workspace {}/{} did not finish its response within {:?}",
+                    target.namespace, target.name, state.upstream_timeout
+                ),
+            )
+            .json()
+        }
     }
 }
 
@@ -249,28 +274,4 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Marking<T> {
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
-}
-
-thread_local! {
-    static UPSTREAM: std::cell::OnceCell<UpstreamClient> = const { std::cell::OnceCell::new() };
-}
-
-/// This serving thread's upstream client: pooled keep-alive connections whose tasks run on
-/// this thread, bounded connect time.
-fn upstream_client(connect_timeout: std::time::Duration) -> UpstreamClient {
-    UPSTREAM.with(|client| {
-        client
-            .get_or_init(|| new_upstream_client(connect_timeout))
-            .clone()
-    })
-}
-
-fn new_upstream_client(connect_timeout: std::time::Duration) -> UpstreamClient {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(connect_timeout));
-    Client::builder(hyper_util::rt::TokioExecutor::new())
-        .pool_idle_timeout(std::time::Duration::from_secs(90))
-        .pool_max_idle_per_host(64)
-        .build(connector)
 }

@@ -229,7 +229,8 @@ fn endpoint_slice(
 
 /// A workspace's app on 127.0.0.1: it answers every request with what it received as
 /// JSON (`path`, `headers`), except that `…/redirect` redirects to `…/login` and sets a
-/// cookie for `…/`, as an app serving under that base path would.
+/// cookie for `…/`, as an app serving under that base path would, and `…/sw.js` is a
+/// service worker script sent with `Service-Worker-Allowed: /`.
 struct Upstream {
     address: SocketAddr,
     requests: Arc<AtomicUsize>,
@@ -264,6 +265,20 @@ async fn answer(request: Request) -> Response {
     let body_bytes = body.to_bytes().len();
     let request = Request::from_parts(parts, ());
     let path = request.uri().path();
+    if path.ends_with("/sw.js") {
+        // A service worker script claiming the whole origin, as code-server's does.
+        return (
+            [
+                (header::CONTENT_TYPE, "text/javascript"),
+                (
+                    header::HeaderName::from_static("service-worker-allowed"),
+                    "/",
+                ),
+            ],
+            "self.addEventListener('fetch', () => {});",
+        )
+            .into_response();
+    }
     if let Some(base) = path.strip_suffix("/redirect") {
         return (
             StatusCode::FOUND,
@@ -414,6 +429,28 @@ async fn redirects_and_cookies_move_under_the_prefix() {
         redirect.headers()[header::SET_COOKIE],
         "sid=1; Path=/w/team/ide/; Secure"
     );
+}
+
+#[tokio::test]
+async fn a_workspace_cannot_allow_its_service_workers_beyond_its_prefix() {
+    let upstream = Upstream::start().await;
+    let mut proxy = Proxy::new(&["--auth=none", "--base-domain=ws.example.com"]);
+    proxy.add(workspace("ide", DEV_USER), Some(&upstream)).await;
+
+    // Path mode: the dashboard's origin, so `/` would let a worker control `/login`.
+    let script = proxy.send(get("/w/team/ide/static/sw.js")).await;
+    assert_eq!(script.status(), StatusCode::OK);
+    assert_eq!(
+        script.headers()["service-worker-allowed"],
+        "/w/team/ide/",
+        "{:?}",
+        script.headers()
+    );
+    // Subdomain mode: the workspace's own origin, whose root is its own.
+    let own_origin = Request::get("/static/sw.js").header(header::HOST, "ide--team.ws.example.com");
+    let script = proxy.send(own_origin).await;
+    assert_eq!(script.status(), StatusCode::OK);
+    assert_eq!(script.headers()["service-worker-allowed"], "/");
 }
 
 #[tokio::test]
@@ -1576,6 +1613,219 @@ async fn a_body_that_ends_before_its_content_length_is_a_400_saying_so_never_a_5
             "the request body could not be read: the client stopped sending before the 100 \
              bytes its Content-Length announced",
             "{path}"
+        );
+    }
+}
+
+/// How the racing upstream ends the connection it stops answering on.
+#[derive(Clone, Copy, Debug)]
+enum Ending {
+    /// A plain close (FIN), as an app's keep-alive timeout does.
+    Close,
+    /// A reset (RST), as a process that dies or a socket closed with unread data does.
+    Reset,
+}
+
+/// A workspace's app on a raw TCP listener, scripted for the keep-alive race. On its first
+/// connection it answers `answered` requests (0 or 1), then reads the next request's head and
+/// ends the connection (`ending`) without a byte of an answer; every later connection
+/// answers its first request with `answered on connection <n>` and closes. Each request
+/// line is recorded with the number of the connection it came on, in order.
+struct RacingUpstream {
+    address: SocketAddr,
+    heads: Arc<std::sync::Mutex<Vec<(usize, String)>>>,
+}
+
+impl RacingUpstream {
+    async fn start(answered: usize, ending: Ending) -> Self {
+        use tokio::io::AsyncWriteExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let heads = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let record = heads.clone();
+        tokio::spawn(async move {
+            for connection in 0.. {
+                let Ok((mut stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let record = record.clone();
+                tokio::spawn(async move {
+                    let mut buffer = Vec::new();
+                    let answers = if connection == 0 { answered } else { 1 };
+                    for _ in 0..answers {
+                        let Some(line) = read_head(&mut stream, &mut buffer).await else {
+                            return;
+                        };
+                        record.lock().unwrap().push((connection, line));
+                        let body = format!("answered on connection {connection}");
+                        let close = if connection == 0 {
+                            ""
+                        } else {
+                            "Connection: close\r\n"
+                        };
+                        let answer = format!(
+                            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n{close}\
+                             Content-Length: {}\r\n\r\n{body}",
+                            body.len()
+                        );
+                        stream.write_all(answer.as_bytes()).await.unwrap();
+                    }
+                    if connection == 0 {
+                        // The next request's head, never answered.
+                        if let Some(line) = read_head(&mut stream, &mut buffer).await {
+                            record.lock().unwrap().push((connection, line));
+                        }
+                        if let Ending::Reset = ending {
+                            socket2::SockRef::from(&stream)
+                                .set_linger(Some(std::time::Duration::ZERO))
+                                .unwrap();
+                        }
+                    }
+                    drop(stream);
+                });
+            }
+        });
+        Self { address, heads }
+    }
+
+    /// The request lines received so far, with the connection each came on.
+    fn heads(&self) -> Vec<(usize, String)> {
+        self.heads.lock().unwrap().clone()
+    }
+}
+
+/// Reads one request head from `stream` (what is left of earlier reads in `buffer`) and
+/// returns its request line; None when the connection ends first.
+async fn read_head(stream: &mut tokio::net::TcpStream, buffer: &mut Vec<u8>) -> Option<String> {
+    use tokio::io::AsyncReadExt;
+    loop {
+        if let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head: Vec<u8> = buffer.drain(..end + 4).collect();
+            return String::from_utf8_lossy(&head)
+                .lines()
+                .next()
+                .map(str::to_owned);
+        }
+        let mut chunk = [0; 4096];
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+/// A browser's request to the proxy at `address`, on a connection of its own: the status
+/// and body of the answer.
+async fn browser_request(
+    address: SocketAddr,
+    method: &str,
+    path: &str,
+    body: &'static str,
+) -> (StatusCode, String) {
+    let exchange = async {
+        let stream = tokio::net::TcpStream::connect(address).await.unwrap();
+        let (mut sender, connection) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .unwrap();
+        tokio::spawn(connection);
+        let request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(header::HOST, "guildnet.example.com")
+            .body(http_body_util::Full::new(axum::body::Bytes::from_static(
+                body.as_bytes(),
+            )))
+            .unwrap();
+        let response = sender.send_request(request).await.unwrap();
+        let status = response.status();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    };
+    // A guard against a hang, not a measure.
+    tokio::time::timeout(std::time::Duration::from_secs(20), exchange)
+        .await
+        .expect("the proxy did not answer")
+}
+
+/// A proxy on a real connection (its serving loop on this test's thread, so both requests
+/// share the thread's pool of workspace connections) for a workspace served by `upstream`.
+async fn proxy_for_racing(upstream: &RacingUpstream) -> SocketAddr {
+    let mut proxy = Proxy::new(&["--auth=none"]);
+    let app = Upstream {
+        address: upstream.address,
+        requests: Arc::default(),
+    };
+    proxy.add(workspace("ide", DEV_USER), Some(&app)).await;
+    crate::server::serve_on_loopback(router(proxy.state.clone()), &proxy.args)
+}
+
+#[tokio::test]
+async fn a_reused_connection_closed_before_answering_is_retried_on_a_new_one() {
+    for ending in [Ending::Close, Ending::Reset] {
+        let upstream = RacingUpstream::start(1, ending).await;
+        let address = proxy_for_racing(&upstream).await;
+
+        let first = browser_request(address, "GET", "/w/team/ide/first", "").await;
+        assert_eq!(
+            first,
+            (StatusCode::OK, "answered on connection 0".to_owned()),
+            "{ending:?}"
+        );
+        // Sent on the pooled connection, which the app ends after reading the head.
+        let second = browser_request(address, "GET", "/w/team/ide/second", "").await;
+        assert_eq!(
+            second,
+            (StatusCode::OK, "answered on connection 1".to_owned()),
+            "{ending:?}: the retry's answer, not a 502"
+        );
+        assert_eq!(
+            upstream.heads(),
+            [
+                (0, "GET /first HTTP/1.1".to_owned()),
+                (0, "GET /second HTTP/1.1".to_owned()),
+                (1, "GET /second HTTP/1.1".to_owned()),
+            ],
+            "{ending:?}: the second request went out on the reused connection, then once more \
+             on a new one"
+        );
+    }
+}
+
+#[tokio::test]
+async fn requests_that_cannot_be_repeated_are_not_retried() {
+    // A body (consumed by the first attempt), a method that is not idempotent (the app may
+    // have acted on it), and a new connection (not the keep-alive race): each a 502, and the
+    // app sees the request once.
+    for (method, body, reused) in [
+        ("POST", "hello, workspace", true),
+        ("PUT", "hello, workspace", true),
+        ("POST", "", true),
+        ("GET", "", false),
+    ] {
+        let upstream = RacingUpstream::start(usize::from(reused), Ending::Close).await;
+        let address = proxy_for_racing(&upstream).await;
+        let mut expected = Vec::new();
+        if reused {
+            let first = browser_request(address, "GET", "/w/team/ide/first", "").await;
+            assert_eq!(first.0, StatusCode::OK);
+            expected.push((0, "GET /first HTTP/1.1".to_owned()));
+        }
+
+        let (status, answer) = browser_request(address, method, "/w/team/ide/act", body).await;
+        assert_eq!(
+            status,
+            StatusCode::BAD_GATEWAY,
+            "{method} {body:?}: {answer}"
+        );
+        let error: Value = serde_json::from_str(&answer).unwrap();
+        assert_eq!(error["error"]["reason"], "UpstreamUnavailable");
+        // Answered only after the attempt ended: a retry would have been made by now.
+        expected.push((0, format!("{method} /act HTTP/1.1")));
+        assert_eq!(
+            upstream.heads(),
+            expected,
+            "{method} {body:?} reused={reused}"
         );
     }
 }

@@ -8,6 +8,13 @@ trap 'rm -f "$tmp"' EXIT
 
 # The proxy benchmark's load tool and the reverse proxy it is compared with.
 scripts/install-deps.sh wrk nginx >/dev/null
+# configurable-http-proxy (JupyterHub's proxy), the other one it is compared with, exactly as
+# e2e/chp/package-lock.json pins it; installed once, again only when the lock changes.
+chp=e2e/chp
+if [ ! -d "$chp/node_modules" ] || [ "$chp/package-lock.json" -nt "$chp/node_modules/.package-lock.json" ]; then
+  echo "installing configurable-http-proxy (e2e/chp)"
+  (cd "$chp" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+fi
 
 cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')
 {
@@ -37,7 +44,8 @@ cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')
   cargo bench -q -p guildnet-webhook --bench handler
   echo "## Proxy"
   echo
-  # A stack running release builds, as deployed; wrk against the proxy, nginx and the pod.
+  # A stack running release builds, as deployed; wrk against the proxy, nginx,
+  # configurable-http-proxy and the pod.
   cargo build -q --release --workspace --bins
   GUILDNET_TARGET=$PWD/target/release GUILDNET_STACK=bench scripts/with-stack.sh \
     cargo bench -q -p guildnet-e2e --bench proxy

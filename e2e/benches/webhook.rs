@@ -16,7 +16,7 @@
 use guildnet_api::{Capabilities, Workspace};
 use guildnet_e2e::User;
 use guildnet_e2e::cluster::{Cluster, free_port, repo_root};
-use guildnet_e2e::cpu::{TICKS_PER_SECOND, machine_busy_ticks, process_ticks};
+use guildnet_e2e::cpu::{TICKS_PER_SECOND, machine_busy_ticks, process_ticks, rss_bytes};
 use guildnet_e2e::workspaces::manifest;
 use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
@@ -45,6 +45,43 @@ const CONNECTIONS: usize = 16;
 /// what the tail is made of.
 const QUIET_CORES: f64 = 0.25;
 const QUIET_WAIT: Duration = Duration::from_secs(120);
+/// The API server's calls to admission webhooks for Workspace CREATEs so far, by type
+/// (`admit`: mutating, `validating`): (calls, seconds), from its
+/// `apiserver_admission_webhook_admission_duration_seconds`.
+async fn apiserver_webhook_calls(
+    admin: &kube::Client,
+) -> std::collections::HashMap<String, (f64, f64)> {
+    let request = hyper::Request::get("/metrics").body(Vec::new()).unwrap();
+    let text = admin
+        .request_text(request)
+        .await
+        .expect("API server metrics");
+    let mut calls = std::collections::HashMap::<String, (f64, f64)>::new();
+    for line in text.lines().filter(|l| l.contains("operation=\"CREATE\"")) {
+        let Some(rest) =
+            line.strip_prefix("apiserver_admission_webhook_admission_duration_seconds_")
+        else {
+            continue;
+        };
+        let kind = rest
+            .split_once("type=\"")
+            .and_then(|(_, t)| t.split_once('"'))
+            .map(|(t, _)| t.to_owned())
+            .unwrap_or_default();
+        let value: f64 = line
+            .rsplit_once(' ')
+            .and_then(|(_, v)| v.parse().ok())
+            .unwrap_or(0.0);
+        let entry = calls.entry(kind).or_default();
+        if rest.starts_with("count{") {
+            entry.0 += value;
+        } else if rest.starts_with("sum{") {
+            entry.1 += value;
+        }
+    }
+    calls
+}
+
 /// Timed Workspace creates with and without the webhook.
 const CREATES: usize = 300;
 const TIMEOUT: Duration = Duration::from_secs(60);
@@ -405,7 +442,9 @@ async fn main() {
     let webhook = WebhookProcess::start(&cluster);
     until_admitting(&workspaces).await;
     quiet(Some(webhook.child.id())).await;
+    let calls_before = apiserver_webhook_calls(&admin).await;
     let with = Stats::of(creates(&workspaces, "with").await);
+    let calls = apiserver_webhook_calls(&admin).await;
 
     // (a) the handler, called directly with the recorded review.
     let secrets: Api<Secret> = Api::namespaced(admin.clone(), "guildnet-system");
@@ -430,11 +469,13 @@ async fn main() {
     let review = std::fs::read(repo_root().join("webhook/tests/fixtures/create.json"))
         .expect("read the recorded review");
     let (addr, pid) = (webhook.listen, Some(webhook.child.id()));
+    let rss_before = rss_bytes(webhook.child.id());
     let handler = tokio::task::spawn_blocking(move || {
         ["/mutate", "/validate"].map(|path| measure(pid, addr, &config, path, &review))
     })
     .await
     .expect("the load");
+    let rss_after = rss_bytes(webhook.child.id());
 
     println!(
         "### Handler latency and Workspace create overhead (`make bench`: e2e/benches/webhook.rs)\n"
@@ -484,6 +525,12 @@ async fn main() {
             "missed"
         }
     );
+    let mib = |bytes: u64| bytes as f64 / (1024.0 * 1024.0);
+    println!(
+        "Webhook resident memory (`VmRSS`): {:.1} MiB after the {CREATES} creates it admitted (below, measured first), {:.1} MiB after the handler load above.\n",
+        mib(rss_before),
+        mib(rss_after)
+    );
     println!(
         "Workspace creates on the API server as admin, {CREATES} sequential creates each, after a warm-up and, as above, once the machine was quiet; with the webhook both the mutating and the validating call are made.\n"
     );
@@ -504,6 +551,18 @@ async fn main() {
         "\nAdded by the webhook: p50 {}, p99 {}.\n",
         ms(with.p50.saturating_sub(without.p50)),
         ms(with.p99.saturating_sub(without.p99))
+    );
+    let mean = |kind: &str| {
+        let (after, before) = (
+            calls[kind],
+            calls_before.get(kind).copied().unwrap_or_default(),
+        );
+        let (count, seconds) = (after.0 - before.0, after.1 - before.1);
+        (count, seconds * 1000.0 / count.max(1.0))
+    };
+    let ((mutations, mutating), (validations, validating)) = (mean("admit"), mean("validating"));
+    println!(
+        "The API server's own measure of its calls to the webhook during these creates (`apiserver_admission_webhook_admission_duration_seconds`, mean): the mutating call {mutating:.2} ms ({mutations:.0} calls), the validating call {validating:.2} ms ({validations:.0} calls); the webhook itself answers in the `send → answer` times above. What is left of the added time is the API server's own work around the calls: encoding each AdmissionReview, applying the patch, decoding and validating the object again.\n"
     );
     println!(
         "Where the time goes, and why the tail depends on what else the machine runs: [the webhook's performance notes](webhook.md#performance).\n"

@@ -232,14 +232,7 @@ impl Operator {
 
     /// Its resident memory now (`VmRSS`), in bytes.
     pub fn rss_bytes(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .expect("the operator is running");
-        let kib = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            .expect("VmRSS in /proc/<pid>/status");
-        kib * 1024
+        crate::cpu::rss_bytes(self.child.id())
     }
 
     /// Whether `/readyz` says the watch caches are synced.

@@ -1,5 +1,6 @@
 //! CPU time from `/proc`, in the kernel's USER_HZ ticks (1/100 s): what the benchmarks
-//! report as the load of the machine and of the processes they measure.
+//! report as the load of the machine and of the processes they measure; and the resident
+//! memory of those processes.
 
 /// Ticks per second of `/proc`'s CPU times.
 pub const TICKS_PER_SECOND: f64 = 100.0;
@@ -30,4 +31,42 @@ pub fn process_ticks(pid: &str) -> u64 {
         .split_whitespace()
         .collect();
     fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime")
+}
+
+/// Resident memory of process `pid` now (`VmRSS` in `/proc/<pid>/status`), in bytes.
+pub fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_else(|e| panic!("read /proc/{pid}/status (is it running?): {e}"));
+    let kib = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .expect("VmRSS in /proc/<pid>/status");
+    kib * 1024
+}
+
+/// Processes that keep `count` cores busy until dropped: other work on the machine, at the
+/// same priority as everything the benchmark measures.
+pub struct Burners(Vec<std::process::Child>);
+
+impl Burners {
+    /// Starts `count` busy processes.
+    pub fn start(count: usize) -> Self {
+        let spin = |_| {
+            std::process::Command::new("sh")
+                .args(["-c", "while :; do :; done"])
+                .spawn()
+                .expect("start a busy shell")
+        };
+        Self((0..count).map(spin).collect())
+    }
+}
+
+impl Drop for Burners {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
 }

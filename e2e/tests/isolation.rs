@@ -295,6 +295,55 @@ async fn every_workspace_pod_admits_the_proxy_only() {
     alice.delete(&name, &DeleteParams::default()).await.unwrap();
 }
 
+/// A workspace's NetworkPolicy is written before its Deployment, so no pod of it ever runs
+/// unisolated: when a watch first sees the Deployment, the policy exists.
+#[tokio::test]
+async fn a_workspace_deployment_appears_only_once_its_network_policy_exists() {
+    use futures::StreamExt;
+    use kube::api::{WatchEvent, WatchParams};
+    let name = unique_name("np-first");
+    let admin = client(User::Admin).await;
+    let deployments: Api<Deployment> = Api::namespaced(admin.clone(), "default");
+    let policies: Api<NetworkPolicy> = Api::namespaced(admin.clone(), "default");
+    // Watch from now, so the Deployment's first version is among the events.
+    let from = deployments
+        .list_metadata(&ListParams::default().limit(1))
+        .await
+        .unwrap()
+        .metadata
+        .resource_version
+        .unwrap();
+    let params = WatchParams::default().fields(&format!("metadata.name={name}"));
+    let mut events = deployments.watch(&params, &from).await.unwrap().boxed();
+    let alice: Api<Workspace> = Api::namespaced(client(User::Alice).await, "default");
+    create(&alice, &name, json!({"image": "nginx"})).await;
+    let first = tokio::time::timeout(WAIT, async {
+        loop {
+            match events.next().await.expect("the watch stays open").unwrap() {
+                WatchEvent::Added(d) | WatchEvent::Modified(d) => return d,
+                _ => continue,
+            }
+        }
+    })
+    .await
+    .expect("the Deployment is created in time");
+    assert!(
+        first.spec.replicas.unwrap_or(1) > 0,
+        "the workspace runs a pod"
+    );
+    // On this control plane's single etcd a resourceVersion is the etcd revision of the
+    // write, so it orders writes across kinds (clients of other clusters must not rely on it).
+    let revision = |meta: &kube::api::ObjectMeta| -> u64 {
+        meta.resource_version.as_deref().unwrap().parse().unwrap()
+    };
+    let policy = policies.get(&name).await.unwrap();
+    assert!(
+        revision(&policy.metadata) < revision(&first.metadata),
+        "the Deployment was written before the NetworkPolicy"
+    );
+    alice.delete(&name, &DeleteParams::default()).await.unwrap();
+}
+
 #[tokio::test]
 async fn a_workspace_may_read_only_secrets_its_owner_may_read() {
     let victim = unique_name("victim");

@@ -304,6 +304,23 @@ fn suspended(i: usize) -> Workspace {
     )
 }
 
+/// Deletes every `K` of `api`, again when the API server breaks off the request (deleting
+/// thousands can outlast its request timeout); whatever was deleted stays deleted.
+async fn delete_all<K>(api: &Api<K>, params: &DeleteParams)
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug,
+{
+    let since = Instant::now();
+    while let Err(error) = api.delete_collection(params, &ListParams::default()).await {
+        assert!(
+            since.elapsed() < DEADLINE,
+            "could not delete every {}: {error}",
+            K::kind(&())
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
 /// Deletes every Workspace in `namespace` and, directly, what GuildNet made for them there,
 /// and waits until the Workspaces and their pods are gone.
 async fn delete_everything(admin: &Client, namespace: &str, params: &DeleteParams) {
@@ -313,29 +330,28 @@ async fn delete_everything(admin: &Client, namespace: &str, params: &DeleteParam
     let all = ListParams::default();
     let workspaces: Api<Workspace> = Api::namespaced(admin.clone(), namespace);
     let pods: Api<Pod> = Api::namespaced(admin.clone(), namespace);
-    workspaces
-        .delete_collection(params, &all)
-        .await
-        .expect("delete every workspace");
-    Api::<Deployment>::namespaced(admin.clone(), namespace)
-        .delete_collection(params, &all)
-        .await
-        .expect("delete the Deployments");
-    Api::<ReplicaSet>::namespaced(admin.clone(), namespace)
-        .delete_collection(params, &all)
-        .await
-        .expect("delete the ReplicaSets");
-    Api::<Service>::namespaced(admin.clone(), namespace)
-        .delete_collection(params, &all)
-        .await
-        .expect("delete the Services");
-    Api::<NetworkPolicy>::namespaced(admin.clone(), namespace)
-        .delete_collection(params, &all)
-        .await
-        .expect("delete the NetworkPolicies");
-    pods.delete_collection(params, &all)
-        .await
-        .expect("delete the pods");
+    delete_all(&workspaces, params).await;
+    delete_all(
+        &Api::<Deployment>::namespaced(admin.clone(), namespace),
+        params,
+    )
+    .await;
+    delete_all(
+        &Api::<ReplicaSet>::namespaced(admin.clone(), namespace),
+        params,
+    )
+    .await;
+    delete_all(
+        &Api::<Service>::namespaced(admin.clone(), namespace),
+        params,
+    )
+    .await;
+    delete_all(
+        &Api::<NetworkPolicy>::namespaced(admin.clone(), namespace),
+        params,
+    )
+    .await;
+    delete_all(&pods, params).await;
     let since = Instant::now();
     while !(workspaces
         .list_metadata(&all.clone().limit(1))

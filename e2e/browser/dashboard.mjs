@@ -11,33 +11,17 @@
 // the browser's console). Never downloads a browser: GUILDNET_CHROMIUM (default
 // /usr/bin/chromium) must exist.
 
-import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
-import { chromium } from 'playwright-core';
+import { artifactsDir, check, chromiumPath, env, failureArtifacts, log, runAll, withBrowser } from './harness.mjs';
 
 const STEP_TIMEOUT = 90_000; // one step: a workspace becoming ready, a page loading
 const TOTAL_TIMEOUT = 300_000; // the whole run
 
-function env(name) {
-  const value = process.env[name];
-  if (!value) {
-    console.error(`${name} is not set (see the header of ${path.basename(import.meta.url)})`);
-    process.exit(2);
-  }
-  return value;
-}
 
 const base = env('GUILDNET_PROXY_URL').replace(/\/+$/, '');
 const token = env('GUILDNET_ALICE_TOKEN').trim();
-const artifacts = path.resolve(env('GUILDNET_ARTIFACTS'));
-const executablePath = process.env.GUILDNET_CHROMIUM || '/usr/bin/chromium';
-if (!fs.existsSync(executablePath)) {
-  console.error(`${executablePath} does not exist: install Debian's chromium (scripts/install-deps.sh)`);
-  process.exit(2);
-}
-fs.mkdirSync(artifacts, { recursive: true });
-for (const f of fs.readdirSync(artifacts)) if (f.endsWith('.png')) fs.rmSync(path.join(artifacts, f));
+const artifacts = artifactsDir();
+const executablePath = chromiumPath();
 
 const namespace = 'default';
 const name = `dash-${Date.now().toString(36)}${Math.floor(Math.random() * 1296).toString(36)}`;
@@ -54,10 +38,6 @@ let step = 0;
 let current = 'start';
 let shots = 0;
 
-function log(message) {
-  console.log(`[${new Date().toISOString().slice(11, 23)}] ${message}`);
-}
-
 async function shot(label) {
   shots += 1;
   const file = path.join(artifacts, `${String(shots).padStart(2, '0')}-${label}.png`);
@@ -70,10 +50,6 @@ async function run(label, body) {
   current = `${step}. ${label}`;
   log(`step ${current}`);
   await body();
-}
-
-function check(condition, message) {
-  if (!condition) throw new Error(message);
 }
 
 /** Waits until `fn(arg)` is truthy in the page (no fixed sleeps), naming what it waited for. */
@@ -111,25 +87,7 @@ async function untilPhase(phase, ready) {
 }
 
 async function main() {
-  const userDataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'guildnet-chromium-'));
-  const context = await chromium.launchPersistentContext(userDataDir, {
-    executablePath,
-    headless: true,
-    args: [
-      '--headless',
-      '--no-sandbox',
-      '--disable-gpu',
-      '--disable-quic',
-      '--no-first-run',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-sync',
-    ],
-    viewport: { width: 1280, height: 900 },
-    timeout: STEP_TIMEOUT,
-  });
-  try {
-    context.setDefaultTimeout(STEP_TIMEOUT);
+  await withBrowser({ executablePath, timeout: STEP_TIMEOUT }, async (context) => {
     context.on('console', (m) => {
       console_.push(`console.${m.type()}: ${m.text()}`);
       // A failed request shows up as a console error too; those are checked where they happen.
@@ -137,14 +95,13 @@ async function main() {
     });
     context.on('weberror', (e) => pageErrors.push(e.error().message));
     page = context.pages()[0] ?? (await context.newPage());
-    await steps(context);
-  } catch (e) {
-    await failureArtifacts();
-    throw e;
-  } finally {
-    await context.close().catch(() => {});
-    fs.rmSync(userDataDir, { recursive: true, force: true });
-  }
+    try {
+      await steps(context);
+    } catch (e) {
+      await failureArtifacts(page, artifacts);
+      throw e;
+    }
+  });
 }
 
 async function steps(context) {
@@ -343,31 +300,13 @@ async function steps(context) {
   check(pageErrors.length === 0, `the dashboard reported errors: ${pageErrors.join('; ')}`);
 }
 
-/** A screenshot and the text of the page where a step failed. */
-async function failureArtifacts() {
-  if (!page || page.isClosed()) return;
-  const file = path.join(artifacts, 'failure.png');
-  await page.screenshot({ path: file, fullPage: true }).catch(() => {});
-  console.error(`screenshot of the failure: ${file}`);
-  const text = await page.locator('body').innerText({ timeout: 2000 }).catch(() => '');
-  console.error(`page ${page.url()}:\n${text.slice(0, 3000)}`);
-}
-
-const overall = setTimeout(() => {
-  console.error(`FAILED: the run took longer than ${TOTAL_TIMEOUT / 1000}s (at step ${current})`);
-  process.exit(1);
-}, TOTAL_TIMEOUT);
-
-try {
-  log(`dashboard at ${base}, workspace ${namespace}/${name}, screenshots in ${artifacts}`);
-  await main();
-  clearTimeout(overall);
-  log(`passed: ${step} steps, ${shots} screenshots`);
-  process.exit(0);
-} catch (e) {
-  clearTimeout(overall);
-  console.error(`FAILED at step ${current}: ${e.message}`);
-  if (pageErrors.length) console.error(`page errors:\n  ${pageErrors.join('\n  ')}`);
-  if (console_.length) console.error(`browser console:\n  ${console_.slice(-40).join('\n  ')}`);
-  process.exit(1);
-}
+await runAll({
+  intro: `dashboard at ${base}, workspace ${namespace}/${name}, screenshots in ${artifacts}`,
+  main,
+  totalTimeout: TOTAL_TIMEOUT,
+  progress: () => ({ step, current, shots }),
+  diagnostics: () => [
+    ...(pageErrors.length ? [`page errors:\n  ${pageErrors.join('\n  ')}`] : []),
+    ...(console_.length ? [`browser console:\n  ${console_.slice(-40).join('\n  ')}`] : []),
+  ],
+});

@@ -20,39 +20,23 @@
 // the browser's console). Never downloads a browser: GUILDNET_CHROMIUM (default
 // /usr/bin/chromium) must exist.
 
-import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
-import { chromium } from 'playwright-core';
+import { artifactsDir, check, chromiumPath, env, failureArtifacts, log, runAll, withBrowser } from './harness.mjs';
 
 const STEP_TIMEOUT = 30_000; // one step: a page loading, a worker activating
 const TOTAL_TIMEOUT = 180_000; // the whole run
 
-function env(name) {
-  const value = process.env[name];
-  if (!value) {
-    console.error(`${name} is not set (see the header of ${path.basename(import.meta.url)})`);
-    process.exit(2);
-  }
-  return value;
-}
 
 const base = env('GUILDNET_PROXY_URL').replace(/\/+$/, '');
 const token = env('GUILDNET_ALICE_TOKEN').trim();
 const wsPath = env('GUILDNET_WORKSPACE_PATH');
 const upstream = new URL(env('GUILDNET_UPSTREAM_URL')).origin;
-const artifacts = path.resolve(env('GUILDNET_ARTIFACTS'));
-const executablePath = process.env.GUILDNET_CHROMIUM || '/usr/bin/chromium';
-if (!fs.existsSync(executablePath)) {
-  console.error(`${executablePath} does not exist: install Debian's chromium (scripts/install-deps.sh)`);
-  process.exit(2);
-}
+const artifacts = artifactsDir();
+const executablePath = chromiumPath();
 if (!/^\/w\/[a-z0-9-]+\/[a-z0-9-]+\/$/.test(wsPath)) {
   console.error(`GUILDNET_WORKSPACE_PATH must be /w/<namespace>/<name>/, got ${wsPath}`);
   process.exit(2);
 }
-fs.mkdirSync(artifacts, { recursive: true });
-for (const f of fs.readdirSync(artifacts)) if (f.endsWith('.png')) fs.rmSync(path.join(artifacts, f));
 
 const WORKER_ANSWER = 'answered by the workspace service worker';
 const console_ = [];
@@ -60,10 +44,6 @@ let page;
 let step = 0;
 let current = 'start';
 let shots = 0;
-
-function log(message) {
-  console.log(`[${new Date().toISOString().slice(11, 23)}] ${message}`);
-}
 
 async function shot(label) {
   shots += 1;
@@ -75,10 +55,6 @@ async function run(label, body) {
   current = `${step}. ${label}`;
   log(`step ${current}`);
   await body();
-}
-
-function check(condition, message) {
-  if (!condition) throw new Error(message);
 }
 
 /** In the page: registers `script` with `scope`, answering {ok, scope} or {ok: false, error}. */
@@ -109,39 +85,20 @@ async function scopes() {
 }
 
 async function main() {
-  const userDataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'guildnet-chromium-'));
-  const context = await chromium.launchPersistentContext(userDataDir, {
-    executablePath,
-    headless: true,
-    args: [
-      '--headless',
-      '--no-sandbox',
-      '--disable-gpu',
-      '--disable-quic',
-      '--no-first-run',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-sync',
-      // The app's own origin (a pod IP over plain HTTP) may use service workers for the
-      // control step; the proxy's, on 127.0.0.1, is a secure context anyway.
-      `--unsafely-treat-insecure-origin-as-secure=${upstream}`,
-    ],
-    viewport: { width: 1280, height: 900 },
-    timeout: STEP_TIMEOUT,
-  });
-  try {
-    context.setDefaultTimeout(STEP_TIMEOUT);
+  // The app's own origin (a pod IP over plain HTTP) may use service workers for the control
+  // step; the proxy's, on 127.0.0.1, is a secure context anyway.
+  const extraArgs = [`--unsafely-treat-insecure-origin-as-secure=${upstream}`];
+  await withBrowser({ executablePath, timeout: STEP_TIMEOUT, extraArgs }, async (context) => {
     context.on('console', (m) => console_.push(`console.${m.type()}: ${m.text()}`));
     context.on('weberror', (e) => console_.push(`page error: ${e.error().message}`));
     page = context.pages()[0] ?? (await context.newPage());
-    await steps();
-  } catch (e) {
-    await failureArtifacts();
-    throw e;
-  } finally {
-    await context.close().catch(() => {});
-    fs.rmSync(userDataDir, { recursive: true, force: true });
-  }
+    try {
+      await steps();
+    } catch (e) {
+      await failureArtifacts(page, artifacts);
+      throw e;
+    }
+  });
 }
 
 async function steps() {
@@ -219,30 +176,12 @@ async function steps() {
   }
 }
 
-/** A screenshot and the text of the page where a step failed. */
-async function failureArtifacts() {
-  if (!page || page.isClosed()) return;
-  const file = path.join(artifacts, 'failure.png');
-  await page.screenshot({ path: file, fullPage: true }).catch(() => {});
-  console.error(`screenshot of the failure: ${file}`);
-  const text = await page.locator('body').innerText({ timeout: 2000 }).catch(() => '');
-  console.error(`page ${page.url()}:\n${text.slice(0, 3000)}`);
-}
-
-const overall = setTimeout(() => {
-  console.error(`FAILED: the run took longer than ${TOTAL_TIMEOUT / 1000}s (at step ${current})`);
-  process.exit(1);
-}, TOTAL_TIMEOUT);
-
-try {
-  log(`proxy at ${base}, workspace ${wsPath}, its app at ${upstream}, screenshots in ${artifacts}`);
-  await main();
-  clearTimeout(overall);
-  log(`passed: ${step} steps, ${shots} screenshots`);
-  process.exit(0);
-} catch (e) {
-  clearTimeout(overall);
-  console.error(`FAILED at step ${current}: ${e.message}`);
-  if (console_.length) console.error(`browser console:\n  ${console_.slice(-40).join('\n  ')}`);
-  process.exit(1);
-}
+await runAll({
+  intro: `proxy at ${base}, workspace ${wsPath}, its app at ${upstream}, screenshots in ${artifacts}`,
+  main,
+  totalTimeout: TOTAL_TIMEOUT,
+  progress: () => ({ step, current, shots }),
+  diagnostics: () => [
+    ...(console_.length ? [`browser console:\n  ${console_.slice(-40).join('\n  ')}`] : []),
+  ],
+});

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 
+pub mod browser;
 pub mod cluster;
 pub mod cpu;
 pub mod upstream;

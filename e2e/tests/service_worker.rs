@@ -12,11 +12,10 @@
 //! `GUILDNET_STACK=sw scripts/e2e.sh --test service_worker`.
 
 use std::net::SocketAddr;
-use std::process::Command;
 use std::time::Duration;
 
 use guildnet_api::workspace::{Workspace, WorkspacePhase};
-use guildnet_e2e::cluster::repo_root;
+use guildnet_e2e::browser;
 use guildnet_e2e::upstream::{get, pod_ip_of_workspace, upstream_port};
 use guildnet_e2e::workspaces::{create, wait_for, wait_gone};
 use guildnet_e2e::{User, client, eventually, token, unique_name};
@@ -28,21 +27,7 @@ const NAMESPACE: &str = "default";
 
 #[tokio::test]
 async fn a_workspace_cannot_register_a_service_worker_outside_its_prefix() {
-    let proxy = std::env::var("GUILDNET_PROXY_URL").unwrap_or_default();
-    assert!(
-        !proxy.is_empty(),
-        "GUILDNET_PROXY_URL is not set: run `GUILDNET_STACK=sw scripts/e2e.sh --test \
-         service_worker` (or `make e2e`), which starts the proxy"
-    );
-    let root = repo_root();
-    let browser = root.join("e2e/browser/node_modules/playwright-core");
-    assert!(
-        browser.is_dir(),
-        "{} is missing: run scripts/install-deps.sh (npm ci in e2e/browser)",
-        browser.display()
-    );
-    let artifacts = root.join("target/e2e-artifacts/service-worker");
-
+    let proxy = browser::proxy_url("service_worker");
     let api: Api<Workspace> = Api::namespaced(client(User::Alice).await, NAMESPACE);
     let name = unique_name("sw");
     let port = upstream_port();
@@ -86,37 +71,20 @@ async fn a_workspace_cannot_register_a_service_worker_outside_its_prefix() {
     )
     .await;
 
-    let run = {
-        let (root, artifacts, ws_path) = (root.clone(), artifacts.clone(), ws_path.clone());
-        tokio::task::spawn_blocking(move || {
-            Command::new("node")
-                .arg("e2e/browser/service-worker.mjs")
-                .current_dir(&root)
-                .env("GUILDNET_PROXY_URL", &proxy)
-                .env("GUILDNET_ALICE_TOKEN", alice)
-                .env("GUILDNET_WORKSPACE_PATH", &ws_path)
-                .env("GUILDNET_UPSTREAM_URL", format!("http://{pod}/"))
-                .env("GUILDNET_ARTIFACTS", &artifacts)
-                .output()
-        })
-    };
-    let out = run
-        .await
-        .expect("the node process")
-        .expect("run node (install Node.js 20 or newer: scripts/install-deps.sh)");
-
+    let run = browser::run(
+        "service-worker",
+        vec![
+            ("GUILDNET_PROXY_URL", proxy),
+            ("GUILDNET_ALICE_TOKEN", alice),
+            ("GUILDNET_WORKSPACE_PATH", ws_path),
+            ("GUILDNET_UPSTREAM_URL", format!("http://{pod}/")),
+        ],
+    )
+    .await;
     api.delete(&name, &DeleteParams::default())
         .await
         .expect("delete the workspace");
     wait_gone(&api, &name).await;
 
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "the browser test failed ({}); screenshots in {}\n--- stdout\n{stdout}\n--- stderr\n{stderr}",
-        out.status,
-        artifacts.display()
-    );
-    println!("{stdout}");
+    run.assert_passed();
 }

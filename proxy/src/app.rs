@@ -329,7 +329,7 @@ async fn keep_current<K>(
         .reflect(writer)
         .for_each(|event| async move {
             if let Err(error) = event {
-                tracing::warn!(%error, "watching {what}");
+                guildnet_runtime::watch::log_error(what, &error);
             }
         })
         .await;

@@ -6,11 +6,13 @@
 //! - [`logging`]: JSON or text logs through tracing.
 //! - [`health`]: `/healthz`, `/readyz` and `/metrics`, as routes to merge or a port of
 //!   their own.
+//! - [`watch`]: which watch failures are routine and which deserve a warning.
 //! - [`shutdown_signal`]: SIGTERM or Ctrl-C.
 
 pub mod health;
 pub mod logging;
 pub mod tls;
+pub mod watch;
 
 /// Resolves on SIGTERM (Kubernetes stopping the pod) or Ctrl-C.
 pub async fn shutdown_signal() {

@@ -15,7 +15,7 @@ use std::fmt::Debug;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use tracing::{info, warn};
+use tracing::info;
 
 /// The webhook's view of the cluster.
 #[derive(Clone)]
@@ -192,7 +192,7 @@ where
         .reflect(writer)
         .for_each(|event| async move {
             if let Err(error) = event {
-                warn!(kind = %K::kind(&()), %error, "watch failed; retrying");
+                guildnet_runtime::watch::log_error(&K::kind(&()), &error);
             }
         })
         .await;

@@ -344,7 +344,7 @@ impl Campaign {
                             break Outcome::Freed;
                         }
                     }
-                    Err(e) => warn!(error = %e, "watching the leader lease failed; retrying"),
+                    Err(e) => guildnet_runtime::watch::log_error("leader lease", &e),
                 },
                 // The write window ends: look again.
                 _ = sleep_until(until) => {}

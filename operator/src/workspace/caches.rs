@@ -350,7 +350,7 @@ impl Watch {
                     }
                 }
                 Ok(_) => {}
-                Err(e) => warn!(what, error = %e, "watch failed; retrying"),
+                Err(e) => guildnet_runtime::watch::log_error(what, &e),
             }
         }
     }

@@ -188,7 +188,7 @@ impl EventHub {
                 }
                 Ok(WatchEvent::Apply(e)) => self.apply(&e),
                 Ok(WatchEvent::Delete(_)) => {}
-                Err(error) => tracing::warn!(%error, "watching Events"),
+                Err(error) => guildnet_runtime::watch::log_error("Events", &error),
             }
         }
     }

@@ -120,7 +120,7 @@ impl Endpoints {
                 }
                 Ok(Event::Apply(slice)) => Self::apply(&mut self.index.write().unwrap(), &slice),
                 Ok(Event::Delete(slice)) => Self::delete(&mut self.index.write().unwrap(), &slice),
-                Err(error) => tracing::warn!(%error, "watching EndpointSlices"),
+                Err(error) => guildnet_runtime::watch::log_error("EndpointSlices", &error),
             }
         }
     }

@@ -6,7 +6,7 @@ use tracing::{debug, warn};
 /// The API server compacts old resource versions: a watch resumed from one ends with
 /// `410 Gone` (reason `Expired`) and the watcher lists again. That is the protocol working,
 /// not a fault, so it is logged at debug; everything else is a warning.
-pub fn is_routine_restart(error: &watcher::Error) -> bool {
+fn is_routine_restart(error: &watcher::Error) -> bool {
     matches!(error, watcher::Error::WatchError(status) if status.code == 410)
 }
 

@@ -6,14 +6,16 @@
 pub mod status;
 
 use crate::reconcile::apply::apply_status;
+use futures::FutureExt;
 use guildnet_api::{Quota, Workspace};
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::Api;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, ResourceExt};
+use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::broadcast;
+use tokio::sync::Notify;
 use tracing::{debug, warn};
 
 /// How long changes may keep coming before the statuses are recomputed once for all.
@@ -39,16 +41,14 @@ pub struct StatusWriter {
 impl StatusWriter {
     /// Keeps the statuses current while it runs: after each settled burst of `changes`
     /// (workspaces, their children and claims, Quotas), and every 30 s.
-    pub async fn run(self, mut changes: broadcast::Receiver<ObjectRef<Workspace>>) {
+    pub async fn run(self, changes: Arc<Notify>) {
         let mut recheck = tokio::time::interval(RECHECK);
         loop {
             tokio::select! {
-                change = changes.recv() => {
-                    if matches!(change, Err(broadcast::error::RecvError::Closed)) {
-                        return;
-                    }
+                _ = changes.notified() => {
                     tokio::time::sleep(SETTLE).await;
-                    while !matches!(changes.try_recv(), Err(broadcast::error::TryRecvError::Empty | broadcast::error::TryRecvError::Closed)) {}
+                    // What changed while settling is counted by this write.
+                    let _ = changes.notified().now_or_never();
                 }
                 _ = recheck.tick() => {}
             }

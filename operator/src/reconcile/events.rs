@@ -10,7 +10,7 @@ use k8s_openapi::api::core::v1::ObjectReference;
 use kube::Client;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use std::collections::HashMap;
-use tracing::{info, warn};
+use tracing::{Instrument, info, warn};
 
 /// The longest Event note the API server stores.
 const MAX_NOTE_CHARS: usize = 1000;
@@ -33,14 +33,9 @@ impl Publisher {
     }
 
     /// Publishes an Event on `object` and logs it (in the caller's span, which names the
-    /// object). A failure to publish is logged, never fatal: Events are informational.
-    pub async fn publish(
-        &self,
-        object: &ObjectReference,
-        type_: EventType,
-        reason: &str,
-        note: &str,
-    ) {
+    /// object). The write runs on its own task, so a reconcile does not wait a round trip
+    /// for it; a failure is logged, never fatal: Events are informational.
+    pub fn publish(&self, object: &ObjectReference, type_: EventType, reason: &str, note: &str) {
         info!(reason, note, "event");
         let event = Event {
             type_,
@@ -53,9 +48,13 @@ impl Publisher {
         // six minutes, to count repeats as a series, which a burst of thousands of new
         // workspaces fills; these Events are published once per change (see [`Announced`]).
         let recorder = Recorder::new(self.client.clone(), self.reporter.clone());
-        if let Err(e) = recorder.publish(&event, object).await {
-            warn!(error = %e, reason, "could not publish event");
-        }
+        let (object, reason) = (object.clone(), event.reason.clone());
+        let publishing = async move {
+            if let Err(e) = recorder.publish(&event, &object).await {
+                warn!(error = %e, reason, "could not publish event");
+            }
+        };
+        tokio::spawn(publishing.in_current_span());
     }
 }
 

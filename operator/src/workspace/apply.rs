@@ -3,6 +3,7 @@
 //! longer asks for, and taking requested snapshots.
 
 use super::controller::{Context, Error};
+use super::views::DeploymentView;
 use super::{Children, desired_children, password_secret, snapshot, sweep};
 use crate::reconcile::apply::{
     Owner, VersionBy, apply_if_changed, apply_owned, create_once, delete_owned,
@@ -11,7 +12,6 @@ use crate::reconcile::conditions::Observed;
 use guildnet_api::Workspace;
 use guildnet_api::labels;
 use guildnet_api::workspace::facts::{ConditionType, Reason};
-use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -28,7 +28,7 @@ use std::sync::Arc;
 pub(super) struct Applied {
     pub children: Children,
     /// The Deployment as the API server has it after the apply (with its status).
-    pub deployment: Deployment,
+    pub deployment: DeploymentView,
     /// The outcome of a requested snapshot, as the `Snapshot` condition.
     pub snapshot: Option<Observed>,
 }
@@ -88,7 +88,7 @@ async fn apply_all(
     owned: &Owner<'_>,
     outliving: &Owner<'_>,
     ctx: &Context,
-) -> Result<(Deployment, Option<Observed>), Error> {
+) -> Result<(DeploymentView, Option<Observed>), Error> {
     let client = &ctx.client;
     if let Some(name) = &children.password_secret {
         let secret = password_secret(ws, &super::generate_password())?;
@@ -180,7 +180,7 @@ async fn apply_all(
     .await?;
     // Not written: the cache shows it as asked for, status included.
     let deployment = match (written, cached_deployment) {
-        (Some(written), _) => written,
+        (Some(written), _) => written.into(),
         (None, Some(cached)) => (*cached).clone(),
         (None, None) => unreachable!("apply_if_changed writes whenever nothing is cached"),
     };
@@ -189,8 +189,7 @@ async fn apply_all(
         let note = format!("launched image {}", ws.spec.image);
         let reason = Reason::Launched.as_str();
         ctx.events
-            .publish(&ws.object_ref(&()), EventType::Normal, reason, &note)
-            .await;
+            .publish(&ws.object_ref(&()), EventType::Normal, reason, &note);
     }
     Ok((deployment, snapshot))
 }

@@ -3,19 +3,25 @@
 //! leader reconciles from warm caches at once, and the metrics count Workspaces from them on
 //! every replica.
 
+use super::views::{DeploymentView, PodView};
 use futures::{Stream, StreamExt};
 use guildnet_api::quota::QuotaScope;
 use guildnet_api::{Quota, Workspace, labels};
-use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Service};
+use k8s_openapi::api::apps::v1::{DeploymentCondition, DeploymentStatus};
+use k8s_openapi::api::core::v1::{
+    ContainerState, ContainerStateTerminated, ContainerStatus, PersistentVolumeClaim, PodStatus,
+    Service,
+};
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, PartialObjectMeta};
+use kube::runtime::reflector::store::Writer;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use std::pin::pin;
 use std::sync::Arc;
-use tokio::sync::{broadcast, watch};
+use tokio::sync::{Notify, broadcast, watch};
 use tracing::{debug, warn};
 
 /// Changes that wait for a slow leader before it falls behind and reconciles everything
@@ -33,20 +39,23 @@ const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 /// whether it leads or not, so a new leader reconciles from warm caches at once.
 pub struct Caches {
     workspaces: Store<Workspace>,
-    pods: Store<Pod>,
+    pods: Store<PodView>,
     /// GuildNet's Deployments without their pod template (the status is computed from
     /// their status; whether to write them, from the applied hash), and the metadata of
     /// their Services: triggers of their owners, and what the sweeper looks through for
     /// children whose workspace is gone.
-    deployments: Store<Deployment>,
+    deployments: Store<DeploymentView>,
     services: Store<PartialObjectMeta<Service>>,
     network_policies: Store<PartialObjectMeta<NetworkPolicy>>,
     ingresses: Store<PartialObjectMeta<Ingress>>,
     /// GuildNet's volume claims: retained ones count against their owner's storage Quota.
     claims: Store<PersistentVolumeClaim>,
     quotas: Store<Quota>,
-    /// The workspace each change concerns; a leader's controller subscribes.
+    /// The workspace each change concerns, sent only when the change is one its reconcile
+    /// reads; a leader's controller subscribes.
     triggers: broadcast::Sender<ObjectRef<Workspace>>,
+    /// Notified on every change, status changes included (what the Quota statuses follow).
+    changed: Arc<Notify>,
     /// How many watches have listed everything once.
     synced: watch::Receiver<usize>,
 }
@@ -57,97 +66,93 @@ impl Caches {
     /// as metadata, since they matter only as triggers of their owner and to the sweeper.
     pub fn start(client: &Client) -> Self {
         let managed = watcher::Config::default().labels(&format!("{}=true", labels::MANAGED));
+        let all = watcher::Config::default;
         let (triggers, _) = broadcast::channel(TRIGGER_BUFFER);
         let (synced_tx, synced) = watch::channel(0);
-        let synced_tx = Arc::new(synced_tx);
+        let watch = Watch {
+            triggers: triggers.clone(),
+            changed: Arc::new(Notify::new()),
+            synced: Arc::new(synced_tx),
+        };
+        let changed = watch.changed.clone();
 
-        let (workspaces, writer) = reflector::store();
-        let events = watcher(
-            Api::<Workspace>::all(client.clone()),
-            watcher::Config::default(),
-        )
-        .default_backoff()
-        .modify(drop_what_kubectl_keeps)
-        .reflect(writer);
-        let watch = Watch::new(triggers.clone(), synced_tx.clone());
-        tokio::spawn(watch.run("workspaces", events, |ws: &Workspace| {
-            vec![ObjectRef::from_obj(ws)]
-        }));
-
-        let (pods, writer) = reflector::store();
-        let events = watcher(Api::<Pod>::all(client.clone()), managed.clone())
-            .default_backoff()
-            .modify(keep_pod_status)
-            .reflect(writer);
-        let watch = Watch::new(triggers.clone(), synced_tx.clone());
-        tokio::spawn(watch.run("pods", events, of_workspace));
-
-        let (deployments, writer) = reflector::store();
-        let events = watcher(Api::<Deployment>::all(client.clone()), managed.clone())
-            .default_backoff()
-            .modify(keep_what_is_read)
-            .reflect(writer);
-        let watch = Watch::new(triggers.clone(), synced_tx.clone());
-        tokio::spawn(watch.run("deployments", events, owners));
-        let (services, writer) = reflector::store();
-        let events = watcher(
-            Api::<PartialObjectMeta<Service>>::all(client.clone()),
-            managed.clone(),
-        )
-        .default_backoff()
-        .modify(drop_managed_fields)
-        .reflect(writer);
-        let watch = Watch::new(triggers.clone(), synced_tx.clone());
-        tokio::spawn(watch.run("services", events, owners));
-        let (network_policies, writer) = reflector::store();
-        let events = watcher(
-            Api::<PartialObjectMeta<NetworkPolicy>>::all(client.clone()),
-            managed.clone(),
-        )
-        .default_backoff()
-        .modify(drop_managed_fields)
-        .reflect(writer);
-        let watch = Watch::new(triggers.clone(), synced_tx.clone());
-        tokio::spawn(watch.run("networkpolicies", events, owners));
-        let (ingresses, writer) = reflector::store();
-        let events = watcher(
-            Api::<PartialObjectMeta<Ingress>>::all(client.clone()),
-            managed.clone(),
-        )
-        .default_backoff()
-        .modify(drop_managed_fields)
-        .reflect(writer);
-        let watch = Watch::new(triggers.clone(), synced_tx.clone());
-        tokio::spawn(watch.run("ingresses", events, owners));
+        let workspaces = watch.start(
+            "workspaces",
+            watcher(Api::<Workspace>::all(client.clone()), all()),
+            drop_what_kubectl_keeps,
+            |ws: &Workspace| vec![ObjectRef::from_obj(ws)],
+            same_but_status_workspace,
+        );
+        let pods = watch.start(
+            "pods",
+            watcher(Api::<PodView>::all(client.clone()), managed.clone()),
+            keep_what_status_reads,
+            of_workspace,
+            same_pod,
+        );
+        let deployments = watch.start(
+            "deployments",
+            watcher(Api::<DeploymentView>::all(client.clone()), managed.clone()),
+            keep_what_is_read,
+            owners,
+            same_deployment,
+        );
+        let services = watch.start(
+            "services",
+            watcher(
+                Api::<PartialObjectMeta<Service>>::all(client.clone()),
+                managed.clone(),
+            ),
+            drop_managed_fields,
+            owners,
+            same_metadata_only,
+        );
+        let network_policies = watch.start(
+            "networkpolicies",
+            watcher(
+                Api::<PartialObjectMeta<NetworkPolicy>>::all(client.clone()),
+                managed.clone(),
+            ),
+            drop_managed_fields,
+            owners,
+            same_metadata_only,
+        );
+        let ingresses = watch.start(
+            "ingresses",
+            watcher(
+                Api::<PartialObjectMeta<Ingress>>::all(client.clone()),
+                managed.clone(),
+            ),
+            drop_managed_fields,
+            owners,
+            same_metadata_only,
+        );
         // A claim's change concerns its workspace, and the Quota statuses counting it.
-        let (claims, writer) = reflector::store();
-        let events = watcher(Api::<PersistentVolumeClaim>::all(client.clone()), managed)
-            .default_backoff()
-            .modify(drop_managed_fields)
-            .reflect(writer);
-        let watch = Watch::new(triggers.clone(), synced_tx.clone());
-        tokio::spawn(watch.run("persistentvolumeclaims", events, of_workspace));
-
-        // A Quota change may start or refuse any workspace it counts.
-        let (quotas, writer) = reflector::store();
-        let events = watcher(
-            Api::<Quota>::all(client.clone()),
-            watcher::Config::default(),
-        )
-        .default_backoff()
-        .modify(drop_managed_fields)
-        .reflect(writer);
-        let watch = Watch::new(triggers.clone(), synced_tx);
+        let claims = watch.start(
+            "persistentvolumeclaims",
+            watcher(Api::<PersistentVolumeClaim>::all(client.clone()), managed),
+            drop_managed_fields,
+            of_workspace,
+            same_claim,
+        );
+        // A Quota change may start or refuse any workspace it counts; its status (which
+        // GuildNet writes) refuses nothing.
         let counted = workspaces.clone();
-        tokio::spawn(watch.run("quotas", events, move |quota: &Quota| {
-            let cluster_wide = quota.spec.scope == Some(QuotaScope::Cluster);
-            counted
-                .state()
-                .iter()
-                .filter(|ws| cluster_wide || ws.namespace() == quota.namespace())
-                .map(|ws| ObjectRef::from_obj(&**ws))
-                .collect()
-        }));
+        let quotas = watch.start(
+            "quotas",
+            watcher(Api::<Quota>::all(client.clone()), all()),
+            drop_managed_fields,
+            move |quota: &Quota| {
+                let cluster_wide = quota.spec.scope == Some(QuotaScope::Cluster);
+                counted
+                    .state()
+                    .iter()
+                    .filter(|ws| cluster_wide || ws.namespace() == quota.namespace())
+                    .map(|ws| ObjectRef::from_obj(&**ws))
+                    .collect()
+            },
+            same_but_status_quota,
+        );
 
         Self {
             workspaces,
@@ -159,6 +164,7 @@ impl Caches {
             claims,
             quotas,
             triggers,
+            changed,
             synced,
         }
     }
@@ -174,7 +180,7 @@ impl Caches {
     }
 
     /// GuildNet's Deployments, without their pod templates.
-    pub(crate) fn deployments(&self) -> Store<Deployment> {
+    pub(crate) fn deployments(&self) -> Store<DeploymentView> {
         self.deployments.clone()
     }
 
@@ -199,7 +205,7 @@ impl Caches {
     }
 
     /// The Pod cache (pods of managed workspaces).
-    pub(crate) fn pods(&self) -> Store<Pod> {
+    pub(crate) fn pods(&self) -> Store<PodView> {
         self.pods.clone()
     }
 
@@ -222,9 +228,10 @@ impl Caches {
         rx
     }
 
-    /// The workspace each change from now on concerns (what the Quota statuses follow).
-    pub(crate) fn changes(&self) -> broadcast::Receiver<ObjectRef<Workspace>> {
-        self.triggers.subscribe()
+    /// Notified on every change to a cached object, statuses included (what the Quota
+    /// statuses follow: a workspace held by its Quota says so only in its status).
+    pub(crate) fn changes(&self) -> Arc<Notify> {
+        self.changed.clone()
     }
 
     /// Every cached workspace now, then each one a change concerns. When the subscriber
@@ -261,16 +268,104 @@ impl Caches {
 }
 
 /// Drops what nothing reads from a cached Deployment: the pod template (its containers,
-/// volumes, probes: most of its size) and the managed fields.
-fn keep_what_is_read(deployment: &mut Deployment) {
+/// volumes, probes: most of its size), the managed fields, and the parts of its status the
+/// workspace's status is not computed from (available counts, and the conditions' times and
+/// every condition but a failed rollout), which the Deployment controller rewrites often.
+fn keep_what_is_read(deployment: &mut DeploymentView) {
     deployment.metadata.managed_fields = None;
-    deployment.spec.template = Default::default();
+    deployment.status = deployment.status.take().map(|status| DeploymentStatus {
+        observed_generation: status.observed_generation,
+        replicas: status.replicas,
+        updated_replicas: status.updated_replicas,
+        ready_replicas: status.ready_replicas,
+        conditions: status.conditions.map(|conditions| {
+            conditions
+                .into_iter()
+                .filter(|c| {
+                    c.type_.as_deref() == Some("Progressing")
+                        && c.status.as_deref() == Some("False")
+                })
+                .map(|c| DeploymentCondition {
+                    last_transition_time: None,
+                    last_update_time: None,
+                    ..c
+                })
+                .collect()
+        }),
+        ..Default::default()
+    });
 }
 
-/// Keeps a pod's metadata and status, which the workspace's status is computed from.
-fn keep_pod_status(pod: &mut Pod) {
+/// Keeps of a pod what the workspace's status is computed from: the labels that name its
+/// workspace, whether it is being deleted, and its containers' names, images, restart counts,
+/// waiting reasons and last exits. The rest changes often (conditions, IPs, start times)
+/// and would wake a reconcile that decides nothing new.
+fn keep_what_status_reads(pod: &mut PodView) {
     pod.metadata.managed_fields = None;
-    pod.spec = None;
+    pod.metadata.annotations = None;
+    pod.metadata.owner_references = None;
+    pod.status = pod.status.take().map(|status| PodStatus {
+        container_statuses: status.container_statuses.map(|containers| {
+            containers
+                .into_iter()
+                .map(|c| ContainerStatus {
+                    name: c.name,
+                    image: c.image,
+                    restart_count: c.restart_count,
+                    state: c.state.map(|state| ContainerState {
+                        waiting: state.waiting,
+                        ..Default::default()
+                    }),
+                    last_state: c.last_state.map(|state| ContainerState {
+                        terminated: state.terminated.map(|t| ContainerStateTerminated {
+                            exit_code: t.exit_code,
+                            reason: t.reason,
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                })
+                .collect()
+        }),
+        ..Default::default()
+    });
+}
+
+/// Whether two versions of an object's metadata differ only in their resourceVersion.
+fn same_metadata(old: &ObjectMeta, new: &ObjectMeta) -> bool {
+    let mut new = new.clone();
+    new.resource_version.clone_from(&old.resource_version);
+    *old == new
+}
+
+// What a change must touch to wake a reconcile, kind by kind (the cached, trimmed objects).
+
+/// A workspace's own status is what its reconcile writes (and the proxy's last access): it
+/// decides nothing the metadata and spec do not.
+fn same_but_status_workspace(old: &Workspace, new: &Workspace) -> bool {
+    same_metadata(&old.metadata, &new.metadata) && old.spec == new.spec
+}
+
+fn same_pod(old: &PodView, new: &PodView) -> bool {
+    same_metadata(&old.metadata, &new.metadata) && old.status == new.status
+}
+
+fn same_deployment(old: &DeploymentView, new: &DeploymentView) -> bool {
+    same_metadata(&old.metadata, &new.metadata) && old.spec == new.spec && old.status == new.status
+}
+
+fn same_claim(old: &PersistentVolumeClaim, new: &PersistentVolumeClaim) -> bool {
+    same_metadata(&old.metadata, &new.metadata) && old.spec == new.spec && old.status == new.status
+}
+
+/// A Quota's status is what GuildNet writes; its spec is what refuses or admits.
+fn same_but_status_quota(old: &Quota, new: &Quota) -> bool {
+    same_metadata(&old.metadata, &new.metadata) && old.spec == new.spec
+}
+
+fn same_metadata_only<K>(old: &PartialObjectMeta<K>, new: &PartialObjectMeta<K>) -> bool {
+    same_metadata(&old.metadata, &new.metadata)
 }
 
 /// Managed fields are most of a small object's size, and nothing here reads them.
@@ -307,50 +402,101 @@ fn owners<K: Resource>(child: &K) -> Vec<ObjectRef<Workspace>> {
         .collect()
 }
 
-/// One watch feeding the triggers and counting itself synced after its first full list.
+/// The watches' common ends: the triggers, the change notice and the count of synced
+/// watches.
 struct Watch {
     triggers: broadcast::Sender<ObjectRef<Workspace>>,
+    changed: Arc<Notify>,
     synced: Arc<watch::Sender<usize>>,
 }
 
 impl Watch {
-    fn new(
-        triggers: broadcast::Sender<ObjectRef<Workspace>>,
-        synced: Arc<watch::Sender<usize>>,
-    ) -> Self {
-        Self { triggers, synced }
+    /// Caches what `events` show, each object trimmed by `keep`, for as long as the process
+    /// runs (the watcher retries with backoff), and triggers the workspaces an object
+    /// `concerns` whenever it is new, deleted, or changed in what `unchanged` compares.
+    fn start<K>(
+        &self,
+        what: &'static str,
+        events: impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
+        keep: fn(&mut K),
+        concerns: impl Fn(&K) -> Vec<ObjectRef<Workspace>> + Send + 'static,
+        unchanged: fn(&K, &K) -> bool,
+    ) -> Store<K>
+    where
+        K: Resource<DynamicType = ()> + Clone + Send + Sync + 'static,
+    {
+        let (store, writer) = reflector::store();
+        let feed = Feed {
+            triggers: self.triggers.clone(),
+            changed: self.changed.clone(),
+            synced: self.synced.clone(),
+            concerns,
+            unchanged,
+        };
+        tokio::spawn(feed.run(what, events.default_backoff().modify(keep), writer));
+        store
     }
+}
 
-    /// Drives `events` for as long as the process runs (the watcher retries with backoff),
-    /// sending the workspaces each object concerns. Objects of a re-list trigger too: changes
-    /// made while the watch was down are only seen that way.
-    async fn run<K>(
+/// One watch: its cache, and the workspaces its changes concern.
+struct Feed<C, K> {
+    triggers: broadcast::Sender<ObjectRef<Workspace>>,
+    changed: Arc<Notify>,
+    synced: Arc<watch::Sender<usize>>,
+    concerns: C,
+    unchanged: fn(&K, &K) -> bool,
+}
+
+impl<C, K> Feed<C, K>
+where
+    C: Fn(&K) -> Vec<ObjectRef<Workspace>>,
+    K: Resource<DynamicType = ()> + Clone,
+{
+    /// Applies each event to `writer`'s cache and sends the workspaces it concerns, once the
+    /// cache holds it. A re-list compares with the cache from before it, so only objects
+    /// changed while the watch was down trigger.
+    async fn run(
         self,
         what: &'static str,
-        events: impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send,
-        concerns: impl Fn(&K) -> Vec<ObjectRef<Workspace>> + Send,
+        events: impl Stream<Item = Result<watcher::Event<K>, watcher::Error>>,
+        mut writer: Writer<K>,
     ) {
+        let cache = writer.as_reader();
         let mut events = pin!(events);
         let mut synced = false;
         while let Some(event) = events.next().await {
+            let event = match event {
+                Ok(event) => event,
+                Err(e) => {
+                    guildnet_runtime::watch::log_error(what, &e);
+                    continue;
+                }
+            };
+            let concerned = match &event {
+                watcher::Event::Apply(obj) | watcher::Event::InitApply(obj) => {
+                    let before = cache.get(&ObjectRef::from_obj(obj));
+                    if before.is_some_and(|before| (self.unchanged)(&before, obj)) {
+                        Vec::new()
+                    } else {
+                        (self.concerns)(obj)
+                    }
+                }
+                watcher::Event::Delete(obj) => (self.concerns)(obj),
+                watcher::Event::Init | watcher::Event::InitDone => Vec::new(),
+            };
+            writer.apply_watcher_event(&event);
             match event {
-                Ok(watcher::Event::InitDone) if !synced => {
+                watcher::Event::InitDone if !synced => {
                     synced = true;
                     self.synced.send_modify(|n| *n += 1);
                     debug!(what, "watch cache synced");
                 }
-                Ok(
-                    watcher::Event::Apply(obj)
-                    | watcher::Event::InitApply(obj)
-                    | watcher::Event::Delete(obj),
-                ) => {
-                    for workspace in concerns(&obj) {
-                        // No receiver while this replica does not lead: nothing to do.
-                        let _ = self.triggers.send(workspace);
-                    }
-                }
-                Ok(_) => {}
-                Err(e) => guildnet_runtime::watch::log_error(what, &e),
+                watcher::Event::Init | watcher::Event::InitDone => {}
+                _ => self.changed.notify_one(),
+            }
+            for workspace in concerned {
+                // No receiver while this replica does not lead: nothing to do.
+                let _ = self.triggers.send(workspace);
             }
         }
     }
@@ -359,10 +505,12 @@ impl Watch {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::workspace::test_support::workspace;
+    use futures::FutureExt;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 
-    fn owned_by(refs: &[(&str, &str, &str)]) -> Deployment {
-        let mut d = Deployment::default();
+    fn owned_by(refs: &[(&str, &str, &str)]) -> DeploymentView {
+        let mut d = DeploymentView::default();
         d.metadata.namespace = Some("team-a".into());
         d.metadata.owner_references = Some(
             refs.iter()
@@ -389,5 +537,205 @@ mod tests {
             vec![ObjectRef::<Workspace>::new("ide").within("team-a")]
         );
         assert!(owners(&owned_by(&[])).is_empty());
+    }
+
+    /// Runs a feed of `unchanged` over `events` and returns the workspaces it triggered,
+    /// with whether it noticed a change at all.
+    async fn triggered<K>(
+        events: Vec<watcher::Event<K>>,
+        unchanged: fn(&K, &K) -> bool,
+        concerns: fn(&K) -> Vec<ObjectRef<Workspace>>,
+    ) -> (Vec<ObjectRef<Workspace>>, bool)
+    where
+        K: Resource<DynamicType = ()> + Clone + 'static,
+    {
+        let (triggers, mut received) = broadcast::channel(64);
+        let changed = Arc::new(Notify::new());
+        let feed = Feed {
+            triggers,
+            changed: changed.clone(),
+            synced: Arc::new(watch::channel(0).0),
+            concerns,
+            unchanged,
+        };
+        let (_, writer) = reflector::store();
+        feed.run(
+            "test",
+            futures::stream::iter(events.into_iter().map(Ok)),
+            writer,
+        )
+        .await;
+        let mut sent = Vec::new();
+        while let Ok(workspace) = received.try_recv() {
+            sent.push(workspace);
+        }
+        let noticed = changed.notified().now_or_never().is_some();
+        (sent, noticed)
+    }
+
+    fn version(mut ws: Workspace, resource_version: &str) -> Workspace {
+        ws.metadata.resource_version = Some(resource_version.into());
+        ws
+    }
+
+    fn this_workspace(ws: &Workspace) -> Vec<ObjectRef<Workspace>> {
+        vec![ObjectRef::from_obj(ws)]
+    }
+
+    #[tokio::test]
+    async fn a_workspace_is_reconciled_when_new_edited_or_deleted_but_not_for_its_own_status() {
+        use guildnet_api::workspace::WorkspaceStatus;
+        let created = version(workspace("code-server:4"), "1");
+        let mut status_written = version(created.clone(), "2");
+        status_written.status = Some(WorkspaceStatus {
+            url: Some("https://guildnet.example/w/team-a/ide/".into()),
+            ..Default::default()
+        });
+        let mut edited = version(status_written.clone(), "3");
+        edited.spec.image = "code-server:5".into();
+        let events = vec![
+            watcher::Event::Apply(created),
+            watcher::Event::Apply(status_written),
+            watcher::Event::Apply(edited.clone()),
+            watcher::Event::Delete(edited),
+        ];
+        let (sent, noticed) = triggered(events, same_but_status_workspace, this_workspace).await;
+        let ide = ObjectRef::<Workspace>::new("ide").within("team-a");
+        assert_eq!(sent, vec![ide.clone(), ide.clone(), ide]);
+        assert!(noticed, "the Quota statuses hear of status changes too");
+    }
+
+    #[tokio::test]
+    async fn a_relist_triggers_only_what_changed_while_the_watch_was_down() {
+        let kept = version(workspace("code-server:4"), "1");
+        let mut moved = version(kept.clone(), "1");
+        moved.metadata.name = Some("other".into());
+        let mut moved_later = version(moved.clone(), "7");
+        moved_later
+            .annotations_mut()
+            .insert(labels::KEEPALIVE.into(), "true".into());
+        let events = vec![
+            watcher::Event::Init,
+            watcher::Event::InitApply(kept.clone()),
+            watcher::Event::InitApply(moved),
+            watcher::Event::InitDone,
+            // The watch broke off; the re-list shows one unchanged and one edited.
+            watcher::Event::Init,
+            watcher::Event::InitApply(version(kept, "9")),
+            watcher::Event::InitApply(moved_later),
+            watcher::Event::InitDone,
+        ];
+        let (sent, _) = triggered(events, same_but_status_workspace, this_workspace).await;
+        let (ide, other) = (
+            ObjectRef::<Workspace>::new("ide").within("team-a"),
+            ObjectRef::<Workspace>::new("other").within("team-a"),
+        );
+        assert_eq!(sent, vec![ide, other.clone(), other]);
+    }
+
+    fn kwok_pod(ready: bool, waiting: Option<&str>) -> PodView {
+        let mut pod = PodView::default();
+        pod.metadata.name = Some("ide-7d9f-abcde".into());
+        pod.metadata.namespace = Some("team-a".into());
+        pod.metadata.labels = Some([(labels::ID.to_owned(), "ide".to_owned())].into());
+        pod.metadata.annotations = Some([("kwok.x-k8s.io/node".into(), "fake".into())].into());
+        pod.status = Some(PodStatus {
+            phase: Some("Running".into()),
+            pod_ip: Some("10.244.0.8".into()),
+            conditions: Some(vec![k8s_openapi::api::core::v1::PodCondition {
+                type_: "Ready".into(),
+                status: if ready { "True" } else { "False" }.into(),
+                ..Default::default()
+            }]),
+            container_statuses: Some(vec![ContainerStatus {
+                name: "workspace".into(),
+                image: "code-server:4".into(),
+                ready,
+                restart_count: 0,
+                state: Some(ContainerState {
+                    waiting: waiting.map(|reason| {
+                        k8s_openapi::api::core::v1::ContainerStateWaiting {
+                            reason: Some(reason.into()),
+                            message: Some("not found".into()),
+                        }
+                    }),
+                    running: waiting.is_none().then(Default::default),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        });
+        keep_what_status_reads(&mut pod);
+        pod
+    }
+
+    #[test]
+    fn a_pod_turning_ready_changes_nothing_the_workspace_status_reads() {
+        assert!(same_pod(&kwok_pod(false, None), &kwok_pod(true, None)));
+    }
+
+    #[test]
+    fn a_pod_whose_container_cannot_pull_its_image_wakes_the_reconcile() {
+        assert!(!same_pod(
+            &kwok_pod(false, None),
+            &kwok_pod(false, Some("ErrImagePull"))
+        ));
+        let pod = kwok_pod(false, Some("ErrImagePull"));
+        let container = &pod.status.unwrap().container_statuses.unwrap()[0];
+        let waiting = container.state.as_ref().unwrap().waiting.as_ref().unwrap();
+        assert_eq!(waiting.reason.as_deref(), Some("ErrImagePull"));
+        assert_eq!(waiting.message.as_deref(), Some("not found"));
+        assert_eq!(container.image, "code-server:4");
+    }
+
+    fn rollout(ready: i32, available: i32, progressing: (&str, &str)) -> DeploymentView {
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+        let mut d = owned_by(&[("guildnet.io/v1alpha1", "Workspace", "ide")]);
+        d.metadata.generation = Some(1);
+        d.status = Some(DeploymentStatus {
+            observed_generation: Some(1),
+            replicas: Some(1),
+            updated_replicas: Some(1),
+            ready_replicas: Some(ready),
+            available_replicas: Some(available),
+            conditions: Some(vec![
+                DeploymentCondition {
+                    type_: Some("Available".into()),
+                    status: Some(if available > 0 { "True" } else { "False" }.into()),
+                    ..Default::default()
+                },
+                DeploymentCondition {
+                    type_: Some("Progressing".into()),
+                    status: Some(progressing.0.into()),
+                    reason: Some(progressing.1.into()),
+                    message: Some("ReplicaSet \"ide-7d9f\" has timed out progressing.".into()),
+                    last_update_time: Some(Time(k8s_openapi::jiff::Timestamp::now())),
+                    ..Default::default()
+                },
+            ]),
+            ..Default::default()
+        });
+        keep_what_is_read(&mut d);
+        d
+    }
+
+    #[test]
+    fn a_deployment_wakes_the_reconcile_when_pods_turn_ready_or_its_rollout_fails() {
+        let progressing = ("True", "ReplicaSetUpdated");
+        // The Deployment controller's later bookkeeping: availability, condition times.
+        assert!(same_deployment(
+            &rollout(1, 0, progressing),
+            &rollout(1, 1, progressing)
+        ));
+        assert!(!same_deployment(
+            &rollout(0, 0, progressing),
+            &rollout(1, 0, progressing)
+        ));
+        let failed = rollout(0, 0, ("False", "ProgressDeadlineExceeded"));
+        assert!(!same_deployment(&rollout(0, 0, progressing), &failed));
+        let kept = failed.status.unwrap().conditions.unwrap();
+        assert_eq!(kept.len(), 1, "only a failed rollout's condition is kept");
+        assert_eq!(kept[0].reason.as_deref(), Some("ProgressDeadlineExceeded"));
     }
 }

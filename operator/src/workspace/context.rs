@@ -4,6 +4,7 @@
 use super::caches::Caches;
 use super::reaper::IdleAction;
 use super::status::Failure;
+use super::views::{DeploymentView, PodView};
 use super::{BuildContext, quota};
 use crate::metrics::Metrics;
 use crate::reconcile::apply::Written;
@@ -11,8 +12,7 @@ use crate::reconcile::backoff::Backoff;
 use crate::reconcile::events::{Announced, Publisher};
 use guildnet_api::workspace::WorkspacePhase;
 use guildnet_api::{Quota, Workspace};
-use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Service};
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Service};
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use kube::api::PartialObjectMeta;
 use kube::runtime::reflector::Store;
@@ -54,8 +54,8 @@ pub struct Context {
     /// The operator-wide settings, from the command line.
     pub settings: Settings,
     pub(super) events: Publisher,
-    pods: Store<Pod>,
-    pub(super) deployments: Store<Deployment>,
+    pods: Store<PodView>,
+    pub(super) deployments: Store<DeploymentView>,
     pub(super) services: Store<PartialObjectMeta<Service>>,
     pub(super) network_policies: Store<PartialObjectMeta<NetworkPolicy>>,
     pub(super) ingresses: Store<PartialObjectMeta<Ingress>>,
@@ -128,7 +128,7 @@ impl Context {
     }
 
     /// The workspace's pods, from the watch cache.
-    pub(super) fn pods_of(&self, name: &str, namespace: &str) -> Vec<Arc<Pod>> {
+    pub(super) fn pods_of(&self, name: &str, namespace: &str) -> Vec<Arc<PodView>> {
         self.pods.state_filter(|p| {
             p.namespace().as_deref() == Some(namespace)
                 && p.labels().get(guildnet_api::labels::ID).map(String::as_str) == Some(name)

@@ -12,6 +12,7 @@ pub use super::context::{Context, Settings};
 use super::apply::{Applied, apply_children};
 use super::caches::Caches;
 use super::status::{self, Failure, Observation};
+use super::views::PodView;
 use super::{reap_loop, report};
 use crate::metrics::WORKSPACE_CONTROLLER;
 use crate::quota::StatusWriter;
@@ -20,7 +21,6 @@ use crate::reconcile::lead::{self, Term};
 use crate::reconcile::throttle::leading_edge;
 use guildnet_api::Workspace;
 use guildnet_api::workspace::facts::Reason;
-use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use kube::runtime::controller::{self, Action, Controller};
@@ -175,7 +175,7 @@ async fn reconcile_workspace(ws: Arc<Workspace>, ctx: Arc<Context>) -> Result<Ac
         .is_err_and(|e| !e.is_conflict() && user_error.is_none());
     if !other_error {
         let pods = ctx.pods_of(&ws.name_any(), &namespace);
-        let pods: Vec<&Pod> = pods.iter().map(|p| p.as_ref()).collect();
+        let pods: Vec<&PodView> = pods.iter().map(|p| p.as_ref()).collect();
         let failure = user_error.or(over_quota);
         let observation = observe(&applied, &pods, failure, &ctx);
         report::update_status(&ws, &namespace, status::compute(&ws, &observation), &ctx).await?;
@@ -196,7 +196,7 @@ async fn reconcile_workspace(ws: Arc<Workspace>, ctx: Arc<Context>) -> Result<Ac
 /// What the status is computed from: the apply's outcome and the cached pods.
 fn observe<'a>(
     applied: &'a Result<Applied, Error>,
-    pods: &'a [&'a Pod],
+    pods: &'a [&'a PodView],
     failure: Option<Failure>,
     ctx: &Context,
 ) -> Observation<'a> {

@@ -34,6 +34,7 @@ pub mod status;
 mod storage;
 mod sweep;
 mod transitions;
+mod views;
 
 pub use builders::{Children, desired_children};
 pub use network::ProxyPeer;

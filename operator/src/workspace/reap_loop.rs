@@ -52,15 +52,13 @@ async fn reap_one(ws: &Workspace, reap: &Reap, ctx: &Context) -> Result<(), Erro
         .ok_or_else(|| Error::NoNamespace(ws.name_any()))?;
     let api: Api<Workspace> = Api::namespaced(ctx.client.clone(), &namespace);
     let name = ws.name_any();
-    let publish = |reason: Reason, note: String| async move {
-        ctx.events
-            .publish(
-                &ws.object_ref(&()),
-                EventType::Normal,
-                reason.as_str(),
-                &note,
-            )
-            .await;
+    let publish = |reason: Reason, note: String| {
+        ctx.events.publish(
+            &ws.object_ref(&()),
+            EventType::Normal,
+            reason.as_str(),
+            &note,
+        );
     };
     match (reap, ctx.settings.idle_action) {
         (Reap::Idle { idle_for }, IdleAction::Suspend) => {
@@ -71,14 +69,13 @@ async fn reap_one(ws: &Workspace, reap: &Reap, ctx: &Context) -> Result<(), Erro
                 "idle for {}s: suspended (set spec.lifecycle.suspend to false to resume)",
                 idle_for.as_secs()
             );
-            publish(Reason::Reaped, note).await;
+            publish(Reason::Reaped, note);
         }
         (Reap::Idle { idle_for }, IdleAction::Delete) => {
             publish(
                 Reason::Reaped,
                 format!("idle for {}s: deleted", idle_for.as_secs()),
-            )
-            .await;
+            );
             delete(&api, &name).await?;
         }
         (Reap::Expired { finished_for }, _) => {
@@ -86,7 +83,7 @@ async fn reap_one(ws: &Workspace, reap: &Reap, ctx: &Context) -> Result<(), Erro
                 "finished {}s ago: deleted after ttlSecondsAfterFinished",
                 finished_for.as_secs()
             );
-            publish(Reason::Expired, note).await;
+            publish(Reason::Expired, note);
             delete(&api, &name).await?;
         }
     }

@@ -33,7 +33,7 @@ pub(super) async fn update_status(
     apply_status(&api, &ws.name_any(), &new).await?;
     if current.phase != new.phase && ctx.announce_phase(ws, new.phase) {
         count_transition(ws, &current, &new, &ctx.metrics);
-        announce_phase(ws, &new, ctx).await;
+        announce_phase(ws, &new, ctx);
     }
     Ok(())
 }
@@ -58,7 +58,7 @@ fn count_transition(
 }
 
 /// The Event of entering a phase, with the `Ready` condition's message as its note.
-async fn announce_phase(ws: &Workspace, status: &WorkspaceStatus, ctx: &Context) {
+fn announce_phase(ws: &Workspace, status: &WorkspaceStatus, ctx: &Context) {
     use guildnet_api::workspace::WorkspacePhase::*;
     let note = find_condition(&status.conditions, ConditionType::Ready)
         .map(|c| c.message.clone())
@@ -70,6 +70,5 @@ async fn announce_phase(ws: &Workspace, status: &WorkspaceStatus, ctx: &Context)
         Some(Pending) | None => return,
     };
     ctx.events
-        .publish(&ws.object_ref(&()), type_, reason.as_str(), &note)
-        .await;
+        .publish(&ws.object_ref(&()), type_, reason.as_str(), &note);
 }

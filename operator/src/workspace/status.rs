@@ -1,13 +1,13 @@
 //! A workspace's status, computed from what its children report. Pure: the controller reads
 //! the Deployment and Pods from its caches and writes the result only when it changed.
 
+use super::views::{DeploymentView, PodView};
 use crate::reconcile::conditions::{self, Observed};
 use guildnet_api::common::find_true_condition;
 use guildnet_api::workspace::facts::{ConditionType, Reason, proxy_path};
 use guildnet_api::workspace::{Hint, WorkspacePhase, WorkspaceStatus};
 use guildnet_api::{Workspace, WorkspaceSpec};
-use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
+use k8s_openapi::api::core::v1::ContainerStatus;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 
@@ -23,9 +23,9 @@ pub struct Failure {
 /// What the status is computed from.
 pub struct Observation<'a> {
     /// The Deployment as the last apply returned it; `None` when the apply failed.
-    pub deployment: Option<&'a Deployment>,
+    pub deployment: Option<&'a DeploymentView>,
     /// The workspace's pods (any not being deleted).
-    pub pods: &'a [&'a Pod],
+    pub pods: &'a [&'a PodView],
     /// Restarts of a container in CrashLoopBackOff at or above which the workspace fails.
     pub crash_loop_restarts: i32,
     /// The `spec.hint` profile the builders used, for `status.profileApplied`.
@@ -236,7 +236,7 @@ fn external_url(spec: &WorkspaceSpec) -> Option<String> {
 
 /// Image pull errors fail a workspace at once; a crash loop once a container has restarted
 /// `crash_loop_restarts` times, so one unlucky restart does not.
-fn pod_failure(pods: &[&Pod], crash_loop_restarts: i32) -> Option<Failure> {
+fn pod_failure(pods: &[&PodView], crash_loop_restarts: i32) -> Option<Failure> {
     pods.iter()
         .filter(|p| p.metadata.deletion_timestamp.is_none())
         .flat_map(|p| {
@@ -288,7 +288,7 @@ fn container_failure(container: &ContainerStatus, crash_loop_restarts: i32) -> O
 
 /// What the Deployment still lacks to match its spec, read as `kubectl rollout status` does;
 /// `None` once it matches (or there is none: nothing runs).
-fn rollout_pending(deployment: Option<&Deployment>) -> Option<String> {
+fn rollout_pending(deployment: Option<&DeploymentView>) -> Option<String> {
     let deployment = deployment?;
     let status = deployment.status.clone().unwrap_or_default();
     if status.observed_generation < deployment.metadata.generation {
@@ -310,7 +310,7 @@ fn rollout_pending(deployment: Option<&Deployment>) -> Option<String> {
     }
 }
 
-fn deployment_failure(deployment: Option<&Deployment>) -> Option<Failure> {
+fn deployment_failure(deployment: Option<&DeploymentView>) -> Option<Failure> {
     let conditions = deployment?.status.as_ref()?.conditions.as_ref()?;
     conditions
         .iter()
@@ -376,7 +376,7 @@ mod tests {
         want: i32,
         (generation, observed): (i64, i64),
         (pods, updated, ready): (i32, i32, i32),
-    ) -> Deployment {
+    ) -> DeploymentView {
         serde_json::from_value(json!({
             "metadata": {"generation": generation},
             "spec": {"replicas": want, "selector": {}, "template": {}},
@@ -386,11 +386,11 @@ mod tests {
     }
 
     /// A settled Deployment of one replica, `ready` of it ready.
-    fn deployment(ready: i32) -> Deployment {
+    fn deployment(ready: i32) -> DeploymentView {
         deployment_at(1, (1, 1), (1, 1, ready))
     }
 
-    fn pod(waiting_reason: &str, restarts: i32) -> Pod {
+    fn pod(waiting_reason: &str, restarts: i32) -> PodView {
         serde_json::from_value(json!({"status": {"containerStatuses": [{
             "name": "workspace", "image": "example/app:1", "imageID": "", "ready": false, "restartCount": restarts,
             "state": {"waiting": {"reason": waiting_reason, "message": "back-off"}},
@@ -399,7 +399,10 @@ mod tests {
         .unwrap()
     }
 
-    fn observe<'a>(deployment: Option<&'a Deployment>, pods: &'a [&'a Pod]) -> Observation<'a> {
+    fn observe<'a>(
+        deployment: Option<&'a DeploymentView>,
+        pods: &'a [&'a PodView],
+    ) -> Observation<'a> {
         Observation {
             deployment,
             pods,
@@ -430,8 +433,8 @@ mod tests {
         type Case<'a> = (
             &'a str,
             bool,
-            Option<&'a Deployment>,
-            Vec<&'a Pod>,
+            Option<&'a DeploymentView>,
+            Vec<&'a PodView>,
             WorkspacePhase,
             (&'a str, &'a str),
             (&'a str, &'a str),
@@ -588,8 +591,8 @@ mod tests {
         type Case<'a> = (
             &'a str,
             bool,
-            Option<&'a Deployment>,
-            Vec<&'a Pod>,
+            Option<&'a DeploymentView>,
+            Vec<&'a PodView>,
             Option<Failure>,
             Option<String>,
             (&'a str, &'a str),

@@ -45,7 +45,7 @@ struct Args {
     #[arg(long, value_parser = humantime::parse_duration, default_value = "200ms")]
     debounce: Duration,
     /// How many Workspaces are reconciled at the same time, at most.
-    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..))]
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..))]
     concurrency: u16,
     /// How often a Workspace in NameConflict (an object of a child's name that is not its
     /// own) looks again whether the other object is gone.

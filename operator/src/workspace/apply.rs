@@ -12,6 +12,7 @@ use crate::reconcile::conditions::Observed;
 use guildnet_api::Workspace;
 use guildnet_api::labels;
 use guildnet_api::workspace::facts::{ConditionType, Reason};
+use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -90,76 +91,30 @@ async fn apply_all(
     ctx: &Context,
 ) -> Result<(DeploymentView, Option<Observed>), Error> {
     let client = &ctx.client;
-    if let Some(name) = &children.password_secret {
-        let secret = password_secret(ws, &super::generate_password())?;
-        debug_assert_eq!(&secret.name_any(), name);
-        create_once(&Api::namespaced(client.clone(), namespace), &secret, owned).await?;
-    }
-    // Every child but the password is in a watch cache: one it shows as already what the
-    // workspace asks for is not written again, and one it shows as this workspace's needs
-    // no read before the write.
+    let name = ws.name_any();
     let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), namespace);
-    for pvc in &children.pvcs {
-        let cached = cached(&ctx.claims, namespace, &pvc.name_any());
-        let meta = cached.as_ref().map(|c| &c.metadata);
-        apply_child(
+    // Every child but the Deployment is independent of the others, so all are written
+    // together: a new workspace waits one round trip for them, not one each. All come before
+    // the Deployment, so its pod never runs unisolated, without its claims or its password.
+    futures::try_join!(
+        apply_password(ws, namespace, children, owned, client),
+        futures::future::try_join_all(children.pvcs.iter().map(|pvc| apply_cached(
             ctx,
-            &claims,
+            namespace,
             pvc,
             outliving,
-            meta,
-            VersionBy::ResourceVersion,
-        )
-        .await?;
-    }
-    let name = ws.name_any();
-    let service = cached(&ctx.services, namespace, &name);
-    let policy = cached(&ctx.network_policies, namespace, &name);
-    let (services, policies) = (
-        Api::namespaced(client.clone(), namespace),
-        Api::namespaced(client.clone(), namespace),
-    );
-    // Independent of each other, so written together: a new workspace waits one round trip
-    // for both. Both come before the Deployment, so its pod never runs unisolated.
-    futures::try_join!(
-        apply_child(
+            &ctx.claims
+        )),),
+        apply_cached(ctx, namespace, &children.service, owned, &ctx.services,),
+        apply_cached(
             ctx,
-            &services,
-            &children.service,
-            owned,
-            service.as_ref().map(|s| &s.metadata),
-            VersionBy::ResourceVersion,
-        ),
-        apply_child(
-            ctx,
-            &policies,
+            namespace,
             &children.network_policy,
             owned,
-            policy.as_ref().map(|p| &p.metadata),
-            VersionBy::ResourceVersion,
+            &ctx.network_policies,
         ),
+        apply_ingress(ws, namespace, children, owned, ctx),
     )?;
-    let ingresses: Api<Ingress> = Api::namespaced(client.clone(), namespace);
-    match &children.ingress {
-        Some(ingress) => {
-            let cached = cached(&ctx.ingresses, namespace, &name);
-            let meta = cached.as_ref().map(|i| &i.metadata);
-            apply_child(
-                ctx,
-                &ingresses,
-                ingress,
-                owned,
-                meta,
-                VersionBy::ResourceVersion,
-            )
-            .await?;
-        }
-        None if ws.status.as_ref().and_then(|s| s.url.as_ref()).is_some() => {
-            // The spec no longer asks for an Ingress; the status says one was made.
-            delete_owned(&ingresses, &ws.name_any(), owned).await?;
-        }
-        None => {}
-    }
     prune_volume_claims(ws, &claims, children, owned).await?;
     let snapshot = match snapshot::requested(ws) {
         Some(name) => Some(take_snapshots(ws, namespace, children, name, outliving, client).await?),
@@ -192,6 +147,69 @@ async fn apply_all(
             .publish(&ws.object_ref(&()), EventType::Normal, reason, &note);
     }
     Ok((deployment, snapshot))
+}
+
+/// Creates the workspace's generated password Secret, once, when its spec asks for one.
+async fn apply_password(
+    ws: &Workspace,
+    namespace: &str,
+    children: &Children,
+    owned: &Owner<'_>,
+    client: &Client,
+) -> Result<(), Error> {
+    let Some(name) = &children.password_secret else {
+        return Ok(());
+    };
+    let secret = password_secret(ws, &super::generate_password())?;
+    debug_assert_eq!(&secret.name_any(), name);
+    create_once(&Api::namespaced(client.clone(), namespace), &secret, owned).await?;
+    Ok(())
+}
+
+/// Applies the Ingress the spec asks for, or deletes the one an earlier spec made.
+async fn apply_ingress(
+    ws: &Workspace,
+    namespace: &str,
+    children: &Children,
+    owned: &Owner<'_>,
+    ctx: &Context,
+) -> Result<(), Error> {
+    let ingresses: Api<Ingress> = Api::namespaced(ctx.client.clone(), namespace);
+    match &children.ingress {
+        Some(ingress) => {
+            apply_cached(ctx, namespace, ingress, owned, &ctx.ingresses).await?;
+        }
+        None if ws.status.as_ref().and_then(|s| s.url.as_ref()).is_some() => {
+            // The spec no longer asks for an Ingress; the status says one was made.
+            delete_owned(&ingresses, &ws.name_any(), owned).await?;
+        }
+        None => {}
+    }
+    Ok(())
+}
+
+/// [`apply_child`] for a child whose watch cache is `store`: one the cache shows as already
+/// what the workspace asks for is not written again, and one it shows as this workspace's
+/// needs no read before the write.
+async fn apply_cached<K, Cached>(
+    ctx: &Context,
+    namespace: &str,
+    child: &K,
+    owner: &Owner<'_>,
+    store: &Store<Cached>,
+) -> Result<Option<K>, Error>
+where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + Serialize
+        + Debug,
+    Cached: Resource<DynamicType = ()> + Clone,
+{
+    let api = Api::namespaced(ctx.client.clone(), namespace);
+    let cached = cached(store, namespace, &child.name_any());
+    let meta = cached.as_ref().map(|c| c.meta());
+    Ok(apply_child(ctx, &api, child, owner, meta, VersionBy::ResourceVersion).await?)
 }
 
 /// Applies one child unless the cache shows it as asked for (see [`apply_if_changed`]),

@@ -25,8 +25,9 @@ use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
 use hyper_util::client::legacy::{Client, Error};
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+
+use super::traffic::{Traffic, Watched};
 
 type UpstreamClient = Client<Tracking, Body>;
 
@@ -198,83 +199,36 @@ impl tower::Service<Uri> for Tracking {
         Box::pin(async move {
             let stream = connecting.await?.into_inner();
             Ok(TokioIo::new(Tracked {
-                stream,
-                usage: Arc::default(),
+                inner: stream,
+                traffic: Arc::default(),
             }))
         })
     }
 }
 
 /// A connection's stream, recording its [`Usage`].
-struct Tracked {
-    stream: TcpStream,
-    usage: Arc<Usage>,
-}
+type Tracked = Watched<TcpStream, Arc<Usage>>;
 
 impl Connection for Tracked {
     fn connected(&self) -> Connected {
-        self.stream
+        self.inner
             .connected()
-            .extra(ConnectionUse(self.usage.clone()))
+            .extra(ConnectionUse(self.traffic.clone()))
     }
 }
 
-impl AsyncRead for Tracked {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let polled = Pin::new(&mut self.stream).poll_read(cx, buf);
-        if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            let usage = &self.usage;
-            usage.read_last.store(true, Ordering::Relaxed);
-            let request = usage.requests.load(Ordering::Relaxed);
-            usage.answered.store(request, Ordering::Release);
-        }
-        polled
-    }
-}
-
-impl AsyncWrite for Tracked {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        data: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        self.begin_request();
-        Pin::new(&mut self.stream).poll_write(cx, data)
+impl Traffic for Arc<Usage> {
+    fn read(&self) {
+        self.read_last.store(true, Ordering::Relaxed);
+        let request = self.requests.load(Ordering::Relaxed);
+        self.answered.store(request, Ordering::Release);
     }
 
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        self.begin_request();
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.stream.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.stream).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.stream).poll_shutdown(cx)
-    }
-}
-
-impl Tracked {
     /// A write after a read (or the first write) is the start of the next request; counted
     /// on the attempt, so a request whose write fails counts as begun and unanswered.
-    fn begin_request(&self) {
-        if self.usage.read_last.swap(false, Ordering::Relaxed) {
-            self.usage.requests.fetch_add(1, Ordering::Release);
+    fn writing(&self) {
+        if self.read_last.swap(false, Ordering::Relaxed) {
+            self.requests.fetch_add(1, Ordering::Release);
         }
     }
 }

@@ -8,6 +8,7 @@ pub mod endpoints;
 pub mod rewrite;
 pub mod route;
 mod send;
+mod traffic;
 
 use std::net::SocketAddr;
 

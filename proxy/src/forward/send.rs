@@ -3,9 +3,7 @@
 //! are [`rewrite`]'s.
 
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::atomic::Ordering;
-use std::task::{Context, Poll};
 
 use axum::body::Body;
 use axum::extract::Request;
@@ -14,11 +12,11 @@ use http::{HeaderMap, StatusCode, Uri, header};
 use http_body_util::BodyExt;
 use hyper::body::Body as _;
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::client::{self, Sent};
 use super::rewrite::{self, Forwarding, PublicOrigin};
 use super::route::Target;
+use super::traffic::{Traffic, Watched};
 use crate::activity::{LastUse, now_millis};
 use crate::app::AppState;
 use crate::auth::{Caller, Via};
@@ -217,9 +215,9 @@ async fn tunnel(
             return;
         }
     };
-    let mut client = Marking {
+    let mut client = Watched {
         inner: TokioIo::new(client),
-        last_use,
+        traffic: last_use,
     };
     let mut upstream = TokioIo::new(upstream);
     if let Err(error) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
@@ -227,51 +225,13 @@ async fn tunnel(
     }
 }
 
-/// An I/O stream that records the time of every read and write in `last_use`.
-struct Marking<T> {
-    inner: T,
-    last_use: LastUse,
-}
-
-impl<T> Marking<T> {
-    fn mark(&self) {
-        self.last_use.store(now_millis(), Ordering::Relaxed);
-    }
-}
-
-impl<T: AsyncRead + Unpin> AsyncRead for Marking<T> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            self.mark();
-        }
-        polled
-    }
-}
-
-impl<T: AsyncWrite + Unpin> AsyncWrite for Marking<T> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        data: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        let polled = Pin::new(&mut self.inner).poll_write(cx, data);
-        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
-            self.mark();
-        }
-        polled
+/// Traffic either way on a tunnel marks its workspace as used.
+impl Traffic for LastUse {
+    fn read(&self) {
+        self.store(now_millis(), Ordering::Relaxed);
     }
 
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
+    fn writing(&self) {
+        self.store(now_millis(), Ordering::Relaxed);
     }
 }

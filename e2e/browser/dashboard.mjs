@@ -11,8 +11,7 @@
 // the browser's console). Never downloads a browser: GUILDNET_CHROMIUM (default
 // /usr/bin/chromium) must exist.
 
-import path from 'node:path';
-import { artifactsDir, check, chromiumPath, env, failureArtifacts, log, runAll, withBrowser } from './harness.mjs';
+import { Steps, artifactsDir, check, chromiumPath, env, failureArtifacts, log, runAll, withBrowser } from './harness.mjs';
 
 const STEP_TIMEOUT = 90_000; // one step: a workspace becoming ready, a page loading
 const TOTAL_TIMEOUT = 300_000; // the whole run
@@ -34,23 +33,9 @@ const tid = (id) => `[data-testid="${id}"]`;
 const console_ = []; // the browser's console and page errors, printed on failure
 const pageErrors = [];
 let page;
-let step = 0;
-let current = 'start';
-let shots = 0;
-
-async function shot(label) {
-  shots += 1;
-  const file = path.join(artifacts, `${String(shots).padStart(2, '0')}-${label}.png`);
-  await page.screenshot({ path: file, fullPage: true });
-  return file;
-}
-
-async function run(label, body) {
-  step += 1;
-  current = `${step}. ${label}`;
-  log(`step ${current}`);
-  await body();
-}
+const record = new Steps(artifacts);
+const shot = (label) => record.shot(page, label);
+const run = (label, body) => record.run(label, body);
 
 /** Waits until `fn(arg)` is truthy in the page (no fixed sleeps), naming what it waited for. */
 async function until(what, fn, arg, timeout = STEP_TIMEOUT) {
@@ -214,7 +199,7 @@ async function steps(context) {
     const text = await tab.locator('body').innerText();
     check(text.includes(wsPath) || text.includes(wsPath.slice(0, -1)),
       `the workspace's page mentions ${wsPath}: ${text.slice(0, 500)}`);
-    await tab.screenshot({ path: path.join(artifacts, `${String(++shots).padStart(2, '0')}-opened-tab.png`), fullPage: true });
+    await record.shot(tab, 'opened-tab');
     await tab.close();
     await page.bringToFront();
   });
@@ -304,7 +289,7 @@ await runAll({
   intro: `dashboard at ${base}, workspace ${namespace}/${name}, screenshots in ${artifacts}`,
   main,
   totalTimeout: TOTAL_TIMEOUT,
-  progress: () => ({ step, current, shots }),
+  progress: () => record.progress(),
   diagnostics: () => [
     ...(pageErrors.length ? [`page errors:\n  ${pageErrors.join('\n  ')}`] : []),
     ...(console_.length ? [`browser console:\n  ${console_.slice(-40).join('\n  ')}`] : []),

@@ -35,6 +35,39 @@ export function artifactsDir() {
   return artifacts;
 }
 
+/**
+ * A run's steps and screenshots, numbered in order; `progress()` is what {@link runAll} reports
+ * of them.
+ */
+export class Steps {
+  constructor(artifacts) {
+    this.artifacts = artifacts;
+    this.step = 0;
+    this.current = 'start';
+    this.shots = 0;
+  }
+
+  /** Runs step `label`, logging its number first. */
+  async run(label, body) {
+    this.step += 1;
+    this.current = `${this.step}. ${label}`;
+    log(`step ${this.current}`);
+    await body();
+  }
+
+  /** A full-page screenshot of `page`, numbered after the earlier ones; returns its file. */
+  async shot(page, label) {
+    this.shots += 1;
+    const file = path.join(this.artifacts, `${String(this.shots).padStart(2, '0')}-${label}.png`);
+    await page.screenshot({ path: file, fullPage: true });
+    return file;
+  }
+
+  progress() {
+    return { step: this.step, current: this.current, shots: this.shots };
+  }
+}
+
 export function log(message) {
   console.log(`[${new Date().toISOString().slice(11, 23)}] ${message}`);
 }

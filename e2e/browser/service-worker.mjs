@@ -20,8 +20,7 @@
 // the browser's console). Never downloads a browser: GUILDNET_CHROMIUM (default
 // /usr/bin/chromium) must exist.
 
-import path from 'node:path';
-import { artifactsDir, check, chromiumPath, env, failureArtifacts, log, runAll, withBrowser } from './harness.mjs';
+import { Steps, artifactsDir, check, chromiumPath, env, failureArtifacts, log, runAll, withBrowser } from './harness.mjs';
 
 const STEP_TIMEOUT = 30_000; // one step: a page loading, a worker activating
 const TOTAL_TIMEOUT = 180_000; // the whole run
@@ -41,21 +40,9 @@ if (!/^\/w\/[a-z0-9-]+\/[a-z0-9-]+\/$/.test(wsPath)) {
 const WORKER_ANSWER = 'answered by the workspace service worker';
 const console_ = [];
 let page;
-let step = 0;
-let current = 'start';
-let shots = 0;
-
-async function shot(label) {
-  shots += 1;
-  await page.screenshot({ path: path.join(artifacts, `${String(shots).padStart(2, '0')}-${label}.png`), fullPage: true });
-}
-
-async function run(label, body) {
-  step += 1;
-  current = `${step}. ${label}`;
-  log(`step ${current}`);
-  await body();
-}
+const record = new Steps(artifacts);
+const shot = (label) => record.shot(page, label);
+const run = (label, body) => record.run(label, body);
 
 /** In the page: registers `script` with `scope`, answering {ok, scope} or {ok: false, error}. */
 async function register(script, scope) {
@@ -180,7 +167,7 @@ await runAll({
   intro: `proxy at ${base}, workspace ${wsPath}, its app at ${upstream}, screenshots in ${artifacts}`,
   main,
   totalTimeout: TOTAL_TIMEOUT,
-  progress: () => ({ step, current, shots }),
+  progress: () => record.progress(),
   diagnostics: () => [
     ...(console_.length ? [`browser console:\n  ${console_.slice(-40).join('\n  ')}`] : []),
   ],

@@ -13,6 +13,12 @@ use std::net::SocketAddr;
 use std::time::Duration;
 use tracing::info;
 
+/// mimalloc rather than glibc's malloc: the watch caches make many small, long-lived
+/// allocations across threads, which glibc's per-thread arenas fragment and do not give
+/// back to the system after the objects are gone.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(about = "GuildNet's operator: reconciles Workspaces and the other guildnet.io kinds")]
 struct Args {
@@ -45,7 +51,7 @@ struct Args {
     #[arg(long, value_parser = humantime::parse_duration, default_value = "200ms")]
     debounce: Duration,
     /// How many Workspaces are reconciled at the same time, at most.
-    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..))]
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..))]
     concurrency: u16,
     /// How often a Workspace in NameConflict (an object of a child's name that is not its
     /// own) looks again whether the other object is gone.

@@ -13,7 +13,9 @@ use futures::StreamExt;
 use guildnet_api::Workspace;
 use guildnet_e2e::User;
 use guildnet_e2e::cluster::{Cluster, Operator, Scrape, leader_among};
-use guildnet_e2e::cpu::{Burners, TICKS_PER_SECOND, machine_busy_ticks, process_ticks};
+use guildnet_e2e::cpu::{
+    Burners, TICKS_PER_SECOND, children_ticks, machine_busy_ticks, process_ticks,
+};
 use guildnet_e2e::workspaces::manifest;
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
@@ -157,25 +159,32 @@ async fn wait_until(times: &Shared, what: &str, count: fn(&Times) -> usize, targ
     }
 }
 
-/// CPU used over a phase: by the whole machine, and by one process.
+/// CPU used over a phase: by the whole machine, by one process, and by each component of
+/// the control plane.
 struct Load {
     started: Instant,
     machine: u64,
     process: Option<(u32, u64)>,
+    control_plane: u32,
+    components: Vec<(String, u64)>,
 }
 
 /// What a [`Load`] measured.
 struct Used {
     machine_cores: f64,
     process_seconds: f64,
+    /// Seconds of CPU by each control-plane component, by command name.
+    components: HashMap<String, f64>,
 }
 
 impl Load {
-    fn start(pid: Option<u32>) -> Self {
+    fn start(pid: Option<u32>, cluster: &Cluster) -> Self {
         Self {
             started: Instant::now(),
             machine: machine_busy_ticks(),
             process: pid.map(|pid| (pid, process_ticks(&pid.to_string()))),
+            control_plane: cluster.pid(),
+            components: children_ticks(cluster.pid()),
         }
     }
 
@@ -185,11 +194,41 @@ impl Load {
         let process = self
             .process
             .map_or(0, |(pid, ticks)| process_ticks(&pid.to_string()) - ticks);
+        let before: HashMap<_, _> = self.components.into_iter().collect();
+        let components = children_ticks(self.control_plane)
+            .into_iter()
+            .map(|(name, ticks)| {
+                let used = ticks.saturating_sub(before.get(&name).copied().unwrap_or(0));
+                (name, used as f64 / TICKS_PER_SECOND)
+            })
+            .collect();
         Used {
             machine_cores: machine / elapsed,
             process_seconds: process as f64 / TICKS_PER_SECOND,
+            components,
         }
     }
+}
+
+/// CPU per object of each control-plane component, in the floor and with Workspaces: where
+/// the machine's time went.
+fn components_per_object(floor: &Used, workspaces: &Used) -> String {
+    let mut names: Vec<&String> = workspaces.components.keys().collect();
+    names.sort();
+    let per_object = |used: &Used, name: &str| {
+        used.components.get(name).copied().unwrap_or(0.0) * 1000.0 / OBJECTS as f64
+    };
+    names
+        .iter()
+        .map(|name| {
+            format!(
+                "{name} {:.1} / {:.1} ms",
+                per_object(floor, name),
+                per_object(workspaces, name)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// p50, p99 and the whole span (first create → last event) of `to` after `created`.
@@ -214,41 +253,90 @@ fn latency(created: &HashMap<String, Instant>, to: &HashMap<String, Instant>) ->
     }
 }
 
-/// The API server's write requests on `OPERATOR_WRITES` so far, and its Event writes.
-async fn apiserver_writes(admin: &Client) -> (f64, f64) {
-    let request = hyper::Request::get("/metrics").body(Vec::new()).unwrap();
-    let text = admin
-        .request_text(request)
-        .await
-        .expect("API server metrics");
-    let label = |line: &str, key: &str| -> String {
-        let marker = format!("{key}=\"");
-        line.split_once(&marker)
-            .and_then(|(_, rest)| rest.split_once('"'))
-            .map(|(value, _)| value.to_owned())
-            .unwrap_or_default()
-    };
-    let (mut operator, mut events) = (0.0, 0.0);
-    for line in text
-        .lines()
-        .filter(|l| l.starts_with("apiserver_request_total{"))
-    {
-        let verb = label(line, "verb");
-        if !matches!(verb.as_str(), "POST" | "PATCH" | "APPLY" | "DELETE") {
-            continue;
+/// What the API server's metrics say so far of the writes the benchmark makes it serve.
+#[derive(Clone, Copy, Default)]
+struct ApiServer {
+    /// Write requests on `OPERATOR_WRITES`.
+    operator_writes: f64,
+    /// Event writes, by every component.
+    event_writes: f64,
+    /// Time and count of writes of those kinds, in the handler (after any APF wait).
+    write_seconds: f64,
+    writes: f64,
+    /// Time and count of requests waiting in API Priority and Fairness' `workload-high`
+    /// queues, where the operator's and the controller-manager's requests are served.
+    apf_wait_seconds: f64,
+    apf_waits: f64,
+}
+
+impl ApiServer {
+    async fn scrape(admin: &Client) -> Self {
+        let request = hyper::Request::get("/metrics").body(Vec::new()).unwrap();
+        let text = admin
+            .request_text(request)
+            .await
+            .expect("API server metrics");
+        let label = |line: &str, key: &str| -> String {
+            let marker = format!("{key}=\"");
+            line.split_once(&marker)
+                .and_then(|(_, rest)| rest.split_once('"'))
+                .map(|(value, _)| value.to_owned())
+                .unwrap_or_default()
+        };
+        let mut seen = Self::default();
+        for line in text.lines() {
+            let Some((name, _)) = line.split_once('{') else {
+                continue;
+            };
+            let value: f64 = line
+                .rsplit_once(' ')
+                .and_then(|(_, v)| v.parse().ok())
+                .unwrap_or(0.0);
+            let (resource, subresource) = (label(line, "resource"), label(line, "subresource"));
+            let ours = OPERATOR_WRITES.contains(&(resource.as_str(), subresource.as_str()));
+            let write = matches!(
+                label(line, "verb").as_str(),
+                "POST" | "PATCH" | "APPLY" | "DELETE"
+            );
+            match name {
+                "apiserver_request_total" if write && resource == "events" => {
+                    seen.event_writes += value
+                }
+                "apiserver_request_total" if write && ours => seen.operator_writes += value,
+                "apiserver_request_duration_seconds_sum" if write && ours => {
+                    seen.write_seconds += value
+                }
+                "apiserver_request_duration_seconds_count" if write && ours => seen.writes += value,
+                "apiserver_flowcontrol_request_wait_duration_seconds_sum"
+                    if label(line, "priority_level") == "workload-high" =>
+                {
+                    seen.apf_wait_seconds += value
+                }
+                "apiserver_flowcontrol_request_wait_duration_seconds_count"
+                    if label(line, "priority_level") == "workload-high" =>
+                {
+                    seen.apf_waits += value
+                }
+                _ => {}
+            }
         }
-        let value: f64 = line
-            .rsplit_once(' ')
-            .and_then(|(_, v)| v.parse().ok())
-            .unwrap_or(0.0);
-        let (resource, subresource) = (label(line, "resource"), label(line, "subresource"));
-        if resource == "events" {
-            events += value;
-        } else if OPERATOR_WRITES.contains(&(resource.as_str(), subresource.as_str())) {
-            operator += value;
-        }
+        seen
     }
-    (operator, events)
+
+    /// Mean time of the writes and of the APF waits between `self` and the later `after`.
+    fn means_until(&self, after: &Self) -> (Duration, Duration) {
+        let mean = |sum: f64, count: f64| Duration::from_secs_f64(sum / count.max(1.0));
+        (
+            mean(
+                after.write_seconds - self.write_seconds,
+                after.writes - self.writes,
+            ),
+            mean(
+                after.apf_wait_seconds - self.apf_wait_seconds,
+                after.apf_waits - self.apf_waits,
+            ),
+        )
+    }
 }
 
 /// Leadership lost, summed over the replicas' scrapes.
@@ -396,7 +484,7 @@ async fn main() {
     }
 
     // The floor: bare Deployments, each seen on a watch and Available.
-    let floor_load = Load::start(None);
+    let floor_load = Load::start(None, &cluster);
     let floor: Shared = Arc::default();
     let bare: Api<Deployment> = Api::namespaced(admin.clone(), "floor");
     record(bare.clone(), floor.clone(), available, true).await;
@@ -407,9 +495,9 @@ async fn main() {
     let floor_load = floor_load.end();
 
     // The same senders creating Workspaces: Deployment seen, then the Workspace Ready.
-    let load = Load::start(Some(ops[leader].pid()));
+    let load = Load::start(Some(ops[leader].pid()), &cluster);
     let before = scrape_all(&ops).await;
-    let (writes_before, events_before) = apiserver_writes(&admin).await;
+    let server_before = ApiServer::scrape(&admin).await;
     let times: Shared = Arc::default();
     let workspaces: Api<Workspace> = Api::namespaced(admin.clone(), "workspaces");
     let children: Api<Deployment> = Api::namespaced(admin.clone(), "workspaces");
@@ -424,13 +512,13 @@ async fn main() {
     create_all(workspaces, times.clone(), workspace).await;
     wait_until_all(&times, "Workspaces with a Deployment", |t| t.seen.len()).await;
     wait_until_all(&times, "Workspaces Ready", |t| t.ready.len()).await;
-    let (writes_after, events_after) = apiserver_writes(&admin).await;
+    let server_after = ApiServer::scrape(&admin).await;
     let after = scrape_all(&ops).await;
     let load = load.end();
 
     // A settled minute: every Workspace Ready, nothing changing.
     tokio::time::sleep(Duration::from_secs(60)).await;
-    let (writes_settled, _) = apiserver_writes(&admin).await;
+    let server_settled = ApiServer::scrape(&admin).await;
     let rss = ops[leader].rss_bytes();
 
     let (floor_seen, floor_ready, seen, ready, with_deployment, ready_count) = {
@@ -444,7 +532,8 @@ async fn main() {
             times.ready.len(),
         )
     };
-    let per_workspace = (writes_after - writes_before) / OBJECTS as f64;
+    let per_workspace =
+        (server_after.operator_writes - server_before.operator_writes) / OBJECTS as f64;
     let lost = leadership_lost(&after) - leadership_lost(&before);
     let applies = |outcome: &str| -> f64 {
         ["Deployment", "Service", "NetworkPolicy"]
@@ -506,7 +595,7 @@ async fn main() {
     );
     println!(
         "| Event writes per workspace (all components) | {:.2} |",
-        (events_after - events_before) / OBJECTS as f64
+        (server_after.event_writes - server_before.event_writes) / OBJECTS as f64
     );
     println!(
         "| child applies skipped as already current (Deployment, Service, NetworkPolicy) | {:.0} of {:.0} |",
@@ -523,9 +612,15 @@ async fn main() {
         reconciles("count") / OBJECTS as f64,
         reconciles("sum") * 1000.0 / reconciles("count").max(1.0)
     );
+    let (write_time, apf_wait) = server_before.means_until(&server_after);
+    println!(
+        "| API server's mean time per operator write (after any APF wait); mean wait in APF's `workload-high` queues | {} ms; {} ms |",
+        format_args!("{:.1}", write_time.as_secs_f64() * 1000.0),
+        format_args!("{:.1}", apf_wait.as_secs_f64() * 1000.0)
+    );
     println!(
         "| operator writes in the settled minute after (goal 0) | {:.0} |",
-        writes_settled - writes_after
+        server_settled.operator_writes - server_after.operator_writes
     );
     println!("| leadership lost during the run (goal 0) | {lost:.0} |");
     println!(
@@ -535,7 +630,7 @@ async fn main() {
     // The same creates while two other processes keep both cores busy, as other work on a
     // shared machine does: what is lost is leadership, so the count of stand-downs is what
     // matters here, and the Deployments all arriving.
-    let loaded_load = Load::start(None);
+    let loaded_load = Load::start(None, &cluster);
     let burners = Burners::start(cores);
     let before = scrape_all(&ops).await;
     let loaded: Shared = Arc::default();
@@ -609,7 +704,11 @@ async fn main() {
         load.process_seconds * 1000.0 / OBJECTS as f64
     );
     println!(
-        "| machine busy during the floor / the Workspaces (of {cores} cores; everything here runs on it) | {:.2} / {:.2} cores |\n",
+        "| machine busy during the floor / the Workspaces (of {cores} cores; everything here runs on it) | {:.2} / {:.2} cores |",
         floor_load.machine_cores, load.machine_cores
+    );
+    println!(
+        "| control plane CPU per object, bare Deployment / Workspace (from creation to all Available / Ready) | {} |\n",
+        components_per_object(&floor_load, &load)
     );
 }

@@ -69,6 +69,13 @@ impl Cluster {
         cluster
     }
 
+    /// The process id of its `kube cluster run`, whose children are the control plane's
+    /// components (etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok).
+    pub fn pid(&self) -> u32 {
+        let pid = std::fs::read_to_string(self.dir.join("cluster.pid")).expect("cluster.pid");
+        pid.trim().parse().expect("a process id in cluster.pid")
+    }
+
     /// The control plane's kubeconfig, with the contexts `admin`, `alice` and `bob`.
     pub fn kubeconfig(&self) -> PathBuf {
         self.dir.join("kubeconfig")

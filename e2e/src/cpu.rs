@@ -22,15 +22,47 @@ pub fn machine_busy_ticks() -> u64 {
 /// User plus system time of process `pid` (`self` for this one), all threads.
 pub fn process_ticks(pid: &str) -> u64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read its stat");
-    // Fields after the parenthesised command name start at field 3; utime and stime are 14
-    // and 15.
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .expect("a stat line")
-        .1
-        .split_whitespace()
-        .collect();
-    fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime")
+    parse_stat(&stat).expect("a stat line").ticks
+}
+
+/// The processes whose parent is `parent`: each one's command name (`comm`) and
+/// [`process_ticks`]. A control plane's components are its `kube cluster run`'s children.
+pub fn children_ticks(parent: u32) -> Vec<(String, u64)> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let parent = parent.to_string();
+    entries
+        .flatten()
+        .filter_map(|entry| {
+            let pid = entry.file_name().into_string().ok()?;
+            pid.bytes().all(|b| b.is_ascii_digit()).then_some(())?;
+            // A process can end between the listing and the read.
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            let stat = parse_stat(&stat)?;
+            (stat.ppid == parent).then(|| (stat.comm.to_owned(), stat.ticks))
+        })
+        .collect()
+}
+
+/// What the benchmarks read of a `/proc/<pid>/stat` line.
+struct Stat<'a> {
+    comm: &'a str,
+    ppid: &'a str,
+    /// utime + stime.
+    ticks: u64,
+}
+
+fn parse_stat(stat: &str) -> Option<Stat<'_>> {
+    // The command name is parenthesised and may itself hold spaces or parentheses; the
+    // fields after it start at field 3 (state): ppid is field 4, utime and stime 14 and 15.
+    let (head, rest) = stat.rsplit_once(')')?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    Some(Stat {
+        comm: head.split_once('(')?.1,
+        ppid: fields.get(1)?,
+        ticks: fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?,
+    })
 }
 
 /// Resident memory of process `pid` now (`VmRSS` in `/proc/<pid>/status`), in bytes.

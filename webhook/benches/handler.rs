@@ -130,6 +130,8 @@ fn main() {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()
         .expect("a runtime");
+    // The kube client behind the access reviewer starts its request buffer on the runtime.
+    let _runtime = runtime.enter();
     let us = |d: Duration| format!("{:.0} µs", d.as_secs_f64() * 1e6);
     println!(
         "### Handler without the network (`cargo bench -p guildnet-webhook --bench handler`)\n"

@@ -4,7 +4,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 out=docs/benchmarks.md
 tmp=$(mktemp)
-trap 'rm -f "$tmp"' EXIT
+# A failed run keeps what it measured until then: a benchmark run takes most of an hour.
+trap 'echo "make bench failed; the sections it finished are in $tmp" >&2' EXIT
 
 # The proxy benchmark's load tool and the reverse proxy it is compared with.
 scripts/install-deps.sh wrk nginx >/dev/null

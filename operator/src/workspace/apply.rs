@@ -96,16 +96,14 @@ async fn apply_all(
     // Every child but the Deployment is independent of the others, so all are written
     // together: a new workspace waits one round trip for them, not one each. All come before
     // the Deployment, so its pod never runs unisolated, without its claims or its password.
+    let volume_claims = children
+        .pvcs
+        .iter()
+        .map(|pvc| apply_cached(ctx, namespace, pvc, outliving, &ctx.claims));
     futures::try_join!(
         apply_password(ws, namespace, children, owned, client),
-        futures::future::try_join_all(children.pvcs.iter().map(|pvc| apply_cached(
-            ctx,
-            namespace,
-            pvc,
-            outliving,
-            &ctx.claims
-        )),),
-        apply_cached(ctx, namespace, &children.service, owned, &ctx.services,),
+        futures::future::try_join_all(volume_claims),
+        apply_cached(ctx, namespace, &children.service, owned, &ctx.services),
         apply_cached(
             ctx,
             namespace,

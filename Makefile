@@ -91,6 +91,10 @@ fuzz: ## Property tests over untrusted input with many cases (FUZZ_CASES, FUZZ_S
 
 # ---- running GuildNet ----------------------------------------------------------------------
 
+.PHONY: real-ides
+real-ides: ## Install code-server (npm) and JupyterLab (PyPI), as e2e/ides pins them, into .guildnet/ides
+	@scripts/install-ides.sh
+
 .PHONY: dev
 dev: deps build cluster-bin ## Build, start the control plane, install CRDs, run GuildNet in the foreground
 	@scripts/dev.sh run

@@ -592,8 +592,16 @@ async fn a_snapshot_annotation_says_why_not_until_the_snapshot_api_exists() {
     api.patch(&name, &PatchParams::default(), &again)
         .await
         .unwrap();
-    wait_for(&api, &name, "Snapshot created", |ws| {
+    // Any reconcile once the CRD is served may already take the "first" snapshot, so wait for
+    // the condition that names the second.
+    let second = format!("{name}-home-second");
+    wait_for(&api, &name, "the second snapshot created", |ws| {
         has_condition(ws, "Snapshot", "True", "SnapshotCreated")
+            && ws.status.as_ref().is_some_and(|s| {
+                s.conditions
+                    .iter()
+                    .any(|c| c.type_ == "Snapshot" && c.message.contains(&second))
+            })
     })
     .await;
     let snapshots: Api<kube::api::DynamicObject> = Api::namespaced_with(
@@ -606,7 +614,7 @@ async fn a_snapshot_annotation_says_why_not_until_the_snapshot_api_exists() {
         )),
     );
     let snapshot = snapshots
-        .get(&format!("{name}-home-second"))
+        .get(&second)
         .await
         .expect("the VolumeSnapshot exists");
     assert_eq!(

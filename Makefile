@@ -62,7 +62,7 @@ fmt: ## Format Rust and Go sources
 .PHONY: lint
 lint: ## cargo fmt --check, clippy and rustdoc with warnings denied, the crate graph, gofmt, go vet
 	cargo fmt --all -- --check
-	cargo clippy --workspace --all-targets -- -D warnings
+	cargo clippy --workspace --all-targets --all-features -- -D warnings
 	RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --document-private-items -q
 	scripts/check-crate-graph.sh
 	@test -z "$$(cd e2e/testcluster && gofmt -l cmd)" || { echo "gofmt: run make fmt"; exit 1; }
@@ -75,8 +75,9 @@ unit: ## Unit tests (no cluster needed)
 	cargo test --workspace --exclude guildnet-e2e
 
 .PHONY: e2e
-e2e: cluster-bin helm-bin build ## End-to-end tests against a control plane started (and stopped) for them
-	@scripts/e2e.sh
+e2e: cluster-bin helm-bin build ## End-to-end tests against control planes started (and stopped) for them, real IDEs included
+	@main=0; scripts/e2e.sh || main=$$?; ides=0; scripts/e2e-ides.sh || ides=$$?; \
+	  [ $$main -eq 0 ] && [ $$ides -eq 0 ] || { echo "e2e failed: main suite exit $$main, real-IDE suite exit $$ides"; exit 1; }
 
 .PHONY: bench
 bench: cluster-bin build ## Run the benchmarks and write docs/benchmarks.md
@@ -92,7 +93,7 @@ fuzz: ## Property tests over untrusted input with many cases (FUZZ_CASES, FUZZ_S
 # ---- running GuildNet ----------------------------------------------------------------------
 
 .PHONY: real-ides
-real-ides: ## Install code-server (npm) and JupyterLab (PyPI), as e2e/ides pins them, into .guildnet/ides
+real-ides: deps ## Install code-server (npm) and JupyterLab (PyPI), as e2e/ides pins them, into .guildnet/ides
 	@scripts/install-ides.sh
 
 .PHONY: dev

@@ -10,6 +10,11 @@ for extra in "$@"; do command -v "$extra" >/dev/null || need_apt+=("$extra"); do
 command -v curl >/dev/null || need_apt+=(curl)
 command -v gcc >/dev/null || need_apt+=(gcc)
 command -v ip >/dev/null || need_apt+=(iproute2)
+# make real-ides (part of make test): code-server's native modules are built with node-gyp,
+# JupyterLab goes into a venv, and VS Code's search runs Debian's ripgrep.
+command -v g++ >/dev/null || need_apt+=(g++)
+python3 -c 'import ensurepip' 2>/dev/null || need_apt+=(python3-venv)
+command -v rg >/dev/null || need_apt+=(ripgrep)
 # The dashboard's browser test drives Debian's Chromium; nothing downloads a browser.
 command -v chromium >/dev/null || need_apt+=(chromium)
 if [ ${#need_apt[@]} -gt 0 ]; then

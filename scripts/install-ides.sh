@@ -44,10 +44,7 @@ code_server() {
       exit 1
     fi
     gyp=$(dirname "$(readlink -f "$(command -v npm)")")/../node_modules/node-gyp/bin/node-gyp.js
-    command -v rg >/dev/null || {
-      SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
-      DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq ripgrep
-    }
+    command -v rg >/dev/null || { echo "ripgrep is missing: run scripts/install-deps.sh" >&2; exit 1; }
     rm -rf "$dir"
     mkdir -p "$dir"
     cp "$pins/package.json" "$pins/package-lock.json" "$dir/"

@@ -11,7 +11,9 @@
 // the browser's console). Never downloads a browser: GUILDNET_CHROMIUM (default
 // /usr/bin/chromium) must exist.
 
-import { Steps, artifactsDir, check, chromiumPath, env, failureArtifacts, log, runAll, withBrowser } from './harness.mjs';
+import {
+  Steps, artifactsDir, check, chromiumPath, env, failureArtifacts, log, poll as pollFor, runAll, withBrowser,
+} from './harness.mjs';
 
 const STEP_TIMEOUT = 90_000; // one step: a workspace becoming ready, a page loading
 const TOTAL_TIMEOUT = 300_000; // the whole run
@@ -47,17 +49,8 @@ async function until(what, fn, arg, timeout = STEP_TIMEOUT) {
   }
 }
 
-/** Polls `fn` in Node until it returns a truthy value, naming what it waited for. */
-async function poll(what, fn, timeout = STEP_TIMEOUT) {
-  const deadline = Date.now() + timeout;
-  let last;
-  for (;;) {
-    last = await fn();
-    if (last) return last;
-    if (Date.now() > deadline) throw new Error(`waited ${timeout / 1000}s for ${what}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
-}
+/** Polls `fn` until it returns a truthy value, for up to a step's time. */
+const poll = (what, fn) => pollFor(what, fn, STEP_TIMEOUT);
 
 /** Waits until the row of the workspace shows `phase` (and ready, when asked). */
 async function untilPhase(phase, ready) {

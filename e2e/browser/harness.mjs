@@ -68,6 +68,37 @@ export class Steps {
   }
 }
 
+/** Polls `fn` in Node until it returns a truthy value (which it returns), for up to `timeout` ms. */
+export async function poll(what, fn, timeout) {
+  const deadline = Date.now() + timeout;
+  for (;;) {
+    const last = await fn();
+    if (last) return last;
+    if (Date.now() > deadline) throw new Error(`waited ${timeout / 1000}s for ${what}`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
+/** The namespace and name of a workspace path `/w/<namespace>/<name>/`; exits 2 on another. */
+export function workspaceOf(wsPath) {
+  const match = /^\/w\/([a-z0-9-]+)\/([a-z0-9-]+)\/$/.exec(wsPath);
+  if (!match) {
+    console.error(`a workspace path is /w/<namespace>/<name>/, got ${wsPath}`);
+    process.exit(2);
+  }
+  return { namespace: match[1], name: match[2] };
+}
+
+/**
+ * The lines of a browser console (as `console.<type>: <text>`) that blame the proxy: blocked
+ * cookies, Content Security Policy, mixed content, and 502/503/504 answers (the proxy's when
+ * a workspace does not answer). An app's own errors are its business.
+ */
+export function proxyConsoleErrors(lines) {
+  return lines.filter((line) => line.startsWith('console.error')
+    && /cookie|Content Security Policy|Mixed Content|status of 50[234]/i.test(line));
+}
+
 export function log(message) {
   console.log(`[${new Date().toISOString().slice(11, 23)}] ${message}`);
 }

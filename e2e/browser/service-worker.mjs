@@ -20,7 +20,9 @@
 // the browser's console). Never downloads a browser: GUILDNET_CHROMIUM (default
 // /usr/bin/chromium) must exist.
 
-import { Steps, artifactsDir, check, chromiumPath, env, failureArtifacts, log, runAll, withBrowser } from './harness.mjs';
+import {
+  Steps, artifactsDir, check, chromiumPath, env, failureArtifacts, log, runAll, withBrowser, workspaceOf,
+} from './harness.mjs';
 
 const STEP_TIMEOUT = 30_000; // one step: a page loading, a worker activating
 const TOTAL_TIMEOUT = 180_000; // the whole run
@@ -32,10 +34,7 @@ const wsPath = env('GUILDNET_WORKSPACE_PATH');
 const upstream = new URL(env('GUILDNET_UPSTREAM_URL')).origin;
 const artifacts = artifactsDir();
 const executablePath = chromiumPath();
-if (!/^\/w\/[a-z0-9-]+\/[a-z0-9-]+\/$/.test(wsPath)) {
-  console.error(`GUILDNET_WORKSPACE_PATH must be /w/<namespace>/<name>/, got ${wsPath}`);
-  process.exit(2);
-}
+workspaceOf(wsPath);
 
 const WORKER_ANSWER = 'answered by the workspace service worker';
 const console_ = [];

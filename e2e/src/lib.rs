@@ -13,6 +13,7 @@ use kube::{Client, Config};
 pub mod browser;
 pub mod cluster;
 pub mod cpu;
+pub mod ides;
 pub mod upstream;
 pub mod workspaces;
 

@@ -25,6 +25,20 @@ use crate::eventually;
 /// How long one request or WebSocket round trip may take.
 const TIMEOUT: Duration = Duration::from_secs(30);
 
+/// A listener on `addr` with SO_REUSEPORT: each stack on a machine runs its own test upstream
+/// on the same pod port, and a listener on one pod IP (a real IDE's) takes that IP's
+/// connections from the copies on 0.0.0.0 (the kernel prefers the more specific address).
+pub fn bind_shared(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    tokio::net::TcpListener::from_std(socket.into())
+}
+
 /// The port the test upstream answers on at every pod IP.
 pub fn upstream_port() -> u16 {
     std::env::var("GUILDNET_UPSTREAM_PORT")

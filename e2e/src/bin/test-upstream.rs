@@ -35,11 +35,12 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use clap::Parser;
 use futures::StreamExt;
+use guildnet_e2e::upstream::bind_shared;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder;
 use serde_json::json;
-use socket2::{Domain, Protocol, SockRef, Socket, Type};
+use socket2::SockRef;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{Notify, watch};
@@ -64,7 +65,8 @@ async fn main() -> anyhow::Result<()> {
     let (stop, open) = watch::channel(());
     let mut listeners = JoinSet::new();
     for addr in args.listen {
-        let listener = bind(addr)?;
+        // Shared, so each stack on a machine can run its own copy on the same pod port.
+        let listener = bind_shared(addr)?;
         println!("listening on {}", listener.local_addr()?);
         listeners.spawn(serve(listener, open.clone()));
     }
@@ -79,17 +81,6 @@ async fn main() -> anyhow::Result<()> {
     stop.send_replace(());
     let _ = tokio::time::timeout(DRAIN, stop.closed()).await;
     Ok(())
-}
-
-/// SO_REUSEPORT, so each stack on a machine can run its own copy on the same pod port.
-fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-    socket.set_reuse_address(true)?;
-    socket.set_reuse_port(true)?;
-    socket.set_nonblocking(true)?;
-    socket.bind(&addr.into())?;
-    socket.listen(1024)?;
-    TcpListener::from_std(socket.into())
 }
 
 async fn serve(listener: TcpListener, open: watch::Receiver<()>) {

@@ -62,6 +62,12 @@ start_components() {
     scripts/upstream-netns.sh up >"$logs/upstream.log" 2>&1; then
     ip netns exec guildnet-pods "$target/test-upstream" --listen 0.0.0.0:8080 >>"$logs/upstream.log" 2>&1 &
     echo $! > "$state/upstream.pid"
+    # With `make real-ides` done, code-server (and Jupyter) workspaces run the real IDE at
+    # their pod IP instead: opening one shows VS Code.
+    if [ -e .guildnet/ides/code-server ] || [ -e .guildnet/ides/jupyterlab ]; then
+      KUBECONFIG=$kubeconfig "$target/dev-ides" >"$logs/ides.log" 2>&1 &
+      echo $! > "$state/ides.pid"
+    fi
   fi
   # Fail fast when a component cannot start (bad kubeconfig, port taken).
   sleep 1
@@ -78,11 +84,16 @@ GuildNet is running.
 TXT
   if [ -z "${GUILDNET_KUBECONFIG:-}" ]; then
     echo "  log in as alice with the token in $root/.guildnet/tokens/alice (bob, admin: same place)"
+    if [ -f "$state/ides.pid" ]; then
+      echo "  real IDEs: code-server workspaces run code-server (its password: the workspace's <name>-password Secret); log in $logs/ides.log"
+    elif [ "$(id -u)" -eq 0 ]; then
+      echo "  workspaces answer with a test echo; \`make real-ides\` once, and code-server workspaces run the real VS Code"
+    fi
   fi
 }
 
 stop() {
-  for c in upstream proxy webhook operator; do
+  for c in ides upstream proxy webhook operator; do
     if [ -f "$state/$c.pid" ]; then
       pid=$(cat "$state/$c.pid")
       kill "$pid" 2>/dev/null && while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done

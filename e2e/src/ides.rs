@@ -50,6 +50,11 @@ impl Kind {
         }
     }
 
+    /// Whether `make real-ides` installed it.
+    pub fn installed(self) -> bool {
+        self.install().exists()
+    }
+
     fn install(self) -> PathBuf {
         let name = match self {
             Self::CodeServer => "code-server",
@@ -230,6 +235,13 @@ fn kill_group(child: &mut Child) {
     let _ = child.wait();
 }
 
+/// A new, empty home for the IDE of workspace `name` in a test: `target/e2e-artifacts/ides/<name>/`.
+pub fn fresh_home(name: &str) -> PathBuf {
+    let home = repo_root().join("target/e2e-artifacts/ides").join(name);
+    let _ = std::fs::remove_dir_all(&home);
+    home
+}
+
 /// A real IDE serving one workspace at its pod IP; killed (with its helpers and its
 /// forwarder) when dropped.
 pub struct Ide {
@@ -246,8 +258,9 @@ pub struct Ide {
 impl Ide {
     /// Starts the IDE of workspace `namespace/name` (its Deployment read as `admin`, who may
     /// read its Secrets) at its pod IP, and waits until it answers its health URL there. Its
-    /// state and log go to `target/e2e-artifacts/ides/<name>/`; its folder is `folder()`.
-    pub async fn start(admin: &Client, namespace: &str, name: &str) -> Ide {
+    /// state (the home of its user: kept, like a persistent volume) and its log are in
+    /// `home`; its folder is `folder()`.
+    pub async fn start(admin: &Client, namespace: &str, name: &str, home: &Path) -> Ide {
         let deployment = Api::<Deployment>::namespaced(admin.clone(), namespace)
             .get(name)
             .await
@@ -262,11 +275,10 @@ impl Ide {
         let kind = Kind::of_image(&image).unwrap_or_else(|| {
             panic!("no real IDE here runs image {image} (code-server or quay.io/jupyter/*)")
         });
-        let install = kind.install();
         assert!(
-            install.exists(),
+            kind.installed(),
             "{} is missing: run `make real-ides`",
-            install.display()
+            kind.install().display()
         );
         let port = container
             .ports
@@ -280,17 +292,17 @@ impl Ide {
         let env = resolve_env(admin, namespace, &container).await;
         let args = container.args.unwrap_or_default();
 
-        let home = repo_root().join("target/e2e-artifacts/ides").join(name);
-        let _ = std::fs::remove_dir_all(&home);
+        let home = home.to_path_buf();
         let folder = home.join("project");
         std::fs::create_dir_all(&folder).expect("create the IDE's folder");
-        if kind == Kind::CodeServer {
+        let user_settings = home.join("data/User/settings.json");
+        if kind == Kind::CodeServer && !user_settings.exists() {
             // The terminal rendered as DOM text, so a test can read what a command printed;
-            // no prompt about the repository the test's folder happens to be in.
-            let user = home.join("data/User");
-            std::fs::create_dir_all(&user).expect("create code-server's user settings");
+            // no prompt about the repository the folder happens to be in.
+            std::fs::create_dir_all(home.join("data/User"))
+                .expect("create code-server's user settings");
             std::fs::write(
-                user.join("settings.json"),
+                &user_settings,
                 r#"{"terminal.integrated.gpuAcceleration": "off", "workbench.startupEditor": "none", "git.openRepositoryInParentFolders": "never"}"#,
             )
             .expect("write code-server's user settings");

@@ -63,15 +63,20 @@ pub async fn pod_ip_of_workspace(client: &Client, namespace: &str, name: &str) -
         Duration::from_secs(60),
         move || async move {
             let list = slices.list(params).await.ok()?;
-            list.items
-                .iter()
-                .flat_map(|slice| slice.endpoints.iter().flatten())
-                .filter(|e| e.conditions.as_ref().and_then(|c| c.ready) == Some(true))
-                .flat_map(|e| &e.addresses)
-                .find_map(|address| address.parse().ok())
+            ready_address(&list.items)
         },
     )
     .await
+}
+
+/// The address of a ready endpoint among `slices`.
+pub fn ready_address<'a>(slices: impl IntoIterator<Item = &'a EndpointSlice>) -> Option<IpAddr> {
+    slices
+        .into_iter()
+        .flat_map(|slice| slice.endpoints.iter().flatten())
+        .filter(|e| e.conditions.as_ref().and_then(|c| c.ready) == Some(true))
+        .flat_map(|e| &e.addresses)
+        .find_map(|address| address.parse().ok())
 }
 
 /// Sends `request` on a new HTTP/1.1 connection to `addr` and reads the whole response.

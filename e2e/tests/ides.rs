@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use guildnet_api::workspace::{Workspace, WorkspacePhase};
 use guildnet_e2e::browser;
-use guildnet_e2e::ides::{Ide, Kind};
+use guildnet_e2e::ides::{Ide, Kind, fresh_home};
 use guildnet_e2e::upstream::send;
 use guildnet_e2e::workspaces::{manifest, wait_for, wait_gone};
 use guildnet_e2e::{User, client, eventually, token, unique_name};
@@ -46,7 +46,13 @@ async fn workspace_with_ide(
         ws.status.as_ref().and_then(|s| s.phase) == Some(WorkspacePhase::Running)
     })
     .await;
-    Ide::start(&client(User::Admin).await, NAMESPACE, name).await
+    Ide::start(
+        &client(User::Admin).await,
+        NAMESPACE,
+        name,
+        &fresh_home(name),
+    )
+    .await
 }
 
 /// Waits until the proxy routes `path` of the workspace to its IDE for alice (its

@@ -65,7 +65,8 @@ struct Args {
     #[arg(long, default_value = "guildnet-operator")]
     lease_name: String,
     /// The namespace of the Lease; in a pod, its own namespace through the downward API.
-    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    /// Elsewhere GuildNet's namespace, where the chart's Role grants its leases.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "guildnet-system")]
     lease_namespace: String,
     /// How long a lease lasts without renewal: a killed leader is replaced after about this
     /// long. The leader renews every quarter of it and stops writing a quarter (at least 1s)

@@ -147,17 +147,17 @@ pub struct Operator {
 impl Operator {
     /// Starts an operator named `name` (its identity in the lease and in Events) with
     /// `args` added to the command line. Leader election is on unless `args` turn it off.
-    /// It acts as admin, and its Lease is `default/guildnet-operator`.
+    /// It acts as admin, and its Lease is `guildnet-system/guildnet-operator`.
     pub fn start(cluster: &Cluster, name: &str, args: &[&str]) -> Self {
         Self::spawn(cluster, &cluster.kubeconfig(), name, args)
     }
 
     /// Like [`Operator::start`], but as the operator's ServiceAccount, as in a cluster: the
-    /// chart's RBAC and FlowSchemas apply to it, and its Lease is in `guildnet-system`, the
-    /// one namespace its RBAC allows.
+    /// chart's RBAC and FlowSchemas apply to it. Its Lease is in `guildnet-system`, the one
+    /// namespace its RBAC allows, by default (as `make dev` runs it, with no
+    /// `--lease-namespace` and no pod namespace).
     pub fn start_as_service_account(cluster: &Cluster, name: &str, args: &[&str]) -> Self {
-        let args = [&["--lease-namespace", "guildnet-system"][..], args].concat();
-        Self::spawn(cluster, &cluster.operator_kubeconfig(), name, &args)
+        Self::spawn(cluster, &cluster.operator_kubeconfig(), name, args)
     }
 
     fn spawn(cluster: &Cluster, kubeconfig: &Path, name: &str, args: &[&str]) -> Self {
@@ -173,6 +173,7 @@ impl Operator {
         let child = Command::new(binary)
             .env("KUBECONFIG", kubeconfig)
             .env("POD_NAME", name)
+            .env_remove("POD_NAMESPACE")
             .env("RUST_LOG", "info,kube=warn")
             .args(["--log-format", "json", "--metrics-listen"])
             .arg(metrics.to_string())
@@ -323,10 +324,10 @@ pub async fn leader_among(operators: &[&Operator], timeout: Duration) -> usize {
     .await
 }
 
-/// The holder of the operators' lease (`default/guildnet-operator`), if any.
+/// The holder of the operators' lease (`guildnet-system/guildnet-operator`), if any.
 pub async fn lease_holder(admin: &Client) -> Option<String> {
     use k8s_openapi::api::coordination::v1::Lease;
-    let leases: kube::Api<Lease> = kube::Api::namespaced(admin.clone(), "default");
+    let leases: kube::Api<Lease> = kube::Api::namespaced(admin.clone(), "guildnet-system");
     leases
         .get_opt("guildnet-operator")
         .await

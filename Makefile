@@ -77,7 +77,9 @@ unit: ## Unit tests (no cluster needed)
 .PHONY: e2e
 e2e: cluster-bin helm-bin build ## End-to-end tests against control planes started (and stopped) for them, real IDEs included
 	@main=0; scripts/e2e.sh || main=$$?; ides=0; scripts/e2e-ides.sh || ides=$$?; \
-	  [ $$main -eq 0 ] && [ $$ides -eq 0 ] || { echo "e2e failed: main suite exit $$main, real-IDE suite exit $$ides"; exit 1; }
+	  walk=0; scripts/walkthrough.sh || walk=$$?; \
+	  [ $$main -eq 0 ] && [ $$ides -eq 0 ] && [ $$walk -eq 0 ] || \
+	  { echo "e2e failed: main suite exit $$main, real-IDE suite exit $$ides, README walk-through exit $$walk"; exit 1; }
 
 .PHONY: bench
 bench: cluster-bin build ## Run the benchmarks and write docs/benchmarks.md

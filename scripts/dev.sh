@@ -60,7 +60,7 @@ start_components() {
   # upstream (an HTTP/WebSocket echo) so "open" in the dashboard shows something.
   if [ -z "${GUILDNET_KUBECONFIG:-}" ] && [ "$(id -u)" -eq 0 ] &&
     scripts/upstream-netns.sh up >"$logs/upstream.log" 2>&1; then
-    ip netns exec guildnet-pods "$target/test-upstream" --listen 0.0.0.0:8080 >>"$logs/upstream.log" 2>&1 &
+    ip netns exec guildnet-pods "$target/test-upstream" --listen 0.0.0.0:8080 --no-keep-alive >>"$logs/upstream.log" 2>&1 &
     echo $! > "$state/upstream.pid"
     # With `make real-ides` done, code-server (and Jupyter) workspaces run the real IDE at
     # their pod IP instead: opening one shows VS Code.

@@ -18,8 +18,8 @@
 // /usr/bin/chromium) must exist.
 
 import {
-  Steps, artifactsDir, check, chromiumPath, env, failureArtifacts, log, poll, proxyConsoleErrors, runAll,
-  withBrowser, workspaceOf,
+  Steps, artifactsDir, check, chromiumPath, driveBrowser, env, log, poll, proxyConsoleErrors, proxyLogin, runAll,
+  workspaceOf,
 } from './harness.mjs';
 
 // code-server's workbench is heavy for a 2-core machine that is also running the control
@@ -64,25 +64,14 @@ async function workbenchWithFile() {
   return row.first();
 }
 
-async function main() {
-  await withBrowser({ executablePath, timeout: STEP_TIMEOUT }, async (context) => {
-    context.on('console', (m) => console_.push(`console.${m.type()}: ${m.text()}`));
-    context.on('weberror', (e) => console_.push(`page error: ${e.error().message}`));
-    page = context.pages()[0] ?? (await context.newPage());
-    try {
-      await steps(context);
-    } catch (e) {
-      await failureArtifacts(ide ?? page, artifacts);
-      throw e;
-    }
-  });
-}
+const main = () => driveBrowser(
+  { executablePath, timeout: STEP_TIMEOUT, artifacts, consoleLines: console_, failurePage: () => ide ?? page },
+  async (first, context) => { page = first; await steps(context); },
+);
 
 async function steps(context) {
   await run('alice logs in to the proxy', async () => {
-    await page.goto(`${base}/login`);
-    await page.fill('#token', token);
-    await Promise.all([page.waitForURL((u) => u.pathname === '/'), page.click('#login-submit')]);
+    await proxyLogin(page, base, token);
     await page.locator(tid(`ws-open-${name}`)).waitFor();
     await record.shot(page, 'dashboard');
   });
@@ -127,13 +116,19 @@ async function steps(context) {
     await ide.keyboard.press('Control+Backquote');
     const terminal = ide.locator('.terminal-wrapper.active .xterm');
     await terminal.waitFor({ state: 'visible' });
-    await terminal.click();
-    // The output is computed by the shell, so it cannot be the echo of what was typed.
-    await ide.keyboard.type('echo "guildnet-$((6 * 7))-$(basename "$PWD")"');
-    await ide.keyboard.press('Enter');
     const rows = ide.locator('.terminal-wrapper.active .xterm-rows');
-    await poll('the terminal to print guildnet-42-project',
-      async () => (await rows.innerText().catch(() => '')).includes('guildnet-42-project'), STEP_TIMEOUT);
+    const text = () => rows.innerText().catch(() => '');
+    await poll('the shell\'s prompt in the terminal', async () => /[#$]\s*$/m.test(await text()), STEP_TIMEOUT);
+    // The output is computed by the shell, so it cannot be the echo of what was typed. Keys
+    // typed while the terminal takes focus can be lost: type again after a while without it.
+    const input = ide.locator('.terminal-wrapper.active .xterm-helper-textarea');
+    await poll('the terminal to print guildnet-42-project', async () => {
+      await input.focus();
+      await ide.keyboard.type('echo "guildnet-$((6 * 7))-$(basename "$PWD")"');
+      await ide.keyboard.press('Enter');
+      return poll('this attempt\'s output', async () => (await text()).includes('guildnet-42-project'), 10_000)
+        .catch(() => false);
+    }, STEP_TIMEOUT);
     await record.shot(ide, 'terminal');
   });
 

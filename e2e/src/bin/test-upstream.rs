@@ -55,6 +55,11 @@ struct Args {
     /// Address to serve on (repeatable); port 0 picks a free one.
     #[arg(long, required = true)]
     listen: Vec<SocketAddr>,
+    /// Close each connection after its response (HTTP/1.1 `Connection: close`). `make dev`
+    /// sets it: a real IDE that later takes a pod IP's port (dev-ides) gets the next request,
+    /// instead of a client's pooled connection to this echo.
+    #[arg(long)]
+    no_keep_alive: bool,
 }
 
 #[tokio::main]
@@ -68,7 +73,7 @@ async fn main() -> anyhow::Result<()> {
         // Shared, so each stack on a machine can run its own copy on the same pod port.
         let listener = bind_shared(addr)?;
         println!("listening on {}", listener.local_addr()?);
-        listeners.spawn(serve(listener, open.clone()));
+        listeners.spawn(serve(listener, open.clone(), !args.no_keep_alive));
     }
     drop(open);
     let mut terminate = signal(SignalKind::terminate())?;
@@ -83,13 +88,13 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn serve(listener: TcpListener, open: watch::Receiver<()>) {
+async fn serve(listener: TcpListener, open: watch::Receiver<()>, keep_alive: bool) {
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
                 let open = open.clone();
                 tokio::spawn(async move {
-                    if let Err(e) = connection(stream, peer, open).await {
+                    if let Err(e) = connection(stream, peer, open, keep_alive).await {
                         eprintln!("connection from {peer}: {e}");
                     }
                 });
@@ -116,6 +121,7 @@ async fn connection(
     stream: TcpStream,
     peer: SocketAddr,
     mut stop: watch::Receiver<()>,
+    keep_alive: bool,
 ) -> std::io::Result<()> {
     let local = stream.local_addr()?;
     stream.set_nodelay(true)?;
@@ -134,7 +140,8 @@ async fn connection(
         let conn = conn.clone();
         hyper::service::service_fn(move |req| handle(req, conn.clone()))
     };
-    let builder = Builder::new(TokioExecutor::new());
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder.http1().keep_alive(keep_alive);
     let mut serving =
         std::pin::pin!(builder.serve_connection_with_upgrades(TokioIo::new(stream), service));
     loop {

@@ -143,6 +143,33 @@ export async function runAll({ intro, main, totalTimeout, progress, diagnostics 
 }
 
 /**
+ * Runs `steps(page, context)` on the first page of a new Chromium (see {@link withBrowser}),
+ * collecting its console and page errors into `consoleLines` (`console.<type>: <text>`,
+ * `page error: <message>`). When a step fails, a screenshot and the text of `failurePage()`
+ * (default: that first page) go to `artifacts`.
+ */
+export async function driveBrowser({ executablePath, timeout, extraArgs, artifacts, consoleLines, failurePage }, steps) {
+  await withBrowser({ executablePath, timeout, extraArgs }, async (context) => {
+    context.on('console', (m) => consoleLines.push(`console.${m.type()}: ${m.text()}`));
+    context.on('weberror', (e) => consoleLines.push(`page error: ${e.error().message}`));
+    const page = context.pages()[0] ?? (await context.newPage());
+    try {
+      await steps(page, context);
+    } catch (e) {
+      await failureArtifacts(failurePage?.() ?? page, artifacts);
+      throw e;
+    }
+  });
+}
+
+/** Logs in to the proxy at `base` with `token` on `page`, and waits for the dashboard. */
+export async function proxyLogin(page, base, token) {
+  await page.goto(`${base}/login`);
+  await page.fill('#token', token);
+  await Promise.all([page.waitForURL((u) => u.pathname === '/'), page.click('#login-submit')]);
+}
+
+/**
  * Runs `body(context)` in a new headless Chromium at `executablePath` (a profile of its own,
  * removed afterwards), with `extraArgs` besides the usual flags and `timeout` ms for each
  * action and page load.

@@ -11,7 +11,7 @@
 // Exits 0 when every step passed, 1 otherwise. Never downloads a browser: GUILDNET_CHROMIUM
 // (default /usr/bin/chromium) must exist.
 
-import { Steps, artifactsDir, check, chromiumPath, env, failureArtifacts, log, runAll, withBrowser } from './harness.mjs';
+import { Steps, artifactsDir, check, chromiumPath, driveBrowser, env, log, proxyLogin, runAll } from './harness.mjs';
 
 const STEP_TIMEOUT = 30_000;
 const TOTAL_TIMEOUT = 120_000;
@@ -37,25 +37,13 @@ async function refusedByTheProxy(response, what) {
   check(!cookies.includes('code-server-session'), `${what}: no code-server session cookie: ${cookies}`);
 }
 
-async function main() {
-  await withBrowser({ executablePath, timeout: STEP_TIMEOUT }, async (context) => {
-    context.on('console', (m) => console_.push(`console.${m.type()}: ${m.text()}`));
-    page = context.pages()[0] ?? (await context.newPage());
-    try {
-      await steps(context);
-    } catch (e) {
-      await failureArtifacts(page, artifacts);
-      throw e;
-    }
-  });
-}
+const main = () => driveBrowser(
+  { executablePath, timeout: STEP_TIMEOUT, artifacts, consoleLines: console_ },
+  async (first, context) => { page = first; await steps(context); },
+);
 
 async function steps(context) {
-  await run('bob logs in to the proxy', async () => {
-    await page.goto(`${base}/login`);
-    await page.fill('#token', token);
-    await Promise.all([page.waitForURL((u) => u.pathname === '/'), page.click('#login-submit')]);
-  });
+  await run('bob logs in to the proxy', () => proxyLogin(page, base, token));
 
   await run(`bob opening alice's ${wsPath} gets the proxy's 403`, async () => {
     const response = await page.goto(`${base}${wsPath}`);

@@ -15,8 +15,8 @@
 // /usr/bin/chromium) must exist.
 
 import {
-  Steps, artifactsDir, check, chromiumPath, env, failureArtifacts, log, poll, proxyConsoleErrors, runAll,
-  withBrowser, workspaceOf,
+  Steps, artifactsDir, check, chromiumPath, driveBrowser, env, log, poll, proxyConsoleErrors, proxyLogin, runAll,
+  workspaceOf,
 } from './harness.mjs';
 
 const STEP_TIMEOUT = 120_000; // a kernel starting on a busy 2-core machine
@@ -41,26 +41,13 @@ async function lastOutput() {
   return (await page.locator('.jp-Notebook .jp-OutputArea-output').last().innerText().catch(() => '')).trim();
 }
 
-async function main() {
-  await withBrowser({ executablePath, timeout: STEP_TIMEOUT }, async (context) => {
-    context.on('console', (m) => console_.push(`console.${m.type()}: ${m.text()}`));
-    context.on('weberror', (e) => console_.push(`page error: ${e.error().message}`));
-    page = context.pages()[0] ?? (await context.newPage());
-    try {
-      await steps();
-    } catch (e) {
-      await failureArtifacts(page, artifacts);
-      throw e;
-    }
-  });
-}
+const main = () => driveBrowser(
+  { executablePath, timeout: STEP_TIMEOUT, artifacts, consoleLines: console_ },
+  async (first) => { page = first; await steps(); },
+);
 
 async function steps() {
-  await run('alice logs in to the proxy', async () => {
-    await page.goto(`${base}/login`);
-    await page.fill('#token', token);
-    await Promise.all([page.waitForURL((u) => u.pathname === '/'), page.click('#login-submit')]);
-  });
+  await run('alice logs in to the proxy', () => proxyLogin(page, base, token));
 
   await run(`${wsPath}lab shows JupyterLab's own login, under the prefix`, async () => {
     await page.goto(`${base}${wsPath}lab`);

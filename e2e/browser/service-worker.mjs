@@ -21,7 +21,7 @@
 // /usr/bin/chromium) must exist.
 
 import {
-  Steps, artifactsDir, check, chromiumPath, env, failureArtifacts, log, runAll, withBrowser, workspaceOf,
+  Steps, artifactsDir, check, chromiumPath, driveBrowser, env, log, runAll, workspaceOf,
 } from './harness.mjs';
 
 const STEP_TIMEOUT = 30_000; // one step: a page loading, a worker activating
@@ -74,17 +74,10 @@ async function main() {
   // The app's own origin (a pod IP over plain HTTP) may use service workers for the control
   // step; the proxy's, on 127.0.0.1, is a secure context anyway.
   const extraArgs = [`--unsafely-treat-insecure-origin-as-secure=${upstream}`];
-  await withBrowser({ executablePath, timeout: STEP_TIMEOUT, extraArgs }, async (context) => {
-    context.on('console', (m) => console_.push(`console.${m.type()}: ${m.text()}`));
-    context.on('weberror', (e) => console_.push(`page error: ${e.error().message}`));
-    page = context.pages()[0] ?? (await context.newPage());
-    try {
-      await steps();
-    } catch (e) {
-      await failureArtifacts(page, artifacts);
-      throw e;
-    }
-  });
+  await driveBrowser(
+    { executablePath, timeout: STEP_TIMEOUT, extraArgs, artifacts, consoleLines: console_ },
+    async (first) => { page = first; await steps(); },
+  );
 }
 
 async function steps() {

@@ -79,11 +79,16 @@ async fn routed(proxy: &str, path: &str) {
     .await;
 }
 
-async fn delete(api: &Api<Workspace>, name: &str) {
+/// Stops the IDE, deletes its workspace, and prints the IDE's output (shown when the test
+/// fails).
+async fn finish(ide: Ide, api: &Api<Workspace>, name: &str) {
+    let (kind, log) = (ide.kind(), ide.log());
+    drop(ide);
     api.delete(name, &DeleteParams::default())
         .await
         .expect("delete the workspace");
     wait_gone(api, name).await;
+    println!("--- {kind:?}'s log\n{log}");
 }
 
 #[tokio::test]
@@ -144,12 +149,7 @@ async fn code_server_runs_through_the_proxy_for_its_owner_only() {
         ],
     )
     .await;
-    let log = ide.log();
-    drop(ide);
-    delete(&api, &name).await;
-    if !log.is_empty() {
-        println!("--- code-server's log\n{log}");
-    }
+    finish(ide, &api, &name).await;
     owner.assert_passed();
     other.assert_passed();
 }
@@ -193,12 +193,7 @@ async fn jupyterlab_runs_a_kernel_through_the_proxy_under_its_prefix() {
     .await;
     let saved = ide.folder().join("guildnet-check.ipynb");
     let notebook = std::fs::read_to_string(&saved).unwrap_or_default();
-    let log = ide.log();
-    drop(ide);
-    delete(&api, &name).await;
-    if !log.is_empty() {
-        println!("--- JupyterLab's log\n{log}");
-    }
+    finish(ide, &api, &name).await;
     run.assert_passed();
     assert!(
         notebook.contains("1+1"),

@@ -19,6 +19,8 @@ use kube::runtime::reflector::store::Writer;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use std::fmt::Debug;
 use std::pin::pin;
 use std::sync::Arc;
 use tokio::sync::{Notify, broadcast, watch};
@@ -61,9 +63,10 @@ pub struct Caches {
 }
 
 impl Caches {
-    /// Starts the watches; they run as long as the process. Workspaces and their pods are
-    /// cached in full (the reconcile and the metrics read them); Deployments and Services only
-    /// as metadata, since they matter only as triggers of their owner and to the sweeper.
+    /// Starts the watches; they run as long as the process. Workspaces are cached in full
+    /// (the reconcile and the metrics read them); Pods and Deployments as views of what is
+    /// read; Services, NetworkPolicies and Ingresses only as metadata (metadata-only watches),
+    /// since they matter only as triggers of their owner and to the sweeper.
     pub fn start(client: &Client) -> Self {
         let managed = watcher::Config::default().labels(&format!("{}=true", labels::MANAGED));
         let all = watcher::Config::default;
@@ -97,36 +100,10 @@ impl Caches {
             owners,
             same_deployment,
         );
-        let services = watch.start(
-            "services",
-            watcher(
-                Api::<PartialObjectMeta<Service>>::all(client.clone()),
-                managed.clone(),
-            ),
-            drop_managed_fields,
-            owners,
-            same_metadata_only,
-        );
-        let network_policies = watch.start(
-            "networkpolicies",
-            watcher(
-                Api::<PartialObjectMeta<NetworkPolicy>>::all(client.clone()),
-                managed.clone(),
-            ),
-            drop_managed_fields,
-            owners,
-            same_metadata_only,
-        );
-        let ingresses = watch.start(
-            "ingresses",
-            watcher(
-                Api::<PartialObjectMeta<Ingress>>::all(client.clone()),
-                managed.clone(),
-            ),
-            drop_managed_fields,
-            owners,
-            same_metadata_only,
-        );
+        let services = watch.start_metadata::<Service>("services", client, managed.clone());
+        let network_policies =
+            watch.start_metadata::<NetworkPolicy>("networkpolicies", client, managed.clone());
+        let ingresses = watch.start_metadata::<Ingress>("ingresses", client, managed.clone());
         // A claim's change concerns its workspace, and the Quota statuses counting it.
         let claims = watch.start(
             "persistentvolumeclaims",
@@ -435,6 +412,29 @@ impl Watch {
         };
         tokio::spawn(feed.run(what, events.default_backoff().modify(keep), writer));
         store
+    }
+}
+
+impl Watch {
+    /// Caches the metadata of GuildNet's `K` children (`Api<PartialObjectMeta<K>>` watches
+    /// metadata only: the API server sends neither spec nor status), triggering their
+    /// owners when it changes.
+    fn start_metadata<K>(
+        &self,
+        what: &'static str,
+        client: &Client,
+        config: watcher::Config,
+    ) -> Store<PartialObjectMeta<K>>
+    where
+        K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    {
+        self.start(
+            what,
+            watcher(Api::<PartialObjectMeta<K>>::all(client.clone()), config),
+            drop_managed_fields,
+            owners,
+            same_metadata_only,
+        )
     }
 }
 

@@ -9,7 +9,7 @@ use anyhow::Context;
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use http_body_util::BodyExt;
-use hyper::header::HOST;
+use hyper::header::{AUTHORIZATION, HOST};
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -20,7 +20,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::handshake::client::Response as HandshakeResponse;
 
-use crate::eventually;
+use crate::{User, eventually, token};
 
 /// How long one request or WebSocket round trip may take.
 const TIMEOUT: Duration = Duration::from_secs(30);
@@ -37,6 +37,26 @@ pub fn bind_shared(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener>
     socket.bind(&addr.into())?;
     socket.listen(1024)?;
     tokio::net::TcpListener::from_std(socket.into())
+}
+
+/// The stack's proxy, from `GUILDNET_PROXY_URL` (`http://ip:port`, which with-stack.sh
+/// exports).
+pub fn proxy_addr() -> SocketAddr {
+    std::env::var("GUILDNET_PROXY_URL")
+        .expect("GUILDNET_PROXY_URL is not set: run with scripts/e2e.sh, which starts the proxy")
+        .trim_start_matches("http://")
+        .parse()
+        .expect("GUILDNET_PROXY_URL is http://ip:port")
+}
+
+/// `user`'s GET of `path` through the stack's proxy, their token as a bearer.
+pub async fn get_as(user: User, path: &str) -> anyhow::Result<Response<Bytes>> {
+    let proxy = proxy_addr();
+    let request = Request::get(path)
+        .header(HOST, proxy.to_string())
+        .header(AUTHORIZATION, format!("Bearer {}", token(user)))
+        .body(String::new())?;
+    send(proxy, request).await
 }
 
 /// The port the test upstream answers on at every pod IP.

@@ -9,13 +9,12 @@
 //! `scripts/e2e-ides.sh` (part of `make e2e`) runs them so. Needs root (`ip netns`), `node`,
 //! `/usr/bin/chromium` and `e2e/browser/node_modules` (`scripts/install-deps.sh`).
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use guildnet_api::workspace::{Workspace, WorkspacePhase};
 use guildnet_e2e::browser;
 use guildnet_e2e::ides::{Ide, Kind, fresh_home};
-use guildnet_e2e::upstream::send;
+use guildnet_e2e::upstream::get_as;
 use guildnet_e2e::workspaces::{manifest, wait_for, wait_gone};
 use guildnet_e2e::{User, client, eventually, token, unique_name};
 use hyper::StatusCode;
@@ -57,22 +56,12 @@ async fn workspace_with_ide(
 
 /// Waits until the proxy routes `path` of the workspace to its IDE for alice (its
 /// EndpointSlice reached the proxy's cache).
-async fn routed(proxy: &str, path: &str) {
-    let proxy: SocketAddr = proxy
-        .trim_start_matches("http://")
-        .parse()
-        .expect("GUILDNET_PROXY_URL is http://ip:port");
-    let alice = token(User::Alice);
+async fn routed(path: &str) {
     eventually(
         &format!("the proxy to route {path}"),
         Duration::from_secs(60),
         || async {
-            let request = hyper::Request::get(path)
-                .header(hyper::header::HOST, proxy.to_string())
-                .header(hyper::header::AUTHORIZATION, format!("Bearer {alice}"))
-                .body(String::new())
-                .ok()?;
-            let response = send(proxy, request).await.ok()?;
+            let response = get_as(User::Alice, path).await.ok()?;
             (response.status() == StatusCode::OK).then_some(())
         },
     )
@@ -125,7 +114,7 @@ async fn code_server_runs_through_the_proxy_for_its_owner_only() {
     )
     .expect("write a file into the workspace's folder");
     let ws_path = format!("/w/{NAMESPACE}/{name}/");
-    routed(&proxy, &format!("{ws_path}healthz")).await;
+    routed(&format!("{ws_path}healthz")).await;
 
     let owner = browser::run(
         "code-server",
@@ -178,7 +167,7 @@ async fn jupyterlab_runs_a_kernel_through_the_proxy_under_its_prefix() {
     .await;
     assert_eq!(ide.kind(), Kind::JupyterLab);
     assert_eq!(ide.env("JUPYTER_TOKEN"), Some(lab_token.as_str()));
-    routed(&proxy, &format!("{ws_path}api")).await;
+    routed(&format!("{ws_path}api")).await;
 
     let run = browser::run(
         "jupyterlab",

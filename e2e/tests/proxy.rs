@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use guildnet_api::workspace::{Workspace, WorkspacePhase};
-use guildnet_e2e::upstream::{pod_ip_of_workspace, send, upstream_port, ws_echo};
+use guildnet_e2e::upstream::{pod_ip_of_workspace, proxy_addr, send, upstream_port, ws_echo};
 use guildnet_e2e::workspaces::{create, manifest, set_suspended, wait_for, wait_gone};
 use guildnet_e2e::{User, client, eventually, token, unique_name};
 use hyper::header::{ACCEPT, AUTHORIZATION, HOST, LOCATION, RETRY_AFTER, SET_COOKIE};
@@ -25,17 +25,9 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 const TIMEOUT: Duration = Duration::from_secs(60);
 const NAMESPACE: &str = "default";
 
-fn proxy() -> SocketAddr {
-    let url = std::env::var("GUILDNET_PROXY_URL")
-        .expect("GUILDNET_PROXY_URL is not set: run with scripts/e2e.sh, which starts the proxy");
-    url.trim_start_matches("http://")
-        .parse()
-        .expect("GUILDNET_PROXY_URL is http://ip:port")
-}
-
 /// The proxy's origin as a browser names it in `Origin`.
 fn proxy_origin() -> String {
-    format!("http://{}", proxy())
+    format!("http://{}", proxy_addr())
 }
 
 /// Sends a request to the proxy with `headers`, reading the whole response.
@@ -43,11 +35,11 @@ async fn call(method: &str, path: &str, headers: &[(&str, String)], body: &str) 
     let mut request = Request::builder()
         .method(method)
         .uri(path)
-        .header(HOST, proxy().to_string());
+        .header(HOST, proxy_addr().to_string());
     for (name, value) in headers {
         request = request.header(*name, value);
     }
-    send(proxy(), request.body(body.to_owned()).unwrap())
+    send(proxy_addr(), request.body(body.to_owned()).unwrap())
         .await
         .unwrap()
 }
@@ -143,10 +135,10 @@ async fn alice_reaches_her_workspace_over_http_and_websocket_and_others_are_refu
     assert_eq!(headers["x-forwarded-prefix"], prefix.as_str());
     assert_eq!(headers["x-forwarded-for"], "127.0.0.1");
     assert_eq!(headers["x-forwarded-proto"], "http");
-    assert_eq!(headers["x-forwarded-host"], proxy().to_string());
+    assert_eq!(headers["x-forwarded-host"], proxy_addr().to_string());
     assert_eq!(
         headers["host"],
-        proxy().to_string(),
+        proxy_addr().to_string(),
         "the Host the browser used is kept"
     );
     assert!(
@@ -165,7 +157,7 @@ async fn alice_reaches_her_workspace_over_http_and_websocket_and_others_are_refu
     assert_eq!(json_of(&posted)["bodyBytes"], 1 << 20);
 
     // WebSocket: echo of text, binary and ping through the proxy.
-    let mut ws_request = format!("ws://{}{prefix}/ws", proxy())
+    let mut ws_request = format!("ws://{}{prefix}/ws", proxy_addr())
         .into_client_request()
         .unwrap();
     ws_request.headers_mut().insert(
@@ -331,7 +323,7 @@ async fn redirects_and_cookies_are_rewritten_under_the_prefix() {
         ),
         (
             format!("http://{pod}:{}/tree", upstream_port()),
-            format!("http://{}{prefix}/tree", proxy()),
+            format!("http://{}{prefix}/tree", proxy_addr()),
         ),
         ("relative/page".to_owned(), "relative/page".to_owned()),
         (
@@ -397,7 +389,7 @@ async fn subdomain_mode_serves_a_workspace_at_the_root_of_its_own_host() {
         .header(AUTHORIZATION, format!("Bearer {}", token(User::Alice)))
         .body(String::new())
         .unwrap();
-    let response = send(proxy(), request).await.unwrap();
+    let response = send(proxy_addr(), request).await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     let echo = json_of(&response);
     assert_eq!(echo["path"], "/some/page");
@@ -408,7 +400,7 @@ async fn subdomain_mode_serves_a_workspace_at_the_root_of_its_own_host() {
         .body(String::new())
         .unwrap();
     assert_eq!(
-        send(proxy(), bob).await.unwrap().status(),
+        send(proxy_addr(), bob).await.unwrap().status(),
         StatusCode::FORBIDDEN
     );
 }
@@ -430,7 +422,7 @@ async fn traffic_advances_last_access_time_over_http_and_websocket_frames() {
 
     // Only WebSocket frames from here on: one connection, messages until the status shows
     // a use later than the connection's opening.
-    let mut ws_request = format!("ws://{}{prefix}/ws", proxy())
+    let mut ws_request = format!("ws://{}{prefix}/ws", proxy_addr())
         .into_client_request()
         .unwrap();
     ws_request.headers_mut().insert(
@@ -540,14 +532,14 @@ async fn read_sse(
 }
 
 async fn open_sse(user: User, last_event_id: Option<u64>) -> hyper::body::Incoming {
-    let stream = TcpStream::connect(proxy()).await.unwrap();
+    let stream = TcpStream::connect(proxy_addr()).await.unwrap();
     let (mut sender, connection) =
         hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
             .await
             .unwrap();
     tokio::spawn(connection);
     let mut request = Request::get("/sse/events")
-        .header(HOST, proxy().to_string())
+        .header(HOST, proxy_addr().to_string())
         .header(AUTHORIZATION, format!("Bearer {}", token(user)))
         .header(ACCEPT, "text/event-stream");
     if let Some(id) = last_event_id {
@@ -1063,7 +1055,7 @@ fn proxy_peak_memory() -> usize {
 
 /// Writes `raw` to a new connection and reads until the proxy answers or closes.
 async fn raw_exchange(raw: &[u8]) -> String {
-    let mut stream = TcpStream::connect(proxy()).await.unwrap();
+    let mut stream = TcpStream::connect(proxy_addr()).await.unwrap();
     stream.write_all(raw).await.unwrap();
     let mut answer = Vec::new();
     tokio::time::timeout(TIMEOUT, stream.read_to_end(&mut answer))

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use guildnet_api::workspace::{Workspace, WorkspacePhase};
 use guildnet_e2e::browser;
-use guildnet_e2e::upstream::{get, pod_ip_of_workspace, upstream_port};
+use guildnet_e2e::upstream::{get, get_as, pod_ip_of_workspace, upstream_port};
 use guildnet_e2e::workspaces::{create, wait_for, wait_gone};
 use guildnet_e2e::{User, client, eventually, token, unique_name};
 use hyper::StatusCode;
@@ -48,24 +48,12 @@ async fn a_workspace_cannot_register_a_service_worker_outside_its_prefix() {
     // The app answers at the pod IP, and the proxy routes to it (its EndpointSlice reached
     // the proxy's cache), before the browser starts.
     let ws_path = format!("/w/{NAMESPACE}/{name}/");
-    let proxy_addr: SocketAddr = proxy
-        .trim_start_matches("http://")
-        .parse()
-        .expect("GUILDNET_PROXY_URL is http://ip:port");
-    let alice = token(User::Alice);
     eventually(
         &format!("the proxy to route {ws_path} and the app's sw.js to answer"),
         Duration::from_secs(60),
         || async {
             let direct = get(pod, "/deep/sw.js").await.ok()?;
-            let request = hyper::Request::get(format!("{ws_path}sw.js"))
-                .header(hyper::header::HOST, proxy_addr.to_string())
-                .header(hyper::header::AUTHORIZATION, format!("Bearer {alice}"))
-                .body(String::new())
-                .ok()?;
-            let proxied = guildnet_e2e::upstream::send(proxy_addr, request)
-                .await
-                .ok()?;
+            let proxied = get_as(User::Alice, &format!("{ws_path}sw.js")).await.ok()?;
             (direct.status() == StatusCode::OK && proxied.status() == StatusCode::OK).then_some(())
         },
     )
@@ -75,7 +63,7 @@ async fn a_workspace_cannot_register_a_service_worker_outside_its_prefix() {
         "service-worker",
         vec![
             ("GUILDNET_PROXY_URL", proxy),
-            ("GUILDNET_ALICE_TOKEN", alice),
+            ("GUILDNET_ALICE_TOKEN", token(User::Alice)),
             ("GUILDNET_WORKSPACE_PATH", ws_path),
             ("GUILDNET_UPSTREAM_URL", format!("http://{pod}/")),
         ],

@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use guildnet_api::policy::owner_id;
 use guildnet_api::workspace::WorkspacePhase;
 use guildnet_api::{Capabilities, Quota, Workspace};
+use guildnet_e2e::upstream::get_as;
 use guildnet_e2e::workspaces::manifest;
 use guildnet_e2e::{User, client, eventually, kubeconfig_path, unique_name};
 use k8s_openapi::api::admissionregistration::v1::{
@@ -682,31 +683,14 @@ async fn namespace_deletion_and_garbage_collection_are_never_blocked() {
 
 // ---- owners assigned by GitOps -------------------------------------------------------------
 
-/// `user`'s GET of `path` through the proxy.
-async fn through_proxy(user: User, path: &str) -> hyper::Response<bytes::Bytes> {
-    let url = std::env::var("GUILDNET_PROXY_URL")
-        .expect("GUILDNET_PROXY_URL (scripts/with-stack.sh exports it)");
-    let proxy: SocketAddr = url.trim_start_matches("http://").parse().unwrap();
-    let request = hyper::Request::builder()
-        .uri(path)
-        .header(hyper::header::HOST, proxy.to_string())
-        .header(
-            hyper::header::AUTHORIZATION,
-            format!("Bearer {}", guildnet_e2e::token(user)),
-        )
-        .body(String::new())
-        .unwrap();
-    guildnet_e2e::upstream::send(proxy, request).await.unwrap()
-}
-
 /// The status of `user`'s GET of `path` through the proxy.
 async fn proxy_status(user: User, path: &str) -> hyper::StatusCode {
-    through_proxy(user, path).await.status()
+    get_as(user, path).await.unwrap().status()
 }
 
 /// The workspaces `user`'s dashboard lists (those they may open), as `namespace/name`.
 async fn dashboard_workspaces(user: User) -> Vec<String> {
-    let response = through_proxy(user, "/api/workspaces").await;
+    let response = get_as(user, "/api/workspaces").await.unwrap();
     let listed: Value = serde_json::from_slice(response.body()).unwrap();
     listed["items"]
         .as_array()

@@ -20,6 +20,7 @@
 //! Every metric is registered once, in [`Metrics::new`]; a unit test checks the encoded
 //! names.
 
+use crate::reconcile::slots::Lane;
 use guildnet_api::Workspace;
 use guildnet_api::workspace::WorkspacePhase;
 use kube::runtime::reflector::Store;
@@ -44,6 +45,12 @@ struct ReasonLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ControllerLabels {
     controller: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LaneLabels {
+    controller: &'static str,
+    lane: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -78,6 +85,7 @@ pub struct Metrics {
     failures: Family<ReasonLabels, Counter>,
     ready: Histogram,
     reconcile_duration: HistogramFamily<ControllerLabels>,
+    reconcile_wait: HistogramFamily<LaneLabels>,
     reconcile_errors: Family<ErrorLabels, Counter>,
     child_applies: Family<ApplyLabels, Counter>,
     leader: Gauge,
@@ -118,6 +126,15 @@ impl Metrics {
             Unit::Seconds,
             reconcile_duration.clone(),
         );
+        // 1 ms to about 33 s: under a burst a reconcile queues behind many others.
+        let reconcile_wait: HistogramFamily<LaneLabels> =
+            Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.001, 2.0, 16)));
+        registry.register_with_unit(
+            "guildnet_reconcile_wait",
+            "Time a reconcile waited for a slot, per controller and lane (unobserved: a new or edited object; follow_up: the rest)",
+            Unit::Seconds,
+            reconcile_wait.clone(),
+        );
         let reconcile_errors = Family::<ErrorLabels, Counter>::default();
         registry.register(
             "guildnet_reconcile_errors",
@@ -149,6 +166,7 @@ impl Metrics {
             failures,
             ready,
             reconcile_duration,
+            reconcile_wait,
             reconcile_errors,
             child_applies,
             leader,
@@ -188,6 +206,16 @@ impl Metrics {
         self.reconcile_duration
             .get_or_create(&ControllerLabels { controller })
             .observe(took.as_secs_f64());
+    }
+
+    /// One reconcile of `controller` in `lane` waited `waited` for its slot.
+    pub fn reconcile_waited(&self, controller: &'static str, lane: Lane, waited: Duration) {
+        self.reconcile_wait
+            .get_or_create(&LaneLabels {
+                controller,
+                lane: lane.label(),
+            })
+            .observe(waited.as_secs_f64());
     }
 
     /// One reconcile of `controller` failed with a kind of `error`.

@@ -55,6 +55,16 @@ impl Workspace {
         self.status.as_ref().is_some_and(WorkspaceStatus::is_ready)
     }
 
+    /// Whether its spec has a change no status has observed yet: it is new, or was edited
+    /// since the operator last wrote its status (`status.observedGeneration`).
+    pub fn has_unobserved_spec(&self) -> bool {
+        let observed = self.status.as_ref().and_then(|s| s.observed_generation);
+        match (observed, self.metadata.generation) {
+            (Some(observed), Some(generation)) => observed < generation,
+            (observed, _) => observed.is_none(),
+        }
+    }
+
     /// `true` when the `guildnet.io/proxy-keep-prefix` annotation asks the proxy to forward
     /// the whole path, for apps serving under their base path themselves.
     pub fn keeps_proxy_prefix(&self) -> bool {
@@ -379,5 +389,21 @@ mod tests {
         };
         assert_eq!(service_port_name(&port(Some("http"))), "http");
         assert_eq!(service_port_name(&port(None)), "port-8080");
+    }
+
+    #[test]
+    fn a_new_or_edited_spec_is_unobserved_until_the_status_names_its_generation() {
+        let mut ws = workspace();
+        ws.metadata.generation = Some(1);
+        assert!(ws.has_unobserved_spec(), "new: no status yet");
+        ws.status = Some(WorkspaceStatus::default());
+        assert!(
+            ws.has_unobserved_spec(),
+            "a status without observedGeneration"
+        );
+        ws.status.as_mut().unwrap().observed_generation = Some(1);
+        assert!(!ws.has_unobserved_spec(), "reconciled");
+        ws.metadata.generation = Some(2);
+        assert!(ws.has_unobserved_spec(), "edited since");
     }
 }

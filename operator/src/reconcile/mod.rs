@@ -8,6 +8,7 @@
 //! - [`events`]: Events published once per change, logged in the reconcile's span.
 //! - [`backoff`]: capped exponential retry delays per object.
 //! - [`lead`]: running a controller while this replica leads, and stopping it in time.
+//! - [`slots`]: how many reconciles run at once, and which waiting one starts next.
 //! - [`throttle`]: the first change of an object at once, bursts after it coalesced.
 
 pub mod apply;
@@ -15,6 +16,7 @@ pub mod backoff;
 pub mod conditions;
 pub mod events;
 pub mod lead;
+pub mod slots;
 pub mod throttle;
 
 /// The field manager of everything the operator writes, and the controller name of its

@@ -15,7 +15,7 @@ use guildnet_api::{Quota, Workspace};
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Service};
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use kube::api::PartialObjectMeta;
-use kube::runtime::reflector::Store;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, ResourceExt};
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -125,6 +125,14 @@ impl Context {
             claims: &claims,
         };
         quota::check(ws, &counted, &quotas, &self.settings.system_namespace)
+    }
+
+    /// The latest cached version of a workspace; `None` once it is gone.
+    pub(super) fn cached_workspace(
+        &self,
+        workspace: &ObjectRef<Workspace>,
+    ) -> Option<Arc<Workspace>> {
+        self.workspaces.get(workspace)
     }
 
     /// The workspace's pods, from the watch cache.

@@ -18,6 +18,7 @@ use crate::metrics::WORKSPACE_CONTROLLER;
 use crate::quota::StatusWriter;
 use crate::reconcile::apply::{self as child, NameConflict};
 use crate::reconcile::lead::{self, Term};
+use crate::reconcile::slots::{Lane, Slots};
 use crate::reconcile::throttle::leading_edge;
 use guildnet_api::Workspace;
 use guildnet_api::workspace::facts::Reason;
@@ -109,12 +110,15 @@ pub async fn lead(
     // A new workspace is reconciled at once; edits that follow within the debounce window
     // are coalesced (kube-runtime's own debounce would hold the first one too).
     let triggers = leading_edge(caches.subscribe(), ctx.settings.debounce);
-    // Bounded: each reconcile in flight holds its requests and answers, so a burst of
-    // thousands of new workspaces would otherwise hold them all at once.
-    let config = controller::Config::default().concurrency(ctx.settings.concurrency);
+    // Bounded by the slots, not by the controller: each reconcile in flight holds its
+    // requests and answers, and the controller would start the ones it holds back in hash
+    // order (see `Slots`).
+    let slots = Slots::new(ctx.settings.concurrency.into());
+    let config = controller::Config::default().concurrency(0);
     let controller = Controller::for_stream(futures::stream::pending(), caches.workspaces())
         .with_config(config)
         .reconcile_on(triggers);
+    let reconcile = move |ws, ctx| reconcile(ws, ctx, slots.clone());
     let reaper = reap_loop::run(caches.workspaces(), ctx.clone());
     let quota_statuses = StatusWriter {
         client: ctx.client.clone(),
@@ -135,9 +139,26 @@ pub async fn lead(
     lead::run(controller, reconcile, error_policy, ctx, background, term).await;
 }
 
-/// One reconcile in a span naming the workspace and a reconcile id, so every log line it
-/// writes can be found by either; timed and counted.
-async fn reconcile(ws: Arc<Workspace>, ctx: Arc<Context>) -> Result<Action, Error> {
+/// One reconcile, once it has a slot, in a span naming the workspace and a reconcile id,
+/// so every log line it writes can be found by either; timed and counted.
+async fn reconcile(
+    ws: Arc<Workspace>,
+    ctx: Arc<Context>,
+    slots: Arc<Slots>,
+) -> Result<Action, Error> {
+    let lane = if ws.has_unobserved_spec() {
+        Lane::Unobserved
+    } else {
+        Lane::FollowUp
+    };
+    let queued = Instant::now();
+    let _slot = slots.acquire(lane).await;
+    ctx.metrics
+        .reconcile_waited(WORKSPACE_CONTROLLER, lane, queued.elapsed());
+    // The cache may have moved on while this reconcile waited.
+    let Some(ws) = ctx.cached_workspace(&ObjectRef::from_obj(&*ws)) else {
+        return Ok(Action::await_change());
+    };
     let span = info_span!(
         "reconcile",
         namespace = ws.namespace().unwrap_or_default(),

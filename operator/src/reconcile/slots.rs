@@ -115,7 +115,8 @@ impl Slots {
     }
 
     /// How many reconciles wait, per lane (unobserved, follow-ups).
-    pub fn waiting(&self) -> (usize, usize) {
+    #[cfg(test)]
+    fn waiting(&self) -> (usize, usize) {
         let state = self.state.lock().unwrap();
         (state.unobserved.len(), state.follow_ups.len())
     }

@@ -612,6 +612,19 @@ async fn main() {
         reconciles("count") / OBJECTS as f64,
         reconciles("sum") * 1000.0 / reconciles("count").max(1.0)
     );
+    let waited = |lane: &str, series: &str| {
+        let sample = format!(
+            "guildnet_reconcile_wait_seconds_{series}{{controller=\"workspace\",lane=\"{lane}\"}}"
+        );
+        after[leader].value(&sample) - before[leader].value(&sample)
+    };
+    let mean_wait =
+        |lane: &str| Duration::from_secs_f64(waited(lane, "sum") / waited(lane, "count").max(1.0));
+    println!(
+        "| leader's mean wait for a reconcile slot (`--concurrency`): new or edited Workspaces / follow-ups | {} ms / {} ms |",
+        format_args!("{:.1}", mean_wait("unobserved").as_secs_f64() * 1000.0),
+        format_args!("{:.1}", mean_wait("follow_up").as_secs_f64() * 1000.0)
+    );
     let (write_time, apf_wait) = server_before.means_until(&server_after);
     println!(
         "| API server's mean time per operator write (after any APF wait); mean wait in APF's `workload-high` queues | {} ms; {} ms |",

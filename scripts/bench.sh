@@ -32,6 +32,9 @@ cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')
   cargo build -q --release -p guildnet-operator
   GUILDNET_TARGET=$PWD/target/release GUILDNET_BIN=$PWD/.guildnet/bin \
     cargo bench -q -p guildnet-e2e --bench load
+  echo "## Registered clusters"
+  echo
+  cargo bench -q -p guildnet-api --bench placement
   echo "## Operator runtime"
   echo
   cargo bench -q -p guildnet-operator --bench metrics_scrape

@@ -1,5 +1,8 @@
 //! ClusterRegistration: another cluster workspaces can be placed on.
 
+pub mod facts;
+pub mod placement;
+
 use crate::common::Condition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::{CustomResource, KubeSchema};

@@ -1,0 +1,181 @@
+//! What every component asks of a ClusterRegistration — where its kubeconfig is, which
+//! namespace workspaces go to there, whether new workspaces may be placed on it — and the
+//! condition types and reasons its status carries.
+
+use super::{ClusterRegistration, ClusterRegistrationStatus};
+use crate::common::find_true_condition;
+use crate::workspace::facts::spelled;
+
+/// The Secret key read when `spec.kubeconfigSecretRef.key` is not set.
+pub const DEFAULT_KUBECONFIG_KEY: &str = "kubeconfig";
+
+/// The namespace workspaces are created in on a registered cluster when `spec.namespace`
+/// is not set.
+pub const DEFAULT_REMOTE_NAMESPACE: &str = "guildnet-workspaces";
+
+impl ClusterRegistration {
+    /// The key of the kubeconfig in its Secret.
+    pub fn kubeconfig_key(&self) -> &str {
+        self.spec
+            .kubeconfig_secret_ref
+            .key
+            .as_deref()
+            .unwrap_or(DEFAULT_KUBECONFIG_KEY)
+    }
+
+    /// The namespace in the registered cluster that placed workspaces' children go to.
+    pub fn remote_namespace(&self) -> &str {
+        self.spec
+            .namespace
+            .as_deref()
+            .unwrap_or(DEFAULT_REMOTE_NAMESPACE)
+    }
+
+    /// Whether an admin stopped new placements on it (`spec.cordoned`).
+    pub fn is_cordoned(&self) -> bool {
+        self.spec.cordoned == Some(true)
+    }
+
+    /// Whether it is being deleted.
+    pub fn is_deleting(&self) -> bool {
+        self.metadata.deletion_timestamp.is_some()
+    }
+
+    /// Whether its status says the cluster answers (condition `Reachable` is `True`).
+    pub fn is_reachable(&self) -> bool {
+        self.status
+            .as_ref()
+            .is_some_and(ClusterRegistrationStatus::is_reachable)
+    }
+
+    /// Whether new workspaces may be placed on it now: reachable, not cordoned, not being
+    /// deleted.
+    pub fn accepts_workspaces(&self) -> bool {
+        self.is_reachable() && !self.is_cordoned() && !self.is_deleting()
+    }
+}
+
+impl ClusterRegistrationStatus {
+    /// Whether condition `Reachable` is `True`.
+    pub fn is_reachable(&self) -> bool {
+        find_true_condition(&self.conditions, ConditionType::Reachable).is_some()
+    }
+}
+
+spelled! {
+    /// The condition types of a ClusterRegistration's status.
+    ConditionType {
+        /// The cluster's API server answers its readiness probe.
+        Reachable,
+        /// Workspaces can be placed on it: reachable, the kubeconfig usable, the namespace
+        /// there and the permissions GuildNet needs in it.
+        Ready,
+    }
+}
+
+spelled! {
+    /// The reasons of a ClusterRegistration's conditions and Events. Docs, dashboards and
+    /// alerts key on them: never rename one.
+    Reason {
+        // Reachable
+        /// The API server answered `/readyz`.
+        ProbeSucceeded,
+        /// The API server did not answer, or not in time, for long enough to count.
+        ProbeFailed,
+        /// Not probed yet.
+        Probing,
+        // Ready
+        /// Everything needed to place workspaces is in place.
+        ClusterReady,
+        /// The kubeconfig Secret or its key does not exist.
+        SecretNotFound,
+        /// The kubeconfig cannot be read, or would use what is outside the Secret.
+        KubeconfigInvalid,
+        /// The cluster refused the kubeconfig's credentials.
+        Unauthorized,
+        /// `spec.namespace` does not exist in the cluster.
+        NamespaceNotFound,
+        /// The credentials may not manage workspaces' children in `spec.namespace`.
+        InsufficientPermissions,
+        /// The cluster does not answer (see condition Reachable).
+        Unreachable,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::{ClusterRegistrationSpec, KubeconfigSecretRef};
+    use crate::common::Condition;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    /// Alerts, dashboards and `kubectl wait` commands name these: a rename is a breaking
+    /// API change, so these lists may only grow.
+    #[test]
+    fn condition_types_and_reasons_are_never_renamed() {
+        let types: Vec<&str> = ConditionType::ALL.iter().map(|t| t.as_str()).collect();
+        assert_eq!(types, ["Reachable", "Ready"]);
+        let reasons: Vec<&str> = Reason::ALL.iter().map(|r| r.as_str()).collect();
+        assert_eq!(
+            reasons,
+            [
+                "ProbeSucceeded",
+                "ProbeFailed",
+                "Probing",
+                "ClusterReady",
+                "SecretNotFound",
+                "KubeconfigInvalid",
+                "Unauthorized",
+                "NamespaceNotFound",
+                "InsufficientPermissions",
+                "Unreachable",
+            ]
+        );
+    }
+
+    fn registration(reachable: &str) -> ClusterRegistration {
+        let mut cluster = ClusterRegistration::new(
+            "edge",
+            ClusterRegistrationSpec {
+                kubeconfig_secret_ref: KubeconfigSecretRef {
+                    namespace: "guildnet-system".into(),
+                    name: "edge-kubeconfig".into(),
+                    key: None,
+                },
+                ..Default::default()
+            },
+        );
+        cluster.status = Some(ClusterRegistrationStatus {
+            conditions: vec![Condition {
+                type_: "Reachable".into(),
+                status: reachable.into(),
+                reason: "ProbeSucceeded".into(),
+                message: String::new(),
+                last_transition_time: Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
+                observed_generation: None,
+            }],
+            ..Default::default()
+        });
+        cluster
+    }
+
+    #[test]
+    fn defaults_name_the_secret_key_and_the_remote_namespace() {
+        let cluster = registration("True");
+        assert_eq!(cluster.kubeconfig_key(), "kubeconfig");
+        assert_eq!(cluster.remote_namespace(), "guildnet-workspaces");
+    }
+
+    #[test]
+    fn only_a_reachable_uncordoned_live_cluster_accepts_workspaces() {
+        assert!(registration("True").accepts_workspaces());
+        assert!(!registration("False").accepts_workspaces());
+        assert!(!registration("Unknown").accepts_workspaces());
+        let mut cordoned = registration("True");
+        cordoned.spec.cordoned = Some(true);
+        assert!(!cordoned.accepts_workspaces());
+        let mut deleting = registration("True");
+        deleting.metadata.deletion_timestamp = Some(Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH));
+        assert!(!deleting.accepts_workspaces());
+    }
+}

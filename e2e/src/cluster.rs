@@ -304,6 +304,11 @@ impl Scrape {
     pub fn value(&self, sample: &str) -> f64 {
         self.0.get(sample).copied().unwrap_or(0.0)
     }
+
+    /// Whether the sample is written at all.
+    pub fn has(&self, sample: &str) -> bool {
+        self.0.contains_key(sample)
+    }
 }
 
 /// Waits until exactly one of `operators` reports `guildnet_leader 1` (and all are ready),

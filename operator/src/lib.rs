@@ -1,5 +1,6 @@
 //! The GuildNet operator: controllers for the guildnet.io kinds.
 
+pub mod cluster;
 pub mod metrics;
 pub mod quota;
 pub mod reconcile;

@@ -86,6 +86,11 @@ struct Args {
     /// released anyway.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
     shutdown_timeout: Duration,
+    /// How often each registered cluster's API server is probed (`/readyz`, 5s timeout). It
+    /// counts as unreachable after 3 failed probes in a row (or 30s of failures) and as
+    /// reachable again after 2 answers in a row.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
+    cluster_probe_interval: Duration,
     /// Log format; default: text on a terminal, JSON otherwise. RUST_LOG filters (default
     /// info).
     #[arg(long, value_enum)]
@@ -154,6 +159,7 @@ async fn main() -> anyhow::Result<()> {
         identity,
         metrics_listen: args.metrics_listen,
         shutdown_timeout: args.shutdown_timeout,
+        cluster_probe_interval: args.cluster_probe_interval,
     };
     runtime::run(client, lease_client, options).await?;
     Ok(())

@@ -14,6 +14,9 @@
 //! - `guildnet_child_applies_total{kind, outcome}`: children the reconciles wanted in place,
 //!   `written` (changed, new, or changed by someone else) or `current` (already as asked:
 //!   no request made).
+//! - `guildnet_cluster_reachable{cluster}`: 1 while a registered cluster counts as
+//!   reachable, 0 while not; `guildnet_cluster_probes_total{cluster, result}`: its probes,
+//!   `answered` or `failed`. A cluster's series go when its registration does.
 //! - `guildnet_leader`: 1 on the replica that holds the lease (and so reconciles), 0 on the
 //!   others; `guildnet_leader_transitions_total{event}`: leadership acquired or lost.
 //!
@@ -71,6 +74,17 @@ struct ApplyLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ClusterLabels {
+    cluster: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProbeLabels {
+    cluster: String,
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PhaseLabels {
     phase: &'static str,
 }
@@ -88,6 +102,8 @@ pub struct Metrics {
     reconcile_wait: HistogramFamily<LaneLabels>,
     reconcile_errors: Family<ErrorLabels, Counter>,
     child_applies: Family<ApplyLabels, Counter>,
+    cluster_reachable: Family<ClusterLabels, Gauge>,
+    cluster_probes: Family<ProbeLabels, Counter>,
     leader: Gauge,
     leader_transitions: Family<TransitionLabels, Counter>,
 }
@@ -159,6 +175,18 @@ impl Metrics {
             "Leadership acquired or lost by this replica",
             leader_transitions.clone(),
         );
+        let cluster_reachable = Family::<ClusterLabels, Gauge>::default();
+        registry.register(
+            "guildnet_cluster_reachable",
+            "1 while a registered cluster counts as reachable, 0 while not",
+            cluster_reachable.clone(),
+        );
+        let cluster_probes = Family::<ProbeLabels, Counter>::default();
+        registry.register(
+            "guildnet_cluster_probes",
+            "Probes of a registered cluster's API server, answered or failed",
+            cluster_probes.clone(),
+        );
         registry.register_collector(Box::new(WorkspaceCensus { workspaces }));
         Self {
             registry,
@@ -169,6 +197,8 @@ impl Metrics {
             reconcile_wait,
             reconcile_errors,
             child_applies,
+            cluster_reachable,
+            cluster_probes,
             leader,
             leader_transitions,
         }
@@ -232,6 +262,37 @@ impl Metrics {
         self.child_applies
             .get_or_create(&ApplyLabels { kind, outcome })
             .inc();
+    }
+
+    /// A probe of the registered cluster `cluster` was answered or not, and whether the
+    /// cluster now counts as reachable.
+    pub fn cluster_probed(&self, cluster: &str, answered: bool, reachable: bool) {
+        let result = if answered { "answered" } else { "failed" };
+        self.cluster_probes
+            .get_or_create(&ProbeLabels {
+                cluster: cluster.to_owned(),
+                result,
+            })
+            .inc();
+        self.cluster_reachable
+            .get_or_create(&ClusterLabels {
+                cluster: cluster.to_owned(),
+            })
+            .set(i64::from(reachable));
+    }
+
+    /// Drops every series of `cluster`: its registration is gone.
+    pub fn forget_cluster(&self, cluster: &str) {
+        let cluster = cluster.to_owned();
+        self.cluster_reachable.remove(&ClusterLabels {
+            cluster: cluster.clone(),
+        });
+        for result in ["answered", "failed"] {
+            self.cluster_probes.remove(&ProbeLabels {
+                cluster: cluster.clone(),
+                result,
+            });
+        }
     }
 
     /// Sets `guildnet_leader` and counts the transition when it is one.
@@ -398,6 +459,7 @@ mod tests {
         metrics.reconciled(WORKSPACE_CONTROLLER, Duration::from_millis(3));
         metrics.reconcile_failed(WORKSPACE_CONTROLLER, "api");
         metrics.child_applied("Deployment", false);
+        metrics.cluster_probed("edge", true, true);
         let text = metrics.encode().unwrap();
         let mut types: Vec<&str> = text
             .lines()
@@ -408,6 +470,8 @@ mod tests {
             types,
             [
                 "guildnet_child_applies counter",
+                "guildnet_cluster_probes counter",
+                "guildnet_cluster_reachable gauge",
                 "guildnet_leader gauge",
                 "guildnet_leader_transitions counter",
                 "guildnet_reconcile_duration_seconds histogram",
@@ -427,6 +491,8 @@ mod tests {
             "guildnet_reconcile_duration_seconds_count{controller=\"workspace\"}",
             "guildnet_workspace_ready_seconds_count",
             "guildnet_child_applies_total{kind=\"Deployment\",outcome=\"current\"}",
+            "guildnet_cluster_probes_total{cluster=\"edge\",result=\"answered\"}",
+            "guildnet_cluster_reachable{cluster=\"edge\"}",
         ] {
             assert!(samples.contains_key(name), "{name} missing from:\n{text}");
         }
@@ -502,6 +568,23 @@ mod tests {
         );
         assert_eq!(
             samples["guildnet_leader_transitions_total{event=\"lost\"}"],
+            1.0
+        );
+    }
+
+    #[test]
+    fn a_forgotten_cluster_leaves_no_series_behind() {
+        let metrics = metrics_over(vec![]);
+        metrics.cluster_probed("edge", true, true);
+        metrics.cluster_probed("edge", false, true);
+        metrics.cluster_probed("core", false, false);
+        metrics.forget_cluster("edge");
+        let samples = samples(&metrics.encode().unwrap());
+        let left: Vec<&String> = samples.keys().filter(|k| k.contains("cluster=")).collect();
+        assert_eq!(left.len(), 2, "{left:?}");
+        assert_eq!(samples["guildnet_cluster_reachable{cluster=\"core\"}"], 0.0);
+        assert_eq!(
+            samples["guildnet_cluster_probes_total{cluster=\"core\",result=\"failed\"}"],
             1.0
         );
     }

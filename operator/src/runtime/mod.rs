@@ -11,6 +11,7 @@
 
 pub mod leader;
 
+use crate::cluster;
 use crate::metrics::Metrics;
 use crate::workspace::caches::Caches;
 use crate::workspace::controller::{self, Context, Settings};
@@ -43,6 +44,8 @@ pub struct Options {
     pub metrics_listen: SocketAddr,
     /// How long in-flight reconciles may take to finish on shutdown.
     pub shutdown_timeout: Duration,
+    /// How often each registered cluster is probed.
+    pub cluster_probe_interval: Duration,
 }
 
 /// Runs the operator until SIGTERM or SIGINT, then shuts down in order. `client` serves the
@@ -81,6 +84,13 @@ pub async fn run(client: Client, lease_client: Client, options: Options) -> Resu
         let _ = stopping_tx.send(true);
     });
 
+    let clusters = Arc::new(cluster::Context {
+        client: client.clone(),
+        registrations: caches.clusters(),
+        workspaces: caches.workspaces(),
+        metrics: metrics.clone(),
+        probe_interval: options.cluster_probe_interval,
+    });
     let ctx = Arc::new(Context::new(
         client,
         options.controller,
@@ -89,20 +99,40 @@ pub async fn run(client: Client, lease_client: Client, options: Options) -> Resu
         &options.identity,
     ));
     while wait_to_lead(leading.clone(), stopping.clone()).await {
-        controller::lead(
-            &caches,
-            ctx.clone(),
-            until(leading.clone(), false),
-            until(stopping.clone(), true),
-            options.shutdown_timeout,
-        )
-        .await;
+        tokio::join!(
+            controller::lead(
+                &caches,
+                ctx.clone(),
+                until(leading.clone(), false),
+                until(stopping.clone(), true),
+                options.shutdown_timeout,
+            ),
+            lead_clusters(&caches, clusters.clone(), &leading, &stopping),
+        );
     }
     if let Some(elector) = elector {
         elector.release().await;
     }
     info!("shut down");
     Ok(())
+}
+
+/// Keeps the registered clusters' instances while this replica leads, from the moment the
+/// caches are synced.
+async fn lead_clusters(
+    caches: &Caches,
+    ctx: Arc<cluster::Context>,
+    leading: &watch::Receiver<bool>,
+    stopping: &watch::Receiver<bool>,
+) {
+    let (lost, shutdown) = (until(leading.clone(), false), until(stopping.clone(), true));
+    let (mut lost, mut shutdown) = (std::pin::pin!(lost), std::pin::pin!(shutdown));
+    tokio::select! {
+        _ = caches.wait_synced() => {}
+        _ = &mut lost => return,
+        _ = &mut shutdown => return,
+    }
+    cluster::lead(ctx, caches.cluster_changes(), lost, shutdown).await;
 }
 
 /// Waits until this replica leads (`true`) or shuts down (`false`); shutting down wins.

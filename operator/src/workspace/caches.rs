@@ -6,7 +6,7 @@
 use super::views::{DeploymentView, PodView};
 use futures::{Stream, StreamExt};
 use guildnet_api::quota::QuotaScope;
-use guildnet_api::{Quota, Workspace, labels};
+use guildnet_api::{ClusterRegistration, Quota, Workspace, labels};
 use k8s_openapi::api::apps::v1::{DeploymentCondition, DeploymentStatus};
 use k8s_openapi::api::core::v1::{
     ContainerState, ContainerStateTerminated, ContainerStatus, PersistentVolumeClaim, PodStatus,
@@ -31,8 +31,8 @@ use tracing::{debug, warn};
 const TRIGGER_BUFFER: usize = 16 * 1024;
 
 /// The watches a cache is kept for: Workspaces, Pods, Deployments, Services,
-/// NetworkPolicies, Ingresses, volume claims and Quotas.
-const WATCHES: usize = 8;
+/// NetworkPolicies, Ingresses, volume claims, Quotas and ClusterRegistrations.
+const WATCHES: usize = 9;
 
 /// The annotation in which `kubectl apply` keeps the object it last applied.
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
@@ -53,6 +53,9 @@ pub struct Caches {
     /// GuildNet's volume claims: retained ones count against their owner's storage Quota.
     claims: Store<PersistentVolumeClaim>,
     quotas: Store<Quota>,
+    /// Registered clusters, and the notice of their changes (what their instances follow).
+    clusters: Store<ClusterRegistration>,
+    cluster_changes: Arc<Notify>,
     /// The workspace each change concerns, sent only when the change is one its reconcile
     /// reads; a leader's controller subscribes.
     triggers: broadcast::Sender<ObjectRef<Workspace>>,
@@ -130,6 +133,29 @@ impl Caches {
             },
             same_but_status_quota,
         );
+        // A registration's changes concern the workspaces placed on it; they are followed
+        // by the registrations' instances, through a notice of their own.
+        let cluster_watch = Watch {
+            changed: Arc::new(Notify::new()),
+            ..watch.clone()
+        };
+        let cluster_changes = cluster_watch.changed.clone();
+        let placed = workspaces.clone();
+        let clusters = cluster_watch.start(
+            "clusterregistrations",
+            watcher(Api::<ClusterRegistration>::all(client.clone()), all()),
+            drop_managed_fields,
+            move |cluster: &ClusterRegistration| {
+                let name = cluster.name_any();
+                placed
+                    .state()
+                    .iter()
+                    .filter(|ws| ws.status.as_ref().and_then(|s| s.cluster.as_ref()) == Some(&name))
+                    .map(|ws| ObjectRef::from_obj(&**ws))
+                    .collect()
+            },
+            same_but_status_cluster,
+        );
 
         Self {
             workspaces,
@@ -140,10 +166,22 @@ impl Caches {
             ingresses,
             claims,
             quotas,
+            clusters,
+            cluster_changes,
             triggers,
             changed,
             synced,
         }
+    }
+
+    /// The ClusterRegistration cache.
+    pub fn clusters(&self) -> Store<ClusterRegistration> {
+        self.clusters.clone()
+    }
+
+    /// Notified on every change to a ClusterRegistration, statuses included.
+    pub fn cluster_changes(&self) -> Arc<Notify> {
+        self.cluster_changes.clone()
     }
 
     /// The Quota cache.
@@ -337,6 +375,15 @@ fn same_claim(old: &PersistentVolumeClaim, new: &PersistentVolumeClaim) -> bool 
 }
 
 /// A Quota's status is what GuildNet writes; its spec is what refuses or admits.
+/// A registration's status is written by the operator; what its workspaces follow is its
+/// spec, labels and whether it is reachable.
+fn same_but_status_cluster(old: &ClusterRegistration, new: &ClusterRegistration) -> bool {
+    old.spec == new.spec
+        && old.metadata.labels == new.metadata.labels
+        && old.metadata.deletion_timestamp == new.metadata.deletion_timestamp
+        && old.is_reachable() == new.is_reachable()
+}
+
 fn same_but_status_quota(old: &Quota, new: &Quota) -> bool {
     same_metadata(&old.metadata, &new.metadata) && old.spec == new.spec
 }
@@ -381,6 +428,7 @@ fn owners<K: Resource>(child: &K) -> Vec<ObjectRef<Workspace>> {
 
 /// The watches' common ends: the triggers, the change notice and the count of synced
 /// watches.
+#[derive(Clone)]
 struct Watch {
     triggers: broadcast::Sender<ObjectRef<Workspace>>,
     changed: Arc<Notify>,

@@ -1,0 +1,315 @@
+//! Registered clusters on two real control planes: the hub, where the operator runs (as its
+//! ServiceAccount, so the chart's RBAC applies), and an edge cluster registered through a
+//! kubeconfig Secret. The registration's status follows what the probes find — reachable
+//! with the edge's version, a probe time that advances, refusals of kubeconfigs that would
+//! reach outside the Secret, an address nothing answers on, a missing namespace, too few
+//! permissions, a missing Secret — and removing the registration stops its instance and
+//! drops its metric series.
+
+use guildnet_api::ClusterRegistration;
+use guildnet_api::cluster::facts::ConditionType;
+use guildnet_api::common::find_condition;
+use guildnet_e2e::cluster::{Cluster, Operator, free_port};
+use guildnet_e2e::{User, create_namespace, eventually};
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::config::Kubeconfig;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+const TIMEOUT: Duration = Duration::from_secs(60);
+const SECRET: &str = "edge-kubeconfig";
+const SYSTEM: &str = "guildnet-system";
+
+/// A condition of the registration as `(status, reason, message)`.
+async fn condition(
+    api: &Api<ClusterRegistration>,
+    type_: ConditionType,
+) -> Option<(String, String, String)> {
+    let registration = api.get("edge").await.ok()?;
+    let status = registration.status?;
+    let c = find_condition(&status.conditions, type_)?;
+    Some((c.status.clone(), c.reason.clone(), c.message.clone()))
+}
+
+/// Waits until condition `type_` has `status` and `reason`; returns its message. On a
+/// timeout, says what the condition was instead.
+async fn until_condition(
+    api: &Api<ClusterRegistration>,
+    type_: ConditionType,
+    status: &str,
+    reason: &str,
+) -> String {
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    loop {
+        let seen = condition(api, type_).await;
+        if let Some((s, r, message)) = &seen
+            && s == status
+            && r == reason
+        {
+            return message.clone();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{type_} is not {status} ({reason}) after {TIMEOUT:?}: {seen:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn put_kubeconfig(secrets: &Api<Secret>, kubeconfig: &str) {
+    let secret = Secret {
+        metadata: kube::api::ObjectMeta {
+            name: Some(SECRET.into()),
+            ..Default::default()
+        },
+        data: Some(BTreeMap::from([(
+            "kubeconfig".to_owned(),
+            ByteString(kubeconfig.as_bytes().to_vec()),
+        )])),
+        ..Default::default()
+    };
+    secrets
+        .patch(
+            SECRET,
+            &PatchParams::apply("e2e").force(),
+            &Patch::Apply(&secret),
+        )
+        .await
+        .expect("write the kubeconfig Secret");
+}
+
+/// The edge's kubeconfig with `change` made to it.
+fn edited(kubeconfig: &str, change: impl FnOnce(&mut Kubeconfig)) -> String {
+    let mut parsed = Kubeconfig::from_yaml(kubeconfig).expect("the edge's kubeconfig");
+    change(&mut parsed);
+    serde_yaml::to_string(&parsed).unwrap()
+}
+
+#[tokio::test]
+async fn a_registered_clusters_status_follows_its_probes_and_its_secret() {
+    let hub = Cluster::start("clusters-hub");
+    let edge = Cluster::start("clusters-edge");
+    let admin = hub.client(User::Admin).await;
+    let edge_admin = edge.client(User::Admin).await;
+    create_namespace(&edge_admin, "guildnet-workspaces", &[]).await;
+    let operator = Operator::start_as_service_account(
+        &hub,
+        "op",
+        &["--leader-elect=false", "--cluster-probe-interval", "1s"],
+    );
+    let kubeconfig = std::fs::read_to_string(edge.kubeconfig()).unwrap();
+    let secrets: Api<Secret> = Api::namespaced(admin.clone(), SYSTEM);
+    put_kubeconfig(&secrets, &kubeconfig).await;
+    let registrations: Api<ClusterRegistration> = Api::all(admin.clone());
+    let registration: ClusterRegistration = serde_json::from_value(serde_json::json!({
+        "apiVersion": "guildnet.io/v1alpha1",
+        "kind": "ClusterRegistration",
+        "metadata": {"name": "edge", "labels": {"region": "eu"}},
+        "spec": {"kubeconfigSecretRef": {"namespace": SYSTEM, "name": SECRET}},
+    }))
+    .unwrap();
+    registrations
+        .create(&PostParams::default(), &registration)
+        .await
+        .expect("register the edge cluster");
+
+    // Reachable and ready, with the edge's version and the time it last answered.
+    until_condition(
+        &registrations,
+        ConditionType::Reachable,
+        "True",
+        "ProbeSucceeded",
+    )
+    .await;
+    let message =
+        until_condition(&registrations, ConditionType::Ready, "True", "ClusterReady").await;
+    assert!(message.contains("guildnet-workspaces"), "{message}");
+    let status = registrations.get("edge").await.unwrap().status.unwrap();
+    assert_eq!(status.version.as_deref(), Some("v1.37.2"));
+    assert_eq!(status.workspaces, Some(0));
+    let first_probe = status.last_probe_time.expect("lastProbeTime").0;
+    // Refreshed every three probes while nothing else changes.
+    eventually("lastProbeTime advancing", TIMEOUT, || async {
+        let status = registrations.get("edge").await.ok()?.status?;
+        (status.last_probe_time?.0 > first_probe).then_some(())
+    })
+    .await;
+    let reachable = "guildnet_cluster_reachable{cluster=\"edge\"}";
+    eventually("the reachable gauge", TIMEOUT, || async {
+        (operator.metrics().await?.value(reachable) == 1.0).then_some(())
+    })
+    .await;
+
+    // A kubeconfig that would run a program on the operator's machine is refused, naming
+    // the field; with no way to reach the cluster, it turns unreachable.
+    let exec = edited(&kubeconfig, |k| {
+        let admin = k.auth_infos.iter_mut().find(|u| u.name == "admin").unwrap();
+        let user = admin.auth_info.as_mut().unwrap();
+        user.exec = Some(
+            serde_json::from_value(serde_json::json!({
+                "apiVersion": "client.authentication.k8s.io/v1",
+                "command": "/bin/sh",
+                "args": ["-c", "touch /tmp/guildnet-exec-ran"],
+            }))
+            .unwrap(),
+        );
+    });
+    put_kubeconfig(&secrets, &exec).await;
+    let message = until_condition(
+        &registrations,
+        ConditionType::Ready,
+        "False",
+        "KubeconfigInvalid",
+    )
+    .await;
+    assert!(
+        message.starts_with(r#"users["admin"].user.exec runs a program"#),
+        "{message}"
+    );
+    until_condition(
+        &registrations,
+        ConditionType::Reachable,
+        "False",
+        "ProbeFailed",
+    )
+    .await;
+
+    // Back to the real kubeconfig: reachable again, without a restart.
+    put_kubeconfig(&secrets, &kubeconfig).await;
+    until_condition(&registrations, ConditionType::Ready, "True", "ClusterReady").await;
+
+    // An address nothing answers on: unreachable after the failed probes, saying since
+    // when; the version stays as last known.
+    let nowhere = edited(&kubeconfig, |k| {
+        let cluster = k.clusters[0].cluster.as_mut().unwrap();
+        cluster.server = Some(format!("https://127.0.0.1:{}", free_port()));
+    });
+    let before = Timestamp::now();
+    put_kubeconfig(&secrets, &nowhere).await;
+    let message = until_condition(
+        &registrations,
+        ConditionType::Reachable,
+        "False",
+        "ProbeFailed",
+    )
+    .await;
+    assert!(message.contains("has not answered since"), "{message}");
+    until_condition(&registrations, ConditionType::Ready, "False", "Unreachable").await;
+    let status = registrations.get("edge").await.unwrap().status.unwrap();
+    assert_eq!(status.version.as_deref(), Some("v1.37.2"));
+    let went = find_condition(&status.conditions, ConditionType::Reachable).unwrap();
+    // Transition times are written in whole seconds.
+    assert!(went.last_transition_time.0.as_second() >= before.as_second());
+    eventually("the reachable gauge at 0", TIMEOUT, || async {
+        (operator.metrics().await?.value(reachable) == 0.0).then_some(())
+    })
+    .await;
+    put_kubeconfig(&secrets, &kubeconfig).await;
+    until_condition(
+        &registrations,
+        ConditionType::Reachable,
+        "True",
+        "ProbeSucceeded",
+    )
+    .await;
+
+    // A namespace the edge does not have: answering, but not ready.
+    registrations
+        .patch(
+            "edge",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"spec": {"namespace": "absent"}})),
+        )
+        .await
+        .unwrap();
+    let message = until_condition(
+        &registrations,
+        ConditionType::Ready,
+        "False",
+        "NamespaceNotFound",
+    )
+    .await;
+    assert!(
+        message.contains("namespace absent does not exist"),
+        "{message}"
+    );
+    assert_eq!(
+        condition(&registrations, ConditionType::Reachable)
+            .await
+            .unwrap()
+            .0,
+        "True"
+    );
+    registrations
+        .patch(
+            "edge",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"spec": {"namespace": null}})),
+        )
+        .await
+        .unwrap();
+    until_condition(&registrations, ConditionType::Ready, "True", "ClusterReady").await;
+
+    // Alice may not manage Deployments in the edge's namespace.
+    let as_alice = edited(&kubeconfig, |k| k.current_context = Some("alice".into()));
+    put_kubeconfig(&secrets, &as_alice).await;
+    let message = until_condition(
+        &registrations,
+        ConditionType::Ready,
+        "False",
+        "InsufficientPermissions",
+    )
+    .await;
+    assert!(
+        message.contains("may not patch deployments.apps"),
+        "{message}"
+    );
+
+    // No Secret at all.
+    secrets
+        .delete(SECRET, &DeleteParams::default())
+        .await
+        .unwrap();
+    let message = until_condition(
+        &registrations,
+        ConditionType::Ready,
+        "False",
+        "SecretNotFound",
+    )
+    .await;
+    assert!(
+        message.contains("Secret guildnet-system/edge-kubeconfig does not exist"),
+        "{message}"
+    );
+    assert!(
+        !std::path::Path::new("/tmp/guildnet-exec-ran").exists(),
+        "the refused exec plugin ran"
+    );
+
+    // Removing the registration stops its instance: its series are gone, and it says so.
+    registrations
+        .delete("edge", &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually("the cluster's series removed", TIMEOUT, || async {
+        let metrics = operator.metrics().await?;
+        let stopped = operator.log_lines().iter().any(|line| {
+            line["fields"]["message"] == "stopped the registered cluster's instance"
+                && line["fields"]["cluster"] == "edge"
+        });
+        (stopped && !metrics.has(reachable)).then_some(())
+    })
+    .await;
+    // The only complaints: that the cluster became unreachable, and kube's own line for each
+    // request to the address nothing answers on.
+    let unexpected: Vec<String> = operator
+        .complaints()
+        .into_iter()
+        .filter(|line| !line.contains("the registered cluster is unreachable"))
+        .filter(|line| !line.contains("failed with error client error (Connect)"))
+        .collect();
+    assert_eq!(unexpected, Vec::<String>::new());
+}

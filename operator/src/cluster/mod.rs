@@ -1,0 +1,89 @@
+//! Registered clusters (ClusterRegistration). While this replica leads, each registration
+//! has an [`instance`]: its own client, made from the vetted kubeconfig in its Secret
+//! ([`kubeconfig`]), a probe loop deciding with hysteresis whether the cluster is reachable
+//! ([`health`]), and the status it writes ([`status`]). An instance is started when its
+//! registration appears and stopped — tasks cancelled and joined, metric series removed —
+//! when the registration goes or leadership ends; a slow or dead cluster holds only its own
+//! instance.
+
+pub mod health;
+pub mod instance;
+pub mod kubeconfig;
+pub mod status;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use guildnet_api::{ClusterRegistration, Workspace};
+use kube::runtime::reflector::Store;
+use kube::{Client, ResourceExt};
+use tokio::sync::Notify;
+
+use crate::metrics::Metrics;
+use instance::Instance;
+
+/// What the instances share.
+pub struct Context {
+    /// The hub's client: Secrets are read and statuses written with it.
+    pub client: Client,
+    /// Every ClusterRegistration.
+    pub registrations: Store<ClusterRegistration>,
+    /// Every Workspace: those placed on a cluster are counted in its status.
+    pub workspaces: Store<Workspace>,
+    /// The operator's metrics.
+    pub metrics: Arc<Metrics>,
+    /// How often each cluster is probed (`--cluster-probe-interval`).
+    pub probe_interval: Duration,
+}
+
+/// Keeps one instance per registration from now until `lost` or `shutdown` resolves, then
+/// stops them all and returns once nothing of them runs. `changes` is notified whenever a
+/// registration changes.
+pub async fn lead(
+    ctx: Arc<Context>,
+    changes: Arc<Notify>,
+    lost: impl Future<Output = ()>,
+    shutdown: impl Future<Output = ()>,
+) {
+    let (mut lost, mut shutdown) = (std::pin::pin!(lost), std::pin::pin!(shutdown));
+    let mut instances = BTreeMap::new();
+    loop {
+        follow(&ctx, &mut instances).await;
+        tokio::select! {
+            _ = changes.notified() => {}
+            _ = &mut lost => break,
+            _ = &mut shutdown => break,
+        }
+    }
+    let stopping = std::mem::take(&mut instances)
+        .into_values()
+        .map(|instance| instance.stop(&ctx));
+    futures::future::join_all(stopping).await;
+}
+
+/// Starts an instance for each registration without one, and stops those whose
+/// registration is gone.
+async fn follow(ctx: &Arc<Context>, instances: &mut BTreeMap<String, Instance>) {
+    let registered: BTreeSet<String> = ctx
+        .registrations
+        .state()
+        .iter()
+        .map(|r| r.name_any())
+        .collect();
+    let gone: Vec<String> = instances
+        .keys()
+        .filter(|name| !registered.contains(*name))
+        .cloned()
+        .collect();
+    let stopping = gone
+        .iter()
+        .filter_map(|name| instances.remove(name))
+        .map(|instance| instance.stop(ctx));
+    futures::future::join_all(stopping).await;
+    for name in registered {
+        instances
+            .entry(name)
+            .or_insert_with_key(|name| Instance::start(name, ctx.clone()));
+    }
+}

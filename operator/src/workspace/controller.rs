@@ -166,9 +166,10 @@ async fn reconcile(
         reconcile_id = format!("{:08x}", rand::random::<u32>()),
     );
     let started = Instant::now();
-    let result = reconcile_workspace(ws, ctx.clone())
-        .instrument(span.clone())
-        .await;
+    // Boxed: a future is as large as its largest state, so every reconcile waiting for a
+    // slot would otherwise hold the whole reconcile's state (tens of KiB; 5,000 waiting
+    // ones cost some 200 MiB).
+    let result = Box::pin(reconcile_workspace(ws, ctx.clone()).instrument(span.clone())).await;
     ctx.metrics
         .reconciled(WORKSPACE_CONTROLLER, started.elapsed());
     if let Err(e) = &result {

@@ -445,7 +445,12 @@ fn rbac_is_exactly_what_each_component_needs() {
     );
     let caches: Rule = (
         vec!["guildnet.io"],
-        vec!["capabilities", "quotas", "workspaces"],
+        vec![
+            "capabilities",
+            "quotas",
+            "workspaces",
+            "clusterregistrations",
+        ],
         vec![],
         vec!["list", "watch"],
     );

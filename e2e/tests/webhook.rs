@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use guildnet_api::policy::owner_id;
 use guildnet_api::workspace::WorkspacePhase;
-use guildnet_api::{Capabilities, Quota, Workspace};
+use guildnet_api::{Capabilities, ClusterRegistration, Quota, Workspace};
 use guildnet_e2e::upstream::get_as;
 use guildnet_e2e::workspaces::manifest;
 use guildnet_e2e::{User, client, eventually, kubeconfig_path, unique_name};
@@ -32,7 +32,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleBinding};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::core::Status;
-use kube::{Client, Config};
+use kube::{Client, Config, ResourceExt};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -1007,6 +1007,129 @@ async fn resource_ceilings_exposure_and_placement_are_enforced() {
         400,
     );
     assert!(message.contains("spec.placement.cluster"), "{message}");
+    grant.remove().await;
+}
+
+/// A placement must name a registered cluster that takes workspaces, and cannot change once
+/// the Workspace exists (the schema's rule, enforced by the API server itself).
+#[tokio::test]
+async fn a_placement_names_a_registered_uncordoned_cluster_and_never_changes() {
+    let admin = client(User::Admin).await;
+    let workspaces: Api<Workspace> = Api::namespaced(admin.clone(), "default");
+    until_admitted(&workspaces).await;
+    let registrations: Api<ClusterRegistration> = Api::all(admin.clone());
+    let cluster = unique_name("edge");
+    let grant = Grant::new(
+        json!([{"kind": "User", "name": "guildnet-admin"}]),
+        json!({"clusters": [cluster]}),
+    )
+    .await;
+    let placed = |name: &str| {
+        manifest(
+            &unique_name(name),
+            json!({"image": ALLOWED_IMAGE, "placement": {"cluster": cluster}}),
+        )
+    };
+    // The webhook decides from its cache: it sees the grant shortly.
+    let message = eventually("the unregistered cluster refused", TIMEOUT, || async {
+        match workspaces.create(&dry_run(), &placed("unregistered")).await {
+            Err(kube::Error::Api(status)) if status.reason == "ClusterNotFound" => {
+                Some(status.message)
+            }
+            _ => None,
+        }
+    })
+    .await;
+    assert!(
+        message.contains("no ClusterRegistration of that name"),
+        "{message}"
+    );
+
+    let registration: ClusterRegistration = serde_json::from_value(json!({
+        "apiVersion": "guildnet.io/v1alpha1", "kind": "ClusterRegistration",
+        "metadata": {"name": cluster},
+        "spec": {"kubeconfigSecretRef": {"namespace": "guildnet-system", "name": cluster}, "cordoned": true},
+    }))
+    .unwrap();
+    registrations
+        .create(&PostParams::default(), &registration)
+        .await
+        .unwrap();
+    eventually("the cordoned cluster refused", TIMEOUT, || async {
+        match workspaces.create(&dry_run(), &placed("cordoned")).await {
+            Err(kube::Error::Api(status)) if status.reason == "ClusterCordoned" => Some(()),
+            _ => None,
+        }
+    })
+    .await;
+    registrations
+        .patch(
+            &cluster,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"cordoned": false}})),
+        )
+        .await
+        .unwrap();
+    eventually("the uncordoned cluster admitted", TIMEOUT, || async {
+        workspaces
+            .create(&dry_run(), &placed("admitted"))
+            .await
+            .ok()
+    })
+    .await;
+
+    // Added, changed or removed after creation: refused by the API server, naming the field.
+    let local = workspaces
+        .create(
+            &PostParams::default(),
+            &manifest(&unique_name("local"), json!({"image": ALLOWED_IMAGE})),
+        )
+        .await
+        .unwrap();
+    let moved = workspaces
+        .patch(
+            &local.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"placement": {"cluster": cluster}}})),
+        )
+        .await;
+    let status = refusal(moved);
+    assert_eq!(status.code, 422, "{}", status.message);
+    assert!(
+        status.message.contains("spec.placement is immutable"),
+        "{}",
+        status.message
+    );
+    let there = workspaces
+        .create(&PostParams::default(), &placed("there"))
+        .await
+        .unwrap();
+    for change in [json!({"cluster": "elsewhere"}), Value::Null] {
+        let status = refusal(
+            workspaces
+                .patch(
+                    &there.name_any(),
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"spec": {"placement": change}})),
+                )
+                .await,
+        );
+        assert!(
+            status.message.contains("spec.placement is immutable"),
+            "{}",
+            status.message
+        );
+    }
+    for name in [local.name_any(), there.name_any()] {
+        workspaces
+            .delete(&name, &DeleteParams::default())
+            .await
+            .unwrap();
+    }
+    registrations
+        .delete(&cluster, &DeleteParams::default())
+        .await
+        .unwrap();
     grant.remove().await;
 }
 

@@ -30,6 +30,7 @@
 //! - DELETE: only the owner, whoever may assign the owner, or an admin may delete.
 
 use crate::review::Review;
+use guildnet_api::cluster::placement;
 use guildnet_api::policy::credentials::plaintext_credential_warnings;
 use guildnet_api::policy::references::{Reference, added_references, references};
 use guildnet_api::policy::{
@@ -38,7 +39,7 @@ use guildnet_api::policy::{
 };
 use guildnet_api::workspace::facts::encode_owner_groups;
 use guildnet_api::workspace::{SpecError, apply_defaults, check_annotations};
-use guildnet_api::{Capabilities, Quota, Workspace, WorkspaceSpec, labels};
+use guildnet_api::{Capabilities, ClusterRegistration, Quota, Workspace, WorkspaceSpec, labels};
 use k8s_openapi::api::authentication::v1::UserInfo;
 use kube::ResourceExt;
 use kube::core::Status;
@@ -86,6 +87,9 @@ pub struct Snapshot {
     /// The storage of the [`quota_owner`]'s retained claims that no workspace asks for any
     /// more, per namespace: they count against Quotas until deleted.
     pub retained_claims: Vec<(String, Usage)>,
+    /// Every ClusterRegistration: a new workspace's placement must name one that takes
+    /// workspaces.
+    pub clusters: Vec<Arc<ClusterRegistration>>,
 }
 
 /// The Ingress host the request's workspace asks for, if it asks for one.
@@ -493,6 +497,11 @@ fn validate_create(
     let mut admitted = object.clone();
     admitted.spec = defaulted(&admitted)?;
     capabilities.check_workspace(&admitted.spec)?;
+    // Placement cannot change afterwards (the schema refuses it), so only a create asks.
+    placement::check_admissible(
+        admitted.spec.placement.as_ref(),
+        snapshot.clusters.iter().map(AsRef::as_ref),
+    )?;
     let owner_id = policy::owner_id(&owner.username);
     check_host(target, &owner_id, snapshot)?;
     let demand = demand(&admitted.spec)?;

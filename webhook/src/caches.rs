@@ -1,11 +1,12 @@
-//! Watch caches of Capabilities, Quotas, Workspaces and GuildNet's volume claims, so an
+//! Watch caches of Capabilities, Quotas, Workspaces, GuildNet's volume claims and
+//! ClusterRegistrations, so an
 //! admission decision never waits for the API server (the API server gives a webhook
 //! seconds, and every Workspace write passes through it). The webhook is ready only once
 //! all of them are listed.
 
 use crate::admission::Snapshot;
 use futures::StreamExt;
-use guildnet_api::{Capabilities, Quota, Workspace, labels, policy};
+use guildnet_api::{Capabilities, ClusterRegistration, Quota, Workspace, labels, policy};
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -25,6 +26,8 @@ pub struct Caches {
     workspaces: Store<Workspace>,
     /// GuildNet's claims (`guildnet.io/managed=true`): retained ones count against Quotas.
     claims: Store<PersistentVolumeClaim>,
+    /// Registered clusters: a placement must name one that takes workspaces.
+    clusters: Store<ClusterRegistration>,
     synced: Arc<AtomicBool>,
 }
 
@@ -36,37 +39,46 @@ impl Caches {
         let (quotas, quotas_writer) = reflector::store();
         let (workspaces, workspaces_writer) = reflector::store();
         let (claims, claims_writer) = reflector::store();
+        let (clusters, clusters_writer) = reflector::store();
         let caches = Self {
             capabilities,
             quotas,
             workspaces,
             claims,
+            clusters,
             synced: Arc::new(AtomicBool::new(false)),
         };
         let ready = caches.clone();
         let managed = watcher::Config::default().labels(&format!("{}=true", labels::MANAGED));
-        let run = futures::future::join5(
+        let run = futures::future::join(
+            futures::future::join5(
+                reflect(
+                    Api::<Capabilities>::all(client.clone()),
+                    watcher::Config::default(),
+                    capabilities_writer,
+                ),
+                reflect(
+                    Api::<Quota>::all(client.clone()),
+                    watcher::Config::default(),
+                    quotas_writer,
+                ),
+                reflect(
+                    Api::<Workspace>::all(client.clone()),
+                    watcher::Config::default(),
+                    workspaces_writer,
+                ),
+                reflect(
+                    Api::<PersistentVolumeClaim>::all(client.clone()),
+                    managed,
+                    claims_writer,
+                ),
+                async move { ready.mark_synced().await },
+            ),
             reflect(
-                Api::<Capabilities>::all(client.clone()),
+                Api::<ClusterRegistration>::all(client.clone()),
                 watcher::Config::default(),
-                capabilities_writer,
+                clusters_writer,
             ),
-            reflect(
-                Api::<Quota>::all(client.clone()),
-                watcher::Config::default(),
-                quotas_writer,
-            ),
-            reflect(
-                Api::<Workspace>::all(client.clone()),
-                watcher::Config::default(),
-                workspaces_writer,
-            ),
-            reflect(
-                Api::<PersistentVolumeClaim>::all(client.clone()),
-                managed,
-                claims_writer,
-            ),
-            async move { ready.mark_synced().await },
         );
         (caches, async move {
             run.await;
@@ -84,6 +96,7 @@ impl Caches {
             quotas,
             workspaces,
             claims: reflector::store().0,
+            clusters: reflector::store().0,
             synced: Arc::new(AtomicBool::new(true)),
         }
     }
@@ -134,6 +147,7 @@ impl Caches {
             denied_references: Vec::new(),
             host_users: Vec::new(),
             retained_claims,
+            clusters: self.clusters.state(),
         }
     }
 
@@ -167,15 +181,18 @@ impl Caches {
     }
 
     async fn mark_synced(&self) {
-        let all = futures::future::try_join4(
+        let all = futures::future::try_join5(
             self.capabilities.wait_until_ready(),
             self.quotas.wait_until_ready(),
             self.workspaces.wait_until_ready(),
             self.claims.wait_until_ready(),
+            self.clusters.wait_until_ready(),
         );
         if all.await.is_ok() {
             self.synced.store(true, Ordering::Release);
-            info!("caches synced: Capabilities, Quotas, Workspaces and claims are listed");
+            info!(
+                "caches synced: Capabilities, Quotas, Workspaces, claims and ClusterRegistrations are listed"
+            );
         }
     }
 }

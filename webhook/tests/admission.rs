@@ -4,6 +4,7 @@
 //! validating webhook saw them) varied per case: owners, owner assignment, defaults, every
 //! denial, admins, trusted components, and the JSON the API server reads back.
 
+use guildnet_api::ClusterRegistration;
 use guildnet_api::policy::owner_id;
 use guildnet_api::{Capabilities, Quota, Workspace};
 use guildnet_webhook::admission::{self, Decision, DeniedReference, Refusal, Settings, Snapshot};
@@ -131,7 +132,21 @@ fn snapshot() -> Snapshot {
         denied_references: Vec::new(),
         host_users: Vec::new(),
         retained_claims: Vec::new(),
+        clusters: vec![registered("edge-berlin", false)],
     }
+}
+
+/// A ClusterRegistration named `name`; no status (never probed): admission does not ask
+/// whether a cluster is reachable.
+fn registered(name: &str, cordoned: bool) -> Arc<ClusterRegistration> {
+    Arc::new(
+        serde_json::from_value(json!({
+            "apiVersion": "guildnet.io/v1alpha1", "kind": "ClusterRegistration",
+            "metadata": {"name": name},
+            "spec": {"kubeconfigSecretRef": {"namespace": "guildnet-system", "name": name}, "cordoned": cordoned}
+        }))
+        .unwrap(),
+    )
 }
 
 // ---- deciding ------------------------------------------------------------------------------
@@ -654,6 +669,36 @@ fn exposure_and_placement_need_grants() {
     assert!(message(&decision).contains("spec.placement.cluster \"edge-paris\""));
     let berlin = json!({"image": "nginx", "placement": {"cluster": "edge-berlin"}});
     assert_allowed(&validate(&by_alice(create(berlin)), &snapshot()));
+}
+
+#[test]
+fn a_placement_on_an_unregistered_or_cordoned_cluster_is_refused_on_create() {
+    let berlin = json!({"image": "nginx", "placement": {"cluster": "edge-berlin"}});
+    let unregistered = Snapshot {
+        clusters: Vec::new(),
+        ..snapshot()
+    };
+    let decision = validate(&by_alice(create(berlin.clone())), &unregistered);
+    assert_eq!(reason(&decision), "ClusterNotFound");
+    assert_eq!(decision.response.result.code, 400);
+    assert!(message(&decision).contains("kubectl get clusterregistrations"));
+
+    let cordoned = Snapshot {
+        clusters: vec![registered("edge-berlin", true)],
+        ..snapshot()
+    };
+    let decision = validate(&by_alice(create(berlin)), &cordoned);
+    assert_eq!(reason(&decision), "ClusterCordoned");
+    assert!(message(&decision).contains("is cordoned (spec.cordoned)"));
+
+    // A workspace placed there before it was cordoned may still be edited.
+    let mut edit = fixture("update");
+    let placed = json!({"cluster": "edge-berlin"});
+    edit["request"]["oldObject"]["spec"]["placement"] = placed.clone();
+    let mut spec = edit["request"]["oldObject"]["spec"].clone();
+    spec["env"] = json!([{"name": "EDITED", "value": "1"}]);
+    edit["request"]["object"]["spec"] = spec;
+    assert_allowed(&validate(&by_alice(edit), &cordoned));
 }
 
 // ---- validating: quotas --------------------------------------------------------------------

@@ -11,6 +11,7 @@ use kube::ResourceExt;
 use kube::core::{Selector, SelectorExt};
 
 use super::ClusterRegistration;
+use crate::policy::{Denial, DenialReason};
 use crate::workspace::Placement;
 
 /// How many clusters a [`Decision::NoMatch`] message names before it summarises.
@@ -100,6 +101,55 @@ pub fn decide<'a>(
     }
     message.push_str(" the workspace is placed once one does");
     Decision::NoMatch(message)
+}
+
+/// What admission refuses of a new Workspace's placement because no later change of the
+/// clusters would make it placeable as written: a named cluster that is not registered (or
+/// is being deleted) or is cordoned, and a selector that is not valid. A cluster that is
+/// merely unreachable, or a selector matching nothing yet, is admitted: the Workspace waits
+/// as Pending until a cluster takes it.
+pub fn check_admissible<'a>(
+    placement: Option<&Placement>,
+    clusters: impl IntoIterator<Item = &'a ClusterRegistration>,
+) -> Result<(), Denial> {
+    let Some(placement) = placement else {
+        return Ok(());
+    };
+    if let Some(name) = placement.cluster.as_deref() {
+        let found = clusters.into_iter().find(|c| name_of(c) == name);
+        return match found {
+            None => Err(Denial::new(
+                DenialReason::ClusterNotFound,
+                format!(
+                    "spec.placement.cluster {name:?}: no ClusterRegistration of that name; `kubectl get clusterregistrations` lists the registered clusters"
+                ),
+            )),
+            Some(cluster) if cluster.is_deleting() => Err(Denial::new(
+                DenialReason::ClusterNotFound,
+                format!(
+                    "spec.placement.cluster {name:?} is being deleted; name another registered cluster"
+                ),
+            )),
+            Some(cluster) if cluster.is_cordoned() => Err(Denial::new(
+                DenialReason::ClusterCordoned,
+                format!(
+                    "spec.placement.cluster {name:?} is cordoned (spec.cordoned) and takes no new workspaces; name another cluster, or ask an admin to uncordon it"
+                ),
+            )),
+            Some(_) => Ok(()),
+        };
+    }
+    if let Some(selector) = placement.cluster_selector.clone() {
+        Selector::try_from(selector).map_err(|error| {
+            Denial::new(
+                DenialReason::InvalidPlacement,
+                format!(
+                    "spec.placement.clusterSelector is invalid: {error}; use the operators In, NotIn, Exists or DoesNotExist"
+                ),
+            )
+        })?;
+    }
+    Ok(())
 }
 
 fn name_of(cluster: &ClusterRegistration) -> &str {
@@ -262,6 +312,54 @@ mod tests {
         assert!(why.contains("eu-4 is not reachable"), "{why}");
         assert!(!why.contains("eu-5"), "{why}");
         assert!(why.contains("and 2 more"), "{why}");
+    }
+
+    #[test]
+    fn admission_refuses_only_what_no_change_of_the_clusters_would_place() {
+        let mut cordoned = cluster("cordoned", "eu", true);
+        cordoned.spec.cordoned = Some(true);
+        let mut deleting = cluster("deleting", "eu", true);
+        deleting.metadata.deletion_timestamp = Some(Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH));
+        let clusters = [cordoned, deleting, cluster("down", "eu", false)];
+        let refused = |placement: Placement| {
+            check_admissible(Some(&placement), &clusters).expect_err("refused")
+        };
+        assert!(check_admissible(None, &clusters).is_ok());
+        assert!(check_admissible(Some(&named("down")), &clusters).is_ok());
+        assert!(check_admissible(Some(&in_region("nowhere")), &clusters).is_ok());
+
+        let unknown = refused(named("edge"));
+        assert_eq!(unknown.reason, DenialReason::ClusterNotFound);
+        assert!(
+            unknown.message.contains("kubectl get clusterregistrations"),
+            "{unknown}"
+        );
+        assert_eq!(
+            refused(named("deleting")).reason,
+            DenialReason::ClusterNotFound
+        );
+        let cordoned = refused(named("cordoned"));
+        assert_eq!(cordoned.reason, DenialReason::ClusterCordoned);
+        assert!(cordoned.message.contains("uncordon"), "{cordoned}");
+
+        let invalid = Placement {
+            cluster: None,
+            cluster_selector: Some(LabelSelector {
+                match_labels: None,
+                match_expressions: Some(vec![LabelSelectorRequirement {
+                    key: "region".into(),
+                    operator: "In".into(),
+                    values: None,
+                }]),
+            }),
+        };
+        let invalid = refused(invalid);
+        assert_eq!(invalid.reason, DenialReason::InvalidPlacement);
+        assert!(
+            invalid
+                .message
+                .starts_with("spec.placement.clusterSelector is invalid")
+        );
     }
 
     #[test]

@@ -29,6 +29,12 @@ pub enum DenialReason {
     /// `guildnet.io/owner-name` names another user without a grant to assign them, or
     /// changes the owner of an existing workspace.
     OwnerAssignmentDenied,
+    /// `spec.placement.cluster` names no ClusterRegistration, or one being deleted.
+    ClusterNotFound,
+    /// `spec.placement.cluster` names a cordoned ClusterRegistration.
+    ClusterCordoned,
+    /// `spec.placement.clusterSelector` is not a valid label selector.
+    InvalidPlacement,
 }
 
 impl DenialReason {
@@ -45,6 +51,9 @@ impl DenialReason {
             Self::ReferenceDenied => "ReferenceDenied",
             Self::KeepAliveDenied => "KeepAliveDenied",
             Self::OwnerAssignmentDenied => "OwnerAssignmentDenied",
+            Self::ClusterNotFound => "ClusterNotFound",
+            Self::ClusterCordoned => "ClusterCordoned",
+            Self::InvalidPlacement => "InvalidPlacement",
         }
     }
 
@@ -63,7 +72,10 @@ impl DenialReason {
             Self::ImageDenied
             | Self::ResourceLimitExceeded
             | Self::ExposureDenied
-            | Self::ClusterDenied => 400,
+            | Self::ClusterDenied
+            | Self::ClusterNotFound
+            | Self::ClusterCordoned
+            | Self::InvalidPlacement => 400,
         }
     }
 }
@@ -99,7 +111,7 @@ impl Denial {
 mod tests {
     use super::*;
 
-    const ALL: [DenialReason; 10] = [
+    const ALL: [DenialReason; 13] = [
         DenialReason::ImageDenied,
         DenialReason::ResourceLimitExceeded,
         DenialReason::QuotaExceeded,
@@ -110,6 +122,9 @@ mod tests {
         DenialReason::ReferenceDenied,
         DenialReason::KeepAliveDenied,
         DenialReason::OwnerAssignmentDenied,
+        DenialReason::ClusterNotFound,
+        DenialReason::ClusterCordoned,
+        DenialReason::InvalidPlacement,
     ];
 
     #[test]

@@ -74,6 +74,8 @@ use serde::{Deserialize, Serialize};
     )
 )]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = kube::core::Rule::new("has(self.placement) == has(oldSelf.placement)")
+    .message("spec.placement is immutable: it cannot be added or removed once the workspace exists; create a new workspace to run elsewhere"))]
 pub struct WorkspaceSpec {
     /// The container image to run, e.g. `codercom/code-server:4.96.2` or
     /// `quay.io/jupyter/base-notebook:latest`. Required.
@@ -137,8 +139,10 @@ pub struct WorkspaceSpec {
     pub exposure: Option<Exposure>,
 
     /// Where the workspace runs: a registered cluster by name or by labels. Defaults to the
-    /// cluster the operator runs in.
+    /// cluster the operator runs in. Immutable: the workspace's volumes stay where it runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = kube::core::Rule::new("self == oldSelf")
+        .message("spec.placement is immutable: the workspace's volumes stay on the cluster it runs on; create a new workspace to run elsewhere"))]
     pub placement: Option<Placement>,
 
     /// Suspension, idle reaping and clean-up.

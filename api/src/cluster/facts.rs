@@ -106,7 +106,6 @@ spelled! {
 mod tests {
     use super::*;
     use crate::cluster::{ClusterRegistrationSpec, KubeconfigSecretRef};
-    use crate::common::Condition;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
     /// Alerts, dashboards and `kubectl wait` commands name these: a rename is a breaking
@@ -145,17 +144,7 @@ mod tests {
                 ..Default::default()
             },
         );
-        cluster.status = Some(ClusterRegistrationStatus {
-            conditions: vec![Condition {
-                type_: "Reachable".into(),
-                status: reachable.into(),
-                reason: "ProbeSucceeded".into(),
-                message: String::new(),
-                last_transition_time: Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
-                observed_generation: None,
-            }],
-            ..Default::default()
-        });
+        cluster.status = Some(crate::cluster::reachable_status(reachable));
         cluster
     }
 

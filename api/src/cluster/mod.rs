@@ -92,3 +92,19 @@ pub struct ClusterRegistrationStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
 }
+
+/// A status whose only condition is `Reachable` with `status`, for the tests.
+#[cfg(test)]
+pub(crate) fn reachable_status(status: &str) -> ClusterRegistrationStatus {
+    ClusterRegistrationStatus {
+        conditions: vec![Condition {
+            type_: "Reachable".into(),
+            status: status.into(),
+            reason: "ProbeSucceeded".into(),
+            message: String::new(),
+            last_transition_time: Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
+            observed_generation: None,
+        }],
+        ..Default::default()
+    }
+}

@@ -170,8 +170,7 @@ fn refusal(cluster: &ClusterRegistration) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cluster::{ClusterRegistrationSpec, ClusterRegistrationStatus};
-    use crate::common::Condition;
+    use crate::cluster::ClusterRegistrationSpec;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
         LabelSelector, LabelSelectorRequirement, Time,
     };
@@ -180,17 +179,11 @@ mod tests {
     fn cluster(name: &str, region: &str, reachable: bool) -> ClusterRegistration {
         let mut cluster = ClusterRegistration::new(name, ClusterRegistrationSpec::default());
         cluster.metadata.labels = Some(BTreeMap::from([("region".into(), region.into())]));
-        cluster.status = Some(ClusterRegistrationStatus {
-            conditions: vec![Condition {
-                type_: "Reachable".into(),
-                status: if reachable { "True" } else { "False" }.into(),
-                reason: "ProbeSucceeded".into(),
-                message: String::new(),
-                last_transition_time: Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
-                observed_generation: None,
-            }],
-            ..Default::default()
-        });
+        cluster.status = Some(crate::cluster::reachable_status(if reachable {
+            "True"
+        } else {
+            "False"
+        }));
         cluster
     }
 

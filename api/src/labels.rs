@@ -27,3 +27,16 @@ pub const SNAPSHOT: &str = "guildnet.io/snapshot";
 /// Annotation on each child the operator writes: a hash of what it last applied, so a
 /// child that already is what the workspace asks for is not written again.
 pub const APPLIED: &str = "guildnet.io/applied";
+/// On the objects a hub makes in a registered cluster: the hub's id (its `kube-system`
+/// namespace's uid unless `--hub-id` says otherwise), so hubs sharing a cluster never touch
+/// each other's objects.
+pub const ORIGIN: &str = "guildnet.io/origin";
+/// On the objects a hub makes in a registered cluster: the namespace of their Workspace
+/// in the hub.
+pub const HUB_NAMESPACE: &str = "guildnet.io/hub-namespace";
+/// On the objects a hub makes in a registered cluster: the name of their Workspace in the
+/// hub.
+pub const HUB_NAME: &str = "guildnet.io/hub-name";
+/// On the objects a hub makes in a registered cluster: the uid of their Workspace in the
+/// hub.
+pub const HUB_UID: &str = "guildnet.io/hub-uid";

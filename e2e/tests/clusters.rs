@@ -4,17 +4,25 @@
 //! with the edge's version, a probe time that advances, refusals of kubeconfigs that would
 //! reach outside the Secret, an address nothing answers on, a missing namespace, too few
 //! permissions, a missing Secret — and removing the registration stops its instance and
-//! drops its metric series.
+//! drops its metric series. Workspaces placed on the edge run there — named, labelled and
+//! anchored for this hub — and report from there; an out-of-band deletion there is
+//! repaired, a placement nothing matches waits, and an outage of the edge keeps the last
+//! status, says so, and ends with no duplicates.
 
-use guildnet_api::ClusterRegistration;
-use guildnet_api::cluster::facts::ConditionType;
+use guildnet_api::cluster::facts::{ConditionType, remote_name};
 use guildnet_api::common::find_condition;
+use guildnet_api::workspace::WorkspacePhase;
+use guildnet_api::workspace::facts::ConditionType as WorkspaceCondition;
+use guildnet_api::{ClusterRegistration, Workspace};
 use guildnet_e2e::cluster::{Cluster, Operator, free_port};
+use guildnet_e2e::workspaces::{create, wait_for};
 use guildnet_e2e::{User, create_namespace, eventually};
 use k8s_openapi::ByteString;
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::ResourceExt;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::config::Kubeconfig;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -88,6 +96,23 @@ fn edited(kubeconfig: &str, change: impl FnOnce(&mut Kubeconfig)) -> String {
     serde_yaml::to_string(&parsed).unwrap()
 }
 
+/// Registers the edge cluster as `edge`, labelled `region=eu`, through [`SECRET`].
+async fn register_edge(admin: &kube::Client) -> Api<ClusterRegistration> {
+    let registrations: Api<ClusterRegistration> = Api::all(admin.clone());
+    let registration: ClusterRegistration = serde_json::from_value(serde_json::json!({
+        "apiVersion": "guildnet.io/v1alpha1",
+        "kind": "ClusterRegistration",
+        "metadata": {"name": "edge", "labels": {"region": "eu"}},
+        "spec": {"kubeconfigSecretRef": {"namespace": SYSTEM, "name": SECRET}},
+    }))
+    .unwrap();
+    registrations
+        .create(&PostParams::default(), &registration)
+        .await
+        .expect("register the edge cluster");
+    registrations
+}
+
 #[tokio::test]
 async fn a_registered_clusters_status_follows_its_probes_and_its_secret() {
     let hub = Cluster::start("clusters-hub");
@@ -103,18 +128,7 @@ async fn a_registered_clusters_status_follows_its_probes_and_its_secret() {
     let kubeconfig = std::fs::read_to_string(edge.kubeconfig()).unwrap();
     let secrets: Api<Secret> = Api::namespaced(admin.clone(), SYSTEM);
     put_kubeconfig(&secrets, &kubeconfig).await;
-    let registrations: Api<ClusterRegistration> = Api::all(admin.clone());
-    let registration: ClusterRegistration = serde_json::from_value(serde_json::json!({
-        "apiVersion": "guildnet.io/v1alpha1",
-        "kind": "ClusterRegistration",
-        "metadata": {"name": "edge", "labels": {"region": "eu"}},
-        "spec": {"kubeconfigSecretRef": {"namespace": SYSTEM, "name": SECRET}},
-    }))
-    .unwrap();
-    registrations
-        .create(&PostParams::default(), &registration)
-        .await
-        .expect("register the edge cluster");
+    let registrations = register_edge(&admin).await;
 
     // Reachable and ready, with the edge's version and the time it last answered.
     until_condition(
@@ -312,4 +326,216 @@ async fn a_registered_clusters_status_follows_its_probes_and_its_secret() {
         .filter(|line| !line.contains("failed with error client error (Connect)"))
         .collect();
     assert_eq!(unexpected, Vec::<String>::new());
+}
+
+/// A workspace condition as `(status, reason)`.
+fn workspace_condition(ws: &Workspace, type_: WorkspaceCondition) -> Option<(String, String)> {
+    let c = find_condition(&ws.status.as_ref()?.conditions, type_)?;
+    Some((c.status.clone(), c.reason.clone()))
+}
+
+fn has_condition(ws: &Workspace, type_: WorkspaceCondition, status: &str, reason: &str) -> bool {
+    workspace_condition(ws, type_) == Some((status.to_owned(), reason.to_owned()))
+}
+
+#[tokio::test]
+async fn a_placed_workspace_runs_on_its_cluster_and_outlives_an_outage_there() {
+    let hub = Cluster::start("placed-hub");
+    let edge = Cluster::start("placed-edge");
+    let admin = hub.client(User::Admin).await;
+    let edge_admin = edge.client(User::Admin).await;
+    const THERE: &str = "guildnet-workspaces";
+    create_namespace(&edge_admin, THERE, &[]).await;
+    create_namespace(&admin, "team-a", &[]).await;
+    let operator = Operator::start_as_service_account(
+        &hub,
+        "op",
+        &["--leader-elect=false", "--cluster-probe-interval", "1s"],
+    );
+    let kubeconfig = std::fs::read_to_string(edge.kubeconfig()).unwrap();
+    let secrets: Api<Secret> = Api::namespaced(admin.clone(), SYSTEM);
+    put_kubeconfig(&secrets, &kubeconfig).await;
+    let registrations = register_edge(&admin).await;
+    until_condition(&registrations, ConditionType::Ready, "True", "ClusterReady").await;
+
+    // Placed by name: it runs on the edge under its name there, and says so.
+    let workspaces: Api<Workspace> = Api::namespaced(admin.clone(), "team-a");
+    create(
+        &workspaces,
+        "ide",
+        serde_json::json!({"image": "nginx", "placement": {"cluster": "edge"}}),
+    )
+    .await;
+    let name = remote_name("team-a", "ide");
+    let ws = wait_for(&workspaces, "ide", "running on the edge", |ws| {
+        ws.status
+            .as_ref()
+            .is_some_and(|s| s.phase == Some(WorkspacePhase::Running))
+    })
+    .await;
+    let status = ws.status.clone().unwrap();
+    assert_eq!(status.cluster.as_deref(), Some("edge"));
+    assert_eq!(status.remote_namespace.as_deref(), Some(THERE));
+    assert_eq!(status.remote_name.as_deref(), Some(name.as_str()));
+    assert_eq!(status.ready_replicas, Some(1));
+    assert!(has_condition(
+        &ws,
+        WorkspaceCondition::Degraded,
+        "False",
+        "ClusterReachable"
+    ));
+    assert_eq!(
+        status.service_dns,
+        Some(format!("{name}.{THERE}.svc.cluster.local"))
+    );
+    // Nothing of it in the hub.
+    let hub_deployments: Api<Deployment> = Api::namespaced(admin.clone(), "team-a");
+    assert!(hub_deployments.get_opt("ide").await.unwrap().is_none());
+
+    // There, everything is owned by one anchor that names this hub and the workspace.
+    let anchors: Api<ConfigMap> = Api::namespaced(edge_admin.clone(), THERE);
+    let anchor = anchors.get(&name).await.expect("the anchor on the edge");
+    let labels = anchor.labels();
+    let hub_id = admin_kube_system_uid(&admin).await;
+    assert_eq!(labels["guildnet.io/origin"], hub_id);
+    assert_eq!(labels["guildnet.io/hub-namespace"], "team-a");
+    assert_eq!(labels["guildnet.io/hub-name"], "ide");
+    assert_eq!(labels["guildnet.io/hub-uid"], ws.uid().unwrap());
+    let deployments: Api<Deployment> = Api::namespaced(edge_admin.clone(), THERE);
+    let deployment = deployments
+        .get(&name)
+        .await
+        .expect("the Deployment on the edge");
+    let service = Api::<Service>::namespaced(edge_admin.clone(), THERE)
+        .get(&name)
+        .await
+        .expect("the Service on the edge");
+    for (kind, meta) in [
+        ("Deployment", &deployment.metadata),
+        ("Service", &service.metadata),
+    ] {
+        let owners = meta.owner_references.clone().unwrap_or_default();
+        assert!(
+            owners
+                .iter()
+                .any(|o| o.kind == "ConfigMap" && o.uid == anchor.uid().unwrap()),
+            "{kind} is owned by the anchor: {owners:?}"
+        );
+        assert_eq!(meta.labels.as_ref().unwrap()["guildnet.io/origin"], hub_id);
+    }
+    eventually("the registration counting it", TIMEOUT, || async {
+        let status = registrations.get("edge").await.ok()?.status?;
+        (status.workspaces == Some(1)).then_some(())
+    })
+    .await;
+
+    // Deleted there out of band: made again.
+    deployments
+        .delete(&name, &DeleteParams::default())
+        .await
+        .unwrap();
+    let old_uid = deployment.uid().unwrap();
+    eventually("the edge Deployment repaired", TIMEOUT, || async {
+        let again = deployments.get_opt(&name).await.ok()??;
+        (again.uid()? != old_uid).then_some(())
+    })
+    .await;
+
+    // A selector nothing matches: pending, saying why; a cluster that comes to match
+    // takes it.
+    create(
+        &workspaces,
+        "lab",
+        serde_json::json!({"image": "nginx", "placement": {"clusterSelector": {"matchLabels": {"region": "mars"}}}}),
+    )
+    .await;
+    let ws = wait_for(&workspaces, "lab", "waiting for a cluster", |ws| {
+        has_condition(ws, WorkspaceCondition::Ready, "False", "NoMatchingCluster")
+    })
+    .await;
+    assert_eq!(ws.status.unwrap().phase, Some(WorkspacePhase::Pending));
+    registrations
+        .patch(
+            "edge",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"metadata": {"labels": {"region": "mars"}}})),
+        )
+        .await
+        .unwrap();
+    let ws = wait_for(&workspaces, "lab", "placed by its selector", |ws| {
+        ws.status.as_ref().is_some_and(|s| {
+            s.cluster.as_deref() == Some("edge") && s.phase == Some(WorkspacePhase::Running)
+        })
+    })
+    .await;
+    assert_eq!(
+        ws.status.unwrap().remote_name,
+        Some(remote_name("team-a", "lab"))
+    );
+
+    // The edge stops answering: the workspace keeps its last status and says since when.
+    let nowhere = edited(&kubeconfig, |k| {
+        let cluster = k.clusters[0].cluster.as_mut().unwrap();
+        cluster.server = Some(format!("https://127.0.0.1:{}", free_port()));
+    });
+    put_kubeconfig(&secrets, &nowhere).await;
+    let ws = wait_for(&workspaces, "ide", "Degraded by the outage", |ws| {
+        has_condition(
+            ws,
+            WorkspaceCondition::Degraded,
+            "True",
+            "ClusterUnreachable",
+        )
+    })
+    .await;
+    let status = ws.status.clone().unwrap();
+    assert_eq!(status.phase, Some(WorkspacePhase::Running), "as last seen");
+    assert_eq!(status.cluster.as_deref(), Some("edge"), "never moved");
+    let degraded = find_condition(&status.conditions, WorkspaceCondition::Degraded).unwrap();
+    assert!(
+        degraded.message.contains("has not answered since"),
+        "{}",
+        degraded.message
+    );
+
+    // Recovered: the condition clears, and the edge holds one of everything, as before.
+    put_kubeconfig(&secrets, &kubeconfig).await;
+    for workspace in ["ide", "lab"] {
+        wait_for(&workspaces, workspace, "reachable again", |ws| {
+            has_condition(
+                ws,
+                WorkspaceCondition::Degraded,
+                "False",
+                "ClusterReachable",
+            ) && ws.status.as_ref().unwrap().phase == Some(WorkspacePhase::Running)
+        })
+        .await;
+    }
+    let ours = ListParams::default().labels(&format!("guildnet.io/origin={hub_id}"));
+    let mut names: Vec<String> = deployments
+        .list(&ours)
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .map(|d| d.name_any())
+        .collect();
+    names.sort();
+    let mut expected = vec![name.clone(), remote_name("team-a", "lab")];
+    expected.sort();
+    assert_eq!(names, expected);
+    assert_eq!(anchors.get(&name).await.unwrap().uid(), anchor.uid());
+    let unexpected: Vec<String> = operator
+        .complaints()
+        .into_iter()
+        .filter(|line| !line.contains("the registered cluster is unreachable"))
+        .filter(|line| !line.contains("failed with error client error (Connect)"))
+        .collect();
+    assert_eq!(unexpected, Vec::<String>::new());
+}
+
+/// The hub's id as the operator takes it by default: the uid of its kube-system namespace.
+async fn admin_kube_system_uid(admin: &kube::Client) -> String {
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(admin.clone());
+    namespaces.get("kube-system").await.unwrap().uid().unwrap()
 }

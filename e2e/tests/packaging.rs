@@ -391,6 +391,7 @@ fn operator_rules() -> Vec<Rule> {
         (vec!["guildnet.io"], vec!["quotas/status"], vec![], vec!["patch"]),
         (vec!["guildnet.io"], vec!["clusterregistrations"], vec![], vec!["list", "watch"]),
         (vec!["guildnet.io"], vec!["clusterregistrations/status"], vec![], vec!["patch"]),
+        (vec![""], vec!["namespaces"], vec!["kube-system"], vec!["get"]),
         (vec![""], vec!["pods"], vec![], vec!["list", "watch"]),
         (vec!["apps"], vec!["deployments"], vec![], vec!["get", "list", "watch", "create", "patch", "delete"]),
         (vec![""], vec!["services"], vec![], vec!["get", "list", "watch", "create", "patch", "delete"]),

@@ -91,6 +91,11 @@ struct Args {
     /// reachable again after 2 answers in a row.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
     cluster_probe_interval: Duration,
+    /// This hub's id, on every object it makes in a registered cluster (label
+    /// guildnet.io/origin), so hubs sharing a cluster never touch each other's objects; at
+    /// most 63 characters. Default: the uid of this cluster's kube-system namespace.
+    #[arg(long)]
+    hub_id: Option<String>,
     /// Log format; default: text on a terminal, JSON otherwise. RUST_LOG filters (default
     /// info).
     #[arg(long, value_enum)]
@@ -137,6 +142,10 @@ async fn main() -> anyhow::Result<()> {
     let lease_client = kube::Client::try_from(config)?;
     let version = client.apiserver_version().await?;
     info!(server = %version.git_version, %identity, "connected to the API server");
+    let hub_id = match args.hub_id {
+        Some(id) => id,
+        None => runtime::cluster_uid(&client).await?,
+    };
     let options = Options {
         controller: Settings {
             crash_loop_restarts: args.crash_loop_restarts,
@@ -160,6 +169,7 @@ async fn main() -> anyhow::Result<()> {
         metrics_listen: args.metrics_listen,
         shutdown_timeout: args.shutdown_timeout,
         cluster_probe_interval: args.cluster_probe_interval,
+        hub_id,
     };
     runtime::run(client, lease_client, options).await?;
     Ok(())

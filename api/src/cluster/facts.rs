@@ -3,8 +3,10 @@
 //! condition types and reasons its status carries.
 
 use super::{ClusterRegistration, ClusterRegistrationStatus};
-use crate::common::find_true_condition;
+use crate::common::{find_condition, find_true_condition};
 use crate::workspace::facts::spelled;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use sha2::{Digest, Sha256};
 
 /// The Secret key read when `spec.kubeconfigSecretRef.key` is not set.
 pub const DEFAULT_KUBECONFIG_KEY: &str = "kubeconfig";
@@ -12,6 +14,21 @@ pub const DEFAULT_KUBECONFIG_KEY: &str = "kubeconfig";
 /// The namespace workspaces are created in on a registered cluster when `spec.namespace`
 /// is not set.
 pub const DEFAULT_REMOTE_NAMESPACE: &str = "guildnet-workspaces";
+
+/// How many characters of a Workspace's name its objects in a registered cluster keep:
+/// with `-` and the 8-character hash, a DNS label of at most 63.
+const REMOTE_NAME_PREFIX: usize = 54;
+
+/// The name of the objects a Workspace `namespace/name` of the hub has in a registered
+/// cluster: `<name>-<8 hex digits of SHA-256 of namespace/name>`. Workspaces of the same
+/// name in different hub namespaces share one namespace there, so the hash keeps them apart;
+/// the name stays readable for whoever looks at that cluster.
+pub fn remote_name(namespace: &str, name: &str) -> String {
+    let digest = Sha256::digest(format!("{namespace}/{name}").as_bytes());
+    let hash: String = digest[..4].iter().map(|b| format!("{b:02x}")).collect();
+    let prefix: String = name.chars().take(REMOTE_NAME_PREFIX).collect();
+    format!("{}-{hash}", prefix.trim_end_matches('-'))
+}
 
 impl ClusterRegistration {
     /// The key of the kubeconfig in its Secret.
@@ -59,6 +76,14 @@ impl ClusterRegistrationStatus {
     /// Whether condition `Reachable` is `True`.
     pub fn is_reachable(&self) -> bool {
         find_true_condition(&self.conditions, ConditionType::Reachable).is_some()
+    }
+
+    /// Since when the cluster has not answered: the time condition `Reachable` turned
+    /// `False`; `None` while it is not `False`.
+    pub fn unreachable_since(&self) -> Option<&Time> {
+        find_condition(&self.conditions, ConditionType::Reachable)
+            .filter(|c| c.status == "False")
+            .map(|c| &c.last_transition_time)
     }
 }
 
@@ -146,6 +171,42 @@ mod tests {
         );
         cluster.status = Some(crate::cluster::reachable_status(reachable));
         cluster
+    }
+
+    #[test]
+    fn remote_names_are_dns_labels_that_keep_hub_namespaces_apart() {
+        let ide = remote_name("team-a", "ide");
+        assert!(
+            ide.starts_with("ide-") && ide.len() == "ide-".len() + 8,
+            "{ide}"
+        );
+        assert_ne!(ide, remote_name("team-b", "ide"));
+        assert_eq!(ide, remote_name("team-a", "ide"), "stable");
+        // Names that would not fit are cut, never ending in '-' before the hash.
+        let long = remote_name("team-a", &format!("{}-x", "a".repeat(53)));
+        assert_eq!(long.len(), 54 + 1 + 8 - 1, "{long}");
+        assert!(!long.contains("--"), "{long}");
+        let longest = remote_name("team-a", &"w".repeat(63));
+        assert_eq!(longest.len(), 63);
+        assert!(crate::workspace::validate_name(&longest).is_ok());
+    }
+
+    #[test]
+    fn an_unreachable_cluster_says_since_when() {
+        assert!(
+            registration("True")
+                .status
+                .unwrap()
+                .unreachable_since()
+                .is_none()
+        );
+        assert!(
+            registration("False")
+                .status
+                .unwrap()
+                .unreachable_since()
+                .is_some()
+        );
     }
 
     #[test]

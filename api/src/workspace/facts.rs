@@ -74,6 +74,20 @@ impl Workspace {
         ) == Some("true")
     }
 
+    /// The registered cluster its status records it on (`status.cluster`), for good.
+    pub fn placed_on(&self) -> Option<&str> {
+        self.status.as_ref()?.cluster.as_deref()
+    }
+
+    /// Whether a change of the registered cluster `cluster` (its reachability, labels or
+    /// connection) concerns the workspace: it is placed there, or waits to be placed.
+    pub fn follows_cluster(&self, cluster: &str) -> bool {
+        match self.placed_on() {
+            Some(placed) => placed == cluster,
+            None => self.spec.placement.is_some(),
+        }
+    }
+
     /// `true` when the `guildnet.io/keepalive` label opts the workspace out of reaping.
     pub fn is_kept_alive(&self) -> bool {
         label(self.metadata.labels.as_ref(), labels::KEEPALIVE) == Some("true")
@@ -230,6 +244,9 @@ spelled! {
         Stalled,
         /// Present while the `guildnet.io/snapshot` annotation asks for a snapshot.
         Snapshot,
+        /// On placed workspaces: `True` while their cluster cannot be reached (the rest of
+        /// the status is as last seen).
+        Degraded,
     }
 }
 
@@ -290,6 +307,14 @@ spelled! {
         Reaped,
         /// Deleted after `ttlSecondsAfterFinished`.
         Expired,
+        // Placement (Ready, Progressing, Degraded)
+        /// No registered cluster matches `spec.placement` and accepts workspaces: Pending
+        /// until one does.
+        NoMatchingCluster,
+        /// The cluster the workspace is placed on does not answer.
+        ClusterUnreachable,
+        /// The cluster the workspace is placed on answers.
+        ClusterReachable,
     }
 }
 
@@ -313,7 +338,8 @@ mod tests {
                 "Suspended",
                 "Reconciling",
                 "Stalled",
-                "Snapshot"
+                "Snapshot",
+                "Degraded"
             ]
         );
         let reasons: Vec<&str> = Reason::ALL.iter().map(|r| r.as_str()).collect();
@@ -342,7 +368,10 @@ mod tests {
                 "SnapshotAPIUnavailable",
                 "Launched",
                 "Reaped",
-                "Expired"
+                "Expired",
+                "NoMatchingCluster",
+                "ClusterUnreachable",
+                "ClusterReachable"
             ]
         );
     }

@@ -460,9 +460,16 @@ pub struct WorkspaceStatus {
     /// An external URL (Ingress or LoadBalancer), when exposed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
-    /// The cluster the workspace runs in.
+    /// The registered cluster the workspace was placed on (`spec.placement`); kept for
+    /// good once set. Unset for workspaces of the cluster the operator runs in.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<String>,
+    /// The namespace of the workspace's objects in that cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote_namespace: Option<String>,
+    /// The name of the workspace's objects in that cluster, `<name>-<hash>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote_name: Option<String>,
     /// Last traffic through the proxy; drives idle reaping.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_access_time: Option<Time>,

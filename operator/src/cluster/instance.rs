@@ -18,15 +18,18 @@ use kube::Client;
 use kube::api::{Api, PostParams};
 use kube::runtime::reflector::ObjectRef;
 use sha2::{Digest, Sha256};
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, DropGuard};
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use super::Context;
 use super::health::{Health, PROBE_TIMEOUT, Reachability};
 use super::kubeconfig;
+use super::remote::Remote;
 use super::status::{self, Observation, Problem};
 use crate::reconcile::apply::apply_status;
+use crate::workspace::caches::RemoteCaches;
+use guildnet_api::Workspace;
 
 /// A registered cluster's running instance.
 pub struct Instance {
@@ -40,7 +43,7 @@ impl Instance {
     pub fn start(cluster: &str, ctx: Arc<Context>) -> Self {
         let token = CancellationToken::new();
         let tasks = TaskTracker::new();
-        let prober = Prober::new(cluster, &ctx);
+        let prober = Prober::new(cluster, &ctx, tasks.clone(), token.clone());
         tasks.spawn(prober.run(ctx, token.clone()));
         tasks.close();
         info!(cluster, "started the registered cluster's instance");
@@ -55,6 +58,7 @@ impl Instance {
     pub async fn stop(self, ctx: &Context) {
         self.token.cancel();
         self.tasks.wait().await;
+        ctx.remotes.withdraw(&self.cluster);
         ctx.metrics.forget_cluster(&self.cluster);
         info!(cluster = %self.cluster, "stopped the registered cluster's instance");
     }
@@ -68,6 +72,9 @@ struct Connection {
     /// The namespace the checks made once per connection and namespace passed for (the
     /// version read, the namespace there, the permissions in it).
     checked: Option<String>,
+    /// Cancels the watches of what this hub made there when the connection is replaced
+    /// or dropped.
+    _caches: Option<DropGuard>,
 }
 
 /// Why one round of probing found the cluster not answering, or not usable.
@@ -88,6 +95,9 @@ enum Round {
 /// The probe loop's state.
 struct Prober {
     cluster: String,
+    /// Where the remote caches' watches run, under the instance's token.
+    tasks: TaskTracker,
+    token: CancellationToken,
     health: Health,
     connection: Option<Connection>,
     observation: Observation,
@@ -96,7 +106,7 @@ struct Prober {
 }
 
 impl Prober {
-    fn new(cluster: &str, ctx: &Context) -> Self {
+    fn new(cluster: &str, ctx: &Context, tasks: TaskTracker, token: CancellationToken) -> Self {
         let registration = ctx.registration(cluster);
         let status = registration.as_ref().and_then(|r| r.status.clone());
         let recorded = status
@@ -105,6 +115,8 @@ impl Prober {
             .map(|s| s.is_reachable());
         Self {
             cluster: cluster.to_owned(),
+            tasks,
+            token,
             health: Health::resume(recorded),
             connection: None,
             observation: Observation {
@@ -142,7 +154,7 @@ impl Prober {
         }) = &result
         {
             // Credentials may have been rotated in the Secret: read it again at once.
-            self.connection = None;
+            self.disconnect(ctx);
             result = self.probe(ctx, &registration).await;
         }
         let now = Instant::now();
@@ -204,7 +216,7 @@ impl Prober {
         let kubeconfig = match read_kubeconfig(ctx, registration).await {
             Ok(Ok(text)) => text,
             Ok(Err(problem)) => {
-                self.connection = None;
+                self.disconnect(ctx);
                 return Round::NoAnswer {
                     cause: problem.message.clone(),
                     problem: Some(problem),
@@ -226,14 +238,16 @@ impl Prober {
                     if self.connection.is_some() {
                         info!(cluster = %self.cluster, "the kubeconfig Secret changed: reconnecting");
                     }
+                    self.disconnect(ctx);
                     self.connection = Some(Connection {
                         client,
                         kubeconfig_hash: hash,
                         checked: None,
+                        _caches: None,
                     });
                 }
                 Err(problem) => {
-                    self.connection = None;
+                    self.disconnect(ctx);
                     return Round::NoAnswer {
                         cause: problem.message.clone(),
                         problem: Some(problem),
@@ -256,8 +270,33 @@ impl Prober {
                 return round;
             }
             connection.checked = Some(namespace.to_owned());
+            // Workspaces may be placed through it now: watch what this hub made there,
+            // and wake the workspaces placed there (or waiting for a cluster).
+            let token = self.token.child_token();
+            let (caches, synced) = RemoteCaches::start(
+                &client,
+                namespace,
+                ctx.remotes.origin(),
+                &ctx.triggers,
+                &self.tasks,
+                &token,
+            );
+            connection._caches = Some(token.drop_guard());
+            let remote = Remote::new(client, namespace.to_owned(), caches, synced);
+            ctx.remotes.publish(&self.cluster, Arc::new(remote));
+            info!(cluster = %self.cluster, namespace, "connected: workspaces are placed through this connection");
+            for workspace in ctx.placed_or_waiting(&self.cluster) {
+                let _ = ctx.triggers.send(workspace);
+            }
         }
         Round::Answered
+    }
+
+    /// Drops the connection, its caches and what the Workspace controller reaches through it.
+    fn disconnect(&mut self, ctx: &Context) {
+        if self.connection.take().is_some() {
+            ctx.remotes.withdraw(&self.cluster);
+        }
     }
 }
 
@@ -422,14 +461,19 @@ impl Context {
             .workspaces
             .state()
             .iter()
-            .filter(|ws| {
-                ws.status
-                    .as_ref()
-                    .and_then(|s| s.cluster.as_deref())
-                    .is_some_and(|c| c == cluster)
-            })
+            .filter(|ws| ws.placed_on() == Some(cluster))
             .count();
         i32::try_from(count).unwrap_or(i32::MAX)
+    }
+
+    /// The workspaces placed on `cluster`, and those waiting to be placed.
+    fn placed_or_waiting(&self, cluster: &str) -> Vec<ObjectRef<Workspace>> {
+        self.workspaces
+            .state()
+            .iter()
+            .filter(|ws| ws.follows_cluster(cluster))
+            .map(|ws| ObjectRef::from_obj(&**ws))
+            .collect()
     }
 
     /// How old the time of the last answer in the status may get before it is rewritten

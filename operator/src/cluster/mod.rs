@@ -9,6 +9,7 @@
 pub mod health;
 pub mod instance;
 pub mod kubeconfig;
+pub mod remote;
 pub mod status;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -16,12 +17,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use guildnet_api::{ClusterRegistration, Workspace};
-use kube::runtime::reflector::Store;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, ResourceExt};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, broadcast};
 
 use crate::metrics::Metrics;
 use instance::Instance;
+use remote::Remotes;
 
 /// What the instances share.
 pub struct Context {
@@ -35,6 +37,10 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// How often each cluster is probed (`--cluster-probe-interval`).
     pub probe_interval: Duration,
+    /// Where each instance publishes its connection for the Workspace controller.
+    pub remotes: Arc<Remotes>,
+    /// Where the remote caches send the workspaces their changes concern.
+    pub triggers: broadcast::Sender<ObjectRef<Workspace>>,
 }
 
 /// Keeps one instance per registration from now until `lost` or `shutdown` resolves, then

@@ -12,12 +12,14 @@
 pub mod leader;
 
 use crate::cluster;
+use crate::cluster::remote::Remotes;
 use crate::metrics::Metrics;
 use crate::workspace::caches::Caches;
 use crate::workspace::controller::{self, Context, Settings};
 use guildnet_runtime::health::Health;
 use guildnet_runtime::{health, shutdown_signal};
-use kube::Client;
+use k8s_openapi::api::core::v1::Namespace;
+use kube::{Api, Client};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,6 +32,12 @@ pub enum Error {
     /// The metrics and health port (`--metrics-listen`) cannot be bound.
     #[error("--metrics-listen: {0}")]
     Http(#[from] health::Error),
+    /// This hub's id could not be read: its RBAC may get namespace kube-system, or set
+    /// `--hub-id`.
+    #[error(
+        "reading the uid of namespace kube-system (this hub's id): {0}; grant get on that namespace (the chart does) or set --hub-id"
+    )]
+    HubId(kube::Error),
 }
 
 /// How the process runs, from the command line.
@@ -46,6 +54,21 @@ pub struct Options {
     pub shutdown_timeout: Duration,
     /// How often each registered cluster is probed.
     pub cluster_probe_interval: Duration,
+    /// This hub's id (`guildnet.io/origin` on what it makes in registered clusters).
+    pub hub_id: String,
+}
+
+/// The uid of the cluster's `kube-system` namespace: the id a cluster is known by
+/// (Kubernetes' ClusterProperty `cluster.clusterset.k8s.io` suggests it too), stable for
+/// the cluster's life.
+pub async fn cluster_uid(client: &Client) -> Result<String, Error> {
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let namespace = namespaces.get("kube-system").await.map_err(Error::HubId)?;
+    namespace.metadata.uid.ok_or_else(|| {
+        Error::HubId(kube::Error::Service(
+            "namespace kube-system has no uid".into(),
+        ))
+    })
 }
 
 /// Runs the operator until SIGTERM or SIGINT, then shuts down in order. `client` serves the
@@ -84,17 +107,21 @@ pub async fn run(client: Client, lease_client: Client, options: Options) -> Resu
         let _ = stopping_tx.send(true);
     });
 
+    let remotes = Arc::new(Remotes::new(options.hub_id));
     let clusters = Arc::new(cluster::Context {
         client: client.clone(),
         registrations: caches.clusters(),
         workspaces: caches.workspaces(),
         metrics: metrics.clone(),
         probe_interval: options.cluster_probe_interval,
+        remotes: remotes.clone(),
+        triggers: caches.triggers(),
     });
     let ctx = Arc::new(Context::new(
         client,
         options.controller,
         &caches,
+        remotes,
         metrics,
         &options.identity,
     ));

@@ -2,9 +2,13 @@
 //! are this workspace's own (see [`crate::reconcile::apply`]); then pruning what the spec no
 //! longer asks for, and taking requested snapshots.
 
+use super::builders::children_of;
+use super::caches::ChildCaches;
 use super::controller::{Context, Error};
+use super::meta::Parent;
+use super::password::password_secret_of;
 use super::views::DeploymentView;
-use super::{Children, desired_children, password_secret, snapshot, sweep};
+use super::{Children, snapshot, sweep};
 use crate::reconcile::apply::{
     Owner, VersionBy, apply_if_changed, apply_owned, create_once, delete_owned,
 };
@@ -15,13 +19,14 @@ use guildnet_api::workspace::facts::{ConditionType, Reason};
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use k8s_openapi::api::networking::v1::Ingress;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::api::{Api, DynamicObject, ListParams};
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::sync::Arc;
 
@@ -34,23 +39,68 @@ pub(super) struct Applied {
     pub snapshot: Option<Observed>,
 }
 
-/// Applies every child of `ws` and prunes what its spec no longer asks for.
+/// Where a workspace's children are written, and the caches that show them there.
+pub(super) struct Target<'a> {
+    pub client: &'a Client,
+    /// The namespace of the children.
+    pub namespace: &'a str,
+    pub caches: &'a ChildCaches,
+    /// `None`: the cluster the operator runs in, where the workspace owns its children;
+    /// otherwise the registered cluster it is placed on.
+    pub placed: Option<PlacedParent<'a>>,
+}
+
+/// Who a placed workspace's children are in its cluster.
+pub(super) struct PlacedParent<'a> {
+    /// Their name there (`<name>-<hash>`).
+    pub name: &'a str,
+    /// Their controller there: the workspace's anchor.
+    pub anchor: OwnerReference,
+    /// Their origin and hub workspace labels.
+    pub labels: &'a BTreeMap<String, String>,
+}
+
+impl Target<'_> {
+    /// The name the children have.
+    pub(super) fn child_name(&self, ws: &Workspace) -> String {
+        match &self.placed {
+            Some(placed) => placed.name.to_owned(),
+            None => ws.name_any(),
+        }
+    }
+}
+
+/// Applies every child of `ws` to `target` and prunes what its spec no longer asks for.
 /// `hold` keeps the workspace from running (zero replicas): its owner is over a Quota.
 pub(super) async fn apply_children(
     ws: &Workspace,
-    namespace: &str,
+    target: &Target<'_>,
     hold: bool,
     ctx: &Context,
 ) -> Result<Applied, Error> {
     // Only what the schema cannot check fails here; the message says what to fix.
-    let mut children = desired_children(ws, &ctx.settings.build)?;
+    let parent = match &target.placed {
+        None => Parent::new(ws)?,
+        Some(placed) => Parent::placed(
+            ws,
+            placed.name,
+            target.namespace,
+            placed.anchor.clone(),
+            placed.labels,
+        )?,
+    };
+    let mut children = children_of(ws, &parent, &ctx.settings.build)?;
     if hold {
         children.deployment.spec.replicas = Some(0);
     }
-    // Who the children belong to: objects this workspace controls, and — for volume claims
-    // and snapshots, which outlive it — unowned objects with its name and its owner's id.
-    let uid = ws.uid().unwrap_or_default();
-    let name = ws.name_any();
+    // Who the children belong to: objects this workspace (or its anchor) controls, and —
+    // for volume claims and snapshots, which outlive it — unowned objects with its name
+    // and its owner's id.
+    let uid = match &target.placed {
+        None => ws.uid().unwrap_or_default(),
+        Some(placed) => placed.anchor.uid.clone(),
+    };
+    let name = parent.name.clone();
     let labels = [
         (labels::MANAGED, Some("true")),
         (labels::ID, Some(name.as_str())),
@@ -63,18 +113,23 @@ pub(super) async fn apply_children(
         let id = meta.labels.as_ref().and_then(|l| l.get(labels::ID));
         id == Some(&name) && sweep::is_left_behind(meta, |_, _| created.clone())
     };
+    // Leftovers are replaced only in the workspace's own namespace: in a registered
+    // cluster, what is there of this name is the workspace's anchor's or not its own.
     let owned = Owner {
         uid: &uid,
         labels: &[],
-        leftover: Some(&leftover),
+        leftover: target.placed.is_none().then_some(&leftover as _),
     };
     let outliving = Owner {
         uid: &uid,
         labels: &labels,
         leftover: None,
     };
-    let (deployment, snapshot) =
-        apply_all(ws, namespace, &children, &owned, &outliving, ctx).await?;
+    let owners = Owners {
+        owned: &owned,
+        outliving: &outliving,
+    };
+    let (deployment, snapshot) = apply_all(ws, target, &parent, &children, &owners, ctx).await?;
     Ok(Applied {
         children,
         deployment,
@@ -82,16 +137,24 @@ pub(super) async fn apply_children(
     })
 }
 
+/// The rules existing children must pass: those the workspace controls, and those that
+/// outlive it.
+struct Owners<'a> {
+    owned: &'a Owner<'a>,
+    outliving: &'a Owner<'a>,
+}
+
 async fn apply_all(
     ws: &Workspace,
-    namespace: &str,
+    target: &Target<'_>,
+    parent: &Parent,
     children: &Children,
-    owned: &Owner<'_>,
-    outliving: &Owner<'_>,
+    owners: &Owners<'_>,
     ctx: &Context,
 ) -> Result<(DeploymentView, Option<Observed>), Error> {
-    let client = &ctx.client;
-    let name = ws.name_any();
+    let (client, namespace, caches) = (target.client, target.namespace, target.caches);
+    let Owners { owned, outliving } = *owners;
+    let name = &parent.name;
     let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), namespace);
     // Every child but the Deployment is independent of the others, so all are written
     // together: a new workspace waits one round trip for them, not one each. All come before
@@ -99,27 +162,29 @@ async fn apply_all(
     let volume_claims = children
         .pvcs
         .iter()
-        .map(|pvc| apply_cached(ctx, namespace, pvc, outliving, &ctx.claims));
+        .map(|pvc| apply_cached(ctx, target, pvc, outliving, &caches.claims));
     futures::try_join!(
-        apply_password(ws, namespace, children, owned, client),
+        apply_password(parent, namespace, children, owned, client),
         futures::future::try_join_all(volume_claims),
-        apply_cached(ctx, namespace, &children.service, owned, &ctx.services),
+        apply_cached(ctx, target, &children.service, owned, &caches.services),
         apply_cached(
             ctx,
-            namespace,
+            target,
             &children.network_policy,
             owned,
-            &ctx.network_policies,
+            &caches.network_policies,
         ),
-        apply_ingress(ws, namespace, children, owned, ctx),
+        apply_ingress(ws, target, name, children, owned, ctx),
     )?;
-    prune_volume_claims(ws, &claims, children, owned).await?;
+    prune_volume_claims(ws, name, &claims, children, owned).await?;
     let snapshot = match snapshot::requested(ws) {
-        Some(name) => Some(take_snapshots(ws, namespace, children, name, outliving, client).await?),
+        Some(snapshot) => {
+            Some(take_snapshots(ws, target, name, children, snapshot, outliving).await?)
+        }
         None => None,
     };
     let first_launch = ws.status.is_none();
-    let cached_deployment = cached(&ctx.deployments, namespace, &name);
+    let cached_deployment = cached(&caches.deployments, namespace, name);
     let api = Api::namespaced(client.clone(), namespace);
     let meta = cached_deployment.as_ref().map(|d| &d.metadata);
     let written = apply_child(
@@ -149,7 +214,7 @@ async fn apply_all(
 
 /// Creates the workspace's generated password Secret, once, when its spec asks for one.
 async fn apply_password(
-    ws: &Workspace,
+    parent: &Parent,
     namespace: &str,
     children: &Children,
     owned: &Owner<'_>,
@@ -158,7 +223,7 @@ async fn apply_password(
     let Some(name) = &children.password_secret else {
         return Ok(());
     };
-    let secret = password_secret(ws, &super::generate_password())?;
+    let secret = password_secret_of(parent, &super::generate_password());
     debug_assert_eq!(&secret.name_any(), name);
     create_once(&Api::namespaced(client.clone(), namespace), &secret, owned).await?;
     Ok(())
@@ -167,19 +232,20 @@ async fn apply_password(
 /// Applies the Ingress the spec asks for, or deletes the one an earlier spec made.
 async fn apply_ingress(
     ws: &Workspace,
-    namespace: &str,
+    target: &Target<'_>,
+    name: &str,
     children: &Children,
     owned: &Owner<'_>,
     ctx: &Context,
 ) -> Result<(), Error> {
-    let ingresses: Api<Ingress> = Api::namespaced(ctx.client.clone(), namespace);
+    let ingresses: Api<Ingress> = Api::namespaced(target.client.clone(), target.namespace);
     match &children.ingress {
         Some(ingress) => {
-            apply_cached(ctx, namespace, ingress, owned, &ctx.ingresses).await?;
+            apply_cached(ctx, target, ingress, owned, &target.caches.ingresses).await?;
         }
         None if ws.status.as_ref().and_then(|s| s.url.as_ref()).is_some() => {
             // The spec no longer asks for an Ingress; the status says one was made.
-            delete_owned(&ingresses, &ws.name_any(), owned).await?;
+            delete_owned(&ingresses, name, owned).await?;
         }
         None => {}
     }
@@ -191,7 +257,7 @@ async fn apply_ingress(
 /// needs no read before the write.
 async fn apply_cached<K, Cached>(
     ctx: &Context,
-    namespace: &str,
+    target: &Target<'_>,
     child: &K,
     owner: &Owner<'_>,
     store: &Store<Cached>,
@@ -204,8 +270,8 @@ where
         + Debug,
     Cached: Resource<DynamicType = ()> + Clone,
 {
-    let api = Api::namespaced(ctx.client.clone(), namespace);
-    let cached = cached(store, namespace, &child.name_any());
+    let api = Api::namespaced(target.client.clone(), target.namespace);
+    let cached = cached(store, target.namespace, &child.name_any());
     let meta = cached.as_ref().map(|c| c.meta());
     Ok(apply_child(ctx, &api, child, owner, meta, VersionBy::ResourceVersion).await?)
 }
@@ -239,12 +305,13 @@ where
 /// Creates the requested VolumeSnapshots, or says why it cannot.
 async fn take_snapshots(
     ws: &Workspace,
-    namespace: &str,
+    target: &Target<'_>,
+    workspace: &str,
     children: &Children,
     name: &str,
     outliving: &Owner<'_>,
-    client: &Client,
 ) -> Result<Observed, Error> {
+    let (client, namespace) = (target.client, target.namespace);
     let observed = |status, reason, message: String| {
         Observed::new(ConditionType::Snapshot, status, reason, message)
     };
@@ -259,10 +326,9 @@ async fn take_snapshots(
         Api::namespaced_with(client.clone(), namespace, &snapshot::snapshot_resource());
     // A snapshot is a backup of this workspace's claims, never mounted: its name and GuildNet's
     // label make it this workspace's (snapshots from before owner labels carry only these).
-    let workspace = ws.name_any();
     let labels = [
         (labels::MANAGED, Some("true")),
-        (labels::ID, Some(workspace.as_str())),
+        (labels::ID, Some(workspace)),
     ];
     let snapshots = Owner {
         uid: outliving.uid,
@@ -296,6 +362,7 @@ async fn take_snapshots(
 /// data is never removed.
 async fn prune_volume_claims(
     ws: &Workspace,
+    name: &str,
     claims: &Api<PersistentVolumeClaim>,
     children: &Children,
     owned: &Owner<'_>,
@@ -309,7 +376,7 @@ async fn prune_volume_claims(
     if recorded.iter().all(|name| desired.contains(name)) {
         return Ok(());
     }
-    let selector = format!("{}={}", labels::ID, ws.name_any());
+    let selector = format!("{}={name}", labels::ID);
     for pvc in claims
         .list_metadata(&ListParams::default().labels(&selector))
         .await?

@@ -58,7 +58,16 @@ pub struct Children {
 ///
 /// Fails when the workspace cannot run as named or annotated; the error says what to fix.
 pub fn desired_children(ws: &Workspace, ctx: &BuildContext) -> Result<Children, Error> {
-    let parent = Parent::new(ws)?;
+    children_of(ws, &Parent::new(ws)?, ctx)
+}
+
+/// The children of `ws` as `parent` names, labels and owns them: in the workspace's own
+/// namespace, or in the cluster it is placed on.
+pub(super) fn children_of(
+    ws: &Workspace,
+    parent: &Parent,
+    ctx: &BuildContext,
+) -> Result<Children, Error> {
     let mut spec = ws.spec.clone();
     let profile_applied = apply_defaults(&mut spec, ws.annotations())?;
     check_volume_names(&spec)?;
@@ -67,11 +76,11 @@ pub fn desired_children(ws: &Workspace, ctx: &BuildContext) -> Result<Children, 
         .needs_generated_password()
         .then(|| password_secret_name(&parent.name));
     Ok(Children {
-        deployment: deployment(&parent, &spec, ctx, password_secret.as_deref()),
-        service: service(&parent, &spec),
-        ingress: ingress(&parent, &spec),
-        network_policy: network_policy(&parent, &spec, &ctx.proxy),
-        pvcs: persistent_volume_claims(&parent, &spec),
+        deployment: deployment(parent, &spec, ctx, password_secret.as_deref()),
+        service: service(parent, &spec),
+        ingress: ingress(parent, &spec),
+        network_policy: network_policy(parent, &spec, &ctx.proxy),
+        pvcs: persistent_volume_claims(parent, &spec),
         password_secret,
         profile_applied,
     })

@@ -9,8 +9,8 @@ use guildnet_api::quota::QuotaScope;
 use guildnet_api::{ClusterRegistration, Quota, Workspace, labels};
 use k8s_openapi::api::apps::v1::{DeploymentCondition, DeploymentStatus};
 use k8s_openapi::api::core::v1::{
-    ContainerState, ContainerStateTerminated, ContainerStatus, PersistentVolumeClaim, PodStatus,
-    Service,
+    ConfigMap, ContainerState, ContainerStateTerminated, ContainerStatus, PersistentVolumeClaim,
+    PodStatus, Service,
 };
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -24,6 +24,8 @@ use std::fmt::Debug;
 use std::pin::pin;
 use std::sync::Arc;
 use tokio::sync::{Notify, broadcast, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
 /// Changes that wait for a slow leader before it falls behind and reconciles everything
@@ -41,17 +43,8 @@ const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 /// whether it leads or not, so a new leader reconciles from warm caches at once.
 pub struct Caches {
     workspaces: Store<Workspace>,
-    pods: Store<PodView>,
-    /// GuildNet's Deployments without their pod template (the status is computed from
-    /// their status; whether to write them, from the applied hash), and the metadata of
-    /// their Services: triggers of their owners, and what the sweeper looks through for
-    /// children whose workspace is gone.
-    deployments: Store<DeploymentView>,
-    services: Store<PartialObjectMeta<Service>>,
-    network_policies: Store<PartialObjectMeta<NetworkPolicy>>,
-    ingresses: Store<PartialObjectMeta<Ingress>>,
-    /// GuildNet's volume claims: retained ones count against their owner's storage Quota.
-    claims: Store<PersistentVolumeClaim>,
+    /// GuildNet's children in this cluster.
+    children: ChildCaches,
     quotas: Store<Quota>,
     /// Registered clusters, and the notice of their changes (what their instances follow).
     clusters: Store<ClusterRegistration>,
@@ -79,6 +72,7 @@ impl Caches {
             triggers: triggers.clone(),
             changed: Arc::new(Notify::new()),
             synced: Arc::new(synced_tx),
+            tasks: None,
         };
         let changed = watch.changed.clone();
 
@@ -89,32 +83,16 @@ impl Caches {
             |ws: &Workspace| vec![ObjectRef::from_obj(ws)],
             same_but_status_workspace,
         );
-        let pods = watch.start(
-            "pods",
-            watcher(Api::<PodView>::all(client.clone()), managed.clone()),
-            keep_what_status_reads,
-            of_workspace,
-            same_pod,
-        );
-        let deployments = watch.start(
-            "deployments",
-            watcher(Api::<DeploymentView>::all(client.clone()), managed.clone()),
-            keep_what_is_read,
-            owners,
-            same_deployment,
-        );
-        let services = watch.start_metadata::<Service>("services", client, managed.clone());
-        let network_policies =
-            watch.start_metadata::<NetworkPolicy>("networkpolicies", client, managed.clone());
-        let ingresses = watch.start_metadata::<Ingress>("ingresses", client, managed.clone());
         // A claim's change concerns its workspace, and the Quota statuses counting it.
-        let claims = watch.start(
-            "persistentvolumeclaims",
-            watcher(Api::<PersistentVolumeClaim>::all(client.clone()), managed),
-            drop_managed_fields,
-            of_workspace,
-            same_claim,
-        );
+        let everywhere = ApiScope {
+            client: client.clone(),
+            namespace: None,
+        };
+        let of_own = Concerns {
+            labelled: of_workspace,
+            owned: owners,
+        };
+        let children = ChildCaches::start(&watch, &everywhere, &managed, of_own);
         // A Quota change may start or refuse any workspace it counts; its status (which
         // GuildNet writes) refuses nothing.
         let counted = workspaces.clone();
@@ -133,8 +111,9 @@ impl Caches {
             },
             same_but_status_quota,
         );
-        // A registration's changes concern the workspaces placed on it; they are followed
-        // by the registrations' instances, through a notice of their own.
+        // A registration's changes concern the workspaces placed on it, and those waiting
+        // for a cluster; they are followed by the registrations' instances, through a
+        // notice of their own.
         let cluster_watch = Watch {
             changed: Arc::new(Notify::new()),
             ..watch.clone()
@@ -150,7 +129,7 @@ impl Caches {
                 placed
                     .state()
                     .iter()
-                    .filter(|ws| ws.status.as_ref().and_then(|s| s.cluster.as_ref()) == Some(&name))
+                    .filter(|ws| ws.follows_cluster(&name))
                     .map(|ws| ObjectRef::from_obj(&**ws))
                     .collect()
             },
@@ -159,12 +138,7 @@ impl Caches {
 
         Self {
             workspaces,
-            pods,
-            deployments,
-            services,
-            network_policies,
-            ingresses,
-            claims,
+            children,
             quotas,
             clusters,
             cluster_changes,
@@ -194,34 +168,15 @@ impl Caches {
         self.workspaces.clone()
     }
 
-    /// GuildNet's Deployments, without their pod templates.
-    pub(crate) fn deployments(&self) -> Store<DeploymentView> {
-        self.deployments.clone()
+    /// GuildNet's children in this cluster.
+    pub(crate) fn children(&self) -> &ChildCaches {
+        &self.children
     }
 
-    /// GuildNet's Services (metadata).
-    pub(crate) fn services(&self) -> Store<PartialObjectMeta<Service>> {
-        self.services.clone()
-    }
-
-    /// GuildNet's NetworkPolicies (metadata).
-    pub(crate) fn network_policies(&self) -> Store<PartialObjectMeta<NetworkPolicy>> {
-        self.network_policies.clone()
-    }
-
-    /// GuildNet's Ingresses (metadata).
-    pub(crate) fn ingresses(&self) -> Store<PartialObjectMeta<Ingress>> {
-        self.ingresses.clone()
-    }
-
-    /// GuildNet's volume claims.
-    pub(crate) fn claims(&self) -> Store<PersistentVolumeClaim> {
-        self.claims.clone()
-    }
-
-    /// The Pod cache (pods of managed workspaces).
-    pub(crate) fn pods(&self) -> Store<PodView> {
-        self.pods.clone()
+    /// Where a change sends the workspaces it concerns: the registered clusters' caches
+    /// send theirs here too.
+    pub(crate) fn triggers(&self) -> broadcast::Sender<ObjectRef<Workspace>> {
+        self.triggers.clone()
     }
 
     /// Resolves once every watch has listed everything.
@@ -354,6 +309,175 @@ fn same_metadata(old: &ObjectMeta, new: &ObjectMeta) -> bool {
     *old == new
 }
 
+/// The caches of GuildNet's children in one cluster — this one, or a registered one — that
+/// applying a workspace's children and computing its status read.
+#[derive(Clone)]
+pub(crate) struct ChildCaches {
+    /// The workspaces' pods, as the views of what their status reads.
+    pub pods: Store<PodView>,
+    /// Deployments without their pod template (the status is computed from their status;
+    /// whether to write them, from the applied hash).
+    pub deployments: Store<DeploymentView>,
+    /// Services, NetworkPolicies and Ingresses as metadata: triggers of their owners, and
+    /// what the sweeper looks through for children whose workspace is gone.
+    pub services: Store<PartialObjectMeta<Service>>,
+    pub network_policies: Store<PartialObjectMeta<NetworkPolicy>>,
+    pub ingresses: Store<PartialObjectMeta<Ingress>>,
+    /// Volume claims: retained ones count against their owner's storage Quota.
+    pub claims: Store<PersistentVolumeClaim>,
+}
+
+impl ChildCaches {
+    /// Starts watching the children `config` selects through `api` (every namespace, or
+    /// one), each change triggering the workspaces it `concerns`.
+    fn start(
+        watch: &Watch,
+        scope: &ApiScope,
+        config: &watcher::Config,
+        concerns: Concerns,
+    ) -> Self {
+        let Concerns { labelled, owned } = concerns;
+        Self {
+            pods: watch.start(
+                "pods",
+                watcher(scope.of::<PodView>(), config.clone()),
+                keep_what_status_reads,
+                move |pod: &PodView| labelled(&pod.metadata),
+                same_pod,
+            ),
+            deployments: watch.start(
+                "deployments",
+                watcher(scope.of::<DeploymentView>(), config.clone()),
+                keep_what_is_read,
+                move |d: &DeploymentView| owned(&d.metadata),
+                same_deployment,
+            ),
+            services: watch.start_metadata::<Service>("services", scope.of(), config, owned),
+            network_policies: watch.start_metadata::<NetworkPolicy>(
+                "networkpolicies",
+                scope.of(),
+                config,
+                owned,
+            ),
+            ingresses: watch.start_metadata::<Ingress>("ingresses", scope.of(), config, owned),
+            claims: watch.start(
+                "persistentvolumeclaims",
+                watcher(scope.of::<PersistentVolumeClaim>(), config.clone()),
+                drop_managed_fields,
+                move |claim: &PersistentVolumeClaim| labelled(&claim.metadata),
+                same_claim,
+            ),
+        }
+    }
+}
+
+impl ChildCaches {
+    /// The pods of the workspace whose children are named `name` in `namespace`.
+    pub(crate) fn pods_of(&self, name: &str, namespace: &str) -> Vec<Arc<PodView>> {
+        self.pods.state_filter(|p| {
+            p.namespace().as_deref() == Some(namespace)
+                && p.labels().get(labels::ID).map(String::as_str) == Some(name)
+        })
+    }
+
+    /// The uids of every cached child but the pods.
+    pub(crate) fn uids(&self) -> std::collections::HashSet<String> {
+        (self.deployments.state().iter().filter_map(|d| d.uid()))
+            .chain(self.services.state().iter().filter_map(|s| s.uid()))
+            .chain(self.network_policies.state().iter().filter_map(|p| p.uid()))
+            .chain(self.ingresses.state().iter().filter_map(|i| i.uid()))
+            .chain(self.claims.state().iter().filter_map(|c| c.uid()))
+            .collect()
+    }
+}
+
+/// Which workspaces a child's change concerns: for pods and claims, which their workspace
+/// does not necessarily own, by their labels; for the others, by who owns them.
+#[derive(Clone, Copy)]
+struct Concerns {
+    labelled: fn(&ObjectMeta) -> Vec<ObjectRef<Workspace>>,
+    owned: fn(&ObjectMeta) -> Vec<ObjectRef<Workspace>>,
+}
+
+/// Where a set of watches looks: every namespace of a cluster, or one.
+#[derive(Clone)]
+struct ApiScope {
+    client: Client,
+    namespace: Option<String>,
+}
+
+impl ApiScope {
+    fn of<K>(&self) -> Api<K>
+    where
+        K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>,
+    {
+        match &self.namespace {
+            Some(namespace) => Api::namespaced(self.client.clone(), namespace),
+            None => Api::all(self.client.clone()),
+        }
+    }
+}
+
+/// The caches of what this hub made in a registered cluster's namespace — the children of
+/// the workspaces placed there, and each one's anchor (the ConfigMap that owns them there)
+/// — selected by this hub's [`labels::ORIGIN`]. Their changes trigger the hub workspace
+/// their [`labels::HUB_NAMESPACE`] and [`labels::HUB_NAME`] labels name. The watches run
+/// on `tasks` until `token` is cancelled.
+pub(crate) struct RemoteCaches {
+    pub children: ChildCaches,
+    pub anchors: Store<PartialObjectMeta<ConfigMap>>,
+}
+
+impl RemoteCaches {
+    /// How many watches a [`RemoteCaches`] keeps.
+    const WATCHES: usize = 7;
+
+    pub(crate) fn start(
+        client: &Client,
+        namespace: &str,
+        origin: &str,
+        triggers: &broadcast::Sender<ObjectRef<Workspace>>,
+        tasks: &TaskTracker,
+        token: &CancellationToken,
+    ) -> (Self, watch::Receiver<usize>) {
+        let (synced_tx, synced) = watch::channel(0);
+        let watch = Watch {
+            triggers: triggers.clone(),
+            changed: Arc::new(Notify::new()),
+            synced: Arc::new(synced_tx),
+            tasks: Some((tasks.clone(), token.clone())),
+        };
+        let scope = ApiScope {
+            client: client.clone(),
+            namespace: Some(namespace.to_owned()),
+        };
+        let config = watcher::Config::default().labels(&format!("{}={origin}", labels::ORIGIN));
+        let by_labels = Concerns {
+            labelled: of_hub_workspace,
+            owned: of_hub_workspace,
+        };
+        let children = ChildCaches::start(&watch, &scope, &config, by_labels);
+        let anchors =
+            watch.start_metadata::<ConfigMap>("anchors", scope.of(), &config, of_hub_workspace);
+        (Self { children, anchors }, synced)
+    }
+
+    /// Whether every watch has listed everything once.
+    pub(crate) fn is_synced(synced: &watch::Receiver<usize>) -> bool {
+        *synced.borrow() == Self::WATCHES
+    }
+}
+
+/// The hub workspace a registered cluster's object was made for, by its labels.
+fn of_hub_workspace(meta: &ObjectMeta) -> Vec<ObjectRef<Workspace>> {
+    let labels = meta.labels.as_ref();
+    let label = |key| labels.and_then(|l| l.get(key));
+    match (label(labels::HUB_NAMESPACE), label(labels::HUB_NAME)) {
+        (Some(namespace), Some(name)) => vec![ObjectRef::new(name).within(namespace)],
+        _ => Vec::new(),
+    }
+}
+
 // What a change must touch to wake a reconcile, kind by kind (the cached, trimmed objects).
 
 /// A workspace's own status is what its reconcile writes (and the proxy's last access): it
@@ -408,19 +532,20 @@ fn drop_what_kubectl_keeps<K: Resource>(object: &mut K) {
 
 /// The workspace an object of GuildNet's was made for (its `guildnet.io/id`): a pod or a
 /// claim, which the workspace does not necessarily own.
-fn of_workspace<K: Resource>(object: &K) -> Vec<ObjectRef<Workspace>> {
-    let name = object.labels().get(labels::ID);
-    name.map(|n| ObjectRef::new(n).within(&object.namespace().unwrap_or_default()))
+fn of_workspace(meta: &ObjectMeta) -> Vec<ObjectRef<Workspace>> {
+    let name = meta.labels.as_ref().and_then(|l| l.get(labels::ID));
+    name.map(|n| ObjectRef::new(n).within(meta.namespace.as_deref().unwrap_or_default()))
         .into_iter()
         .collect()
 }
 
-/// The workspaces that own `child` (its Deployment or Service).
-fn owners<K: Resource>(child: &K) -> Vec<ObjectRef<Workspace>> {
-    let namespace = child.meta().namespace.clone().unwrap_or_default();
+/// The workspaces that own a child (its Deployment or Service).
+fn owners(child: &ObjectMeta) -> Vec<ObjectRef<Workspace>> {
+    let namespace = child.namespace.clone().unwrap_or_default();
     child
-        .owner_references()
+        .owner_references
         .iter()
+        .flatten()
         .filter(|o| o.kind == Workspace::kind(&()) && o.api_version == Workspace::api_version(&()))
         .map(|o| ObjectRef::new(&o.name).within(&namespace))
         .collect()
@@ -433,6 +558,8 @@ struct Watch {
     triggers: broadcast::Sender<ObjectRef<Workspace>>,
     changed: Arc<Notify>,
     synced: Arc<watch::Sender<usize>>,
+    /// Where the watches run until the token is cancelled; `None`: as long as the process.
+    tasks: Option<(TaskTracker, CancellationToken)>,
 }
 
 impl Watch {
@@ -458,7 +585,16 @@ impl Watch {
             concerns,
             unchanged,
         };
-        tokio::spawn(feed.run(what, events.default_backoff().modify(keep), writer));
+        let run = feed.run(what, events.default_backoff().modify(keep), writer);
+        match &self.tasks {
+            Some((tasks, token)) => {
+                let token = token.clone();
+                tasks.spawn(async move { token.run_until_cancelled(run).await });
+            }
+            None => {
+                tokio::spawn(run);
+            }
+        }
         store
     }
 }
@@ -470,17 +606,18 @@ impl Watch {
     fn start_metadata<K>(
         &self,
         what: &'static str,
-        client: &Client,
-        config: watcher::Config,
+        api: Api<PartialObjectMeta<K>>,
+        config: &watcher::Config,
+        concerns: fn(&ObjectMeta) -> Vec<ObjectRef<Workspace>>,
     ) -> Store<PartialObjectMeta<K>>
     where
         K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
     {
         self.start(
             what,
-            watcher(Api::<PartialObjectMeta<K>>::all(client.clone()), config),
+            watcher(api, config.clone()),
             drop_managed_fields,
-            owners,
+            move |object: &PartialObjectMeta<K>| concerns(&object.metadata),
             same_metadata_only,
         )
     }
@@ -581,10 +718,10 @@ mod tests {
             ("other.io/v1", "Workspace", "not-ours"),
         ]);
         assert_eq!(
-            owners(&child),
+            owners(&child.metadata),
             vec![ObjectRef::<Workspace>::new("ide").within("team-a")]
         );
-        assert!(owners(&owned_by(&[])).is_empty());
+        assert!(owners(&owned_by(&[]).metadata).is_empty());
     }
 
     /// Runs a feed of `unchanged` over `events` and returns the workspaces it triggered,

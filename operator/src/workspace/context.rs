@@ -1,20 +1,18 @@
 //! What every Workspace reconcile shares: the operator-wide [`Settings`] and the
 //! [`Context`] — client, caches, Events, metrics, backoff and what was announced.
 
-use super::caches::Caches;
+use super::caches::{Caches, ChildCaches};
 use super::reaper::IdleAction;
 use super::status::Failure;
-use super::views::{DeploymentView, PodView};
 use super::{BuildContext, quota};
+use crate::cluster::remote::Remotes;
 use crate::metrics::Metrics;
 use crate::reconcile::apply::Written;
 use crate::reconcile::backoff::Backoff;
 use crate::reconcile::events::{Announced, Publisher};
 use guildnet_api::workspace::WorkspacePhase;
-use guildnet_api::{Quota, Workspace};
-use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Service};
-use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
-use kube::api::PartialObjectMeta;
+use guildnet_api::{ClusterRegistration, Quota, Workspace};
+use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, ResourceExt};
 use std::collections::{HashMap, HashSet};
@@ -54,12 +52,13 @@ pub struct Context {
     /// The operator-wide settings, from the command line.
     pub settings: Settings,
     pub(super) events: Publisher,
-    pods: Store<PodView>,
-    pub(super) deployments: Store<DeploymentView>,
-    pub(super) services: Store<PartialObjectMeta<Service>>,
-    pub(super) network_policies: Store<PartialObjectMeta<NetworkPolicy>>,
-    pub(super) ingresses: Store<PartialObjectMeta<Ingress>>,
-    pub(super) claims: Store<PersistentVolumeClaim>,
+    /// GuildNet's children in this cluster.
+    pub(super) local: ChildCaches,
+    /// The registered clusters, and the connections to those that have one.
+    pub(super) clusters: Store<ClusterRegistration>,
+    pub(super) remotes: Arc<Remotes>,
+    /// This hub's id, on every object it makes in a registered cluster (`guildnet.io/origin`).
+    pub(super) origin: String,
     /// The versions of the children this replica wrote in its current term.
     pub(super) written: Written,
     workspaces: Store<Workspace>,
@@ -76,19 +75,18 @@ impl Context {
         client: Client,
         settings: Settings,
         caches: &Caches,
+        remotes: Arc<Remotes>,
         metrics: Arc<Metrics>,
         identity: &str,
     ) -> Self {
         Self {
             events: Publisher::new(client.clone(), identity),
             client,
+            origin: remotes.origin().to_owned(),
             settings,
-            pods: caches.pods(),
-            deployments: caches.deployments(),
-            services: caches.services(),
-            network_policies: caches.network_policies(),
-            ingresses: caches.ingresses(),
-            claims: caches.claims(),
+            local: caches.children().clone(),
+            clusters: caches.clusters(),
+            remotes,
             written: Written::default(),
             workspaces: caches.workspaces(),
             quotas: caches.quotas(),
@@ -114,7 +112,7 @@ impl Context {
             (
                 self.workspaces
                     .state_filter(|w| w.owner_id() == Some(owner)),
-                self.claims.state_filter(|c| of_owner(c.labels())),
+                self.local.claims.state_filter(|c| of_owner(c.labels())),
             )
         };
         let workspaces: Vec<&Workspace> = workspaces.iter().map(|w| w.as_ref()).collect();
@@ -133,14 +131,6 @@ impl Context {
         workspace: &ObjectRef<Workspace>,
     ) -> Option<Arc<Workspace>> {
         self.workspaces.get(workspace)
-    }
-
-    /// The workspace's pods, from the watch cache.
-    pub(super) fn pods_of(&self, name: &str, namespace: &str) -> Vec<Arc<PodView>> {
-        self.pods.state_filter(|p| {
-            p.namespace().as_deref() == Some(namespace)
-                && p.labels().get(guildnet_api::labels::ID).map(String::as_str) == Some(name)
-        })
     }
 
     /// Whether to announce `ws`'s launch (see [`Announced`]).
@@ -182,12 +172,11 @@ impl Context {
             .lock()
             .unwrap()
             .retain(|uid| live.contains(uid));
-        let children: HashSet<String> = (self.deployments.state().iter().filter_map(|d| d.uid()))
-            .chain(self.services.state().iter().filter_map(|s| s.uid()))
-            .chain(self.network_policies.state().iter().filter_map(|p| p.uid()))
-            .chain(self.ingresses.state().iter().filter_map(|i| i.uid()))
-            .chain(self.claims.state().iter().filter_map(|c| c.uid()))
-            .collect();
+        let mut children = self.local.uids();
+        for remote in self.remotes.connected() {
+            children.extend(remote.caches.children.uids());
+            children.extend(remote.caches.anchors.state().iter().filter_map(|a| a.uid()));
+        }
         self.written.retain(|uid| children.contains(uid));
     }
 }

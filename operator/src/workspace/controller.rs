@@ -9,9 +9,10 @@
 
 pub use super::context::{Context, Settings};
 
-use super::apply::{Applied, apply_children};
+use super::apply::{Applied, Target, apply_children};
 use super::caches::Caches;
-use super::status::{self, Failure, Observation};
+use super::placed::{self, Placement};
+use super::status::{self, Failure, Observation, Where};
 use super::views::PodView;
 use super::{reap_loop, report};
 use crate::metrics::WORKSPACE_CONTROLLER;
@@ -48,6 +49,10 @@ pub enum Error {
     /// A child's name is taken: `Failed` with reason `NameConflict`, rechecked every minute.
     #[error(transparent)]
     NameConflict(#[from] NameConflict),
+    /// The registered cluster the workspace is placed on did not answer within
+    /// [`placed::CLUSTER_BUDGET`]; retried with backoff.
+    #[error("cluster {0} did not answer within {budget:?}", budget = placed::CLUSTER_BUDGET)]
+    ClusterTimeout(String),
 }
 
 impl From<child::Error> for Error {
@@ -86,6 +91,7 @@ impl Error {
             Error::NoNamespace(_) => "no_namespace",
             Error::InvalidSpec(_) => "invalid_spec",
             Error::NameConflict(_) => "name_conflict",
+            Error::ClusterTimeout(_) => "cluster_timeout",
         }
     }
 }
@@ -124,7 +130,7 @@ pub async fn lead(
         client: ctx.client.clone(),
         quotas: caches.quotas(),
         workspaces: caches.workspaces(),
-        claims: caches.claims(),
+        claims: caches.children().claims.clone(),
         system_namespace: ctx.settings.system_namespace.clone(),
     }
     .run(caches.changes());
@@ -188,19 +194,68 @@ async fn reconcile_workspace(ws: Arc<Workspace>, ctx: Arc<Context>) -> Result<Ac
         .namespace()
         .ok_or_else(|| Error::NoNamespace(ws.name_any()))?;
     let over_quota = ctx.quota_failure(&ws);
-    // Validate, build and apply.
-    let applied = apply_children(&ws, &namespace, over_quota.is_some(), &ctx).await;
+    match placed::decide(&ws, &ctx) {
+        Placement::Local => {
+            let target = Target {
+                client: &ctx.client,
+                namespace: &namespace,
+                caches: &ctx.local,
+                placed: None,
+            };
+            apply_and_report(&ws, &namespace, &target, Where::Local, over_quota, &ctx).await
+        }
+        Placement::Unplaced(why) => {
+            let observation = Observation {
+                placement: Where::Unplaced(&why),
+                deployment: None,
+                pods: &[],
+                crash_loop_restarts: ctx.settings.crash_loop_restarts,
+                profile_applied: None,
+                password_secret: None,
+                volume_claims: Vec::new(),
+                failure: over_quota,
+                conflict_backoff: None,
+                snapshot: None,
+                now: Timestamp::now(),
+            };
+            let status = status::compute(&ws, &observation);
+            report::update_status(&ws, &namespace, status, &ctx).await?;
+            // A registration's change wakes it.
+            Ok(Action::await_change())
+        }
+        Placement::On(cluster) => {
+            placed::reconcile(&ws, &namespace, cluster, over_quota, &ctx).await
+        }
+    }
+}
+
+/// Validates, builds and applies the children of `ws` (of hub namespace `namespace`) to
+/// `target`, then writes its status from what that cluster shows.
+pub(super) async fn apply_and_report(
+    ws: &Workspace,
+    namespace: &str,
+    target: &Target<'_>,
+    placement: Where<'_>,
+    over_quota: Option<Failure>,
+    ctx: &Context,
+) -> Result<Action, Error> {
+    let applied = apply_children(ws, target, over_quota.is_some(), ctx).await;
     // Update status, unless the API failed us (nothing new was learnt).
     let user_error = applied.as_ref().err().and_then(Error::failure);
     let other_error = applied
         .as_ref()
         .is_err_and(|e| !e.is_conflict() && user_error.is_none());
     if !other_error {
-        let pods = ctx.pods_of(&ws.name_any(), &namespace);
+        let pods = target
+            .caches
+            .pods_of(&target.child_name(ws), target.namespace);
         let pods: Vec<&PodView> = pods.iter().map(|p| p.as_ref()).collect();
         let failure = user_error.or(over_quota);
-        let observation = observe(&applied, &pods, failure, &ctx);
-        report::update_status(&ws, &namespace, status::compute(&ws, &observation), &ctx).await?;
+        let observation = Observation {
+            placement,
+            ..observe(&applied, &pods, failure, ctx)
+        };
+        report::update_status(ws, namespace, status::compute(ws, &observation), ctx).await?;
     }
     match applied {
         // Nothing to retry until the spec changes, and a spec change wakes the controller.
@@ -209,7 +264,7 @@ async fn reconcile_workspace(ws: Arc<Workspace>, ctx: Arc<Context>) -> Result<Ac
         Err(Error::NameConflict(_)) => Ok(Action::requeue(ctx.settings.name_conflict_recheck)),
         Err(e) => Err(e),
         Ok(_) => {
-            ctx.backoff.succeeded(&ObjectRef::from_obj(&*ws));
+            ctx.backoff.succeeded(&ObjectRef::from_obj(ws));
             Ok(Action::requeue(RESYNC))
         }
     }
@@ -231,6 +286,7 @@ fn observe<'a>(
         _ => None,
     };
     Observation {
+        placement: Where::Local,
         deployment: applied_ok.map(|a| &a.deployment),
         pods,
         crash_loop_restarts: ctx.settings.crash_loop_restarts,

@@ -34,16 +34,42 @@ impl Parent {
             ..ws.controller_owner_ref(&())
                 .ok_or(Error::MissingMetadata("uid"))?
         };
+        Ok(Self::named(ws, name, ws.namespace(), owner))
+    }
+
+    /// The parent of a placed workspace's objects in its cluster: named `name` in
+    /// `namespace` there, owned by its anchor there (`anchor`, a controller reference: a
+    /// Workspace is not a kind that cluster knows), and labelled with `remote_labels` (its
+    /// origin and its hub workspace) besides the workspace's own labels.
+    pub fn placed(
+        ws: &Workspace,
+        name: &str,
+        namespace: &str,
+        anchor: OwnerReference,
+        remote_labels: &BTreeMap<String, String>,
+    ) -> Result<Self, Error> {
+        validate_name(name)?;
+        let mut parent = Self::named(ws, name.to_owned(), Some(namespace.to_owned()), anchor);
+        parent.labels.extend(remote_labels.clone());
+        Ok(parent)
+    }
+
+    fn named(
+        ws: &Workspace,
+        name: String,
+        namespace: Option<String>,
+        owner: OwnerReference,
+    ) -> Self {
         let mut labels = selector(&name);
         if let Some(owner) = ws.owner_id() {
             labels.insert(labels::OWNER.to_owned(), owner.to_owned());
         }
-        Ok(Self {
+        Self {
             name,
-            namespace: ws.namespace(),
+            namespace,
             labels,
             owner,
-        })
+        }
     }
 
     /// Labels that select the workspace's pods. The owner label is left out: selectors of

@@ -24,6 +24,7 @@ pub mod controller;
 mod meta;
 mod network;
 mod password;
+mod placed;
 pub mod quota;
 mod reap_loop;
 pub mod reaper;

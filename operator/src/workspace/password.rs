@@ -32,8 +32,13 @@ pub fn generate_password() -> String {
 /// nothing (not even a controller bug) can lock a user out of a running workspace; to
 /// rotate, delete the Secret and the controller creates a new one.
 pub fn password_secret(ws: &Workspace, password: &str) -> Result<Secret, Error> {
-    let parent = Parent::new(ws)?;
-    Ok(Secret {
+    Ok(password_secret_of(&Parent::new(ws)?, password))
+}
+
+/// [`password_secret`] of the children `parent` names (in the workspace's namespace, or in
+/// the cluster it is placed on).
+pub(super) fn password_secret_of(parent: &Parent, password: &str) -> Secret {
+    Secret {
         metadata: parent.owned_meta(password_secret_name(&parent.name)),
         type_: Some("Opaque".to_owned()),
         immutable: Some(true),
@@ -42,7 +47,7 @@ pub fn password_secret(ws: &Workspace, password: &str) -> Result<Secret, Error> 
             ByteString(password.as_bytes().to_vec()),
         )])),
         ..Secret::default()
-    })
+    }
 }
 
 #[cfg(test)]

@@ -99,11 +99,20 @@ async fn sweep(workspaces: &[Arc<Workspace>], ctx: &Context) {
             .find(|ws| ws.name_any() == name && ws.namespace().as_deref() == Some(namespace))
             .and_then(|ws| ws.metadata.creation_timestamp.clone())
     };
-    let deployments = sweep::orphans(ctx.deployments.state().iter().map(|d| d.as_ref()), created);
-    let services = sweep::orphans(ctx.services.state().iter().map(|s| s.as_ref()), created);
-    let policies = ctx.network_policies.state();
+    let deployments = sweep::orphans(
+        ctx.local.deployments.state().iter().map(|d| d.as_ref()),
+        created,
+    );
+    let services = sweep::orphans(
+        ctx.local.services.state().iter().map(|s| s.as_ref()),
+        created,
+    );
+    let policies = ctx.local.network_policies.state();
     let policies = sweep::orphans(policies.iter().map(|p| p.as_ref()), created);
-    let ingresses = sweep::orphans(ctx.ingresses.state().iter().map(|i| i.as_ref()), created);
+    let ingresses = sweep::orphans(
+        ctx.local.ingresses.state().iter().map(|i| i.as_ref()),
+        created,
+    );
     // Every gone workspace left a Deployment, Service and NetworkPolicy; its password
     // Secret, if it had one, is looked up by name.
     let gone: BTreeSet<(String, String)> = deployments

@@ -36,18 +36,13 @@ pub fn volume_snapshots(
         .iter()
         .map(|claim| {
             let name = format!("{}-{snapshot}", claim.name_any());
-            let mut obj =
-                DynamicObject::new(&name, &resource).within(&ws.namespace().unwrap_or_default());
-            // The labels that make a snapshot this workspace's (it has no owner reference).
-            let mut owned = vec![
-                (labels::MANAGED.to_string(), "true".to_string()),
-                (labels::ID.to_string(), ws.name_any()),
-            ];
-            owned.extend(
-                ws.owner_id()
-                    .map(|id| (labels::OWNER.to_string(), id.to_owned())),
-            );
-            obj.metadata.labels = Some(owned.into_iter().collect());
+            // In the claim's namespace, with its labels: those that make a snapshot this
+            // workspace's (it has no owner reference).
+            let namespace = claim
+                .namespace()
+                .unwrap_or_else(|| ws.namespace().unwrap_or_default());
+            let mut obj = DynamicObject::new(&name, &resource).within(&namespace);
+            obj.metadata.labels = claim.metadata.labels.clone();
             obj.data = json!({"spec": {"source": {"persistentVolumeClaimName": claim.name_any()}}});
             obj
         })

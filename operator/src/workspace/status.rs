@@ -20,8 +20,33 @@ pub struct Failure {
     pub message: String,
 }
 
+/// Where the workspace runs, as its status records it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Where<'a> {
+    /// The cluster the operator runs in.
+    Local,
+    /// A registered cluster, where its objects are `namespace/name`.
+    Placed(&'a Placed),
+    /// No registered cluster matches `spec.placement` and accepts workspaces; the message
+    /// says why.
+    Unplaced(&'a str),
+}
+
+/// The registered cluster a workspace runs on, and its objects' namespace and name there.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Placed {
+    /// The ClusterRegistration's name.
+    pub cluster: String,
+    /// The namespace there (the registration's `spec.namespace` when it was placed).
+    pub namespace: String,
+    /// The name of its objects there, `<name>-<hash>`.
+    pub name: String,
+}
+
 /// What the status is computed from.
 pub struct Observation<'a> {
+    /// Where the workspace runs.
+    pub placement: Where<'a>,
     /// The Deployment as the last apply returned it; `None` when the apply failed.
     pub deployment: Option<&'a DeploymentView>,
     /// The workspace's pods (any not being deleted).
@@ -68,33 +93,100 @@ pub fn compute(ws: &Workspace, obs: &Observation) -> WorkspaceStatus {
         stalled,
         suspended(&state),
     ];
+    let degraded = match obs.placement {
+        Where::Placed(placed) => Some(Observed::new(
+            ConditionType::Degraded,
+            false,
+            Reason::ClusterReachable,
+            format!("cluster {} answers", placed.cluster),
+        )),
+        Where::Local | Where::Unplaced(_) => None,
+    };
 
     let (name, namespace) = (ws.name_any(), ws.namespace().unwrap_or_default());
-    WorkspaceStatus {
+    // The Service is in the cluster the workspace runs in, under the name it has there.
+    let service_dns = match obs.placement {
+        Where::Placed(placed) => format!("{}.{}.svc.cluster.local", placed.name, placed.namespace),
+        Where::Local | Where::Unplaced(_) => format!("{name}.{namespace}.svc.cluster.local"),
+    };
+    let mut status = WorkspaceStatus {
         phase: Some(state.phase()),
         conditions: conditions::merge(
             &previous.conditions,
-            observed.into_iter().chain(obs.snapshot.clone()).collect(),
+            observed
+                .into_iter()
+                .chain(degraded)
+                .chain(obs.snapshot.clone())
+                .collect(),
             ws.metadata.generation,
             obs.now,
         ),
         observed_generation: ws.metadata.generation,
         ready_replicas: Some(state.ready_replicas),
-        service_dns: Some(format!("{name}.{namespace}.svc.cluster.local")),
+        service_dns: Some(service_dns),
         proxy_target: Some(proxy_path(&namespace, &name)),
         url: external_url(&ws.spec),
-        cluster: previous.cluster,
+        cluster: None,
+        remote_namespace: None,
+        remote_name: None,
         // Written by the proxy; the operator never moves it.
         last_access_time: previous.last_access_time,
         profile_applied: obs.profile_applied,
         password_secret: obs.password_secret.clone(),
         volume_claims: obs.volume_claims.clone(),
+    };
+    if let Where::Placed(placed) = obs.placement {
+        record_placement(&mut status, placed);
     }
+    status
+}
+
+/// The status of a workspace whose cluster does not answer: as last seen, with
+/// `Degraded=True` (reason `ClusterUnreachable`) saying since when. Its generation stays
+/// unobserved, so whoever waits for the spec to be rolled out keeps waiting.
+pub fn unreachable(
+    ws: &Workspace,
+    placed: &Placed,
+    since: Option<Timestamp>,
+    now: Timestamp,
+) -> WorkspaceStatus {
+    let mut status = ws.status.clone().unwrap_or_default();
+    record_placement(&mut status, placed);
+    let cluster = &placed.cluster;
+    let message = match since {
+        Some(since) => format!(
+            "cluster {cluster} has not answered since {since}; the rest of this status is as last seen there, and nothing is deleted or moved"
+        ),
+        None => format!(
+            "cluster {cluster} is not connected yet; the rest of this status is as last seen there"
+        ),
+    };
+    let degraded = Observed::new(
+        ConditionType::Degraded,
+        true,
+        Reason::ClusterUnreachable,
+        message,
+    );
+    let generation = status.observed_generation;
+    let merged = conditions::merge(&status.conditions, vec![degraded], generation, now);
+    status
+        .conditions
+        .retain(|c| c.type_ != ConditionType::Degraded.as_str());
+    status.conditions.extend(merged);
+    status
+}
+
+fn record_placement(status: &mut WorkspaceStatus, placed: &Placed) {
+    status.cluster = Some(placed.cluster.clone());
+    status.remote_namespace = Some(placed.namespace.clone());
+    status.remote_name = Some(placed.name.clone());
 }
 
 /// What every condition is decided from.
 struct State {
     suspended: bool,
+    /// Why no cluster runs it yet (`spec.placement` matches none that accepts workspaces).
+    unplaced: Option<String>,
     ready_replicas: i32,
     /// The first failure found: outside the children, then the pods, then the Deployment.
     failure: Option<Failure>,
@@ -117,8 +209,13 @@ impl State {
                 .or_else(|| deployment_failure(obs.deployment))
         });
         let ready = ready_replicas > 0 && !suspended && failure.is_none();
+        let unplaced = match obs.placement {
+            Where::Unplaced(why) => Some(why.to_owned()),
+            Where::Local | Where::Placed(_) => None,
+        };
         Self {
             suspended,
+            unplaced,
             ready_replicas,
             failure,
             ready,
@@ -144,6 +241,11 @@ fn ready(state: &State) -> Observed {
     };
     match (&state.failure, state.suspended, state.ready) {
         (Some(f), _, _) => observed(false, f.reason, f.message.clone()),
+        (None, false, _) if state.unplaced.is_some() => observed(
+            false,
+            Reason::NoMatchingCluster,
+            state.unplaced.clone().unwrap_or_default(),
+        ),
         (None, true, _) => observed(
             false,
             Reason::Suspended,
@@ -176,6 +278,14 @@ fn progressing(state: &State, obs: &Observation) -> Observed {
             "the workspace failed; see the Failed condition".into(),
         ),
         (None, Some(message), _) => observed(true, Reason::ConflictBackoff, message.clone()),
+        (None, None, false) if state.unplaced.is_some() => observed(
+            true,
+            Reason::NoMatchingCluster,
+            format!(
+                "waiting for a cluster: {}",
+                state.unplaced.as_deref().unwrap_or_default()
+            ),
+        ),
         (None, None, true) => match rollout() {
             Some(pending) => observed(
                 true,
@@ -404,6 +514,7 @@ mod tests {
         pods: &'a [&'a PodView],
     ) -> Observation<'a> {
         Observation {
+            placement: Where::Local,
             deployment,
             pods,
             crash_loop_restarts: 3,
@@ -651,6 +762,126 @@ mod tests {
         assert_eq!(
             reconciling.message,
             "rolling out the spec: waiting for the Deployment controller to see the change"
+        );
+    }
+
+    fn edge() -> Placed {
+        Placed {
+            cluster: "edge".into(),
+            namespace: "guildnet-workspaces".into(),
+            name: "ide-0a1b2c3d".into(),
+        }
+    }
+
+    #[test]
+    fn a_placed_workspace_records_its_cluster_and_its_name_there() {
+        let placed = edge();
+        let ready = deployment(1);
+        let status = compute(
+            &workspace(false),
+            &Observation {
+                placement: Where::Placed(&placed),
+                ..observe(Some(&ready), &[])
+            },
+        );
+        assert_eq!(status.cluster.as_deref(), Some("edge"));
+        assert_eq!(
+            status.remote_namespace.as_deref(),
+            Some("guildnet-workspaces")
+        );
+        assert_eq!(status.remote_name.as_deref(), Some("ide-0a1b2c3d"));
+        assert_eq!(condition(&status, READY), ("True", "DeploymentReady"));
+        let degraded = ConditionType::Degraded.as_str();
+        assert_eq!(condition(&status, degraded), ("False", "ClusterReachable"));
+        // Its Service is the one in that cluster; the proxy path stays the hub's.
+        assert_eq!(
+            status.service_dns.as_deref(),
+            Some("ide-0a1b2c3d.guildnet-workspaces.svc.cluster.local")
+        );
+        assert_eq!(status.proxy_target.as_deref(), Some("/w/team-a/ide/"));
+    }
+
+    #[test]
+    fn a_workspace_no_cluster_matches_waits_in_pending_saying_why() {
+        let why = "no registered cluster has the labels region=mars";
+        let status = compute(
+            &workspace(false),
+            &Observation {
+                placement: Where::Unplaced(why),
+                ..observe(None, &[])
+            },
+        );
+        assert_eq!(status.phase, Some(WorkspacePhase::Pending));
+        assert_eq!(condition(&status, READY), ("False", "NoMatchingCluster"));
+        assert_eq!(
+            condition(&status, PROGRESSING),
+            ("True", "NoMatchingCluster")
+        );
+        let ready = find_condition(&status.conditions, READY).unwrap();
+        assert_eq!(ready.message, why);
+        assert_eq!(status.cluster, None, "nothing is decided yet");
+    }
+
+    #[test]
+    fn an_unreachable_cluster_keeps_the_last_status_and_says_since_when() {
+        let placed = edge();
+        let mut ws = workspace(false);
+        let ready = deployment(1);
+        let seen = compute(
+            &ws,
+            &Observation {
+                placement: Where::Placed(&placed),
+                ..observe(Some(&ready), &[])
+            },
+        );
+        ws.status = Some(seen.clone());
+        let since = Timestamp::from_second(2_000).unwrap();
+        let now = Timestamp::from_second(2_100).unwrap();
+        let status = unreachable(&ws, &placed, Some(since), now);
+        let degraded = ConditionType::Degraded.as_str();
+        assert_eq!(condition(&status, degraded), ("True", "ClusterUnreachable"));
+        let message = &find_condition(&status.conditions, degraded)
+            .unwrap()
+            .message;
+        assert!(
+            message.contains("edge") && message.contains(&since.to_string()),
+            "{message}"
+        );
+        // Everything else is as last seen there.
+        assert_eq!(status.phase, seen.phase);
+        assert_eq!(status.ready_replicas, seen.ready_replicas);
+        assert_eq!(condition(&status, READY), ("True", "DeploymentReady"));
+        assert_eq!(status.remote_name, seen.remote_name);
+        assert_eq!(
+            status
+                .conditions
+                .iter()
+                .filter(|c| c.type_ == degraded)
+                .count(),
+            1
+        );
+        // The flip is dated now; an unchanged outage keeps that date.
+        let flipped = find_condition(&status.conditions, degraded).unwrap();
+        assert_eq!(flipped.last_transition_time.0, now);
+        ws.status = Some(status.clone());
+        let later = unreachable(
+            &ws,
+            &placed,
+            Some(since),
+            Timestamp::from_second(9_000).unwrap(),
+        );
+        assert_eq!(later, status);
+        // Recovery clears it.
+        let recovered = compute(
+            &ws,
+            &Observation {
+                placement: Where::Placed(&placed),
+                ..observe(Some(&ready), &[])
+            },
+        );
+        assert_eq!(
+            condition(&recovered, degraded),
+            ("False", "ClusterReachable")
         );
     }
 

@@ -1,0 +1,89 @@
+//! The connections to registered clusters that workspaces are placed through: for each
+//! connected cluster its client and the watch caches of what this hub made in its
+//! namespace there. A cluster's instance publishes its connection once the checks it makes
+//! per connection passed, replaces it when the kubeconfig or the namespace changes, and
+//! withdraws it when the registration goes or this replica stops leading; the Workspace
+//! controller only reads them.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use kube::Client;
+use tokio::sync::watch;
+
+use crate::workspace::caches::RemoteCaches;
+
+/// A registered cluster as the Workspace controller reaches it.
+pub struct Remote {
+    /// The cluster's own client (its own pool and timeouts).
+    pub client: Client,
+    /// The namespace there that placed workspaces' objects go to.
+    pub namespace: String,
+    /// What this hub made in that namespace.
+    pub(crate) caches: RemoteCaches,
+    synced: watch::Receiver<usize>,
+}
+
+impl Remote {
+    pub(crate) fn new(
+        client: Client,
+        namespace: String,
+        caches: RemoteCaches,
+        synced: watch::Receiver<usize>,
+    ) -> Self {
+        Self {
+            client,
+            namespace,
+            caches,
+            synced,
+        }
+    }
+
+    /// Whether its caches have listed everything once (until then, a child missing from
+    /// them may exist).
+    pub fn is_synced(&self) -> bool {
+        RemoteCaches::is_synced(&self.synced)
+    }
+}
+
+/// The connected clusters, by registration name, and this hub's id.
+pub struct Remotes {
+    origin: String,
+    connected: Mutex<BTreeMap<String, Arc<Remote>>>,
+}
+
+impl Remotes {
+    /// `origin`: this hub's id (`guildnet.io/origin` on everything it makes there).
+    pub fn new(origin: String) -> Self {
+        Self {
+            origin,
+            connected: Mutex::default(),
+        }
+    }
+
+    /// This hub's id.
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+
+    /// The connection to `cluster`, if it has one now.
+    pub fn get(&self, cluster: &str) -> Option<Arc<Remote>> {
+        self.connected.lock().unwrap().get(cluster).cloned()
+    }
+
+    /// Every connection now.
+    pub fn connected(&self) -> Vec<Arc<Remote>> {
+        self.connected.lock().unwrap().values().cloned().collect()
+    }
+
+    pub(crate) fn publish(&self, cluster: &str, remote: Arc<Remote>) {
+        self.connected
+            .lock()
+            .unwrap()
+            .insert(cluster.to_owned(), remote);
+    }
+
+    pub(crate) fn withdraw(&self, cluster: &str) {
+        self.connected.lock().unwrap().remove(cluster);
+    }
+}

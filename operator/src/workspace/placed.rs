@@ -1,0 +1,298 @@
+//! Workspaces placed on a registered cluster (`spec.placement`): where they run, decided
+//! once by [`guildnet_api::cluster::placement::decide`] and recorded in their status, and
+//! their reconcile there. In that cluster a workspace's objects are named
+//! `<name>-<hash>` ([`remote_name`]) in the registration's namespace, labelled with this
+//! hub's id and the hub workspace, and owned by one anchor — a ConfigMap of that name — so
+//! deleting the anchor lets that cluster's garbage collector remove everything else.
+
+use super::apply::{PlacedParent, Target};
+use super::controller::{Context, Error, apply_and_report};
+use super::report;
+use super::status::{self, Failure, Placed, Where};
+use crate::reconcile::apply::{Owner, VersionBy, apply_if_changed};
+use guildnet_api::cluster::facts::remote_name;
+use guildnet_api::cluster::placement::{self, Decision};
+use guildnet_api::{Workspace, labels};
+use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::Api;
+use kube::runtime::controller::Action;
+use kube::runtime::reflector::ObjectRef;
+use kube::{Resource, ResourceExt};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// How soon a workspace placed on a cluster without a connection yet looks again (a
+/// registration's reachability flipping wakes it sooner).
+const NOT_CONNECTED_RECHECK: Duration = Duration::from_secs(5);
+
+/// How soon a workspace placed on a cluster whose caches are still listing looks again.
+const CACHES_RECHECK: Duration = Duration::from_millis(500);
+
+/// How long one reconcile may wait for a registered cluster: a cluster that hangs holds
+/// only its own workspaces' reconciles, and only this long.
+pub(super) const CLUSTER_BUDGET: Duration = Duration::from_secs(15);
+
+/// Where a workspace runs now.
+pub(super) enum Placement {
+    /// The cluster the operator runs in.
+    Local,
+    /// Not placed yet: why.
+    Unplaced(String),
+    /// This registered cluster.
+    On(String),
+}
+
+/// Where `ws` runs: the cluster its status records, else what its placement decides among
+/// the registrations now.
+pub(super) fn decide(ws: &Workspace, ctx: &Context) -> Placement {
+    let registrations = ctx.clusters.state();
+    let decision = placement::decide(
+        ws.spec.placement.as_ref(),
+        ws.placed_on(),
+        registrations.iter().map(|r| r.as_ref()),
+    );
+    match decision {
+        Decision::Local => Placement::Local,
+        Decision::Kept(cluster) | Decision::Placed(cluster) => Placement::On(cluster.to_owned()),
+        Decision::NoMatch(why) => Placement::Unplaced(why),
+    }
+}
+
+/// Reconciles `ws` (of hub namespace `namespace`) on `cluster`: its anchor there, then its
+/// children under it, then its status from that cluster's caches. While the cluster does
+/// not answer, or has no connection yet, only the status says so.
+pub(super) async fn reconcile(
+    ws: &Workspace,
+    namespace: &str,
+    cluster: String,
+    over_quota: Option<Failure>,
+    ctx: &Context,
+) -> Result<Action, Error> {
+    let registration = ctx.clusters.get(&ObjectRef::new(&cluster));
+    let recorded = ws.status.as_ref();
+    let placed = Placed {
+        namespace: recorded
+            .and_then(|s| s.remote_namespace.clone())
+            .or_else(|| (registration.as_ref()).map(|r| r.remote_namespace().to_owned()))
+            .unwrap_or_default(),
+        name: recorded
+            .and_then(|s| s.remote_name.clone())
+            .unwrap_or_else(|| remote_name(namespace, &ws.name_any())),
+        cluster,
+    };
+    let reachable = registration.as_ref().is_some_and(|r| r.is_reachable());
+    let remote = ctx.remotes.get(&placed.cluster).filter(|_| reachable);
+    let Some(remote) = remote else {
+        let since = registration
+            .as_ref()
+            .and_then(|r| r.status.as_ref()?.unreachable_since().map(|t| t.0));
+        let status = status::unreachable(ws, &placed, since, Timestamp::now());
+        report::update_status(ws, namespace, status, ctx).await?;
+        return Ok(Action::requeue(NOT_CONNECTED_RECHECK));
+    };
+    if !remote.is_synced() {
+        // Until its caches listed everything, a child missing from them may exist and the
+        // status would be computed from nothing: look again once they have.
+        return Ok(Action::requeue(CACHES_RECHECK));
+    }
+    let labels = remote_labels(ws, &ctx.origin);
+    let within = async {
+        let anchor = apply_anchor(
+            &remote.client,
+            &remote.caches.anchors,
+            &placed,
+            &labels,
+            ctx,
+        )
+        .await?;
+        let target = Target {
+            client: &remote.client,
+            namespace: &placed.namespace,
+            caches: &remote.caches.children,
+            placed: Some(PlacedParent {
+                name: &placed.name,
+                anchor,
+                labels: &labels,
+            }),
+        };
+        apply_and_report(
+            ws,
+            namespace,
+            &target,
+            Where::Placed(&placed),
+            over_quota,
+            ctx,
+        )
+        .await
+    };
+    match tokio::time::timeout(CLUSTER_BUDGET, within).await {
+        Ok(result) => result,
+        Err(_) => Err(Error::ClusterTimeout(placed.cluster.clone())),
+    }
+}
+
+/// The labels of everything this hub makes for `ws` in a registered cluster: the hub's id
+/// and the hub workspace's namespace, name and uid.
+pub(super) fn remote_labels(ws: &Workspace, origin: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (labels::ORIGIN.to_owned(), origin.to_owned()),
+        (
+            labels::HUB_NAMESPACE.to_owned(),
+            ws.namespace().unwrap_or_default(),
+        ),
+        (labels::HUB_NAME.to_owned(), ws.name_any()),
+        (labels::HUB_UID.to_owned(), ws.uid().unwrap_or_default()),
+    ])
+}
+
+/// The anchor of a placed workspace: an empty ConfigMap `placed.name` that owns the
+/// workspace's objects in its cluster (a kind every cluster serves, unlike Workspace).
+pub(super) fn anchor(placed: &Placed, remote_labels: &BTreeMap<String, String>) -> ConfigMap {
+    let mut labels = remote_labels.clone();
+    labels.insert(labels::MANAGED.to_owned(), "true".to_owned());
+    labels.insert(labels::ID.to_owned(), placed.name.clone());
+    ConfigMap {
+        metadata: ObjectMeta {
+            name: Some(placed.name.clone()),
+            namespace: Some(placed.namespace.clone()),
+            labels: Some(labels),
+            ..ObjectMeta::default()
+        },
+        ..ConfigMap::default()
+    }
+}
+
+/// Applies the anchor (unless the cache shows it as it should be) and returns the owner
+/// reference its children carry. An object of its name that this hub did not make for this
+/// workspace is a [`NameConflict`](crate::reconcile::apply::NameConflict): never taken over.
+async fn apply_anchor(
+    client: &kube::Client,
+    anchors: &kube::runtime::reflector::Store<kube::api::PartialObjectMeta<ConfigMap>>,
+    placed: &Placed,
+    remote_labels: &BTreeMap<String, String>,
+    ctx: &Context,
+) -> Result<OwnerReference, Error> {
+    let anchor = anchor(placed, remote_labels);
+    let label = |key: &str| remote_labels.get(key).map(String::as_str);
+    // A re-created hub workspace of the same name adopts its predecessor's anchor: only
+    // the hub uid differs.
+    let its_own = [
+        (labels::MANAGED, Some("true")),
+        (labels::ID, Some(placed.name.as_str())),
+        (labels::ORIGIN, label(labels::ORIGIN)),
+        (labels::HUB_NAMESPACE, label(labels::HUB_NAMESPACE)),
+        (labels::HUB_NAME, label(labels::HUB_NAME)),
+    ];
+    let owner = Owner {
+        uid: "",
+        labels: &its_own,
+        leftover: None,
+    };
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), &placed.namespace);
+    let cached = anchors.get(&ObjectRef::new(&placed.name).within(&placed.namespace));
+    let written = apply_if_changed(
+        &api,
+        &anchor,
+        &owner,
+        cached.as_ref().map(|c| &c.metadata),
+        &ctx.written,
+        VersionBy::ResourceVersion,
+    )
+    .await?;
+    ctx.metrics.child_applied("ConfigMap", written.is_some());
+    let uid = match (written, cached) {
+        (Some(written), _) => written.uid(),
+        (None, cached) => cached.and_then(|c| c.uid()),
+    };
+    Ok(OwnerReference {
+        api_version: ConfigMap::api_version(&()).into_owned(),
+        kind: ConfigMap::kind(&()).into_owned(),
+        name: placed.name.clone(),
+        uid: uid.unwrap_or_default(),
+        controller: Some(true),
+        // Foreground deletion of the anchor waits for everything it owns.
+        block_owner_deletion: Some(true),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::workspace::BuildContext;
+    use crate::workspace::builders::children_of;
+    use crate::workspace::meta::Parent;
+    use crate::workspace::test_support::workspace;
+
+    fn placed() -> Placed {
+        Placed {
+            cluster: "edge".into(),
+            namespace: "guildnet-workspaces".into(),
+            name: remote_name("team-a", "ide"),
+        }
+    }
+
+    #[test]
+    fn the_anchor_names_this_hub_and_the_hub_workspace() {
+        let ws = workspace("nginx");
+        let anchor = anchor(&placed(), &remote_labels(&ws, "hub-1"));
+        let labels = anchor.metadata.labels.unwrap();
+        assert_eq!(labels[labels::ORIGIN], "hub-1");
+        assert_eq!(labels[labels::HUB_NAMESPACE], "team-a");
+        assert_eq!(labels[labels::HUB_NAME], "ide");
+        assert_eq!(labels[labels::HUB_UID], "uid-1");
+        assert_eq!(labels[labels::MANAGED], "true");
+        assert_eq!(labels[labels::ID], placed().name);
+        assert_eq!(
+            anchor.metadata.namespace.as_deref(),
+            Some("guildnet-workspaces")
+        );
+        assert!(anchor.metadata.owner_references.is_none());
+    }
+
+    #[test]
+    fn placed_children_are_named_labelled_and_owned_for_their_cluster() {
+        let ws = workspace("nginx");
+        let placed = placed();
+        let anchor = OwnerReference {
+            api_version: "v1".into(),
+            kind: "ConfigMap".into(),
+            name: placed.name.clone(),
+            uid: "anchor-uid".into(),
+            controller: Some(true),
+            block_owner_deletion: Some(true),
+        };
+        let labels = remote_labels(&ws, "hub-1");
+        let parent = Parent::placed(&ws, &placed.name, &placed.namespace, anchor, &labels).unwrap();
+        let children = children_of(&ws, &parent, &BuildContext::default()).unwrap();
+        let deployment = &children.deployment;
+        assert_eq!(
+            deployment.metadata.name.as_deref(),
+            Some(placed.name.as_str())
+        );
+        assert_eq!(
+            deployment.metadata.namespace.as_deref(),
+            Some("guildnet-workspaces")
+        );
+        let owner = &deployment.metadata.owner_references.as_ref().unwrap()[0];
+        assert_eq!(
+            (owner.kind.as_str(), owner.uid.as_str()),
+            ("ConfigMap", "anchor-uid")
+        );
+        // The pods carry the origin, so that cluster's pod cache (selected by it) sees them,
+        // and the hub workspace, so their changes wake its reconcile.
+        let template = deployment.spec.template.metadata.as_ref().unwrap();
+        let pod_labels = template.labels.as_ref().unwrap();
+        assert_eq!(pod_labels[labels::ORIGIN], "hub-1");
+        assert_eq!(pod_labels[labels::HUB_NAME], "ide");
+        assert_eq!(pod_labels[labels::ID], placed.name);
+        // The selector stays the workspace's name there alone (selectors are immutable).
+        let selector = deployment.spec.selector.match_labels.as_ref().unwrap();
+        assert!(!selector.contains_key(labels::ORIGIN));
+        assert_eq!(
+            children.service.metadata.name.as_deref(),
+            Some(placed.name.as_str())
+        );
+    }
+}

@@ -40,3 +40,9 @@ pub const HUB_NAME: &str = "guildnet.io/hub-name";
 /// On the objects a hub makes in a registered cluster: the uid of their Workspace in the
 /// hub.
 pub const HUB_UID: &str = "guildnet.io/hub-uid";
+/// Annotation: `true` on a placed Workspace lets it be deleted without deleting its objects
+/// in the registered cluster first (a cluster that will not answer again).
+pub const ORPHAN_REMOTE: &str = "guildnet.io/orphan-remote";
+/// The finalizer on placed Workspaces: their objects in the registered cluster are deleted
+/// before they go.
+pub const REMOTE_CLEANUP_FINALIZER: &str = "guildnet.io/remote-cleanup";

@@ -76,6 +76,16 @@ impl Cluster {
         pid.trim().parse().expect("a process id in cluster.pid")
     }
 
+    /// Stops its API server (SIGSTOP) until the returned guard is dropped (SIGCONT): its
+    /// clients' requests hang, unanswered and unrefused, as on a cluster that is
+    /// partitioned away.
+    pub fn pause_api_server(&self) -> PausedApiServer {
+        let pid = crate::cpu::child_pid(self.pid(), "kube-apiserver")
+            .expect("the control plane's kube-apiserver process");
+        run(Command::new("kill").args(["-STOP", &pid.to_string()]));
+        PausedApiServer { pid }
+    }
+
     /// The control plane's kubeconfig, with the contexts `admin`, `alice` and `bob`.
     pub fn kubeconfig(&self) -> PathBuf {
         self.dir.join("kubeconfig")
@@ -99,6 +109,20 @@ impl Cluster {
     /// A client acting as `user`.
     pub async fn client(&self, user: User) -> Client {
         crate::client_for(&self.kubeconfig(), user).await
+    }
+}
+
+/// A control plane's API server stopped by [`Cluster::pause_api_server`]; dropping it
+/// lets the server go on.
+pub struct PausedApiServer {
+    pid: u32,
+}
+
+impl Drop for PausedApiServer {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-CONT", &self.pid.to_string()])
+            .status();
     }
 }
 

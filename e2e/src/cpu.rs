@@ -28,6 +28,27 @@ pub fn process_ticks(pid: &str) -> u64 {
 /// The processes whose parent is `parent`: each one's command name (`comm`) and
 /// [`process_ticks`]. A control plane's components are its `kube cluster run`'s children.
 pub fn children_ticks(parent: u32) -> Vec<(String, u64)> {
+    children(parent)
+        .into_iter()
+        .map(|child| (child.comm, child.ticks))
+        .collect()
+}
+
+/// The process id of `parent`'s child whose command name is `comm`, if it has one.
+pub fn child_pid(parent: u32, comm: &str) -> Option<u32> {
+    children(parent)
+        .into_iter()
+        .find(|child| child.comm == comm)
+        .map(|child| child.pid)
+}
+
+struct Child {
+    pid: u32,
+    comm: String,
+    ticks: u64,
+}
+
+fn children(parent: u32) -> Vec<Child> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
@@ -35,12 +56,15 @@ pub fn children_ticks(parent: u32) -> Vec<(String, u64)> {
     entries
         .flatten()
         .filter_map(|entry| {
-            let pid = entry.file_name().into_string().ok()?;
-            pid.bytes().all(|b| b.is_ascii_digit()).then_some(())?;
+            let pid: u32 = entry.file_name().into_string().ok()?.parse().ok()?;
             // A process can end between the listing and the read.
             let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
             let stat = parse_stat(&stat)?;
-            (stat.ppid == parent).then(|| (stat.comm.to_owned(), stat.ticks))
+            (stat.ppid == parent).then(|| Child {
+                pid,
+                comm: stat.comm.to_owned(),
+                ticks: stat.ticks,
+            })
         })
         .collect()
 }

@@ -15,7 +15,7 @@ use guildnet_api::workspace::WorkspacePhase;
 use guildnet_api::workspace::facts::ConditionType as WorkspaceCondition;
 use guildnet_api::{ClusterRegistration, Workspace};
 use guildnet_e2e::cluster::{Cluster, Operator, free_port};
-use guildnet_e2e::workspaces::{create, wait_for};
+use guildnet_e2e::workspaces::{create, wait_for, wait_gone};
 use guildnet_e2e::{User, create_namespace, eventually};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::Deployment;
@@ -347,11 +347,7 @@ async fn a_placed_workspace_runs_on_its_cluster_and_outlives_an_outage_there() {
     const THERE: &str = "guildnet-workspaces";
     create_namespace(&edge_admin, THERE, &[]).await;
     create_namespace(&admin, "team-a", &[]).await;
-    let operator = Operator::start_as_service_account(
-        &hub,
-        "op",
-        &["--leader-elect=false", "--cluster-probe-interval", "1s"],
-    );
+    let mut operator = Operator::start_as_service_account(&hub, "op", OPERATOR_ARGS);
     let kubeconfig = std::fs::read_to_string(edge.kubeconfig()).unwrap();
     let secrets: Api<Secret> = Api::namespaced(admin.clone(), SYSTEM);
     put_kubeconfig(&secrets, &kubeconfig).await;
@@ -360,19 +356,9 @@ async fn a_placed_workspace_runs_on_its_cluster_and_outlives_an_outage_there() {
 
     // Placed by name: it runs on the edge under its name there, and says so.
     let workspaces: Api<Workspace> = Api::namespaced(admin.clone(), "team-a");
-    create(
-        &workspaces,
-        "ide",
-        serde_json::json!({"image": "nginx", "placement": {"cluster": "edge"}}),
-    )
-    .await;
+    create(&workspaces, "ide", placed_spec()).await;
     let name = remote_name("team-a", "ide");
-    let ws = wait_for(&workspaces, "ide", "running on the edge", |ws| {
-        ws.status
-            .as_ref()
-            .is_some_and(|s| s.phase == Some(WorkspacePhase::Running))
-    })
-    .await;
+    let ws = wait_for(&workspaces, "ide", "running on the edge", is_running).await;
     let status = ws.status.clone().unwrap();
     assert_eq!(status.cluster.as_deref(), Some("edge"));
     assert_eq!(status.remote_namespace.as_deref(), Some(THERE));
@@ -525,6 +511,228 @@ async fn a_placed_workspace_runs_on_its_cluster_and_outlives_an_outage_there() {
     expected.sort();
     assert_eq!(names, expected);
     assert_eq!(anchors.get(&name).await.unwrap().uid(), anchor.uid());
+
+    // A short hang of the edge's API server (shorter than a probe's timeout and the
+    // threshold) flips nothing.
+    let reachable_since = |registration: &ClusterRegistration| {
+        let status = registration.status.as_ref()?;
+        let c = find_condition(&status.conditions, ConditionType::Reachable)?;
+        Some((c.status.clone(), c.last_transition_time.clone()))
+    };
+    let before = reachable_since(&registrations.get("edge").await.unwrap());
+    let paused = edge.pause_api_server();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    drop(paused);
+    let resumed = Timestamp::now();
+    eventually("a probe answered after the hang", TIMEOUT, || async {
+        let status = registrations.get("edge").await.ok()?.status?;
+        (status.last_probe_time?.0 > resumed).then_some(())
+    })
+    .await;
+    assert_eq!(
+        reachable_since(&registrations.get("edge").await.unwrap()),
+        before
+    );
+    let ws = workspaces.get("ide").await.unwrap();
+    assert!(has_condition(
+        &ws,
+        WorkspaceCondition::Degraded,
+        "False",
+        "ClusterReachable"
+    ));
+
+    // A long hang: the placed workspaces turn Degraded, while a workspace on the hub starts
+    // as ever; after it, everything is as before, once.
+    let paused = edge.pause_api_server();
+    create(&workspaces, "here", serde_json::json!({"image": "nginx"})).await;
+    wait_for(
+        &workspaces,
+        "here",
+        "running on the hub during the hang",
+        is_running,
+    )
+    .await;
+    wait_for(&workspaces, "ide", "Degraded by the hang", |ws| {
+        has_condition(
+            ws,
+            WorkspaceCondition::Degraded,
+            "True",
+            "ClusterUnreachable",
+        )
+    })
+    .await;
+    drop(paused);
+    wait_for(&workspaces, "ide", "reachable after the hang", |ws| {
+        has_condition(
+            ws,
+            WorkspaceCondition::Degraded,
+            "False",
+            "ClusterReachable",
+        )
+    })
+    .await;
+    let mut after: Vec<String> = (deployments.list(&ours).await.unwrap().items.iter())
+        .map(|d| d.name_any())
+        .collect();
+    after.sort();
+    assert_eq!(after, expected, "no duplicates after the hang");
+
+    let ws = workspaces.get("ide").await.unwrap();
+    assert!(
+        ws.finalizers()
+            .contains(&"guildnet.io/remote-cleanup".to_owned()),
+        "a placed workspace carries the cleanup finalizer: {:?}",
+        ws.finalizers()
+    );
+
+    // The sweeper deletes this hub's anchors whose workspace is gone, never another hub's.
+    let stray_anchor = |name: &str, origin: &str| -> ConfigMap {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "labels": {
+                "guildnet.io/managed": "true", "guildnet.io/origin": origin,
+                "guildnet.io/hub-namespace": "team-a", "guildnet.io/hub-name": "gone",
+            }},
+        }))
+        .unwrap()
+    };
+    let pp = PostParams::default();
+    anchors
+        .create(&pp, &stray_anchor("gone-1", &hub_id))
+        .await
+        .unwrap();
+    anchors
+        .create(&pp, &stray_anchor("theirs-1", "another-hub"))
+        .await
+        .unwrap();
+    wait_gone(&anchors, "gone-1").await;
+
+    // Deleted while the edge answers: its objects there go first, then the workspace.
+    let lab_name = remote_name("team-a", "lab");
+    workspaces
+        .delete("lab", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_gone(&workspaces, "lab").await;
+    assert!(
+        anchors.get_opt(&lab_name).await.unwrap().is_none(),
+        "the lab's anchor is gone"
+    );
+    wait_gone(&deployments, &lab_name).await;
+
+    // The edge stops answering and the operator restarts meanwhile: nothing is deleted.
+    put_kubeconfig(&secrets, &nowhere).await;
+    wait_for(&workspaces, "ide", "Degraded by the second outage", |ws| {
+        has_condition(
+            ws,
+            WorkspaceCondition::Degraded,
+            "True",
+            "ClusterUnreachable",
+        )
+    })
+    .await;
+    let ide_deployment = deployments.get(&name).await.unwrap().uid();
+    operator.terminate();
+    operator
+        .exited(TIMEOUT)
+        .await
+        .expect("the operator stopped");
+    let operator = Operator::start_as_service_account(&hub, "op-again", OPERATOR_ARGS);
+    let unreachable = "guildnet_cluster_reachable{cluster=\"edge\"}";
+    eventually(
+        "the restarted operator seeing the outage",
+        TIMEOUT,
+        || async {
+            let metrics = operator.metrics().await?;
+            (metrics.has(unreachable) && metrics.value(unreachable) == 0.0).then_some(())
+        },
+    )
+    .await;
+    // Deleted while it does not answer: it stays, saying why and how to let go.
+    workspaces
+        .delete("ide", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_for(&workspaces, "ide", "its cleanup pending", |ws| {
+        has_condition(ws, WorkspaceCondition::Ready, "False", "CleanupPending")
+    })
+    .await;
+    assert_eq!(deployments.get(&name).await.unwrap().uid(), ide_deployment);
+    assert!(workspaces.get_opt("ide").await.unwrap().is_some());
+    // Back: the cleanup finishes.
+    put_kubeconfig(&secrets, &kubeconfig).await;
+    wait_gone(&workspaces, "ide").await;
+    wait_gone(&anchors, &name).await;
+    wait_gone(&deployments, &name).await;
+
+    // Let go of while it does not answer: the workspace goes at once and its objects there
+    // stay until the edge answers again, when the sweeper removes them.
+    create(&workspaces, "keep", placed_spec()).await;
+    let keep_name = remote_name("team-a", "keep");
+    wait_for(&workspaces, "keep", "running on the edge", is_running).await;
+    put_kubeconfig(&secrets, &nowhere).await;
+    wait_for(&workspaces, "keep", "Degraded by the third outage", |ws| {
+        has_condition(
+            ws,
+            WorkspaceCondition::Degraded,
+            "True",
+            "ClusterUnreachable",
+        )
+    })
+    .await;
+    workspaces
+        .delete("keep", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_for(&workspaces, "keep", "its cleanup pending", |ws| {
+        has_condition(ws, WorkspaceCondition::Ready, "False", "CleanupPending")
+    })
+    .await;
+    workspaces
+        .patch(
+            "keep",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"metadata": {"annotations": {"guildnet.io/orphan-remote": "true"}}})),
+        )
+        .await
+        .unwrap();
+    wait_gone(&workspaces, "keep").await;
+    assert!(
+        anchors.get_opt(&keep_name).await.unwrap().is_some(),
+        "left there"
+    );
+    put_kubeconfig(&secrets, &kubeconfig).await;
+    wait_gone(&anchors, &keep_name).await;
+
+    // The registration removed: its workspaces say so; registered again, they resume there
+    // with the objects they had.
+    create(&workspaces, "late", placed_spec()).await;
+    let late_name = remote_name("team-a", "late");
+    wait_for(&workspaces, "late", "running on the edge", is_running).await;
+    let late_anchor = anchors.get(&late_name).await.unwrap().uid();
+    registrations
+        .delete("edge", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_for(&workspaces, "late", "its cluster removed", |ws| {
+        has_condition(ws, WorkspaceCondition::Degraded, "True", "ClusterRemoved")
+    })
+    .await;
+    register_edge(&admin).await;
+    wait_for(&workspaces, "late", "adopted again", |ws| {
+        has_condition(
+            ws,
+            WorkspaceCondition::Degraded,
+            "False",
+            "ClusterReachable",
+        )
+    })
+    .await;
+    assert_eq!(anchors.get(&late_name).await.unwrap().uid(), late_anchor);
+
+    assert!(
+        anchors.get_opt("theirs-1").await.unwrap().is_some(),
+        "another hub's anchor stays"
+    );
     let unexpected: Vec<String> = operator
         .complaints()
         .into_iter()
@@ -532,6 +740,26 @@ async fn a_placed_workspace_runs_on_its_cluster_and_outlives_an_outage_there() {
         .filter(|line| !line.contains("failed with error client error (Connect)"))
         .collect();
     assert_eq!(unexpected, Vec::<String>::new());
+}
+
+/// The operator of the placement test: one replica, probing every second, sweeping every
+/// second.
+const OPERATOR_ARGS: &[&str] = &[
+    "--leader-elect=false",
+    "--cluster-probe-interval",
+    "1s",
+    "--reap-interval",
+    "1s",
+];
+
+fn placed_spec() -> serde_json::Value {
+    serde_json::json!({"image": "nginx", "placement": {"cluster": "edge"}})
+}
+
+fn is_running(ws: &Workspace) -> bool {
+    ws.status
+        .as_ref()
+        .is_some_and(|s| s.phase == Some(WorkspacePhase::Running))
 }
 
 /// The hub's id as the operator takes it by default: the uid of its kube-system namespace.

@@ -79,6 +79,22 @@ impl Workspace {
         self.status.as_ref()?.cluster.as_deref()
     }
 
+    /// Whether it is being deleted.
+    pub fn is_deleting(&self) -> bool {
+        self.metadata.deletion_timestamp.is_some()
+    }
+
+    /// Whether it carries the finalizer that deletes its objects in its registered cluster.
+    pub fn has_remote_cleanup(&self) -> bool {
+        (self.metadata.finalizers.iter().flatten()).any(|f| f == labels::REMOTE_CLEANUP_FINALIZER)
+    }
+
+    /// Whether an admin let go of its objects in its registered cluster
+    /// (`guildnet.io/orphan-remote: "true"`): it is deleted without waiting for them.
+    pub fn orphans_remote(&self) -> bool {
+        label(self.metadata.annotations.as_ref(), labels::ORPHAN_REMOTE) == Some("true")
+    }
+
     /// Whether a change of the registered cluster `cluster` (its reachability, labels or
     /// connection) concerns the workspace: it is placed there, or waits to be placed.
     pub fn follows_cluster(&self, cluster: &str) -> bool {
@@ -315,6 +331,12 @@ spelled! {
         ClusterUnreachable,
         /// The cluster the workspace is placed on answers.
         ClusterReachable,
+        /// The ClusterRegistration the workspace is placed on was removed: its objects
+        /// there are out of reach until a registration of that name returns.
+        ClusterRemoved,
+        /// Deleting: its objects in its registered cluster are deleted first, once that
+        /// cluster answers (`guildnet.io/orphan-remote: "true"` lets go of them).
+        CleanupPending,
     }
 }
 
@@ -371,7 +393,9 @@ mod tests {
                 "Expired",
                 "NoMatchingCluster",
                 "ClusterUnreachable",
-                "ClusterReachable"
+                "ClusterReachable",
+                "ClusterRemoved",
+                "CleanupPending"
             ]
         );
     }

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use kube::Client;
-use tokio::sync::watch;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
 use crate::workspace::caches::RemoteCaches;
 
@@ -22,7 +22,13 @@ pub struct Remote {
     /// What this hub made in that namespace.
     pub(crate) caches: RemoteCaches,
     synced: watch::Receiver<usize>,
+    reconciles: Arc<Semaphore>,
 }
+
+/// How many reconciles of one cluster's workspaces run at once, at most: a cluster that
+/// hangs holds that many of the controller's slots (`--concurrency`, 16 by default), each
+/// for at most the reconcile's budget, and never the rest.
+pub const RECONCILES_PER_CLUSTER: usize = 4;
 
 impl Remote {
     pub(crate) fn new(
@@ -36,7 +42,14 @@ impl Remote {
             namespace,
             caches,
             synced,
+            reconciles: Arc::new(Semaphore::new(RECONCILES_PER_CLUSTER)),
         }
+    }
+
+    /// Waits until one more reconcile of this cluster's workspaces may run; it may until
+    /// the permit is dropped.
+    pub async fn reconcile_permit(&self) -> OwnedSemaphorePermit {
+        (self.reconciles.clone().acquire_owned().await).expect("the semaphore is never closed")
     }
 
     /// Whether its caches have listed everything once (until then, a child missing from
@@ -71,9 +84,12 @@ impl Remotes {
         self.connected.lock().unwrap().get(cluster).cloned()
     }
 
-    /// Every connection now.
-    pub fn connected(&self) -> Vec<Arc<Remote>> {
-        self.connected.lock().unwrap().values().cloned().collect()
+    /// Every connection now, by registration name.
+    pub fn connected(&self) -> Vec<(String, Arc<Remote>)> {
+        let connected = self.connected.lock().unwrap();
+        (connected.iter())
+            .map(|(cluster, remote)| (cluster.clone(), remote.clone()))
+            .collect()
     }
 
     pub(crate) fn publish(&self, cluster: &str, remote: Arc<Remote>) {

@@ -173,7 +173,7 @@ impl Context {
             .unwrap()
             .retain(|uid| live.contains(uid));
         let mut children = self.local.uids();
-        for remote in self.remotes.connected() {
+        for (_, remote) in self.remotes.connected() {
             children.extend(remote.caches.children.uids());
             children.extend(remote.caches.anchors.state().iter().filter_map(|a| a.uid()));
         }

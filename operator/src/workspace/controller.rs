@@ -158,6 +158,14 @@ async fn reconcile(
         Lane::FollowUp
     };
     let queued = Instant::now();
+    // Before a slot: waiting for a busy cluster holds none.
+    let _cluster_permit = match placed::decide(&ws, &ctx) {
+        Placement::On(cluster) => match ctx.remotes.get(&cluster) {
+            Some(remote) => Some(remote.reconcile_permit().await),
+            None => None,
+        },
+        Placement::Local | Placement::Unplaced(_) => None,
+    };
     let _slot = slots.acquire(lane).await;
     ctx.metrics
         .reconcile_waited(WORKSPACE_CONTROLLER, lane, queued.elapsed());
@@ -186,13 +194,17 @@ async fn reconcile(
 
 async fn reconcile_workspace(ws: Arc<Workspace>, ctx: Arc<Context>) -> Result<Action, Error> {
     // Dereference.
-    if ws.metadata.deletion_timestamp.is_some() {
-        // Owner references hand the children to the garbage collector.
-        return Ok(Action::await_change());
-    }
     let namespace = ws
         .namespace()
         .ok_or_else(|| Error::NoNamespace(ws.name_any()))?;
+    if ws.is_deleting() {
+        // Here, owner references hand the children to the garbage collector; a placed
+        // workspace's finalizer waits until its anchor there is deleted.
+        return match ws.has_remote_cleanup() {
+            true => placed::clean_up(&ws, &namespace, &ctx).await,
+            false => Ok(Action::await_change()),
+        };
+    }
     let over_quota = ctx.quota_failure(&ws);
     match placed::decide(&ws, &ctx) {
         Placement::Local => {

@@ -8,7 +8,8 @@
 use super::apply::{PlacedParent, Target};
 use super::controller::{Context, Error, apply_and_report};
 use super::report;
-use super::status::{self, Failure, Placed, Where};
+use super::status::{self, Failure, Outage, Placed, Where};
+use crate::cluster::remote::Remote;
 use crate::reconcile::apply::{Owner, VersionBy, apply_if_changed};
 use guildnet_api::cluster::facts::remote_name;
 use guildnet_api::cluster::placement::{self, Decision};
@@ -16,12 +17,15 @@ use guildnet_api::{Workspace, labels};
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::Api;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
+use serde_json::json;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
+use tracing::info;
 
 /// How soon a workspace placed on a cluster without a connection yet looks again (a
 /// registration's reachability flipping wakes it sooner).
@@ -60,9 +64,9 @@ pub(super) fn decide(ws: &Workspace, ctx: &Context) -> Placement {
     }
 }
 
-/// Reconciles `ws` (of hub namespace `namespace`) on `cluster`: its anchor there, then its
-/// children under it, then its status from that cluster's caches. While the cluster does
-/// not answer, or has no connection yet, only the status says so.
+/// Reconciles `ws` (of hub namespace `namespace`) on `cluster`: its finalizer, its anchor
+/// there, then its children under it, then its status from that cluster's caches. While
+/// the cluster is out of reach, only the status says so.
 pub(super) async fn reconcile(
     ws: &Workspace,
     namespace: &str,
@@ -70,33 +74,13 @@ pub(super) async fn reconcile(
     over_quota: Option<Failure>,
     ctx: &Context,
 ) -> Result<Action, Error> {
-    let registration = ctx.clusters.get(&ObjectRef::new(&cluster));
-    let recorded = ws.status.as_ref();
-    let placed = Placed {
-        namespace: recorded
-            .and_then(|s| s.remote_namespace.clone())
-            .or_else(|| (registration.as_ref()).map(|r| r.remote_namespace().to_owned()))
-            .unwrap_or_default(),
-        name: recorded
-            .and_then(|s| s.remote_name.clone())
-            .unwrap_or_else(|| remote_name(namespace, &ws.name_any())),
-        cluster,
+    let placed = placed_at(ws, namespace, cluster, ctx);
+    let remote = match reach(&placed, ctx) {
+        Ok(remote) => remote,
+        Err(wait) => return wait.report(ws, namespace, &placed, ctx).await,
     };
-    let reachable = registration.as_ref().is_some_and(|r| r.is_reachable());
-    let remote = ctx.remotes.get(&placed.cluster).filter(|_| reachable);
-    let Some(remote) = remote else {
-        let since = registration
-            .as_ref()
-            .and_then(|r| r.status.as_ref()?.unreachable_since().map(|t| t.0));
-        let status = status::unreachable(ws, &placed, since, Timestamp::now());
-        report::update_status(ws, namespace, status, ctx).await?;
-        return Ok(Action::requeue(NOT_CONNECTED_RECHECK));
-    };
-    if !remote.is_synced() {
-        // Until its caches listed everything, a child missing from them may exist and the
-        // status would be computed from nothing: look again once they have.
-        return Ok(Action::requeue(CACHES_RECHECK));
-    }
+    // Before anything exists there, so that nothing there outlives the workspace.
+    add_cleanup_finalizer(ws, namespace, ctx).await?;
     let labels = remote_labels(ws, &ctx.origin);
     let within = async {
         let anchor = apply_anchor(
@@ -130,6 +114,195 @@ pub(super) async fn reconcile(
     match tokio::time::timeout(CLUSTER_BUDGET, within).await {
         Ok(result) => result,
         Err(_) => Err(Error::ClusterTimeout(placed.cluster.clone())),
+    }
+}
+
+/// Finishes the deletion of a workspace carrying the cleanup finalizer: deletes its anchor
+/// in its cluster (whose garbage collector removes the rest) and then lets it go. While the
+/// cluster is out of reach it stays, `Ready=False` reason `CleanupPending`, unless an admin
+/// annotated it `guildnet.io/orphan-remote: "true"`.
+pub(super) async fn clean_up(
+    ws: &Workspace,
+    namespace: &str,
+    ctx: &Context,
+) -> Result<Action, Error> {
+    let Some(cluster) = ws.placed_on() else {
+        // Never placed: nothing of it exists elsewhere.
+        remove_cleanup_finalizer(ws, namespace, ctx).await?;
+        return Ok(Action::await_change());
+    };
+    if ws.orphans_remote() {
+        info!(
+            cluster,
+            "deleted without its objects in its cluster, as annotated"
+        );
+        remove_cleanup_finalizer(ws, namespace, ctx).await?;
+        return Ok(Action::await_change());
+    }
+    let placed = placed_at(ws, namespace, cluster.to_owned(), ctx);
+    let remote = match reach(&placed, ctx) {
+        Ok(remote) => remote,
+        Err(wait) => return wait.report(ws, namespace, &placed, ctx).await,
+    };
+    let at = ObjectRef::new(&placed.name).within(&placed.namespace);
+    match remote.caches.anchors.get(&at) {
+        None => {
+            info!(cluster, "deleted its objects in its cluster");
+            remove_cleanup_finalizer(ws, namespace, ctx).await?;
+            Ok(Action::await_change())
+        }
+        // The anchor's deletion wakes it.
+        Some(anchor) if anchor.metadata.deletion_timestamp.is_some() => Ok(Action::await_change()),
+        Some(anchor) => {
+            let api: Api<ConfigMap> = Api::namespaced(remote.client.clone(), &placed.namespace);
+            let params = DeleteParams {
+                preconditions: Some(Preconditions {
+                    uid: anchor.uid(),
+                    resource_version: None,
+                }),
+                ..DeleteParams::background()
+            };
+            match tokio::time::timeout(CLUSTER_BUDGET, api.delete(&placed.name, &params)).await {
+                Err(_) => Err(Error::ClusterTimeout(placed.cluster.clone())),
+                Ok(Ok(_)) => Ok(Action::await_change()),
+                // Gone already, or replaced since the cache saw it: the cache catches up.
+                Ok(Err(kube::Error::Api(s))) if s.code == 404 || s.code == 409 => {
+                    Ok(Action::requeue(CACHES_RECHECK))
+                }
+                Ok(Err(e)) => Err(e.into()),
+            }
+        }
+    }
+}
+
+/// Where `ws` is placed on `cluster`: the namespace and name its status recorded there,
+/// else the registration's namespace and the name derived from its own.
+fn placed_at(ws: &Workspace, namespace: &str, cluster: String, ctx: &Context) -> Placed {
+    let recorded = ws.status.as_ref();
+    let registration = ctx.clusters.get(&ObjectRef::new(&cluster));
+    Placed {
+        namespace: recorded
+            .and_then(|s| s.remote_namespace.clone())
+            .or_else(|| registration.map(|r| r.remote_namespace().to_owned()))
+            .unwrap_or_default(),
+        name: recorded
+            .and_then(|s| s.remote_name.clone())
+            .unwrap_or_else(|| remote_name(namespace, &ws.name_any())),
+        cluster,
+    }
+}
+
+/// Why a placed workspace's cluster cannot be worked on now.
+enum Wait {
+    /// Out of reach: the status says so.
+    Outage(Outage),
+    /// Connected, and its caches are still listing: a child missing from them may exist,
+    /// and a status computed from them would be computed from nothing.
+    Listing,
+}
+
+impl Wait {
+    async fn report(
+        self,
+        ws: &Workspace,
+        namespace: &str,
+        placed: &Placed,
+        ctx: &Context,
+    ) -> Result<Action, Error> {
+        match self {
+            Wait::Outage(outage) => {
+                let status = status::out_of_reach(ws, placed, outage, Timestamp::now());
+                report::update_status(ws, namespace, status, ctx).await?;
+                Ok(Action::requeue(NOT_CONNECTED_RECHECK))
+            }
+            Wait::Listing => Ok(Action::requeue(CACHES_RECHECK)),
+        }
+    }
+}
+
+/// The connection to the cluster `placed` is on, when it is reachable and its caches are
+/// synced.
+fn reach(placed: &Placed, ctx: &Context) -> Result<Arc<Remote>, Wait> {
+    let Some(registration) = ctx.clusters.get(&ObjectRef::new(&placed.cluster)) else {
+        return Err(Wait::Outage(Outage::Removed));
+    };
+    let since = || {
+        let status = registration.status.as_ref()?;
+        status.unreachable_since().map(|t| t.0)
+    };
+    let remote = ctx.remotes.get(&placed.cluster);
+    match remote {
+        Some(remote) if registration.is_reachable() && remote.is_synced() => Ok(remote),
+        Some(_) if registration.is_reachable() => Err(Wait::Listing),
+        _ => Err(Wait::Outage(Outage::Unreachable { since: since() })),
+    }
+}
+
+/// Adds [`labels::REMOTE_CLEANUP_FINALIZER`] unless `ws` has it, by a JSON patch that
+/// fails if its finalizers changed meanwhile.
+async fn add_cleanup_finalizer(
+    ws: &Workspace,
+    namespace: &str,
+    ctx: &Context,
+) -> Result<(), Error> {
+    if ws.has_remote_cleanup() {
+        return Ok(());
+    }
+    let finalizers = ws.finalizers();
+    let patch: json_patch::Patch = serde_json::from_value(if finalizers.is_empty() {
+        json!([
+            {"op": "test", "path": "/metadata/finalizers", "value": null},
+            {"op": "add", "path": "/metadata/finalizers", "value": [labels::REMOTE_CLEANUP_FINALIZER]},
+        ])
+    } else {
+        json!([
+            {"op": "test", "path": "/metadata/finalizers", "value": finalizers},
+            {"op": "add", "path": "/metadata/finalizers/-", "value": labels::REMOTE_CLEANUP_FINALIZER},
+        ])
+    })
+    .expect("a JSON patch");
+    let api: Api<Workspace> = Api::namespaced(ctx.client.clone(), namespace);
+    api.patch(
+        &ws.name_any(),
+        &PatchParams::default(),
+        &Patch::Json::<()>(patch),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Removes [`labels::REMOTE_CLEANUP_FINALIZER`] from `ws`, testing that it is still where it
+/// was seen; a workspace already gone is fine.
+async fn remove_cleanup_finalizer(
+    ws: &Workspace,
+    namespace: &str,
+    ctx: &Context,
+) -> Result<(), Error> {
+    let finalizers = ws.finalizers();
+    let Some(at) = finalizers
+        .iter()
+        .position(|f| f == labels::REMOTE_CLEANUP_FINALIZER)
+    else {
+        return Ok(());
+    };
+    let path = format!("/metadata/finalizers/{at}");
+    let patch: json_patch::Patch = serde_json::from_value(json!([
+        {"op": "test", "path": path, "value": labels::REMOTE_CLEANUP_FINALIZER},
+        {"op": "remove", "path": path},
+    ]))
+    .expect("a JSON patch");
+    let api: Api<Workspace> = Api::namespaced(ctx.client.clone(), namespace);
+    match api
+        .patch(
+            &ws.name_any(),
+            &PatchParams::default(),
+            &Patch::Json::<()>(patch),
+        )
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(e) => Err(e.into()),
     }
 }
 

@@ -1,20 +1,21 @@
 //! The reaper's loop: every `--reap-interval`, scan the cache ([`super::reaper`] decides)
 //! and suspend, delete or expire what is due; and delete the children whose workspace is
-//! gone ([`super::sweep`]).
+//! gone ([`super::sweep`]), here and in registered clusters.
 
 use super::controller::{Context, Error};
+use super::placed::CLUSTER_BUDGET;
 use super::reaper::{self, IdleAction, Reap};
 use super::sweep;
 use guildnet_api::Workspace;
 use guildnet_api::workspace::facts::Reason;
 use guildnet_api::workspace::facts::password_secret_name;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
 use kube::runtime::events::EventType;
-use kube::runtime::reflector::Store;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Resource, ResourceExt};
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -33,6 +34,7 @@ pub(super) async fn run(store: Store<Workspace>, ctx: Arc<Context>) {
             ctx.settings.default_idle_timeout,
         );
         sweep(&workspaces, &ctx).await;
+        sweep_anchors(&workspaces, &ctx).await;
         for (ws, reap) in due {
             let span = info_span!(
                 "reap",
@@ -152,6 +154,44 @@ async fn sweep(workspaces: &[Arc<Workspace>], ctx: &Context) {
         let Some(secret) = secret else { continue };
         if let Some(orphan) = sweep::orphans([&secret], created).first() {
             delete_orphan(&api, "Secret", orphan).await;
+        }
+    }
+}
+
+/// Deletes, in every registered cluster that answers, the anchors of this hub's workspaces
+/// that are gone (a workspace deleted while its finalizer was not running, or let go of
+/// with `guildnet.io/orphan-remote` before its cluster came back). Each cluster gets at
+/// most [`CLUSTER_BUDGET`]: one that hangs delays the next scan by no more than that.
+async fn sweep_anchors(workspaces: &[Arc<Workspace>], ctx: &Context) {
+    for (cluster, remote) in ctx.remotes.connected() {
+        let reachable = ctx
+            .clusters
+            .get(&ObjectRef::new(&cluster))
+            .is_some_and(|r| r.is_reachable());
+        if !reachable || !remote.is_synced() {
+            continue;
+        }
+        let follows = |namespace: &str, name: &str| {
+            workspaces.iter().any(|ws| {
+                ws.name_any() == name
+                    && ws.namespace().as_deref() == Some(namespace)
+                    && ws.follows_cluster(&cluster)
+            })
+        };
+        let anchors = remote.caches.anchors.state();
+        let stray = sweep::stray_anchors(anchors.iter().map(|a| a.as_ref()), &ctx.origin, follows);
+        let api: Api<ConfigMap> = Api::namespaced(remote.client.clone(), &remote.namespace);
+        let deletes = async {
+            for orphan in &stray {
+                delete_orphan(&api, "ConfigMap", orphan).await;
+            }
+        };
+        let span = info_span!("sweep", cluster);
+        if tokio::time::timeout(CLUSTER_BUDGET, deletes.instrument(span.clone()))
+            .await
+            .is_err()
+        {
+            span.in_scope(|| warn!("the cluster did not answer the sweep in time"));
         }
     }
 }

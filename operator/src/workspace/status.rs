@@ -6,7 +6,7 @@ use crate::reconcile::conditions::{self, Observed};
 use guildnet_api::common::find_true_condition;
 use guildnet_api::workspace::facts::{ConditionType, Reason, proxy_path};
 use guildnet_api::workspace::{Hint, WorkspacePhase, WorkspaceStatus};
-use guildnet_api::{Workspace, WorkspaceSpec};
+use guildnet_api::{Workspace, WorkspaceSpec, labels};
 use k8s_openapi::api::core::v1::ContainerStatus;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
@@ -141,38 +141,79 @@ pub fn compute(ws: &Workspace, obs: &Observation) -> WorkspaceStatus {
     status
 }
 
-/// The status of a workspace whose cluster does not answer: as last seen, with
-/// `Degraded=True` (reason `ClusterUnreachable`) saying since when. Its generation stays
+/// Why the cluster a workspace is placed on is out of reach.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outage {
+    /// It does not answer, or has no connection yet.
+    Unreachable {
+        /// Since when it does not answer; `None`: not connected yet.
+        since: Option<Timestamp>,
+    },
+    /// Its ClusterRegistration was removed.
+    Removed,
+}
+
+/// The status of a workspace whose cluster is out of reach: as last seen, with
+/// `Degraded=True` saying why (`ClusterUnreachable` since when, or `ClusterRemoved`) and,
+/// while it is being deleted, `Ready=False` reason `CleanupPending`. Its generation stays
 /// unobserved, so whoever waits for the spec to be rolled out keeps waiting.
-pub fn unreachable(
+pub fn out_of_reach(
     ws: &Workspace,
     placed: &Placed,
-    since: Option<Timestamp>,
+    outage: Outage,
     now: Timestamp,
 ) -> WorkspaceStatus {
     let mut status = ws.status.clone().unwrap_or_default();
     record_placement(&mut status, placed);
     let cluster = &placed.cluster;
-    let message = match since {
-        Some(since) => format!(
-            "cluster {cluster} has not answered since {since}; the rest of this status is as last seen there, and nothing is deleted or moved"
+    let (reason, message) = match outage {
+        Outage::Unreachable { since: Some(since) } => (
+            Reason::ClusterUnreachable,
+            format!(
+                "cluster {cluster} has not answered since {since}; the rest of this status is as last seen there, and nothing is deleted or moved"
+            ),
         ),
-        None => format!(
-            "cluster {cluster} is not connected yet; the rest of this status is as last seen there"
+        Outage::Unreachable { since: None } => (
+            Reason::ClusterUnreachable,
+            format!(
+                "cluster {cluster} is not connected yet; the rest of this status is as last seen there"
+            ),
+        ),
+        Outage::Removed => (
+            Reason::ClusterRemoved,
+            format!(
+                "ClusterRegistration {cluster} was removed; register the cluster again under that name to resume this workspace there"
+            ),
         ),
     };
-    let degraded = Observed::new(
+    let mut observed = vec![Observed::new(
         ConditionType::Degraded,
         true,
-        Reason::ClusterUnreachable,
+        reason,
         message,
-    );
+    )];
+    if ws.is_deleting() {
+        observed.push(Observed::new(
+            ConditionType::Ready,
+            false,
+            Reason::CleanupPending,
+            format!(
+                "deleting: its objects in cluster {cluster} are deleted once it answers; annotate the workspace {}=true to delete it without them",
+                labels::ORPHAN_REMOTE
+            ),
+        ));
+    }
     let generation = status.observed_generation;
-    let merged = conditions::merge(&status.conditions, vec![degraded], generation, now);
-    status
-        .conditions
-        .retain(|c| c.type_ != ConditionType::Degraded.as_str());
-    status.conditions.extend(merged);
+    for condition in conditions::merge(&status.conditions, observed, generation, now) {
+        match status
+            .conditions
+            .iter_mut()
+            .find(|c| c.type_ == condition.type_)
+        {
+            Some(kept) => *kept = condition,
+            None => status.conditions.push(condition),
+        }
+    }
     status
 }
 
@@ -837,7 +878,12 @@ mod tests {
         ws.status = Some(seen.clone());
         let since = Timestamp::from_second(2_000).unwrap();
         let now = Timestamp::from_second(2_100).unwrap();
-        let status = unreachable(&ws, &placed, Some(since), now);
+        let status = out_of_reach(
+            &ws,
+            &placed,
+            Outage::Unreachable { since: Some(since) },
+            now,
+        );
         let degraded = ConditionType::Degraded.as_str();
         assert_eq!(condition(&status, degraded), ("True", "ClusterUnreachable"));
         let message = &find_condition(&status.conditions, degraded)
@@ -864,10 +910,10 @@ mod tests {
         let flipped = find_condition(&status.conditions, degraded).unwrap();
         assert_eq!(flipped.last_transition_time.0, now);
         ws.status = Some(status.clone());
-        let later = unreachable(
+        let later = out_of_reach(
             &ws,
             &placed,
-            Some(since),
+            Outage::Unreachable { since: Some(since) },
             Timestamp::from_second(9_000).unwrap(),
         );
         assert_eq!(later, status);
@@ -882,6 +928,32 @@ mod tests {
         assert_eq!(
             condition(&recovered, degraded),
             ("False", "ClusterReachable")
+        );
+    }
+
+    #[test]
+    fn a_removed_registration_and_a_pending_cleanup_say_so_and_how_to_resume_or_let_go() {
+        let placed = edge();
+        let mut ws = workspace(false);
+        let now = Timestamp::from_second(2_000).unwrap();
+        let status = out_of_reach(&ws, &placed, Outage::Removed, now);
+        let degraded = ConditionType::Degraded.as_str();
+        assert_eq!(condition(&status, degraded), ("True", "ClusterRemoved"));
+        let message = &find_condition(&status.conditions, degraded)
+            .unwrap()
+            .message;
+        assert!(message.contains("register the cluster again"), "{message}");
+        assert!(find_condition(&status.conditions, READY).is_none());
+
+        ws.metadata.deletion_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now));
+        let status = out_of_reach(&ws, &placed, Outage::Unreachable { since: None }, now);
+        assert_eq!(condition(&status, degraded), ("True", "ClusterUnreachable"));
+        assert_eq!(condition(&status, READY), ("False", "CleanupPending"));
+        let message = &find_condition(&status.conditions, READY).unwrap().message;
+        assert!(
+            message.contains("guildnet.io/orphan-remote=true"),
+            "{message}"
         );
     }
 

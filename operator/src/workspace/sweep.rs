@@ -86,6 +86,40 @@ pub fn orphans<'a, K: Resource + 'a>(
         .collect()
 }
 
+/// The anchors, in a registered cluster, of this hub's workspaces that are gone: made by
+/// this hub (`origin`), not being deleted, and no hub workspace of the namespace and name
+/// their labels give follows that cluster (`follows(namespace, name)`: is placed there or
+/// waits to be placed). Anchors of other hubs are never among them. Deleting one lets that
+/// cluster's garbage collector remove the rest.
+pub fn stray_anchors<'a, K: Resource + 'a>(
+    anchors: impl IntoIterator<Item = &'a K>,
+    origin: &str,
+    follows: impl Fn(&str, &str) -> bool,
+) -> Vec<Orphan> {
+    anchors
+        .into_iter()
+        .map(|anchor| anchor.meta())
+        .filter(|meta| meta.deletion_timestamp.is_none())
+        .filter_map(|meta| {
+            let labels = meta.labels.as_ref()?;
+            let label = |key| labels.get(key).map(String::as_str);
+            if label(labels::ORIGIN) != Some(origin) || label(labels::MANAGED) != Some("true") {
+                return None;
+            }
+            let (namespace, name) = (label(labels::HUB_NAMESPACE)?, label(labels::HUB_NAME)?);
+            if follows(namespace, name) {
+                return None;
+            }
+            Some(Orphan {
+                namespace: meta.namespace.clone()?,
+                name: meta.name.clone()?,
+                workspace: format!("{namespace}/{name}"),
+                uid: meta.uid.clone()?,
+            })
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -151,5 +185,38 @@ mod tests {
         let names: Vec<&str> = found.iter().map(|o| o.name.as_str()).collect();
         assert_eq!(names, ["orphan", "recreated"]);
         assert_eq!(found[0].uid, "uid-orphan");
+    }
+
+    #[test]
+    fn only_this_hubs_anchors_of_workspaces_that_do_not_follow_the_cluster_are_stray() {
+        let anchor = |name: &str, origin: &str, hub_name: &str| {
+            let labels = [
+                ("guildnet.io/managed", "true"),
+                ("guildnet.io/origin", origin),
+                ("guildnet.io/hub-namespace", "team-a"),
+                ("guildnet.io/hub-name", hub_name),
+            ];
+            child(name, &labels, false)
+        };
+        let mut deleting = anchor("going-1", "hub-1", "going");
+        deleting.metadata.deletion_timestamp = Some(Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH));
+        let anchors = [
+            anchor("gone-1", "hub-1", "gone"),
+            anchor("ide-1", "hub-1", "ide"),
+            anchor("gone-2", "hub-2", "gone"),
+            deleting,
+            child("plain", &[("guildnet.io/origin", "hub-1")], false),
+        ];
+        let follows = |namespace: &str, name: &str| (namespace, name) == ("team-a", "ide");
+        let stray = stray_anchors(&anchors, "hub-1", follows);
+        assert_eq!(
+            stray,
+            [Orphan {
+                namespace: "team".into(),
+                name: "gone-1".into(),
+                workspace: "team-a/gone".into(),
+                uid: "uid-gone-1".into(),
+            }]
+        );
     }
 }

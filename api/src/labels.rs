@@ -40,6 +40,14 @@ pub const HUB_NAME: &str = "guildnet.io/hub-name";
 /// On the objects a hub makes in a registered cluster: the uid of their Workspace in the
 /// hub.
 pub const HUB_UID: &str = "guildnet.io/hub-uid";
+/// Kubernetes' label naming who manages an EndpointSlice, and its value on the slices the
+/// operator keeps on the hub for placed workspaces: their endpoints in their cluster, where
+/// the proxy finds them as it finds a local workspace's.
+pub const ENDPOINT_SLICE_MANAGED_BY: &str = "endpointslice.kubernetes.io/managed-by";
+/// The value of [`ENDPOINT_SLICE_MANAGED_BY`] on those slices.
+pub const ENDPOINT_SLICE_MIRRORED_BY: &str = "guildnet-operator";
+/// Kubernetes' label naming the Service an EndpointSlice belongs to.
+pub const ENDPOINT_SLICE_SERVICE: &str = "kubernetes.io/service-name";
 /// Annotation: `true` on a placed Workspace lets it be deleted without deleting its objects
 /// in the registered cluster first (a cluster that will not answer again).
 pub const ORPHAN_REMOTE: &str = "guildnet.io/orphan-remote";

@@ -398,6 +398,7 @@ fn operator_rules() -> Vec<Rule> {
         (vec![""], vec!["persistentvolumeclaims"], vec![], vec!["get", "list", "watch", "create", "patch", "delete"]),
         (vec!["networking.k8s.io"], vec!["ingresses"], vec![], vec!["get", "list", "watch", "create", "patch", "delete"]),
         (vec!["networking.k8s.io"], vec!["networkpolicies"], vec![], vec!["get", "list", "watch", "create", "patch", "delete"]),
+        (vec!["discovery.k8s.io"], vec!["endpointslices"], vec![], vec!["get", "list", "watch", "create", "patch"]),
         (vec![""], vec!["secrets"], vec![], vec!["get", "create", "delete"]),
         (vec!["snapshot.storage.k8s.io"], vec!["volumesnapshots"], vec![], vec!["get", "create", "patch"]),
         (vec!["events.k8s.io"], vec!["events"], vec![], vec!["create", "patch"]),

@@ -1330,3 +1330,147 @@ async fn https_is_served_and_a_renewed_certificate_is_picked_up_without_a_restar
     .await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn a_workspace_placed_on_a_registered_cluster_is_reached_at_the_same_url() {
+    use guildnet_api::workspace::facts::ConditionType;
+    use guildnet_api::{Capabilities, ClusterRegistration};
+    use guildnet_e2e::cluster::{Cluster, free_port};
+    use guildnet_e2e::create_namespace;
+    use k8s_openapi::ByteString;
+    use k8s_openapi::api::core::v1::Secret;
+    use kube::api::{Patch, PatchParams};
+
+    // A second control plane, registered with the stack's operator; its pod IPs are served
+    // by the test upstream like the stack's own.
+    let edge = Cluster::start("px-edge");
+    create_namespace(&edge.client(User::Admin).await, "guildnet-workspaces", &[]).await;
+    let admin = client(User::Admin).await;
+    let cluster = unique_name("px-edge");
+    let secrets: Api<Secret> = Api::namespaced(admin.clone(), "guildnet-system");
+    let kubeconfig = std::fs::read_to_string(edge.kubeconfig()).unwrap();
+    let put_kubeconfig = |text: String| {
+        let secret: Secret = serde_json::from_value(json!({
+            "metadata": {"name": cluster},
+        }))
+        .unwrap();
+        let secret = Secret {
+            data: Some([("kubeconfig".to_owned(), ByteString(text.into_bytes()))].into()),
+            ..secret
+        };
+        let secrets = secrets.clone();
+        let name = cluster.clone();
+        async move {
+            secrets
+                .patch(
+                    &name,
+                    &PatchParams::apply("e2e").force(),
+                    &Patch::Apply(&secret),
+                )
+                .await
+                .expect("write the kubeconfig Secret");
+        }
+    };
+    put_kubeconfig(kubeconfig.clone()).await;
+    let registrations: Api<ClusterRegistration> = Api::all(admin.clone());
+    let registration: ClusterRegistration = serde_json::from_value(json!({
+        "apiVersion": "guildnet.io/v1alpha1", "kind": "ClusterRegistration",
+        "metadata": {"name": cluster},
+        "spec": {"kubeconfigSecretRef": {"namespace": "guildnet-system", "name": cluster}},
+    }))
+    .unwrap();
+    registrations
+        .create(&PostParams::default(), &registration)
+        .await
+        .unwrap();
+    let grants: Api<Capabilities> = Api::all(admin.clone());
+    let grant: Capabilities = serde_json::from_value(json!({
+        "apiVersion": "guildnet.io/v1alpha1", "kind": "Capabilities",
+        "metadata": {"name": cluster},
+        "spec": {
+            "subjects": [{"kind": "User", "name": "guildnet-admin"}],
+            "images": {"allow": ["docker.io/library/nginx:*"]},
+            "resources": {"maxPerWorkspace": {"cpu": "2", "memory": "4Gi"}},
+            "exposure": ["ClusterIP"],
+            "clusters": [cluster],
+        },
+    }))
+    .unwrap();
+    grants.create(&PostParams::default(), &grant).await.unwrap();
+
+    // Placed there (admitted once the webhook's cache has the grant), running there.
+    let api: Api<Workspace> = Api::namespaced(admin.clone(), NAMESPACE);
+    let name = unique_name("px-placed");
+    let mut spec = nginx();
+    spec["placement"] = json!({"cluster": cluster});
+    eventually("the placed workspace admitted", TIMEOUT, || async {
+        api.create(&PostParams::default(), &manifest(&name, spec.clone()))
+            .await
+            .ok()
+    })
+    .await;
+    let ws = wait_for(&api, &name, "Running on the edge", |ws| {
+        phase(ws) == Some(WorkspacePhase::Running)
+    })
+    .await;
+    assert_eq!(
+        ws.status.unwrap().cluster.as_deref(),
+        Some(cluster.as_str())
+    );
+
+    // The same URL as a local workspace's: HTTP and WebSocket.
+    let prefix = format!("/w/{NAMESPACE}/{name}");
+    let response = eventually("the proxy to route to the edge", TIMEOUT, || async {
+        let response = get_as(User::Admin, &format!("{prefix}/hello?x=1")).await;
+        (response.status() == StatusCode::OK).then_some(response)
+    })
+    .await;
+    let echo = json_of(&response);
+    assert_eq!(echo["path"], "/hello?x=1");
+    assert_eq!(echo["headers"]["x-forwarded-prefix"], prefix.as_str());
+    let mut ws_request = format!("ws://{}{prefix}/ws", proxy_addr())
+        .into_client_request()
+        .unwrap();
+    ws_request.headers_mut().insert(
+        AUTHORIZATION,
+        format!("Bearer {}", token(User::Admin)).parse().unwrap(),
+    );
+    ws_echo(ws_request)
+        .await
+        .expect("WebSocket echo through the proxy to the edge");
+
+    // The edge out of reach: refused at once, saying why.
+    let mut nowhere = kube::config::Kubeconfig::from_yaml(&kubeconfig).unwrap();
+    nowhere.clusters[0].cluster.as_mut().unwrap().server =
+        Some(format!("https://127.0.0.1:{}", free_port()));
+    put_kubeconfig(serde_yaml::to_string(&nowhere).unwrap()).await;
+    wait_for(&api, &name, "Degraded", |ws| {
+        let outage = ws.cluster_outage();
+        outage.is_some_and(|c| c.type_ == ConditionType::Degraded.as_str())
+    })
+    .await;
+    let refused = get_as(User::Admin, &format!("{prefix}/hello")).await;
+    let error = expect_json(&refused, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(error["error"]["reason"], "ClusterUnreachable");
+
+    // Back, then gone: its objects there with it.
+    put_kubeconfig(kubeconfig).await;
+    wait_for(&api, &name, "reachable again", |ws| {
+        ws.cluster_outage().is_none()
+    })
+    .await;
+    api.delete(&name, &DeleteParams::default()).await.unwrap();
+    wait_gone(&api, &name).await;
+    registrations
+        .delete(&cluster, &DeleteParams::default())
+        .await
+        .unwrap();
+    grants
+        .delete(&cluster, &DeleteParams::default())
+        .await
+        .unwrap();
+    secrets
+        .delete(&cluster, &DeleteParams::default())
+        .await
+        .unwrap();
+}

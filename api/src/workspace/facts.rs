@@ -4,7 +4,7 @@
 //! instead of reading labels, annotations and conditions themselves.
 
 use super::{Workspace, WorkspacePort, WorkspaceSpec, WorkspaceStatus};
-use crate::common::find_true_condition;
+use crate::common::{Condition, find_true_condition};
 use crate::labels;
 use crate::policy::User;
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
@@ -53,6 +53,13 @@ impl Workspace {
     /// Whether its status says a replica is ready (condition `Ready` is `True`).
     pub fn is_ready(&self) -> bool {
         self.status.as_ref().is_some_and(WorkspaceStatus::is_ready)
+    }
+
+    /// The `Degraded` condition while the cluster it is placed on is out of reach (its
+    /// reason and message say why): its status is as last seen, and nothing of it can be
+    /// reached.
+    pub fn cluster_outage(&self) -> Option<&Condition> {
+        find_true_condition(&self.status.as_ref()?.conditions, ConditionType::Degraded)
     }
 
     /// Whether its spec has a change no status has observed yet: it is new, or was edited

@@ -12,6 +12,7 @@ use k8s_openapi::api::core::v1::{
     ConfigMap, ContainerState, ContainerStateTerminated, ContainerStatus, PersistentVolumeClaim,
     PodStatus, Service,
 };
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, PartialObjectMeta};
@@ -33,8 +34,9 @@ use tracing::{debug, warn};
 const TRIGGER_BUFFER: usize = 16 * 1024;
 
 /// The watches a cache is kept for: Workspaces, Pods, Deployments, Services,
-/// NetworkPolicies, Ingresses, volume claims, Quotas and ClusterRegistrations.
-const WATCHES: usize = 9;
+/// NetworkPolicies, Ingresses, volume claims, Quotas, ClusterRegistrations and the
+/// EndpointSlices mirrored for placed workspaces.
+const WATCHES: usize = 10;
 
 /// The annotation in which `kubectl apply` keeps the object it last applied.
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
@@ -49,6 +51,8 @@ pub struct Caches {
     /// Registered clusters, and the notice of their changes (what their instances follow).
     clusters: Store<ClusterRegistration>,
     cluster_changes: Arc<Notify>,
+    /// The EndpointSlices kept here for placed workspaces, as metadata.
+    mirrored_slices: Store<PartialObjectMeta<EndpointSlice>>,
     /// The workspace each change concerns, sent only when the change is one its reconcile
     /// reads; a leader's controller subscribes.
     triggers: broadcast::Sender<ObjectRef<Workspace>>,
@@ -135,6 +139,17 @@ impl Caches {
             },
             same_but_status_cluster,
         );
+        let mirrored = watcher::Config::default().labels(&format!(
+            "{}={}",
+            labels::ENDPOINT_SLICE_MANAGED_BY,
+            labels::ENDPOINT_SLICE_MIRRORED_BY
+        ));
+        let mirrored_slices = watch.start_metadata::<EndpointSlice>(
+            "mirrored endpointslices",
+            Api::all(client.clone()),
+            &mirrored,
+            owners,
+        );
 
         Self {
             workspaces,
@@ -142,6 +157,7 @@ impl Caches {
             quotas,
             clusters,
             cluster_changes,
+            mirrored_slices,
             triggers,
             changed,
             synced,
@@ -166,6 +182,11 @@ impl Caches {
     /// The Workspace cache (what the metrics count at scrape time).
     pub fn workspaces(&self) -> Store<Workspace> {
         self.workspaces.clone()
+    }
+
+    /// The EndpointSlices kept here for placed workspaces.
+    pub(crate) fn mirrored_slices(&self) -> Store<PartialObjectMeta<EndpointSlice>> {
+        self.mirrored_slices.clone()
     }
 
     /// GuildNet's children in this cluster.
@@ -426,11 +447,14 @@ impl ApiScope {
 pub(crate) struct RemoteCaches {
     pub children: ChildCaches,
     pub anchors: Store<PartialObjectMeta<ConfigMap>>,
+    /// The EndpointSlices of the placed workspaces' Services (their controller copies the
+    /// Services' labels onto them): where their pods answer.
+    pub endpoint_slices: Store<EndpointSlice>,
 }
 
 impl RemoteCaches {
     /// How many watches a [`RemoteCaches`] keeps.
-    const WATCHES: usize = 7;
+    const WATCHES: usize = 8;
 
     pub(crate) fn start(
         client: &Client,
@@ -459,7 +483,19 @@ impl RemoteCaches {
         let children = ChildCaches::start(&watch, &scope, &config, by_labels);
         let anchors =
             watch.start_metadata::<ConfigMap>("anchors", scope.of(), &config, of_hub_workspace);
-        (Self { children, anchors }, synced)
+        let endpoint_slices = watch.start(
+            "endpointslices",
+            watcher(scope.of::<EndpointSlice>(), config.clone()),
+            drop_managed_fields,
+            |slice: &EndpointSlice| of_hub_workspace(&slice.metadata),
+            same_slice,
+        );
+        let caches = Self {
+            children,
+            anchors,
+            endpoint_slices,
+        };
+        (caches, synced)
     }
 
     /// Whether every watch has listed everything once.
@@ -492,6 +528,12 @@ fn same_pod(old: &PodView, new: &PodView) -> bool {
 
 fn same_deployment(old: &DeploymentView, new: &DeploymentView) -> bool {
     same_metadata(&old.metadata, &new.metadata) && old.spec == new.spec && old.status == new.status
+}
+
+fn same_slice(old: &EndpointSlice, new: &EndpointSlice) -> bool {
+    same_metadata(&old.metadata, &new.metadata)
+        && old.endpoints == new.endpoints
+        && old.ports == new.ports
 }
 
 fn same_claim(old: &PersistentVolumeClaim, new: &PersistentVolumeClaim) -> bool {

@@ -13,6 +13,8 @@ use crate::reconcile::events::{Announced, Publisher};
 use guildnet_api::workspace::WorkspacePhase;
 use guildnet_api::{ClusterRegistration, Quota, Workspace};
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::PartialObjectMeta;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, ResourceExt};
 use std::collections::{HashMap, HashSet};
@@ -59,6 +61,8 @@ pub struct Context {
     pub(super) remotes: Arc<Remotes>,
     /// This hub's id, on every object it makes in a registered cluster (`guildnet.io/origin`).
     pub(super) origin: String,
+    /// The EndpointSlices kept here for placed workspaces.
+    pub(super) mirrored_slices: Store<PartialObjectMeta<EndpointSlice>>,
     /// The versions of the children this replica wrote in its current term.
     pub(super) written: Written,
     workspaces: Store<Workspace>,
@@ -86,6 +90,7 @@ impl Context {
             settings,
             local: caches.children().clone(),
             clusters: caches.clusters(),
+            mirrored_slices: caches.mirrored_slices(),
             remotes,
             written: Written::default(),
             workspaces: caches.workspaces(),

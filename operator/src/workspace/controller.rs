@@ -50,7 +50,7 @@ pub enum Error {
     #[error(transparent)]
     NameConflict(#[from] NameConflict),
     /// The registered cluster the workspace is placed on did not answer within
-    /// [`placed::CLUSTER_BUDGET`]; retried with backoff.
+    /// its budget (15 s); retried with backoff.
     #[error("cluster {0} did not answer within {budget:?}", budget = placed::CLUSTER_BUDGET)]
     ClusterTimeout(String),
 }

@@ -15,6 +15,7 @@ use guildnet_api::cluster::facts::remote_name;
 use guildnet_api::cluster::placement::{self, Decision};
 use guildnet_api::{Workspace, labels};
 use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::api::discovery::v1::{Endpoint, EndpointSlice};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
@@ -101,7 +102,7 @@ pub(super) async fn reconcile(
                 labels: &labels,
             }),
         };
-        apply_and_report(
+        let action = apply_and_report(
             ws,
             namespace,
             &target,
@@ -109,7 +110,9 @@ pub(super) async fn reconcile(
             over_quota,
             ctx,
         )
-        .await
+        .await?;
+        mirror_endpoints(ws, namespace, &placed, &remote, ctx).await?;
+        Ok(action)
     };
     match tokio::time::timeout(CLUSTER_BUDGET, within).await {
         Ok(result) => result,
@@ -306,6 +309,89 @@ async fn remove_cleanup_finalizer(
     }
 }
 
+/// Keeps the hub's EndpointSlice of `ws` equal to its Service's endpoints in its cluster,
+/// so the proxy reaches it there as it reaches a local workspace (the hub routes to that
+/// cluster's pod IPs, e.g. through a tailnet subnet router).
+async fn mirror_endpoints(
+    ws: &Workspace,
+    namespace: &str,
+    placed: &Placed,
+    remote: &Remote,
+    ctx: &Context,
+) -> Result<(), Error> {
+    let there = remote.caches.endpoint_slices.state_filter(|slice| {
+        slice.namespace().as_deref() == Some(placed.namespace.as_str())
+            && slice.labels().get(labels::ENDPOINT_SLICE_SERVICE) == Some(&placed.name)
+    });
+    let Some(slice) = mirrored_slice(ws, there.iter().map(|s| s.as_ref())) else {
+        return Ok(());
+    };
+    let uid = ws.uid().unwrap_or_default();
+    let owner = Owner {
+        uid: &uid,
+        labels: &[],
+        leftover: None,
+    };
+    let name = ws.name_any();
+    let api: Api<EndpointSlice> = Api::namespaced(ctx.client.clone(), namespace);
+    let cached = ctx
+        .mirrored_slices
+        .get(&ObjectRef::new(&name).within(namespace));
+    let written = apply_if_changed(
+        &api,
+        &slice,
+        &owner,
+        cached.as_ref().map(|c| &c.metadata),
+        &ctx.written,
+        VersionBy::ResourceVersion,
+    )
+    .await?;
+    ctx.metrics
+        .child_applied("EndpointSlice", written.is_some());
+    Ok(())
+}
+
+/// The hub's EndpointSlice of the placed workspace `ws`: named as it, labelled as a slice
+/// of a Service of its name (what the proxy looks up), owned by it, with the endpoints
+/// and ports of its Service's slices `there`. `None` while its Service has no slice there.
+pub(super) fn mirrored_slice<'a>(
+    ws: &Workspace,
+    there: impl IntoIterator<Item = &'a EndpointSlice>,
+) -> Option<EndpointSlice> {
+    let mut there = there.into_iter().peekable();
+    let first = there.peek()?;
+    let (address_type, ports) = (first.address_type.clone(), first.ports.clone());
+    let endpoints = there
+        .flat_map(|slice| slice.endpoints.iter().flatten())
+        .map(|endpoint| Endpoint {
+            addresses: endpoint.addresses.clone(),
+            conditions: endpoint.conditions.clone(),
+            ..Endpoint::default()
+        })
+        .collect();
+    let name = ws.name_any();
+    Some(EndpointSlice {
+        metadata: ObjectMeta {
+            name: Some(name.clone()),
+            namespace: ws.namespace(),
+            labels: Some(BTreeMap::from([
+                (labels::MANAGED.to_owned(), "true".to_owned()),
+                (labels::ID.to_owned(), name.clone()),
+                (labels::ENDPOINT_SLICE_SERVICE.to_owned(), name),
+                (
+                    labels::ENDPOINT_SLICE_MANAGED_BY.to_owned(),
+                    labels::ENDPOINT_SLICE_MIRRORED_BY.to_owned(),
+                ),
+            ])),
+            owner_references: ws.controller_owner_ref(&()).map(|owner| vec![owner]),
+            ..ObjectMeta::default()
+        },
+        address_type,
+        endpoints: Some(endpoints),
+        ports,
+    })
+}
+
 /// The labels of everything this hub makes for `ws` in a registered cluster: the hub's id
 /// and the hub workspace's namespace, name and uid.
 pub(super) fn remote_labels(ws: &Workspace, origin: &str) -> BTreeMap<String, String> {
@@ -467,5 +553,48 @@ mod tests {
             children.service.metadata.name.as_deref(),
             Some(placed.name.as_str())
         );
+    }
+
+    #[test]
+    fn the_hub_slice_of_a_placed_workspace_carries_its_endpoints_there_under_its_hub_name() {
+        let ws = workspace("nginx");
+        let there: Vec<EndpointSlice> = ["10.244.0.7", "10.244.0.8"]
+            .iter()
+            .enumerate()
+            .map(|(i, ip)| {
+                serde_json::from_value(json!({
+                    "metadata": {"name": format!("{}-{i}", placed().name), "namespace": "guildnet-workspaces"},
+                    "addressType": "IPv4",
+                    "endpoints": [{"addresses": [ip], "conditions": {"ready": true, "serving": true}, "nodeName": "kwok-node"}],
+                    "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+                }))
+                .unwrap()
+            })
+            .collect();
+        assert!(mirrored_slice(&ws, []).is_none(), "no slice there yet");
+        let slice = mirrored_slice(&ws, &there).unwrap();
+        assert_eq!(slice.metadata.name.as_deref(), Some("ide"));
+        assert_eq!(slice.metadata.namespace.as_deref(), Some("team-a"));
+        let labels = slice.metadata.labels.as_ref().unwrap();
+        assert_eq!(labels[labels::ENDPOINT_SLICE_SERVICE], "ide");
+        assert_eq!(
+            labels[labels::ENDPOINT_SLICE_MANAGED_BY],
+            "guildnet-operator"
+        );
+        assert_eq!(labels[labels::MANAGED], "true");
+        let owner = &slice.metadata.owner_references.as_ref().unwrap()[0];
+        assert_eq!(
+            (owner.kind.as_str(), owner.uid.as_str()),
+            ("Workspace", "uid-1")
+        );
+        let endpoints = slice.endpoints.unwrap();
+        let addresses: Vec<&str> = endpoints.iter().map(|e| e.addresses[0].as_str()).collect();
+        assert_eq!(addresses, ["10.244.0.7", "10.244.0.8"]);
+        assert_eq!(
+            endpoints[0].node_name, None,
+            "that cluster's node means nothing here"
+        );
+        assert_eq!(endpoints[0].conditions.as_ref().unwrap().ready, Some(true));
+        assert_eq!(slice.ports.unwrap()[0].port, Some(8080));
     }
 }

@@ -13,9 +13,6 @@ use kube::Api;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 
-/// The label every EndpointSlice carries: the Service it belongs to.
-const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
-
 type Key = (String, String);
 /// Per service: slice name → its usable backends.
 type Index = HashMap<Key, HashMap<String, Vec<Backend>>>;
@@ -127,7 +124,11 @@ impl Endpoints {
 }
 
 fn key(slice: &EndpointSlice) -> Option<Key> {
-    let service = slice.metadata.labels.as_ref()?.get(SERVICE_NAME_LABEL)?;
+    let service = slice
+        .metadata
+        .labels
+        .as_ref()?
+        .get(labels::ENDPOINT_SLICE_SERVICE)?;
     Some((slice.metadata.namespace.clone()?, service.clone()))
 }
 
@@ -175,7 +176,10 @@ mod tests {
             metadata: kube::api::ObjectMeta {
                 name: Some(name.into()),
                 namespace: Some("team".into()),
-                labels: Some(BTreeMap::from([(SERVICE_NAME_LABEL.into(), "ide".into())])),
+                labels: Some(BTreeMap::from([(
+                    labels::ENDPOINT_SLICE_SERVICE.into(),
+                    "ide".into(),
+                )])),
                 ..Default::default()
             },
             address_type: "IPv4".into(),

@@ -14,6 +14,7 @@ use std::net::SocketAddr;
 
 use axum::extract::{ConnectInfo, Request, State};
 use axum::response::{IntoResponse, Redirect, Response};
+use guildnet_api::common::Condition;
 use guildnet_api::workspace::Workspace;
 use http::{HeaderMap, StatusCode, Uri};
 use kube::runtime::reflector::ObjectRef;
@@ -107,6 +108,11 @@ pub async fn forward(
             .path_and_query()
             .map_or_else(|| "/".to_owned(), |pq| pq.as_str().to_owned());
     }
+    if let Some(outage) = workspace.cluster_outage() {
+        // Its last-known addresses are in a cluster that does not answer: say so at once
+        // rather than let the request hang there.
+        return cluster_out_of_reach(outage).for_client(headers);
+    }
     let Some(upstream) = state.endpoints.pick(
         &target.namespace,
         &target.name,
@@ -129,6 +135,18 @@ fn unauthenticated(target: &Target, uri: &Uri, headers: &HeaderMap) -> Response 
         return Redirect::to(&location).into_response();
     }
     ApiError::unauthenticated().for_client(headers)
+}
+
+/// 503 with Retry-After: the cluster the workspace is placed on is out of reach; the reason
+/// and message are its `Degraded` condition's (`ClusterUnreachable`, `ClusterRemoved`).
+fn cluster_out_of_reach(outage: &Condition) -> ApiError {
+    let mut error = ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        &outage.reason,
+        outage.message.clone(),
+    );
+    error.retry_after = Some(RETRY_AFTER_SECONDS);
+    error
 }
 
 /// 503 with Retry-After: the workspace exists but nothing of it answers yet.

@@ -644,6 +644,33 @@ async fn a_workspace_without_endpoints_is_not_running_yet() {
 }
 
 #[tokio::test]
+async fn a_placed_workspace_whose_cluster_is_out_of_reach_is_refused_at_once_saying_why() {
+    let upstream = Upstream::start().await;
+    let mut proxy = Proxy::new(&["--auth=none"]);
+    let mut placed = workspace("edge-ide", DEV_USER);
+    let message = "cluster edge has not answered since 2026-12-03T10:00:00Z";
+    placed.status = Some(
+        serde_json::from_value(serde_json::json!({
+            "cluster": "edge",
+            "conditions": [{
+                "type": "Degraded", "status": "True", "reason": "ClusterUnreachable",
+                "message": message, "lastTransitionTime": "2026-12-03T10:00:30Z",
+            }],
+        }))
+        .unwrap(),
+    );
+    // Its last-known endpoint is served by nothing that should be waited for.
+    proxy.add(placed, Some(&upstream)).await;
+
+    let refused = proxy.send(get("/w/team/edge-ide/")).await;
+    assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(refused.headers()[header::RETRY_AFTER], "5");
+    let error = json_body(refused).await["error"].clone();
+    assert_eq!(error["reason"], "ClusterUnreachable");
+    assert_eq!(error["message"], message);
+}
+
+#[tokio::test]
 async fn subdomain_mode_serves_the_workspace_at_its_root() {
     let upstream = Upstream::start().await;
     let mut proxy = Proxy::new(&["--auth=none", "--base-domain=ws.example.com"]);

@@ -31,6 +31,38 @@ start_cluster() {
   "$bin/kubectl" --kubeconfig "$kubeconfig" get namespace guildnet-system >/dev/null 2>&1 ||
     "$bin/kubectl" --kubeconfig "$kubeconfig" create namespace guildnet-system >/dev/null
   "$bin/kubectl" --kubeconfig "$kubeconfig" apply -f webhook/config/starter-capabilities.yaml >/dev/null
+  [ -n "${GUILDNET_KUBECONFIG:-}" ] || start_edge
+}
+
+# A second local control plane in .guildnet/edge (its own ports, its pods in
+# 10.245.0.0/16), registered as the cluster "edge": workspaces placed there run in it and
+# are opened through the same proxy. Users of guildnet:users may place workspaces there.
+start_edge() {
+  local edge=$root/.guildnet/edge
+  if ! { [ -f "$edge/cluster.ready" ] && kill -0 "$(cat "$edge/cluster.pid" 2>/dev/null)" 2>/dev/null; }; then
+    touch "$state/started-edge"
+  fi
+  "$bin/kube" cluster up --dir "$edge" --pod-cidr 10.245.0.0/16 >/dev/null
+  local there=("$bin/kubectl" --kubeconfig "$edge/kubeconfig")
+  "${there[@]}" get namespace guildnet-workspaces >/dev/null 2>&1 ||
+    "${there[@]}" create namespace guildnet-workspaces >/dev/null
+  local here=("$bin/kubectl" --kubeconfig "$kubeconfig")
+  "${here[@]}" -n guildnet-system create secret generic edge-kubeconfig \
+    --from-file=kubeconfig="$edge/kubeconfig" --dry-run=client -o yaml | "${here[@]}" apply -f - >/dev/null
+  "${here[@]}" apply -f - >/dev/null <<'YAML'
+apiVersion: guildnet.io/v1alpha1
+kind: ClusterRegistration
+metadata: {name: edge, labels: {region: local}}
+spec:
+  kubeconfigSecretRef: {namespace: guildnet-system, name: edge-kubeconfig}
+---
+apiVersion: guildnet.io/v1alpha1
+kind: Capabilities
+metadata: {name: dev-edge}
+spec:
+  subjects: [{kind: Group, name: "guildnet:users"}]
+  clusters: [edge]
+YAML
 }
 
 # The kubeconfig a component runs with: its own identity on the local control plane, the
@@ -84,6 +116,7 @@ GuildNet is running.
 TXT
   if [ -z "${GUILDNET_KUBECONFIG:-}" ]; then
     echo "  log in as alice with the token in $root/.guildnet/tokens/alice (bob, admin: same place)"
+    echo "  a second control plane is registered as cluster \"edge\" (spec.placement.cluster: edge); its KUBECONFIG: $root/.guildnet/edge/kubeconfig"
     if [ -f "$state/ides.pid" ]; then
       echo "  real IDEs: code-server workspaces run code-server (its password: the workspace's <name>-password Secret); log in $logs/ides.log"
     elif [ "$(id -u)" -eq 0 ]; then
@@ -100,6 +133,10 @@ stop() {
       rm -f "$state/$c.pid"
     fi
   done
+  if [ -f "$state/started-edge" ]; then
+    "$bin/kube" cluster down --dir "$root/.guildnet/edge" >/dev/null
+    rm -f "$state/started-edge"
+  fi
   if [ -f "$state/started-cluster" ]; then
     "$bin/kube" cluster down --dir "$root/.guildnet" >/dev/null
     rm -f "$state/started-cluster"

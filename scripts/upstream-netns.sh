@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Gives KWOK's fake pod IPs (10.244.0.0/16) real listeners: `up` creates the network
+# Gives KWOK's fake pod IPs (10.244.0.0/16, and 10.245.0.0/16 of the second control plane
+# `make dev` registers as the cluster "edge") real listeners: `up` creates the network
 # namespace guildnet-pods, joined to the host by a veth pair with link-local addresses, routes
 # the pod CIDR from the host into it and makes every address of the CIDR local there, so a
 # server bound to 0.0.0.0 in the namespace answers on each pod IP without per-pod setup.
@@ -14,7 +15,7 @@ ns=guildnet-pods
 host_if=guildnet-pods # the host's end of the veth pair; its peer in the namespace is eth0
 host_ip=169.254.244.1
 ns_ip=169.254.244.2
-pod_cidr=10.244.0.0/16
+pod_cidrs="10.244.0.0/16 10.245.0.0/16"
 lock=/run/lock/guildnet-pods.lock
 
 has_ns() { ip netns list | awk '{print $1}' | grep -qx "$ns"; }
@@ -38,9 +39,11 @@ up() {
   ip -n "$ns" link set lo up
   # AnyIP: the whole pod CIDR is local in the namespace. Replies go back to $host_ip, on the
   # /30's connected route; there is no other route out.
-  ip -n "$ns" route replace local "$pod_cidr" dev lo
-  # From the host, the pod CIDR goes to the namespace, with our link-local source address.
-  ip route replace "$pod_cidr" via "$ns_ip" dev "$host_if" src "$host_ip"
+  for pod_cidr in $pod_cidrs; do
+    ip -n "$ns" route replace local "$pod_cidr" dev lo
+    # From the host, the pod CIDR goes to the namespace, with our link-local source address.
+    ip route replace "$pod_cidr" via "$ns_ip" dev "$host_if" src "$host_ip"
+  done
 }
 
 down() {

@@ -2,8 +2,10 @@
 # Runs the README's walk-through verbatim (its first sh block under "A five-minute
 # walk-through"; one of its commands is refused on purpose, so it runs as a reader would,
 # without stopping at a failure), then checks what it printed: the workspace Ready, the
-# invalid one refused with its reason, alice's request reaching the real code-server (302 to
-# its login), bob's refused (403), and a password read from the generated Secret. Stops what it started with
+# invalid one refused with its reason, the workspace placed on the second control plane
+# recording it and answering from its pod there, alice's request reaching the real
+# code-server (302 to its login), bob's refused (403), and a password read from the
+# generated Secret. Stops what it started with
 # `make dev-down`. Part of `make e2e`; needs root (the pods' network namespace), as the
 # walk-through's real IDE does. Refuses to run while `make dev` is up: it is the same stack.
 set -euo pipefail
@@ -38,6 +40,15 @@ deadline=$((SECONDS + 60))
 until curl -sI -H "Authorization: Bearer $(cat .guildnet/tokens/alice)" http://127.0.0.1:8090/w/default/ide/ |
   grep -qi '^location: \./login'; do
   [ $SECONDS -lt $deadline ] || fail "alice's request did not reach code-server's login within 60 s (is make real-ides done? .guildnet/logs/ides.log)"
+  sleep 0.5
+done
+# The workspace placed on the second control plane: its status here, its echo from its pod
+# IP there (the proxy may take a moment to have its endpoint).
+grep -Eq '^edge far-[0-9a-f]{8}$' "$out/output.txt" || fail "the placed workspace did not record the cluster edge"
+deadline=$((SECONDS + 60))
+until curl -s -H "Authorization: Bearer $(cat .guildnet/tokens/alice)" http://127.0.0.1:8090/w/default/far/hello |
+  grep -q '"localAddr":"10\.245\.'; do
+  [ $SECONDS -lt $deadline ] || fail "alice's request to the workspace on the edge did not reach its pod there within 60 s"
   sleep 0.5
 done
 make -s dev-down >/dev/null 2>&1 || true

@@ -66,7 +66,12 @@ const (
 )
 
 // clusterDirs are the files of one cluster, all below one state directory.
-type clusterDirs struct{ root string }
+type clusterDirs struct {
+	root string
+	// The pod CIDR of its one node, from which KWOK gives pods their IPs: clusters side by
+	// side get CIDRs of their own, so a pod IP names one pod.
+	podCIDR string
+}
 
 func (d clusterDirs) pki() string        { return filepath.Join(d.root, "pki") }
 func (d clusterDirs) etcd() string       { return filepath.Join(d.root, "etcd") }
@@ -94,15 +99,16 @@ func (d clusterDirs) state() []string {
 }
 
 func newClusterCommand() *cobra.Command {
-	var dir string
+	var dir, podCIDR string
 	root := &cobra.Command{Use: "cluster", Short: "A local Kubernetes control plane on 127.0.0.1"}
 	root.PersistentFlags().StringVar(&dir, "dir", ".guildnet", "state directory (kubeconfig, pki, etcd data, logs)")
+	root.PersistentFlags().StringVar(&podCIDR, "pod-cidr", "10.244.0.0/16", "the pod IPs' range (up and run)")
 	abs := func() clusterDirs {
 		a, err := filepath.Abs(dir)
 		if err != nil {
 			a = dir
 		}
-		return clusterDirs{root: a}
+		return clusterDirs{root: a, podCIDR: podCIDR}
 	}
 	root.AddCommand(
 		&cobra.Command{
@@ -160,7 +166,7 @@ func clusterUp(d clusterDirs) error {
 		return err
 	}
 	defer logFile.Close()
-	cmd := exec.Command(self, "cluster", "run", "--dir", d.root)
+	cmd := exec.Command(self, "cluster", "run", "--dir", d.root, "--pod-cidr", d.podCIDR)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	// Its own session: the control plane outlives this command and the terminal.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
@@ -394,7 +400,7 @@ func clusterRun(d clusterDirs) (err error) {
 	if err := waitFor(s, "kube-apiserver", func() bool { return httpOK(tlsClient, server+"/readyz") }); err != nil {
 		return err
 	}
-	if err := bootstrap(context.Background(), admin); err != nil {
+	if err := bootstrap(context.Background(), admin, d.podCIDR); err != nil {
 		return fmt.Errorf("bootstrap: %w", err)
 	}
 	// Background work of the supervisor, stopped when it returns.
@@ -436,7 +442,7 @@ func clusterRun(d clusterDirs) (err error) {
 		"--config="+filepath.Join(s.binDir, "kwok-stages.yaml"),
 		"--config="+d.kwokConfig(),
 		"--manage-nodes-with-annotation-selector="+fakeNodeAnnotation+"=fake",
-		"--cidr=10.244.0.0/16",
+		"--cidr="+d.podCIDR,
 		// The node's InternalIP and kubelet port: KWOK serves the kubelet API there, on a
 		// port of its own so clusters run side by side.
 		"--node-ip=127.0.0.1",
@@ -612,7 +618,7 @@ func nodeReady(c kubernetes.Interface, name string) bool {
 // of GuildNet's components (their rights are the Helm chart's, applied by
 // scripts/install-rbac.sh, not granted here), a fake Node for KWOK, and a default
 // StorageClass served by the fake provisioner.
-func bootstrap(ctx context.Context, c kubernetes.Interface) error {
+func bootstrap(ctx context.Context, c kubernetes.Interface, podCIDR string) error {
 	role := &rbacv1.ClusterRole{
 		ObjectMeta: metav1.ObjectMeta{Name: "guildnet:workspace-user"},
 		Rules: []rbacv1.PolicyRule{{
@@ -636,7 +642,7 @@ func bootstrap(ctx context.Context, c kubernetes.Interface) error {
 			Annotations: map[string]string{fakeNodeAnnotation: "fake"},
 			Labels:      map[string]string{"type": "kwok", "kubernetes.io/hostname": fakeNodeName, "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64"},
 		},
-		Spec: corev1.NodeSpec{PodCIDR: "10.244.0.0/16"},
+		Spec: corev1.NodeSpec{PodCIDR: podCIDR},
 		Status: corev1.NodeStatus{Allocatable: corev1.ResourceList{
 			corev1.ResourceCPU:    resource.MustParse("1000"),
 			corev1.ResourceMemory: resource.MustParse("4Ti"),

@@ -35,6 +35,9 @@ cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')
   echo "## Registered clusters"
   echo
   cargo bench -q -p guildnet-api --bench placement
+  # Starts a hub and an edge control plane and the operator (the release build) of its own.
+  GUILDNET_TARGET=$PWD/target/release GUILDNET_BIN=$PWD/.guildnet/bin \
+    cargo bench -q -p guildnet-e2e --bench hung_cluster
   echo "## Operator runtime"
   echo
   cargo bench -q -p guildnet-operator --bench metrics_scrape

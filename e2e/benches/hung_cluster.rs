@@ -13,9 +13,8 @@ use guildnet_api::{ClusterRegistration, Workspace};
 use guildnet_e2e::User;
 use guildnet_e2e::cluster::{Cluster, Operator};
 use guildnet_e2e::create_namespace;
+use guildnet_e2e::registrations::{put_kubeconfig, register};
 use guildnet_e2e::workspaces::manifest;
-use k8s_openapi::ByteString;
-use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -87,30 +86,9 @@ async fn main() {
         "op",
         &["--leader-elect=false", "--cluster-probe-interval", "1s"],
     );
-    let kubeconfig = std::fs::read(edge.kubeconfig()).unwrap();
-    let secret = Secret {
-        metadata: kube::api::ObjectMeta {
-            name: Some("edge".into()),
-            ..Default::default()
-        },
-        data: Some([("kubeconfig".to_owned(), ByteString(kubeconfig))].into()),
-        ..Default::default()
-    };
-    Api::<Secret>::namespaced(admin.clone(), "guildnet-system")
-        .create(&PostParams::default(), &secret)
-        .await
-        .unwrap();
-    let registrations: Api<ClusterRegistration> = Api::all(admin.clone());
-    let registration: ClusterRegistration = serde_json::from_value(serde_json::json!({
-        "apiVersion": "guildnet.io/v1alpha1", "kind": "ClusterRegistration",
-        "metadata": {"name": "edge"},
-        "spec": {"kubeconfigSecretRef": {"namespace": "guildnet-system", "name": "edge"}},
-    }))
-    .unwrap();
-    registrations
-        .create(&PostParams::default(), &registration)
-        .await
-        .unwrap();
+    let kubeconfig = std::fs::read_to_string(edge.kubeconfig()).unwrap();
+    put_kubeconfig(&admin, "edge", &kubeconfig).await;
+    let registrations = register(&admin, "edge", "edge", serde_json::json!({})).await;
     let reachable = |registration: Option<ClusterRegistration>| {
         registration
             .and_then(|r| r.status)

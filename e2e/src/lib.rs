@@ -14,6 +14,7 @@ pub mod browser;
 pub mod cluster;
 pub mod cpu;
 pub mod ides;
+pub mod registrations;
 pub mod upstream;
 pub mod workspaces;
 

@@ -15,21 +15,19 @@ use guildnet_api::workspace::WorkspacePhase;
 use guildnet_api::workspace::facts::ConditionType as WorkspaceCondition;
 use guildnet_api::{ClusterRegistration, Workspace};
 use guildnet_e2e::cluster::{Cluster, Operator, free_port};
+use guildnet_e2e::registrations::{self, SECRETS_NAMESPACE};
 use guildnet_e2e::workspaces::{create, wait_for, wait_gone};
 use guildnet_e2e::{User, create_namespace, eventually};
-use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::config::Kubeconfig;
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 const SECRET: &str = "edge-kubeconfig";
-const SYSTEM: &str = "guildnet-system";
 
 /// A condition of the registration as `(status, reason, message)`.
 async fn condition(
@@ -67,26 +65,8 @@ async fn until_condition(
     }
 }
 
-async fn put_kubeconfig(secrets: &Api<Secret>, kubeconfig: &str) {
-    let secret = Secret {
-        metadata: kube::api::ObjectMeta {
-            name: Some(SECRET.into()),
-            ..Default::default()
-        },
-        data: Some(BTreeMap::from([(
-            "kubeconfig".to_owned(),
-            ByteString(kubeconfig.as_bytes().to_vec()),
-        )])),
-        ..Default::default()
-    };
-    secrets
-        .patch(
-            SECRET,
-            &PatchParams::apply("e2e").force(),
-            &Patch::Apply(&secret),
-        )
-        .await
-        .expect("write the kubeconfig Secret");
+async fn put_kubeconfig(admin: &kube::Client, kubeconfig: &str) {
+    registrations::put_kubeconfig(admin, SECRET, kubeconfig).await;
 }
 
 /// The edge's kubeconfig with `change` made to it.
@@ -98,19 +78,7 @@ fn edited(kubeconfig: &str, change: impl FnOnce(&mut Kubeconfig)) -> String {
 
 /// Registers the edge cluster as `edge`, labelled `region=eu`, through [`SECRET`].
 async fn register_edge(admin: &kube::Client) -> Api<ClusterRegistration> {
-    let registrations: Api<ClusterRegistration> = Api::all(admin.clone());
-    let registration: ClusterRegistration = serde_json::from_value(serde_json::json!({
-        "apiVersion": "guildnet.io/v1alpha1",
-        "kind": "ClusterRegistration",
-        "metadata": {"name": "edge", "labels": {"region": "eu"}},
-        "spec": {"kubeconfigSecretRef": {"namespace": SYSTEM, "name": SECRET}},
-    }))
-    .unwrap();
-    registrations
-        .create(&PostParams::default(), &registration)
-        .await
-        .expect("register the edge cluster");
-    registrations
+    registrations::register(admin, "edge", SECRET, serde_json::json!({"region": "eu"})).await
 }
 
 #[tokio::test]
@@ -126,8 +94,8 @@ async fn a_registered_clusters_status_follows_its_probes_and_its_secret() {
         &["--leader-elect=false", "--cluster-probe-interval", "1s"],
     );
     let kubeconfig = std::fs::read_to_string(edge.kubeconfig()).unwrap();
-    let secrets: Api<Secret> = Api::namespaced(admin.clone(), SYSTEM);
-    put_kubeconfig(&secrets, &kubeconfig).await;
+    let secrets: Api<Secret> = Api::namespaced(admin.clone(), SECRETS_NAMESPACE);
+    put_kubeconfig(&admin, &kubeconfig).await;
     let registrations = register_edge(&admin).await;
 
     // Reachable and ready, with the edge's version and the time it last answered.
@@ -171,7 +139,7 @@ async fn a_registered_clusters_status_follows_its_probes_and_its_secret() {
             .unwrap(),
         );
     });
-    put_kubeconfig(&secrets, &exec).await;
+    put_kubeconfig(&admin, &exec).await;
     let message = until_condition(
         &registrations,
         ConditionType::Ready,
@@ -192,7 +160,7 @@ async fn a_registered_clusters_status_follows_its_probes_and_its_secret() {
     .await;
 
     // Back to the real kubeconfig: reachable again, without a restart.
-    put_kubeconfig(&secrets, &kubeconfig).await;
+    put_kubeconfig(&admin, &kubeconfig).await;
     until_condition(&registrations, ConditionType::Ready, "True", "ClusterReady").await;
 
     // An address nothing answers on: unreachable after the failed probes, saying since
@@ -202,7 +170,7 @@ async fn a_registered_clusters_status_follows_its_probes_and_its_secret() {
         cluster.server = Some(format!("https://127.0.0.1:{}", free_port()));
     });
     let before = Timestamp::now();
-    put_kubeconfig(&secrets, &nowhere).await;
+    put_kubeconfig(&admin, &nowhere).await;
     let message = until_condition(
         &registrations,
         ConditionType::Reachable,
@@ -221,7 +189,7 @@ async fn a_registered_clusters_status_follows_its_probes_and_its_secret() {
         (operator.metrics().await?.value(reachable) == 0.0).then_some(())
     })
     .await;
-    put_kubeconfig(&secrets, &kubeconfig).await;
+    put_kubeconfig(&admin, &kubeconfig).await;
     until_condition(
         &registrations,
         ConditionType::Reachable,
@@ -269,7 +237,7 @@ async fn a_registered_clusters_status_follows_its_probes_and_its_secret() {
 
     // Alice may not manage Deployments in the edge's namespace.
     let as_alice = edited(&kubeconfig, |k| k.current_context = Some("alice".into()));
-    put_kubeconfig(&secrets, &as_alice).await;
+    put_kubeconfig(&admin, &as_alice).await;
     let message = until_condition(
         &registrations,
         ConditionType::Ready,
@@ -334,6 +302,21 @@ fn workspace_condition(ws: &Workspace, type_: WorkspaceCondition) -> Option<(Str
     Some((c.status.clone(), c.reason.clone()))
 }
 
+/// Waits until the workspace `name` has condition `type_` with `status` and `reason`.
+async fn until_workspace(
+    workspaces: &Api<Workspace>,
+    name: &str,
+    type_: WorkspaceCondition,
+    status: &str,
+    reason: &str,
+) -> Workspace {
+    let what = format!("{type_} {status} ({reason})");
+    wait_for(workspaces, name, &what, |ws| {
+        has_condition(ws, type_, status, reason)
+    })
+    .await
+}
+
 fn has_condition(ws: &Workspace, type_: WorkspaceCondition, status: &str, reason: &str) -> bool {
     workspace_condition(ws, type_) == Some((status.to_owned(), reason.to_owned()))
 }
@@ -349,8 +332,7 @@ async fn a_placed_workspace_runs_on_its_cluster_and_outlives_an_outage_there() {
     create_namespace(&admin, "team-a", &[]).await;
     let mut operator = Operator::start_as_service_account(&hub, "op", OPERATOR_ARGS);
     let kubeconfig = std::fs::read_to_string(edge.kubeconfig()).unwrap();
-    let secrets: Api<Secret> = Api::namespaced(admin.clone(), SYSTEM);
-    put_kubeconfig(&secrets, &kubeconfig).await;
+    put_kubeconfig(&admin, &kubeconfig).await;
     let registrations = register_edge(&admin).await;
     until_condition(&registrations, ConditionType::Ready, "True", "ClusterReady").await;
 
@@ -435,9 +417,13 @@ async fn a_placed_workspace_runs_on_its_cluster_and_outlives_an_outage_there() {
         serde_json::json!({"image": "nginx", "placement": {"clusterSelector": {"matchLabels": {"region": "mars"}}}}),
     )
     .await;
-    let ws = wait_for(&workspaces, "lab", "waiting for a cluster", |ws| {
-        has_condition(ws, WorkspaceCondition::Ready, "False", "NoMatchingCluster")
-    })
+    let ws = until_workspace(
+        &workspaces,
+        "lab",
+        WorkspaceCondition::Ready,
+        "False",
+        "NoMatchingCluster",
+    )
     .await;
     assert_eq!(ws.status.unwrap().phase, Some(WorkspacePhase::Pending));
     registrations
@@ -464,15 +450,14 @@ async fn a_placed_workspace_runs_on_its_cluster_and_outlives_an_outage_there() {
         let cluster = k.clusters[0].cluster.as_mut().unwrap();
         cluster.server = Some(format!("https://127.0.0.1:{}", free_port()));
     });
-    put_kubeconfig(&secrets, &nowhere).await;
-    let ws = wait_for(&workspaces, "ide", "Degraded by the outage", |ws| {
-        has_condition(
-            ws,
-            WorkspaceCondition::Degraded,
-            "True",
-            "ClusterUnreachable",
-        )
-    })
+    put_kubeconfig(&admin, &nowhere).await;
+    let ws = until_workspace(
+        &workspaces,
+        "ide",
+        WorkspaceCondition::Degraded,
+        "True",
+        "ClusterUnreachable",
+    )
     .await;
     let status = ws.status.clone().unwrap();
     assert_eq!(status.phase, Some(WorkspacePhase::Running), "as last seen");
@@ -485,7 +470,7 @@ async fn a_placed_workspace_runs_on_its_cluster_and_outlives_an_outage_there() {
     );
 
     // Recovered: the condition clears, and the edge holds one of everything, as before.
-    put_kubeconfig(&secrets, &kubeconfig).await;
+    put_kubeconfig(&admin, &kubeconfig).await;
     for workspace in ["ide", "lab"] {
         wait_for(&workspaces, workspace, "reachable again", |ws| {
             has_condition(
@@ -552,24 +537,22 @@ async fn a_placed_workspace_runs_on_its_cluster_and_outlives_an_outage_there() {
         is_running,
     )
     .await;
-    wait_for(&workspaces, "ide", "Degraded by the hang", |ws| {
-        has_condition(
-            ws,
-            WorkspaceCondition::Degraded,
-            "True",
-            "ClusterUnreachable",
-        )
-    })
+    until_workspace(
+        &workspaces,
+        "ide",
+        WorkspaceCondition::Degraded,
+        "True",
+        "ClusterUnreachable",
+    )
     .await;
     drop(paused);
-    wait_for(&workspaces, "ide", "reachable after the hang", |ws| {
-        has_condition(
-            ws,
-            WorkspaceCondition::Degraded,
-            "False",
-            "ClusterReachable",
-        )
-    })
+    until_workspace(
+        &workspaces,
+        "ide",
+        WorkspaceCondition::Degraded,
+        "False",
+        "ClusterReachable",
+    )
     .await;
     let mut after: Vec<String> = (deployments.list(&ours).await.unwrap().items.iter())
         .map(|d| d.name_any())
@@ -620,15 +603,14 @@ async fn a_placed_workspace_runs_on_its_cluster_and_outlives_an_outage_there() {
     wait_gone(&deployments, &lab_name).await;
 
     // The edge stops answering and the operator restarts meanwhile: nothing is deleted.
-    put_kubeconfig(&secrets, &nowhere).await;
-    wait_for(&workspaces, "ide", "Degraded by the second outage", |ws| {
-        has_condition(
-            ws,
-            WorkspaceCondition::Degraded,
-            "True",
-            "ClusterUnreachable",
-        )
-    })
+    put_kubeconfig(&admin, &nowhere).await;
+    until_workspace(
+        &workspaces,
+        "ide",
+        WorkspaceCondition::Degraded,
+        "True",
+        "ClusterUnreachable",
+    )
     .await;
     let ide_deployment = deployments.get(&name).await.unwrap().uid();
     operator.terminate();
@@ -652,14 +634,18 @@ async fn a_placed_workspace_runs_on_its_cluster_and_outlives_an_outage_there() {
         .delete("ide", &DeleteParams::default())
         .await
         .unwrap();
-    wait_for(&workspaces, "ide", "its cleanup pending", |ws| {
-        has_condition(ws, WorkspaceCondition::Ready, "False", "CleanupPending")
-    })
+    until_workspace(
+        &workspaces,
+        "ide",
+        WorkspaceCondition::Ready,
+        "False",
+        "CleanupPending",
+    )
     .await;
     assert_eq!(deployments.get(&name).await.unwrap().uid(), ide_deployment);
     assert!(workspaces.get_opt("ide").await.unwrap().is_some());
     // Back: the cleanup finishes.
-    put_kubeconfig(&secrets, &kubeconfig).await;
+    put_kubeconfig(&admin, &kubeconfig).await;
     wait_gone(&workspaces, "ide").await;
     wait_gone(&anchors, &name).await;
     wait_gone(&deployments, &name).await;
@@ -669,23 +655,26 @@ async fn a_placed_workspace_runs_on_its_cluster_and_outlives_an_outage_there() {
     create(&workspaces, "keep", placed_spec()).await;
     let keep_name = remote_name("team-a", "keep");
     wait_for(&workspaces, "keep", "running on the edge", is_running).await;
-    put_kubeconfig(&secrets, &nowhere).await;
-    wait_for(&workspaces, "keep", "Degraded by the third outage", |ws| {
-        has_condition(
-            ws,
-            WorkspaceCondition::Degraded,
-            "True",
-            "ClusterUnreachable",
-        )
-    })
+    put_kubeconfig(&admin, &nowhere).await;
+    until_workspace(
+        &workspaces,
+        "keep",
+        WorkspaceCondition::Degraded,
+        "True",
+        "ClusterUnreachable",
+    )
     .await;
     workspaces
         .delete("keep", &DeleteParams::default())
         .await
         .unwrap();
-    wait_for(&workspaces, "keep", "its cleanup pending", |ws| {
-        has_condition(ws, WorkspaceCondition::Ready, "False", "CleanupPending")
-    })
+    until_workspace(
+        &workspaces,
+        "keep",
+        WorkspaceCondition::Ready,
+        "False",
+        "CleanupPending",
+    )
     .await;
     workspaces
         .patch(
@@ -700,7 +689,7 @@ async fn a_placed_workspace_runs_on_its_cluster_and_outlives_an_outage_there() {
         anchors.get_opt(&keep_name).await.unwrap().is_some(),
         "left there"
     );
-    put_kubeconfig(&secrets, &kubeconfig).await;
+    put_kubeconfig(&admin, &kubeconfig).await;
     wait_gone(&anchors, &keep_name).await;
 
     // The registration removed: its workspaces say so; registered again, they resume there
@@ -713,19 +702,22 @@ async fn a_placed_workspace_runs_on_its_cluster_and_outlives_an_outage_there() {
         .delete("edge", &DeleteParams::default())
         .await
         .unwrap();
-    wait_for(&workspaces, "late", "its cluster removed", |ws| {
-        has_condition(ws, WorkspaceCondition::Degraded, "True", "ClusterRemoved")
-    })
+    until_workspace(
+        &workspaces,
+        "late",
+        WorkspaceCondition::Degraded,
+        "True",
+        "ClusterRemoved",
+    )
     .await;
     register_edge(&admin).await;
-    wait_for(&workspaces, "late", "adopted again", |ws| {
-        has_condition(
-            ws,
-            WorkspaceCondition::Degraded,
-            "False",
-            "ClusterReachable",
-        )
-    })
+    until_workspace(
+        &workspaces,
+        "late",
+        WorkspaceCondition::Degraded,
+        "False",
+        "ClusterReachable",
+    )
     .await;
     assert_eq!(anchors.get(&late_name).await.unwrap().uid(), late_anchor);
 

@@ -1333,13 +1333,12 @@ async fn https_is_served_and_a_renewed_certificate_is_picked_up_without_a_restar
 
 #[tokio::test]
 async fn a_workspace_placed_on_a_registered_cluster_is_reached_at_the_same_url() {
+    use guildnet_api::Capabilities;
     use guildnet_api::workspace::facts::ConditionType;
-    use guildnet_api::{Capabilities, ClusterRegistration};
     use guildnet_e2e::cluster::{Cluster, free_port};
     use guildnet_e2e::create_namespace;
-    use k8s_openapi::ByteString;
+    use guildnet_e2e::registrations::{SECRETS_NAMESPACE, put_kubeconfig, register};
     use k8s_openapi::api::core::v1::Secret;
-    use kube::api::{Patch, PatchParams};
 
     // A second control plane, registered with the stack's operator; its pod IPs are served
     // by the test upstream like the stack's own.
@@ -1347,42 +1346,10 @@ async fn a_workspace_placed_on_a_registered_cluster_is_reached_at_the_same_url()
     create_namespace(&edge.client(User::Admin).await, "guildnet-workspaces", &[]).await;
     let admin = client(User::Admin).await;
     let cluster = unique_name("px-edge");
-    let secrets: Api<Secret> = Api::namespaced(admin.clone(), "guildnet-system");
+    let secrets: Api<Secret> = Api::namespaced(admin.clone(), SECRETS_NAMESPACE);
     let kubeconfig = std::fs::read_to_string(edge.kubeconfig()).unwrap();
-    let put_kubeconfig = |text: String| {
-        let secret: Secret = serde_json::from_value(json!({
-            "metadata": {"name": cluster},
-        }))
-        .unwrap();
-        let secret = Secret {
-            data: Some([("kubeconfig".to_owned(), ByteString(text.into_bytes()))].into()),
-            ..secret
-        };
-        let secrets = secrets.clone();
-        let name = cluster.clone();
-        async move {
-            secrets
-                .patch(
-                    &name,
-                    &PatchParams::apply("e2e").force(),
-                    &Patch::Apply(&secret),
-                )
-                .await
-                .expect("write the kubeconfig Secret");
-        }
-    };
-    put_kubeconfig(kubeconfig.clone()).await;
-    let registrations: Api<ClusterRegistration> = Api::all(admin.clone());
-    let registration: ClusterRegistration = serde_json::from_value(json!({
-        "apiVersion": "guildnet.io/v1alpha1", "kind": "ClusterRegistration",
-        "metadata": {"name": cluster},
-        "spec": {"kubeconfigSecretRef": {"namespace": "guildnet-system", "name": cluster}},
-    }))
-    .unwrap();
-    registrations
-        .create(&PostParams::default(), &registration)
-        .await
-        .unwrap();
+    put_kubeconfig(&admin, &cluster, &kubeconfig).await;
+    let registrations = register(&admin, &cluster, &cluster, json!({})).await;
     let grants: Api<Capabilities> = Api::all(admin.clone());
     let grant: Capabilities = serde_json::from_value(json!({
         "apiVersion": "guildnet.io/v1alpha1", "kind": "Capabilities",
@@ -1443,7 +1410,7 @@ async fn a_workspace_placed_on_a_registered_cluster_is_reached_at_the_same_url()
     let mut nowhere = kube::config::Kubeconfig::from_yaml(&kubeconfig).unwrap();
     nowhere.clusters[0].cluster.as_mut().unwrap().server =
         Some(format!("https://127.0.0.1:{}", free_port()));
-    put_kubeconfig(serde_yaml::to_string(&nowhere).unwrap()).await;
+    put_kubeconfig(&admin, &cluster, &serde_yaml::to_string(&nowhere).unwrap()).await;
     wait_for(&api, &name, "Degraded", |ws| {
         let outage = ws.cluster_outage();
         outage.is_some_and(|c| c.type_ == ConditionType::Degraded.as_str())
@@ -1454,7 +1421,7 @@ async fn a_workspace_placed_on_a_registered_cluster_is_reached_at_the_same_url()
     assert_eq!(error["error"]["reason"], "ClusterUnreachable");
 
     // Back, then gone: its objects there with it.
-    put_kubeconfig(kubeconfig).await;
+    put_kubeconfig(&admin, &cluster, &kubeconfig).await;
     wait_for(&api, &name, "reachable again", |ws| {
         ws.cluster_outage().is_none()
     })

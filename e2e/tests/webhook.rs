@@ -579,17 +579,8 @@ async fn namespace_deletion_and_garbage_collection_are_never_blocked() {
     .await;
     let admin = client(User::Admin).await;
     // Registered (its Secret need not exist): admission admits a placement on it.
-    let registrations: Api<ClusterRegistration> = Api::all(admin.clone());
-    let registration: ClusterRegistration = serde_json::from_value(json!({
-        "apiVersion": "guildnet.io/v1alpha1", "kind": "ClusterRegistration",
-        "metadata": {"name": cluster},
-        "spec": {"kubeconfigSecretRef": {"namespace": "guildnet-system", "name": cluster}},
-    }))
-    .unwrap();
-    registrations
-        .create(&PostParams::default(), &registration)
-        .await
-        .unwrap();
+    let registrations =
+        guildnet_e2e::registrations::register(&admin, &cluster, &cluster, json!({})).await;
     let alice_client = client(User::Alice).await;
     let suspended_namespace = users_namespace("ns-suspended").await;
     let placed_namespace = users_namespace("ns-placed").await;

@@ -7,14 +7,14 @@
 //! drops its metric series. Workspaces placed on the edge run there — named, labelled and
 //! anchored for this hub — and report from there; an out-of-band deletion there is
 //! repaired, a placement nothing matches waits, and an outage of the edge keeps the last
-//! status, says so, and ends with no duplicates.
+//! status, says so, and ends with no duplicates — also when the leader fails over meanwhile.
 
 use guildnet_api::cluster::facts::{ConditionType, remote_name};
 use guildnet_api::common::find_condition;
 use guildnet_api::workspace::WorkspacePhase;
 use guildnet_api::workspace::facts::ConditionType as WorkspaceCondition;
 use guildnet_api::{ClusterRegistration, Workspace};
-use guildnet_e2e::cluster::{Cluster, Operator, free_port};
+use guildnet_e2e::cluster::{Cluster, Operator, free_port, leader_among};
 use guildnet_e2e::registrations::{self, SECRETS_NAMESPACE};
 use guildnet_e2e::workspaces::{create, wait_for, wait_gone};
 use guildnet_e2e::{User, create_namespace, eventually};
@@ -330,7 +330,12 @@ async fn a_placed_workspace_runs_on_its_cluster_and_outlives_an_outage_there() {
     const THERE: &str = "guildnet-workspaces";
     create_namespace(&edge_admin, THERE, &[]).await;
     create_namespace(&admin, "team-a", &[]).await;
-    let mut operator = Operator::start_as_service_account(&hub, "op", OPERATOR_ARGS);
+    // Two replicas electing a leader: the leader fails over during an outage below.
+    let mut replicas = vec![
+        Operator::start_as_service_account(&hub, "op-a", OPERATOR_ARGS),
+        Operator::start_as_service_account(&hub, "op-b", OPERATOR_ARGS),
+    ];
+    let leader = leader_among(&replicas.iter().collect::<Vec<_>>(), TIMEOUT).await;
     let kubeconfig = std::fs::read_to_string(edge.kubeconfig()).unwrap();
     put_kubeconfig(&admin, &kubeconfig).await;
     let registrations = register_edge(&admin).await;
@@ -602,7 +607,8 @@ async fn a_placed_workspace_runs_on_its_cluster_and_outlives_an_outage_there() {
     );
     wait_gone(&deployments, &lab_name).await;
 
-    // The edge stops answering and the operator restarts meanwhile: nothing is deleted.
+    // The edge stops answering and the leader stops meanwhile: the standby takes over, and
+    // nothing is deleted.
     put_kubeconfig(&admin, &nowhere).await;
     until_workspace(
         &workspaces,
@@ -613,21 +619,16 @@ async fn a_placed_workspace_runs_on_its_cluster_and_outlives_an_outage_there() {
     )
     .await;
     let ide_deployment = deployments.get(&name).await.unwrap().uid();
-    operator.terminate();
-    operator
-        .exited(TIMEOUT)
-        .await
-        .expect("the operator stopped");
-    let operator = Operator::start_as_service_account(&hub, "op-again", OPERATOR_ARGS);
+    let mut stopped = replicas.remove(leader);
+    stopped.terminate();
+    stopped.exited(TIMEOUT).await.expect("the leader stopped");
+    let operator = replicas.pop().unwrap();
+    leader_among(&[&operator], TIMEOUT).await;
     let unreachable = "guildnet_cluster_reachable{cluster=\"edge\"}";
-    eventually(
-        "the restarted operator seeing the outage",
-        TIMEOUT,
-        || async {
-            let metrics = operator.metrics().await?;
-            (metrics.has(unreachable) && metrics.value(unreachable) == 0.0).then_some(())
-        },
-    )
+    eventually("the new leader seeing the outage", TIMEOUT, || async {
+        let metrics = operator.metrics().await?;
+        (metrics.has(unreachable) && metrics.value(unreachable) == 0.0).then_some(())
+    })
     .await;
     // Deleted while it does not answer: it stays, saying why and how to let go.
     workspaces
@@ -734,15 +735,9 @@ async fn a_placed_workspace_runs_on_its_cluster_and_outlives_an_outage_there() {
     assert_eq!(unexpected, Vec::<String>::new());
 }
 
-/// The operator of the placement test: one replica, probing every second, sweeping every
+/// The operator replicas of the placement test: probing every second, sweeping every
 /// second.
-const OPERATOR_ARGS: &[&str] = &[
-    "--leader-elect=false",
-    "--cluster-probe-interval",
-    "1s",
-    "--reap-interval",
-    "1s",
-];
+const OPERATOR_ARGS: &[&str] = &["--cluster-probe-interval", "1s", "--reap-interval", "1s"];
 
 fn placed_spec() -> serde_json::Value {
     serde_json::json!({"image": "nginx", "placement": {"cluster": "edge"}})

@@ -1406,6 +1406,39 @@ async fn a_workspace_placed_on_a_registered_cluster_is_reached_at_the_same_url()
         .await
         .expect("WebSocket echo through the proxy to the edge");
 
+    // Its traffic is recorded as a local one's (the reaper reads it), and suspending it
+    // scales it to zero there, which the proxy says as for a local one.
+    wait_for(&api, &name, "lastAccessTime written", |ws| {
+        last_access(ws).is_some()
+    })
+    .await;
+    set_suspended(&api, &name, true).await;
+    wait_for(&api, &name, "Stopped", |ws| {
+        phase(ws) == Some(WorkspacePhase::Stopped)
+    })
+    .await;
+    let there = Api::<k8s_openapi::api::apps::v1::Deployment>::namespaced(
+        edge.client(User::Admin).await,
+        "guildnet-workspaces",
+    );
+    let remote = guildnet_api::cluster::facts::remote_name(NAMESPACE, &name);
+    assert_eq!(there.get(&remote).await.unwrap().spec.replicas, Some(0));
+    let paused = eventually("the proxy to say it is suspended", TIMEOUT, || async {
+        let response = get_as(User::Admin, &format!("{prefix}/")).await;
+        (response.status() == StatusCode::SERVICE_UNAVAILABLE).then_some(response)
+    })
+    .await;
+    let message = json_of(&paused)["error"]["message"].clone();
+    assert!(
+        message.as_str().unwrap().contains("is suspended"),
+        "{message}"
+    );
+    set_suspended(&api, &name, false).await;
+    wait_for(&api, &name, "Running again", |ws| {
+        phase(ws) == Some(WorkspacePhase::Running)
+    })
+    .await;
+
     // The edge out of reach: refused at once, saying why.
     let mut nowhere = kube::config::Kubeconfig::from_yaml(&kubeconfig).unwrap();
     nowhere.clusters[0].cluster.as_mut().unwrap().server =

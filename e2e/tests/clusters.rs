@@ -16,7 +16,7 @@ use guildnet_api::workspace::facts::ConditionType as WorkspaceCondition;
 use guildnet_api::{ClusterRegistration, Workspace};
 use guildnet_e2e::cluster::{Cluster, Operator, free_port, leader_among};
 use guildnet_e2e::registrations::{self, SECRETS_NAMESPACE};
-use guildnet_e2e::workspaces::{create, wait_for, wait_gone};
+use guildnet_e2e::workspaces::{create, set_suspended, wait_for, wait_gone};
 use guildnet_e2e::{User, create_namespace, eventually};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
@@ -721,6 +721,22 @@ async fn a_placed_workspace_runs_on_its_cluster_and_outlives_an_outage_there() {
     )
     .await;
     assert_eq!(anchors.get(&late_name).await.unwrap().uid(), late_anchor);
+
+    // ttlSecondsAfterFinished treats a placed workspace as a local one: suspended (zero
+    // replicas there), it is deleted after its TTL, its objects there with it.
+    let mut short = placed_spec();
+    short["lifecycle"] = serde_json::json!({"ttlSecondsAfterFinished": 2});
+    create(&workspaces, "short", short).await;
+    let short_name = remote_name("team-a", "short");
+    wait_for(&workspaces, "short", "running on the edge", is_running).await;
+    set_suspended(&workspaces, "short", true).await;
+    eventually("zero replicas on the edge", TIMEOUT, || async {
+        let there = deployments.get_opt(&short_name).await.ok()??;
+        (there.spec.replicas == Some(0)).then_some(())
+    })
+    .await;
+    wait_gone(&workspaces, "short").await;
+    wait_gone(&anchors, &short_name).await;
 
     assert!(
         anchors.get_opt("theirs-1").await.unwrap().is_some(),

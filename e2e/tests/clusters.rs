@@ -13,13 +13,13 @@ use guildnet_api::cluster::facts::{ConditionType, remote_name};
 use guildnet_api::common::find_condition;
 use guildnet_api::workspace::WorkspacePhase;
 use guildnet_api::workspace::facts::ConditionType as WorkspaceCondition;
-use guildnet_api::{ClusterRegistration, Workspace};
+use guildnet_api::{ClusterRegistration, Quota, Workspace};
 use guildnet_e2e::cluster::{Cluster, Operator, free_port, leader_among};
 use guildnet_e2e::registrations::{self, SECRETS_NAMESPACE};
-use guildnet_e2e::workspaces::{create, set_suspended, wait_for, wait_gone};
+use guildnet_e2e::workspaces::{create, manifest, set_suspended, wait_for, wait_gone};
 use guildnet_e2e::{User, create_namespace, eventually};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Secret, Service};
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
@@ -737,6 +737,50 @@ async fn a_placed_workspace_runs_on_its_cluster_and_outlives_an_outage_there() {
     .await;
     wait_gone(&workspaces, "short").await;
     wait_gone(&anchors, &short_name).await;
+
+    // A claim retained on the edge counts for its owner in the hub's Quota, as one retained
+    // on the hub does.
+    let quota: Quota = serde_json::from_value(serde_json::json!({
+        "apiVersion": "guildnet.io/v1alpha1", "kind": "Quota",
+        "metadata": {"name": "storage"},
+        "spec": {"perOwner": {"storage": "100Gi"}},
+    }))
+    .unwrap();
+    let quotas: Api<Quota> = Api::namespaced(admin.clone(), "team-a");
+    quotas.create(&PostParams::default(), &quota).await.unwrap();
+    let mut spec = placed_spec();
+    spec["volumes"] =
+        serde_json::json!([{"name": "home", "mountPath": "/data", "persistent": {"size": "3Gi"}}]);
+    let mut data = manifest("data", spec);
+    data.metadata.labels = Some([("guildnet.io/owner".to_owned(), "owner-1".to_owned())].into());
+    workspaces
+        .create(&PostParams::default(), &data)
+        .await
+        .unwrap();
+    wait_for(&workspaces, "data", "running on the edge", is_running).await;
+    workspaces
+        .delete("data", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_gone(&workspaces, "data").await;
+    let claim = format!("{}-home", remote_name("team-a", "data"));
+    let retained = Api::<PersistentVolumeClaim>::namespaced(edge_admin.clone(), THERE)
+        .get(&claim)
+        .await
+        .expect("the claim retained on the edge");
+    assert!(
+        retained
+            .metadata
+            .owner_references
+            .unwrap_or_default()
+            .is_empty()
+    );
+    eventually("the Quota counting the retained claim", TIMEOUT, || async {
+        let status = quotas.get("storage").await.ok()?.status?;
+        let owner = status.usage.iter().find(|u| u.owner == "owner-1")?;
+        (owner.storage.as_ref()?.0 == "3Gi" && owner.workspaces == 0).then_some(())
+    })
+    .await;
 
     assert!(
         anchors.get_opt("theirs-1").await.unwrap().is_some(),

@@ -157,6 +157,28 @@ pub fn claim_name(workspace: &str, volume: &str) -> String {
     format!("{workspace}-{volume}")
 }
 
+/// A claim of a placed workspace, made in its registered cluster (`<remote name>-<volume>`
+/// there, labelled with its hub workspace), as the hub counts it: in its hub workspace's
+/// namespace, named as that workspace's claim of the volume would be on the hub. `None`
+/// for a claim without those labels.
+pub fn hub_view_of_placed_claim(claim: &PersistentVolumeClaim) -> Option<PersistentVolumeClaim> {
+    let labels = claim.metadata.labels.as_ref()?;
+    let (namespace, workspace) = (
+        labels.get(labels::HUB_NAMESPACE)?,
+        labels.get(labels::HUB_NAME)?,
+    );
+    let there = labels.get(labels::ID)?;
+    let volume = claim
+        .metadata
+        .name
+        .as_deref()?
+        .strip_prefix(&format!("{there}-"))?;
+    let mut view = claim.clone();
+    view.metadata.namespace = Some(namespace.clone());
+    view.metadata.name = Some(claim_name(workspace, volume));
+    Some(view)
+}
+
 /// Whether `claim` is a retained claim: GuildNet's (`guildnet.io/managed`), owned by no
 /// object (its workspace deleted, or its volume removed from the spec, with `Retain`), and
 /// not being deleted. It counts against its owner's storage Quota, and its owner may delete
@@ -355,6 +377,28 @@ mod tests {
 
     /// Users' health checks, alerts and `kubectl wait` commands name these: a rename is a
     /// breaking API change, so this list may only grow.
+    #[test]
+    fn a_placed_claim_is_counted_where_its_hub_workspace_is() {
+        let claim: PersistentVolumeClaim = serde_json::from_value(serde_json::json!({
+            "metadata": {
+                "name": "ide-0a1b2c3d-home", "namespace": "guildnet-workspaces",
+                "labels": {"guildnet.io/id": "ide-0a1b2c3d", "guildnet.io/hub-namespace": "team-a", "guildnet.io/hub-name": "ide"},
+            },
+        }))
+        .unwrap();
+        let view = hub_view_of_placed_claim(&claim).unwrap();
+        assert_eq!(view.metadata.namespace.as_deref(), Some("team-a"));
+        assert_eq!(view.metadata.name.as_deref(), Some("ide-home"));
+        let mut local = claim.clone();
+        local
+            .metadata
+            .labels
+            .as_mut()
+            .unwrap()
+            .remove("guildnet.io/hub-name");
+        assert!(hub_view_of_placed_claim(&local).is_none());
+    }
+
     #[test]
     fn condition_types_and_reasons_are_never_renamed() {
         let types: Vec<&str> = ConditionType::ALL.iter().map(|t| t.as_str()).collect();

@@ -278,6 +278,7 @@ impl Prober {
                 namespace,
                 ctx.remotes.origin(),
                 &ctx.triggers,
+                &ctx.changes,
                 &self.tasks,
                 &token,
             );

@@ -41,6 +41,8 @@ pub struct Context {
     pub remotes: Arc<Remotes>,
     /// Where the remote caches send the workspaces their changes concern.
     pub triggers: broadcast::Sender<ObjectRef<Workspace>>,
+    /// Notified on every change the remote caches see (what the Quota statuses follow).
+    pub changes: Arc<Notify>,
 }
 
 /// Keeps one instance per registration from now until `lost` or `shutdown` resolves, then

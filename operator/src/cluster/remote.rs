@@ -8,6 +8,8 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
+use guildnet_api::workspace::facts::hub_view_of_placed_claim;
+use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use kube::Client;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
@@ -89,6 +91,21 @@ impl Remotes {
         let connected = self.connected.lock().unwrap();
         (connected.iter())
             .map(|(cluster, remote)| (cluster.clone(), remote.clone()))
+            .collect()
+    }
+
+    /// The claims in every connected cluster that `keep` keeps, each as the hub counts it
+    /// ([`hub_view_of_placed_claim`]): retained ones there count against their owner's
+    /// Quota like retained ones here. A cluster without a connection counts none until it
+    /// has one again.
+    pub fn claims_in_hub_terms(
+        &self,
+        keep: impl Fn(&PersistentVolumeClaim) -> bool,
+    ) -> Vec<Arc<PersistentVolumeClaim>> {
+        let connected = self.connected.lock().unwrap();
+        (connected.values())
+            .flat_map(|remote| remote.caches.children.claims.state_filter(&keep))
+            .filter_map(|claim| hub_view_of_placed_claim(&claim).map(Arc::new))
             .collect()
     }
 

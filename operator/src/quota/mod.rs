@@ -5,6 +5,7 @@
 
 pub mod status;
 
+use crate::cluster::remote::Remotes;
 use crate::reconcile::apply::apply_status;
 use futures::FutureExt;
 use guildnet_api::{Quota, Workspace};
@@ -34,6 +35,8 @@ pub struct StatusWriter {
     pub workspaces: Store<Workspace>,
     /// GuildNet's claims: retained ones count for their owner.
     pub claims: Store<PersistentVolumeClaim>,
+    /// The registered clusters, whose retained claims count too.
+    pub remotes: Arc<Remotes>,
     /// Only Quotas here may count cluster-wide.
     pub system_namespace: String,
 }
@@ -63,7 +66,8 @@ impl StatusWriter {
         }
         let workspaces = self.workspaces.state();
         let workspaces: Vec<&Workspace> = workspaces.iter().map(|w| w.as_ref()).collect();
-        let claims = self.claims.state();
+        let mut claims = self.claims.state();
+        claims.extend(self.remotes.claims_in_hub_terms(|_| true));
         let claims: Vec<&PersistentVolumeClaim> = claims.iter().map(|c| c.as_ref()).collect();
         for quota in &quotas {
             let status = status::compute(

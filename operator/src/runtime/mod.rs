@@ -116,6 +116,7 @@ pub async fn run(client: Client, lease_client: Client, options: Options) -> Resu
         probe_interval: options.cluster_probe_interval,
         remotes: remotes.clone(),
         triggers: caches.triggers(),
+        changes: caches.changes(),
     });
     let ctx = Arc::new(Context::new(
         client,

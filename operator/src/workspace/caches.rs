@@ -442,8 +442,9 @@ impl ApiScope {
 /// The caches of what this hub made in a registered cluster's namespace — the children of
 /// the workspaces placed there, and each one's anchor (the ConfigMap that owns them there)
 /// — selected by this hub's [`labels::ORIGIN`]. Their changes trigger the hub workspace
-/// their [`labels::HUB_NAMESPACE`] and [`labels::HUB_NAME`] labels name. The watches run
-/// on `tasks` until `token` is cancelled.
+/// their [`labels::HUB_NAMESPACE`] and [`labels::HUB_NAME`] labels name, and notify
+/// `changed` (retained claims there count in Quota statuses). The watches run on `tasks`
+/// until `token` is cancelled.
 pub(crate) struct RemoteCaches {
     pub children: ChildCaches,
     pub anchors: Store<PartialObjectMeta<ConfigMap>>,
@@ -461,13 +462,14 @@ impl RemoteCaches {
         namespace: &str,
         origin: &str,
         triggers: &broadcast::Sender<ObjectRef<Workspace>>,
+        changed: &Arc<Notify>,
         tasks: &TaskTracker,
         token: &CancellationToken,
     ) -> (Self, watch::Receiver<usize>) {
         let (synced_tx, synced) = watch::channel(0);
         let watch = Watch {
             triggers: triggers.clone(),
-            changed: Arc::new(Notify::new()),
+            changed: changed.clone(),
             synced: Arc::new(synced_tx),
             tasks: Some((tasks.clone(), token.clone())),
         };

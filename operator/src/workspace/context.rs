@@ -111,13 +111,19 @@ impl Context {
         let (workspaces, claims) = if quotas.is_empty() {
             (Vec::new(), Vec::new())
         } else {
-            let of_owner = |labels: &std::collections::BTreeMap<String, String>| {
-                labels.get(guildnet_api::labels::OWNER).map(String::as_str) == Some(owner)
+            let of_owner = |claim: &PersistentVolumeClaim| {
+                claim
+                    .labels()
+                    .get(guildnet_api::labels::OWNER)
+                    .map(String::as_str)
+                    == Some(owner)
             };
+            let mut claims = self.local.claims.state_filter(of_owner);
+            claims.extend(self.remotes.claims_in_hub_terms(of_owner));
             (
                 self.workspaces
                     .state_filter(|w| w.owner_id() == Some(owner)),
-                self.local.claims.state_filter(|c| of_owner(c.labels())),
+                claims,
             )
         };
         let workspaces: Vec<&Workspace> = workspaces.iter().map(|w| w.as_ref()).collect();

@@ -131,6 +131,7 @@ pub async fn lead(
         quotas: caches.quotas(),
         workspaces: caches.workspaces(),
         claims: caches.children().claims.clone(),
+        remotes: ctx.remotes.clone(),
         system_namespace: ctx.settings.system_namespace.clone(),
     }
     .run(caches.changes());

@@ -278,7 +278,7 @@ where
 
 /// Applies one child unless the cache shows it as asked for (see [`apply_if_changed`]),
 /// counting which it was.
-async fn apply_child<K>(
+pub(super) async fn apply_child<K>(
     ctx: &Context,
     api: &Api<K>,
     child: &K,

@@ -5,12 +5,12 @@
 //! hub's id and the hub workspace, and owned by one anchor — a ConfigMap of that name — so
 //! deleting the anchor lets that cluster's garbage collector remove everything else.
 
-use super::apply::{PlacedParent, Target};
+use super::apply::{PlacedParent, Target, apply_child};
 use super::controller::{Context, Error, apply_and_report};
 use super::report;
 use super::status::{self, Failure, Outage, Placed, Where};
 use crate::cluster::remote::Remote;
-use crate::reconcile::apply::{Owner, VersionBy, apply_if_changed};
+use crate::reconcile::apply::{Owner, VersionBy};
 use guildnet_api::cluster::facts::remote_name;
 use guildnet_api::cluster::placement::{self, Decision};
 use guildnet_api::{Workspace, labels};
@@ -337,17 +337,8 @@ async fn mirror_endpoints(
     let cached = ctx
         .mirrored_slices
         .get(&ObjectRef::new(&name).within(namespace));
-    let written = apply_if_changed(
-        &api,
-        &slice,
-        &owner,
-        cached.as_ref().map(|c| &c.metadata),
-        &ctx.written,
-        VersionBy::ResourceVersion,
-    )
-    .await?;
-    ctx.metrics
-        .child_applied("EndpointSlice", written.is_some());
+    let meta = cached.as_ref().map(|c| &c.metadata);
+    apply_child(ctx, &api, &slice, &owner, meta, VersionBy::ResourceVersion).await?;
     Ok(())
 }
 
@@ -451,16 +442,8 @@ async fn apply_anchor(
     };
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), &placed.namespace);
     let cached = anchors.get(&ObjectRef::new(&placed.name).within(&placed.namespace));
-    let written = apply_if_changed(
-        &api,
-        &anchor,
-        &owner,
-        cached.as_ref().map(|c| &c.metadata),
-        &ctx.written,
-        VersionBy::ResourceVersion,
-    )
-    .await?;
-    ctx.metrics.child_applied("ConfigMap", written.is_some());
+    let meta = cached.as_ref().map(|c| &c.metadata);
+    let written = apply_child(ctx, &api, &anchor, &owner, meta, VersionBy::ResourceVersion).await?;
     let uid = match (written, cached) {
         (Some(written), _) => written.uid(),
         (None, cached) => cached.and_then(|c| c.uid()),

@@ -105,6 +105,21 @@ fn nginx() -> Value {
     json!({"image": "nginx:1.27", "ports": [{"containerPort": upstream_port()}]})
 }
 
+/// A WebSocket request to `path` on the proxy, with `user`'s token as a bearer.
+fn websocket_as(
+    user: User,
+    path: &str,
+) -> tokio_tungstenite::tungstenite::handshake::client::Request {
+    let mut request = format!("ws://{}{path}", proxy_addr())
+        .into_client_request()
+        .unwrap();
+    request.headers_mut().insert(
+        AUTHORIZATION,
+        format!("Bearer {}", token(user)).parse().unwrap(),
+    );
+    request
+}
+
 fn phase(ws: &Workspace) -> Option<WorkspacePhase> {
     ws.status.as_ref()?.phase
 }
@@ -157,13 +172,7 @@ async fn alice_reaches_her_workspace_over_http_and_websocket_and_others_are_refu
     assert_eq!(json_of(&posted)["bodyBytes"], 1 << 20);
 
     // WebSocket: echo of text, binary and ping through the proxy.
-    let mut ws_request = format!("ws://{}{prefix}/ws", proxy_addr())
-        .into_client_request()
-        .unwrap();
-    ws_request.headers_mut().insert(
-        AUTHORIZATION,
-        format!("Bearer {}", token(User::Alice)).parse().unwrap(),
-    );
+    let ws_request = websocket_as(User::Alice, &format!("{prefix}/ws"));
     ws_echo(ws_request)
         .await
         .expect("WebSocket echo through the proxy");
@@ -422,13 +431,7 @@ async fn traffic_advances_last_access_time_over_http_and_websocket_frames() {
 
     // Only WebSocket frames from here on: one connection, messages until the status shows
     // a use later than the connection's opening.
-    let mut ws_request = format!("ws://{}{prefix}/ws", proxy_addr())
-        .into_client_request()
-        .unwrap();
-    ws_request.headers_mut().insert(
-        AUTHORIZATION,
-        format!("Bearer {}", token(User::Alice)).parse().unwrap(),
-    );
+    let ws_request = websocket_as(User::Alice, &format!("{prefix}/ws"));
     let (mut socket, _) = tokio_tungstenite::connect_async(ws_request).await.unwrap();
     let opened = jiff::Timestamp::now();
     let deadline = Instant::now() + TIMEOUT;
@@ -1395,13 +1398,7 @@ async fn a_workspace_placed_on_a_registered_cluster_is_reached_at_the_same_url()
     let echo = json_of(&response);
     assert_eq!(echo["path"], "/hello?x=1");
     assert_eq!(echo["headers"]["x-forwarded-prefix"], prefix.as_str());
-    let mut ws_request = format!("ws://{}{prefix}/ws", proxy_addr())
-        .into_client_request()
-        .unwrap();
-    ws_request.headers_mut().insert(
-        AUTHORIZATION,
-        format!("Bearer {}", token(User::Admin)).parse().unwrap(),
-    );
+    let ws_request = websocket_as(User::Admin, &format!("{prefix}/ws"));
     ws_echo(ws_request)
         .await
         .expect("WebSocket echo through the proxy to the edge");

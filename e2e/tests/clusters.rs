@@ -125,7 +125,7 @@ async fn a_registered_clusters_status_follows_its_probes_and_its_secret() {
     })
     .await;
 
-    // A kubeconfig that would run a program on the operator's machine is refused, naming
+    // A kubeconfig that would run a program on GuildNet's machine is refused, naming
     // the field; with no way to reach the cluster, it turns unreachable.
     let exec = edited(&kubeconfig, |k| {
         let admin = k.auth_infos.iter_mut().find(|u| u.name == "admin").unwrap();

@@ -443,6 +443,12 @@ fn rbac_is_exactly_what_each_component_needs() {
                 vec!["guildnet-operator"],
                 vec!["get", "list", "watch", "patch"],
             ),
+            (
+                vec![""],
+                vec!["secrets"],
+                vec!["guildnet-cluster-credentials"],
+                vec!["get", "patch"],
+            ),
         ],
     );
     let caches: Rule = (
@@ -515,6 +521,13 @@ fn rbac_is_exactly_what_each_component_needs() {
                 vec!["secrets"],
                 vec!["guildnet-proxy-session"],
                 vec!["get", "update"],
+            ),
+            // The kubeconfigs of APIServerProxy registrations: this Secret alone.
+            (
+                vec![""],
+                vec!["secrets"],
+                vec!["guildnet-cluster-credentials"],
+                vec!["get", "list", "watch"],
             ),
         ],
     );

@@ -1334,62 +1334,143 @@ async fn https_is_served_and_a_renewed_certificate_is_picked_up_without_a_restar
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A second control plane registered with the stack's operator (`network` its
+/// `spec.network`, if any), a grant for the admin to place workspaces there, and one such
+/// workspace Running there. Its pod IPs are served by the test upstream like the stack's.
+struct Edge {
+    cluster: guildnet_e2e::cluster::Cluster,
+    name: String,
+    kubeconfig: String,
+    registrations: Api<guildnet_api::ClusterRegistration>,
+    grants: Api<guildnet_api::Capabilities>,
+    workspaces: Api<Workspace>,
+    workspace: String,
+}
+
+impl Edge {
+    async fn start(tag: &str, network: Option<&str>) -> Self {
+        use guildnet_api::Capabilities;
+        use guildnet_e2e::cluster::Cluster;
+        use guildnet_e2e::create_namespace;
+        use guildnet_e2e::registrations::{put_kubeconfig, register};
+
+        let cluster = Cluster::start(tag);
+        create_namespace(
+            &cluster.client(User::Admin).await,
+            "guildnet-workspaces",
+            &[],
+        )
+        .await;
+        let admin = client(User::Admin).await;
+        let name = unique_name(tag);
+        let kubeconfig = std::fs::read_to_string(cluster.kubeconfig()).unwrap();
+        put_kubeconfig(&admin, &name, &kubeconfig).await;
+        let registrations = register(&admin, &name, &name, json!({})).await;
+        if let Some(network) = network {
+            set_network(&registrations, &name, network).await;
+        }
+        let grants: Api<Capabilities> = Api::all(admin.clone());
+        let grant: Capabilities = serde_json::from_value(json!({
+            "apiVersion": "guildnet.io/v1alpha1", "kind": "Capabilities",
+            "metadata": {"name": name},
+            "spec": {
+                "subjects": [{"kind": "User", "name": "guildnet-admin"}],
+                "images": {"allow": ["docker.io/library/nginx:*"]},
+                "resources": {"maxPerWorkspace": {"cpu": "2", "memory": "4Gi"}},
+                "exposure": ["ClusterIP"],
+                "clusters": [name],
+            },
+        }))
+        .unwrap();
+        grants.create(&PostParams::default(), &grant).await.unwrap();
+
+        // Placed there (admitted once the webhook's cache has the grant), running there.
+        let workspaces: Api<Workspace> = Api::namespaced(admin.clone(), NAMESPACE);
+        let workspace = unique_name(&format!("{tag}-ws"));
+        let mut spec = nginx();
+        spec["placement"] = json!({"cluster": name});
+        eventually("the placed workspace admitted", TIMEOUT, || async {
+            workspaces
+                .create(&PostParams::default(), &manifest(&workspace, spec.clone()))
+                .await
+                .ok()
+        })
+        .await;
+        let ws = wait_for(&workspaces, &workspace, "Running on the edge", |ws| {
+            phase(ws) == Some(WorkspacePhase::Running)
+        })
+        .await;
+        assert_eq!(ws.status.unwrap().cluster.as_deref(), Some(name.as_str()));
+        Self {
+            cluster,
+            name,
+            kubeconfig,
+            registrations,
+            grants,
+            workspaces,
+            workspace,
+        }
+    }
+
+    /// The placed workspace's proxy path, without the trailing slash.
+    fn prefix(&self) -> String {
+        format!("/w/{NAMESPACE}/{}", self.workspace)
+    }
+
+    /// Deletes the workspace (its objects there with it), the registration, the grant and
+    /// the kubeconfig Secret.
+    async fn remove(self) {
+        use guildnet_e2e::registrations::SECRETS_NAMESPACE;
+        use k8s_openapi::api::core::v1::Secret;
+
+        self.workspaces
+            .delete(&self.workspace, &DeleteParams::default())
+            .await
+            .unwrap();
+        wait_gone(&self.workspaces, &self.workspace).await;
+        let admin = client(User::Admin).await;
+        self.registrations
+            .delete(&self.name, &DeleteParams::default())
+            .await
+            .unwrap();
+        self.grants
+            .delete(&self.name, &DeleteParams::default())
+            .await
+            .unwrap();
+        Api::<Secret>::namespaced(admin, SECRETS_NAMESPACE)
+            .delete(&self.name, &DeleteParams::default())
+            .await
+            .unwrap();
+    }
+}
+
+async fn set_network(
+    registrations: &Api<guildnet_api::ClusterRegistration>,
+    name: &str,
+    network: &str,
+) {
+    registrations
+        .patch(
+            name,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"spec": {"network": network}})),
+        )
+        .await
+        .unwrap();
+}
+
 #[tokio::test]
 async fn a_workspace_placed_on_a_registered_cluster_is_reached_at_the_same_url() {
-    use guildnet_api::Capabilities;
     use guildnet_api::workspace::facts::ConditionType;
-    use guildnet_e2e::cluster::{Cluster, free_port};
-    use guildnet_e2e::create_namespace;
-    use guildnet_e2e::registrations::{SECRETS_NAMESPACE, put_kubeconfig, register};
-    use k8s_openapi::api::core::v1::Secret;
+    use guildnet_e2e::cluster::free_port;
+    use guildnet_e2e::registrations::put_kubeconfig;
 
-    // A second control plane, registered with the stack's operator; its pod IPs are served
-    // by the test upstream like the stack's own.
-    let edge = Cluster::start("px-edge");
-    create_namespace(&edge.client(User::Admin).await, "guildnet-workspaces", &[]).await;
+    let edge = Edge::start("px-edge", None).await;
+    let (api, name, cluster) = (&edge.workspaces, &edge.workspace, &edge.name);
     let admin = client(User::Admin).await;
-    let cluster = unique_name("px-edge");
-    let secrets: Api<Secret> = Api::namespaced(admin.clone(), SECRETS_NAMESPACE);
-    let kubeconfig = std::fs::read_to_string(edge.kubeconfig()).unwrap();
-    put_kubeconfig(&admin, &cluster, &kubeconfig).await;
-    let registrations = register(&admin, &cluster, &cluster, json!({})).await;
-    let grants: Api<Capabilities> = Api::all(admin.clone());
-    let grant: Capabilities = serde_json::from_value(json!({
-        "apiVersion": "guildnet.io/v1alpha1", "kind": "Capabilities",
-        "metadata": {"name": cluster},
-        "spec": {
-            "subjects": [{"kind": "User", "name": "guildnet-admin"}],
-            "images": {"allow": ["docker.io/library/nginx:*"]},
-            "resources": {"maxPerWorkspace": {"cpu": "2", "memory": "4Gi"}},
-            "exposure": ["ClusterIP"],
-            "clusters": [cluster],
-        },
-    }))
-    .unwrap();
-    grants.create(&PostParams::default(), &grant).await.unwrap();
 
-    // Placed there (admitted once the webhook's cache has the grant), running there.
-    let api: Api<Workspace> = Api::namespaced(admin.clone(), NAMESPACE);
-    let name = unique_name("px-placed");
-    let mut spec = nginx();
-    spec["placement"] = json!({"cluster": cluster});
-    eventually("the placed workspace admitted", TIMEOUT, || async {
-        api.create(&PostParams::default(), &manifest(&name, spec.clone()))
-            .await
-            .ok()
-    })
-    .await;
-    let ws = wait_for(&api, &name, "Running on the edge", |ws| {
-        phase(ws) == Some(WorkspacePhase::Running)
-    })
-    .await;
-    assert_eq!(
-        ws.status.unwrap().cluster.as_deref(),
-        Some(cluster.as_str())
-    );
-
-    // The same URL as a local workspace's: HTTP and WebSocket.
-    let prefix = format!("/w/{NAMESPACE}/{name}");
+    // The same URL as a local workspace's: HTTP and WebSocket, dialled directly.
+    let prefix = edge.prefix();
     let response = eventually("the proxy to route to the edge", TIMEOUT, || async {
         let response = get_as(User::Admin, &format!("{prefix}/hello?x=1")).await;
         (response.status() == StatusCode::OK).then_some(response)
@@ -1398,6 +1479,10 @@ async fn a_workspace_placed_on_a_registered_cluster_is_reached_at_the_same_url()
     let echo = json_of(&response);
     assert_eq!(echo["path"], "/hello?x=1");
     assert_eq!(echo["headers"]["x-forwarded-prefix"], prefix.as_str());
+    assert!(
+        echo["headers"]["x-forwarded-uri"].is_null(),
+        "not through an API server: {echo}"
+    );
     let ws_request = websocket_as(User::Admin, &format!("{prefix}/ws"));
     ws_echo(ws_request)
         .await
@@ -1405,20 +1490,20 @@ async fn a_workspace_placed_on_a_registered_cluster_is_reached_at_the_same_url()
 
     // Its traffic is recorded as a local one's (the reaper reads it), and suspending it
     // scales it to zero there, which the proxy says as for a local one.
-    wait_for(&api, &name, "lastAccessTime written", |ws| {
+    wait_for(api, name, "lastAccessTime written", |ws| {
         last_access(ws).is_some()
     })
     .await;
-    set_suspended(&api, &name, true).await;
-    wait_for(&api, &name, "Stopped", |ws| {
+    set_suspended(api, name, true).await;
+    wait_for(api, name, "Stopped", |ws| {
         phase(ws) == Some(WorkspacePhase::Stopped)
     })
     .await;
     let there = Api::<k8s_openapi::api::apps::v1::Deployment>::namespaced(
-        edge.client(User::Admin).await,
+        edge.cluster.client(User::Admin).await,
         "guildnet-workspaces",
     );
-    let remote = guildnet_api::cluster::facts::remote_name(NAMESPACE, &name);
+    let remote = guildnet_api::cluster::facts::remote_name(NAMESPACE, name);
     assert_eq!(there.get(&remote).await.unwrap().spec.replicas, Some(0));
     let paused = eventually("the proxy to say it is suspended", TIMEOUT, || async {
         let response = get_as(User::Admin, &format!("{prefix}/")).await;
@@ -1430,18 +1515,18 @@ async fn a_workspace_placed_on_a_registered_cluster_is_reached_at_the_same_url()
         message.as_str().unwrap().contains("is suspended"),
         "{message}"
     );
-    set_suspended(&api, &name, false).await;
-    wait_for(&api, &name, "Running again", |ws| {
+    set_suspended(api, name, false).await;
+    wait_for(api, name, "Running again", |ws| {
         phase(ws) == Some(WorkspacePhase::Running)
     })
     .await;
 
     // The edge out of reach: refused at once, saying why.
-    let mut nowhere = kube::config::Kubeconfig::from_yaml(&kubeconfig).unwrap();
+    let mut nowhere = kube::config::Kubeconfig::from_yaml(&edge.kubeconfig).unwrap();
     nowhere.clusters[0].cluster.as_mut().unwrap().server =
         Some(format!("https://127.0.0.1:{}", free_port()));
-    put_kubeconfig(&admin, &cluster, &serde_yaml::to_string(&nowhere).unwrap()).await;
-    wait_for(&api, &name, "Degraded", |ws| {
+    put_kubeconfig(&admin, cluster, &serde_yaml::to_string(&nowhere).unwrap()).await;
+    wait_for(api, name, "Degraded", |ws| {
         let outage = ws.cluster_outage();
         outage.is_some_and(|c| c.type_ == ConditionType::Degraded.as_str())
     })
@@ -1451,23 +1536,91 @@ async fn a_workspace_placed_on_a_registered_cluster_is_reached_at_the_same_url()
     assert_eq!(error["error"]["reason"], "ClusterUnreachable");
 
     // Back, then gone: its objects there with it.
-    put_kubeconfig(&admin, &cluster, &kubeconfig).await;
-    wait_for(&api, &name, "reachable again", |ws| {
+    put_kubeconfig(&admin, cluster, &edge.kubeconfig).await;
+    wait_for(api, name, "reachable again", |ws| {
         ws.cluster_outage().is_none()
     })
     .await;
-    api.delete(&name, &DeleteParams::default()).await.unwrap();
-    wait_gone(&api, &name).await;
-    registrations
-        .delete(&cluster, &DeleteParams::default())
+    edge.remove().await;
+}
+
+#[tokio::test]
+async fn a_workspace_on_a_cluster_registered_with_api_server_proxy_is_reached_through_its_api_server()
+ {
+    use guildnet_api::cluster::facts::{remote_name, service_proxy_path};
+
+    let edge = Edge::start("px-apiserver", Some("APIServerProxy")).await;
+    let prefix = edge.prefix();
+    let remote = remote_name(NAMESPACE, &edge.workspace);
+    let port = edge
+        .workspaces
+        .get(&edge.workspace)
         .await
-        .unwrap();
-    grants
-        .delete(&cluster, &DeleteParams::default())
+        .unwrap()
+        .spec
+        .primary_port_name();
+    let proxy_path = service_proxy_path("guildnet-workspaces", &remote, &port.unwrap());
+
+    // Through the edge's API server, which says so in the X-Forwarded-Uri it adds: the
+    // operator handed the proxy the registration's kubeconfig once it checked that it may
+    // open services/proxy there.
+    let echo = eventually(
+        "the proxy to go through the edge's API server",
+        TIMEOUT,
+        || async {
+            let response = get_as(User::Admin, &format!("{prefix}/hello?x=1")).await;
+            let echo = (response.status() == StatusCode::OK).then(|| json_of(&response))?;
+            echo["headers"]["x-forwarded-uri"]
+                .is_string()
+                .then_some(echo)
+        },
+    )
+    .await;
+    assert_eq!(echo["path"], "/hello?x=1");
+    assert_eq!(
+        echo["headers"]["x-forwarded-uri"],
+        format!("{proxy_path}/hello")
+    );
+    assert_eq!(echo["headers"]["x-forwarded-prefix"], prefix.as_str());
+    assert!(
+        echo["headers"]["authorization"].is_null(),
+        "no credentials reach the workspace: {echo}"
+    );
+
+    // What the API server writes into Locations and HTML links is taken out again: the
+    // browser sees the workspace's own, under the workspace's prefix as for a local one.
+    let redirect = get_as(
+        User::Admin,
+        &format!("{prefix}/redirect?to=/signed-in%3Fnext%3D1"),
+    )
+    .await;
+    assert_eq!(redirect.status(), StatusCode::FOUND);
+    assert_eq!(
+        redirect.headers()[LOCATION],
+        format!("{prefix}/signed-in?next=1").as_str()
+    );
+    let page = get_as(User::Admin, &format!("{prefix}/page?link=/static/app.js")).await;
+    assert_eq!(page.status(), StatusCode::OK);
+    let html = String::from_utf8(page.body().to_vec()).unwrap();
+    assert!(html.contains(r#"href="/static/app.js""#), "{html}");
+    assert!(!html.contains("/api/v1/"), "{html}");
+
+    // WebSocket through the API server's upgrade.
+    ws_echo(websocket_as(User::Admin, &format!("{prefix}/ws")))
         .await
-        .unwrap();
-    secrets
-        .delete(&cluster, &DeleteParams::default())
-        .await
-        .unwrap();
+        .expect("WebSocket echo through the edge's API server");
+
+    // Back to Direct: the operator takes the kubeconfig back and the proxy dials the pod.
+    set_network(&edge.registrations, &edge.name, "Direct").await;
+    eventually(
+        "the proxy to dial the edge's pod directly",
+        TIMEOUT,
+        || async {
+            let response = get_as(User::Admin, &format!("{prefix}/hello")).await;
+            let echo = (response.status() == StatusCode::OK).then(|| json_of(&response))?;
+            echo["headers"]["x-forwarded-uri"].is_null().then_some(())
+        },
+    )
+    .await;
+    edge.remove().await;
 }

@@ -2,6 +2,7 @@
 //! a leader through a Lease, and only the leader writes.
 
 use clap::Parser;
+use guildnet_operator::cluster::handoff::CredentialsSecret;
 use guildnet_operator::runtime::leader::{self, Timing};
 use guildnet_operator::runtime::{self, Options};
 use guildnet_operator::workspace::controller::Settings;
@@ -96,6 +97,11 @@ struct Args {
     /// most 63 characters. Default: the uid of this cluster's kube-system namespace.
     #[arg(long)]
     hub_id: Option<String>,
+    /// The Secret in --system-namespace where the operator puts the kubeconfigs of the
+    /// clusters registered with `network: APIServerProxy`, for the proxy (whose RBAC
+    /// names this Secret alone).
+    #[arg(long, default_value = "guildnet-cluster-credentials")]
+    cluster_credentials_secret: String,
     /// Log format; default: text on a terminal, JSON otherwise. RUST_LOG filters (default
     /// info).
     #[arg(long, value_enum)]
@@ -146,6 +152,10 @@ async fn main() -> anyhow::Result<()> {
         Some(id) => id,
         None => runtime::cluster_uid(&client).await?,
     };
+    let credentials = CredentialsSecret {
+        namespace: args.system_namespace.clone(),
+        name: args.cluster_credentials_secret,
+    };
     let options = Options {
         controller: Settings {
             crash_loop_restarts: args.crash_loop_restarts,
@@ -170,6 +180,7 @@ async fn main() -> anyhow::Result<()> {
         shutdown_timeout: args.shutdown_timeout,
         cluster_probe_interval: args.cluster_probe_interval,
         hub_id,
+        credentials,
     };
     runtime::run(client, lease_client, options).await?;
     Ok(())

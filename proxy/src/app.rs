@@ -19,6 +19,7 @@ use crate::authz::{AccessReviewer, Authorizer, SubjectAccessReviews};
 use crate::config::{Args, AuthMode};
 use crate::dashboard::claims;
 use crate::dashboard::events::EventHub;
+use crate::forward::api_servers::ApiServers;
 use crate::forward::endpoints::Endpoints;
 use crate::session::{self, SessionKeys};
 use crate::{router, server};
@@ -36,6 +37,8 @@ pub struct Shared {
     pub quotas: Store<Quota>,
     /// Where each workspace answers, from its Service's EndpointSlices.
     pub endpoints: Endpoints,
+    /// The API servers of registered clusters whose workspaces are reached through them.
+    pub api_servers: ApiServers,
     /// Who a request is from, the `--auth` way.
     pub auth: Authenticator,
     /// Who may open which workspace: its owner, or RBAC `get workspaces/proxy`.
@@ -109,6 +112,7 @@ impl Shared {
             claims,
             quotas,
             endpoints: Endpoints::default(),
+            api_servers: ApiServers::default(),
             auth: Authenticator::with_reviewer(
                 tokens,
                 auth::Settings {
@@ -297,6 +301,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         "Quotas",
     ));
     tokio::spawn(state.endpoints.clone().run(client.clone()));
+    tokio::spawn(state.api_servers.clone().run(
+        client.clone(),
+        args.cluster_credentials_namespace.clone(),
+        args.cluster_credentials_secret.clone(),
+    ));
     tokio::spawn(state.events.clone().run(client.clone()));
     tokio::spawn(state.activity.clone().write_every(
         client.clone(),

@@ -92,6 +92,20 @@ pub struct Args {
     #[arg(long, env = "POD_NAMESPACE", default_value = "guildnet-system")]
     pub session_secret_namespace: String,
 
+    /// The Secret (in `--cluster-credentials-namespace`) where the operator hands over the
+    /// kubeconfigs of clusters registered with `network: APIServerProxy`, one key per
+    /// cluster: the proxy reaches their workspaces through their API servers with them.
+    #[arg(
+        long,
+        env = "GUILDNET_PROXY_CLUSTER_CREDENTIALS_SECRET",
+        default_value = "guildnet-cluster-credentials"
+    )]
+    pub cluster_credentials_secret: String,
+    /// The namespace of `--cluster-credentials-secret`: GuildNet's own, where the operator
+    /// runs (the operator's --system-namespace).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "guildnet-system")]
+    pub cluster_credentials_namespace: String,
+
     /// How long a login lasts at most, from the login on, however active the session.
     #[arg(long, env = "GUILDNET_PROXY_SESSION_TTL", value_parser = humantime::parse_duration, default_value = "8h")]
     pub session_ttl: Duration,

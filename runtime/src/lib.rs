@@ -3,6 +3,8 @@
 //!
 //! - [`tls`]: a rustls server configuration whose certificate is swapped in place, and the
 //!   loop that follows mounted certificate files.
+//! - [`kubeconfig`]: a registered cluster's kubeconfig vetted to use nothing outside its
+//!   Secret, and the client configuration made from it.
 //! - [`logging`]: JSON or text logs through tracing.
 //! - [`health`]: `/healthz`, `/readyz` and `/metrics`, as routes to merge or a port of
 //!   their own.
@@ -10,6 +12,7 @@
 //! - [`shutdown_signal`]: SIGTERM or Ctrl-C.
 
 pub mod health;
+pub mod kubeconfig;
 pub mod logging;
 pub mod tls;
 pub mod watch;

@@ -2,7 +2,7 @@
 //! namespace workspaces go to there, whether new workspaces may be placed on it — and the
 //! condition types and reasons its status carries.
 
-use super::{ClusterRegistration, ClusterRegistrationStatus};
+use super::{ClusterNetwork, ClusterRegistration, ClusterRegistrationStatus};
 use crate::common::{find_condition, find_true_condition};
 use crate::workspace::facts::spelled;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -30,6 +30,14 @@ pub fn remote_name(namespace: &str, name: &str) -> String {
     format!("{}-{hash}", prefix.trim_end_matches('-'))
 }
 
+/// The path, on a registered cluster's API server, of the service proxy to the port named
+/// `port` of the Service `name` in `namespace` there: what `APIServerProxy` sends a
+/// workspace's requests under. The API server also writes it into the `Location` headers
+/// and HTML links it passes back, which the proxy takes out again.
+pub fn service_proxy_path(namespace: &str, name: &str, port: &str) -> String {
+    format!("/api/v1/namespaces/{namespace}/services/{name}:{port}/proxy")
+}
+
 impl ClusterRegistration {
     /// The key of the kubeconfig in its Secret.
     pub fn kubeconfig_key(&self) -> &str {
@@ -46,6 +54,11 @@ impl ClusterRegistration {
             .namespace
             .as_deref()
             .unwrap_or(DEFAULT_REMOTE_NAMESPACE)
+    }
+
+    /// How the proxy reaches the workspaces placed there.
+    pub fn network(&self) -> ClusterNetwork {
+        self.spec.network.unwrap_or_default()
     }
 
     /// Whether an admin stopped new placements on it (`spec.cordoned`).

@@ -49,6 +49,28 @@ pub struct ClusterRegistrationSpec {
     /// Stop placing new workspaces on the cluster; existing ones keep running.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cordoned: Option<bool>,
+    /// How the proxy reaches the workspaces placed there: `Direct` (the default) dials
+    /// their pod IPs, which the hub must route to; `APIServerProxy` goes through that
+    /// cluster's API server (its service proxy) with the registration's credentials, which
+    /// then also need `services/proxy` in spec.namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<ClusterNetwork>,
+}
+
+/// How the proxy reaches a registered cluster's workspaces.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
+pub enum ClusterNetwork {
+    /// The proxy dials the workspaces' pod IPs itself: the hub routes to that cluster's pod
+    /// network (a flat network, a VPN or a tailnet subnet router).
+    #[default]
+    Direct,
+    /// Through that cluster's API server (its service proxy), with the registration's
+    /// credentials: only the API server need be reachable. Those credentials need `get`,
+    /// `create`, `update`, `patch` and `delete` on `services/proxy` in `spec.namespace`.
+    #[serde(rename = "APIServerProxy")]
+    ApiServerProxy,
 }
 
 /// Where a cluster's kubeconfig is kept.

@@ -86,6 +86,18 @@ impl Workspace {
         self.status.as_ref()?.cluster.as_deref()
     }
 
+    /// Where its children are in its registered cluster, as its status records: the
+    /// cluster, the namespace there and their name (`status.cluster`, `remoteNamespace`,
+    /// `remoteName`).
+    pub fn remote_place(&self) -> Option<(&str, &str, &str)> {
+        let status = self.status.as_ref()?;
+        Some((
+            status.cluster.as_deref()?,
+            status.remote_namespace.as_deref()?,
+            status.remote_name.as_deref()?,
+        ))
+    }
+
     /// Whether it is being deleted.
     pub fn is_deleting(&self) -> bool {
         self.metadata.deletion_timestamp.is_some()

@@ -19,6 +19,8 @@
 {{- define "guildnet.operator.name" -}}{{ include "guildnet.fullname" . }}-operator{{- end -}}
 {{- define "guildnet.webhook.name" -}}{{ include "guildnet.fullname" . }}-webhook{{- end -}}
 {{- define "guildnet.proxy.name" -}}{{ include "guildnet.fullname" . }}-proxy{{- end -}}
+{{/* The kubeconfigs the operator hands the proxy for clusters with network: APIServerProxy. */}}
+{{- define "guildnet.clusterCredentials.name" -}}{{ include "guildnet.fullname" . }}-cluster-credentials{{- end -}}
 
 {{/* The webhook configurations' name is fixed in guildnet-webhook, which keeps their CA bundle. */}}
 {{- define "guildnet.webhook.configurationName" -}}guildnet-webhook{{- end -}}

@@ -14,6 +14,7 @@
 //! - `/stream?chunks=N&ms=M`: a chunked body of N lines, one every M ms
 //! - `/reset`: drops the connection with a TCP RST and no response
 //! - `/big?bytes=N`: N bytes of body
+//! - `/page?link=<href>`: an HTML page whose one link is that href
 //! - `/ws`: WebSocket echo of text and binary messages
 //! - `…/sw.js` (any directory): a service worker script sent with `Service-Worker-Allowed: /`,
 //!   as code-server sends its own; the worker answers fetches with `?from-worker` itself
@@ -206,6 +207,10 @@ async fn handle(req: Request<Incoming>, conn: Arc<Conn>) -> Result<Response, Inf
             std::future::pending().await
         }
         "/big" => big(number("bytes")),
+        "/page" => match params("link").next() {
+            Some(link) => page(link),
+            None => bad_request("/page needs ?link=<url-encoded href>"),
+        },
         "/ws" => websocket(parts, conn).await,
         p if p.ends_with("/sw.js") => service_worker(),
         _ => match path.strip_prefix("/status/") {
@@ -239,6 +244,18 @@ fn service_worker() -> Response {
             ),
         ],
         SERVICE_WORKER,
+    )
+        .into_response()
+}
+
+fn page(link: &str) -> Response {
+    let escaped = link
+        .replace('&', "&amp;")
+        .replace('"', "&quot;")
+        .replace('<', "&lt;");
+    (
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        format!("<!doctype html><html><body><a href=\"{escaped}\">the link</a></body></html>"),
     )
         .into_response()
 }

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use guildnet_api::ClusterRegistration;
+use guildnet_api::cluster::ClusterNetwork;
 use guildnet_api::cluster::facts::Reason;
 use k8s_openapi::api::authorization::v1::{
     ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
@@ -23,13 +24,14 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use super::Context;
+use super::handoff::Handed;
 use super::health::{Health, PROBE_TIMEOUT, Reachability};
-use super::kubeconfig;
 use super::remote::Remote;
 use super::status::{self, Observation, Problem};
 use crate::reconcile::apply::apply_status;
 use crate::workspace::caches::RemoteCaches;
 use guildnet_api::Workspace;
+use guildnet_runtime::kubeconfig;
 
 /// A registered cluster's running instance.
 pub struct Instance {
@@ -67,11 +69,14 @@ impl Instance {
 /// The cluster's connection, made from one version of its Secret.
 struct Connection {
     client: Client,
+    /// The kubeconfig text, handed to the proxy when the registration routes through the
+    /// cluster's API server.
+    kubeconfig: String,
     /// SHA-256 of the kubeconfig it was made from: a changed Secret makes a new one.
     kubeconfig_hash: [u8; 32],
-    /// The namespace the checks made once per connection and namespace passed for (the
-    /// version read, the namespace there, the permissions in it).
-    checked: Option<String>,
+    /// The namespace and network the checks made once per connection, namespace and
+    /// network passed for (the version read, the namespace there, the permissions in it).
+    checked: Option<(String, ClusterNetwork)>,
     /// Cancels the watches of what this hub made there when the connection is replaced
     /// or dropped.
     _caches: Option<DropGuard>,
@@ -103,6 +108,8 @@ struct Prober {
     observation: Observation,
     /// The status last written, so a write is not repeated before the watch shows it.
     written: Option<guildnet_api::cluster::ClusterRegistrationStatus>,
+    /// What the proxy's credentials Secret holds for the cluster.
+    handed: Handed,
 }
 
 impl Prober {
@@ -124,6 +131,7 @@ impl Prober {
                 ..Observation::default()
             },
             written: None,
+            handed: Handed::Unknown,
         }
     }
 
@@ -191,6 +199,7 @@ impl Prober {
                 info!(cluster = %self.cluster, "the registered cluster is reachable");
             }
         }
+        self.hand_over(ctx, &registration).await;
         let reachable = self.health.state() == Reachability::Reachable;
         ctx.metrics
             .cluster_probed(&self.cluster, answered, reachable);
@@ -241,6 +250,7 @@ impl Prober {
                     self.disconnect(ctx);
                     self.connection = Some(Connection {
                         client,
+                        kubeconfig,
                         kubeconfig_hash: hash,
                         checked: None,
                         _caches: None,
@@ -261,15 +271,23 @@ impl Prober {
             return refused;
         }
         let namespace = registration.remote_namespace();
-        if connection.checked.as_deref() != Some(namespace) {
+        let network = registration.network();
+        let checked = (namespace.to_owned(), network);
+        if connection.checked.as_ref() != Some(&checked) {
             match within(PROBE_TIMEOUT, client.apiserver_version()).await {
                 Ok(version) => self.observation.version = Some(version.git_version),
                 Err(round) => return round,
             }
-            if let Err(round) = may_place_in(&client, namespace).await {
+            if let Err(round) = may_place_in(&client, namespace, network).await {
                 return round;
             }
-            connection.checked = Some(namespace.to_owned());
+            let first_for_namespace = connection
+                .checked
+                .replace(checked)
+                .is_none_or(|(before, _)| before != namespace);
+            if !first_for_namespace {
+                return Round::Answered;
+            }
             // Workspaces may be placed through it now: watch what this hub made there,
             // and wake the workspaces placed there (or waiting for a cluster).
             let token = self.token.child_token();
@@ -291,6 +309,32 @@ impl Prober {
             }
         }
         Round::Answered
+    }
+
+    /// Hands the proxy the kubeconfig of the current connection once its checks passed
+    /// for a registration that routes through the cluster's API server; takes it back
+    /// otherwise.
+    async fn hand_over(&mut self, ctx: &Context, registration: &ClusterRegistration) {
+        let kubeconfig = self
+            .connection
+            .as_ref()
+            .filter(|c| {
+                registration.network() == ClusterNetwork::ApiServerProxy
+                    && c.checked.as_ref().map(|(_, network)| *network)
+                        == Some(ClusterNetwork::ApiServerProxy)
+            })
+            .map(|c| c.kubeconfig.as_str());
+        match ctx
+            .credentials
+            .hand(&ctx.client, &self.cluster, kubeconfig, self.handed)
+            .await
+        {
+            Ok(handed) => self.handed = handed,
+            Err(error) => {
+                self.handed = Handed::Unknown;
+                warn!(cluster = %self.cluster, %error, "could not hand the proxy the cluster's kubeconfig");
+            }
+        }
     }
 
     /// Drops the connection, its caches and what the Workspace controller reaches through it.
@@ -363,8 +407,13 @@ async fn ready(client: &Client) -> Result<(), Round> {
 }
 
 /// Whether workspaces can be placed in `namespace`: it exists, and the credentials may
-/// write workspaces' children there (one SelfSubjectAccessReview).
-async fn may_place_in(client: &Client, namespace: &str) -> Result<(), Round> {
+/// write workspaces' children there (one SelfSubjectAccessReview), and, when the proxy
+/// goes through the API server (`network`), open its Services' proxy.
+async fn may_place_in(
+    client: &Client,
+    namespace: &str,
+    network: ClusterNetwork,
+) -> Result<(), Round> {
     let namespaces: Api<Namespace> = Api::all(client.clone());
     match within(PROBE_TIMEOUT, namespaces.get_opt(namespace)).await {
         Ok(Some(_)) => {}
@@ -383,32 +432,53 @@ async fn may_place_in(client: &Client, namespace: &str) -> Result<(), Round> {
         })) => {}
         Err(round) => return Err(round),
     }
-    let review = SelfSubjectAccessReview {
-        spec: SelfSubjectAccessReviewSpec {
-            resource_attributes: Some(ResourceAttributes {
-                namespace: Some(namespace.to_owned()),
-                verb: Some("patch".into()),
-                group: Some("apps".into()),
-                resource: Some("deployments".into()),
-                ..ResourceAttributes::default()
-            }),
-            ..SelfSubjectAccessReviewSpec::default()
+    let mut needed = vec![(
+        ResourceAttributes {
+            verb: Some("patch".into()),
+            group: Some("apps".into()),
+            resource: Some("deployments".into()),
+            ..ResourceAttributes::default()
         },
-        ..SelfSubjectAccessReview::default()
-    };
+        "patch deployments.apps",
+        "what the guildnet-operator ClusterRole grants",
+    )];
+    if network == ClusterNetwork::ApiServerProxy {
+        needed.push((
+            ResourceAttributes {
+                verb: Some("create".into()),
+                resource: Some("services".into()),
+                subresource: Some("proxy".into()),
+                ..ResourceAttributes::default()
+            },
+            "create services/proxy",
+            "get, create, update, patch and delete on services/proxy (network: APIServerProxy)",
+        ));
+    }
     let reviews: Api<SelfSubjectAccessReview> = Api::all(client.clone());
-    let reviewed = within(
-        PROBE_TIMEOUT,
-        reviews.create(&PostParams::default(), &review),
-    )
-    .await?;
-    if !reviewed.status.is_some_and(|s| s.allowed) {
-        return Err(Round::AnsweredWith(Problem {
-            reason: Reason::InsufficientPermissions,
-            message: format!(
-                "the kubeconfig's user may not patch deployments.apps in namespace {namespace}; grant it what the guildnet-operator ClusterRole grants, in that namespace"
-            ),
-        }));
+    for (attributes, action, grant) in needed {
+        let review = SelfSubjectAccessReview {
+            spec: SelfSubjectAccessReviewSpec {
+                resource_attributes: Some(ResourceAttributes {
+                    namespace: Some(namespace.to_owned()),
+                    ..attributes
+                }),
+                ..SelfSubjectAccessReviewSpec::default()
+            },
+            ..SelfSubjectAccessReview::default()
+        };
+        let reviewed = within(
+            PROBE_TIMEOUT,
+            reviews.create(&PostParams::default(), &review),
+        )
+        .await?;
+        if !reviewed.status.is_some_and(|s| s.allowed) {
+            return Err(Round::AnsweredWith(Problem {
+                reason: Reason::InsufficientPermissions,
+                message: format!(
+                    "the kubeconfig's user may not {action} in namespace {namespace}; grant it {grant}, in that namespace"
+                ),
+            }));
+        }
     }
     Ok(())
 }
@@ -452,7 +522,7 @@ async fn within<T>(
 
 impl Context {
     /// The registration named `cluster` in the cache.
-    fn registration(&self, cluster: &str) -> Option<Arc<ClusterRegistration>> {
+    pub(super) fn registration(&self, cluster: &str) -> Option<Arc<ClusterRegistration>> {
         self.registrations.get(&ObjectRef::new(cluster))
     }
 

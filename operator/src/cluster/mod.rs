@@ -1,14 +1,14 @@
 //! Registered clusters (ClusterRegistration). While this replica leads, each registration
 //! has an [`instance`]: its own client, made from the vetted kubeconfig in its Secret
-//! ([`kubeconfig`]), a probe loop deciding with hysteresis whether the cluster is reachable
+//! (`guildnet_runtime::kubeconfig`), a probe loop deciding with hysteresis whether the cluster is reachable
 //! ([`health`]), and the status it writes ([`status`]). An instance is started when its
 //! registration appears and stopped — tasks cancelled and joined, metric series removed —
 //! when the registration goes or leadership ends; a slow or dead cluster holds only its own
 //! instance.
 
+pub mod handoff;
 pub mod health;
 pub mod instance;
-pub mod kubeconfig;
 pub mod remote;
 pub mod status;
 
@@ -20,8 +20,10 @@ use guildnet_api::{ClusterRegistration, Workspace};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, ResourceExt};
 use tokio::sync::{Notify, broadcast};
+use tracing::warn;
 
 use crate::metrics::Metrics;
+use handoff::{CredentialsSecret, Handed};
 use instance::Instance;
 use remote::Remotes;
 
@@ -43,6 +45,9 @@ pub struct Context {
     pub triggers: broadcast::Sender<ObjectRef<Workspace>>,
     /// Notified on every change the remote caches see (what the Quota statuses follow).
     pub changes: Arc<Notify>,
+    /// Where the proxy finds the kubeconfigs of clusters it reaches through their API
+    /// server.
+    pub credentials: CredentialsSecret,
 }
 
 /// Keeps one instance per registration from now until `lost` or `shutdown` resolves, then
@@ -56,6 +61,7 @@ pub async fn lead(
 ) {
     let (mut lost, mut shutdown) = (std::pin::pin!(lost), std::pin::pin!(shutdown));
     let mut instances = BTreeMap::new();
+    take_back_strays(&ctx).await;
     loop {
         follow(&ctx, &mut instances).await;
         tokio::select! {
@@ -89,9 +95,38 @@ async fn follow(ctx: &Arc<Context>, instances: &mut BTreeMap<String, Instance>) 
         .filter_map(|name| instances.remove(name))
         .map(|instance| instance.stop(ctx));
     futures::future::join_all(stopping).await;
+    for name in &gone {
+        take_back(ctx, name).await;
+    }
     for name in registered {
         instances
             .entry(name)
             .or_insert_with_key(|name| Instance::start(name, ctx.clone()));
+    }
+}
+
+/// Removes from the proxy's credentials Secret the keys of clusters no longer registered
+/// (deleted while no replica led).
+async fn take_back_strays(ctx: &Context) {
+    match ctx.credentials.clusters(&ctx.client).await {
+        Ok(handed) => {
+            for cluster in handed {
+                if ctx.registration(&cluster).is_none() {
+                    take_back(ctx, &cluster).await;
+                }
+            }
+        }
+        Err(error) => warn!(%error, "could not read the proxy's credentials Secret"),
+    }
+}
+
+/// Removes `cluster`'s kubeconfig from the proxy's credentials Secret.
+async fn take_back(ctx: &Context, cluster: &str) {
+    if let Err(error) = ctx
+        .credentials
+        .hand(&ctx.client, cluster, None, Handed::Unknown)
+        .await
+    {
+        warn!(cluster, %error, "could not take the cluster's kubeconfig back from the proxy");
     }
 }

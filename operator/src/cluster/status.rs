@@ -160,7 +160,7 @@ mod tests {
                     key: None,
                 },
                 namespace: Some("team-ws".into()),
-                cordoned: None,
+                ..ClusterRegistrationSpec::default()
             },
         );
         cluster.metadata.generation = Some(2);

@@ -12,6 +12,7 @@
 pub mod leader;
 
 use crate::cluster;
+use crate::cluster::handoff::CredentialsSecret;
 use crate::cluster::remote::Remotes;
 use crate::metrics::Metrics;
 use crate::workspace::caches::Caches;
@@ -56,6 +57,8 @@ pub struct Options {
     pub cluster_probe_interval: Duration,
     /// This hub's id (`guildnet.io/origin` on what it makes in registered clusters).
     pub hub_id: String,
+    /// Where the proxy's kubeconfigs of registered clusters go.
+    pub credentials: CredentialsSecret,
 }
 
 /// The uid of the cluster's `kube-system` namespace: the id a cluster is known by
@@ -117,6 +120,7 @@ pub async fn run(client: Client, lease_client: Client, options: Options) -> Resu
         remotes: remotes.clone(),
         triggers: caches.triggers(),
         changes: caches.changes(),
+        credentials: options.credentials,
     });
     let ctx = Arc::new(Context::new(
         client,

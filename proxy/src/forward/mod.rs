@@ -1,8 +1,10 @@
 //! The half of the proxy that serves workspaces: which workspace a request is for
-//! ([`route`]), whether the caller may open it, where it answers ([`endpoints`]), then the
-//! request and its response streamed through (`send`) with the header rules of
-//! [`rewrite`].
+//! ([`route`]), whether the caller may open it, where it answers ([`endpoints`]; for a
+//! workspace on a cluster registered with `network: APIServerProxy`, through that cluster's
+//! API server, [`api_servers`]), then the request and its response streamed through
+//! (`send`) with the header rules of [`rewrite`].
 
+pub mod api_servers;
 mod client;
 pub mod endpoints;
 pub mod rewrite;
@@ -11,9 +13,12 @@ mod send;
 mod traffic;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
+use api_servers::ApiServer;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::response::{IntoResponse, Redirect, Response};
+use guildnet_api::cluster::facts::service_proxy_path;
 use guildnet_api::common::Condition;
 use guildnet_api::workspace::Workspace;
 use http::{HeaderMap, StatusCode, Uri};
@@ -120,8 +125,36 @@ pub async fn forward(
     ) else {
         return not_running(&workspace, &target).for_client(headers);
     };
+    let route = through_api_server(&state, &workspace);
     let last_use = state.activity.touch(&workspace);
-    send::send(&state, peer, &caller, &target, upstream, last_use, request).await
+    send::send(
+        &state, peer, &caller, &target, upstream, route, last_use, request,
+    )
+    .await
+}
+
+/// A placed workspace reached through its cluster's API server: which one, and the path of
+/// the workspace Service's proxy there.
+pub(crate) struct ApiServerRoute {
+    /// The registered cluster.
+    cluster: String,
+    /// Its API server, with the registration's credentials.
+    server: Arc<ApiServer>,
+    /// The service proxy path requests go under (`service_proxy_path`).
+    path: String,
+}
+
+/// How `workspace` is reached when its cluster's registration says `network:
+/// APIServerProxy` (the operator has handed the proxy its kubeconfig); None: directly.
+fn through_api_server(state: &AppState, workspace: &Workspace) -> Option<ApiServerRoute> {
+    let (cluster, namespace, name) = workspace.remote_place()?;
+    let server = state.api_servers.get(cluster)?;
+    let port = workspace.spec.primary_port_name()?;
+    Some(ApiServerRoute {
+        cluster: cluster.to_owned(),
+        server,
+        path: service_proxy_path(namespace, name, &port),
+    })
 }
 
 /// 401: browsers are sent to the login page (path mode), API clients get JSON.

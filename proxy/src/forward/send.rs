@@ -12,7 +12,10 @@ use http::{HeaderMap, StatusCode, Uri, header};
 use http_body_util::BodyExt;
 use hyper::body::Body as _;
 use hyper_util::rt::TokioIo;
+use tower::BoxError;
 
+use super::ApiServerRoute;
+use super::api_servers::undo_api_server_rewrites;
 use super::client::{self, Sent};
 use super::rewrite::{self, Forwarding, PublicOrigin};
 use super::route::Target;
@@ -23,14 +26,17 @@ use crate::auth::{Caller, Via};
 use crate::body;
 use crate::error::ApiError;
 
-/// Sends `request` to `upstream` for `target` and streams the response (or, after a
-/// WebSocket handshake, the tunnel) back; traffic marks `last_use`.
+/// Sends `request` to `upstream` for `target` — itself, or through its cluster's API server
+/// (`route`) — and streams the response (or, after a WebSocket handshake, the tunnel)
+/// back; traffic marks `last_use`.
+#[allow(clippy::too_many_arguments)]
 pub(super) async fn send(
     state: &AppState,
     peer: SocketAddr,
     caller: &Caller,
     target: &Target,
     upstream: SocketAddr,
+    route: Option<ApiServerRoute>,
     last_use: LastUse,
     mut request: Request,
 ) -> Response {
@@ -60,10 +66,12 @@ pub(super) async fn send(
         .map(|_| hyper::upgrade::on(&mut request));
     let (mut parts, body) = request.into_parts();
 
-    let uri = match Uri::try_from(format!(
-        "http://{upstream}{}",
-        target.upstream_path_and_query
-    )) {
+    let uri = match &route {
+        None => format!("http://{upstream}{}", target.upstream_path_and_query),
+        // A path on the API server: its client adds the scheme and authority.
+        Some(route) => format!("{}{}", route.path, target.upstream_path_and_query),
+    };
+    let uri = match Uri::try_from(uri) {
         Ok(uri) => uri,
         Err(error) => return ApiError::bad_request(format!("invalid path: {error}")).json(),
     };
@@ -76,40 +84,41 @@ pub(super) async fn send(
     let (body, client_body) = body::watch_client_body(body);
     let upstream_request = http::Request::from_parts(parts, body);
 
-    let response = match tokio::time::timeout(
-        state.upstream_timeout,
-        client::send(state.connect_timeout, upstream_request, replayable),
-    )
-    .await
-    {
-        Ok(Sent {
-            result: Ok(response),
-            ..
-        }) => response,
-        Ok(Sent {
-            result: Err(error), ..
-        }) if client_body.happened() => {
+    let sending = async {
+        match &route {
+            None => {
+                let Sent { result, retried } =
+                    client::send(state.connect_timeout, upstream_request, replayable).await;
+                (result.map_err(BoxError::from), retried)
+            }
+            Some(route) => (route.server.send(upstream_request).await, false),
+        }
+    };
+    let through = route
+        .as_ref()
+        .map(|r| format!(" (through the API server of cluster {})", r.cluster))
+        .unwrap_or_default();
+    let response = match tokio::time::timeout(state.upstream_timeout, sending).await {
+        Ok((Ok(response), _)) => response,
+        Ok((Err(error), _)) if client_body.happened() => {
             // The client's body broke (framing, too short, gone): not the workspace's fault.
             tracing::debug!(%error, %upstream, "client request body failed");
             return body::closing(
-                body::client_body_error(&error, content_length.as_ref()),
+                body::client_body_error(&*error, content_length.as_ref()),
                 &HeaderMap::new(),
             );
         }
-        Ok(Sent {
-            result: Err(error),
-            retried,
-        }) => {
-            let cause = root_cause(&error);
+        Ok((Err(error), retried)) => {
+            let cause = root_cause(&*error);
             tracing::warn!(
                 namespace = %target.namespace, name = %target.name, %upstream, %error, %cause, retried,
-                "502: the workspace did not answer"
+                "502: the workspace did not answer{through}"
             );
             return ApiError::new(
                 StatusCode::BAD_GATEWAY,
                 "UpstreamUnavailable",
                 format!(
-                    "workspace {}/{} did not answer: {cause}",
+                    "workspace {}/{} did not answer{through}: {cause}",
                     target.namespace, target.name
                 ),
             )
@@ -132,7 +141,30 @@ pub(super) async fn send(
         }
     };
 
-    let mut response = response;
+    let mut response = response.map(Body::new);
+    if let Some(route) = &route
+        && response.status() != StatusCode::SWITCHING_PROTOCOLS
+    {
+        response = match undo_api_server_rewrites(response, &route.path).await {
+            Ok(response) => response,
+            Err(error) => {
+                let cause = root_cause(&*error);
+                tracing::warn!(
+                    namespace = %target.namespace, name = %target.name, %error, %cause,
+                    "502: the workspace's page broke off{through}"
+                );
+                return ApiError::new(
+                    StatusCode::BAD_GATEWAY,
+                    "UpstreamUnavailable",
+                    format!(
+                        "workspace {}/{} broke off its response{through}: {cause}",
+                        target.namespace, target.name
+                    ),
+                )
+                .json();
+            }
+        };
+    }
     let upstream_upgrade = (response.status() == StatusCode::SWITCHING_PROTOCOLS)
         .then(|| hyper::upgrade::on(&mut response));
     let (mut parts, body) = response.into_parts();
@@ -142,7 +174,7 @@ pub(super) async fn send(
         return Response::from_parts(parts, Body::empty());
     }
     if !small_complete_body(&parts.headers) {
-        return Response::from_parts(parts, Body::new(body));
+        return Response::from_parts(parts, body);
     }
     // Head and body then leave in one write, as nginx's buffering does.
     match tokio::time::timeout(state.upstream_timeout, body.collect()).await {

@@ -1,6 +1,6 @@
 //! A registered cluster's kubeconfig, as read from its Secret: vetted so that it reaches the
 //! cluster with nothing but what the Secret holds — never a program, a file or a credential
-//! of the operator's own machine, and never without checking the server's certificate —
+//! of GuildNet's own machines, and never without checking the server's certificate —
 //! then turned into the client configuration of that cluster alone.
 
 use std::time::Duration;
@@ -64,22 +64,22 @@ pub enum KubeconfigError {
     /// The cluster in use has no server URL.
     #[error("clusters[{0:?}].cluster.server is not set; set it to the API server's https:// URL")]
     NoServer(String),
-    /// A field that would make the operator use something outside the Secret.
+    /// A field that would make GuildNet use something outside the Secret.
     #[error("{field} {effect}, which GuildNet does not allow for a registered cluster; {fix}")]
     Outside {
         /// The field, as `users["name"].user.exec`.
         field: String,
-        /// What it would make the operator do.
+        /// What it would make GuildNet do.
         effect: &'static str,
         /// What to write instead.
         fix: &'static str,
     },
 }
 
-/// The `effect` and `fix` of fields that would run a program on the operator's machine.
-const RUNS_A_PROGRAM: &str = "runs a program on the operator's machine to get credentials";
+/// The `effect` and `fix` of fields that would run a program on GuildNet's machine.
+const RUNS_A_PROGRAM: &str = "runs a program on GuildNet's machine to get credentials";
 const USE_INLINE_CREDENTIALS: &str = "give the user a token (e.g. a ServiceAccount's) or client-certificate-data and client-key-data instead";
-const READS_A_FILE: &str = "reads a file on the operator's machine";
+const READS_A_FILE: &str = "reads a file on GuildNet's machine";
 
 /// Reads `text` (a kubeconfig file) and vets the context it would be used through: its
 /// `current-context`, or its only context.
@@ -190,6 +190,11 @@ pub fn vet(text: &str) -> Result<Vetted, KubeconfigError> {
 }
 
 impl Vetted {
+    /// Whether the cluster is reached through the HTTP or SOCKS proxy its `proxy-url` names.
+    pub fn uses_proxy_url(&self) -> bool {
+        self.has_proxy_url
+    }
+
     /// The context the cluster is reached through.
     pub fn context(&self) -> &str {
         &self.context
@@ -205,7 +210,7 @@ impl Vetted {
         };
         let mut config =
             kube::Config::from_custom_kubeconfig(self.kubeconfig.clone(), &options).await?;
-        // kube falls back to the operator's HTTPS_PROXY; only the Secret's proxy-url counts.
+        // kube falls back to the process's HTTPS_PROXY; only the Secret's proxy-url counts.
         if !self.has_proxy_url {
             config.proxy_url = None;
         }
@@ -304,7 +309,7 @@ users:
     }
 
     #[test]
-    fn files_of_the_operators_machine_are_refused_naming_the_field_and_the_fix() {
+    fn files_of_guildnets_machine_are_refused_naming_the_field_and_the_fix() {
         for (find, replace, field, fix) in [
             (
                 "token: secret-token",
@@ -334,7 +339,7 @@ users:
             let message = refusal(&with(find, replace));
             assert!(message.starts_with(field), "{message}");
             assert!(
-                message.contains("reads a file on the operator's machine"),
+                message.contains("reads a file on GuildNet's machine"),
                 "{message}"
             );
             assert!(message.contains(fix), "{message}");

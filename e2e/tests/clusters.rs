@@ -76,6 +76,66 @@ fn edited(kubeconfig: &str, change: impl FnOnce(&mut Kubeconfig)) -> String {
     serde_yaml::to_string(&parsed).unwrap()
 }
 
+/// A token of the edge's ServiceAccount `guildnet` (made, with namespace-wide cluster-admin
+/// in guildnet-workspaces, when missing), bound to a Secret `bound_to` there made for it:
+/// deleting that Secret revokes the token.
+async fn service_account_token(edge_admin: &kube::Client, bound_to: &str) -> String {
+    use k8s_openapi::api::authentication::v1::TokenRequest;
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    use k8s_openapi::api::rbac::v1::RoleBinding;
+
+    let namespace = "guildnet-workspaces";
+    let apply = PatchParams::apply("e2e").force();
+    let accounts: Api<ServiceAccount> = Api::namespaced(edge_admin.clone(), namespace);
+    let account: ServiceAccount =
+        serde_json::from_value(serde_json::json!({"metadata": {"name": "guildnet"}})).unwrap();
+    accounts
+        .patch("guildnet", &apply, &Patch::Apply(&account))
+        .await
+        .unwrap();
+    let binding: RoleBinding = serde_json::from_value(serde_json::json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+        "metadata": {"name": "guildnet"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"},
+        "subjects": [{"kind": "ServiceAccount", "name": "guildnet", "namespace": namespace}],
+    }))
+    .unwrap();
+    Api::<k8s_openapi::api::rbac::v1::RoleBinding>::namespaced(edge_admin.clone(), namespace)
+        .patch("guildnet", &apply, &Patch::Apply(&binding))
+        .await
+        .unwrap();
+    let anchor: Secret =
+        serde_json::from_value(serde_json::json!({"metadata": {"name": bound_to}})).unwrap();
+    let anchor = Api::<Secret>::namespaced(edge_admin.clone(), namespace)
+        .create(&PostParams::default(), &anchor)
+        .await
+        .unwrap();
+    let request: TokenRequest = serde_json::from_value(serde_json::json!({"spec": {
+        "boundObjectRef": {"apiVersion": "v1", "kind": "Secret", "name": bound_to, "uid": anchor.uid()},
+        "expirationSeconds": 3600,
+    }}))
+    .unwrap();
+    let issued = accounts
+        .create_token_request("guildnet", &PostParams::default(), &request)
+        .await
+        .unwrap();
+    serde_json::to_value(issued).unwrap()["status"]["token"]
+        .as_str()
+        .expect("an issued token")
+        .to_owned()
+}
+
+/// `kubeconfig` with its user's credentials replaced by `token`.
+fn with_token(kubeconfig: &str, token: &str) -> String {
+    edited(kubeconfig, |k| {
+        let user = k.auth_infos.iter_mut().find(|u| u.name == "admin").unwrap();
+        user.auth_info = Some(kube::config::AuthInfo {
+            token: Some(token.to_owned().into()),
+            ..Default::default()
+        });
+    })
+}
+
 /// Registers the edge cluster as `edge`, labelled `region=eu`, through [`SECRET`].
 async fn register_edge(admin: &kube::Client) -> Api<ClusterRegistration> {
     registrations::register(admin, "edge", SECRET, serde_json::json!({"region": "eu"})).await
@@ -197,6 +257,57 @@ async fn a_registered_clusters_status_follows_its_probes_and_its_secret() {
         "ProbeSucceeded",
     )
     .await;
+    until_condition(&registrations, ConditionType::Ready, "True", "ClusterReady").await;
+
+    // Rotated credentials of one identity: a ServiceAccount's token, then a new token of
+    // it with the old one revoked. Ready throughout, never flapping, and no restart.
+    let ready_since = |status: &guildnet_api::cluster::ClusterRegistrationStatus| {
+        find_condition(&status.conditions, ConditionType::Ready)
+            .map(|c| c.last_transition_time.clone())
+    };
+    let first_token = service_account_token(&edge_admin, "token-a").await;
+    put_kubeconfig(&admin, &with_token(&kubeconfig, &first_token)).await;
+    let status = registrations.get("edge").await.unwrap().status.unwrap();
+    let since = ready_since(&status);
+    let second_token = service_account_token(&edge_admin, "token-b").await;
+    put_kubeconfig(&admin, &with_token(&kubeconfig, &second_token)).await;
+    Api::<Secret>::namespaced(edge_admin.clone(), "guildnet-workspaces")
+        .delete("token-a", &DeleteParams::default())
+        .await
+        .unwrap();
+    let revoked = Kubeconfig::from_yaml(&with_token(&kubeconfig, &first_token)).unwrap();
+    let revoked = kube::Client::try_from(
+        kube::Config::from_custom_kubeconfig(revoked, &Default::default())
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    eventually("the first token refused", TIMEOUT, || async {
+        match revoked.apiserver_version().await {
+            Err(kube::Error::Api(status)) if status.code == 401 => Some(()),
+            _ => None,
+        }
+    })
+    .await;
+    let rotated = Timestamp::now();
+    let status = eventually("probes answering after the rotation", TIMEOUT, || async {
+        let status = registrations.get("edge").await.ok()?.status?;
+        (status.last_probe_time.as_ref()?.0 > rotated).then_some(status)
+    })
+    .await;
+    assert_eq!(
+        ready_since(&status),
+        since,
+        "Ready never flipped: {status:?}"
+    );
+    assert_eq!(
+        condition(&registrations, ConditionType::Ready)
+            .await
+            .unwrap()
+            .1,
+        "ClusterReady"
+    );
+    put_kubeconfig(&admin, &kubeconfig).await;
 
     // A namespace the edge does not have: answering, but not ready.
     registrations
@@ -565,6 +676,14 @@ async fn a_placed_workspace_runs_on_its_cluster_and_outlives_an_outage_there() {
     after.sort();
     assert_eq!(after, expected, "no duplicates after the hang");
 
+    // Idle reaping treats a placed workspace as a local one: a minute after it became
+    // Ready with no traffic since, it is suspended, zero replicas there (checked at the
+    // end, so the rest of the test runs meanwhile).
+    let mut idle = placed_spec();
+    idle["lifecycle"] = serde_json::json!({"idleTimeout": "1m"});
+    create(&workspaces, "idle", idle).await;
+    let idle_name = remote_name("team-a", "idle");
+
     let ws = workspaces.get("ide").await.unwrap();
     assert!(
         ws.finalizers()
@@ -780,6 +899,48 @@ async fn a_placed_workspace_runs_on_its_cluster_and_outlives_an_outage_there() {
         let owner = status.usage.iter().find(|u| u.owner == "owner-1")?;
         (owner.storage.as_ref()?.0 == "3Gi" && owner.workspaces == 0).then_some(())
     })
+    .await;
+    // The registration lists it for the webhook, which counts it at admission (the
+    // webhook's side is shown in tests/webhook.rs).
+    eventually(
+        "the registration listing the retained claim",
+        TIMEOUT,
+        || async {
+            let status = registrations.get("edge").await.ok()?.status?;
+            let listed = status
+                .retained_claims
+                .iter()
+                .find(|c| c.owner == "owner-1")?;
+            assert_eq!(
+                (
+                    listed.namespace.as_str(),
+                    listed.name.as_str(),
+                    listed.storage.0.as_str()
+                ),
+                ("team-a", "data-home", "3Gi")
+            );
+            Some(())
+        },
+    )
+    .await;
+
+    let suspended = kube::runtime::wait::await_condition(
+        workspaces.clone(),
+        "idle",
+        |ws: Option<&Workspace>| ws.is_some_and(Workspace::is_suspended),
+    );
+    tokio::time::timeout(Duration::from_secs(120), suspended)
+        .await
+        .expect("the idle placed workspace suspended within its idle timeout and a minute")
+        .unwrap();
+    eventually(
+        "zero replicas of the idle workspace there",
+        TIMEOUT,
+        || async {
+            let there = deployments.get_opt(&idle_name).await.ok()??;
+            (there.spec.replicas == Some(0)).then_some(())
+        },
+    )
     .await;
 
     assert!(

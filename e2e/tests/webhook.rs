@@ -1454,6 +1454,77 @@ async fn post_review_as(
 }
 
 #[tokio::test]
+async fn claims_retained_in_a_registered_cluster_count_as_its_registration_lists_them() {
+    let grant = Grant::users().await;
+    let namespace = users_namespace("retained-there").await;
+    let admin = client(User::Admin).await;
+    let quotas: Api<Quota> = Api::namespaced(admin.clone(), &namespace);
+    let quota: Quota = serde_json::from_value(json!({
+        "apiVersion": "guildnet.io/v1alpha1", "kind": "Quota",
+        "metadata": {"name": "two-gi"},
+        "spec": {"perOwner": {"storage": "2Gi"}}
+    }))
+    .unwrap();
+    quotas.create(&PostParams::default(), &quota).await.unwrap();
+    let alice: Api<Workspace> =
+        Api::namespaced(client_without_retries(User::Alice).await, &namespace);
+    let one_gi = json!({"image": ALLOWED_IMAGE,
+        "volumes": [{"name": "home", "mountPath": "/home", "persistent": {"size": "1Gi"}}]});
+    until_admitted_spec(&alice, one_gi.clone()).await;
+
+    // The operator lists the claims retained in a registered cluster in its registration's
+    // status (tests/clusters.rs shows it); here the status says alice keeps 2Gi there, of
+    // a workspace of this namespace that is gone.
+    let cluster = unique_name("kept-there");
+    let registrations: Api<ClusterRegistration> = Api::all(admin.clone());
+    let registration: ClusterRegistration = serde_json::from_value(json!({
+        "apiVersion": "guildnet.io/v1alpha1", "kind": "ClusterRegistration",
+        "metadata": {"name": cluster},
+        "spec": {"kubeconfigSecretRef": {"namespace": "guildnet-system", "name": cluster}},
+    }))
+    .unwrap();
+    registrations
+        .create(&PostParams::default(), &registration)
+        .await
+        .unwrap();
+    let listed = json!({"status": {"retainedClaims": [{
+        "namespace": namespace, "name": "gone-home", "owner": owner_id("alice"), "storage": "2Gi",
+    }]}});
+    registrations
+        .patch_status(&cluster, &PatchParams::default(), &Patch::Merge(&listed))
+        .await
+        .unwrap();
+    let message = eventually("the listed claim to count", TIMEOUT, || {
+        let alice = alice.clone();
+        let one_gi = manifest(&unique_name("next"), one_gi.clone());
+        async move {
+            match alice.create(&dry_run(), &one_gi).await {
+                Err(kube::Error::Api(status)) if status.reason == "QuotaExceeded" => {
+                    Some(status.message)
+                }
+                _ => None,
+            }
+        }
+    })
+    .await;
+    assert!(message.contains("spec.perOwner.storage"), "{message}");
+    // Another owner's listing takes nothing of alice's.
+    let bobs = json!({"status": {"retainedClaims": [{
+        "namespace": namespace, "name": "gone-home", "owner": owner_id("bob"), "storage": "2Gi",
+    }]}});
+    registrations
+        .patch_status(&cluster, &PatchParams::default(), &Patch::Merge(&bobs))
+        .await
+        .unwrap();
+    until_admitted_spec(&alice, one_gi).await;
+    registrations
+        .delete(&cluster, &DeleteParams::default())
+        .await
+        .unwrap();
+    drop(grant);
+}
+
+#[tokio::test]
 async fn retained_claims_count_against_storage_until_deleted() {
     let grant = Grant::users().await;
     let namespace = users_namespace("retained").await;

@@ -6,6 +6,7 @@
 
 use crate::admission::Snapshot;
 use futures::StreamExt;
+use guildnet_api::cluster::RetainedClaim;
 use guildnet_api::{Capabilities, ClusterRegistration, Quota, Workspace, labels, policy};
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use kube::runtime::reflector::{self, ObjectRef, Store};
@@ -127,11 +128,21 @@ impl Caches {
                 .any(|r| r.metadata.uid.is_some() && r.metadata.uid == cached.metadata.uid)
         });
         workspaces.extend(reserved);
+        let clusters = self.clusters.state();
         let retained_claims = match owner {
             Some(owner) if !quotas.is_empty() => {
                 let named: Vec<&Workspace> = workspaces.iter().map(|ws| ws.as_ref()).collect();
                 let claims = self.claims.state();
-                policy::retained_claims_usage(claims.iter().map(|c| c.as_ref()), owner, &named)
+                // Those kept in registered clusters, as their registrations' statuses list
+                // them, count like the hub's own.
+                let elsewhere: Vec<PersistentVolumeClaim> = (clusters.iter())
+                    .filter_map(|c| c.status.as_ref())
+                    .flat_map(|status| &status.retained_claims)
+                    .filter(|claim| claim.owner == owner)
+                    .map(RetainedClaim::as_hub_claim)
+                    .collect();
+                let all = claims.iter().map(|c| c.as_ref()).chain(&elsewhere);
+                policy::retained_claims_usage(all, owner, &named)
             }
             _ => Vec::new(),
         };
@@ -147,7 +158,7 @@ impl Caches {
             denied_references: Vec::new(),
             host_users: Vec::new(),
             retained_claims,
-            clusters: self.clusters.state(),
+            clusters,
         }
     }
 

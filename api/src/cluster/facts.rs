@@ -2,9 +2,14 @@
 //! namespace workspaces go to there, whether new workspaces may be placed on it — and the
 //! condition types and reasons its status carries.
 
-use super::{ClusterNetwork, ClusterRegistration, ClusterRegistrationStatus};
+use super::{ClusterNetwork, ClusterRegistration, ClusterRegistrationStatus, RetainedClaim};
 use crate::common::{find_condition, find_true_condition};
+use crate::labels;
 use crate::workspace::facts::spelled;
+use k8s_openapi::api::core::v1::{
+    PersistentVolumeClaim, PersistentVolumeClaimSpec, VolumeResourceRequirements,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use sha2::{Digest, Sha256};
 
@@ -85,6 +90,59 @@ impl ClusterRegistration {
     }
 }
 
+/// How many retained claims a registration's status lists at most, so the status stays far
+/// below the API server's object size limit.
+pub const MAX_LISTED_RETAINED_CLAIMS: usize = 1000;
+
+impl RetainedClaim {
+    /// The entry of `claim`, a claim as the hub sees it (`hub_view_of_placed_claim`);
+    /// `None` without an owner or a storage request.
+    pub fn of_hub_view(claim: &PersistentVolumeClaim) -> Option<Self> {
+        let storage = claim
+            .spec
+            .as_ref()?
+            .resources
+            .as_ref()?
+            .requests
+            .as_ref()?
+            .get("storage")?;
+        Some(Self {
+            namespace: claim.metadata.namespace.clone()?,
+            name: claim.metadata.name.clone()?,
+            owner: claim.metadata.labels.as_ref()?.get(labels::OWNER)?.clone(),
+            storage: storage.clone(),
+        })
+    }
+
+    /// The claim as the hub counts it: GuildNet's, retained (owned by nothing), its
+    /// owner's, requesting its storage. What admission counts it by, like a retained claim
+    /// of the hub.
+    pub fn as_hub_claim(&self) -> PersistentVolumeClaim {
+        PersistentVolumeClaim {
+            metadata: ObjectMeta {
+                namespace: Some(self.namespace.clone()),
+                name: Some(self.name.clone()),
+                labels: Some(
+                    [
+                        (labels::MANAGED.to_owned(), "true".to_owned()),
+                        (labels::OWNER.to_owned(), self.owner.clone()),
+                    ]
+                    .into(),
+                ),
+                ..ObjectMeta::default()
+            },
+            spec: Some(PersistentVolumeClaimSpec {
+                resources: Some(VolumeResourceRequirements {
+                    requests: Some([("storage".to_owned(), self.storage.clone())].into()),
+                    ..VolumeResourceRequirements::default()
+                }),
+                ..PersistentVolumeClaimSpec::default()
+            }),
+            ..PersistentVolumeClaim::default()
+        }
+    }
+}
+
 impl ClusterRegistrationStatus {
     /// Whether condition `Reachable` is `True`.
     pub fn is_reachable(&self) -> bool {
@@ -145,6 +203,38 @@ mod tests {
     use super::*;
     use crate::cluster::{ClusterRegistrationSpec, KubeconfigSecretRef};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    #[test]
+    fn a_listed_retained_claim_counts_as_the_hub_claim_it_stands_for() {
+        use crate::policy::retained_claims_usage;
+        use crate::workspace::facts::{hub_view_of_placed_claim, is_retained_claim};
+
+        let there: PersistentVolumeClaim = serde_json::from_value(serde_json::json!({
+            "metadata": {
+                "name": "ide-0a1b2c3d-home", "namespace": "guildnet-workspaces",
+                "labels": {
+                    "guildnet.io/managed": "true", "guildnet.io/owner": "u-alice",
+                    "guildnet.io/id": "ide-0a1b2c3d",
+                    "guildnet.io/hub-namespace": "team-a", "guildnet.io/hub-name": "ide",
+                },
+            },
+            "spec": {"resources": {"requests": {"storage": "10Gi"}}},
+        }))
+        .unwrap();
+        let listed =
+            RetainedClaim::of_hub_view(&hub_view_of_placed_claim(&there).unwrap()).unwrap();
+        assert_eq!(
+            (listed.namespace.as_str(), listed.name.as_str()),
+            ("team-a", "ide-home")
+        );
+        let counted = listed.as_hub_claim();
+        assert!(is_retained_claim(&counted));
+        let usage = retained_claims_usage([&counted], "u-alice", &[]);
+        assert_eq!(usage.len(), 1);
+        assert_eq!(usage[0].0, "team-a");
+        assert_eq!(usage[0].1.storage, 10 * 1024 * 1024 * 1024 * 1000);
+        assert!(retained_claims_usage([&counted], "u-bob", &[]).is_empty());
+    }
 
     /// Alerts, dashboards and `kubectl wait` commands name these: a rename is a breaking
     /// API change, so these lists may only grow.

@@ -106,6 +106,11 @@ pub struct ClusterRegistrationStatus {
     /// Workspaces placed on the cluster.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workspaces: Option<i32>,
+    /// The retained claims of placed workspaces kept there (their workspace deleted, or
+    /// the volume removed from its spec), as the hub counts them against their owners'
+    /// Quotas; at most 1,000, the oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub retained_claims: Vec<RetainedClaim>,
     /// The latest observations: Reachable, Ready.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
@@ -113,6 +118,21 @@ pub struct ClusterRegistrationStatus {
     /// The `metadata.generation` this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+}
+
+/// A retained claim in a registered cluster, named as the hub sees it: in its workspace's
+/// hub namespace, as that workspace's claim of the volume would be named on the hub.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RetainedClaim {
+    /// The hub namespace of the workspace it was made for.
+    pub namespace: String,
+    /// `<workspace>-<volume>`.
+    pub name: String,
+    /// Its owner's id (the `guildnet.io/owner` label).
+    pub owner: String,
+    /// The storage it requests.
+    pub storage: k8s_openapi::apimachinery::pkg::api::resource::Quantity,
 }
 
 /// A status whose only condition is `Reachable` with `status`, for the tests.

@@ -205,6 +205,13 @@ impl Prober {
             .cluster_probed(&self.cluster, answered, reachable);
         self.observation.reachability = Some(self.health.state());
         self.observation.workspaces = ctx.workspaces_on(&self.cluster);
+        if let Some(claims) = ctx
+            .remotes
+            .get(&self.cluster)
+            .and_then(|remote| remote.retained_claims())
+        {
+            self.observation.retained_claims = Some(claims);
+        }
         let next = status::compute(&registration, &self.observation, Timestamp::now());
         let current = self.written.as_ref().or(registration.status.as_ref());
         if !status::needs_write(current, &next, ctx.status_refresh()) {

@@ -8,7 +8,9 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use guildnet_api::workspace::facts::hub_view_of_placed_claim;
+use guildnet_api::cluster::RetainedClaim;
+use guildnet_api::cluster::facts::MAX_LISTED_RETAINED_CLAIMS;
+use guildnet_api::workspace::facts::{hub_view_of_placed_claim, is_retained_claim};
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use kube::Client;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
@@ -58,6 +60,33 @@ impl Remote {
     /// them may exist).
     pub fn is_synced(&self) -> bool {
         RemoteCaches::is_synced(&self.synced)
+    }
+
+    /// The retained claims this hub's workspaces left there, as the hub counts them (what
+    /// the registration's status lists for admission): the oldest first, at most
+    /// [`MAX_LISTED_RETAINED_CLAIMS`]. `None` until the caches have listed once.
+    pub fn retained_claims(&self) -> Option<Vec<RetainedClaim>> {
+        if !self.is_synced() {
+            return None;
+        }
+        let mut claims = self.caches.children.claims.state_filter(is_retained_claim);
+        claims.sort_by(|a, b| {
+            let key = |c: &PersistentVolumeClaim| {
+                (
+                    c.metadata.creation_timestamp.clone(),
+                    c.metadata.name.clone(),
+                )
+            };
+            key(a).cmp(&key(b))
+        });
+        Some(
+            claims
+                .iter()
+                .filter_map(|claim| hub_view_of_placed_claim(claim))
+                .filter_map(|view| RetainedClaim::of_hub_view(&view))
+                .take(MAX_LISTED_RETAINED_CLAIMS)
+                .collect(),
+        )
     }
 }
 

@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use guildnet_api::ClusterRegistration;
-use guildnet_api::cluster::ClusterRegistrationStatus;
 use guildnet_api::cluster::facts::{ConditionType, Reason};
+use guildnet_api::cluster::{ClusterRegistrationStatus, RetainedClaim};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 
@@ -23,7 +23,7 @@ pub struct Problem {
 }
 
 /// What the probes of a cluster found so far.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Observation {
     /// Reachable or not, with hysteresis (see `health`).
     pub reachability: Option<Reachability>,
@@ -37,6 +37,8 @@ pub struct Observation {
     pub last_answered: Option<Timestamp>,
     /// Workspaces placed on the cluster.
     pub workspaces: i32,
+    /// The retained claims there, once its caches have listed them; else as last known.
+    pub retained_claims: Option<Vec<RetainedClaim>>,
 }
 
 /// The status `registration` should have after `observation`, at `now`.
@@ -105,6 +107,7 @@ pub fn compute(
             .map(Time)
             .or(previous.last_probe_time),
         workspaces: Some(observation.workspaces),
+        retained_claims: (observation.retained_claims.clone()).unwrap_or(previous.retained_claims),
         conditions: merge(
             &previous.conditions,
             vec![reachable, ready],

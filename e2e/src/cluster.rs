@@ -333,6 +333,14 @@ impl Scrape {
     pub fn has(&self, sample: &str) -> bool {
         self.0.contains_key(sample)
     }
+
+    /// The samples whose labels include `label` (e.g. `cluster="edge"`).
+    pub fn labelled(&self, label: &str) -> Vec<&str> {
+        (self.0.keys())
+            .filter(|k| k.contains(label))
+            .map(String::as_str)
+            .collect()
+    }
 }
 
 /// Waits until exactly one of `operators` reports `guildnet_leader 1` (and all are ready),

@@ -818,6 +818,10 @@ async fn a_placed_workspace_runs_on_its_cluster_and_outlives_an_outage_there() {
     let late_name = remote_name("team-a", "late");
     wait_for(&workspaces, "late", "running on the edge", is_running).await;
     let late_anchor = anchors.get(&late_name).await.unwrap().uid();
+    let applied =
+        "guildnet_cluster_workspace_reconciles_total{cluster=\"edge\",result=\"applied\"}";
+    let scrape = operator.metrics().await.expect("the leader's metrics");
+    assert!(scrape.value(applied) >= 1.0, "{scrape:?}");
     registrations
         .delete("edge", &DeleteParams::default())
         .await
@@ -830,6 +834,9 @@ async fn a_placed_workspace_runs_on_its_cluster_and_outlives_an_outage_there() {
         "ClusterRemoved",
     )
     .await;
+    // The cluster's metric series went with its registration, and stay gone.
+    let scrape = operator.metrics().await.expect("the leader's metrics");
+    assert_eq!(scrape.labelled("cluster=\"edge\""), Vec::<&str>::new());
     register_edge(&admin).await;
     until_workspace(
         &workspaces,

@@ -16,7 +16,10 @@
 //!   no request made).
 //! - `guildnet_cluster_reachable{cluster}`: 1 while a registered cluster counts as
 //!   reachable, 0 while not; `guildnet_cluster_probes_total{cluster, result}`: its probes,
-//!   `answered` or `failed`. A cluster's series go when its registration does.
+//!   `answered` or `failed`; `guildnet_cluster_workspace_reconciles_total{cluster, result}`:
+//!   reconciles of the workspaces placed there, `applied`, `failed` (an error or the 15 s
+//!   budget) or `out_of_reach` (only the status written). A cluster's series go when its
+//!   registration does.
 //! - `guildnet_leader`: 1 on the replica that holds the lease (and so reconciles), 0 on the
 //!   others; `guildnet_leader_transitions_total{event}`: leadership acquired or lost.
 //!
@@ -91,6 +94,30 @@ struct PhaseLabels {
 
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
+/// How a reconcile of a placed workspace ended, for
+/// `guildnet_cluster_workspace_reconciles_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClusterReconcile {
+    /// Its objects there applied and its status written.
+    Applied,
+    /// An error there, or the cluster's budget ran out.
+    Failed,
+    /// The cluster is out of reach: only the status was written.
+    OutOfReach,
+}
+
+impl ClusterReconcile {
+    const ALL: [Self; 3] = [Self::Applied, Self::Failed, Self::OutOfReach];
+
+    fn label(self) -> &'static str {
+        match self {
+            Self::Applied => "applied",
+            Self::Failed => "failed",
+            Self::OutOfReach => "out_of_reach",
+        }
+    }
+}
+
 /// The operator's metrics and their registry.
 #[derive(Debug)]
 pub struct Metrics {
@@ -104,6 +131,7 @@ pub struct Metrics {
     child_applies: Family<ApplyLabels, Counter>,
     cluster_reachable: Family<ClusterLabels, Gauge>,
     cluster_probes: Family<ProbeLabels, Counter>,
+    cluster_reconciles: Family<ProbeLabels, Counter>,
     leader: Gauge,
     leader_transitions: Family<TransitionLabels, Counter>,
 }
@@ -187,6 +215,12 @@ impl Metrics {
             "Probes of a registered cluster's API server, answered or failed",
             cluster_probes.clone(),
         );
+        let cluster_reconciles = Family::<ProbeLabels, Counter>::default();
+        registry.register(
+            "guildnet_cluster_workspace_reconciles",
+            "Reconciles of the workspaces placed on a registered cluster: applied, failed or out_of_reach",
+            cluster_reconciles.clone(),
+        );
         registry.register_collector(Box::new(WorkspaceCensus { workspaces }));
         Self {
             registry,
@@ -199,6 +233,7 @@ impl Metrics {
             child_applies,
             cluster_reachable,
             cluster_probes,
+            cluster_reconciles,
             leader,
             leader_transitions,
         }
@@ -281,6 +316,16 @@ impl Metrics {
             .set(i64::from(reachable));
     }
 
+    /// A reconcile of a workspace placed on `cluster` ended with `result`.
+    pub fn cluster_reconciled(&self, cluster: &str, result: ClusterReconcile) {
+        self.cluster_reconciles
+            .get_or_create(&ProbeLabels {
+                cluster: cluster.to_owned(),
+                result: result.label(),
+            })
+            .inc();
+    }
+
     /// Drops every series of `cluster`: its registration is gone.
     pub fn forget_cluster(&self, cluster: &str) {
         let cluster = cluster.to_owned();
@@ -291,6 +336,12 @@ impl Metrics {
             self.cluster_probes.remove(&ProbeLabels {
                 cluster: cluster.clone(),
                 result,
+            });
+        }
+        for result in ClusterReconcile::ALL {
+            self.cluster_reconciles.remove(&ProbeLabels {
+                cluster: cluster.clone(),
+                result: result.label(),
             });
         }
     }
@@ -460,6 +511,7 @@ mod tests {
         metrics.reconcile_failed(WORKSPACE_CONTROLLER, "api");
         metrics.child_applied("Deployment", false);
         metrics.cluster_probed("edge", true, true);
+        metrics.cluster_reconciled("edge", ClusterReconcile::Applied);
         let text = metrics.encode().unwrap();
         let mut types: Vec<&str> = text
             .lines()
@@ -472,6 +524,7 @@ mod tests {
                 "guildnet_child_applies counter",
                 "guildnet_cluster_probes counter",
                 "guildnet_cluster_reachable gauge",
+                "guildnet_cluster_workspace_reconciles counter",
                 "guildnet_leader gauge",
                 "guildnet_leader_transitions counter",
                 "guildnet_reconcile_duration_seconds histogram",
@@ -493,6 +546,7 @@ mod tests {
             "guildnet_child_applies_total{kind=\"Deployment\",outcome=\"current\"}",
             "guildnet_cluster_probes_total{cluster=\"edge\",result=\"answered\"}",
             "guildnet_cluster_reachable{cluster=\"edge\"}",
+            "guildnet_cluster_workspace_reconciles_total{cluster=\"edge\",result=\"applied\"}",
         ] {
             assert!(samples.contains_key(name), "{name} missing from:\n{text}");
         }
@@ -578,6 +632,9 @@ mod tests {
         metrics.cluster_probed("edge", true, true);
         metrics.cluster_probed("edge", false, true);
         metrics.cluster_probed("core", false, false);
+        for result in ClusterReconcile::ALL {
+            metrics.cluster_reconciled("edge", result);
+        }
         metrics.forget_cluster("edge");
         let samples = samples(&metrics.encode().unwrap());
         let left: Vec<&String> = samples.keys().filter(|k| k.contains("cluster=")).collect();

@@ -10,6 +10,7 @@ use super::controller::{Context, Error, apply_and_report};
 use super::report;
 use super::status::{self, Failure, Outage, Placed, Where};
 use crate::cluster::remote::Remote;
+use crate::metrics::ClusterReconcile;
 use crate::reconcile::apply::{Owner, VersionBy};
 use guildnet_api::cluster::facts::remote_name;
 use guildnet_api::cluster::placement::{self, Decision};
@@ -78,7 +79,10 @@ pub(super) async fn reconcile(
     let placed = placed_at(ws, namespace, cluster, ctx);
     let remote = match reach(&placed, ctx) {
         Ok(remote) => remote,
-        Err(wait) => return wait.report(ws, namespace, &placed, ctx).await,
+        Err(wait) => {
+            count_reconcile(&placed.cluster, ClusterReconcile::OutOfReach, ctx);
+            return wait.report(ws, namespace, &placed, ctx).await;
+        }
     };
     // Before anything exists there, so that nothing there outlives the workspace.
     add_cleanup_finalizer(ws, namespace, ctx).await?;
@@ -114,9 +118,23 @@ pub(super) async fn reconcile(
         mirror_endpoints(ws, namespace, &placed, &remote, ctx).await?;
         Ok(action)
     };
-    match tokio::time::timeout(CLUSTER_BUDGET, within).await {
+    let result = match tokio::time::timeout(CLUSTER_BUDGET, within).await {
         Ok(result) => result,
         Err(_) => Err(Error::ClusterTimeout(placed.cluster.clone())),
+    };
+    let outcome = match result {
+        Ok(_) => ClusterReconcile::Applied,
+        Err(_) => ClusterReconcile::Failed,
+    };
+    count_reconcile(&placed.cluster, outcome, ctx);
+    result
+}
+
+/// Counts a reconcile of a workspace placed on `cluster`, while it is registered: a
+/// removed registration's series are gone and none is made again for it.
+fn count_reconcile(cluster: &str, outcome: ClusterReconcile, ctx: &Context) {
+    if ctx.clusters.get(&ObjectRef::new(cluster)).is_some() {
+        ctx.metrics.cluster_reconciled(cluster, outcome);
     }
 }
 

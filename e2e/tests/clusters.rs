@@ -907,6 +907,38 @@ async fn a_placed_workspace_runs_on_its_cluster_and_outlives_an_outage_there() {
         (owner.storage.as_ref()?.0 == "3Gi" && owner.workspaces == 0).then_some(())
     })
     .await;
+    // A placed code-server's generated password is kept on the hub, beside the workspace,
+    // where its users read it (status.passwordSecret), and its cluster runs with the same.
+    let mut ide = placed_spec();
+    ide["image"] = serde_json::json!("codercom/code-server:4.96.4");
+    create(&workspaces, "coder", ide).await;
+    let ws = wait_for(&workspaces, "coder", "running on the edge", is_running).await;
+    assert_eq!(
+        ws.status.unwrap().password_secret.as_deref(),
+        Some("coder-password")
+    );
+    let here = Api::<Secret>::namespaced(admin.clone(), "team-a")
+        .get("coder-password")
+        .await
+        .expect("the hub's copy of the password");
+    assert_eq!(
+        here.owner_references().first().map(|o| o.uid.as_str()),
+        workspaces.get("coder").await.unwrap().uid().as_deref()
+    );
+    let there = Api::<Secret>::namespaced(edge_admin.clone(), THERE)
+        .get(&format!("{}-password", remote_name("team-a", "coder")))
+        .await
+        .expect("the password Secret on the edge");
+    assert_eq!(
+        here.data.as_ref().unwrap()["password"],
+        there.data.as_ref().unwrap()["password"]
+    );
+    workspaces
+        .delete("coder", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_gone(&workspaces, "coder").await;
+
     // The registration lists it for the webhook, which counts it at admission (the
     // webhook's side is shown in tests/webhook.rs).
     eventually(

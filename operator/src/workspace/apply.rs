@@ -6,7 +6,7 @@ use super::builders::children_of;
 use super::caches::ChildCaches;
 use super::controller::{Context, Error};
 use super::meta::Parent;
-use super::password::password_secret_of;
+use super::password::{PASSWORD_KEY, password_secret_of};
 use super::views::DeploymentView;
 use super::{Children, snapshot, sweep};
 use crate::reconcile::apply::{
@@ -15,9 +15,9 @@ use crate::reconcile::apply::{
 use crate::reconcile::conditions::Observed;
 use guildnet_api::Workspace;
 use guildnet_api::labels;
-use guildnet_api::workspace::facts::{ConditionType, Reason};
+use guildnet_api::workspace::facts::{ConditionType, Reason, password_secret_name};
 use k8s_openapi::NamespaceResourceScope;
-use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret};
 use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::api::{Api, DynamicObject, ListParams};
@@ -164,7 +164,7 @@ async fn apply_all(
         .iter()
         .map(|pvc| apply_cached(ctx, target, pvc, outliving, &caches.claims));
     futures::try_join!(
-        apply_password(parent, namespace, children, owned, client),
+        apply_password(ws, target, parent, children, owned, ctx),
         futures::future::try_join_all(volume_claims),
         apply_cached(ctx, target, &children.service, owned, &caches.services),
         apply_cached(
@@ -213,20 +213,82 @@ async fn apply_all(
 }
 
 /// Creates the workspace's generated password Secret, once, when its spec asks for one.
+/// A placed workspace's password is the one the hub keeps for it ([`hub_password`]), so
+/// its users read it where they read a local one's.
 async fn apply_password(
+    ws: &Workspace,
+    target: &Target<'_>,
     parent: &Parent,
-    namespace: &str,
     children: &Children,
     owned: &Owner<'_>,
-    client: &Client,
+    ctx: &Context,
 ) -> Result<(), Error> {
     let Some(name) = &children.password_secret else {
         return Ok(());
     };
-    let secret = password_secret_of(parent, &super::generate_password());
+    let password = match target.placed {
+        None => super::generate_password(),
+        Some(_) => hub_password(ws, target, name, ctx).await?,
+    };
+    let secret = password_secret_of(parent, &password);
     debug_assert_eq!(&secret.name_any(), name);
-    create_once(&Api::namespaced(client.clone(), namespace), &secret, owned).await?;
+    create_once(
+        &Api::namespaced(target.client.clone(), target.namespace),
+        &secret,
+        owned,
+    )
+    .await?;
     Ok(())
+}
+
+/// The password of a placed workspace, from the Secret the hub keeps beside it
+/// (`<name>-password` in its namespace, owned by it, so deleted with it). Made once: with
+/// the password of the Secret `there` in its cluster when one exists already (made before
+/// the hub kept a copy), else a new one.
+async fn hub_password(
+    ws: &Workspace,
+    target: &Target<'_>,
+    there: &str,
+    ctx: &Context,
+) -> Result<String, Error> {
+    let secrets: Api<Secret> =
+        Api::namespaced(ctx.client.clone(), &ws.namespace().unwrap_or_default());
+    let name = password_secret_name(&ws.name_any());
+    if let Some(kept) = secrets.get_opt(&name).await? {
+        return password_in(&kept, &name);
+    }
+    let remote: Api<Secret> = Api::namespaced(target.client.clone(), target.namespace);
+    let password = match remote.get_opt(there).await? {
+        Some(made) => password_in(&made, there)?,
+        None => super::generate_password(),
+    };
+    let uid = ws.uid().unwrap_or_default();
+    let hub_owner = Owner {
+        uid: &uid,
+        labels: &[],
+        leftover: None,
+    };
+    create_once(
+        &secrets,
+        &super::password_secret(ws, &password)?,
+        &hub_owner,
+    )
+    .await?;
+    // A reconcile racing this one may have made it first, with its own password.
+    match secrets.get_opt(&name).await? {
+        Some(kept) => password_in(&kept, &name),
+        None => Ok(password),
+    }
+}
+
+/// The password a password Secret `name` holds.
+fn password_in(secret: &Secret, name: &str) -> Result<String, Error> {
+    secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(PASSWORD_KEY))
+        .and_then(|b| String::from_utf8(b.0.clone()).ok())
+        .ok_or_else(|| Error::PasswordSecret(name.to_owned()))
 }
 
 /// Applies the Ingress the spec asks for, or deletes the one an earlier spec made.

@@ -22,7 +22,7 @@ use crate::reconcile::lead::{self, Term};
 use crate::reconcile::slots::{Lane, Slots};
 use crate::reconcile::throttle::leading_edge;
 use guildnet_api::Workspace;
-use guildnet_api::workspace::facts::Reason;
+use guildnet_api::workspace::facts::{Reason, password_secret_name};
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use kube::runtime::controller::{self, Action, Controller};
@@ -53,6 +53,10 @@ pub enum Error {
     /// its budget (15 s); retried with backoff.
     #[error("cluster {0} did not answer within {budget:?}", budget = placed::CLUSTER_BUDGET)]
     ClusterTimeout(String),
+    /// The hub's copy of a placed workspace's password Secret holds no password (someone
+    /// replaced it); retried with backoff.
+    #[error("the password Secret {0} has no password key; delete it and GuildNet makes a new one")]
+    PasswordSecret(String),
 }
 
 impl From<child::Error> for Error {
@@ -92,6 +96,7 @@ impl Error {
             Error::InvalidSpec(_) => "invalid_spec",
             Error::NameConflict(_) => "name_conflict",
             Error::ClusterTimeout(_) => "cluster_timeout",
+            Error::PasswordSecret(_) => "password_secret",
         }
     }
 }
@@ -264,10 +269,14 @@ pub(super) async fn apply_and_report(
             .pods_of(&target.child_name(ws), target.namespace);
         let pods: Vec<&PodView> = pods.iter().map(|p| p.as_ref()).collect();
         let failure = user_error.or(over_quota);
-        let observation = Observation {
+        let mut observation = Observation {
             placement,
             ..observe(&applied, &pods, failure, ctx)
         };
+        if target.placed.is_some() && observation.password_secret.is_some() {
+            // The password its users read is the copy the hub keeps, beside the workspace.
+            observation.password_secret = ws.metadata.name.as_deref().map(password_secret_name);
+        }
         report::update_status(ws, namespace, status::compute(ws, &observation), ctx).await?;
     }
     match applied {

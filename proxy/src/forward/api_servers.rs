@@ -62,12 +62,15 @@ impl ApiServer {
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_nodelay(true);
-        http.set_connect_timeout(config.connect_timeout);
         let https = config
             .rustls_https_connector_with_connector(http)
             .map_err(|e| e.to_string())?;
+        // The TLS handshake too: an API server that accepts and then hangs (stopped, or
+        // overloaded) fails a new connection in seconds, not at --upstream-timeout.
+        let mut connector = hyper_timeout::TimeoutConnector::new(https);
+        connector.set_connect_timeout(config.connect_timeout);
         let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
-            .build::<_, Body>(https);
+            .build::<_, Body>(connector);
         let auth = config.auth_layer().map_err(|e| e.to_string())?;
         let service = ServiceBuilder::new()
             .layer(config.base_uri_layer())

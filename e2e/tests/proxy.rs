@@ -1610,6 +1610,14 @@ async fn a_workspace_on_a_cluster_registered_with_api_server_proxy_is_reached_th
         .await
         .expect("WebSocket echo through the edge's API server");
 
+    // The edge's API server hangs (SIGSTOP): the hub's own workspaces answer through the
+    // proxy as ever.
+    let (_, local) = launch("px-local", nginx()).await;
+    let paused = edge.cluster.pause_api_server();
+    let response = get_as(User::Alice, &format!("/w/{NAMESPACE}/{local}/")).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    drop(paused);
+
     // Back to Direct: the operator takes the kubeconfig back and the proxy dials the pod.
     set_network(&edge.registrations, &edge.name, "Direct").await;
     eventually(

@@ -1453,12 +1453,13 @@ async fn post_review_as(
     Ok((served, String::from_utf8_lossy(&response).into_owned()))
 }
 
-#[tokio::test]
-async fn claims_retained_in_a_registered_cluster_count_as_its_registration_lists_them() {
+/// A new users' namespace (`tag`) under a Quota of 2Gi of storage per owner, and alice's
+/// workspaces there; the grant lets users create workspaces until it is dropped.
+async fn alice_under_two_gi_of_storage(tag: &str) -> (Grant, String, Api<Workspace>) {
     let grant = Grant::users().await;
-    let namespace = users_namespace("retained-there").await;
+    let namespace = users_namespace(tag).await;
     let admin = client(User::Admin).await;
-    let quotas: Api<Quota> = Api::namespaced(admin.clone(), &namespace);
+    let quotas: Api<Quota> = Api::namespaced(admin, &namespace);
     let quota: Quota = serde_json::from_value(json!({
         "apiVersion": "guildnet.io/v1alpha1", "kind": "Quota",
         "metadata": {"name": "two-gi"},
@@ -1468,6 +1469,13 @@ async fn claims_retained_in_a_registered_cluster_count_as_its_registration_lists
     quotas.create(&PostParams::default(), &quota).await.unwrap();
     let alice: Api<Workspace> =
         Api::namespaced(client_without_retries(User::Alice).await, &namespace);
+    (grant, namespace, alice)
+}
+
+#[tokio::test]
+async fn claims_retained_in_a_registered_cluster_count_as_its_registration_lists_them() {
+    let (grant, namespace, alice) = alice_under_two_gi_of_storage("retained-there").await;
+    let admin = client(User::Admin).await;
     let one_gi = json!({"image": ALLOWED_IMAGE,
         "volumes": [{"name": "home", "mountPath": "/home", "persistent": {"size": "1Gi"}}]});
     until_admitted_spec(&alice, one_gi.clone()).await;
@@ -1526,19 +1534,8 @@ async fn claims_retained_in_a_registered_cluster_count_as_its_registration_lists
 
 #[tokio::test]
 async fn retained_claims_count_against_storage_until_deleted() {
-    let grant = Grant::users().await;
-    let namespace = users_namespace("retained").await;
+    let (grant, namespace, alice) = alice_under_two_gi_of_storage("retained").await;
     let admin = client(User::Admin).await;
-    let quotas: Api<Quota> = Api::namespaced(admin.clone(), &namespace);
-    let quota: Quota = serde_json::from_value(json!({
-        "apiVersion": "guildnet.io/v1alpha1", "kind": "Quota",
-        "metadata": {"name": "two-gi"},
-        "spec": {"perOwner": {"storage": "2Gi"}}
-    }))
-    .unwrap();
-    quotas.create(&PostParams::default(), &quota).await.unwrap();
-    let alice: Api<Workspace> =
-        Api::namespaced(client_without_retries(User::Alice).await, &namespace);
     let with_volume = |size: &str| {
         json!({"image": ALLOWED_IMAGE,
                "volumes": [{"name": "home", "mountPath": "/home", "persistent": {"size": size}}]})

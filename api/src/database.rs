@@ -1,5 +1,7 @@
 //! GuildDatabase: a RethinkDB instance and the databases, tables and users declared in it.
 
+pub mod facts;
+
 use crate::common::{Condition, SecretKeyRef};
 use k8s_openapi::api::core::v1::ResourceRequirements;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -39,7 +41,7 @@ pub struct GuildDatabaseSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 9))]
     pub replicas: Option<i32>,
-    /// The RethinkDB image. Defaults to `rethinkdb:2.4`.
+    /// The RethinkDB image. Defaults to `docker.io/library/rethinkdb:2.4.4-bookworm-slim`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 512))]
     pub image: Option<String>,

@@ -5,6 +5,8 @@
 pub const MANAGED: &str = "guildnet.io/managed";
 /// The name of the Workspace an object belongs to.
 pub const ID: &str = "guildnet.io/id";
+/// On everything a GuildDatabase is made of: its name.
+pub const DATABASE: &str = "guildnet.io/database";
 /// The stable id of the user who owns a Workspace (set by the admission webhook).
 pub const OWNER: &str = "guildnet.io/owner";
 /// The owner's readable user name (annotation).

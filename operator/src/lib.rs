@@ -1,6 +1,7 @@
 //! The GuildNet operator: controllers for the guildnet.io kinds.
 
 pub mod cluster;
+pub mod database;
 pub mod metrics;
 pub mod quota;
 pub mod reconcile;

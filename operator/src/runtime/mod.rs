@@ -14,7 +14,9 @@ pub mod leader;
 use crate::cluster;
 use crate::cluster::handoff::CredentialsSecret;
 use crate::cluster::remote::Remotes;
+use crate::database;
 use crate::metrics::Metrics;
+use crate::reconcile::lead::Term;
 use crate::workspace::caches::Caches;
 use crate::workspace::controller::{self, Context, Settings};
 use guildnet_runtime::health::Health;
@@ -122,6 +124,7 @@ pub async fn run(client: Client, lease_client: Client, options: Options) -> Resu
         changes: caches.changes(),
         credentials: options.credentials,
     });
+    let database_client = client.clone();
     let ctx = Arc::new(Context::new(
         client,
         options.controller,
@@ -140,6 +143,14 @@ pub async fn run(client: Client, lease_client: Client, options: Options) -> Resu
                 options.shutdown_timeout,
             ),
             lead_clusters(&caches, clusters.clone(), &leading, &stopping),
+            database::lead(
+                database_client.clone(),
+                Term {
+                    lost: until(leading.clone(), false),
+                    shutdown: until(stopping.clone(), true),
+                    drain: options.shutdown_timeout,
+                },
+            ),
         );
     }
     if let Some(elector) = elector {

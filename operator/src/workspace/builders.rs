@@ -144,7 +144,9 @@ fn pod_spec(
     }
 }
 
-fn pod_security_context() -> PodSecurityContext {
+/// The pod security context of every pod GuildNet runs: a fixed non-root user and group,
+/// volumes owned by that group, the runtime's default seccomp profile (PSA `restricted`).
+pub fn pod_security_context() -> PodSecurityContext {
     PodSecurityContext {
         run_as_non_root: Some(true),
         run_as_user: Some(WORKSPACE_UID),
@@ -158,7 +160,9 @@ fn pod_security_context() -> PodSecurityContext {
     }
 }
 
-fn container_security_context() -> SecurityContext {
+/// The container security context of every container GuildNet runs: no privilege
+/// escalation, no capabilities, not root (PSA `restricted`).
+pub fn container_security_context() -> SecurityContext {
     SecurityContext {
         allow_privilege_escalation: Some(false),
         capabilities: Some(Capabilities {

@@ -37,7 +37,7 @@ mod sweep;
 mod transitions;
 mod views;
 
-pub use builders::{Children, desired_children};
+pub use builders::{Children, container_security_context, desired_children, pod_security_context};
 pub use network::ProxyPeer;
 pub use password::{PASSWORD_KEY, generate_password, password_secret};
 

@@ -1,0 +1,82 @@
+//! What every component asks of a GuildDatabase — the names of what it is made of, its
+//! ports, its replicas and image as defaulted — and the condition types and reasons of its
+//! status.
+
+use super::GuildDatabase;
+use crate::workspace::facts::spelled;
+
+/// The image run when `spec.image` is not set: RethinkDB 2.4, pinned.
+pub const DEFAULT_IMAGE: &str = "docker.io/library/rethinkdb:2.4.4-bookworm-slim";
+
+/// The port clients (the ReQL driver protocol) connect to.
+pub const DRIVER_PORT: i32 = 28015;
+
+/// The port the servers of one database talk to each other on.
+pub const CLUSTER_PORT: i32 = 29015;
+
+/// The key of the admin password in [`admin_secret_name`].
+pub const ADMIN_PASSWORD_KEY: &str = "password";
+
+/// The headless Service that gives each server of database `name` its DNS name, which the
+/// others join through: `<name>-cluster`.
+pub fn cluster_service_name(name: &str) -> String {
+    format!("{name}-cluster")
+}
+
+/// The Secret holding the generated admin password of database `name`: `<name>-admin`.
+pub fn admin_secret_name(name: &str) -> String {
+    format!("{name}-admin")
+}
+
+impl GuildDatabase {
+    /// How many servers it runs (`spec.replicas`, 1 when not set).
+    pub fn replicas(&self) -> i32 {
+        self.spec.replicas.unwrap_or(1)
+    }
+
+    /// The image its servers run.
+    pub fn image(&self) -> &str {
+        self.spec.image.as_deref().unwrap_or(DEFAULT_IMAGE)
+    }
+}
+
+/// Where clients of the database `name` in `namespace` connect: its client Service.
+pub fn endpoint(namespace: &str, name: &str) -> String {
+    format!("{name}.{namespace}.svc:{DRIVER_PORT}")
+}
+
+spelled! {
+    /// The condition types of a GuildDatabase's status.
+    ConditionType {
+        /// Every server runs and answers on the driver port.
+        Ready,
+        /// A change is being rolled out, or servers are starting.
+        Progressing,
+        /// The spec cannot be run as given; the message says what to change.
+        Failed,
+        /// The declared databases, tables and users exist in the server.
+        SchemaApplied,
+    }
+}
+
+spelled! {
+    /// The reasons of a GuildDatabase's conditions and Events. Never rename one.
+    Reason {
+        /// Every server is ready.
+        ServersReady,
+        /// Some servers are not ready yet.
+        ServersNotReady,
+        /// The StatefulSet is rolling out a change.
+        RollingOut,
+        /// Nothing is changing.
+        RolledOut,
+        /// Nothing is wrong.
+        NoFailure,
+        /// An object of a name the database needs belongs to someone else.
+        NameConflict,
+        /// The declared schema is not applied by this version of GuildNet yet.
+        SchemaNotApplied,
+        /// No databases, tables or users are declared.
+        NothingDeclared,
+    }
+}

@@ -1,0 +1,148 @@
+//! The GuildDatabase controller: each GuildDatabase becomes, by server-side apply with
+//! owner references, a StatefulSet of RethinkDB servers, a headless Service they join each
+//! other through, a client Service, a PodDisruptionBudget with more than one server, and
+//! an admin password Secret made once; its status follows the StatefulSet (reconcile as
+//! dereference → build → apply → update status). The declared databases, tables and users
+//! are not applied yet: `SchemaApplied` says so.
+
+pub mod builders;
+pub mod status;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use guildnet_api::GuildDatabase;
+use guildnet_api::labels;
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::Api;
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, ResourceExt};
+use tracing::{info, warn};
+
+use crate::reconcile::apply::{
+    self as child, Owner, apply_owned_cached, apply_status, create_once, delete_owned,
+};
+use crate::reconcile::lead::{self, Term};
+use crate::workspace::generate_password;
+
+/// How often a settled database is reconciled anyway.
+const RESYNC: Duration = Duration::from_secs(300);
+
+/// How soon a database whose name is taken looks again.
+const NAME_CONFLICT_RECHECK: Duration = Duration::from_secs(60);
+
+/// Why a reconcile did not finish; retried.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A read or write failed at the API server.
+    #[error("kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    /// Not read from the API server.
+    #[error(transparent)]
+    Metadata(#[from] builders::MissingMetadata),
+}
+
+/// What the reconciles share.
+pub struct Context {
+    client: Client,
+    /// GuildNet's StatefulSets (`guildnet.io/database`), as the watch shows them.
+    servers: Store<StatefulSet>,
+}
+
+/// Reconciles every GuildDatabase until `term` ends; the watches start with it, so a new
+/// leader lists them afresh.
+pub async fn lead(client: Client, term: Term<impl Future<Output = ()>, impl Future<Output = ()>>) {
+    let (servers, writer) = reflector::store();
+    let owned = watcher::Config::default().labels(labels::DATABASE);
+    let stateful_sets = watcher(Api::<StatefulSet>::all(client.clone()), owned.clone())
+        .default_backoff()
+        .modify(|s: &mut StatefulSet| s.managed_fields_mut().clear())
+        .reflect(writer)
+        .applied_objects();
+    let controller = Controller::new(
+        Api::<GuildDatabase>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .owns_stream(stateful_sets)
+    .owns(Api::<Service>::all(client.clone()), owned.clone())
+    .owns(Api::<PodDisruptionBudget>::all(client.clone()), owned);
+    let ctx = Arc::new(Context { client, servers });
+    lead::run(controller, reconcile, error_policy, ctx, async {}, term).await;
+}
+
+fn error_policy(db: Arc<GuildDatabase>, error: &Error, _: Arc<Context>) -> Action {
+    warn!(namespace = db.namespace(), name = %db.name_any(), %error, "GuildDatabase reconcile failed; retrying");
+    Action::requeue(Duration::from_secs(5))
+}
+
+async fn reconcile(db: Arc<GuildDatabase>, ctx: Arc<Context>) -> Result<Action, Error> {
+    if db.metadata.deletion_timestamp.is_some() {
+        // Owner references hand everything but the volumes to the garbage collector.
+        return Ok(Action::await_change());
+    }
+    let namespace = db.namespace().unwrap_or_default();
+    let name = db.name_any();
+    let children = builders::children(&db)?;
+    let uid = db.uid().unwrap_or_default();
+    let owner = Owner {
+        uid: &uid,
+        labels: &[],
+        leftover: None,
+    };
+    let client = &ctx.client;
+    let admin = builders::admin_secret(&db, &generate_password())?;
+    let applied = async {
+        let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
+        create_once(&secrets, &admin, &owner).await?;
+        let services: Api<Service> = Api::namespaced(client.clone(), &namespace);
+        apply_owned_cached(&services, &children.cluster_service, &owner, None).await?;
+        apply_owned_cached(&services, &children.client_service, &owner, None).await?;
+        let budgets: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), &namespace);
+        match &children.disruption_budget {
+            Some(budget) => {
+                apply_owned_cached(&budgets, budget, &owner, None).await?;
+            }
+            None => delete_owned(&budgets, &name, &owner).await?,
+        }
+        let stateful_sets: Api<StatefulSet> = Api::namespaced(client.clone(), &namespace);
+        let cached = ctx.servers.get(&ObjectRef::new(&name).within(&namespace));
+        let servers = apply_owned_cached(
+            &stateful_sets,
+            &children.stateful_set,
+            &owner,
+            cached.as_deref().map(|s| &s.metadata),
+        )
+        .await?;
+        Ok::<_, child::Error>(servers)
+    };
+    let (servers, failure) = match applied.await {
+        Ok(servers) => (Some(servers), None),
+        Err(child::Error::NameConflict(conflict)) => (None, Some(conflict.to_string())),
+        Err(child::Error::Kube(error)) => return Err(error.into()),
+    };
+    let next = status::compute(&db, servers.as_ref(), failure.as_deref(), Timestamp::now());
+    // Transition times move only with a flip, so an unchanged status compares equal.
+    if db.status.as_ref() != Some(&next) {
+        let api: Api<GuildDatabase> = Api::namespaced(client.clone(), &namespace);
+        match apply_status(&api, &name, &next).await {
+            Ok(_) => info!(
+                namespace,
+                name,
+                phase = next.phase.as_deref(),
+                "GuildDatabase status"
+            ),
+            // Deleted since this reconcile read it: nothing left to report.
+            Err(kube::Error::Api(s)) if s.code == 404 => return Ok(Action::await_change()),
+            Err(error) => return Err(error.into()),
+        }
+    }
+    Ok(match failure {
+        Some(_) => Action::requeue(NAME_CONFLICT_RECHECK),
+        None => Action::requeue(RESYNC),
+    })
+}

@@ -180,5 +180,8 @@ async fn a_guild_database_runs_as_restricted_rethinkdb_servers_and_keeps_its_dat
         let claim = format!("data-inventory-{ordinal}");
         assert!(kept.contains(&claim), "{claim} kept: {kept:?}");
     }
+    let scrape = operator.metrics().await.expect("the operator's metrics");
+    let reconciles = "guildnet_reconcile_duration_seconds_count{controller=\"database\"}";
+    assert!(scrape.value(reconciles) >= 1.0, "{scrape:?}");
     assert_eq!(operator.complaints(), Vec::<String>::new());
 }

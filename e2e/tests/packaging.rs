@@ -1022,7 +1022,7 @@ fn kustomize_ha_overlay_applies_server_side() {
 // ---- the docs' examples and readiness -----------------------------------------------------------
 
 #[tokio::test]
-async fn docs_examples_apply_and_their_workspaces_become_ready() {
+async fn docs_examples_apply_and_their_workspaces_and_databases_become_ready() {
     let admin = client(User::Admin).await;
     // Namespaced policy and databases go to a namespace of their own, so a Quota in the
     // examples never limits other tests in `default`.
@@ -1038,6 +1038,7 @@ async fn docs_examples_apply_and_their_workspaces_become_ready() {
     assert!(files.len() >= 5, "the examples are there: {files:?}");
 
     let mut workspaces = Vec::new();
+    let mut databases = Vec::new();
     let mut applied: Vec<(User, Vec<String>, PathBuf)> = Vec::new();
     for file in &files {
         let docs = documents(&std::fs::read_to_string(file).unwrap());
@@ -1045,6 +1046,11 @@ async fn docs_examples_apply_and_their_workspaces_become_ready() {
         let path = file.to_string_lossy().into_owned();
         // What the docs tell each reader to run: users apply Workspaces in their namespace,
         // an administrator the policies and databases.
+        databases.extend(
+            docs.iter()
+                .filter(|d| kind(d) == "GuildDatabase")
+                .map(|d| name(d).to_owned()),
+        );
         let (user, args): (User, Vec<String>) = if kinds == BTreeSet::from(["Workspace"]) {
             workspaces.extend(docs.iter().map(|d| name(d).to_owned()));
             (User::Alice, vec!["--namespace".into(), "default".into()])
@@ -1084,6 +1090,24 @@ async fn docs_examples_apply_and_their_workspaces_become_ready() {
                 ],
             ),
             &format!("workspace {ws} becomes Ready"),
+        );
+    }
+
+    assert!(!databases.is_empty(), "the GuildDatabase example");
+    for db in &databases {
+        ok(
+            kubectl(
+                User::Admin,
+                &[
+                    "wait",
+                    "--namespace",
+                    &ns,
+                    "--for=condition=Ready",
+                    "--timeout=120s",
+                    &format!("guilddatabase/{db}"),
+                ],
+            ),
+            &format!("GuildDatabase {db} becomes Ready"),
         );
     }
 

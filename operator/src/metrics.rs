@@ -43,6 +43,9 @@ use std::time::Duration;
 /// The `controller` label of the Workspace controller's metrics.
 pub const WORKSPACE_CONTROLLER: &str = "workspace";
 
+/// The `controller` label of the GuildDatabase controller's metrics.
+pub const DATABASE_CONTROLLER: &str = "database";
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabels {
     reason: String,

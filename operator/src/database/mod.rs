@@ -9,7 +9,7 @@ pub mod builders;
 pub mod status;
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use guildnet_api::GuildDatabase;
 use guildnet_api::labels;
@@ -24,6 +24,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use tracing::{info, warn};
 
+use crate::metrics::{DATABASE_CONTROLLER, Metrics};
 use crate::reconcile::apply::{
     self as child, Owner, apply_owned_cached, apply_status, create_once, delete_owned,
 };
@@ -50,13 +51,18 @@ pub enum Error {
 /// What the reconciles share.
 pub struct Context {
     client: Client,
+    metrics: Arc<Metrics>,
     /// GuildNet's StatefulSets (`guildnet.io/database`), as the watch shows them.
     servers: Store<StatefulSet>,
 }
 
 /// Reconciles every GuildDatabase until `term` ends; the watches start with it, so a new
 /// leader lists them afresh.
-pub async fn lead(client: Client, term: Term<impl Future<Output = ()>, impl Future<Output = ()>>) {
+pub async fn lead(
+    client: Client,
+    metrics: Arc<Metrics>,
+    term: Term<impl Future<Output = ()>, impl Future<Output = ()>>,
+) {
     let (servers, writer) = reflector::store();
     let owned = watcher::Config::default().labels(labels::DATABASE);
     let stateful_sets = watcher(Api::<StatefulSet>::all(client.clone()), owned.clone())
@@ -71,23 +77,41 @@ pub async fn lead(client: Client, term: Term<impl Future<Output = ()>, impl Futu
     .owns_stream(stateful_sets)
     .owns(Api::<Service>::all(client.clone()), owned.clone())
     .owns(Api::<PodDisruptionBudget>::all(client.clone()), owned);
-    let ctx = Arc::new(Context { client, servers });
+    let ctx = Arc::new(Context {
+        client,
+        metrics,
+        servers,
+    });
     lead::run(controller, reconcile, error_policy, ctx, async {}, term).await;
 }
 
-fn error_policy(db: Arc<GuildDatabase>, error: &Error, _: Arc<Context>) -> Action {
+fn error_policy(db: Arc<GuildDatabase>, error: &Error, ctx: Arc<Context>) -> Action {
     warn!(namespace = db.namespace(), name = %db.name_any(), %error, "GuildDatabase reconcile failed; retrying");
+    let kind = match error {
+        Error::Kube(kube::Error::Api(s)) if s.code == 409 => "conflict",
+        Error::Kube(_) => "api",
+        Error::Metadata(_) => "invalid_spec",
+    };
+    ctx.metrics.reconcile_failed(DATABASE_CONTROLLER, kind);
     Action::requeue(Duration::from_secs(5))
 }
 
 async fn reconcile(db: Arc<GuildDatabase>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = Instant::now();
+    let result = reconcile_database(&db, &ctx).await;
+    ctx.metrics
+        .reconciled(DATABASE_CONTROLLER, started.elapsed());
+    result
+}
+
+async fn reconcile_database(db: &GuildDatabase, ctx: &Context) -> Result<Action, Error> {
     if db.metadata.deletion_timestamp.is_some() {
         // Owner references hand everything but the volumes to the garbage collector.
         return Ok(Action::await_change());
     }
     let namespace = db.namespace().unwrap_or_default();
     let name = db.name_any();
-    let children = builders::children(&db)?;
+    let children = builders::children(db)?;
     let uid = db.uid().unwrap_or_default();
     let owner = Owner {
         uid: &uid,
@@ -95,7 +119,7 @@ async fn reconcile(db: Arc<GuildDatabase>, ctx: Arc<Context>) -> Result<Action, 
         leftover: None,
     };
     let client = &ctx.client;
-    let admin = builders::admin_secret(&db, &generate_password())?;
+    let admin = builders::admin_secret(db, &generate_password())?;
     let applied = async {
         let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
         create_once(&secrets, &admin, &owner).await?;
@@ -125,7 +149,7 @@ async fn reconcile(db: Arc<GuildDatabase>, ctx: Arc<Context>) -> Result<Action, 
         Err(child::Error::NameConflict(conflict)) => (None, Some(conflict.to_string())),
         Err(child::Error::Kube(error)) => return Err(error.into()),
     };
-    let next = status::compute(&db, servers.as_ref(), failure.as_deref(), Timestamp::now());
+    let next = status::compute(db, servers.as_ref(), failure.as_deref(), Timestamp::now());
     // Transition times move only with a flip, so an unchanged status compares equal.
     if db.status.as_ref() != Some(&next) {
         let api: Api<GuildDatabase> = Api::namespaced(client.clone(), &namespace);

@@ -124,7 +124,7 @@ pub async fn run(client: Client, lease_client: Client, options: Options) -> Resu
         changes: caches.changes(),
         credentials: options.credentials,
     });
-    let database_client = client.clone();
+    let (database_client, database_metrics) = (client.clone(), metrics.clone());
     let ctx = Arc::new(Context::new(
         client,
         options.controller,
@@ -145,6 +145,7 @@ pub async fn run(client: Client, lease_client: Client, options: Options) -> Resu
             lead_clusters(&caches, clusters.clone(), &leading, &stopping),
             database::lead(
                 database_client.clone(),
+                database_metrics.clone(),
                 Term {
                     lost: until(leading.clone(), false),
                     shutdown: until(stopping.clone(), true),

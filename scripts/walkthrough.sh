@@ -3,11 +3,11 @@
 # walk-through"; one of its commands is refused on purpose, so it runs as a reader would,
 # without stopping at a failure), then checks what it printed: the workspace Ready, the
 # invalid one refused with its reason, the workspace placed on the second control plane
-# recording it and answering from its pod there, alice's request reaching the real
-# code-server (302 to its login), bob's refused (403), and a password read from the
-# generated Secret. Stops what it started with
-# `make dev-down`. Part of `make e2e`; needs root (the pods' network namespace), as the
-# walk-through's real IDE does. Refuses to run while `make dev` is up: it is the same stack.
+# recording it and answering from its pod there, the GuildDatabase Ready, alice's request
+# reaching the real code-server (302 to its login), bob's refused (403), and a password read
+# from the generated Secret. Stops what it started with `make dev-down`. Part of `make e2e`;
+# needs root (the pods' network namespace), as the walk-through's real IDE does. Refuses to
+# run while `make dev` is up: it is the same stack.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 state=.guildnet/dev
@@ -35,6 +35,7 @@ grep -q 'condition met' "$out/output.txt" || fail "the workspace did not become 
 grep -q 'spec.ports\[0\].containerPort: Invalid value: 70000' "$out/output.txt" ||
   fail "the invalid workspace was not refused with its reason"
 grep -q 'HTTP/1.1 403' "$out/output.txt" || fail "bob's request was not refused with 403"
+grep -q 'guilddatabase.guildnet.io/app condition met' "$out/output.txt" || fail "the GuildDatabase did not become Ready"
 # The workspace was just resumed: its code-server comes a moment later (the README says so).
 deadline=$((SECONDS + 60))
 until curl -sI -H "Authorization: Bearer $(cat .guildnet/tokens/alice)" http://127.0.0.1:8090/w/default/ide/ |

@@ -97,6 +97,21 @@ async fn a_guild_database_runs_as_restricted_rethinkdb_servers_and_keeps_its_dat
         condition(&db, ConditionType::SchemaApplied),
         Some(("False".into(), "SchemaNotApplied".into()))
     );
+    // And an Event says so.
+    let events: Api<k8s_openapi::api::events::v1::Event> =
+        Api::namespaced(admin.clone(), NAMESPACE);
+    eventually("an Event of the database running", TIMEOUT, || async {
+        let listed = events.list(&ListParams::default()).await.ok()?;
+        listed
+            .items
+            .iter()
+            .any(|e| {
+                e.reason.as_deref() == Some("Running")
+                    && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("inventory")
+            })
+            .then_some(())
+    })
+    .await;
     let stateful_sets: Api<StatefulSet> = Api::namespaced(admin.clone(), NAMESPACE);
     let servers = stateful_sets.get("inventory").await.unwrap();
     assert_eq!(

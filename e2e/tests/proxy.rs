@@ -1531,7 +1531,12 @@ async fn a_workspace_placed_on_a_registered_cluster_is_reached_at_the_same_url()
         outage.is_some_and(|c| c.type_ == ConditionType::Degraded.as_str())
     })
     .await;
-    let refused = get_as(User::Admin, &format!("{prefix}/hello")).await;
+    // Once the proxy's cache has the condition too.
+    let refused = eventually("the proxy to refuse at once", TIMEOUT, || async {
+        let response = get_as(User::Admin, &format!("{prefix}/hello")).await;
+        (response.status() == StatusCode::SERVICE_UNAVAILABLE).then_some(response)
+    })
+    .await;
     let error = expect_json(&refused, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(error["error"]["reason"], "ClusterUnreachable");
 

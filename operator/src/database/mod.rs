@@ -8,10 +8,13 @@
 pub mod builders;
 pub mod status;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use guildnet_api::GuildDatabase;
+use guildnet_api::common::find_condition;
+use guildnet_api::database::GuildDatabaseStatus;
+use guildnet_api::database::facts::ConditionType;
 use guildnet_api::labels;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{Secret, Service};
@@ -19,15 +22,17 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::Api;
 use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::EventType;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Client, ResourceExt};
+use kube::{Client, Resource, ResourceExt};
 use tracing::{info, warn};
 
 use crate::metrics::{DATABASE_CONTROLLER, Metrics};
 use crate::reconcile::apply::{
     self as child, Owner, apply_owned_cached, apply_status, create_once, delete_owned,
 };
+use crate::reconcile::events::{Announced, Publisher};
 use crate::reconcile::lead::{self, Term};
 use crate::workspace::generate_password;
 
@@ -52,6 +57,11 @@ pub enum Error {
 pub struct Context {
     client: Client,
     metrics: Arc<Metrics>,
+    /// Events as this replica: a database entering a phase.
+    events: Publisher,
+    /// The phase each database was last announced in, by uid (a lagging cache must not
+    /// announce a transition twice).
+    announced: Mutex<Announced<&'static str>>,
     /// GuildNet's StatefulSets (`guildnet.io/database`), as the watch shows them.
     servers: Store<StatefulSet>,
 }
@@ -61,6 +71,7 @@ pub struct Context {
 pub async fn lead(
     client: Client,
     metrics: Arc<Metrics>,
+    identity: &str,
     term: Term<impl Future<Output = ()>, impl Future<Output = ()>>,
 ) {
     let (servers, writer) = reflector::store();
@@ -78,8 +89,10 @@ pub async fn lead(
     .owns(Api::<Service>::all(client.clone()), owned.clone())
     .owns(Api::<PodDisruptionBudget>::all(client.clone()), owned);
     let ctx = Arc::new(Context {
+        events: Publisher::new(client.clone(), identity),
         client,
         metrics,
+        announced: Mutex::default(),
         servers,
     });
     lead::run(controller, reconcile, error_policy, ctx, async {}, term).await;
@@ -154,12 +167,8 @@ async fn reconcile_database(db: &GuildDatabase, ctx: &Context) -> Result<Action,
     if db.status.as_ref() != Some(&next) {
         let api: Api<GuildDatabase> = Api::namespaced(client.clone(), &namespace);
         match apply_status(&api, &name, &next).await {
-            Ok(_) => info!(
-                namespace,
-                name,
-                phase = next.phase.as_deref(),
-                "GuildDatabase status"
-            ),
+            Ok(_) => announce(db, &next, ctx),
+
             // Deleted since this reconcile read it: nothing left to report.
             Err(kube::Error::Api(s)) if s.code == 404 => return Ok(Action::await_change()),
             Err(error) => return Err(error.into()),
@@ -169,4 +178,26 @@ async fn reconcile_database(db: &GuildDatabase, ctx: &Context) -> Result<Action,
         Some(_) => Action::requeue(NAME_CONFLICT_RECHECK),
         None => Action::requeue(RESYNC),
     })
+}
+
+/// An Event when `db` enters the phase of `status` (as this replica last announced it).
+fn announce(db: &GuildDatabase, status: &GuildDatabaseStatus, ctx: &Context) {
+    let phase = match status.phase.as_deref() {
+        Some(status::RUNNING) => status::RUNNING,
+        Some(status::FAILED) => status::FAILED,
+        _ => status::PENDING,
+    };
+    let uid = db.uid().unwrap_or_default();
+    if !ctx.announced.lock().unwrap().phase(&uid, phase) {
+        return;
+    }
+    let ready = find_condition(&status.conditions, ConditionType::Ready);
+    let failed = find_condition(&status.conditions, ConditionType::Failed);
+    let (type_, note) = match phase {
+        status::FAILED => (EventType::Warning, failed.map(|c| c.message.clone())),
+        _ => (EventType::Normal, ready.map(|c| c.message.clone())),
+    };
+    info!(namespace = db.namespace(), name = %db.name_any(), phase, "GuildDatabase phase");
+    ctx.events
+        .publish(&db.object_ref(&()), type_, phase, &note.unwrap_or_default());
 }

@@ -146,6 +146,7 @@ pub async fn run(client: Client, lease_client: Client, options: Options) -> Resu
             database::lead(
                 database_client.clone(),
                 database_metrics.clone(),
+                &options.identity,
                 Term {
                     lost: until(leading.clone(), false),
                     shutdown: until(stopping.clone(), true),

@@ -30,7 +30,8 @@ use tracing::{info, warn};
 
 use crate::metrics::{DATABASE_CONTROLLER, Metrics};
 use crate::reconcile::apply::{
-    self as child, Owner, apply_owned_cached, apply_status, create_once, delete_owned,
+    self as child, Owner, VersionBy, Written, apply_if_changed, apply_status, create_once,
+    delete_owned,
 };
 use crate::reconcile::events::{Announced, Publisher};
 use crate::reconcile::lead::{self, Term};
@@ -62,8 +63,13 @@ pub struct Context {
     /// The phase each database was last announced in, by uid (a lagging cache must not
     /// announce a transition twice).
     announced: Mutex<Announced<&'static str>>,
-    /// GuildNet's StatefulSets (`guildnet.io/database`), as the watch shows them.
+    /// What databases are made of (`guildnet.io/database`), as the watches show them, so a
+    /// child already as asked is not written again.
     servers: Store<StatefulSet>,
+    services: Store<Service>,
+    budgets: Store<PodDisruptionBudget>,
+    /// The versions this replica last wrote.
+    written: Written,
 }
 
 /// Reconciles every GuildDatabase until `term` ends; the watches start with it, so a new
@@ -74,28 +80,56 @@ pub async fn lead(
     identity: &str,
     term: Term<impl Future<Output = ()>, impl Future<Output = ()>>,
 ) {
-    let (servers, writer) = reflector::store();
     let owned = watcher::Config::default().labels(labels::DATABASE);
-    let stateful_sets = watcher(Api::<StatefulSet>::all(client.clone()), owned.clone())
-        .default_backoff()
-        .modify(|s: &mut StatefulSet| s.managed_fields_mut().clear())
-        .reflect(writer)
-        .applied_objects();
+    let (servers, stateful_sets) = cached(Api::<StatefulSet>::all(client.clone()), &owned);
+    let (services, service_changes) = cached(Api::<Service>::all(client.clone()), &owned);
+    let (budgets, budget_changes) = cached(Api::<PodDisruptionBudget>::all(client.clone()), &owned);
     let controller = Controller::new(
         Api::<GuildDatabase>::all(client.clone()),
         watcher::Config::default(),
     )
     .owns_stream(stateful_sets)
-    .owns(Api::<Service>::all(client.clone()), owned.clone())
-    .owns(Api::<PodDisruptionBudget>::all(client.clone()), owned);
+    .owns_stream(service_changes)
+    .owns_stream(budget_changes);
     let ctx = Arc::new(Context {
         events: Publisher::new(client.clone(), identity),
         client,
         metrics,
         announced: Mutex::default(),
         servers,
+        services,
+        budgets,
+        written: Written::default(),
     });
     lead::run(controller, reconcile, error_policy, ctx, async {}, term).await;
+}
+
+/// A store of `api`'s objects that `config` selects, without their managed fields, and
+/// the stream of their changes, deletions included, that keeps it (for the controller to
+/// own: a child deleted out of band wakes its database).
+fn cached<K>(
+    api: Api<K>,
+    config: &watcher::Config,
+) -> (
+    Store<K>,
+    impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static,
+)
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let (store, writer) = reflector::store();
+    let changes = watcher(api, config.clone())
+        .default_backoff()
+        .modify(|object: &mut K| object.meta_mut().managed_fields = None)
+        .reflect(writer)
+        .touched_objects();
+    (store, changes)
 }
 
 fn error_policy(db: Arc<GuildDatabase>, error: &Error, ctx: Arc<Context>) -> Action {
@@ -137,28 +171,56 @@ async fn reconcile_database(db: &GuildDatabase, ctx: &Context) -> Result<Action,
         let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
         create_once(&secrets, &admin, &owner).await?;
         let services: Api<Service> = Api::namespaced(client.clone(), &namespace);
-        apply_owned_cached(&services, &children.cluster_service, &owner, None).await?;
-        apply_owned_cached(&services, &children.client_service, &owner, None).await?;
+        for service in [&children.cluster_service, &children.client_service] {
+            let cached = ctx
+                .services
+                .get(&ObjectRef::new(&service.name_any()).within(&namespace));
+            let cached = cached.as_deref().map(|s| &s.metadata);
+            apply_if_changed(
+                &services,
+                service,
+                &owner,
+                cached,
+                &ctx.written,
+                VersionBy::ResourceVersion,
+            )
+            .await?;
+        }
         let budgets: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), &namespace);
+        let cached_budget = ctx.budgets.get(&ObjectRef::new(&name).within(&namespace));
         match &children.disruption_budget {
             Some(budget) => {
-                apply_owned_cached(&budgets, budget, &owner, None).await?;
+                let cached = cached_budget.as_deref().map(|b| &b.metadata);
+                apply_if_changed(
+                    &budgets,
+                    budget,
+                    &owner,
+                    cached,
+                    &ctx.written,
+                    VersionBy::Generation,
+                )
+                .await?;
             }
-            None => delete_owned(&budgets, &name, &owner).await?,
+            None if cached_budget.is_some() => delete_owned(&budgets, &name, &owner).await?,
+            None => {}
         }
         let stateful_sets: Api<StatefulSet> = Api::namespaced(client.clone(), &namespace);
         let cached = ctx.servers.get(&ObjectRef::new(&name).within(&namespace));
-        let servers = apply_owned_cached(
+        let written = apply_if_changed(
             &stateful_sets,
             &children.stateful_set,
             &owner,
             cached.as_deref().map(|s| &s.metadata),
+            &ctx.written,
+            VersionBy::Generation,
         )
         .await?;
+        // The status reads the servers as written now, or as the cache shows them.
+        let servers = written.or_else(|| cached.as_deref().cloned());
         Ok::<_, child::Error>(servers)
     };
     let (servers, failure) = match applied.await {
-        Ok(servers) => (Some(servers), None),
+        Ok(servers) => (servers, None),
         Err(child::Error::NameConflict(conflict)) => (None, Some(conflict.to_string())),
         Err(child::Error::Kube(error)) => return Err(error.into()),
     };

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use guildnet_api::Workspace;
 use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::core::object::HasStatus;
 use kube::runtime::wait::await_condition;
 use kube::runtime::wait::conditions::is_deleted;
 use serde_json::{Value, json};
@@ -29,27 +30,31 @@ pub async fn create(api: &Api<Workspace>, name: &str, spec: Value) -> Workspace 
         .unwrap_or_else(|e| panic!("create workspace {name}: {e}"))
 }
 
-/// Waits (watching, up to [`WAIT`]) until the workspace satisfies `check`; fails naming
-/// `what` and the status it has.
-pub async fn wait_for(
-    api: &Api<Workspace>,
-    name: &str,
-    what: &str,
-    check: impl Fn(&Workspace) -> bool,
-) -> Workspace {
-    let cond = await_condition(api.clone(), name, move |ws: Option<&Workspace>| {
-        ws.is_some_and(&check)
+/// Waits (watching, up to [`WAIT`]) until the object (a Workspace, a GuildDatabase…)
+/// satisfies `check`; fails naming `what` and the status it has.
+pub async fn wait_for<K>(api: &Api<K>, name: &str, what: &str, check: impl Fn(&K) -> bool) -> K
+where
+    K: kube::Resource
+        + HasStatus
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + 'static,
+    K::Status: std::fmt::Debug,
+{
+    let cond = await_condition(api.clone(), name, move |object: Option<&K>| {
+        object.is_some_and(&check)
     });
     match tokio::time::timeout(WAIT, cond).await {
-        Ok(Ok(Some(ws))) => ws,
-        _ => panic!(
-            "{name}: timed out waiting for {what}; now: {:?}",
-            api.get_opt(name)
-                .await
-                .ok()
-                .flatten()
-                .and_then(|w| w.status)
-        ),
+        Ok(Ok(Some(object))) => object,
+        _ => {
+            let now = api.get_opt(name).await.ok().flatten();
+            panic!(
+                "{name}: timed out waiting for {what}; now: {:?}",
+                now.as_ref().and_then(HasStatus::status)
+            )
+        }
     }
 }
 

@@ -10,39 +10,16 @@ use guildnet_api::GuildDatabase;
 use guildnet_api::common::find_condition;
 use guildnet_api::database::facts::ConditionType;
 use guildnet_e2e::cluster::{Cluster, Operator};
+use guildnet_e2e::workspaces::wait_for;
 use guildnet_e2e::{User, create_namespace, eventually};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use kube::runtime::wait::await_condition;
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 const NAMESPACE: &str = "team-db";
-
-/// Waits until `name`'s status satisfies `check`; on a timeout, says what it was.
-async fn until_status(
-    api: &Api<GuildDatabase>,
-    name: &str,
-    what: &str,
-    check: impl Fn(&GuildDatabase) -> bool,
-) -> GuildDatabase {
-    let cond = await_condition(api.clone(), name, move |db: Option<&GuildDatabase>| {
-        db.is_some_and(&check)
-    });
-    match tokio::time::timeout(TIMEOUT, cond).await {
-        Ok(Ok(Some(db))) => db,
-        _ => panic!(
-            "{name}: timed out waiting for {what}; now: {:?}",
-            api.get_opt(name)
-                .await
-                .ok()
-                .flatten()
-                .and_then(|d| d.status)
-        ),
-    }
-}
 
 fn condition(db: &GuildDatabase, type_: ConditionType) -> Option<(String, String)> {
     let c = find_condition(&db.status.as_ref()?.conditions, type_)?;
@@ -79,7 +56,7 @@ async fn a_guild_database_runs_as_restricted_rethinkdb_servers_and_keeps_its_dat
 
     // Three servers, admitted under PSA restricted, all ready: Running, with where to
     // connect, and saying the declared schema is not applied.
-    let db = until_status(&databases, "inventory", "Running with 3 ready", |db| {
+    let db = wait_for(&databases, "inventory", "Running with 3 ready", |db| {
         phase(db) == Some("Running") && db.status.as_ref().and_then(|s| s.ready_replicas) == Some(3)
     })
     .await;
@@ -152,7 +129,7 @@ async fn a_guild_database_runs_as_restricted_rethinkdb_servers_and_keeps_its_dat
         )
         .await
         .unwrap();
-    until_status(&databases, "inventory", "Running with 1 ready", |db| {
+    wait_for(&databases, "inventory", "Running with 1 ready", |db| {
         phase(db) == Some("Running")
             && db.status.as_ref().and_then(|s| s.ready_replicas) == Some(1)
             && db.status.as_ref().and_then(|s| s.observed_generation) == db.metadata.generation

@@ -44,3 +44,9 @@ if [ ! -d "$browser/node_modules" ] || [ "$browser/package-lock.json" -nt "$brow
   echo "installing the browser test's npm packages (e2e/browser)"
   (cd "$browser" && npm ci --no-audit --no-fund --loglevel=error)
 fi
+# reqlite, the ReQL server the GuildDatabase tests and make dev serve at database pod IPs.
+reqlite=$(dirname "$0")/../e2e/reqlite
+if [ ! -d "$reqlite/node_modules" ] || [ "$reqlite/package-lock.json" -nt "$reqlite/node_modules/.package-lock.json" ]; then
+  echo "installing reqlite (e2e/reqlite)"
+  (cd "$reqlite" && npm ci --no-audit --no-fund --loglevel=error)
+fi

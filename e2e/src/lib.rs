@@ -15,6 +15,7 @@ pub mod cluster;
 pub mod cpu;
 pub mod ides;
 pub mod registrations;
+pub mod reqlite;
 pub mod upstream;
 pub mod workspaces;
 

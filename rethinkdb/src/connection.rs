@@ -1,0 +1,232 @@
+//! One connection to a RethinkDB server, shared by any number of queries at once: each
+//! query has a token, a reader task hands every response to the query of its token.
+//! Frames are the JSON protocol's: token (u64 LE), length (u32 LE), JSON.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::mpsc;
+
+use crate::{Error, QueryErrorKind, Reql, Term, handshake};
+
+/// `Query.QueryType` of `ql2.proto`.
+const START: u32 = 1;
+const CONTINUE: u32 = 2;
+
+/// `Response.ResponseType` of `ql2.proto`.
+const SUCCESS_ATOM: i64 = 1;
+const SUCCESS_SEQUENCE: i64 = 2;
+const SUCCESS_PARTIAL: i64 = 3;
+const CLIENT_ERROR: i64 = 16;
+const COMPILE_ERROR: i64 = 17;
+
+/// `Response.ErrorType` of `ql2.proto` that get a kind of their own.
+const NON_EXISTENCE: i64 = 3_100_000;
+const PERMISSION_ERROR: i64 = 6_000_000;
+
+/// The largest response read (RethinkDB batches results well below this).
+const MAX_RESPONSE: u32 = 64 * 1024 * 1024;
+
+/// Where and as whom to connect.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// `host:port` of the driver port.
+    pub addr: String,
+    /// The user, e.g. `admin`.
+    pub user: String,
+    /// Its password.
+    pub password: String,
+    /// How long connecting (TCP and handshake) may take.
+    pub connect_timeout: Duration,
+    /// How long the server may take to answer one query (or one batch of it).
+    pub query_timeout: Duration,
+}
+
+type Waiters = Arc<Mutex<HashMap<u64, mpsc::UnboundedSender<Response>>>>;
+
+/// An open connection; closed when dropped.
+pub struct Connection {
+    writer: tokio::sync::Mutex<OwnedWriteHalf>,
+    waiters: Waiters,
+    next_token: AtomicU64,
+    broken: Arc<AtomicBool>,
+    query_timeout: Duration,
+    reader: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
+}
+
+/// One response frame.
+#[derive(Debug, Deserialize)]
+struct Response {
+    t: i64,
+    #[serde(default)]
+    r: Vec<Value>,
+    #[serde(default)]
+    e: Option<i64>,
+}
+
+impl Connection {
+    /// Connects and runs the handshake.
+    pub async fn open(options: &Options) -> Result<Self, Error> {
+        let unreachable = |reason: String| Error::Unreachable {
+            addr: options.addr.clone(),
+            reason,
+        };
+        let stream =
+            tokio::time::timeout(options.connect_timeout, TcpStream::connect(&options.addr))
+                .await
+                .map_err(|_| unreachable(format!("no answer in {:?}", options.connect_timeout)))?
+                .map_err(|e| unreachable(e.to_string()))?;
+        let _ = stream.set_nodelay(true);
+        let (read, mut write) = stream.into_split();
+        let mut read = BufReader::new(read);
+        let mut joined = tokio::io::join(&mut read, &mut write);
+        tokio::time::timeout(
+            options.connect_timeout,
+            handshake::handshake(&mut joined, &options.user, &options.password),
+        )
+        .await
+        .map_err(|_| Error::Lost(format!("no handshake in {:?}", options.connect_timeout)))??;
+        let waiters = Waiters::default();
+        let broken = Arc::new(AtomicBool::new(false));
+        let reader = tokio::spawn(read_responses(read, waiters.clone(), broken.clone()));
+        Ok(Self {
+            writer: tokio::sync::Mutex::new(write),
+            waiters,
+            next_token: AtomicU64::new(1),
+            broken,
+            query_timeout: options.query_timeout,
+            reader,
+        })
+    }
+
+    /// Whether the connection is gone (a new one is needed).
+    pub fn is_broken(&self) -> bool {
+        self.broken.load(Ordering::Relaxed)
+    }
+
+    async fn send(&self, token: u64, query: &Value) -> Result<(), Error> {
+        let body = serde_json::to_vec(query).map_err(|e| Error::Protocol(e.to_string()))?;
+        let mut frame = Vec::with_capacity(12 + body.len());
+        frame.extend(token.to_le_bytes());
+        frame.extend((body.len() as u32).to_le_bytes());
+        frame.extend(body);
+        let mut writer = self.writer.lock().await;
+        writer.write_all(&frame).await.map_err(|e| {
+            self.broken.store(true, Ordering::Relaxed);
+            Error::Lost(e.to_string())
+        })
+    }
+
+    async fn query(&self, term: &Term) -> Result<Value, Error> {
+        if self.is_broken() {
+            return Err(Error::Lost("the connection is closed".into()));
+        }
+        let token = self.next_token.fetch_add(1, Ordering::Relaxed);
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        self.waiters.lock().unwrap().insert(token, tx);
+        let _forget = Forget(&self.waiters, token);
+        self.send(token, &json!([START, term, {}])).await?;
+        let mut items = Vec::new();
+        loop {
+            let response = tokio::time::timeout(self.query_timeout, rx.recv())
+                .await
+                .map_err(|_| Error::Lost(format!("no answer in {:?}", self.query_timeout)))?
+                .ok_or_else(|| Error::Lost("the server closed the connection".into()))?;
+            match response.t {
+                SUCCESS_ATOM => return Ok(response.r.into_iter().next().unwrap_or(Value::Null)),
+                SUCCESS_SEQUENCE => {
+                    items.extend(response.r);
+                    return Ok(Value::Array(items));
+                }
+                SUCCESS_PARTIAL => {
+                    items.extend(response.r);
+                    self.send(token, &json!([CONTINUE])).await?;
+                }
+                _ => return Err(query_error(&response)),
+            }
+        }
+    }
+}
+
+impl Reql for Connection {
+    async fn run(&self, term: Term) -> Result<Value, Error> {
+        self.query(&term).await
+    }
+}
+
+/// Drops a query's waiter however the query ends.
+struct Forget<'a>(&'a Waiters, u64);
+
+impl Drop for Forget<'_> {
+    fn drop(&mut self) {
+        self.0.lock().unwrap().remove(&self.1);
+    }
+}
+
+fn query_error(response: &Response) -> Error {
+    let message = response
+        .r
+        .first()
+        .and_then(Value::as_str)
+        .unwrap_or("no message")
+        .to_owned();
+    let kind = match (response.t, response.e) {
+        (CLIENT_ERROR | COMPILE_ERROR, _) => QueryErrorKind::Malformed,
+        (_, Some(NON_EXISTENCE)) => QueryErrorKind::NonExistence,
+        (_, Some(PERMISSION_ERROR)) => QueryErrorKind::Permission,
+        // Servers that send no error type (RethinkDB before 2.3) say it in words.
+        (_, None) if message.contains("does not exist") => QueryErrorKind::NonExistence,
+        _ => QueryErrorKind::Runtime,
+    };
+    Error::Query { kind, message }
+}
+
+/// Hands each response to its query until the connection ends, then marks it broken (its
+/// waiters see their channels close).
+async fn read_responses(
+    mut read: BufReader<OwnedReadHalf>,
+    waiters: Waiters,
+    broken: Arc<AtomicBool>,
+) {
+    let result: Result<(), String> = async {
+        loop {
+            let mut header = [0u8; 12];
+            read.read_exact(&mut header)
+                .await
+                .map_err(|e| e.to_string())?;
+            let token = u64::from_le_bytes(header[..8].try_into().unwrap());
+            let length = u32::from_le_bytes(header[8..].try_into().unwrap());
+            if length > MAX_RESPONSE {
+                return Err(format!("a response of {length} bytes"));
+            }
+            let mut body = vec![0u8; length as usize];
+            read.read_exact(&mut body)
+                .await
+                .map_err(|e| e.to_string())?;
+            let response: Response = serde_json::from_slice(&body)
+                .map_err(|e| format!("a response that is not ReQL: {e}"))?;
+            if let Some(waiter) = waiters.lock().unwrap().get(&token) {
+                let _ = waiter.send(response);
+            }
+        }
+    }
+    .await;
+    broken.store(true, Ordering::Relaxed);
+    waiters.lock().unwrap().clear();
+    if let Err(reason) = result {
+        tracing::debug!(%reason, "RethinkDB connection closed");
+    }
+}

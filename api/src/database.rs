@@ -165,4 +165,20 @@ pub struct GuildDatabaseStatus {
     /// The `metadata.generation` this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// The declared users as last applied to the servers, so a changed password Secret or
+    /// grant is applied again (RethinkDB cannot give a password back to compare).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
+    pub users: Vec<AppliedUser>,
+}
+
+/// A declared user as last applied.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AppliedUser {
+    /// The user's name.
+    pub name: String,
+    /// HMAC-SHA256, keyed with the admin password, of the password and grants applied: it
+    /// says whether they changed and nothing about the password.
+    pub digest: String,
 }

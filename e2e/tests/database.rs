@@ -1,8 +1,12 @@
 //! GuildDatabase on a real API server: the operator (as its ServiceAccount, with the
 //! chart's RBAC) runs it as a StatefulSet of RethinkDB servers that PSA `restricted`
 //! admits, with its Services, disruption budget and admin Secret; its status follows the
-//! servers; drift is repaired; its data outlives it. The pods are KWOK's: nothing answers
-//! on the driver port, so the declared schema is not exercised here.
+//! servers; drift is repaired; its data outlives it. The pods are KWOK's; reqlite
+//! (`e2e/reqlite`) serves ReQL at a pod's IP in the pods' network namespace, so the
+//! declared schema is applied over the wire: databases and tables made, a table dropped
+//! out of band made again, an undeclared one left alone, and each failure in its class.
+//! reqlite has no users or grants (docs/databases.md): users stop at `SchemaMissing` here,
+//! and their ReQL terms are checked by unit tests.
 
 use std::time::Duration;
 
@@ -10,15 +14,20 @@ use guildnet_api::GuildDatabase;
 use guildnet_api::common::find_condition;
 use guildnet_api::database::facts::ConditionType;
 use guildnet_e2e::cluster::{Cluster, Operator};
+use guildnet_e2e::reqlite::Reqlite;
 use guildnet_e2e::workspaces::wait_for;
 use guildnet_e2e::{User, create_namespace, eventually};
+use guildnet_rethinkdb::{Connection, Options, Reql, Term};
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret, Service};
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Long enough for a schema check (every 30 s) after the longest connection backoff (60 s).
+const SCHEMA_TIMEOUT: Duration = Duration::from_secs(120);
 const NAMESPACE: &str = "team-db";
 
 fn condition(db: &GuildDatabase, type_: ConditionType) -> Option<(String, String)> {
@@ -28,6 +37,40 @@ fn condition(db: &GuildDatabase, type_: ConditionType) -> Option<(String, String
 
 fn phase(db: &GuildDatabase) -> Option<&str> {
     db.status.as_ref()?.phase.as_deref()
+}
+
+fn schema_reason(db: &GuildDatabase) -> Option<String> {
+    condition(db, ConditionType::SchemaApplied).map(|(_, reason)| reason)
+}
+
+/// The names a `dbList` or `tableList` answers.
+async fn names(db: &Connection, term: Term) -> Vec<String> {
+    let mut names: Vec<String> = serde_json::from_value(db.run(term).await.unwrap()).unwrap();
+    names.sort();
+    names
+}
+
+/// Connections established to `addr` in the pods' network namespace (the operator's, as
+/// reqlite there sees them).
+fn established_to(addr: std::net::SocketAddr) -> usize {
+    let out = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            "guildnet-pods",
+            "ss",
+            "-Htn",
+            "state",
+            "established",
+        ])
+        .arg(format!(
+            "( src {} and sport = :{} )",
+            addr.ip(),
+            addr.port()
+        ))
+        .output()
+        .expect("run ss in the pods' namespace");
+    String::from_utf8_lossy(&out.stdout).lines().count()
 }
 
 #[tokio::test]
@@ -70,10 +113,19 @@ async fn a_guild_database_runs_as_restricted_rethinkdb_servers_and_keeps_its_dat
         condition(&db, ConditionType::Ready),
         Some(("True".into(), "ServersReady".into()))
     );
-    assert_eq!(
-        condition(&db, ConditionType::SchemaApplied),
-        Some(("False".into(), "SchemaNotApplied".into()))
-    );
+    // Nothing serves ReQL at the pods' IPs yet: the schema is not applied, and the status
+    // says the servers cannot be reached.
+    let db = wait_for(&databases, "inventory", "SchemaApplied Unreachable", |db| {
+        schema_reason(db).as_deref() == Some("Unreachable")
+    })
+    .await;
+    let message = &find_condition(
+        &db.status.as_ref().unwrap().conditions,
+        ConditionType::SchemaApplied,
+    )
+    .unwrap()
+    .message;
+    assert!(message.contains(":28015"), "names the address: {message}");
     // And an Event says so.
     let events: Api<k8s_openapi::api::events::v1::Event> =
         Api::namespaced(admin.clone(), NAMESPACE);
@@ -145,6 +197,184 @@ async fn a_guild_database_runs_as_restricted_rethinkdb_servers_and_keeps_its_dat
     })
     .await;
 
+    // reqlite serves ReQL at the one server's pod IP with the admin password: the declared
+    // database and table are made there.
+    let secrets_api: Api<Secret> = Api::namespaced(admin.clone(), NAMESPACE);
+    let admin_password = String::from_utf8(
+        secrets_api
+            .get("inventory-admin")
+            .await
+            .unwrap()
+            .data
+            .unwrap()["password"]
+            .0
+            .clone(),
+    )
+    .unwrap();
+    let pods: Api<Pod> = Api::namespaced(admin.clone(), NAMESPACE);
+    let pod_ip: std::net::IpAddr = pods
+        .get("inventory-0")
+        .await
+        .unwrap()
+        .status
+        .and_then(|s| s.pod_ip)
+        .expect("KWOK gave the server a pod IP")
+        .parse()
+        .unwrap();
+    let mut server = Reqlite::start(pod_ip, &admin_password, "inventory-0").await;
+    wait_for(&databases, "inventory", "SchemaApplied AsDeclared", |db| {
+        schema_reason(db).as_deref() == Some("AsDeclared")
+    })
+    .await;
+    let client = Connection::open(&Options {
+        addr: server.addr().to_string(),
+        user: "admin".into(),
+        password: admin_password.clone(),
+        connect_timeout: Duration::from_secs(5),
+        query_timeout: Duration::from_secs(10),
+    })
+    .await
+    .unwrap();
+    assert!(
+        names(&client, Term::db_list())
+            .await
+            .contains(&"shop".to_string())
+    );
+    assert_eq!(names(&client, Term::table_list("shop")).await, ["items"]);
+
+    // A table dropped out of band is made again; one made out of band is left alone.
+    client
+        .run(Term::table_create("shop", "scratch", "id"))
+        .await
+        .unwrap();
+    client.run(Term::table_drop("shop", "items")).await.unwrap();
+    eventually("the dropped table made again", SCHEMA_TIMEOUT, || async {
+        let tables = names(&client, Term::table_list("shop")).await;
+        (tables == ["items", "scratch"]).then_some(())
+    })
+    .await;
+
+    // A user whose password Secret does not exist: named, with the reason.
+    databases
+        .patch(
+            "inventory",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"spec": {"users": [
+                {"name": "alice", "passwordSecretRef": {"name": "alice-password"},
+                 "grants": [{"database": "shop", "read": true}]},
+            ]}})),
+        )
+        .await
+        .unwrap();
+    let db = wait_for(
+        &databases,
+        "inventory",
+        "SchemaApplied UserSecretMissing",
+        |db| schema_reason(db).as_deref() == Some("UserSecretMissing"),
+    )
+    .await;
+    let message = &find_condition(
+        &db.status.as_ref().unwrap().conditions,
+        ConditionType::SchemaApplied,
+    )
+    .unwrap()
+    .message;
+    assert!(
+        message.contains("user alice: Secret alice-password not found"),
+        "{message}"
+    );
+    // With the Secret, the user is sent to the server; reqlite has no users table (a limit of
+    // the peer, not of RethinkDB 2.4), so the status names what the server said.
+    let mut user_secret = Secret::default();
+    user_secret.metadata.name = Some("alice-password".into());
+    user_secret.string_data = Some([("password".to_string(), "alice-pw".to_string())].into());
+    secrets_api
+        .create(&PostParams::default(), &user_secret)
+        .await
+        .unwrap();
+    let db = wait_for(
+        &databases,
+        "inventory",
+        "SchemaApplied SchemaMissing",
+        |db| schema_reason(db).as_deref() == Some("SchemaMissing"),
+    )
+    .await;
+    let message = &find_condition(
+        &db.status.as_ref().unwrap().conditions,
+        ConditionType::SchemaApplied,
+    )
+    .unwrap()
+    .message;
+    assert!(
+        message.contains("user alice") && message.contains("rethinkdb"),
+        "{message}"
+    );
+    databases
+        .patch(
+            "inventory",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"spec": {"users": null}})),
+        )
+        .await
+        .unwrap();
+    wait_for(
+        &databases,
+        "inventory",
+        "SchemaApplied AsDeclared again",
+        |db| schema_reason(db).as_deref() == Some("AsDeclared"),
+    )
+    .await;
+
+    // A server that does not take the admin password: AuthenticationFailed.
+    drop(client);
+    drop(server);
+    server = Reqlite::start(pod_ip, "not-the-admin-password", "inventory-0-wrong").await;
+    wait_for(
+        &databases,
+        "inventory",
+        "SchemaApplied AuthenticationFailed",
+        |db| schema_reason(db).as_deref() == Some("AuthenticationFailed"),
+    )
+    .await;
+    drop(server);
+    let server = Reqlite::start(pod_ip, &admin_password, "inventory-0-again").await;
+    wait_for(
+        &databases,
+        "inventory",
+        "SchemaApplied AsDeclared with the right password",
+        |db| schema_reason(db).as_deref() == Some("AsDeclared"),
+    )
+    .await;
+    let scrape = operator.metrics().await.expect("the operator's metrics");
+    for (sample, at_least) in [
+        (
+            "guildnet_database_schema_operations_total{operation=\"create_table\",result=\"ok\"}",
+            2.0,
+        ),
+        (
+            "guildnet_database_schema_operations_total{operation=\"set_password\",result=\"failed\"}",
+            1.0,
+        ),
+        (
+            "guildnet_database_connection_errors_total{class=\"unreachable\"}",
+            1.0,
+        ),
+        (
+            "guildnet_database_connection_errors_total{class=\"authentication_failed\"}",
+            1.0,
+        ),
+    ] {
+        assert!(
+            scrape.value(sample) >= at_least,
+            "{sample} < {at_least}: {scrape:?}"
+        );
+    }
+    assert_eq!(
+        established_to(server.addr()),
+        1,
+        "the operator keeps one connection"
+    );
+
     // Deleted: the servers go with it, their data stays.
     databases
         .delete("inventory", &DeleteParams::default())
@@ -172,6 +402,11 @@ async fn a_guild_database_runs_as_restricted_rethinkdb_servers_and_keeps_its_dat
         let claim = format!("data-inventory-{ordinal}");
         assert!(kept.contains(&claim), "{claim} kept: {kept:?}");
     }
+    // No connection is held for a database that is gone.
+    eventually("the operator's connection closed", TIMEOUT, || async {
+        (established_to(server.addr()) == 0).then_some(())
+    })
+    .await;
     let scrape = operator.metrics().await.expect("the operator's metrics");
     let reconciles = "guildnet_reconcile_duration_seconds_count{controller=\"database\"}";
     assert!(scrape.value(reconciles) >= 1.0, "{scrape:?}");

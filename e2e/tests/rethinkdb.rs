@@ -62,7 +62,7 @@ async fn each_failure_is_told_by_its_class() {
     let server = Reqlite::start(ip("127.0.28.2"), "right", "failures").await;
 
     let wrong = Connection::open(&options(server.addr(), "wrong")).await;
-    let error = wrong.err().expect("a wrong password is refused");
+    let error = wrong.expect_err("a wrong password is refused");
     assert_eq!(error.class(), ErrorClass::AuthenticationFailed, "{error}");
 
     let db = Connection::open(&options(server.addr(), "right"))
@@ -81,8 +81,7 @@ async fn each_failure_is_told_by_its_class() {
     let nobody = "127.0.28.3:28015".parse().unwrap();
     let error = Connection::open(&options(nobody, "right"))
         .await
-        .err()
-        .expect("nothing listens there");
+        .expect_err("nothing listens there");
     assert_eq!(error.class(), ErrorClass::Unreachable, "{error}");
 
     // The server goes away: queries on the connection fail as unreachable.

@@ -20,6 +20,11 @@
 //!   reconciles of the workspaces placed there, `applied`, `failed` (an error or the 15 s
 //!   budget) or `out_of_reach` (only the status written). A cluster's series go when its
 //!   registration does.
+//! - `guildnet_database_schema_operations_total{operation, result}`: what the GuildDatabase
+//!   controller did to a server's schema (`create_database`, `create_table`, `set_password`,
+//!   `grant`), `ok` or `failed`; `guildnet_database_connection_errors_total{class}`: failed
+//!   connections and queries to database servers by class (`unreachable`,
+//!   `authentication_failed`, `schema_missing`, `server_error`).
 //! - `guildnet_leader`: 1 on the replica that holds the lease (and so reconciles), 0 on the
 //!   others; `guildnet_leader_transitions_total{event}`: leadership acquired or lost.
 //!
@@ -91,6 +96,17 @@ struct ProbeLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SchemaLabels {
+    operation: &'static str,
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ClassLabels {
+    class: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PhaseLabels {
     phase: &'static str,
 }
@@ -135,6 +151,8 @@ pub struct Metrics {
     cluster_reachable: Family<ClusterLabels, Gauge>,
     cluster_probes: Family<ProbeLabels, Counter>,
     cluster_reconciles: Family<ProbeLabels, Counter>,
+    schema_operations: Family<SchemaLabels, Counter>,
+    connection_errors: Family<ClassLabels, Counter>,
     leader: Gauge,
     leader_transitions: Family<TransitionLabels, Counter>,
 }
@@ -224,6 +242,18 @@ impl Metrics {
             "Reconciles of the workspaces placed on a registered cluster: applied, failed or out_of_reach",
             cluster_reconciles.clone(),
         );
+        let schema_operations = Family::<SchemaLabels, Counter>::default();
+        registry.register(
+            "guildnet_database_schema_operations",
+            "Changes made to a GuildDatabase server's schema, by operation, ok or failed",
+            schema_operations.clone(),
+        );
+        let connection_errors = Family::<ClassLabels, Counter>::default();
+        registry.register(
+            "guildnet_database_connection_errors",
+            "Failed connections and queries to GuildDatabase servers, by class",
+            connection_errors.clone(),
+        );
         registry.register_collector(Box::new(WorkspaceCensus { workspaces }));
         Self {
             registry,
@@ -237,6 +267,8 @@ impl Metrics {
             cluster_reachable,
             cluster_probes,
             cluster_reconciles,
+            schema_operations,
+            connection_errors,
             leader,
             leader_transitions,
         }
@@ -325,6 +357,23 @@ impl Metrics {
             .get_or_create(&ProbeLabels {
                 cluster: cluster.to_owned(),
                 result: result.label(),
+            })
+            .inc();
+    }
+
+    /// A schema `operation` on a database server succeeded or not.
+    pub fn schema_operation(&self, operation: &'static str, ok: bool) {
+        let result = if ok { "ok" } else { "failed" };
+        self.schema_operations
+            .get_or_create(&SchemaLabels { operation, result })
+            .inc();
+    }
+
+    /// A connection or query to a database server failed, in `class`.
+    pub fn connection_error(&self, class: guildnet_rethinkdb::ErrorClass) {
+        self.connection_errors
+            .get_or_create(&ClassLabels {
+                class: class.label(),
             })
             .inc();
     }
@@ -515,6 +564,8 @@ mod tests {
         metrics.child_applied("Deployment", false);
         metrics.cluster_probed("edge", true, true);
         metrics.cluster_reconciled("edge", ClusterReconcile::Applied);
+        metrics.schema_operation("create_table", true);
+        metrics.connection_error(guildnet_rethinkdb::ErrorClass::Unreachable);
         let text = metrics.encode().unwrap();
         let mut types: Vec<&str> = text
             .lines()
@@ -528,6 +579,8 @@ mod tests {
                 "guildnet_cluster_probes counter",
                 "guildnet_cluster_reachable gauge",
                 "guildnet_cluster_workspace_reconciles counter",
+                "guildnet_database_connection_errors counter",
+                "guildnet_database_schema_operations counter",
                 "guildnet_leader gauge",
                 "guildnet_leader_transitions counter",
                 "guildnet_reconcile_duration_seconds histogram",
@@ -550,6 +603,8 @@ mod tests {
             "guildnet_cluster_probes_total{cluster=\"edge\",result=\"answered\"}",
             "guildnet_cluster_reachable{cluster=\"edge\"}",
             "guildnet_cluster_workspace_reconciles_total{cluster=\"edge\",result=\"applied\"}",
+            "guildnet_database_schema_operations_total{operation=\"create_table\",result=\"ok\"}",
+            "guildnet_database_connection_errors_total{class=\"unreachable\"}",
         ] {
             assert!(samples.contains_key(name), "{name} missing from:\n{text}");
         }

@@ -29,6 +29,7 @@ const COMPILE_ERROR: i64 = 17;
 
 /// `Response.ErrorType` of `ql2.proto` that get a kind of their own.
 const NON_EXISTENCE: i64 = 3_100_000;
+const OP_FAILED: i64 = 4_100_000;
 const PERMISSION_ERROR: i64 = 6_000_000;
 
 /// The largest response read (RethinkDB batches results well below this).
@@ -59,6 +60,14 @@ pub struct Connection {
     broken: Arc<AtomicBool>,
     query_timeout: Duration,
     reader: tokio::task::JoinHandle<()>,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("broken", &self.is_broken())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Drop for Connection {
@@ -187,8 +196,11 @@ fn query_error(response: &Response) -> Error {
         (CLIENT_ERROR | COMPILE_ERROR, _) => QueryErrorKind::Malformed,
         (_, Some(NON_EXISTENCE)) => QueryErrorKind::NonExistence,
         (_, Some(PERMISSION_ERROR)) => QueryErrorKind::Permission,
-        // Servers that send no error type (RethinkDB before 2.3) say it in words.
-        (_, None) if message.contains("does not exist") => QueryErrorKind::NonExistence,
+        // RethinkDB reports a missing database or table as an OpFailed "Database `x` does
+        // not exist."; servers that send no error type (before 2.3, reqlite) say it alike.
+        (_, Some(OP_FAILED) | None) if message.contains("does not exist") => {
+            QueryErrorKind::NonExistence
+        }
         _ => QueryErrorKind::Runtime,
     };
     Error::Query { kind, message }
@@ -228,5 +240,57 @@ async fn read_responses(
     waiters.lock().unwrap().clear();
     if let Err(reason) = result {
         tracing::debug!(%reason, "RethinkDB connection closed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kind(t: i64, e: Option<i64>, message: &str) -> QueryErrorKind {
+        let response = Response {
+            t,
+            r: vec![json!(message)],
+            e,
+        };
+        match query_error(&response) {
+            Error::Query { kind, .. } => kind,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn errors_are_told_apart_by_response_and_error_type() {
+        let missing = "Database `shop` does not exist.";
+        assert_eq!(
+            kind(18, Some(OP_FAILED), missing),
+            QueryErrorKind::NonExistence
+        );
+        assert_eq!(kind(18, None, missing), QueryErrorKind::NonExistence);
+        assert_eq!(
+            kind(18, Some(NON_EXISTENCE), "No attribute `x`"),
+            QueryErrorKind::NonExistence
+        );
+        assert_eq!(
+            kind(
+                18,
+                Some(OP_FAILED),
+                "Cannot perform write: primary replica unavailable"
+            ),
+            QueryErrorKind::Runtime
+        );
+        assert_eq!(
+            kind(
+                18,
+                Some(PERMISSION_ERROR),
+                "User `bob` does not have the required `read` permissions."
+            ),
+            QueryErrorKind::Permission
+        );
+        assert_eq!(
+            kind(17, None, "Expected 2 arguments"),
+            QueryErrorKind::Malformed
+        );
+        assert_eq!(kind(16, None, "Client is buggy"), QueryErrorKind::Malformed);
     }
 }

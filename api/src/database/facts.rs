@@ -2,7 +2,7 @@
 //! ports, its replicas and image as defaulted — and the condition types and reasons of its
 //! status.
 
-use super::GuildDatabase;
+use super::{DatabaseUser, GuildDatabase, Table};
 use crate::workspace::facts::spelled;
 
 /// The image run when `spec.image` is not set: RethinkDB 2.4, pinned.
@@ -40,6 +40,33 @@ impl GuildDatabase {
     }
 }
 
+impl Table {
+    /// Its primary key field (`primaryKey`, `id` when not set, as RethinkDB defaults it).
+    pub fn primary_key(&self) -> &str {
+        self.primary_key.as_deref().unwrap_or("id")
+    }
+}
+
+/// The key of a user's password in its Secret when `passwordSecretRef.key` is not set.
+pub const USER_PASSWORD_KEY: &str = "password";
+
+impl DatabaseUser {
+    /// The key of its password in its Secret.
+    pub fn password_key(&self) -> &str {
+        self.password_secret_ref
+            .key
+            .as_deref()
+            .unwrap_or(USER_PASSWORD_KEY)
+    }
+}
+
+impl GuildDatabase {
+    /// Whether it declares any database or user (else no schema is applied to its servers).
+    pub fn declares_schema(&self) -> bool {
+        !self.spec.databases.is_empty() || !self.spec.users.is_empty()
+    }
+}
+
 /// Where clients of the database `name` in `namespace` connect: its client Service.
 pub fn endpoint(namespace: &str, name: &str) -> String {
     format!("{name}.{namespace}.svc:{DRIVER_PORT}")
@@ -74,9 +101,21 @@ spelled! {
         NoFailure,
         /// An object of a name the database needs belongs to someone else.
         NameConflict,
-        /// The declared schema is not applied by this version of GuildNet yet.
-        SchemaNotApplied,
+        /// Every declared database, table and user is in the servers.
+        AsDeclared,
         /// No databases, tables or users are declared.
         NothingDeclared,
+        /// No server is ready to apply the schema to yet.
+        NoServerReady,
+        /// No server can be reached on the driver port.
+        Unreachable,
+        /// The servers refused the admin password in the `<name>-admin` Secret.
+        AuthenticationFailed,
+        /// A database or table a query needs does not exist.
+        SchemaMissing,
+        /// A server failed a query.
+        ServerError,
+        /// A declared user's password Secret, or its key, does not exist.
+        UserSecretMissing,
     }
 }

@@ -1,26 +1,34 @@
 //! The GuildDatabase controller: each GuildDatabase becomes, by server-side apply with
 //! owner references, a StatefulSet of RethinkDB servers, a headless Service they join each
 //! other through, a client Service, a PodDisruptionBudget with more than one server, and
-//! an admin password Secret made once; its status follows the StatefulSet (reconcile as
-//! dereference → build → apply → update status). The declared databases, tables and users
-//! are not applied yet: `SchemaApplied` says so.
+//! an admin password Secret made once; once a server is ready, the declared databases,
+//! tables and users are kept in the servers ([`schema`], through one connection per
+//! database, [`connections`]); its status follows both (reconcile as dereference → build →
+//! apply → update status).
 
 pub mod builders;
+pub mod connections;
+pub mod schema;
 pub mod status;
 
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use guildnet_api::GuildDatabase;
 use guildnet_api::common::find_condition;
 use guildnet_api::database::GuildDatabaseStatus;
-use guildnet_api::database::facts::ConditionType;
+use guildnet_api::database::facts::{
+    ADMIN_PASSWORD_KEY, ConditionType, DRIVER_PORT, admin_secret_name,
+};
 use guildnet_api::labels;
+use guildnet_rethinkdb::ErrorClass;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::Api;
+use kube::api::{Api, ListParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::{self, ObjectRef, Store};
@@ -42,6 +50,12 @@ const RESYNC: Duration = Duration::from_secs(300);
 
 /// How soon a database whose name is taken looks again.
 const NAME_CONFLICT_RECHECK: Duration = Duration::from_secs(60);
+
+/// How often a declared schema is checked (a table dropped out of band is made again).
+const SCHEMA_RECHECK: Duration = Duration::from_secs(30);
+
+/// How often connections of databases that are gone are closed.
+const CONNECTION_SWEEP: Duration = Duration::from_secs(30);
 
 /// Why a reconcile did not finish; retried.
 #[derive(Debug, thiserror::Error)]
@@ -70,6 +84,10 @@ pub struct Context {
     budgets: Store<PodDisruptionBudget>,
     /// The versions this replica last wrote.
     written: Written,
+    /// The GuildDatabases, as the controller's watch shows them.
+    databases: Store<GuildDatabase>,
+    /// One connection per database with a declared schema.
+    connections: connections::Connections,
 }
 
 /// Reconciles every GuildDatabase until `term` ends; the watches start with it, so a new
@@ -91,6 +109,7 @@ pub async fn lead(
     .owns_stream(stateful_sets)
     .owns_stream(service_changes)
     .owns_stream(budget_changes);
+    let databases = controller.store();
     let ctx = Arc::new(Context {
         events: Publisher::new(client.clone(), identity),
         client,
@@ -100,8 +119,20 @@ pub async fn lead(
         services,
         budgets,
         written: Written::default(),
+        databases,
+        connections: connections::Connections::default(),
     });
-    lead::run(controller, reconcile, error_policy, ctx, async {}, term).await;
+    let sweep = {
+        let ctx = ctx.clone();
+        async move {
+            let mut every = tokio::time::interval(CONNECTION_SWEEP);
+            loop {
+                every.tick().await;
+                ctx.connections.keep_only(&ctx.databases);
+            }
+        }
+    };
+    lead::run(controller, reconcile, error_policy, ctx, sweep, term).await;
 }
 
 /// A store of `api`'s objects that `config` selects, without their managed fields, and
@@ -224,7 +255,17 @@ async fn reconcile_database(db: &GuildDatabase, ctx: &Context) -> Result<Action,
         Err(child::Error::NameConflict(conflict)) => (None, Some(conflict.to_string())),
         Err(child::Error::Kube(error)) => return Err(error.into()),
     };
-    let next = status::compute(db, servers.as_ref(), failure.as_deref(), Timestamp::now());
+    let schema = match failure {
+        Some(_) => schema::Checked::NoServerReady,
+        None => check_schema(db, servers.as_ref(), ctx).await?,
+    };
+    let next = status::compute(
+        db,
+        servers.as_ref(),
+        failure.as_deref(),
+        &schema,
+        Timestamp::now(),
+    );
     // Transition times move only with a flip, so an unchanged status compares equal.
     if db.status.as_ref() != Some(&next) {
         let api: Api<GuildDatabase> = Api::namespaced(client.clone(), &namespace);
@@ -236,10 +277,137 @@ async fn reconcile_database(db: &GuildDatabase, ctx: &Context) -> Result<Action,
             Err(error) => return Err(error.into()),
         }
     }
-    Ok(match failure {
-        Some(_) => Action::requeue(NAME_CONFLICT_RECHECK),
-        None => Action::requeue(RESYNC),
+    Ok(match (failure, schema) {
+        (Some(_), _) => Action::requeue(NAME_CONFLICT_RECHECK),
+        (None, schema::Checked::NothingDeclared) => Action::requeue(RESYNC),
+        (None, schema::Checked::Unavailable(why)) => {
+            Action::requeue(why.retry_in.unwrap_or(SCHEMA_RECHECK).min(SCHEMA_RECHECK))
+        }
+        (None, _) => Action::requeue(SCHEMA_RECHECK),
     })
+}
+
+/// Applies the declared schema of `db` to its servers (`servers` is its StatefulSet) once
+/// one is ready, and says what it found.
+async fn check_schema(
+    db: &GuildDatabase,
+    servers: Option<&StatefulSet>,
+    ctx: &Context,
+) -> Result<schema::Checked, Error> {
+    use schema::{Checked, Declared, Unavailable};
+    let key = ObjectRef::from_obj(db);
+    if !db.declares_schema() {
+        ctx.connections.close(&key);
+        return Ok(Checked::NothingDeclared);
+    }
+    let ready = servers
+        .and_then(|s| s.status.as_ref())
+        .and_then(|s| s.ready_replicas)
+        .unwrap_or(0);
+    if ready == 0 {
+        return Ok(Checked::NoServerReady);
+    }
+    let namespace = db.namespace().unwrap_or_default();
+    let name = db.name_any();
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
+    let admin = match secret_value(&secrets, &admin_secret_name(&name), ADMIN_PASSWORD_KEY).await? {
+        Ok(password) => password,
+        Err(why) => {
+            return Ok(Checked::Unavailable(Unavailable {
+                class: ErrorClass::AuthenticationFailed,
+                message: why,
+                retry_in: None,
+            }));
+        }
+    };
+    let mut users = Vec::with_capacity(db.spec.users.len());
+    for user in &db.spec.users {
+        let password = secret_value(
+            &secrets,
+            &user.password_secret_ref.name,
+            user.password_key(),
+        )
+        .await?;
+        users.push((user, password));
+    }
+    let addresses = ready_servers(&ctx.client, &namespace, &name).await?;
+    let uid = db.uid().unwrap_or_default();
+    let connection = match ctx
+        .connections
+        .get(&key, &uid, &admin, &addresses, &ctx.metrics)
+        .await
+    {
+        Ok(connection) => connection,
+        Err(why) => return Ok(Checked::Unavailable(why)),
+    };
+    let declared = Declared {
+        databases: &db.spec.databases,
+        users,
+    };
+    let applied = db
+        .status
+        .as_ref()
+        .map(|s| s.users.as_slice())
+        .unwrap_or_default();
+    Ok(
+        match schema::apply(&*connection, &declared, applied, &admin, &ctx.metrics).await {
+            Ok(outcome) => {
+                if connection.is_broken() {
+                    ctx.connections.close(&key);
+                }
+                Checked::Applied(outcome)
+            }
+            Err(error) => {
+                if error.class() == ErrorClass::Unreachable {
+                    ctx.connections.close(&key);
+                }
+                Checked::Unavailable(Unavailable::from(&error))
+            }
+        },
+    )
+}
+
+/// The value under `key` of Secret `name`, or why there is none.
+async fn secret_value(
+    secrets: &Api<Secret>,
+    name: &str,
+    key: &str,
+) -> Result<Result<String, String>, kube::Error> {
+    let Some(secret) = secrets.get_opt(name).await? else {
+        return Ok(Err(format!("Secret {name} not found")));
+    };
+    let value = secret.data.as_ref().and_then(|d| d.get(key));
+    Ok(match value.map(|v| String::from_utf8(v.0.clone())) {
+        Some(Ok(value)) => Ok(value),
+        Some(Err(_)) => Err(format!("Secret {name} key {key} is not UTF-8 text")),
+        None => Err(format!("Secret {name} has no key {key}")),
+    })
+}
+
+/// The driver addresses of the ready servers behind the database's client Service, from
+/// its EndpointSlices: pod IPs, so the operator reaches them in the cluster and from
+/// outside it alike.
+async fn ready_servers(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+) -> Result<Vec<SocketAddr>, kube::Error> {
+    let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), namespace);
+    let params = ListParams::default().labels(&format!("kubernetes.io/service-name={name}"));
+    let mut addresses: Vec<SocketAddr> = slices
+        .list(&params)
+        .await?
+        .items
+        .iter()
+        .flat_map(|slice| slice.endpoints.iter().flatten())
+        .filter(|e| e.conditions.as_ref().and_then(|c| c.ready) != Some(false))
+        .flat_map(|e| &e.addresses)
+        .filter_map(|a| a.parse::<IpAddr>().ok())
+        .map(|ip| SocketAddr::new(ip, DRIVER_PORT as u16))
+        .collect();
+    addresses.sort();
+    addresses.dedup();
+    Ok(addresses)
 }
 
 /// An Event when `db` enters the phase of `status` (as this replica last announced it).

@@ -1,6 +1,7 @@
-//! A GuildDatabase's status, from its StatefulSet as the watch cache shows it: phase,
-//! ready servers, where clients connect, and conditions `Ready`, `Progressing`, `Failed`
-//! and `SchemaApplied`. Pure, so it is tested without a cluster.
+//! A GuildDatabase's status, from its StatefulSet as the watch cache shows it and what was
+//! found of its declared schema: phase, ready servers, where clients connect, the users as
+//! applied, and conditions `Ready`, `Progressing`, `Failed` and `SchemaApplied`. Pure, so it
+//! is tested without a cluster.
 
 use guildnet_api::GuildDatabase;
 use guildnet_api::database::GuildDatabaseStatus;
@@ -9,7 +10,11 @@ use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 
+use super::schema::{Checked, reason_of};
 use crate::reconcile::conditions::{Observed, merge};
+
+/// The longest `SchemaApplied` message: a long list of failures is cut there.
+const MAX_SCHEMA_MESSAGE: usize = 2048;
 
 /// The phases of a GuildDatabase.
 pub const PENDING: &str = "Pending";
@@ -18,12 +23,14 @@ pub const RUNNING: &str = "Running";
 /// The spec cannot be run as given.
 pub const FAILED: &str = "Failed";
 
-/// The status `db` should have, its StatefulSet being `servers` (none yet: `None`) and
-/// `failure` what keeps it from being made (a name conflict), at `now`.
+/// The status `db` should have, its StatefulSet being `servers` (none yet: `None`),
+/// `failure` what keeps it from being made (a name conflict) and `schema` what was found of
+/// its declared schema, at `now`.
 pub fn compute(
     db: &GuildDatabase,
     servers: Option<&StatefulSet>,
     failure: Option<&str>,
+    schema: &Checked,
     now: Timestamp,
 ) -> GuildDatabaseStatus {
     let previous = db.status.clone().unwrap_or_default();
@@ -84,44 +91,81 @@ pub fn compute(
         )),
         conditions: merge(
             &previous.conditions,
-            vec![ready_condition, progressing, failed, schema(db)],
+            vec![
+                ready_condition,
+                progressing,
+                failed,
+                schema_condition(db, schema),
+            ],
             generation,
             now,
         ),
         observed_generation: generation,
+        users: match schema {
+            Checked::Applied(outcome) => outcome.users.clone(),
+            _ => previous.users,
+        },
     }
 }
 
-/// `SchemaApplied`: what is declared and not applied. The declared databases, tables and
-/// users are not created by this version yet, and the condition says so rather than let
-/// a declaration look done.
-fn schema(db: &GuildDatabase) -> Observed {
-    let databases: Vec<&str> = db.spec.databases.iter().map(|d| d.name.as_str()).collect();
-    let users: Vec<&str> = db.spec.users.iter().map(|u| u.name.as_str()).collect();
-    if databases.is_empty() && users.is_empty() {
-        return Observed::new(
-            ConditionType::SchemaApplied,
+/// `SchemaApplied`: whether every declared database, table and user is in the servers,
+/// and if not, each thing that is not and why.
+fn schema_condition(db: &GuildDatabase, schema: &Checked) -> Observed {
+    let condition = |applied, reason, message: String| {
+        Observed::new(ConditionType::SchemaApplied, applied, reason, message)
+    };
+    match schema {
+        Checked::NothingDeclared => condition(
             true,
             Reason::NothingDeclared,
-            "no databases or users are declared",
-        );
-    }
-    let mut missing = Vec::new();
-    if !databases.is_empty() {
-        missing.push(format!("databases {}", databases.join(", ")));
-    }
-    if !users.is_empty() {
-        missing.push(format!("users {}", users.join(", ")));
-    }
-    Observed::new(
-        ConditionType::SchemaApplied,
-        false,
-        Reason::SchemaNotApplied,
-        format!(
-            "not created by this version of GuildNet yet: {}; create them with a RethinkDB client at the endpoint",
-            missing.join("; ")
+            "no databases or users are declared".into(),
         ),
-    )
+        Checked::NoServerReady => condition(
+            false,
+            Reason::NoServerReady,
+            "waiting for a ready server to apply the declared schema to".into(),
+        ),
+        Checked::Unavailable(why) => condition(
+            false,
+            reason_of(why.class),
+            format!("cannot apply the declared schema: {}", why.message),
+        ),
+        Checked::Applied(outcome) => match outcome.failures.first() {
+            None => condition(true, Reason::AsDeclared, declared_summary(db)),
+            Some(first) => {
+                let mut message = outcome
+                    .failures
+                    .iter()
+                    .map(|f| format!("{}: {}", f.about, f.message))
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                if message.len() > MAX_SCHEMA_MESSAGE {
+                    let cut = (0..=MAX_SCHEMA_MESSAGE)
+                        .rev()
+                        .find(|&i| message.is_char_boundary(i))
+                        .unwrap_or(0);
+                    message.truncate(cut);
+                    message.push_str(" …");
+                }
+                condition(false, first.reason, message)
+            }
+        },
+    }
+}
+
+/// "databases shop, crm (3 tables) and users alice are as declared".
+fn declared_summary(db: &GuildDatabase) -> String {
+    let mut parts = Vec::new();
+    if !db.spec.databases.is_empty() {
+        let names: Vec<&str> = db.spec.databases.iter().map(|d| d.name.as_str()).collect();
+        let tables: usize = db.spec.databases.iter().map(|d| d.tables.len()).sum();
+        parts.push(format!("databases {} ({tables} tables)", names.join(", ")));
+    }
+    if !db.spec.users.is_empty() {
+        let names: Vec<&str> = db.spec.users.iter().map(|u| u.name.as_str()).collect();
+        parts.push(format!("users {}", names.join(", ")));
+    }
+    format!("{} are as declared", parts.join(" and "))
 }
 
 #[cfg(test)]
@@ -174,7 +218,7 @@ mod tests {
             (Some(servers(2, 2, 3, 3)), RUNNING, "True"),
         ];
         for (sts, phase, ready) in cases {
-            let status = compute(&db, sts.as_ref(), None, now);
+            let status = compute(&db, sts.as_ref(), None, &Checked::NothingDeclared, now);
             assert_eq!(status.phase.as_deref(), Some(phase), "{sts:?}");
             assert_eq!(condition(&status, ConditionType::Ready).0, ready, "{sts:?}");
             let progressing = if ready == "True" { "False" } else { "True" };
@@ -183,7 +227,13 @@ mod tests {
                 progressing
             );
         }
-        let status = compute(&db, Some(&servers(2, 2, 3, 3)), None, now);
+        let status = compute(
+            &db,
+            Some(&servers(2, 2, 3, 3)),
+            None,
+            &Checked::NothingDeclared,
+            now,
+        );
         assert_eq!(
             status.endpoint.as_deref(),
             Some("inventory.team-a.svc:28015")
@@ -199,6 +249,7 @@ mod tests {
             &db,
             None,
             Some("Service team-a/inventory is someone else's"),
+            &Checked::NothingDeclared,
             Timestamp::UNIX_EPOCH,
         );
         assert_eq!(status.phase.as_deref(), Some(FAILED));
@@ -210,22 +261,65 @@ mod tests {
     }
 
     #[test]
-    fn a_declared_schema_is_said_not_to_be_applied_yet() {
+    fn schema_applied_says_what_is_missing_and_why_or_that_all_is_as_declared() {
+        use super::super::schema::{Failure, Outcome, Unavailable};
+        use guildnet_rethinkdb::ErrorClass;
         let db = database(
             1,
-            serde_json::json!([{"name": "shop", "tables": [{"name": "items"}]}]),
+            serde_json::json!([{"name": "shop", "tables": [{"name": "items"}, {"name": "orders"}]}]),
         );
-        let status = compute(&db, None, None, Timestamp::UNIX_EPOCH);
-        let c = find_condition(&status.conditions, ConditionType::SchemaApplied).unwrap();
+        let at = |schema: &Checked| {
+            let status = compute(&db, None, None, schema, Timestamp::UNIX_EPOCH);
+            let c = find_condition(&status.conditions, ConditionType::SchemaApplied).unwrap();
+            (c.status.clone(), c.reason.clone(), c.message.clone())
+        };
         assert_eq!(
-            (c.status.as_str(), c.reason.as_str()),
-            ("False", "SchemaNotApplied")
+            at(&Checked::Applied(Outcome::default())),
+            (
+                "True".into(),
+                "AsDeclared".into(),
+                "databases shop (2 tables) are as declared".into()
+            )
         );
-        assert!(c.message.contains("databases shop"), "{}", c.message);
+        assert_eq!(at(&Checked::NoServerReady).1, "NoServerReady");
+        let refused = at(&Checked::Unavailable(Unavailable {
+            class: ErrorClass::AuthenticationFailed,
+            message: "authentication failed: Wrong password".into(),
+            retry_in: None,
+        }));
+        assert_eq!(
+            (refused.0.as_str(), refused.1.as_str()),
+            ("False", "AuthenticationFailed")
+        );
+        assert!(refused.2.contains("Wrong password"), "{}", refused.2);
+        let failures = Outcome {
+            failures: vec![
+                Failure {
+                    about: "table shop.items".into(),
+                    reason: Reason::ServerError,
+                    message: "server error: disk full".into(),
+                },
+                Failure {
+                    about: "user alice".into(),
+                    reason: Reason::UserSecretMissing,
+                    message: "Secret team-a/alice-pw not found".into(),
+                },
+            ],
+            users: vec![],
+        };
+        assert_eq!(
+            at(&Checked::Applied(failures)),
+            (
+                "False".into(),
+                "ServerError".into(),
+                "table shop.items: server error: disk full; user alice: Secret team-a/alice-pw not found".into()
+            )
+        );
         let none = compute(
             &database(1, serde_json::json!([])),
             None,
             None,
+            &Checked::NothingDeclared,
             Timestamp::UNIX_EPOCH,
         );
         assert_eq!(

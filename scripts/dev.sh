@@ -100,6 +100,10 @@ start_components() {
       KUBECONFIG=$kubeconfig "$target/dev-ides" >"$logs/ides.log" 2>&1 &
       echo $! > "$state/ides.pid"
     fi
+    # GuildDatabase servers get reqlite (a ReQL server, docs/databases.md) at their pod IP,
+    # with their admin password, so the declared schema is applied there.
+    KUBECONFIG=$kubeconfig "$target/dev-databases" >"$logs/databases.log" 2>&1 &
+    echo $! > "$state/databases.pid"
   fi
   # Fail fast when a component cannot start (bad kubeconfig, port taken).
   sleep 1
@@ -126,7 +130,7 @@ TXT
 }
 
 stop() {
-  for c in ides upstream proxy webhook operator; do
+  for c in databases ides upstream proxy webhook operator; do
     if [ -f "$state/$c.pid" ]; then
       pid=$(cat "$state/$c.pid")
       kill "$pid" 2>/dev/null && while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done

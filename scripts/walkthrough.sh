@@ -36,6 +36,8 @@ grep -q 'spec.ports\[0\].containerPort: Invalid value: 70000' "$out/output.txt" 
   fail "the invalid workspace was not refused with its reason"
 grep -q 'HTTP/1.1 403' "$out/output.txt" || fail "bob's request was not refused with 403"
 grep -q 'guilddatabase.guildnet.io/app condition met' "$out/output.txt" || fail "the GuildDatabase did not become Ready"
+grep -q '^user app: does not exist' "$out/output.txt" ||
+  fail "the GuildDatabase's schema was not applied at reqlite up to its user (.guildnet/logs/databases.log)"
 # The workspace was just resumed: its code-server comes a moment later (the README says so).
 deadline=$((SECONDS + 60))
 until curl -sI -H "Authorization: Bearer $(cat .guildnet/tokens/alice)" http://127.0.0.1:8090/w/default/ide/ |

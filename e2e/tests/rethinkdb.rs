@@ -1,7 +1,8 @@
 //! GuildNet's RethinkDB client (`guildnet-rethinkdb`) on the wire, against reqlite
 //! (`e2e/reqlite`, a ReQL server in JavaScript) on loopback: the V1_0 handshake with
 //! SCRAM-SHA-256, databases and tables made, listed and dropped, many queries at once on one
-//! connection, and each kind of failure in its class. No cluster is needed. Each test serves
+//! connection, and each kind of failure in its class; and, when a `rethinkdb` binary is on
+//! PATH, users and grants on a real RethinkDB server. No cluster is needed. Each test serves
 //! on an address of its own in 127.0.0.0/8.
 
 use std::net::IpAddr;
@@ -91,4 +92,115 @@ async fn each_failure_is_told_by_its_class() {
         .expect("a query on a closed connection fails, it does not hang")
         .expect_err("the server is gone");
     assert_eq!(gone.class(), ErrorClass::Unreachable, "{gone}");
+}
+
+/// A real RethinkDB server (the `rethinkdb` binary on PATH when the tests were built) on
+/// loopback: a user made with the term the operator sends can log in with its password, and
+/// its grants decide what it may do. reqlite has no users or grants, so without the binary
+/// this test is reported as ignored.
+#[tokio::test]
+#[cfg_attr(
+    not(rethinkdb_on_path),
+    ignore = "no rethinkdb binary on PATH: users and grants need a real RethinkDB server"
+)]
+async fn a_user_made_and_granted_as_the_operator_does_logs_in_and_is_held_to_its_grants() {
+    let dir = guildnet_e2e::cluster::repo_root().join("target/e2e-artifacts/rethinkdb");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let log = std::fs::File::create(dir.join("rethinkdb.log")).unwrap();
+    let bind = "127.0.28.10";
+    let server = std::process::Command::new("rethinkdb")
+        .args([
+            "--bind",
+            bind,
+            "--driver-port",
+            "28015",
+            "--cluster-port",
+            "29015",
+        ])
+        .args([
+            "--no-http-admin",
+            "--no-update-check",
+            "--initial-password",
+            "admin-pw",
+        ])
+        .arg("--directory")
+        .arg(dir.join("data"))
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("run rethinkdb");
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _server = Kill(server);
+    let addr = format!("{bind}:28015").parse().unwrap();
+    let admin = guildnet_e2e::eventually(
+        "rethinkdb takes the admin password",
+        Duration::from_secs(60),
+        || async { Connection::open(&options(addr, "admin-pw")).await.ok() },
+    )
+    .await;
+    admin.run(Term::db_create("shop")).await.unwrap();
+    admin
+        .run(Term::table_create("shop", "items", "id"))
+        .await
+        .unwrap();
+    admin
+        .run(Term::user_set_password("alice", "alice-pw"))
+        .await
+        .unwrap();
+    admin
+        .run(Term::grant("shop", "alice", true, false, false))
+        .await
+        .unwrap();
+
+    let as_alice = |password: &str| Options {
+        user: "alice".into(),
+        ..options(addr, password)
+    };
+    let wrong = Connection::open(&as_alice("nope")).await;
+    assert_eq!(
+        wrong.expect_err("a wrong password").class(),
+        ErrorClass::AuthenticationFailed
+    );
+    let alice = Connection::open(&as_alice("alice-pw")).await.unwrap();
+    assert_eq!(
+        alice.run(Term::get("shop", "items", 1)).await.unwrap(),
+        json!(null)
+    );
+    let refused = alice
+        .run(Term::insert("shop", "items", json!({"id": 1})))
+        .await
+        .expect_err("read-only: no writes");
+    assert!(
+        matches!(
+            &refused,
+            guildnet_rethinkdb::Error::Query {
+                kind: guildnet_rethinkdb::QueryErrorKind::Permission,
+                ..
+            }
+        ),
+        "{refused}"
+    );
+    // Granting write (as a changed grant in the spec is applied) lets it write.
+    admin
+        .run(Term::grant("shop", "alice", true, true, false))
+        .await
+        .unwrap();
+    alice
+        .run(Term::insert("shop", "items", json!({"id": 1})))
+        .await
+        .unwrap();
+    // A new password (a changed Secret) replaces the old one.
+    admin
+        .run(Term::user_set_password("alice", "alice-pw-2"))
+        .await
+        .unwrap();
+    assert!(Connection::open(&as_alice("alice-pw")).await.is_err());
+    Connection::open(&as_alice("alice-pw-2")).await.unwrap();
 }

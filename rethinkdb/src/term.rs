@@ -140,6 +140,15 @@ impl Term {
         )
     }
 
+    /// `r.db(db).table(table).insert(document)`.
+    pub fn insert(db: &str, table: &str, document: impl Serialize) -> Self {
+        Self::new(
+            TermType::Insert,
+            vec![Self::table(db, table), Term::datum(document)],
+            None,
+        )
+    }
+
     /// `r.db(db).table(table).get(key)`.
     pub fn get(db: &str, table: &str, key: impl Serialize) -> Self {
         Self::new(
@@ -172,6 +181,10 @@ mod tests {
         assert_eq!(
             Term::table_drop("shop", "items").as_json(),
             &json!([61, [[14, ["shop"]], "items"]])
+        );
+        assert_eq!(
+            Term::insert("shop", "items", json!({"id": 1, "tags": ["a"]})).as_json(),
+            &json!([56, [[15, [[14, ["shop"]], "items"]], {"id": 1, "tags": [2, ["a"]]}]])
         );
         assert_eq!(
             Term::get("shop", "items", 7).as_json(),

@@ -73,6 +73,31 @@ pub struct CapabilitiesSpec {
     /// (re-applies, prunes). Without it, the annotation naming anyone else is refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub assign_owners: Option<OwnerAssignment>,
+    /// Lets the subjects create GuildDatabases, and how big. Without it in any Capabilities
+    /// naming them, they may not. Each server's CPU and memory are held to
+    /// `resources.maxPerWorkspace` too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub databases: Option<DatabaseGrant>,
+}
+
+/// What GuildDatabases the subjects of a Capabilities may create.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DatabaseGrant {
+    /// Image patterns (as `spec.images.allow`) their databases may run besides the pinned
+    /// default, `docker.io/library/rethinkdb:2.4.4-bookworm-slim`, which is always allowed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64), extend("items" = {"type": "string", "maxLength": 512}))]
+    pub images: Vec<String>,
+    /// Most servers (`spec.replicas`) one database may run. Unset: no ceiling.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 9))]
+    pub max_replicas: Option<i32>,
+    /// Largest volume (`spec.storage.size`) of one server, e.g. `20Gi`. Unset: no ceiling.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("maxLength" = 64))]
+    #[x_kube(validation = kube::core::Rule::new("isQuantity(string(self)) && !quantity(string(self)).isLessThan(quantity('0'))").message("spec.databases.maxStorage must be a non-negative quantity, e.g. 20Gi"))]
+    pub max_storage: Option<Quantity>,
 }
 
 /// Whom the subjects of a Capabilities may make owners of the workspaces they create.

@@ -12,6 +12,7 @@ pub mod cluster;
 pub mod common;
 pub mod database;
 pub mod labels;
+pub mod ownership;
 pub mod policy;
 pub mod quota;
 pub mod workspace;

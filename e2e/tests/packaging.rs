@@ -462,6 +462,7 @@ fn rbac_is_exactly_what_each_component_needs() {
             "quotas",
             "workspaces",
             "clusterregistrations",
+            "guilddatabases",
         ],
         vec![],
         vec!["list", "watch"],

@@ -1873,3 +1873,181 @@ fn applied_by(
         })
         .cloned()
 }
+
+// ---- GuildDatabases --------------------------------------------------------------------------
+
+fn guild_database(name: &str, spec: Value) -> guildnet_api::GuildDatabase {
+    serde_json::from_value(json!({
+        "apiVersion": "guildnet.io/v1alpha1", "kind": "GuildDatabase",
+        "metadata": {"name": name, "labels": {"guildnet.io/owner": "u-spoofed"}},
+        "spec": spec
+    }))
+    .unwrap()
+}
+
+/// Lets guildnet:users manage GuildDatabases in `namespace` (as the chart's edit role does).
+async fn bind_database_user(admin: &Client, namespace: &str) {
+    let roles: Api<k8s_openapi::api::rbac::v1::Role> = Api::namespaced(admin.clone(), namespace);
+    let role = serde_json::from_value(json!({
+        "metadata": {"name": "database-user"},
+        "rules": [{"apiGroups": ["guildnet.io"], "resources": ["guilddatabases"],
+                   "verbs": ["create", "get", "list", "watch", "update", "patch", "delete"]}]
+    }))
+    .unwrap();
+    roles.create(&PostParams::default(), &role).await.unwrap();
+    let bindings: Api<RoleBinding> = Api::namespaced(admin.clone(), namespace);
+    let binding = serde_json::from_value(json!({
+        "metadata": {"name": "database-user"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "database-user"},
+        "subjects": [{"kind": "Group", "apiGroup": "rbac.authorization.k8s.io", "name": "guildnet:users"}]
+    }))
+    .unwrap();
+    bindings
+        .create(&PostParams::default(), &binding)
+        .await
+        .unwrap();
+}
+
+/// GuildDatabases pass the same webhook as Workspaces: the owner comes from the requester,
+/// a Capabilities' `databases` grant bounds image, servers and storage (the starter grant
+/// gives everyone one server of up to 10Gi; this test's grant two), their storage counts
+/// against the owner's Quota with their workspaces', and only the owner changes or deletes
+/// one.
+#[tokio::test]
+async fn guild_databases_are_owned_bounded_and_counted_like_workspaces() {
+    let admin = client(User::Admin).await;
+    let namespace = users_namespace("gdb").await;
+    bind_database_user(&admin, &namespace).await;
+    let grant = Grant::new(
+        json!([{"kind": "Group", "name": "guildnet:users"}]),
+        json!({"databases": {"maxReplicas": 2, "maxStorage": "5Gi"}}),
+    )
+    .await;
+    let alice: Api<guildnet_api::GuildDatabase> =
+        Api::namespaced(client(User::Alice).await, &namespace);
+    let bob: Api<guildnet_api::GuildDatabase> =
+        Api::namespaced(client(User::Bob).await, &namespace);
+    let two_servers = json!({"replicas": 2, "storage": {"size": "1Gi"}});
+    eventually("the webhook to see the databases grant", TIMEOUT, || {
+        let alice = alice.clone();
+        let probe = guild_database("probe", two_servers.clone());
+        async move { alice.create(&dry_run(), &probe).await.ok().map(|_| ()) }
+    })
+    .await;
+
+    let created = alice
+        .create(
+            &PostParams::default(),
+            &guild_database("shop", two_servers.clone()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        created.labels().get("guildnet.io/owner"),
+        Some(&owner_id("alice")),
+        "the spoofed owner label replaced by alice's"
+    );
+    assert_eq!(
+        created
+            .annotations()
+            .get("guildnet.io/owner-name")
+            .map(String::as_str),
+        Some("alice")
+    );
+
+    // Within the grants only.
+    let message = assert_refused(
+        alice
+            .create(
+                &dry_run(),
+                &guild_database("big", json!({"replicas": 3, "storage": {"size": "1Gi"}})),
+            )
+            .await,
+        "ResourceLimitExceeded",
+        400,
+    );
+    assert!(message.contains("spec.replicas is 3"), "{message}");
+    assert_refused(
+        alice
+            .create(
+                &dry_run(),
+                &guild_database("huge", json!({"storage": {"size": "20Gi"}})),
+            )
+            .await,
+        "ResourceLimitExceeded",
+        400,
+    );
+    assert_refused(
+        alice
+            .create(
+                &dry_run(),
+                &guild_database(
+                    "odd",
+                    json!({"image": "docker.io/guildnet-e2e-denied/rethinkdb:1", "storage": {"size": "1Gi"}}),
+                ),
+            )
+            .await,
+        "ImageDenied",
+        400,
+    );
+
+    // Only the owner changes or deletes it.
+    let grow = Patch::Merge(json!({"spec": {"storage": {"size": "2Gi"}}}));
+    assert_refused(
+        bob.patch("shop", &PatchParams::default(), &grow).await,
+        "NotOwner",
+        403,
+    );
+    assert_refused(
+        bob.delete("shop", &DeleteParams::default()).await,
+        "NotOwner",
+        403,
+    );
+
+    // Its 2 × 1Gi count against alice's storage Quota: 1Gi more fits 3Gi, 2Gi more does not.
+    let quotas: Api<Quota> = Api::namespaced(admin.clone(), &namespace);
+    let quota: Quota = serde_json::from_value(json!({
+        "apiVersion": "guildnet.io/v1alpha1", "kind": "Quota",
+        "metadata": {"name": "storage"},
+        "spec": {"subjects": [{"kind": "Group", "name": "guildnet:users"}], "perOwner": {"storage": "3Gi"}}
+    }))
+    .unwrap();
+    quotas.create(&PostParams::default(), &quota).await.unwrap();
+    let two_more = guild_database("more", json!({"replicas": 2, "storage": {"size": "1Gi"}}));
+    let message = eventually(
+        "the webhook to count the database against the Quota",
+        TIMEOUT,
+        || {
+            let alice = alice.clone();
+            let two_more = two_more.clone();
+            async move {
+                match alice.create(&dry_run(), &two_more).await {
+                    Err(kube::Error::Api(status)) if status.reason == "QuotaExceeded" => {
+                        assert_eq!(status.code, 429);
+                        Some(status.message)
+                    }
+                    _ => None,
+                }
+            }
+        },
+    )
+    .await;
+    assert!(
+        message.contains("spec.perOwner.storage is 3Gi"),
+        "{message}"
+    );
+    alice
+        .create(
+            &dry_run(),
+            &guild_database("one-more", json!({"storage": {"size": "1Gi"}})),
+        )
+        .await
+        .expect("1Gi more fits the 3Gi Quota");
+
+    alice
+        .delete("shop", &DeleteParams::default())
+        .await
+        .expect("the owner deletes it");
+    delete_namespace(&namespace).await;
+    grant.remove().await;
+}

@@ -1,6 +1,6 @@
 //! An outage of the admission webhook, on a control plane of its own (the suite's webhook is
 //! never touched): with the webhook killed (SIGKILL), ConfigMaps and Pods are still created,
-//! since only Workspaces are intercepted, while Workspace creates fail with an error naming
+//! since only Workspaces and GuildDatabases are intercepted, while Workspace creates fail with an error naming
 //! the webhook (`failurePolicy: Fail`); restarting the webhook restores service.
 
 use std::time::Duration;

@@ -39,11 +39,14 @@ use guildnet_api::policy::{
 };
 use guildnet_api::workspace::facts::encode_owner_groups;
 use guildnet_api::workspace::{SpecError, apply_defaults, check_annotations};
-use guildnet_api::{Capabilities, ClusterRegistration, Quota, Workspace, WorkspaceSpec, labels};
+use guildnet_api::{
+    Capabilities, ClusterRegistration, GuildDatabase, Quota, Workspace, WorkspaceSpec, labels,
+};
 use k8s_openapi::api::authentication::v1::UserInfo;
-use kube::ResourceExt;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::core::Status;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, Operation};
+use kube::{Resource, ResourceExt};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -90,6 +93,8 @@ pub struct Snapshot {
     /// Every ClusterRegistration: a new workspace's placement must name one that takes
     /// workspaces.
     pub clusters: Vec<Arc<ClusterRegistration>>,
+    /// The [`quota_owner`]'s GuildDatabases: their servers' storage counts against Quotas.
+    pub databases: Vec<Arc<GuildDatabase>>,
 }
 
 /// The Ingress host the request's workspace asks for, if it asks for one.
@@ -223,7 +228,10 @@ pub struct Decision {
 }
 
 impl Decision {
-    fn allowed(request: &AdmissionRequest<Workspace>, admitted: Option<Workspace>) -> Self {
+    pub(crate) fn allowed<K: Resource>(
+        request: &AdmissionRequest<K>,
+        admitted: Option<Workspace>,
+    ) -> Self {
         Self {
             response: AdmissionResponse::from(request),
             outcome: Ok(()),
@@ -232,7 +240,7 @@ impl Decision {
     }
 
     /// A refusal of `request`, with the reason and code in the response status.
-    pub fn refused(request: &AdmissionRequest<Workspace>, refusal: Refusal) -> Self {
+    pub fn refused<K: Resource>(request: &AdmissionRequest<K>, refusal: Refusal) -> Self {
         let mut response = AdmissionResponse::from(request);
         response.allowed = false;
         response.result =
@@ -293,7 +301,7 @@ fn mutation(request: &AdmissionRequest<Workspace>) -> Result<Option<json_patch::
                 .as_ref()
                 .map(|owner| encode_owner_groups(&owner.groups));
             set_owner(
-                &mut mutated,
+                &mut mutated.metadata,
                 id.as_deref(),
                 name.as_deref(),
                 groups.as_deref(),
@@ -305,7 +313,7 @@ fn mutation(request: &AdmissionRequest<Workspace>) -> Result<Option<json_patch::
             let id = old.and_then(Workspace::owner_id);
             let name = old.and_then(Workspace::owner_name);
             let groups = old.and_then(|old| old.annotations().get(labels::OWNER_GROUPS));
-            set_owner(&mut mutated, id, name, groups.map(String::as_str));
+            set_owner(&mut mutated.metadata, id, name, groups.map(String::as_str));
         }
         Operation::Delete | Operation::Connect => return Ok(None),
     }
@@ -326,26 +334,18 @@ fn requested_owner(user: User, object: &Workspace) -> User {
 }
 
 /// Sets (or, for `None`, removes) the owner label and annotations.
-fn set_owner(
-    workspace: &mut Workspace,
+pub(crate) fn set_owner(
+    metadata: &mut ObjectMeta,
     id: Option<&str>,
     name: Option<&str>,
     groups: Option<&str>,
 ) {
-    put(&mut workspace.metadata.labels, labels::OWNER, id);
-    put(
-        &mut workspace.metadata.annotations,
-        labels::OWNER_NAME,
-        name,
-    );
-    put(
-        &mut workspace.metadata.annotations,
-        labels::OWNER_GROUPS,
-        groups,
-    );
+    put(&mut metadata.labels, labels::OWNER, id);
+    put(&mut metadata.annotations, labels::OWNER_NAME, name);
+    put(&mut metadata.annotations, labels::OWNER_GROUPS, groups);
 }
 
-fn put(map: &mut Option<BTreeMap<String, String>>, key: &str, value: Option<&str>) {
+pub(crate) fn put(map: &mut Option<BTreeMap<String, String>>, key: &str, value: Option<&str>) {
     match (value, map.as_mut()) {
         (Some(value), _) => {
             map.get_or_insert_default()
@@ -506,7 +506,8 @@ fn validate_create(
     check_host(target, &owner_id, snapshot)?;
     let demand = demand(&admitted.spec)?;
     let quotas = QuotaCheck {
-        target,
+        namespace: target.namespace,
+        deciding: Deciding::Workspace(target.name),
         owner: &owner,
         owner_id: &owner_id,
         settings,
@@ -564,7 +565,8 @@ fn validate_update(
         Standing::ActsForOwner | Standing::Admin => old.owner().unwrap_or_else(|| user.clone()),
     };
     let quotas = QuotaCheck {
-        target,
+        namespace: target.namespace,
+        deciding: Deciding::Workspace(target.name),
         owner: &owner,
         owner_id,
         settings,
@@ -662,6 +664,15 @@ fn check_ownership(
 }
 
 /// What a spec counts against Quotas.
+/// What a GuildDatabase counts against Quotas: its servers' volumes as storage (it is not
+/// a workspace, and its CPU and memory are not counted).
+pub(crate) fn database_demand(db: &GuildDatabase) -> Usage {
+    Usage {
+        storage: db.storage_milli(),
+        ..Usage::default()
+    }
+}
+
 fn demand(spec: &WorkspaceSpec) -> Result<Usage, Refusal> {
     policy::workspace_demand(spec).map_err(|error| {
         Refusal::Invalid(format!(
@@ -670,21 +681,31 @@ fn demand(spec: &WorkspaceSpec) -> Result<Usage, Refusal> {
     })
 }
 
+/// The object being decided, by name: its usage is given to the check, so its cached
+/// version does not count as well.
+#[derive(Clone, Copy)]
+pub(crate) enum Deciding<'a> {
+    Workspace(&'a str),
+    Database(&'a str),
+}
+
 /// The Quota check of one request: the owner's usage as each applicable Quota counts it.
-struct QuotaCheck<'a> {
-    target: &'a Target<'a>,
+pub(crate) struct QuotaCheck<'a> {
+    /// The namespace of the object decided.
+    pub(crate) namespace: &'a str,
+    pub(crate) deciding: Deciding<'a>,
     /// The owner as Quota subjects match them.
-    owner: &'a User,
-    owner_id: &'a str,
-    settings: &'a Settings,
-    snapshot: &'a Snapshot,
+    pub(crate) owner: &'a User,
+    pub(crate) owner_id: &'a str,
+    pub(crate) settings: &'a Settings,
+    pub(crate) snapshot: &'a Snapshot,
 }
 
 impl QuotaCheck<'_> {
-    /// Checks `change` against every Quota that applies. `this_workspace` is the stored
+    /// Checks `change` against every Quota that applies. `this_object` is the stored
     /// version's demand on an update (its usage counts from the request, not from the
     /// cache, which may be older), nothing on a create.
-    fn check(&self, this_workspace: Usage, change: Usage) -> Result<(), Refusal> {
+    pub(crate) fn check(&self, this_object: Usage, change: Usage) -> Result<(), Refusal> {
         let system_namespace = &self.settings.system_namespace;
         let applicable: Vec<&Quota> = self
             .snapshot
@@ -692,7 +713,7 @@ impl QuotaCheck<'_> {
             .iter()
             .map(Arc::as_ref)
             .filter(|quota| {
-                policy::quota_applies(quota, self.owner, self.target.namespace, system_namespace)
+                policy::quota_applies(quota, self.owner, self.namespace, system_namespace)
             })
             .collect();
         if applicable.is_empty() {
@@ -711,7 +732,7 @@ impl QuotaCheck<'_> {
                     .filter(|(namespace, _)| {
                         policy::quota_counts_namespace(quota, namespace, system_namespace)
                     })
-                    .fold(this_workspace.clone(), |total, (_, usage)| {
+                    .fold(this_object.clone(), |total, (_, usage)| {
                         total.saturating_add(usage)
                     }),
             })
@@ -742,12 +763,29 @@ impl QuotaCheck<'_> {
                     .iter()
                     .map(|(namespace, usage)| Ok((namespace.as_str(), usage.clone()))),
             )
+            .chain(
+                (self.snapshot.databases.iter())
+                    .filter(|db| db.owner_id() == Some(self.owner_id))
+                    .filter(|db| db.metadata.deletion_timestamp.is_none())
+                    .filter(|db| !self.is_deciding_database(db))
+                    .map(|db| {
+                        let namespace = db.metadata.namespace.as_deref().unwrap_or_default();
+                        Ok((namespace, database_demand(db)))
+                    }),
+            )
             .collect()
     }
 
     fn is_target(&self, workspace: &Workspace) -> bool {
-        workspace.metadata.namespace.as_deref() == Some(self.target.namespace)
-            && workspace.metadata.name.as_deref() == Some(self.target.name)
+        matches!(self.deciding, Deciding::Workspace(name)
+            if workspace.metadata.namespace.as_deref() == Some(self.namespace)
+                && workspace.metadata.name.as_deref() == Some(name))
+    }
+
+    fn is_deciding_database(&self, db: &GuildDatabase) -> bool {
+        matches!(self.deciding, Deciding::Database(name)
+            if db.metadata.namespace.as_deref() == Some(self.namespace)
+                && db.metadata.name.as_deref() == Some(name))
     }
 
     fn uncountable(

@@ -1,5 +1,5 @@
-//! Watch caches of Capabilities, Quotas, Workspaces, GuildNet's volume claims and
-//! ClusterRegistrations, so an
+//! Watch caches of Capabilities, Quotas, Workspaces, GuildNet's volume claims,
+//! ClusterRegistrations and GuildDatabases, so an
 //! admission decision never waits for the API server (the API server gives a webhook
 //! seconds, and every Workspace write passes through it). The webhook is ready only once
 //! all of them are listed.
@@ -7,7 +7,9 @@
 use crate::admission::Snapshot;
 use futures::StreamExt;
 use guildnet_api::cluster::RetainedClaim;
-use guildnet_api::{Capabilities, ClusterRegistration, Quota, Workspace, labels, policy};
+use guildnet_api::{
+    Capabilities, ClusterRegistration, GuildDatabase, Quota, Workspace, labels, policy,
+};
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -29,6 +31,7 @@ pub struct Caches {
     claims: Store<PersistentVolumeClaim>,
     /// Registered clusters: a placement must name one that takes workspaces.
     clusters: Store<ClusterRegistration>,
+    databases: Store<GuildDatabase>,
     synced: Arc<AtomicBool>,
 }
 
@@ -41,17 +44,19 @@ impl Caches {
         let (workspaces, workspaces_writer) = reflector::store();
         let (claims, claims_writer) = reflector::store();
         let (clusters, clusters_writer) = reflector::store();
+        let (databases, databases_writer) = reflector::store();
         let caches = Self {
             capabilities,
             quotas,
             workspaces,
             claims,
             clusters,
+            databases,
             synced: Arc::new(AtomicBool::new(false)),
         };
         let ready = caches.clone();
         let managed = watcher::Config::default().labels(&format!("{}=true", labels::MANAGED));
-        let run = futures::future::join(
+        let run = futures::future::join3(
             futures::future::join5(
                 reflect(
                     Api::<Capabilities>::all(client.clone()),
@@ -80,6 +85,11 @@ impl Caches {
                 watcher::Config::default(),
                 clusters_writer,
             ),
+            reflect(
+                Api::<GuildDatabase>::all(client.clone()),
+                watcher::Config::default(),
+                databases_writer,
+            ),
         );
         (caches, async move {
             run.await;
@@ -98,6 +108,7 @@ impl Caches {
             workspaces,
             claims: reflector::store().0,
             clusters: reflector::store().0,
+            databases: reflector::store().0,
             synced: Arc::new(AtomicBool::new(true)),
         }
     }
@@ -146,6 +157,12 @@ impl Caches {
             }
             _ => Vec::new(),
         };
+        let databases = match owner {
+            Some(owner) if !quotas.is_empty() => self
+                .databases
+                .state_filter(|db| db.owner_id() == Some(owner)),
+            _ => Vec::new(),
+        };
         Snapshot {
             capabilities: self
                 .capabilities
@@ -159,6 +176,7 @@ impl Caches {
             host_users: Vec::new(),
             retained_claims,
             clusters,
+            databases,
         }
     }
 
@@ -192,17 +210,20 @@ impl Caches {
     }
 
     async fn mark_synced(&self) {
-        let all = futures::future::try_join5(
-            self.capabilities.wait_until_ready(),
-            self.quotas.wait_until_ready(),
-            self.workspaces.wait_until_ready(),
-            self.claims.wait_until_ready(),
-            self.clusters.wait_until_ready(),
+        let all = futures::future::try_join(
+            futures::future::try_join5(
+                self.capabilities.wait_until_ready(),
+                self.quotas.wait_until_ready(),
+                self.workspaces.wait_until_ready(),
+                self.claims.wait_until_ready(),
+                self.clusters.wait_until_ready(),
+            ),
+            self.databases.wait_until_ready(),
         );
         if all.await.is_ok() {
             self.synced.store(true, Ordering::Release);
             info!(
-                "caches synced: Capabilities, Quotas, Workspaces, claims and ClusterRegistrations are listed"
+                "caches synced: Capabilities, Quotas, Workspaces, claims, ClusterRegistrations and GuildDatabases are listed"
             );
         }
     }

@@ -1,9 +1,9 @@
 //! The MutatingWebhookConfiguration and ValidatingWebhookConfiguration that make the API
 //! server call the webhook, and the host names its serving certificate must carry.
 //!
-//! Only Workspaces of `guildnet.io` are intercepted, with `failurePolicy: Fail`: a Workspace
-//! must never be admitted unchecked, while an outage of the webhook can never block Pods or
-//! any other object. `kube-system` and GuildNet's own namespace are excluded, so the cluster
+//! Only Workspaces and GuildDatabases of `guildnet.io` are intercepted, each on a path of
+//! its own, with `failurePolicy: Fail`: neither must ever be admitted unchecked, while an
+//! outage of the webhook can never block Pods or any other object. `kube-system` and GuildNet's own namespace are excluded, so the cluster
 //! and GuildNet itself keep working even if the webhook is broken.
 
 use guildnet_api::GROUP;
@@ -22,6 +22,20 @@ pub const CONFIGURATION_NAME: &str = "guildnet-webhook";
 pub const MUTATE_PATH: &str = "/mutate";
 /// The path the validating webhook is served on.
 pub const VALIDATE_PATH: &str = "/validate";
+/// The path the mutating webhook of GuildDatabases is served on.
+pub const MUTATE_DATABASES_PATH: &str = "/mutate-databases";
+/// The path the validating webhook of GuildDatabases is served on.
+pub const VALIDATE_DATABASES_PATH: &str = "/validate-databases";
+
+/// The resources intercepted, each with its mutating and validating paths.
+const INTERCEPTED: [(&str, &str, &str); 2] = [
+    ("workspaces", MUTATE_PATH, VALIDATE_PATH),
+    (
+        "guilddatabases",
+        MUTATE_DATABASES_PATH,
+        VALIDATE_DATABASES_PATH,
+    ),
+];
 /// The field manager of the server-side applies.
 const FIELD_MANAGER: &str = "guildnet-webhook";
 /// How long the API server waits for an answer. Decisions take microseconds; a short
@@ -136,20 +150,25 @@ impl Registration {
     pub fn mutating(&self, ca_bundle: &str) -> MutatingWebhookConfiguration {
         MutatingWebhookConfiguration {
             metadata: metadata(),
-            webhooks: Some(vec![MutatingWebhook {
-                name: format!("mutate.workspaces.{GROUP}"),
-                client_config: self.endpoint.client_config(MUTATE_PATH, ca_bundle),
-                rules: Some(vec![workspace_rule(&["CREATE", "UPDATE"])]),
-                reinvocation_policy: Some("IfNeeded".to_owned()),
-                admission_review_versions: vec!["v1".to_owned()],
-                failure_policy: Some("Fail".to_owned()),
-                match_policy: Some("Equivalent".to_owned()),
-                namespace_selector: Some(self.namespace_selector()),
-                side_effects: "None".to_owned(),
-                timeout_seconds: Some(TIMEOUT_SECONDS),
-                match_conditions: None,
-                object_selector: None,
-            }]),
+            webhooks: Some(
+                INTERCEPTED
+                    .iter()
+                    .map(|(resource, path, _)| MutatingWebhook {
+                        name: format!("mutate.{resource}.{GROUP}"),
+                        client_config: self.endpoint.client_config(path, ca_bundle),
+                        rules: Some(vec![rule(resource, &["CREATE", "UPDATE"])]),
+                        reinvocation_policy: Some("IfNeeded".to_owned()),
+                        admission_review_versions: vec!["v1".to_owned()],
+                        failure_policy: Some("Fail".to_owned()),
+                        match_policy: Some("Equivalent".to_owned()),
+                        namespace_selector: Some(self.namespace_selector()),
+                        side_effects: "None".to_owned(),
+                        timeout_seconds: Some(TIMEOUT_SECONDS),
+                        match_conditions: None,
+                        object_selector: None,
+                    })
+                    .collect(),
+            ),
         }
     }
 
@@ -157,19 +176,24 @@ impl Registration {
     pub fn validating(&self, ca_bundle: &str) -> ValidatingWebhookConfiguration {
         ValidatingWebhookConfiguration {
             metadata: metadata(),
-            webhooks: Some(vec![ValidatingWebhook {
-                name: format!("validate.workspaces.{GROUP}"),
-                client_config: self.endpoint.client_config(VALIDATE_PATH, ca_bundle),
-                rules: Some(vec![workspace_rule(&["CREATE", "UPDATE", "DELETE"])]),
-                admission_review_versions: vec!["v1".to_owned()],
-                failure_policy: Some("Fail".to_owned()),
-                match_policy: Some("Equivalent".to_owned()),
-                namespace_selector: Some(self.namespace_selector()),
-                side_effects: "None".to_owned(),
-                timeout_seconds: Some(TIMEOUT_SECONDS),
-                match_conditions: None,
-                object_selector: None,
-            }]),
+            webhooks: Some(
+                INTERCEPTED
+                    .iter()
+                    .map(|(resource, _, path)| ValidatingWebhook {
+                        name: format!("validate.{resource}.{GROUP}"),
+                        client_config: self.endpoint.client_config(path, ca_bundle),
+                        rules: Some(vec![rule(resource, &["CREATE", "UPDATE", "DELETE"])]),
+                        admission_review_versions: vec!["v1".to_owned()],
+                        failure_policy: Some("Fail".to_owned()),
+                        match_policy: Some("Equivalent".to_owned()),
+                        namespace_selector: Some(self.namespace_selector()),
+                        side_effects: "None".to_owned(),
+                        timeout_seconds: Some(TIMEOUT_SECONDS),
+                        match_conditions: None,
+                        object_selector: None,
+                    })
+                    .collect(),
+            ),
         }
     }
 
@@ -225,13 +249,13 @@ fn metadata() -> ObjectMeta {
     }
 }
 
-/// Workspaces, any served version, namespaced.
-fn workspace_rule(operations: &[&str]) -> RuleWithOperations {
+/// `resource` of `guildnet.io`, any served version, namespaced.
+fn rule(resource: &str, operations: &[&str]) -> RuleWithOperations {
     RuleWithOperations {
         api_groups: Some(vec![GROUP.to_owned()]),
         api_versions: Some(vec!["*".to_owned()]),
         operations: Some(operations.iter().map(|op| (*op).to_owned()).collect()),
-        resources: Some(vec!["workspaces".to_owned()]),
+        resources: Some(vec![resource.to_owned()]),
         scope: Some("Namespaced".to_owned()),
     }
 }
@@ -287,7 +311,7 @@ mod tests {
     }
 
     #[test]
-    fn only_workspaces_are_intercepted_and_failures_refuse() {
+    fn only_workspaces_and_databases_are_intercepted_and_failures_refuse() {
         let url = registration(Endpoint::url("https://127.0.0.1:9443").unwrap());
         let json = serde_json::to_value(url.validating("PEM")).unwrap();
         let hook = &json["webhooks"][0];
@@ -328,6 +352,23 @@ mod tests {
         );
         assert_eq!(hook["reinvocationPolicy"], "IfNeeded");
         assert_eq!(hook["clientConfig"]["url"], "https://127.0.0.1:9443/mutate");
+        // GuildDatabases alike, on paths of their own.
+        let databases = &json["webhooks"][1];
+        assert_eq!(databases["name"], "mutate.guilddatabases.guildnet.io");
+        assert_eq!(
+            databases["rules"][0]["resources"],
+            serde_json::json!(["guilddatabases"])
+        );
+        assert_eq!(
+            databases["clientConfig"]["url"],
+            "https://127.0.0.1:9443/mutate-databases"
+        );
+        let json = serde_json::to_value(url.validating("PEM")).unwrap();
+        assert_eq!(json["webhooks"].as_array().unwrap().len(), 2);
+        assert_eq!(
+            json["webhooks"][1]["clientConfig"]["url"],
+            "https://127.0.0.1:9443/validate-databases"
+        );
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! Reading an AdmissionReview of a Workspace, tolerant of objects the Rust types cannot hold.
+//! Reading an AdmissionReview of a Workspace or a GuildDatabase, tolerant of objects the
+//! Rust types cannot hold.
 //!
 //! The mutating webhook runs before the API server checks the object against the CRD
 //! schema, so it receives whatever a user sent (`hint: turbo`, a missing `image`). Refusing
@@ -7,17 +8,46 @@
 //! metadata only and flagged, and each webhook decides what that means (see
 //! [`admission`](crate::admission)).
 
-use guildnet_api::{Workspace, WorkspaceSpec};
-use kube::core::DynamicObject;
+use guildnet_api::{GuildDatabase, GuildDatabaseSpec, Workspace, WorkspaceSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::core::admission::{AdmissionRequest, AdmissionReview, ConvertAdmissionReviewError};
+use kube::core::{DynamicObject, Resource};
+use serde::de::DeserializeOwned;
 
-/// An AdmissionRequest for a Workspace, as far as it could be read.
+/// A kind the webhook admits: read from a review, or kept with its metadata only.
+pub trait Admitted: Resource + DeserializeOwned + Clone + Sized {
+    /// The object with `metadata` and an empty spec.
+    fn metadata_only(metadata: ObjectMeta) -> Self;
+}
+
+impl Admitted for Workspace {
+    fn metadata_only(metadata: ObjectMeta) -> Self {
+        Workspace {
+            metadata,
+            spec: WorkspaceSpec::default(),
+            status: None,
+        }
+    }
+}
+
+impl Admitted for GuildDatabase {
+    fn metadata_only(metadata: ObjectMeta) -> Self {
+        GuildDatabase {
+            metadata,
+            spec: GuildDatabaseSpec::default(),
+            status: None,
+        }
+    }
+}
+
+/// An AdmissionRequest for a Workspace (or another [`Admitted`] kind), as far as it could be
+/// read.
 #[derive(Clone, Debug)]
-pub struct Review {
+pub struct Review<K: Resource = Workspace> {
     /// The request. An object that could not be read keeps its metadata and has an empty
     /// spec.
-    pub request: AdmissionRequest<Workspace>,
-    /// Why `request.object` is not a valid Workspace, when it is not.
+    pub request: AdmissionRequest<K>,
+    /// Why `request.object` is not a valid object of its kind, when it is not.
     pub unreadable_object: Option<String>,
 }
 
@@ -36,8 +66,8 @@ pub enum Error {
 /// Reads an AdmissionReview body. The typed parse is tried first because it is the common
 /// case and the fastest; only when it fails is the body read generically and each object
 /// converted on its own, so one unreadable object does not lose the rest of the request.
-pub fn decode(body: &[u8]) -> Result<Review, Error> {
-    if let Ok(review) = serde_json::from_slice::<AdmissionReview<Workspace>>(body) {
+pub fn decode<K: Admitted>(body: &[u8]) -> Result<Review<K>, Error> {
+    if let Ok(review) = serde_json::from_slice::<AdmissionReview<K>>(body) {
         return Ok(Review {
             request: review.try_into()?,
             unreadable_object: None,
@@ -45,12 +75,12 @@ pub fn decode(body: &[u8]) -> Result<Review, Error> {
     }
     let review: AdmissionReview<DynamicObject> = serde_json::from_slice(body)?;
     let request: AdmissionRequest<DynamicObject> = review.try_into()?;
-    let (object, unreadable_object) = match request.object.map(to_workspace) {
+    let (object, unreadable_object) = match request.object.map(read::<K>) {
         Some((workspace, problem)) => (Some(workspace), problem),
         None => (None, None),
     };
     // An unreadable old object (stored before a schema change) still tells its owner.
-    let old_object = request.old_object.map(|old| to_workspace(old).0);
+    let old_object = request.old_object.map(|old| read::<K>(old).0);
     Ok(Review {
         request: AdmissionRequest {
             types: request.types,
@@ -74,18 +104,11 @@ pub fn decode(body: &[u8]) -> Result<Review, Error> {
     })
 }
 
-/// The object as a Workspace; or its metadata with an empty spec, and what is wrong.
-fn to_workspace(object: DynamicObject) -> (Workspace, Option<String>) {
-    match serde_json::to_value(&object).and_then(serde_json::from_value::<Workspace>) {
-        Ok(workspace) => (workspace, None),
-        Err(error) => {
-            let metadata_only = Workspace {
-                metadata: object.metadata,
-                spec: WorkspaceSpec::default(),
-                status: None,
-            };
-            (metadata_only, Some(error.to_string()))
-        }
+/// The object as a `K`; or its metadata with an empty spec, and what is wrong.
+fn read<K: Admitted>(object: DynamicObject) -> (K, Option<String>) {
+    match serde_json::to_value(&object).and_then(serde_json::from_value::<K>) {
+        Ok(read) => (read, None),
+        Err(error) => (K::metadata_only(object.metadata), Some(error.to_string())),
     }
 }
 
@@ -126,7 +149,7 @@ mod tests {
 
     #[test]
     fn reads_a_valid_review_typed() {
-        let review = decode(&body(
+        let review: Review = decode(&body(
             workspace(json!({"image": "nginx"})),
             json!(null),
             "CREATE",
@@ -140,7 +163,7 @@ mod tests {
 
     #[test]
     fn keeps_the_metadata_of_an_object_the_types_cannot_hold() {
-        let review = decode(&body(
+        let review: Review = decode(&body(
             workspace(json!({"image": "nginx", "hint": "turbo"})),
             workspace(json!({})),
             "UPDATE",
@@ -157,8 +180,11 @@ mod tests {
 
     #[test]
     fn refuses_what_is_not_a_review() {
-        assert!(matches!(decode(b"{"), Err(Error::Json(_))));
+        assert!(matches!(decode::<Workspace>(b"{"), Err(Error::Json(_))));
         let no_request = br#"{"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview"}"#;
-        assert!(matches!(decode(no_request), Err(Error::NoRequest(_))));
+        assert!(matches!(
+            decode::<Workspace>(no_request),
+            Err(Error::NoRequest(_))
+        ));
     }
 }

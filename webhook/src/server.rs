@@ -1,20 +1,25 @@
-//! The HTTP side: the HTTPS server the API server calls (`/mutate`, `/validate`, `/healthz`,
+//! The HTTP side: the HTTPS server the API server calls (`/mutate`, `/validate` for
+//! Workspaces, `/mutate-databases`, `/validate-databases` for GuildDatabases, `/healthz`,
 //! `/readyz`) and the plain-HTTP metrics server (`/metrics`, `/healthz`, `/readyz`), kept
 //! apart so Prometheus scrapes without the webhook's private CA.
 
 use crate::access::{AccessReviewer, Unavailable};
 use crate::admission::{self, Decision, DeniedReference, Refusal, Settings};
 use crate::caches::Caches;
+use crate::database;
 use crate::metrics::{Metrics, Webhook};
-use crate::registration::{MUTATE_PATH, VALIDATE_PATH};
+use crate::registration::{
+    MUTATE_DATABASES_PATH, MUTATE_PATH, VALIDATE_DATABASES_PATH, VALIDATE_PATH,
+};
 use crate::reservations::Reservations;
-use crate::review::{self, Review};
+use crate::review::{self, Admitted, Review};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
+use guildnet_api::GuildDatabase;
 use guildnet_runtime::health::Health;
 use kube::core::admission::Operation;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -67,6 +72,27 @@ impl AppState {
         decision
     }
 
+    /// Decides a GuildDatabase validation against the caches (under the same lock, so it
+    /// sees the Quota reservations of workspace creates).
+    pub fn validate_database(&self, review: &Review<GuildDatabase>) -> Decision {
+        if !self.caches.is_synced() {
+            return Decision::refused(
+                &review.request,
+                Refusal::Unavailable(
+                    "the GuildNet webhook is still loading Capabilities, Quotas, Workspaces and GuildDatabases: retry in a few seconds".to_owned(),
+                ),
+            );
+        }
+        let mut reservations = self
+            .reservations
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let reserved = reservations.pending(Instant::now(), |ws| self.caches.shows(ws));
+        let owner = database::quota_owner(&review.request);
+        let snapshot = self.caches.snapshot(owner.as_deref(), reserved);
+        database::validate(review, &self.settings, &snapshot)
+    }
+
     /// The references the request adds that one of its readers may not `get`, asking the
     /// API server (the only I/O of a decision); see [`admission::reference_readers`].
     async fn denied_references(
@@ -100,6 +126,8 @@ pub fn webhook_routes(state: Arc<AppState>) -> Router {
     Router::new()
         .route(MUTATE_PATH, post(mutate))
         .route(VALIDATE_PATH, post(validate))
+        .route(MUTATE_DATABASES_PATH, post(mutate_database))
+        .route(VALIDATE_DATABASES_PATH, post(validate_database))
         .with_state(state)
         .merge(health.router())
 }
@@ -122,6 +150,16 @@ async fn mutate(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
     answer(&state, Webhook::Mutating, &body, admission::mutate)
 }
 
+async fn mutate_database(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
+    answer(&state, Webhook::Mutating, &body, database::mutate)
+}
+
+async fn validate_database(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
+    answer(&state, Webhook::Validating, &body, |review| {
+        state.validate_database(review)
+    })
+}
+
 /// Reviews the references the request adds, then decides.
 async fn validate(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
     let access = match review::decode(&body) {
@@ -139,14 +177,14 @@ async fn validate(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
 }
 
 /// Decodes, decides, logs a refusal, measures, and encodes the answer.
-fn answer(
+fn answer<K: Admitted>(
     state: &AppState,
     webhook: Webhook,
     body: &[u8],
-    decide: impl FnOnce(&Review) -> Decision,
+    decide: impl FnOnce(&Review<K>) -> Decision,
 ) -> Response {
     let start = Instant::now();
-    let review = match review::decode(body) {
+    let review = match review::decode::<K>(body) {
         Ok(review) => review,
         Err(error) => {
             warn!(%error, ?webhook, "refusing a request that is not an AdmissionReview");

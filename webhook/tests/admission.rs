@@ -133,6 +133,7 @@ fn snapshot() -> Snapshot {
         host_users: Vec::new(),
         retained_claims: Vec::new(),
         clusters: vec![registered("edge-berlin", false)],
+        databases: Vec::new(),
     }
 }
 

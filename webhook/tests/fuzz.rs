@@ -67,7 +67,8 @@ fn operation() -> impl Strategy<Value = &'static str> {
 proptest! {
     #[test]
     fn any_bytes_are_decoded_or_refused_without_panicking(body in prop::collection::vec(any::<u8>(), 0..512)) {
-        let _ = review::decode(&body);
+        let _ = review::decode::<guildnet_api::Workspace>(&body);
+        let _ = review::decode::<guildnet_api::GuildDatabase>(&body);
     }
 
     #[test]

@@ -61,6 +61,29 @@ impl DatabaseUser {
 }
 
 impl GuildDatabase {
+    /// The stable id of the owner (`guildnet.io/owner`, set by the webhook).
+    pub fn owner_id(&self) -> Option<&str> {
+        crate::ownership::owner_id(&self.metadata)
+    }
+
+    /// The owner's readable user name (`guildnet.io/owner-name`).
+    pub fn owner_name(&self) -> Option<&str> {
+        crate::ownership::owner_name(&self.metadata)
+    }
+
+    /// The owner as Capabilities and Quotas match them; `None` without an owner name.
+    pub fn owner(&self) -> Option<crate::policy::User> {
+        crate::ownership::owner(&self.metadata)
+    }
+
+    /// The persistent storage its servers claim: `spec.replicas` volumes of
+    /// `spec.storage.size`, in milli-bytes; an unparsable size counts as nothing (the
+    /// schema refuses one).
+    pub fn storage_milli(&self) -> i128 {
+        crate::policy::quantity_milli(&self.spec.storage.size).unwrap_or(0)
+            * i128::from(self.replicas())
+    }
+
     /// Whether it declares any database or user (else no schema is applied to its servers).
     pub fn declares_schema(&self) -> bool {
         !self.spec.databases.is_empty() || !self.spec.users.is_empty()

@@ -8,6 +8,8 @@ use super::owner::owner_id;
 use super::quantity::{QuantityStyle, format_milli, quantity_milli};
 use super::subjects::{User, any_subject_matches};
 use crate::capabilities::{Capabilities, CapabilitiesSpec, IngressGrant};
+use crate::database::GuildDatabaseSpec;
+use crate::database::facts::DEFAULT_IMAGE;
 use crate::workspace::{
     Exposure, ExposureType, IngressExposure, Placement, WorkspaceSpec, WorkspaceVolume,
 };
@@ -101,6 +103,42 @@ pub struct EffectiveCapabilities {
     pub keep_alive: bool,
     /// Whom the user may create workspaces for (`assignOwners`).
     pub assign_owners: AssignableOwners,
+    /// What GuildDatabases the user may create: `None` when no grant has `databases`.
+    pub databases: Option<DatabaseCapabilities>,
+}
+
+/// The union of the `databases` grants that name a user.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DatabaseCapabilities {
+    /// Allowed image patterns besides the pinned default.
+    pub images: Vec<ImagePattern>,
+    /// The most servers one database may run; `None`: no ceiling.
+    pub max_replicas: Option<i32>,
+    /// The largest volume of one server.
+    pub max_storage: Ceiling,
+}
+
+/// The union of the grants' `databases`: their image patterns, the largest ceilings (a
+/// grant without one makes it unlimited); `None` when no grant has `databases`.
+fn granted_databases<'a>(
+    specs: impl Iterator<Item = &'a CapabilitiesSpec>,
+) -> Option<DatabaseCapabilities> {
+    specs
+        .filter_map(|spec| spec.databases.as_ref())
+        .map(|grant| DatabaseCapabilities {
+            images: grant
+                .images
+                .iter()
+                .filter_map(|pattern| ImagePattern::parse(pattern).ok())
+                .collect(),
+            max_replicas: grant.max_replicas,
+            max_storage: Ceiling::of_grant(grant.max_storage.as_ref()),
+        })
+        .reduce(|a, b| DatabaseCapabilities {
+            images: a.images.into_iter().chain(b.images).collect(),
+            max_replicas: a.max_replicas.zip(b.max_replicas).map(|(a, b)| a.max(b)),
+            max_storage: a.max_storage.max(b.max_storage),
+        })
 }
 
 /// The union of every Capabilities in `all` that names `user`: all their image patterns,
@@ -151,6 +189,7 @@ pub fn effective_capabilities(user: &User, all: &[Capabilities]) -> Option<Effec
         admin: specs().any(|spec| spec.admin),
         keep_alive: specs().any(|spec| spec.keep_alive || spec.admin),
         assign_owners: AssignableOwners::of_grants(specs()),
+        databases: granted_databases(specs()),
     })
 }
 
@@ -213,7 +252,7 @@ pub fn check_owner(
     Err(Denial::new(
         DenialReason::NotOwner,
         format!(
-            "user {:?} (owner id {owner_id}) does not own this workspace (owner {}), has no admin rights and may not assign its owner: act on your own workspaces, or ask an admin",
+            "user {:?} (owner id {owner_id}) does not own it (owner {}), has no admin rights and may not assign its owner: act on what you own, or ask an admin",
             user.username,
             owner_label.unwrap_or("unset"),
         ),
@@ -309,6 +348,65 @@ impl EffectiveCapabilities {
         self.check_volumes(&spec.volumes)?;
         self.check_exposure(spec.exposure.as_ref())?;
         self.check_placement(spec.placement.as_ref())
+    }
+
+    /// Checks what a GuildDatabase asks for, in the order a user would fix it: that the
+    /// user may create databases at all, then image, servers, storage and each server's
+    /// CPU and memory (against `resources.maxPerWorkspace`).
+    pub fn check_database(&self, spec: &GuildDatabaseSpec) -> Result<(), Denial> {
+        let Some(grant) = &self.databases else {
+            return Err(Denial::new(
+                DenialReason::NoCapabilities,
+                format!(
+                    "your Capabilities ({}) do not let you create GuildDatabases: ask an admin to add spec.databases to a Capabilities naming you",
+                    self.grants.join(", ")
+                ),
+            ));
+        };
+        if let Some(image) = spec
+            .image
+            .as_deref()
+            .filter(|image| *image != DEFAULT_IMAGE)
+        {
+            let reference = ImageRef::parse(image).map_err(|error| {
+                Denial::new(
+                    DenialReason::ImageDenied,
+                    format!("spec.image: {error}; leave it unset for {DEFAULT_IMAGE}"),
+                )
+            })?;
+            if !grant.images.iter().any(|p| p.matches(&reference)) {
+                let allowed: Vec<String> = grant.images.iter().map(ToString::to_string).collect();
+                return Err(Denial::new(
+                    DenialReason::ImageDenied,
+                    format!(
+                        "spec.image {image:?} ({reference}) is neither {DEFAULT_IMAGE} nor matches your allowed database images [{}]: leave it unset, or ask an admin to add it to spec.databases.images of a Capabilities",
+                        allowed.join(", ")
+                    ),
+                ));
+            }
+        }
+        let denied = |message| Denial::new(DenialReason::ResourceLimitExceeded, message);
+        let replicas = spec.replicas.unwrap_or(1);
+        if let Some(max) = grant.max_replicas
+            && replicas > max
+        {
+            return Err(denied(format!(
+                "spec.replicas is {replicas}, above your ceiling of {max} servers per database: lower it to at most {max}, or ask an admin to raise spec.databases.maxReplicas of a Capabilities"
+            )));
+        }
+        if let Ceiling::AtMost(max) = grant.max_storage {
+            let size = &spec.storage.size;
+            let asked = quantity_milli(size)
+                .map_err(|error| denied(format!("spec.storage.size: {error}")))?;
+            if asked > max {
+                let max = format_milli(max, QuantityStyle::BinarySI).0;
+                return Err(denied(format!(
+                    "spec.storage.size is {}, above your ceiling of {max} per server: lower it to at most {max}, or ask an admin to raise spec.databases.maxStorage of a Capabilities",
+                    size.0
+                )));
+            }
+        }
+        self.check_resources(spec.resources.as_ref())
     }
 
     /// Parses `image` and checks it against the allowed patterns.
@@ -1206,5 +1304,93 @@ mod tests {
             "x".into(),
         );
         assert!(caps.check_ingress(&asked).is_err());
+    }
+
+    fn database(spec: serde_json::Value) -> GuildDatabaseSpec {
+        serde_json::from_value(spec).unwrap()
+    }
+
+    fn with_databases(grants: Vec<crate::capabilities::DatabaseGrant>) -> EffectiveCapabilities {
+        let all: Vec<Capabilities> = grants
+            .into_iter()
+            .map(|grant| {
+                let mut caps = developers();
+                caps.spec.databases = Some(grant);
+                caps
+            })
+            .collect();
+        effective_capabilities(&alice(), &all).unwrap()
+    }
+
+    #[test]
+    fn databases_need_a_grant_and_stay_within_its_image_servers_and_storage() {
+        use crate::capabilities::DatabaseGrant;
+        let small = database(serde_json::json!({"storage": {"size": "5Gi"}}));
+        let denied = effective_capabilities(&alice(), &[developers()])
+            .unwrap()
+            .check_database(&small)
+            .unwrap_err();
+        assert_eq!(denied.reason, DenialReason::NoCapabilities);
+        assert!(
+            denied.message.contains("spec.databases"),
+            "{}",
+            denied.message
+        );
+
+        let caps = with_databases(vec![DatabaseGrant {
+            images: vec!["registry.example.com/rethinkdb:*".into()],
+            max_replicas: Some(3),
+            max_storage: Some(Quantity("10Gi".into())),
+        }]);
+        assert_eq!(caps.check_database(&small), Ok(()));
+        let pinned =
+            database(serde_json::json!({"image": DEFAULT_IMAGE, "storage": {"size": "1Gi"}}));
+        assert_eq!(
+            caps.check_database(&pinned),
+            Ok(()),
+            "the default is always allowed"
+        );
+        let mirrored = database(
+            serde_json::json!({"image": "registry.example.com/rethinkdb:2.4", "storage": {"size": "1Gi"}}),
+        );
+        assert_eq!(caps.check_database(&mirrored), Ok(()));
+        let cases = [
+            (
+                serde_json::json!({"image": "evil/miner", "storage": {"size": "1Gi"}}),
+                DenialReason::ImageDenied,
+                "spec.image",
+            ),
+            (
+                serde_json::json!({"replicas": 5, "storage": {"size": "1Gi"}}),
+                DenialReason::ResourceLimitExceeded,
+                "spec.replicas is 5",
+            ),
+            (
+                serde_json::json!({"storage": {"size": "20Gi"}}),
+                DenialReason::ResourceLimitExceeded,
+                "spec.storage.size is 20Gi",
+            ),
+            (
+                serde_json::json!({"storage": {"size": "1Gi"}, "resources": {"limits": {"cpu": "16"}}}),
+                DenialReason::ResourceLimitExceeded,
+                "spec.resources.limits.cpu",
+            ),
+        ];
+        for (spec, reason, names) in cases {
+            let denied = caps.check_database(&database(spec.clone())).unwrap_err();
+            assert_eq!(denied.reason, reason, "{spec}");
+            assert!(denied.message.contains(names), "{spec}: {}", denied.message);
+        }
+
+        // Grants add up: a second grant without ceilings lifts them.
+        let union = with_databases(vec![
+            DatabaseGrant {
+                max_replicas: Some(1),
+                ..DatabaseGrant::default()
+            },
+            DatabaseGrant::default(),
+        ]);
+        let big = database(serde_json::json!({"replicas": 9, "storage": {"size": "1Ti"}}));
+        assert_eq!(union.check_database(&big), Ok(()));
     }
 }

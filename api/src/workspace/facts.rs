@@ -6,6 +6,7 @@
 use super::{Workspace, WorkspacePort, WorkspaceSpec, WorkspaceStatus};
 use crate::common::{Condition, find_true_condition};
 use crate::labels;
+use crate::ownership;
 use crate::policy::User;
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 
@@ -15,34 +16,27 @@ pub const PASSWORD_ENV: &str = "PASSWORD";
 /// The prefix of every workspace's path on the proxy.
 pub const PROXY_PATH_PREFIX: &str = "/w/";
 
-/// The groups recorded for an owner whose workspace predates the `owner-groups` annotation:
-/// every authenticated user has this one.
-const AUTHENTICATED: &str = "system:authenticated";
-
 impl Workspace {
     /// The stable id of the owner (`guildnet.io/owner`, set by the webhook).
     pub fn owner_id(&self) -> Option<&str> {
-        label(self.metadata.labels.as_ref(), labels::OWNER)
+        ownership::owner_id(&self.metadata)
     }
 
     /// The owner's readable user name (`guildnet.io/owner-name`).
     pub fn owner_name(&self) -> Option<&str> {
-        label(self.metadata.annotations.as_ref(), labels::OWNER_NAME)
+        ownership::owner_name(&self.metadata)
     }
 
     /// The owner's groups as the webhook saw them (`guildnet.io/owner-groups`);
     /// `system:authenticated` alone when the annotation is missing.
     pub fn owner_groups(&self) -> Vec<String> {
-        match label(self.metadata.annotations.as_ref(), labels::OWNER_GROUPS) {
-            Some(value) => decode_owner_groups(value),
-            None => vec![AUTHENTICATED.to_owned()],
-        }
+        ownership::owner_groups(&self.metadata)
     }
 
     /// The owner as Capabilities and Quotas match them: the recorded name and groups;
     /// `None` without an owner name.
     pub fn owner(&self) -> Option<User> {
-        Some(User::new(self.owner_name()?, self.owner_groups()))
+        ownership::owner(&self.metadata)
     }
 
     /// Whether the user asked for the workspace to be stopped (`spec.lifecycle.suspend`).

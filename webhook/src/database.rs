@@ -1,0 +1,222 @@
+//! The admission decisions for GuildDatabases, like those for Workspaces
+//! ([`admission`](crate::admission)), and pure in the same way: a [`Review`] of a
+//! GuildDatabase and a [`Snapshot`] in, a [`Decision`] out.
+//!
+//! Mutating ([`mutate`]): CREATE sets the owner label `guildnet.io/owner` and annotations
+//! `guildnet.io/owner-name` and `guildnet.io/owner-groups` from the requester (or the user
+//! `guildnet.io/owner-name` assigns); UPDATE copies them from the stored object, so the
+//! owner never changes.
+//!
+//! Validating ([`validate`]):
+//! - the trusted users pass unchecked, as for workspaces;
+//! - CREATE: the owner needs a Capabilities with `databases`, and the spec must be within
+//!   it ([`EffectiveCapabilities::check_database`](guildnet_api::policy::EffectiveCapabilities::check_database):
+//!   image, servers, storage, each server's CPU and memory); its servers' storage
+//!   (replicas × size) must fit every Quota that applies to the owner, counted with their
+//!   workspaces, retained claims and other databases;
+//! - UPDATE: only the owner, whoever may assign the owner, or an admin; a spec change is
+//!   checked like a create, and the storage it adds against the Quotas;
+//! - DELETE: only the owner, whoever may assign the owner, or an admin.
+
+use crate::admission::{
+    Deciding, Decision, QuotaCheck, Refusal, Settings, Snapshot, database_demand, set_owner,
+};
+use crate::review::Review;
+use guildnet_api::policy::{self, Denial, DenialReason, RequestedOwner, Standing, Usage, User};
+use guildnet_api::workspace::facts::encode_owner_groups;
+use guildnet_api::{GuildDatabase, labels};
+use kube::ResourceExt;
+use kube::core::admission::{AdmissionRequest, AdmissionResponse, Operation};
+
+/// The mutating webhook's decision for a GuildDatabase: the owner set on CREATE, kept on
+/// UPDATE. An object that is not a valid GuildDatabase, and subresources, pass unchanged.
+pub fn mutate(review: &Review<GuildDatabase>) -> Decision {
+    let request = &review.request;
+    if review.unreadable_object.is_some() || request.sub_resource.is_some() {
+        return Decision::allowed(request, None);
+    }
+    let patched = mutation(request).and_then(|patch| {
+        let response = AdmissionResponse::from(request);
+        match patch {
+            Some(patch) => response
+                .with_patch(patch)
+                .map_err(|error| Refusal::Invalid(error.to_string())),
+            None => Ok(response),
+        }
+    });
+    match patched {
+        Ok(response) => Decision {
+            response,
+            outcome: Ok(()),
+            admitted: None,
+        },
+        Err(refusal) => Decision::refused(request, refusal),
+    }
+}
+
+fn mutation(
+    request: &AdmissionRequest<GuildDatabase>,
+) -> Result<Option<json_patch::Patch>, Refusal> {
+    let Some(object) = &request.object else {
+        return Ok(None);
+    };
+    let mut mutated = object.clone();
+    match request.operation {
+        Operation::Create => {
+            let owner =
+                User::from_user_info(&request.user_info).map(|user| requested_owner(user, object));
+            let id = owner.as_ref().map(|o| policy::owner_id(&o.username));
+            let name = owner.as_ref().map(|o| policy::owner_name(&o.username));
+            let groups = owner.as_ref().map(|o| encode_owner_groups(&o.groups));
+            set_owner(
+                &mut mutated.metadata,
+                id.as_deref(),
+                name.as_deref(),
+                groups.as_deref(),
+            );
+        }
+        Operation::Update => {
+            let old = request.old_object.as_ref();
+            policy::check_owner_kept(object.owner_name(), old.and_then(GuildDatabase::owner_name))?;
+            let id = old.and_then(GuildDatabase::owner_id);
+            let name = old.and_then(GuildDatabase::owner_name);
+            let groups = old.and_then(|old| old.annotations().get(labels::OWNER_GROUPS));
+            set_owner(&mut mutated.metadata, id, name, groups.map(String::as_str));
+        }
+        Operation::Delete | Operation::Connect => return Ok(None),
+    }
+    let json = |db: &GuildDatabase| {
+        serde_json::to_value(db).map_err(|error| Refusal::Invalid(error.to_string()))
+    };
+    let patch = json_patch::diff(&json(object)?, &json(&mutated)?);
+    Ok((!patch.0.is_empty()).then_some(patch))
+}
+
+/// Whom a CREATE by `user` is for: the requester, or the user `guildnet.io/owner-name`
+/// assigns (whether `user` may assign them, validation decides).
+fn requested_owner(user: User, object: &GuildDatabase) -> User {
+    match policy::requested_owner(&user, object.owner_name()) {
+        RequestedOwner::Requester => user,
+        RequestedOwner::Assigned(name) => policy::assigned_owner(name),
+    }
+}
+
+/// Whose workspaces and databases a validation of `request` may count against Quotas.
+pub fn quota_owner(request: &AdmissionRequest<GuildDatabase>) -> Option<String> {
+    match request.operation {
+        Operation::Create => {
+            let user = User::from_user_info(&request.user_info)?;
+            let owner = requested_owner(user, request.object.as_ref()?);
+            Some(policy::owner_id(&owner.username))
+        }
+        Operation::Update => request.old_object.as_ref()?.owner_id().map(str::to_owned),
+        Operation::Delete | Operation::Connect => None,
+    }
+}
+
+/// The validating webhook's decision for a GuildDatabase; see the module documentation.
+pub fn validate(
+    review: &Review<GuildDatabase>,
+    settings: &Settings,
+    snapshot: &Snapshot,
+) -> Decision {
+    let request = &review.request;
+    let outcome = match &review.unreadable_object {
+        Some(problem) if request.operation != Operation::Delete => Err(Refusal::Invalid(format!(
+            "the object is not a valid GuildDatabase ({problem}): fix the field it names"
+        ))),
+        _ => validation(request, settings, snapshot),
+    };
+    match outcome {
+        Ok(()) => Decision::allowed(request, None),
+        Err(refusal) => Decision::refused(request, refusal),
+    }
+}
+
+fn validation(
+    request: &AdmissionRequest<GuildDatabase>,
+    settings: &Settings,
+    snapshot: &Snapshot,
+) -> Result<(), Refusal> {
+    let Some(user) = User::from_user_info(&request.user_info) else {
+        return Err(Denial::new(
+            DenialReason::NoCapabilities,
+            "the request carries no user name, so it can neither own nor be granted anything: authenticate as a user",
+        )
+        .into());
+    };
+    if settings.is_trusted(&user) || request.sub_resource.is_some() {
+        return Ok(());
+    }
+    let invalid = |what: &str| Refusal::Invalid(format!("the request carries no {what}"));
+    let namespace = request
+        .namespace
+        .as_deref()
+        .ok_or_else(|| invalid("namespace"))?;
+    let quotas = |owner: &User, owner_id: &str, this: Usage, change: Usage| {
+        QuotaCheck {
+            namespace,
+            deciding: Deciding::Database(&request.name),
+            owner,
+            owner_id,
+            settings,
+            snapshot,
+        }
+        .check(this, change)
+    };
+    match request.operation {
+        Operation::Create => {
+            let object = request.object.as_ref().ok_or_else(|| invalid("object"))?;
+            let owner = match policy::requested_owner(&user, object.owner_name()) {
+                RequestedOwner::Requester => user.clone(),
+                RequestedOwner::Assigned(name) => {
+                    policy::check_assignment(&user, name, &snapshot.capabilities)?;
+                    policy::assigned_owner(name)
+                }
+            };
+            policy::require_capabilities(&owner, &snapshot.capabilities)?
+                .check_database(&object.spec)?;
+            let owner_id = policy::owner_id(&owner.username);
+            quotas(&owner, &owner_id, Usage::default(), database_demand(object))
+        }
+        Operation::Update => {
+            let old = request
+                .old_object
+                .as_ref()
+                .ok_or_else(|| invalid("oldObject"))?;
+            let object = request.object.as_ref().ok_or_else(|| invalid("object"))?;
+            let standing = policy::check_owner(&user, old.owner_id(), &snapshot.capabilities)?;
+            if object.spec == old.spec {
+                return Ok(());
+            }
+            let owner = match standing {
+                Standing::Owner => user.clone(),
+                Standing::ActsForOwner | Standing::Admin => {
+                    old.owner().unwrap_or_else(|| user.clone())
+                }
+            };
+            // An assigner acts for the owner; an admin (or the owner) in their own right.
+            let grantee = match standing {
+                Standing::ActsForOwner => &owner,
+                Standing::Owner | Standing::Admin => &user,
+            };
+            policy::require_capabilities(grantee, &snapshot.capabilities)?
+                .check_database(&object.spec)?;
+            let Some(owner_id) = old.owner_id() else {
+                return Ok(());
+            };
+            let before = database_demand(old);
+            let added = database_demand(object).saturating_sub(&before);
+            quotas(&owner, owner_id, before, added)
+        }
+        Operation::Delete => {
+            let old = request
+                .old_object
+                .as_ref()
+                .ok_or_else(|| invalid("oldObject"))?;
+            policy::check_owner(&user, old.owner_id(), &snapshot.capabilities)?;
+            Ok(())
+        }
+        Operation::Connect => Ok(()),
+    }
+}

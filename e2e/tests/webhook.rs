@@ -1991,6 +1991,26 @@ async fn guild_databases_are_owned_bounded_and_counted_like_workspaces() {
         400,
     );
 
+    // A user's password from a Secret alice may not read (her role here has none).
+    let message = assert_refused(
+        alice
+            .create(
+                &dry_run(),
+                &guild_database(
+                    "users",
+                    json!({"storage": {"size": "1Gi"},
+                           "users": [{"name": "app", "passwordSecretRef": {"name": "someone-elses"}}]}),
+                ),
+            )
+            .await,
+        "ReferenceDenied",
+        403,
+    );
+    assert!(
+        message.contains("spec.users[0].passwordSecretRef"),
+        "{message}"
+    );
+
     // Only the owner changes or deletes it.
     let grow = Patch::Merge(json!({"spec": {"storage": {"size": "2Gi"}}}));
     assert_refused(

@@ -47,6 +47,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::core::Status;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, Operation};
 use kube::{Resource, ResourceExt};
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -664,8 +665,8 @@ fn check_ownership(
 }
 
 /// What a spec counts against Quotas.
-/// What a GuildDatabase counts against Quotas: its servers' volumes as storage (it is not
-/// a workspace, and its CPU and memory are not counted).
+/// What a GuildDatabase counts against Quotas, as [`policy::databases_usage`] counts it:
+/// its servers' volumes as storage.
 pub(crate) fn database_demand(db: &GuildDatabase) -> Usage {
     Usage {
         storage: db.storage_milli(),
@@ -742,8 +743,15 @@ impl QuotaCheck<'_> {
 
     /// The owner's other workspaces that are not being deleted, with their namespaces and
     /// defaulted demand (workspaces stored before the webhook ran may lack defaults), and
-    /// the storage of their retained claims no workspace asks for.
-    fn others(&self) -> Result<Vec<(&str, Usage)>, Refusal> {
+    /// the storage of their retained claims no workspace asks for and of their other
+    /// GuildDatabases.
+    fn others(&self) -> Result<Vec<(Cow<'_, str>, Usage)>, Refusal> {
+        let databases = policy::databases_usage(
+            (self.snapshot.databases.iter())
+                .map(AsRef::as_ref)
+                .filter(|db| !self.is_deciding_database(db)),
+            self.owner_id,
+        );
         self.snapshot
             .workspaces
             .iter()
@@ -755,23 +763,16 @@ impl QuotaCheck<'_> {
                 let spec = defaulted(ws).unwrap_or_else(|_| ws.spec.clone());
                 let usage = policy::workspace_demand(&spec)
                     .map_err(|error| self.uncountable(namespace, ws, &error))?;
-                Ok((namespace, usage))
+                Ok((Cow::Borrowed(namespace), usage))
             })
             .chain(
-                self.snapshot
-                    .retained_claims
-                    .iter()
-                    .map(|(namespace, usage)| Ok((namespace.as_str(), usage.clone()))),
+                (self.snapshot.retained_claims.iter()).map(|(namespace, usage)| {
+                    Ok((Cow::Borrowed(namespace.as_str()), usage.clone()))
+                }),
             )
             .chain(
-                (self.snapshot.databases.iter())
-                    .filter(|db| db.owner_id() == Some(self.owner_id))
-                    .filter(|db| db.metadata.deletion_timestamp.is_none())
-                    .filter(|db| !self.is_deciding_database(db))
-                    .map(|db| {
-                        let namespace = db.metadata.namespace.as_deref().unwrap_or_default();
-                        Ok((namespace, database_demand(db)))
-                    }),
+                (databases.into_iter())
+                    .map(|(namespace, usage)| Ok((Cow::Owned(namespace), usage))),
             )
             .collect()
     }

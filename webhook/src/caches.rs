@@ -122,7 +122,12 @@ impl Caches {
     /// `owner` ([`quota_owner`](crate::admission::quota_owner)) plus `reserved` ones
     /// (admitted, not yet cached). Quotas count no other workspaces, and none when there is
     /// no Quota, so the rest are not copied: copying 5,000 took about 50 µs per request.
-    pub fn snapshot(&self, owner: Option<&str>, reserved: Vec<Arc<Workspace>>) -> Snapshot {
+    pub fn snapshot(
+        &self,
+        owner: Option<&str>,
+        reserved: Vec<Arc<Workspace>>,
+        reserved_databases: Vec<Arc<GuildDatabase>>,
+    ) -> Snapshot {
         let quotas = self.quotas.state();
         let mut workspaces = match owner {
             Some(owner) if !quotas.is_empty() => self
@@ -157,12 +162,19 @@ impl Caches {
             }
             _ => Vec::new(),
         };
-        let databases = match owner {
+        let mut databases = match owner {
             Some(owner) if !quotas.is_empty() => self
                 .databases
                 .state_filter(|db| db.owner_id() == Some(owner)),
             _ => Vec::new(),
         };
+        // As for workspaces: a reserved change counts instead of the version it changes.
+        databases.retain(|cached| {
+            !reserved_databases
+                .iter()
+                .any(|r| r.metadata.uid.is_some() && r.metadata.uid == cached.metadata.uid)
+        });
+        databases.extend(reserved_databases);
         Snapshot {
             capabilities: self
                 .capabilities
@@ -206,6 +218,23 @@ impl Caches {
                 cached.spec == workspace.spec
                     && (workspace.metadata.uid.is_none()
                         || cached.metadata.uid == workspace.metadata.uid)
+            })
+    }
+
+    /// Whether the cache shows `database`: that name with that spec (and uid, when known).
+    pub fn shows_database(&self, database: &GuildDatabase) -> bool {
+        let (Some(namespace), Some(name)) = (
+            database.metadata.namespace.as_deref(),
+            database.metadata.name.as_deref(),
+        ) else {
+            return false;
+        };
+        self.databases
+            .get(&ObjectRef::new(name).within(namespace))
+            .is_some_and(|cached| {
+                cached.spec == database.spec
+                    && (database.metadata.uid.is_none()
+                        || cached.metadata.uid == database.metadata.uid)
             })
     }
 

@@ -14,14 +14,19 @@
 //!   image, servers, storage, each server's CPU and memory); its servers' storage
 //!   (replicas × size) must fit every Quota that applies to the owner, counted with their
 //!   workspaces, retained claims and other databases;
+//! - CREATE and UPDATE: each password Secret `spec.users` names (every one on a CREATE, the
+//!   new ones on an UPDATE) must be one the requester may `get` (`ReferenceDenied`), as a
+//!   workspace's references must: the operator makes its password a database user's;
 //! - UPDATE: only the owner, whoever may assign the owner, or an admin; a spec change is
 //!   checked like a create, and the storage it adds against the Quotas;
 //! - DELETE: only the owner, whoever may assign the owner, or an admin.
 
 use crate::admission::{
-    Deciding, Decision, QuotaCheck, Refusal, Settings, Snapshot, database_demand, set_owner,
+    Deciding, Decision, DeniedReference, QuotaCheck, Refusal, Settings, Snapshot, database_demand,
+    set_owner,
 };
 use crate::review::Review;
+use guildnet_api::policy::references::{Reference, database_references};
 use guildnet_api::policy::{self, Denial, DenialReason, RequestedOwner, Standing, Usage, User};
 use guildnet_api::workspace::facts::encode_owner_groups;
 use guildnet_api::{GuildDatabase, labels};
@@ -101,6 +106,33 @@ fn requested_owner(user: User, object: &GuildDatabase) -> User {
     }
 }
 
+/// The password Secrets a request makes the operator read, to be reviewed as the requester
+/// before the decision: every one on a CREATE, the new ones on an UPDATE; none for trusted
+/// requesters, deletes, subresources and objects that cannot be read.
+pub fn references_to_review(review: &Review<GuildDatabase>, settings: &Settings) -> Vec<Reference> {
+    let request = &review.request;
+    if review.unreadable_object.is_some() || request.sub_resource.is_some() {
+        return Vec::new();
+    }
+    let trusted =
+        User::from_user_info(&request.user_info).is_none_or(|user| settings.is_trusted(&user));
+    let (Some(object), false) = (&request.object, trusted) else {
+        return Vec::new();
+    };
+    let named = database_references(&object.spec);
+    match (&request.operation, &request.old_object) {
+        (Operation::Create, _) => named,
+        (Operation::Update, Some(old)) => {
+            let before = database_references(&old.spec);
+            named
+                .into_iter()
+                .filter(|r| !before.iter().any(|b| b.name == r.name))
+                .collect()
+        }
+        _ => Vec::new(),
+    }
+}
+
 /// Whose workspaces and databases a validation of `request` may count against Quotas.
 pub fn quota_owner(request: &AdmissionRequest<GuildDatabase>) -> Option<String> {
     match request.operation {
@@ -112,6 +144,29 @@ pub fn quota_owner(request: &AdmissionRequest<GuildDatabase>) -> Option<String> 
         Operation::Update => request.old_object.as_ref()?.owner_id().map(str::to_owned),
         Operation::Delete | Operation::Connect => None,
     }
+}
+
+/// The GuildDatabase a `decision` admitted whose storage must be reserved until the cache
+/// shows it: a CREATE or spec change that was allowed, not a dry run, with `owner` (the
+/// [`quota_owner`]) as its owner label so the reservation counts for the right owner.
+pub fn admitted(
+    review: &Review<GuildDatabase>,
+    decision: &Decision,
+    owner: Option<&str>,
+) -> Option<GuildDatabase> {
+    let request = &review.request;
+    let object = request.object.as_ref()?;
+    let changed = match (&request.operation, &request.old_object) {
+        (Operation::Create, _) => true,
+        (Operation::Update, Some(old)) => old.spec != object.spec,
+        _ => false,
+    };
+    if decision.outcome.is_err() || request.dry_run || !changed {
+        return None;
+    }
+    let mut admitted = object.clone();
+    crate::admission::put(&mut admitted.metadata.labels, labels::OWNER, Some(owner?));
+    Some(admitted)
 }
 
 /// The validating webhook's decision for a GuildDatabase; see the module documentation.
@@ -176,6 +231,7 @@ fn validation(
             };
             policy::require_capabilities(&owner, &snapshot.capabilities)?
                 .check_database(&object.spec)?;
+            check_references(namespace, snapshot)?;
             let owner_id = policy::owner_id(&owner.username);
             quotas(&owner, &owner_id, Usage::default(), database_demand(object))
         }
@@ -202,6 +258,7 @@ fn validation(
             };
             policy::require_capabilities(grantee, &snapshot.capabilities)?
                 .check_database(&object.spec)?;
+            check_references(namespace, snapshot)?;
             let Some(owner_id) = old.owner_id() else {
                 return Ok(());
             };
@@ -219,4 +276,20 @@ fn validation(
         }
         Operation::Connect => Ok(()),
     }
+}
+
+/// A GuildDatabase may name only password Secrets its requester may read
+/// ([`references_to_review`], answered by SubjectAccessReviews into the snapshot).
+fn check_references(namespace: &str, snapshot: &Snapshot) -> Result<(), Refusal> {
+    let Some(DeniedReference { reader, reference }) = snapshot.denied_references.first() else {
+        return Ok(());
+    };
+    Err(Denial::new(
+        DenialReason::ReferenceDenied,
+        format!(
+            "{} names Secret {namespace}/{}, which {reader} may not get: a database user's password may only come from a Secret whoever writes the spec may read; use one of your own, or ask for get on it",
+            reference.field, reference.name
+        ),
+    )
+    .into())
 }

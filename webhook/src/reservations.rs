@@ -1,4 +1,5 @@
-//! Quota reservations: workspaces this webhook admitted that its cache has not seen yet.
+//! Quota reservations: workspaces and GuildDatabases this webhook admitted that its cache
+//! has not seen yet.
 //!
 //! The Workspace cache follows a watch, so it lags admissions by the watch latency: twenty
 //! creates arriving at once would all see the same usage and all pass, and so would twenty
@@ -10,16 +11,50 @@
 //! (the server holds a lock across both), one replica admits exactly up to a limit; across
 //! replicas the operator enforces Quotas too.
 
-use guildnet_api::Workspace;
+use guildnet_api::{GuildDatabase, Workspace};
+use kube::Resource;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Admitted workspaces not yet in the cache, by namespace and name.
+/// Admitted objects of one kind not yet in the cache, by namespace and name.
+#[derive(Debug)]
+struct Pending<K> {
+    by_name: HashMap<(String, String), (Instant, Arc<K>)>,
+}
+
+impl<K: Resource> Pending<K> {
+    fn new() -> Self {
+        Self {
+            by_name: HashMap::new(),
+        }
+    }
+
+    fn list(&mut self, now: Instant, ttl: Duration, cached: impl Fn(&K) -> bool) -> Vec<Arc<K>> {
+        self.by_name
+            .retain(|_, (since, object)| now.duration_since(*since) < ttl && !cached(object));
+        self.by_name
+            .values()
+            .map(|(_, object)| Arc::clone(object))
+            .collect()
+    }
+
+    fn insert(&mut self, now: Instant, object: K) {
+        let meta = object.meta();
+        let (Some(namespace), Some(name)) = (meta.namespace.clone(), meta.name.clone()) else {
+            return;
+        };
+        self.by_name
+            .insert((namespace, name), (now, Arc::new(object)));
+    }
+}
+
+/// Admitted workspaces and GuildDatabases not yet in the cache.
 #[derive(Debug)]
 pub struct Reservations {
     ttl: Duration,
-    pending: HashMap<(String, String), (Instant, Arc<Workspace>)>,
+    workspaces: Pending<Workspace>,
+    databases: Pending<GuildDatabase>,
 }
 
 impl Reservations {
@@ -27,7 +62,8 @@ impl Reservations {
     pub fn new(ttl: Duration) -> Self {
         Self {
             ttl,
-            pending: HashMap::new(),
+            workspaces: Pending::new(),
+            databases: Pending::new(),
         }
     }
 
@@ -38,26 +74,27 @@ impl Reservations {
         now: Instant,
         cached: impl Fn(&Workspace) -> bool,
     ) -> Vec<Arc<Workspace>> {
-        self.pending.retain(|_, (since, workspace)| {
-            now.duration_since(*since) < self.ttl && !cached(workspace)
-        });
-        self.pending
-            .values()
-            .map(|(_, workspace)| Arc::clone(workspace))
-            .collect()
+        self.workspaces.list(now, self.ttl, cached)
     }
 
     /// Remembers an admitted workspace; one without a namespace or name cannot be told
     /// apart from others and is not remembered.
     pub fn reserve(&mut self, now: Instant, workspace: Workspace) {
-        let (Some(namespace), Some(name)) = (
-            workspace.metadata.namespace.clone(),
-            workspace.metadata.name.clone(),
-        ) else {
-            return;
-        };
-        self.pending
-            .insert((namespace, name), (now, Arc::new(workspace)));
+        self.workspaces.insert(now, workspace);
+    }
+
+    /// Like [`Self::pending`], for GuildDatabases.
+    pub fn pending_databases(
+        &mut self,
+        now: Instant,
+        cached: impl Fn(&GuildDatabase) -> bool,
+    ) -> Vec<Arc<GuildDatabase>> {
+        self.databases.list(now, self.ttl, cached)
+    }
+
+    /// Like [`Self::reserve`], for an admitted GuildDatabase.
+    pub fn reserve_database(&mut self, now: Instant, database: GuildDatabase) {
+        self.databases.insert(now, database);
     }
 }
 

@@ -20,7 +20,9 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use guildnet_api::GuildDatabase;
+use guildnet_api::policy::references::Reference;
 use guildnet_runtime::health::Health;
+use k8s_openapi::api::authentication::v1::UserInfo;
 use kube::core::admission::Operation;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
@@ -58,9 +60,14 @@ impl AppState {
             .reservations
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        let reserved = reservations.pending(Instant::now(), |ws| self.caches.shows(ws));
+        let now = Instant::now();
+        let reserved = reservations.pending(now, |ws| self.caches.shows(ws));
+        let reserved_databases =
+            reservations.pending_databases(now, |db| self.caches.shows_database(db));
         let owner = admission::quota_owner(&review.request);
-        let mut snapshot = self.caches.snapshot(owner.as_deref(), reserved);
+        let mut snapshot = self
+            .caches
+            .snapshot(owner.as_deref(), reserved, reserved_databases);
         snapshot.denied_references = denied_references;
         if let Some(host) = admission::ingress_host(review) {
             snapshot.host_users = self.caches.host_users(host);
@@ -72,9 +79,14 @@ impl AppState {
         decision
     }
 
-    /// Decides a GuildDatabase validation against the caches (under the same lock, so it
-    /// sees the Quota reservations of workspace creates).
-    pub fn validate_database(&self, review: &Review<GuildDatabase>) -> Decision {
+    /// Decides a GuildDatabase validation against the caches and reserves an admitted
+    /// create's or spec change's storage, under the same lock as workspaces' (they share
+    /// storage Quotas).
+    pub fn validate_database(
+        &self,
+        review: &Review<GuildDatabase>,
+        denied_references: Vec<DeniedReference>,
+    ) -> Decision {
         if !self.caches.is_synced() {
             return Decision::refused(
                 &review.request,
@@ -87,10 +99,41 @@ impl AppState {
             .reservations
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        let reserved = reservations.pending(Instant::now(), |ws| self.caches.shows(ws));
+        let now = Instant::now();
+        let reserved = reservations.pending(now, |ws| self.caches.shows(ws));
+        let reserved_databases =
+            reservations.pending_databases(now, |db| self.caches.shows_database(db));
         let owner = database::quota_owner(&review.request);
-        let snapshot = self.caches.snapshot(owner.as_deref(), reserved);
-        database::validate(review, &self.settings, &snapshot)
+        let mut snapshot = self
+            .caches
+            .snapshot(owner.as_deref(), reserved, reserved_databases);
+        snapshot.denied_references = denied_references;
+        let decision = database::validate(review, &self.settings, &snapshot);
+        if let Some(admitted) = database::admitted(review, &decision, owner.as_deref()) {
+            reservations.reserve_database(Instant::now(), admitted);
+        }
+        decision
+    }
+
+    /// Of `references` in `namespace`, those `reader` may not `get`.
+    async fn denied_to(
+        &self,
+        reader: &UserInfo,
+        namespace: &str,
+        references: Vec<Reference>,
+    ) -> Result<Vec<DeniedReference>, Unavailable> {
+        if references.is_empty() {
+            return Ok(Vec::new());
+        }
+        let refused = self.access.denied(reader, namespace, references).await?;
+        let name = reader.username.clone().unwrap_or_default();
+        Ok(refused
+            .into_iter()
+            .map(|reference| DeniedReference {
+                reader: name.clone(),
+                reference,
+            })
+            .collect())
     }
 
     /// The references the request adds that one of its readers may not `get`, asking the
@@ -106,15 +149,10 @@ impl AppState {
         let namespace = review.request.namespace.clone().unwrap_or_default();
         let mut denied = Vec::new();
         for reader in admission::reference_readers(review) {
-            let refused = self
-                .access
-                .denied(&reader, &namespace, references.clone())
-                .await?;
-            let name = reader.username.unwrap_or_default();
-            denied.extend(refused.into_iter().map(|reference| DeniedReference {
-                reader: name.clone(),
-                reference,
-            }));
+            denied.extend(
+                self.denied_to(&reader, &namespace, references.clone())
+                    .await?,
+            );
         }
         Ok(denied)
     }
@@ -154,9 +192,25 @@ async fn mutate_database(State(state): State<Arc<AppState>>, body: Bytes) -> Res
     answer(&state, Webhook::Mutating, &body, database::mutate)
 }
 
+/// Reviews the password Secrets the request adds, as its requester, then decides.
 async fn validate_database(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
-    answer(&state, Webhook::Validating, &body, |review| {
-        state.validate_database(review)
+    let access = match review::decode::<GuildDatabase>(&body) {
+        Ok(review) => {
+            let references = database::references_to_review(&review, &state.settings);
+            let request = &review.request;
+            let namespace = request.namespace.clone().unwrap_or_default();
+            state
+                .denied_to(&request.user_info, &namespace, references)
+                .await
+        }
+        Err(_) => Ok(Vec::new()),
+    };
+    answer(&state, Webhook::Validating, &body, |review| match access {
+        Ok(denied) => state.validate_database(review, denied),
+        Err(unavailable) => Decision::refused(
+            &review.request,
+            Refusal::Unavailable(unavailable.to_string()),
+        ),
     })
 }
 

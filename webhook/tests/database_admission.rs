@@ -288,3 +288,68 @@ fn only_the_owner_or_an_admin_changes_or_deletes_a_database() {
         }
     }
 }
+
+#[test]
+fn user_password_secrets_are_reviewed_as_the_requester_and_refused_when_unreadable() {
+    use guildnet_api::policy::references::{Reference, ReferenceKind};
+    use guildnet_webhook::admission::DeniedReference;
+    let with_users = |secrets: &[&str]| {
+        let users: Vec<Value> = secrets
+            .iter()
+            .enumerate()
+            .map(|(i, s)| json!({"name": format!("u{i}"), "passwordSecretRef": {"name": s}}))
+            .collect();
+        db(
+            json!({"storage": {"size": "1Gi"}, "users": users}),
+            Some("alice"),
+        )
+    };
+    let decode = |review: &Value| {
+        review::decode::<GuildDatabase>(&serde_json::to_vec(review).unwrap()).unwrap()
+    };
+    // Every Secret on a create; only the new ones on an update; none for trusted users.
+    let create = review(
+        "CREATE",
+        "alice",
+        with_users(&["a-pw", "b-pw"]),
+        json!(null),
+    );
+    let names = |refs: Vec<Reference>| refs.into_iter().map(|r| r.name).collect::<Vec<_>>();
+    assert_eq!(
+        names(database::references_to_review(
+            &decode(&create),
+            &settings()
+        )),
+        ["a-pw", "b-pw"]
+    );
+    let update = review(
+        "UPDATE",
+        "alice",
+        with_users(&["a-pw", "c-pw"]),
+        with_users(&["a-pw"]),
+    );
+    let added = database::references_to_review(&decode(&update), &settings());
+    assert_eq!(added[0].field, "spec.users[1].passwordSecretRef");
+    assert_eq!(names(added), ["c-pw"]);
+    let by_operator = review("CREATE", OPERATOR, with_users(&["a-pw"]), json!(null));
+    assert!(database::references_to_review(&decode(&by_operator), &settings()).is_empty());
+
+    let mut snapshot = snapshot(vec![developers()]);
+    snapshot.denied_references = vec![DeniedReference {
+        reader: "alice".into(),
+        reference: Reference {
+            kind: ReferenceKind::Secret,
+            name: "b-pw".into(),
+            field: "spec.users[1].passwordSecretRef".into(),
+        },
+    }];
+    let refused = validate(&create, &snapshot);
+    assert_eq!(reason(&refused), "ReferenceDenied");
+    assert!(
+        message(&refused).contains(
+            "spec.users[1].passwordSecretRef names Secret team-a/b-pw, which alice may not get"
+        ),
+        "{}",
+        message(&refused)
+    );
+}

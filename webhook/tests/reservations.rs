@@ -99,3 +99,58 @@ async fn concurrent_updates_of_one_owner_cannot_both_take_the_last_quota() {
     let again = state.validate(&grow("a", "2"), Vec::new());
     assert!(again.outcome.is_ok(), "{:?}", again.outcome);
 }
+
+/// alice's CREATE of GuildDatabase `name` with `replicas` servers of 1Gi.
+fn create_database(name: &str, replicas: i32) -> review::Review<guildnet_api::GuildDatabase> {
+    let review = json!({
+        "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+        "request": {
+            "uid": format!("uid-{name}"),
+            "kind": {"group": "guildnet.io", "version": "v1alpha1", "kind": "GuildDatabase"},
+            "resource": {"group": "guildnet.io", "version": "v1alpha1", "resource": "guilddatabases"},
+            "name": name, "namespace": "default", "operation": "CREATE",
+            "userInfo": {"username": "alice", "groups": ["guildnet:users", "system:authenticated"]},
+            "object": {
+                "apiVersion": "guildnet.io/v1alpha1", "kind": "GuildDatabase",
+                "metadata": {"name": name, "namespace": "default"},
+                "spec": {"replicas": replicas, "storage": {"size": "1Gi"}}
+            },
+            "dryRun": false
+        }
+    });
+    review::decode(&serde_json::to_vec(&review).unwrap()).unwrap()
+}
+
+#[tokio::test]
+async fn concurrent_database_creates_of_one_owner_cannot_both_take_the_last_storage() {
+    let databases = json!({
+        "apiVersion": "guildnet.io/v1alpha1", "kind": "Capabilities", "metadata": {"name": "databases"},
+        "spec": {"subjects": [{"kind": "Group", "name": "guildnet:users"}], "databases": {}}
+    });
+    let quota = json!({
+        "apiVersion": "guildnet.io/v1alpha1", "kind": "Quota",
+        "metadata": {"name": "storage", "namespace": "default"},
+        "spec": {"perOwner": {"storage": "3Gi"}}
+    });
+    let mut state = state();
+    state.caches = Caches::from_stores(
+        store::<Capabilities>(vec![databases]),
+        store::<Quota>(vec![quota]),
+        store::<Workspace>(vec![]),
+    );
+    // 2 × 1Gi fits 3Gi, and is reserved until the cache shows it.
+    let first = state.validate_database(&create_database("one", 2), Vec::new());
+    assert!(first.outcome.is_ok(), "{:?}", first.outcome);
+    // The cache shows no database yet; without the reservation 2 × 1Gi more would fit too.
+    let second = state.validate_database(&create_database("two", 2), Vec::new());
+    assert_eq!(
+        second
+            .outcome
+            .expect_err("one's storage is counted")
+            .reason(),
+        "QuotaExceeded"
+    );
+    // One more server still fits: 3Gi in all.
+    let third = state.validate_database(&create_database("three", 1), Vec::new());
+    assert!(third.outcome.is_ok(), "{:?}", third.outcome);
+}

@@ -39,7 +39,7 @@ pub use image::{ImageError, ImagePattern, ImageProblem, ImageRef};
 pub use owner::{owner_id, owner_name};
 pub use quantity::{QuantityError, QuantityStyle, format_milli, parse_milli, quantity_milli};
 pub use quota::{
-    ApplicableQuota, Usage, check_quotas, quota_applies, quota_counts_namespace,
+    ApplicableQuota, Usage, check_quotas, databases_usage, quota_applies, quota_counts_namespace,
     retained_claims_usage, workspace_demand,
 };
 pub use subjects::{User, any_subject_matches, subject_matches};

@@ -4,6 +4,7 @@
 use super::denial::{Denial, DenialReason};
 use super::quantity::{QuantityError, QuantityStyle, format_milli, quantity_milli};
 use super::subjects::{User, any_subject_matches};
+use crate::database::GuildDatabase;
 use crate::labels;
 use crate::quota::{OwnerUsage, PerOwnerLimits, Quota, QuotaScope};
 use crate::workspace::facts::{claim_name, is_retained_claim};
@@ -171,6 +172,26 @@ fn refuse_negative(spec: &WorkspaceSpec) -> Result<(), QuantityError> {
         }
     }
     Ok(())
+}
+
+/// The storage of `owner`'s GuildDatabases that are not being deleted, per namespace: each
+/// server's volume (replicas × `spec.storage.size`). A database is not a workspace, and its
+/// CPU and memory are not counted.
+pub fn databases_usage<'a>(
+    databases: impl IntoIterator<Item = &'a GuildDatabase>,
+    owner: &str,
+) -> Vec<(String, Usage)> {
+    databases
+        .into_iter()
+        .filter(|db| db.owner_id() == Some(owner) && db.metadata.deletion_timestamp.is_none())
+        .filter_map(|db| {
+            let usage = Usage {
+                storage: db.storage_milli(),
+                ..Usage::default()
+            };
+            Some((db.metadata.namespace.clone()?, usage))
+        })
+        .collect()
 }
 
 /// The storage of `owner`'s retained claims that no workspace's spec asks for any more (its

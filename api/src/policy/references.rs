@@ -3,6 +3,7 @@
 //! workspace name only those its requester may `get` themselves (a SubjectAccessReview per
 //! reference, made by the webhook); this module lists what must be asked.
 
+use crate::database::GuildDatabaseSpec;
 use crate::workspace::WorkspaceSpec;
 use crate::workspace::facts::password_secret_name;
 use std::fmt;
@@ -44,6 +45,21 @@ pub struct Reference {
     pub name: String,
     /// Where the spec names it, e.g. `spec.env[2].valueFrom.secretKeyRef`.
     pub field: String,
+}
+
+/// The password Secrets a GuildDatabase's `spec.users` names: the operator reads each and
+/// makes its password a database user's, so whoever writes the spec must be allowed to read
+/// them too.
+pub fn database_references(spec: &GuildDatabaseSpec) -> Vec<Reference> {
+    spec.users
+        .iter()
+        .enumerate()
+        .map(|(index, user)| Reference {
+            kind: ReferenceKind::Secret,
+            name: user.password_secret_ref.name.clone(),
+            field: format!("spec.users[{index}].passwordSecretRef"),
+        })
+        .collect()
 }
 
 /// Every Secret and ConfigMap `spec` makes the pod read, except the password Secret the

@@ -1,5 +1,5 @@
 //! Quota status: every Quota's `status.usage` (each owner it applies to, with what they
-//! use as it counts it), `ownerCount` and an `Exceeded` condition, kept current by the
+//! use as it counts it: workspaces, retained claims, GuildDatabases), `ownerCount` and an `Exceeded` condition, kept current by the
 //! leader. It is recomputed from the watch caches (no LIST per write) once a burst of
 //! changes has settled, and at least every 30 s, and written only when it changed.
 
@@ -8,7 +8,7 @@ pub mod status;
 use crate::cluster::remote::Remotes;
 use crate::reconcile::apply::apply_status;
 use futures::FutureExt;
-use guildnet_api::{Quota, Workspace};
+use guildnet_api::{GuildDatabase, Quota, Workspace};
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::Api;
@@ -35,6 +35,8 @@ pub struct StatusWriter {
     pub workspaces: Store<Workspace>,
     /// GuildNet's claims: retained ones count for their owner.
     pub claims: Store<PersistentVolumeClaim>,
+    /// GuildDatabases: their servers' volumes count as their owner's storage.
+    pub databases: Store<GuildDatabase>,
     /// The registered clusters, whose retained claims count too.
     pub remotes: Arc<Remotes>,
     /// Only Quotas here may count cluster-wide.
@@ -69,11 +71,14 @@ impl StatusWriter {
         let mut claims = self.claims.state();
         claims.extend(self.remotes.claims_in_hub_terms(|_| true));
         let claims: Vec<&PersistentVolumeClaim> = claims.iter().map(|c| c.as_ref()).collect();
+        let databases = self.databases.state();
+        let databases: Vec<&GuildDatabase> = databases.iter().map(|d| d.as_ref()).collect();
         for quota in &quotas {
             let status = status::compute(
                 quota,
                 &workspaces,
                 &claims,
+                &databases,
                 &self.system_namespace,
                 Timestamp::now(),
             );

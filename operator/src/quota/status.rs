@@ -4,9 +4,9 @@
 
 use crate::reconcile::conditions::{Observed, merge};
 use crate::workspace::quota::{owner_as_user, still_refused};
-use guildnet_api::Workspace;
 use guildnet_api::policy::{self, ApplicableQuota, Usage, check_quotas, workspace_demand};
 use guildnet_api::quota::{MAX_LISTED_OWNERS, Quota, QuotaConditionType, QuotaReason, QuotaStatus};
+use guildnet_api::{GuildDatabase, Workspace};
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
@@ -20,14 +20,15 @@ struct Owner<'a> {
     usage: Usage,
 }
 
-/// The status `quota` should have. `workspaces` and `claims` are the operator's caches (all
-/// namespaces); workspaces held back as over a Quota use nothing, as the operator counts
+/// The status `quota` should have. `workspaces`, `claims` and `databases` are the
+/// operator's caches (all namespaces); workspaces held back as over a Quota use nothing, as the operator counts
 /// them. An owner known only from retained claims is counted by a Quota for everyone (no
 /// subjects): who they are beyond their id is not known without a workspace.
 pub fn compute(
     quota: &Quota,
     workspaces: &[&Workspace],
     claims: &[&PersistentVolumeClaim],
+    databases: &[&GuildDatabase],
     system_namespace: &str,
     now: Timestamp,
 ) -> QuotaStatus {
@@ -61,9 +62,23 @@ pub fn compute(
             }
         }
     }
+    for db in databases {
+        let (Some(owner), Some(namespace)) = (db.owner_id(), db.metadata.namespace.as_deref())
+        else {
+            continue;
+        };
+        let user = db
+            .owner()
+            .unwrap_or_else(|| policy::User::new("", Vec::<String>::new()));
+        if policy::quota_applies(quota, &user, namespace, system_namespace) {
+            let entry = owners.entry(owner).or_default();
+            entry.name = entry.name.or(db.owner_name());
+        }
+    }
     for (owner, entry) in &mut owners {
-        let retained =
+        let mut retained =
             policy::retained_claims_usage(claims.iter().copied(), owner, &entry.workspaces);
+        retained.extend(policy::databases_usage(databases.iter().copied(), owner));
         for (_, usage) in retained.iter().filter(|(namespace, _)| counts(namespace)) {
             entry.usage = std::mem::take(&mut entry.usage).saturating_add(usage);
         }
@@ -182,6 +197,7 @@ mod tests {
             &quota("4"),
             &[&a, &b, &c, &elsewhere],
             &[],
+            &[],
             "guildnet-system",
             Timestamp::UNIX_EPOCH,
         );
@@ -214,6 +230,7 @@ mod tests {
             &lowered,
             &[&a, &b],
             &[],
+            &[],
             "guildnet-system",
             Timestamp::from_second(10).unwrap(),
         );
@@ -233,6 +250,7 @@ mod tests {
         let again = compute(
             &lowered,
             &[&a, &b],
+            &[],
             &[],
             "guildnet-system",
             Timestamp::from_second(99).unwrap(),
@@ -280,6 +298,7 @@ mod tests {
             &quota("4"),
             &[&held],
             &[&claim],
+            &[],
             "guildnet-system",
             Timestamp::UNIX_EPOCH,
         );
@@ -288,5 +307,32 @@ mod tests {
         assert_eq!(status.usage[0].owner, "u-carol");
         assert_eq!(status.usage[0].workspaces, 0);
         assert_eq!(status.usage[0].storage, Some(Quantity("10Gi".into())));
+    }
+
+    #[test]
+    fn guild_databases_count_as_their_owners_storage() {
+        let db: GuildDatabase = serde_json::from_value(serde_json::json!({
+            "apiVersion": "guildnet.io/v1alpha1", "kind": "GuildDatabase",
+            "metadata": {"name": "app", "namespace": "team-a",
+                         "labels": {"guildnet.io/owner": "u-dave"},
+                         "annotations": {"guildnet.io/owner-name": "dave"}},
+            "spec": {"replicas": 3, "storage": {"size": "2Gi"}}
+        }))
+        .unwrap();
+        let mut elsewhere = db.clone();
+        elsewhere.metadata.namespace = Some("team-b".into());
+        let status = compute(
+            &quota("4"),
+            &[],
+            &[],
+            &[&db, &elsewhere],
+            "guildnet-system",
+            Timestamp::UNIX_EPOCH,
+        );
+        // Only the one in the Quota's namespace: 3 servers of 2Gi, and no workspace.
+        assert_eq!(status.owner_count, Some(1));
+        assert_eq!(status.usage[0].owner_name.as_deref(), Some("dave"));
+        assert_eq!(status.usage[0].workspaces, 0);
+        assert_eq!(status.usage[0].storage, Some(Quantity("6Gi".into())));
     }
 }

@@ -6,7 +6,7 @@
 use super::views::{DeploymentView, PodView};
 use futures::{Stream, StreamExt};
 use guildnet_api::quota::QuotaScope;
-use guildnet_api::{ClusterRegistration, Quota, Workspace, labels};
+use guildnet_api::{ClusterRegistration, GuildDatabase, Quota, Workspace, labels};
 use k8s_openapi::api::apps::v1::{DeploymentCondition, DeploymentStatus};
 use k8s_openapi::api::core::v1::{
     ConfigMap, ContainerState, ContainerStateTerminated, ContainerStatus, PersistentVolumeClaim,
@@ -34,9 +34,9 @@ use tracing::{debug, warn};
 const TRIGGER_BUFFER: usize = 16 * 1024;
 
 /// The watches a cache is kept for: Workspaces, Pods, Deployments, Services,
-/// NetworkPolicies, Ingresses, volume claims, Quotas, ClusterRegistrations and the
-/// EndpointSlices mirrored for placed workspaces.
-const WATCHES: usize = 10;
+/// NetworkPolicies, Ingresses, volume claims, Quotas, GuildDatabases, ClusterRegistrations
+/// and the EndpointSlices mirrored for placed workspaces.
+const WATCHES: usize = 11;
 
 /// The annotation in which `kubectl apply` keeps the object it last applied.
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
@@ -48,6 +48,8 @@ pub struct Caches {
     /// GuildNet's children in this cluster.
     children: ChildCaches,
     quotas: Store<Quota>,
+    /// GuildDatabases: their storage counts against their owners' Quotas.
+    databases: Store<GuildDatabase>,
     /// Registered clusters, and the notice of their changes (what their instances follow).
     clusters: Store<ClusterRegistration>,
     cluster_changes: Arc<Notify>,
@@ -115,6 +117,16 @@ impl Caches {
             },
             same_but_status_quota,
         );
+        // A database's storage counts against its owner's Quotas: a change may refuse the
+        // owner's workspaces counted after it, which their next reconcile decides; its
+        // status counts for nothing.
+        let databases = watch.start(
+            "guilddatabases",
+            watcher(Api::<GuildDatabase>::all(client.clone()), all()),
+            drop_what_kubectl_keeps,
+            |_: &GuildDatabase| Vec::new(),
+            same_but_status_database,
+        );
         // A registration's changes concern the workspaces placed on it, and those waiting
         // for a cluster; they are followed by the registrations' instances, through a
         // notice of their own.
@@ -155,6 +167,7 @@ impl Caches {
             workspaces,
             children,
             quotas,
+            databases,
             clusters,
             cluster_changes,
             mirrored_slices,
@@ -177,6 +190,11 @@ impl Caches {
     /// The Quota cache.
     pub(crate) fn quotas(&self) -> Store<Quota> {
         self.quotas.clone()
+    }
+
+    /// The GuildDatabase cache.
+    pub(crate) fn databases(&self) -> Store<GuildDatabase> {
+        self.databases.clone()
     }
 
     /// The Workspace cache (what the metrics count at scrape time).
@@ -550,6 +568,10 @@ fn same_but_status_cluster(old: &ClusterRegistration, new: &ClusterRegistration)
         && old.metadata.labels == new.metadata.labels
         && old.metadata.deletion_timestamp == new.metadata.deletion_timestamp
         && old.is_reachable() == new.is_reachable()
+}
+
+fn same_but_status_database(old: &GuildDatabase, new: &GuildDatabase) -> bool {
+    same_metadata(&old.metadata, &new.metadata) && old.spec == new.spec
 }
 
 fn same_but_status_quota(old: &Quota, new: &Quota) -> bool {

@@ -11,7 +11,7 @@ use crate::reconcile::apply::Written;
 use crate::reconcile::backoff::Backoff;
 use crate::reconcile::events::{Announced, Publisher};
 use guildnet_api::workspace::WorkspacePhase;
-use guildnet_api::{ClusterRegistration, Quota, Workspace};
+use guildnet_api::{ClusterRegistration, GuildDatabase, Quota, Workspace};
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::PartialObjectMeta;
@@ -67,6 +67,8 @@ pub struct Context {
     pub(super) written: Written,
     workspaces: Store<Workspace>,
     quotas: Store<Quota>,
+    /// GuildDatabases, whose storage counts against Quotas.
+    databases: Store<GuildDatabase>,
     pub(super) metrics: Arc<Metrics>,
     pub(super) backoff: Backoff<Workspace>,
     /// What this process announced, so a stale cache does not make it announce twice.
@@ -95,6 +97,7 @@ impl Context {
             written: Written::default(),
             workspaces: caches.workspaces(),
             quotas: caches.quotas(),
+            databases: caches.databases(),
             metrics,
             backoff: Backoff::new(MAX_BACKOFF),
             announced: Mutex::default(),
@@ -108,8 +111,8 @@ impl Context {
     pub(super) fn quota_failure(&self, ws: &Workspace) -> Option<Failure> {
         let quotas = self.quotas.state();
         let owner = ws.owner_id()?;
-        let (workspaces, claims) = if quotas.is_empty() {
-            (Vec::new(), Vec::new())
+        let (workspaces, claims, databases) = if quotas.is_empty() {
+            (Vec::new(), Vec::new(), Vec::new())
         } else {
             let of_owner = |claim: &PersistentVolumeClaim| {
                 claim
@@ -124,14 +127,18 @@ impl Context {
                 self.workspaces
                     .state_filter(|w| w.owner_id() == Some(owner)),
                 claims,
+                self.databases
+                    .state_filter(|db| db.owner_id() == Some(owner)),
             )
         };
         let workspaces: Vec<&Workspace> = workspaces.iter().map(|w| w.as_ref()).collect();
         let claims: Vec<&PersistentVolumeClaim> = claims.iter().map(|c| c.as_ref()).collect();
         let quotas: Vec<&Quota> = quotas.iter().map(|q| q.as_ref()).collect();
+        let databases: Vec<&GuildDatabase> = databases.iter().map(|d| d.as_ref()).collect();
         let counted = quota::Counted {
             workspaces: &workspaces,
             claims: &claims,
+            databases: &databases,
         };
         quota::check(ws, &counted, &quotas, &self.settings.system_namespace)
     }

@@ -136,6 +136,7 @@ pub async fn lead(
         quotas: caches.quotas(),
         workspaces: caches.workspaces(),
         claims: caches.children().claims.clone(),
+        databases: caches.databases(),
         remotes: ctx.remotes.clone(),
         system_namespace: ctx.settings.system_namespace.clone(),
     }

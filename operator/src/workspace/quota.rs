@@ -1,8 +1,9 @@
 //! Quotas, enforced again by the operator. Admission alone races (two webhook replicas, a
 //! cache a moment behind), so the operator is the final word:
 //!
-//! - an owner's retained volume claims that no workspace asks for count first: they exist,
-//!   and they keep their storage until the owner deletes them;
+//! - an owner's retained volume claims that no workspace asks for, and their GuildDatabases'
+//!   volumes, count first: they exist, and they keep their storage until the owner deletes
+//!   them;
 //! - an owner's workspaces that a Quota counts are ordered by creation time, then name;
 //! - walking that order, each workspace is admitted while the owner's usage plus its demand
 //!   stays within every Quota that applies; one that would not fit is not started (zero
@@ -21,7 +22,7 @@ use guildnet_api::policy::{
     self, ApplicableQuota, Usage, User, check_quotas, quota_applies, workspace_demand,
 };
 use guildnet_api::workspace::facts::{ConditionType, Reason};
-use guildnet_api::{Quota, Workspace};
+use guildnet_api::{GuildDatabase, Quota, Workspace};
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use kube::ResourceExt;
 
@@ -32,6 +33,8 @@ pub struct Counted<'a> {
     pub workspaces: &'a [&'a Workspace],
     /// The owner's volume claims; only retained ones no workspace asks for count.
     pub claims: &'a [&'a PersistentVolumeClaim],
+    /// The owner's GuildDatabases: their servers' volumes count as storage.
+    pub databases: &'a [&'a GuildDatabase],
 }
 
 /// The `QuotaExceeded` failure of `ws`, if the Quotas that apply to its owner leave it no
@@ -52,8 +55,12 @@ pub fn check(
     // Admission refuses a workspace whose ephemeral storage is unbounded while a Quota
     // limits it; one admitted before such a Quota existed keeps running.
     demand.ephemeral_storage_unbounded = false;
-    let retained =
+    let mut retained =
         policy::retained_claims_usage(counted.claims.iter().copied(), owner, counted.workspaces);
+    retained.extend(policy::databases_usage(
+        counted.databases.iter().copied(),
+        owner,
+    ));
     let applying: Vec<&Quota> = quotas
         .iter()
         .copied()
@@ -171,6 +178,7 @@ mod tests {
         Counted {
             workspaces,
             claims: &[],
+            databases: &[],
         }
     }
 
@@ -338,6 +346,7 @@ mod tests {
         let counted_with = |claims| Counted {
             workspaces: &all,
             claims,
+            databases: &[],
         };
         assert_eq!(
             check(
@@ -356,6 +365,36 @@ mod tests {
             failure
                 .message
                 .contains("spec.perOwner.storage is 20Gi per owner; you use 10Gi"),
+            "{}",
+            failure.message
+        );
+    }
+
+    #[test]
+    fn guild_databases_take_their_owners_storage_before_any_workspace() {
+        let quota = limited(PerOwnerLimits {
+            storage: Some(Quantity("20Gi".into())),
+            ..Default::default()
+        });
+        let ws = with_storage(workspace("ws", "alice", 1), "15Gi");
+        let db: GuildDatabase = serde_json::from_value(serde_json::json!({
+            "apiVersion": "guildnet.io/v1alpha1", "kind": "GuildDatabase",
+            "metadata": {"name": "app", "namespace": "team-a", "labels": {"guildnet.io/owner": "alice"}},
+            "spec": {"replicas": 2, "storage": {"size": "5Gi"}}
+        }))
+        .unwrap();
+        let all = [&ws];
+        let databases = [&db];
+        let counted = Counted {
+            workspaces: &all,
+            claims: &[],
+            databases: &databases,
+        };
+        let failure = check(&ws, &counted, &[&quota], "guildnet-system")
+            .expect("2 × 5Gi of the database + 15Gi is over 20Gi");
+        assert_eq!(failure.reason, Reason::QuotaExceeded);
+        assert!(
+            failure.message.contains("you use 10Gi"),
             "{}",
             failure.message
         );

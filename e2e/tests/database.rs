@@ -43,6 +43,16 @@ fn schema_reason(db: &GuildDatabase) -> Option<String> {
     condition(db, ConditionType::SchemaApplied).map(|(_, reason)| reason)
 }
 
+fn schema_message(db: &GuildDatabase) -> String {
+    find_condition(
+        &db.status.as_ref().unwrap().conditions,
+        ConditionType::SchemaApplied,
+    )
+    .unwrap()
+    .message
+    .clone()
+}
+
 /// The names a `dbList` or `tableList` answers.
 async fn names(db: &Connection, term: Term) -> Vec<String> {
     let mut names: Vec<String> = serde_json::from_value(db.run(term).await.unwrap()).unwrap();
@@ -119,12 +129,7 @@ async fn a_guild_database_runs_as_restricted_rethinkdb_servers_and_keeps_its_dat
         schema_reason(db).as_deref() == Some("Unreachable")
     })
     .await;
-    let message = &find_condition(
-        &db.status.as_ref().unwrap().conditions,
-        ConditionType::SchemaApplied,
-    )
-    .unwrap()
-    .message;
+    let message = &schema_message(&db);
     assert!(message.contains(":28015"), "names the address: {message}");
     // And an Event says so.
     let events: Api<k8s_openapi::api::events::v1::Event> =
@@ -273,12 +278,7 @@ async fn a_guild_database_runs_as_restricted_rethinkdb_servers_and_keeps_its_dat
         |db| schema_reason(db).as_deref() == Some("UserSecretMissing"),
     )
     .await;
-    let message = &find_condition(
-        &db.status.as_ref().unwrap().conditions,
-        ConditionType::SchemaApplied,
-    )
-    .unwrap()
-    .message;
+    let message = &schema_message(&db);
     assert!(
         message.contains("user alice: Secret alice-password not found"),
         "{message}"
@@ -299,12 +299,7 @@ async fn a_guild_database_runs_as_restricted_rethinkdb_servers_and_keeps_its_dat
         |db| schema_reason(db).as_deref() == Some("SchemaMissing"),
     )
     .await;
-    let message = &find_condition(
-        &db.status.as_ref().unwrap().conditions,
-        ConditionType::SchemaApplied,
-    )
-    .unwrap()
-    .message;
+    let message = &schema_message(&db);
     assert!(
         message.contains("user alice") && message.contains("rethinkdb"),
         "{message}"

@@ -31,6 +31,7 @@
 
 use crate::review::Review;
 use guildnet_api::cluster::placement;
+use guildnet_api::ownership;
 use guildnet_api::policy::credentials::plaintext_credential_warnings;
 use guildnet_api::policy::references::{Reference, added_references, references};
 use guildnet_api::policy::{
@@ -119,12 +120,7 @@ pub struct DeniedReference {
 /// read.
 pub fn references_to_review(review: &Review, settings: &Settings) -> Vec<Reference> {
     let request = &review.request;
-    if review.unreadable_object.is_some() || request.sub_resource.is_some() {
-        return Vec::new();
-    }
-    let trusted =
-        User::from_user_info(&request.user_info).is_none_or(|user| settings.is_trusted(&user));
-    let (Some(object), false) = (&request.object, trusted) else {
+    let Some(object) = object_to_review(review, settings) else {
         return Vec::new();
     };
     let name = object.metadata.name.as_deref().unwrap_or(&request.name);
@@ -133,6 +129,21 @@ pub fn references_to_review(review: &Review, settings: &Settings) -> Vec<Referen
         (Operation::Update, Some(old)) => added_references(name, &object.spec, &old.spec),
         _ => Vec::new(),
     }
+}
+
+/// The object of a request whose references are to be reviewed: none for objects that
+/// cannot be read, subresources and trusted requesters.
+pub(crate) fn object_to_review<'a, K: Resource>(
+    review: &'a Review<K>,
+    settings: &Settings,
+) -> Option<&'a K> {
+    let request = &review.request;
+    if review.unreadable_object.is_some() || request.sub_resource.is_some() {
+        return None;
+    }
+    let trusted =
+        User::from_user_info(&request.user_info).is_none_or(|user| settings.is_trusted(&user));
+    request.object.as_ref().filter(|_| !trusted)
 }
 
 /// Who must be allowed to read what a request's workspace names
@@ -262,7 +273,16 @@ pub fn mutate(review: &Review) -> Decision {
     if review.unreadable_object.is_some() || request.sub_resource.is_some() {
         return Decision::allowed(request, None);
     }
-    let patched = mutation(request).and_then(|patch| {
+    patched(request, mutation(request))
+}
+
+/// The mutating webhook's answer: `patch` applied (none: the object unchanged), or the
+/// refusal that kept it from being made.
+pub(crate) fn patched<K: Resource>(
+    request: &AdmissionRequest<K>,
+    patch: Result<Option<json_patch::Patch>, Refusal>,
+) -> Decision {
+    let patched = patch.and_then(|patch| {
         let response = AdmissionResponse::from(request);
         match patch {
             Some(patch) => response
@@ -288,35 +308,9 @@ fn mutation(request: &AdmissionRequest<Workspace>) -> Result<Option<json_patch::
         return Ok(None);
     };
     let mut mutated = object.clone();
-    match request.operation {
-        Operation::Create => {
-            let owner =
-                User::from_user_info(&request.user_info).map(|user| requested_owner(user, object));
-            let id = owner
-                .as_ref()
-                .map(|owner| policy::owner_id(&owner.username));
-            let name = owner
-                .as_ref()
-                .map(|owner| policy::owner_name(&owner.username));
-            let groups = owner
-                .as_ref()
-                .map(|owner| encode_owner_groups(&owner.groups));
-            set_owner(
-                &mut mutated.metadata,
-                id.as_deref(),
-                name.as_deref(),
-                groups.as_deref(),
-            );
-        }
-        Operation::Update => {
-            let old = request.old_object.as_ref();
-            policy::check_owner_kept(object.owner_name(), old.and_then(Workspace::owner_name))?;
-            let id = old.and_then(Workspace::owner_id);
-            let name = old.and_then(Workspace::owner_name);
-            let groups = old.and_then(|old| old.annotations().get(labels::OWNER_GROUPS));
-            set_owner(&mut mutated.metadata, id, name, groups.map(String::as_str));
-        }
-        Operation::Delete | Operation::Connect => return Ok(None),
+    let old = request.old_object.as_ref().map(|old| &old.metadata);
+    if !stamp_owner(request, &object.metadata, old, &mut mutated.metadata)? {
+        return Ok(None);
     }
     mutated.spec = defaulted(&mutated)?;
     let before = to_json(object)?;
@@ -325,10 +319,43 @@ fn mutation(request: &AdmissionRequest<Workspace>) -> Result<Option<json_patch::
     Ok((!patch.0.is_empty()).then_some(patch))
 }
 
+/// Sets the owner label and annotations of `mutated` (a copy of `object`, the object as
+/// sent): on CREATE the requester's, or the user `guildnet.io/owner-name` assigns; on
+/// UPDATE the stored object's (`old`), refusing an owner name naming anyone else. `false`
+/// for the operations that change nothing (DELETE, CONNECT).
+pub(crate) fn stamp_owner<K: Resource>(
+    request: &AdmissionRequest<K>,
+    object: &ObjectMeta,
+    old: Option<&ObjectMeta>,
+    mutated: &mut ObjectMeta,
+) -> Result<bool, Refusal> {
+    match request.operation {
+        Operation::Create => {
+            let owner =
+                User::from_user_info(&request.user_info).map(|user| requested_owner(user, object));
+            let id = owner.as_ref().map(|o| policy::owner_id(&o.username));
+            let name = owner.as_ref().map(|o| policy::owner_name(&o.username));
+            let groups = owner.as_ref().map(|o| encode_owner_groups(&o.groups));
+            set_owner(mutated, id.as_deref(), name.as_deref(), groups.as_deref());
+        }
+        Operation::Update => {
+            let stored_name = old.and_then(ownership::owner_name);
+            policy::check_owner_kept(ownership::owner_name(object), stored_name)?;
+            let id = old.and_then(ownership::owner_id);
+            let groups = old
+                .and_then(|old| old.annotations.as_ref())
+                .and_then(|a| a.get(labels::OWNER_GROUPS));
+            set_owner(mutated, id, stored_name, groups.map(String::as_str));
+        }
+        Operation::Delete | Operation::Connect => return Ok(false),
+    }
+    Ok(true)
+}
+
 /// Whom a CREATE by `user` of `object` is for: the requester, or the user its
 /// `guildnet.io/owner-name` assigns (whether `user` may assign them, validation decides).
-fn requested_owner(user: User, object: &Workspace) -> User {
-    match policy::requested_owner(&user, object.owner_name()) {
+pub(crate) fn requested_owner(user: User, object: &ObjectMeta) -> User {
+    match policy::requested_owner(&user, ownership::owner_name(object)) {
         RequestedOwner::Requester => user,
         RequestedOwner::Assigned(name) => policy::assigned_owner(name),
     }
@@ -372,17 +399,20 @@ fn defaulted(workspace: &Workspace) -> Result<WorkspaceSpec, Refusal> {
     Ok(spec)
 }
 
-/// Whose workspaces a validation of `request` may count against Quotas: the requested
-/// owner's on CREATE (the requester's, or the user assigned), the stored object's owner on
-/// UPDATE, nobody's otherwise. A [`Snapshot`] needs no other workspaces.
-pub fn quota_owner(request: &AdmissionRequest<Workspace>) -> Option<String> {
+/// Whose workspaces and databases a validation of `request` (of either kind) may count
+/// against Quotas: the requested owner's on CREATE (the requester's, or the user assigned),
+/// the stored object's owner on UPDATE, nobody's otherwise. A [`Snapshot`] needs no other
+/// owner's.
+pub fn quota_owner<K: Resource>(request: &AdmissionRequest<K>) -> Option<String> {
     match request.operation {
         Operation::Create => {
             let user = User::from_user_info(&request.user_info)?;
-            let owner = requested_owner(user, request.object.as_ref()?);
+            let owner = requested_owner(user, request.object.as_ref()?.meta());
             Some(policy::owner_id(&owner.username))
         }
-        Operation::Update => request.old_object.as_ref()?.owner_id().map(str::to_owned),
+        Operation::Update => {
+            ownership::owner_id(request.old_object.as_ref()?.meta()).map(str::to_owned)
+        }
         Operation::Delete | Operation::Connect => None,
     }
 }

@@ -23,15 +23,13 @@
 
 use crate::admission::{
     Deciding, Decision, DeniedReference, QuotaCheck, Refusal, Settings, Snapshot, database_demand,
-    set_owner,
+    object_to_review, patched, stamp_owner,
 };
 use crate::review::Review;
 use guildnet_api::policy::references::{Reference, database_references};
 use guildnet_api::policy::{self, Denial, DenialReason, RequestedOwner, Standing, Usage, User};
-use guildnet_api::workspace::facts::encode_owner_groups;
 use guildnet_api::{GuildDatabase, labels};
-use kube::ResourceExt;
-use kube::core::admission::{AdmissionRequest, AdmissionResponse, Operation};
+use kube::core::admission::{AdmissionRequest, Operation};
 
 /// The mutating webhook's decision for a GuildDatabase: the owner set on CREATE, kept on
 /// UPDATE. An object that is not a valid GuildDatabase, and subresources, pass unchanged.
@@ -40,23 +38,7 @@ pub fn mutate(review: &Review<GuildDatabase>) -> Decision {
     if review.unreadable_object.is_some() || request.sub_resource.is_some() {
         return Decision::allowed(request, None);
     }
-    let patched = mutation(request).and_then(|patch| {
-        let response = AdmissionResponse::from(request);
-        match patch {
-            Some(patch) => response
-                .with_patch(patch)
-                .map_err(|error| Refusal::Invalid(error.to_string())),
-            None => Ok(response),
-        }
-    });
-    match patched {
-        Ok(response) => Decision {
-            response,
-            outcome: Ok(()),
-            admitted: None,
-        },
-        Err(refusal) => Decision::refused(request, refusal),
-    }
+    patched(request, mutation(request))
 }
 
 fn mutation(
@@ -66,29 +48,9 @@ fn mutation(
         return Ok(None);
     };
     let mut mutated = object.clone();
-    match request.operation {
-        Operation::Create => {
-            let owner =
-                User::from_user_info(&request.user_info).map(|user| requested_owner(user, object));
-            let id = owner.as_ref().map(|o| policy::owner_id(&o.username));
-            let name = owner.as_ref().map(|o| policy::owner_name(&o.username));
-            let groups = owner.as_ref().map(|o| encode_owner_groups(&o.groups));
-            set_owner(
-                &mut mutated.metadata,
-                id.as_deref(),
-                name.as_deref(),
-                groups.as_deref(),
-            );
-        }
-        Operation::Update => {
-            let old = request.old_object.as_ref();
-            policy::check_owner_kept(object.owner_name(), old.and_then(GuildDatabase::owner_name))?;
-            let id = old.and_then(GuildDatabase::owner_id);
-            let name = old.and_then(GuildDatabase::owner_name);
-            let groups = old.and_then(|old| old.annotations().get(labels::OWNER_GROUPS));
-            set_owner(&mut mutated.metadata, id, name, groups.map(String::as_str));
-        }
-        Operation::Delete | Operation::Connect => return Ok(None),
+    let old = request.old_object.as_ref().map(|old| &old.metadata);
+    if !stamp_owner(request, &object.metadata, old, &mut mutated.metadata)? {
+        return Ok(None);
     }
     let json = |db: &GuildDatabase| {
         serde_json::to_value(db).map_err(|error| Refusal::Invalid(error.to_string()))
@@ -97,26 +59,12 @@ fn mutation(
     Ok((!patch.0.is_empty()).then_some(patch))
 }
 
-/// Whom a CREATE by `user` is for: the requester, or the user `guildnet.io/owner-name`
-/// assigns (whether `user` may assign them, validation decides).
-fn requested_owner(user: User, object: &GuildDatabase) -> User {
-    match policy::requested_owner(&user, object.owner_name()) {
-        RequestedOwner::Requester => user,
-        RequestedOwner::Assigned(name) => policy::assigned_owner(name),
-    }
-}
-
 /// The password Secrets a request makes the operator read, to be reviewed as the requester
 /// before the decision: every one on a CREATE, the new ones on an UPDATE; none for trusted
 /// requesters, deletes, subresources and objects that cannot be read.
 pub fn references_to_review(review: &Review<GuildDatabase>, settings: &Settings) -> Vec<Reference> {
     let request = &review.request;
-    if review.unreadable_object.is_some() || request.sub_resource.is_some() {
-        return Vec::new();
-    }
-    let trusted =
-        User::from_user_info(&request.user_info).is_none_or(|user| settings.is_trusted(&user));
-    let (Some(object), false) = (&request.object, trusted) else {
+    let Some(object) = object_to_review(review, settings) else {
         return Vec::new();
     };
     let named = database_references(&object.spec);
@@ -133,22 +81,9 @@ pub fn references_to_review(review: &Review<GuildDatabase>, settings: &Settings)
     }
 }
 
-/// Whose workspaces and databases a validation of `request` may count against Quotas.
-pub fn quota_owner(request: &AdmissionRequest<GuildDatabase>) -> Option<String> {
-    match request.operation {
-        Operation::Create => {
-            let user = User::from_user_info(&request.user_info)?;
-            let owner = requested_owner(user, request.object.as_ref()?);
-            Some(policy::owner_id(&owner.username))
-        }
-        Operation::Update => request.old_object.as_ref()?.owner_id().map(str::to_owned),
-        Operation::Delete | Operation::Connect => None,
-    }
-}
-
 /// The GuildDatabase a `decision` admitted whose storage must be reserved until the cache
 /// shows it: a CREATE or spec change that was allowed, not a dry run, with `owner` (the
-/// [`quota_owner`]) as its owner label so the reservation counts for the right owner.
+/// [`quota_owner`](crate::admission::quota_owner)) as its owner label so the reservation counts for the right owner.
 pub fn admitted(
     review: &Review<GuildDatabase>,
     decision: &Decision,

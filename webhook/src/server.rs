@@ -4,7 +4,7 @@
 //! apart so Prometheus scrapes without the webhook's private CA.
 
 use crate::access::{AccessReviewer, Unavailable};
-use crate::admission::{self, Decision, DeniedReference, Refusal, Settings};
+use crate::admission::{self, Decision, DeniedReference, Refusal, Settings, Snapshot};
 use crate::caches::Caches;
 use crate::database;
 use crate::metrics::{Metrics, Webhook};
@@ -23,7 +23,7 @@ use guildnet_api::GuildDatabase;
 use guildnet_api::policy::references::Reference;
 use guildnet_runtime::health::Health;
 use k8s_openapi::api::authentication::v1::UserInfo;
-use kube::core::admission::Operation;
+use kube::core::admission::{AdmissionRequest, Operation};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 use tracing::{info, warn};
@@ -48,35 +48,22 @@ impl AppState {
     /// `denied_references` are the references SubjectAccessReviews refused (see
     /// [`admission::references_to_review`]).
     pub fn validate(&self, review: &Review, denied_references: Vec<DeniedReference>) -> Decision {
-        if !self.caches.is_synced() {
-            return Decision::refused(
-                &review.request,
-                Refusal::Unavailable(
-                    "the GuildNet webhook is still loading Capabilities, Quotas and Workspaces: retry in a few seconds".to_owned(),
-                ),
-            );
-        }
-        let mut reservations = self
-            .reservations
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        let now = Instant::now();
-        let reserved = reservations.pending(now, |ws| self.caches.shows(ws));
-        let reserved_databases =
-            reservations.pending_databases(now, |db| self.caches.shows_database(db));
         let owner = admission::quota_owner(&review.request);
-        let mut snapshot = self
-            .caches
-            .snapshot(owner.as_deref(), reserved, reserved_databases);
-        snapshot.denied_references = denied_references;
-        if let Some(host) = admission::ingress_host(review) {
-            snapshot.host_users = self.caches.host_users(host);
-        }
-        let decision = admission::validate(review, &self.settings, &snapshot);
-        if let Some(admitted) = &decision.admitted {
-            reservations.reserve(Instant::now(), admitted.clone());
-        }
-        decision
+        self.decide(
+            &review.request,
+            owner,
+            denied_references,
+            |snapshot, reservations| {
+                if let Some(host) = admission::ingress_host(review) {
+                    snapshot.host_users = self.caches.host_users(host);
+                }
+                let decision = admission::validate(review, &self.settings, snapshot);
+                if let Some(admitted) = &decision.admitted {
+                    reservations.reserve(Instant::now(), admitted.clone());
+                }
+                decision
+            },
+        )
     }
 
     /// Decides a GuildDatabase validation against the caches and reserves an admitted
@@ -87,9 +74,35 @@ impl AppState {
         review: &Review<GuildDatabase>,
         denied_references: Vec<DeniedReference>,
     ) -> Decision {
+        let owner = admission::quota_owner(&review.request);
+        self.decide(
+            &review.request,
+            owner.clone(),
+            denied_references,
+            |snapshot, reservations| {
+                let decision = database::validate(review, &self.settings, snapshot);
+                if let Some(admitted) = database::admitted(review, &decision, owner.as_deref()) {
+                    reservations.reserve_database(Instant::now(), admitted);
+                }
+                decision
+            },
+        )
+    }
+
+    /// Runs `decide` on a snapshot of the caches for `owner`, with the admitted changes the
+    /// caches do not show yet, while holding the reservations: deciding and reserving are
+    /// one step, so two requests never both take the last unit of a Quota. Refused while the
+    /// caches are still loading.
+    fn decide<K: kube::Resource>(
+        &self,
+        request: &AdmissionRequest<K>,
+        owner: Option<String>,
+        denied_references: Vec<DeniedReference>,
+        decide: impl FnOnce(&mut Snapshot, &mut Reservations) -> Decision,
+    ) -> Decision {
         if !self.caches.is_synced() {
             return Decision::refused(
-                &review.request,
+                request,
                 Refusal::Unavailable(
                     "the GuildNet webhook is still loading Capabilities, Quotas, Workspaces and GuildDatabases: retry in a few seconds".to_owned(),
                 ),
@@ -103,16 +116,11 @@ impl AppState {
         let reserved = reservations.pending(now, |ws| self.caches.shows(ws));
         let reserved_databases =
             reservations.pending_databases(now, |db| self.caches.shows_database(db));
-        let owner = database::quota_owner(&review.request);
         let mut snapshot = self
             .caches
             .snapshot(owner.as_deref(), reserved, reserved_databases);
         snapshot.denied_references = denied_references;
-        let decision = database::validate(review, &self.settings, &snapshot);
-        if let Some(admitted) = database::admitted(review, &decision, owner.as_deref()) {
-            reservations.reserve_database(Instant::now(), admitted);
-        }
-        decision
+        decide(&mut snapshot, &mut reservations)
     }
 
     /// Of `references` in `namespace`, those `reader` may not `get`.

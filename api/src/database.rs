@@ -30,6 +30,11 @@ use serde::{Deserialize, Serialize};
     ),
     printcolumn(name = "Replicas", type_ = "integer", json_path = ".spec.replicas"),
     printcolumn(
+        name = "Schema",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"SchemaApplied\")].reason"
+    ),
+    printcolumn(
         name = "Age",
         type_ = "date",
         json_path = ".metadata.creationTimestamp"

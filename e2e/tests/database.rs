@@ -53,6 +53,23 @@ fn schema_message(db: &GuildDatabase) -> String {
     .clone()
 }
 
+/// Waits for an Event about `inventory` with `reason`, of `type_`.
+async fn event_of(events: &Api<k8s_openapi::api::events::v1::Event>, reason: &str, type_: &str) {
+    eventually(&format!("a {type_} Event {reason}"), TIMEOUT, || async {
+        let listed = events.list(&ListParams::default()).await.ok()?;
+        listed
+            .items
+            .iter()
+            .any(|e| {
+                e.reason.as_deref() == Some(reason)
+                    && e.type_.as_deref() == Some(type_)
+                    && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("inventory")
+            })
+            .then_some(())
+    })
+    .await;
+}
+
 /// The names a `dbList` or `tableList` answers.
 async fn names(db: &Connection, term: Term) -> Vec<String> {
     let mut names: Vec<String> = serde_json::from_value(db.run(term).await.unwrap()).unwrap();
@@ -134,18 +151,7 @@ async fn a_guild_database_runs_as_restricted_rethinkdb_servers_and_keeps_its_dat
     // And an Event says so.
     let events: Api<k8s_openapi::api::events::v1::Event> =
         Api::namespaced(admin.clone(), NAMESPACE);
-    eventually("an Event of the database running", TIMEOUT, || async {
-        let listed = events.list(&ListParams::default()).await.ok()?;
-        listed
-            .items
-            .iter()
-            .any(|e| {
-                e.reason.as_deref() == Some("Running")
-                    && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("inventory")
-            })
-            .then_some(())
-    })
-    .await;
+    event_of(&events, "Running", "Normal").await;
     let stateful_sets: Api<StatefulSet> = Api::namespaced(admin.clone(), NAMESPACE);
     let servers = stateful_sets.get("inventory").await.unwrap();
     assert_eq!(

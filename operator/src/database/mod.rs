@@ -19,7 +19,7 @@ use guildnet_api::GuildDatabase;
 use guildnet_api::common::find_condition;
 use guildnet_api::database::GuildDatabaseStatus;
 use guildnet_api::database::facts::{
-    ADMIN_PASSWORD_KEY, ConditionType, DRIVER_PORT, admin_secret_name,
+    ADMIN_PASSWORD_KEY, ConditionType, DRIVER_PORT, Reason, admin_secret_name,
 };
 use guildnet_api::labels;
 use guildnet_rethinkdb::ErrorClass;
@@ -77,6 +77,8 @@ pub struct Context {
     /// The phase each database was last announced in, by uid (a lagging cache must not
     /// announce a transition twice).
     announced: Mutex<Announced<&'static str>>,
+    /// The `SchemaApplied` reason each database was last announced with, by uid.
+    announced_schema: Mutex<Announced<Reason>>,
     /// What databases are made of (`guildnet.io/database`), as the watches show them, so a
     /// child already as asked is not written again.
     servers: Store<StatefulSet>,
@@ -115,6 +117,7 @@ pub async fn lead(
         client,
         metrics,
         announced: Mutex::default(),
+        announced_schema: Mutex::default(),
         servers,
         services,
         budgets,
@@ -270,7 +273,10 @@ async fn reconcile_database(db: &GuildDatabase, ctx: &Context) -> Result<Action,
     if db.status.as_ref() != Some(&next) {
         let api: Api<GuildDatabase> = Api::namespaced(client.clone(), &namespace);
         match apply_status(&api, &name, &next).await {
-            Ok(_) => announce(db, &next, ctx),
+            Ok(_) => {
+                announce(db, &next, ctx);
+                announce_schema(db, &next, ctx);
+            }
 
             // Deleted since this reconcile read it: nothing left to report.
             Err(kube::Error::Api(s)) if s.code == 404 => return Ok(Action::await_change()),
@@ -430,4 +436,33 @@ fn announce(db: &GuildDatabase, status: &GuildDatabaseStatus, ctx: &Context) {
     info!(namespace = db.namespace(), name = %db.name_any(), phase, "GuildDatabase phase");
     ctx.events
         .publish(&db.object_ref(&()), type_, phase, &note.unwrap_or_default());
+}
+
+/// An Event when the `SchemaApplied` reason of `db` changes to one worth telling: the
+/// schema in place (Normal), or what keeps it from being so (Warning). Waiting for a first
+/// server and having nothing declared are not told.
+fn announce_schema(db: &GuildDatabase, status: &GuildDatabaseStatus, ctx: &Context) {
+    let Some(condition) = find_condition(&status.conditions, ConditionType::SchemaApplied) else {
+        return;
+    };
+    let Some(&reason) = Reason::ALL.iter().find(|r| r.as_str() == condition.reason) else {
+        return;
+    };
+    let uid = db.uid().unwrap_or_default();
+    if !ctx.announced_schema.lock().unwrap().phase(&uid, reason)
+        || matches!(reason, Reason::NoServerReady | Reason::NothingDeclared)
+    {
+        return;
+    }
+    let type_ = match reason {
+        Reason::AsDeclared => EventType::Normal,
+        _ => EventType::Warning,
+    };
+    info!(namespace = db.namespace(), name = %db.name_any(), %reason, message = %condition.message, "GuildDatabase schema");
+    ctx.events.publish(
+        &db.object_ref(&()),
+        type_,
+        reason.as_str(),
+        &condition.message,
+    );
 }

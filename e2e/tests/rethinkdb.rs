@@ -1,9 +1,10 @@
 //! GuildNet's RethinkDB client (`guildnet-rethinkdb`) on the wire, against reqlite
 //! (`e2e/reqlite`, a ReQL server in JavaScript) on loopback: the V1_0 handshake with
 //! SCRAM-SHA-256, databases and tables made, listed and dropped, many queries at once on one
-//! connection, and each kind of failure in its class; and, when a `rethinkdb` binary is on
-//! PATH, users and grants on a real RethinkDB server. No cluster is needed. Each test serves
-//! on an address of its own in 127.0.0.0/8.
+//! connection, rows paged by key, filtered and written one by one, and each kind of failure
+//! in its class; and, when a `rethinkdb` binary is on PATH, users and grants on a real
+//! RethinkDB server. No cluster is needed. Each test serves on an address of its own in
+//! 127.0.0.0/8.
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -92,6 +93,80 @@ async fn each_failure_is_told_by_its_class() {
         .expect("a query on a closed connection fails, it does not hang")
         .expect_err("the server is gone");
     assert_eq!(gone.class(), ErrorClass::Unreachable, "{gone}");
+}
+
+#[tokio::test]
+async fn rows_are_paged_by_key_filtered_and_written_one_by_one() {
+    let server = Reqlite::start(ip("127.0.28.4"), "pw", "rows").await;
+    let db = Connection::open(&options(server.addr(), "pw")).await.unwrap();
+    db.run(Term::db_create("shop")).await.unwrap();
+    db.run(Term::table_create("shop", "items", "sku"))
+        .await
+        .unwrap();
+    let info = db.run(Term::table_info("shop", "items")).await.unwrap();
+    assert_eq!(info["primary_key"], "sku", "{info}");
+
+    let documents: Vec<_> = ["e", "b", "d", "a", "c"]
+        .iter()
+        .map(|sku| json!({"sku": sku, "colour": if *sku < "c" { "red" } else { "blue" }}))
+        .collect();
+    let inserted = db
+        .run(Term::insert("shop", "items", &documents))
+        .await
+        .unwrap();
+    assert_eq!(inserted["inserted"], 5, "{inserted}");
+    // A key that is taken is refused, not overwritten.
+    let again = db
+        .run(Term::insert("shop", "items", json!({"sku": "a", "colour": "green"})))
+        .await
+        .unwrap();
+    assert_eq!(again["errors"], 1, "{again}");
+
+    let skus = |page: serde_json::Value| -> Vec<String> {
+        page.as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["sku"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let first = db
+        .run(Term::page("shop", "items", "sku", None, None, 2))
+        .await
+        .unwrap();
+    assert_eq!(skus(first), ["a", "b"]);
+    let second = db
+        .run(Term::page("shop", "items", "sku", Some(&json!("b")), None, 2))
+        .await
+        .unwrap();
+    assert_eq!(skus(second), ["c", "d"]);
+    let last = db
+        .run(Term::page("shop", "items", "sku", Some(&json!("d")), None, 2))
+        .await
+        .unwrap();
+    assert_eq!(skus(last), ["e"]);
+    let red = json!({"colour": "red"});
+    let filtered = db
+        .run(Term::page("shop", "items", "sku", None, red.as_object(), 10))
+        .await
+        .unwrap();
+    assert_eq!(skus(filtered), ["a", "b"]);
+
+    let replaced = db
+        .run(Term::replace("shop", "items", "a", json!({"sku": "a", "n": 1})))
+        .await
+        .unwrap();
+    assert_eq!(replaced["replaced"], 1, "{replaced}");
+    let updated = db
+        .run(Term::update("shop", "items", "a", json!({"n": 2})))
+        .await
+        .unwrap();
+    assert_eq!(updated["replaced"], 1, "{updated}");
+    let read = db.run(Term::get("shop", "items", "a")).await.unwrap();
+    assert_eq!(read, json!({"sku": "a", "n": 2}));
+    let deleted = db.run(Term::delete("shop", "items", "a")).await.unwrap();
+    assert_eq!(deleted["deleted"], 1, "{deleted}");
+    let gone = db.run(Term::get("shop", "items", "a")).await.unwrap();
+    assert_eq!(gone, serde_json::Value::Null);
 }
 
 /// A real RethinkDB server (the `rethinkdb` binary on PATH when the tests were built) on

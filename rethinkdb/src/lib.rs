@@ -10,10 +10,12 @@
 mod connection;
 mod error;
 mod handshake;
+mod pool;
 mod term;
 
 pub use connection::{Connection, Options};
 pub use error::{Error, ErrorClass, QueryErrorKind};
+pub use pool::{Pool, Target, Unavailable};
 pub use term::{Term, TermType};
 
 use serde_json::Value;

@@ -14,6 +14,11 @@ pub enum TermType {
     Db = 14,
     Table = 15,
     Get = 16,
+    Filter = 39,
+    OrderBy = 41,
+    Update = 53,
+    Delete = 54,
+    Replace = 55,
     Insert = 56,
     DbCreate = 57,
     DbDrop = 58,
@@ -21,6 +26,12 @@ pub enum TermType {
     TableCreate = 60,
     TableDrop = 61,
     TableList = 62,
+    Limit = 71,
+    Desc = 74,
+    Info = 79,
+    Minval = 180,
+    Maxval = 181,
+    Between = 182,
     Grant = 188,
 }
 
@@ -140,22 +151,106 @@ impl Term {
         )
     }
 
-    /// `r.db(db).table(table).insert(document)`.
-    pub fn insert(db: &str, table: &str, document: impl Serialize) -> Self {
+    /// `r.db(db).table(table).insert(documents)`: one document or an array of them; a
+    /// document whose key is taken is refused (counted in `errors`), not overwritten.
+    pub fn insert(db: &str, table: &str, documents: impl Serialize) -> Self {
         Self::new(
             TermType::Insert,
-            vec![Self::table(db, table), Term::datum(document)],
+            vec![Self::table(db, table), Term::datum(documents)],
             None,
         )
     }
 
-    /// `r.db(db).table(table).get(key)`.
+    /// `r.db(db).table(table).get(key)`: the document, or `null`.
     pub fn get(db: &str, table: &str, key: impl Serialize) -> Self {
         Self::new(
             TermType::Get,
             vec![Self::table(db, table), Term::datum(key)],
             None,
         )
+    }
+
+    /// `r.db(db).table(table).info()`: its name, database and `primary_key`.
+    pub fn table_info(db: &str, table: &str) -> Self {
+        Self::new(TermType::Info, vec![Self::table(db, table)], None)
+    }
+
+    /// One page of a table in primary-key order: the first `limit` documents whose key is
+    /// after `after` (from the start without it) and, with `matching`, whose fields equal
+    /// it (`{field: value}`):
+    /// `table.between(after | r.minval, r.maxval, {left_bound}).orderBy({index: primary_key})
+    /// .filter(matching).limit(limit)`. Walking by key, not by offset, keeps each page as
+    /// cheap as the first and skips nothing written meanwhile.
+    pub fn page(
+        db: &str,
+        table: &str,
+        primary_key: &str,
+        after: Option<&Value>,
+        matching: Option<&Map<String, Value>>,
+        limit: u32,
+    ) -> Self {
+        let (from, left_bound) = match after {
+            Some(key) => (Term::datum(key), "open"),
+            None => (Self::new(TermType::Minval, vec![], None), "closed"),
+        };
+        let mut rows = Self::new(
+            TermType::Between,
+            vec![
+                Self::table(db, table),
+                from,
+                Self::new(TermType::Maxval, vec![], None),
+            ],
+            Some(json!({ "left_bound": left_bound, "right_bound": "open" })),
+        );
+        rows = Self::new(
+            TermType::OrderBy,
+            vec![rows],
+            Some(json!({ "index": primary_key })),
+        );
+        if let Some(matching) = matching {
+            rows = Self::new(TermType::Filter, vec![rows, Term::datum(matching)], None);
+        }
+        Self::new(TermType::Limit, vec![rows, Term::datum(limit)], None)
+    }
+
+    /// The newest `limit` documents of a table by `field`, newest first:
+    /// `r.db(db).table(table).orderBy(r.desc(field)).limit(limit)` (a scan: for small
+    /// tables, such as an audit log read a page at a time).
+    pub fn newest(db: &str, table: &str, field: &str, limit: u32) -> Self {
+        let ordered = Self::new(
+            TermType::OrderBy,
+            vec![
+                Self::table(db, table),
+                Self::new(TermType::Desc, vec![Term::datum(field)], None),
+            ],
+            None,
+        );
+        Self::new(TermType::Limit, vec![ordered, Term::datum(limit)], None)
+    }
+
+    /// `r.db(db).table(table).get(key).replace(document)`: the whole document replaced, or
+    /// inserted when there is none (its key must be `key`).
+    pub fn replace(db: &str, table: &str, key: impl Serialize, document: impl Serialize) -> Self {
+        Self::new(
+            TermType::Replace,
+            vec![Self::get(db, table, key), Term::datum(document)],
+            None,
+        )
+    }
+
+    /// `r.db(db).table(table).get(key).update(fields)`: the fields merged into the
+    /// document (nothing happens when there is none: `skipped`).
+    pub fn update(db: &str, table: &str, key: impl Serialize, fields: impl Serialize) -> Self {
+        Self::new(
+            TermType::Update,
+            vec![Self::get(db, table, key), Term::datum(fields)],
+            None,
+        )
+    }
+
+    /// `r.db(db).table(table).get(key).delete()`.
+    pub fn delete(db: &str, table: &str, key: impl Serialize) -> Self {
+        Self::new(TermType::Delete, vec![Self::get(db, table, key)], None)
     }
 }
 
@@ -214,6 +309,74 @@ mod tests {
                 "alice",
                 {"read": true, "write": false, "config": false}
             ]])
+        );
+    }
+
+    #[test]
+    fn a_page_walks_the_primary_key_from_after_the_last_one_seen() {
+        let table = json!([15, [[14, ["shop"]], "items"]]);
+        // r.db('shop').table('items').between(r.minval, r.maxval, {left_bound: 'closed',
+        //   right_bound: 'open'}).orderBy({index: 'sku'}).limit(2)
+        assert_eq!(
+            Term::page("shop", "items", "sku", None, None, 2).as_json(),
+            &json!([71, [
+                [41, [
+                    [182, [table, [180, []], [181, []]], {"left_bound": "closed", "right_bound": "open"}]
+                ], {"index": "sku"}],
+                2
+            ]])
+        );
+        // ...between('a-7', r.maxval, {left_bound: 'open', ...}).orderBy(...)
+        //   .filter({colour: 'red', tags: ['x']}).limit(50)
+        let matching = json!({"colour": "red", "tags": ["x"]});
+        assert_eq!(
+            Term::page(
+                "shop",
+                "items",
+                "sku",
+                Some(&json!("a-7")),
+                matching.as_object(),
+                50
+            )
+            .as_json(),
+            &json!([71, [
+                [39, [
+                    [41, [
+                        [182, [table, "a-7", [181, []]], {"left_bound": "open", "right_bound": "open"}]
+                    ], {"index": "sku"}],
+                    {"colour": "red", "tags": [2, ["x"]]}
+                ]],
+                50
+            ]])
+        );
+    }
+
+    #[test]
+    fn one_document_is_read_replaced_updated_and_deleted_by_its_key() {
+        let get = json!([16, [[15, [[14, ["shop"]], "items"]], "a-7"]]);
+        assert_eq!(
+            Term::table_info("shop", "items").as_json(),
+            &json!([79, [[15, [[14, ["shop"]], "items"]]]])
+        );
+        assert_eq!(
+            Term::replace("shop", "items", "a-7", json!({"sku": "a-7", "n": [1]})).as_json(),
+            &json!([55, [get, {"sku": "a-7", "n": [2, [1]]}]])
+        );
+        assert_eq!(
+            Term::update("shop", "items", "a-7", json!({"n": 2})).as_json(),
+            &json!([53, [get, {"n": 2}]])
+        );
+        assert_eq!(
+            Term::delete("shop", "items", "a-7").as_json(),
+            &json!([54, [get]])
+        );
+        // r.db('shop').table('log').orderBy(r.desc('at')).limit(20)
+        assert_eq!(
+            Term::newest("shop", "log", "at", 20).as_json(),
+            &json!([
+                71,
+                [[41, [[15, [[14, ["shop"]], "log"]], [74, ["at"]]]], 20]
+            ])
         );
     }
 

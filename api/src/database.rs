@@ -90,8 +90,8 @@ pub struct DatabaseStorage {
 pub struct Database {
     /// The database's name: letters, digits and `_`, as RethinkDB requires.
     #[schemars(length(min = 1, max = 64))]
-    #[x_kube(validation = kube::core::Rule::new("self.matches('^[A-Za-z0-9_]+$') && self != 'rethinkdb'")
-        .message("spec.databases name must use only letters, digits and _ and must not be rethinkdb, e.g. inventory"))]
+    #[x_kube(validation = kube::core::Rule::new("self.matches('^[A-Za-z0-9_]+$') && self != 'rethinkdb' && self != 'guildnet'")
+        .message("spec.databases name must use only letters, digits and _ and must not be rethinkdb or guildnet (kept by RethinkDB and GuildNet), e.g. inventory"))]
     pub name: String,
     /// Tables of the database.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

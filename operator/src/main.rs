@@ -2,7 +2,7 @@
 //! a leader through a Lease, and only the leader writes.
 
 use clap::Parser;
-use guildnet_operator::cluster::handoff::CredentialsSecret;
+use guildnet_operator::reconcile::handoff::CredentialsSecret;
 use guildnet_operator::runtime::leader::{self, Timing};
 use guildnet_operator::runtime::{self, Options};
 use guildnet_operator::workspace::controller::Settings;
@@ -102,6 +102,11 @@ struct Args {
     /// names this Secret alone).
     #[arg(long, default_value = "guildnet-cluster-credentials")]
     cluster_credentials_secret: String,
+    /// The Secret in --system-namespace where the operator puts each GuildDatabase's admin
+    /// password (key `<namespace>.<name>`) for the proxy's database API (whose RBAC names
+    /// this Secret alone).
+    #[arg(long, default_value = "guildnet-database-credentials")]
+    database_credentials_secret: String,
     /// Log format; default: text on a terminal, JSON otherwise. RUST_LOG filters (default
     /// info).
     #[arg(long, value_enum)]
@@ -156,6 +161,10 @@ async fn main() -> anyhow::Result<()> {
         namespace: args.system_namespace.clone(),
         name: args.cluster_credentials_secret,
     };
+    let database_credentials = CredentialsSecret {
+        namespace: args.system_namespace.clone(),
+        name: args.database_credentials_secret,
+    };
     let options = Options {
         controller: Settings {
             crash_loop_restarts: args.crash_loop_restarts,
@@ -181,6 +190,7 @@ async fn main() -> anyhow::Result<()> {
         cluster_probe_interval: args.cluster_probe_interval,
         hub_id,
         credentials,
+        database_credentials,
     };
     runtime::run(client, lease_client, options).await?;
     Ok(())

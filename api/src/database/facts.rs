@@ -17,6 +17,27 @@ pub const CLUSTER_PORT: i32 = 29015;
 /// The key of the admin password in [`admin_secret_name`].
 pub const ADMIN_PASSWORD_KEY: &str = "password";
 
+/// RethinkDB's own system database (users, permissions, server configuration).
+pub const SYSTEM_DATABASE: &str = "rethinkdb";
+
+/// The database GuildNet keeps in each GuildDatabase's servers for itself: the audit log of
+/// the database API, in [`AUDIT_TABLE`].
+pub const AUDIT_DATABASE: &str = "guildnet";
+
+/// The table of [`AUDIT_DATABASE`] each write through the database API is recorded in.
+pub const AUDIT_TABLE: &str = "guildnet_audit";
+
+/// The longest database or table name (as `spec.databases` allows).
+pub const MAX_NAME_LENGTH: usize = 64;
+
+/// Whether `name` is a database or table name as `spec.databases` allows: 1 to
+/// [`MAX_NAME_LENGTH`] letters, digits and `_`.
+pub fn is_valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_NAME_LENGTH
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
 /// The headless Service that gives each server of database `name` its DNS name, which the
 /// others join through: `<name>-cluster`.
 pub fn cluster_service_name(name: &str) -> String {
@@ -26,6 +47,19 @@ pub fn cluster_service_name(name: &str) -> String {
 /// The Secret holding the generated admin password of database `name`: `<name>-admin`.
 pub fn admin_secret_name(name: &str) -> String {
     format!("{name}-admin")
+}
+
+/// The key of database `name` in `namespace` in the Secret the operator hands the proxy
+/// admin passwords in (`--database-credentials-secret`): `<namespace>.<name>`, unambiguous
+/// because a namespace has no dot.
+pub fn credentials_key(namespace: &str, name: &str) -> String {
+    format!("{namespace}.{name}")
+}
+
+/// The database that [`credentials_key`] made `key` for, as `(namespace, name)`.
+pub fn from_credentials_key(key: &str) -> Option<(&str, &str)> {
+    key.split_once('.')
+        .filter(|(namespace, name)| !namespace.is_empty() && !name.is_empty())
 }
 
 impl GuildDatabase {
@@ -140,5 +174,19 @@ spelled! {
         ServerError,
         /// A declared user's password Secret, or its key, does not exist.
         UserSecretMissing,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_credentials_key_names_its_database_back() {
+        let key = credentials_key("team-a", "inventory.v2");
+        assert_eq!(key, "team-a.inventory.v2");
+        assert_eq!(from_credentials_key(&key), Some(("team-a", "inventory.v2")));
+        assert_eq!(from_credentials_key("no-dot"), None);
+        assert_eq!(from_credentials_key(".name"), None);
     }
 }

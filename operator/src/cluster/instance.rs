@@ -24,11 +24,11 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use super::Context;
-use super::handoff::Handed;
 use super::health::{Health, PROBE_TIMEOUT, Reachability};
 use super::remote::Remote;
 use super::status::{self, Observation, Problem};
 use crate::reconcile::apply::apply_status;
+use crate::reconcile::handoff::Handed;
 use crate::workspace::caches::RemoteCaches;
 use guildnet_api::Workspace;
 use guildnet_runtime::kubeconfig;

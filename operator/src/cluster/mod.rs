@@ -6,7 +6,6 @@
 //! when the registration goes or leadership ends; a slow or dead cluster holds only its own
 //! instance.
 
-pub mod handoff;
 pub mod health;
 pub mod instance;
 pub mod remote;
@@ -23,7 +22,7 @@ use tokio::sync::{Notify, broadcast};
 use tracing::warn;
 
 use crate::metrics::Metrics;
-use handoff::{CredentialsSecret, Handed};
+use crate::reconcile::handoff::{CredentialsSecret, Handed};
 use instance::Instance;
 use remote::Remotes;
 
@@ -108,7 +107,7 @@ async fn follow(ctx: &Arc<Context>, instances: &mut BTreeMap<String, Instance>) 
 /// Removes from the proxy's credentials Secret the keys of clusters no longer registered
 /// (deleted while no replica led).
 async fn take_back_strays(ctx: &Context) {
-    match ctx.credentials.clusters(&ctx.client).await {
+    match ctx.credentials.keys(&ctx.client).await {
         Ok(handed) => {
             for cluster in handed {
                 if ctx.registration(&cluster).is_none() {

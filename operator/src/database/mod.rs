@@ -3,14 +3,16 @@
 //! other through, a client Service, a PodDisruptionBudget with more than one server, and
 //! an admin password Secret made once; once a server is ready, the declared databases,
 //! tables and users are kept in the servers ([`schema`], through one connection per
-//! database, [`connections`]); its status follows both (reconcile as dereference → build →
-//! apply → update status).
+//! database, a [`Pool`]); its status follows both (reconcile as dereference → build →
+//! apply → update status). The admin password is handed to the proxy, for the database
+//! API, in GuildNet's own Secret (`--database-credentials-secret`, see
+//! [`handoff`](crate::reconcile::handoff)), and taken back once the database is gone.
 
 pub mod builders;
-pub mod connections;
 pub mod schema;
 pub mod status;
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -19,10 +21,11 @@ use guildnet_api::GuildDatabase;
 use guildnet_api::common::find_condition;
 use guildnet_api::database::GuildDatabaseStatus;
 use guildnet_api::database::facts::{
-    ADMIN_PASSWORD_KEY, ConditionType, DRIVER_PORT, Reason, admin_secret_name,
+    ADMIN_PASSWORD_KEY, ConditionType, DRIVER_PORT, Reason, admin_secret_name, credentials_key,
+    from_credentials_key,
 };
 use guildnet_api::labels;
-use guildnet_rethinkdb::ErrorClass;
+use guildnet_rethinkdb::{ErrorClass, Pool, Target, Unavailable};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -42,6 +45,7 @@ use crate::reconcile::apply::{
     delete_owned,
 };
 use crate::reconcile::events::{Announced, Publisher};
+use crate::reconcile::handoff::{CredentialsSecret, Handed};
 use crate::reconcile::lead::{self, Term};
 use crate::workspace::generate_password;
 
@@ -56,6 +60,12 @@ const SCHEMA_RECHECK: Duration = Duration::from_secs(30);
 
 /// How often connections of databases that are gone are closed.
 const CONNECTION_SWEEP: Duration = Duration::from_secs(30);
+
+/// How long connecting to a server (TCP and handshake) may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long a server may take to answer one query.
+const QUERY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why a reconcile did not finish; retried.
 #[derive(Debug, thiserror::Error)]
@@ -89,7 +99,11 @@ pub struct Context {
     /// The GuildDatabases, as the controller's watch shows them.
     databases: Store<GuildDatabase>,
     /// One connection per database with a declared schema.
-    connections: connections::Connections,
+    connections: Pool<ObjectRef<GuildDatabase>>,
+    /// Where each database's admin password is handed to the proxy.
+    credentials: CredentialsSecret,
+    /// What that Secret holds for each database, as far as this replica knows.
+    handed: Mutex<HashMap<ObjectRef<GuildDatabase>, Handed>>,
 }
 
 /// Reconciles every GuildDatabase until `term` ends; the watches start with it, so a new
@@ -98,6 +112,7 @@ pub async fn lead(
     client: Client,
     metrics: Arc<Metrics>,
     identity: &str,
+    credentials: CredentialsSecret,
     term: Term<impl Future<Output = ()>, impl Future<Output = ()>>,
 ) {
     let owned = watcher::Config::default().labels(labels::DATABASE);
@@ -123,19 +138,91 @@ pub async fn lead(
         budgets,
         written: Written::default(),
         databases,
-        connections: connections::Connections::default(),
+        connections: Pool::new(CONNECT_TIMEOUT, QUERY_TIMEOUT),
+        credentials,
+        handed: Mutex::default(),
     });
     let sweep = {
         let ctx = ctx.clone();
         async move {
+            if ctx.databases.wait_until_ready().await.is_err() {
+                return;
+            }
             let mut every = tokio::time::interval(CONNECTION_SWEEP);
             loop {
                 every.tick().await;
-                ctx.connections.keep_only(&ctx.databases);
+                ctx.connections.retain(|key, uid| {
+                    ctx.databases
+                        .get(key)
+                        .is_some_and(|d| d.metadata.uid.as_deref() == Some(uid))
+                });
+                take_back_strays(&ctx).await;
             }
         }
     };
     lead::run(controller, reconcile, error_policy, ctx, sweep, term).await;
+}
+
+/// Removes from the proxy's credentials Secret the admin passwords of databases that are
+/// gone (deleted: nothing is reconciled after that, so this sweep takes their keys back).
+async fn take_back_strays(ctx: &Context) {
+    let keys = match ctx.credentials.keys(&ctx.client).await {
+        Ok(keys) => keys,
+        Err(error) => {
+            return warn!(%error, "could not read the proxy's database credentials Secret");
+        }
+    };
+    for key in keys {
+        let exists = from_credentials_key(&key).is_some_and(|(namespace, name)| {
+            ctx.databases
+                .get(&ObjectRef::new(name).within(namespace))
+                .is_some()
+        });
+        if exists {
+            continue;
+        }
+        match ctx
+            .credentials
+            .hand(&ctx.client, &key, None, Handed::Unknown)
+            .await
+        {
+            Ok(_) => {
+                if let Some((namespace, name)) = from_credentials_key(&key) {
+                    let db = ObjectRef::new(name).within(namespace);
+                    ctx.handed.lock().unwrap().remove(&db);
+                }
+            }
+            Err(error) => {
+                warn!(key, %error, "could not take a database's admin password back from the proxy")
+            }
+        }
+    }
+}
+
+/// Hands the proxy `db`'s admin password (or takes it back, `None`), unless it holds it
+/// already.
+async fn hand_admin_password(db: &GuildDatabase, password: Option<&str>, ctx: &Context) {
+    let object = ObjectRef::from_obj(db);
+    let key = credentials_key(&db.namespace().unwrap_or_default(), &db.name_any());
+    let handed = ctx
+        .handed
+        .lock()
+        .unwrap()
+        .get(&object)
+        .copied()
+        .unwrap_or(Handed::Unknown);
+    let now = match ctx
+        .credentials
+        .hand(&ctx.client, &key, password, handed)
+        .await
+    {
+        Ok(now) => now,
+        Err(error) => {
+            warn!(key, %error, "could not hand the proxy the database's admin password");
+            Handed::Unknown
+        }
+    };
+    ctx.handed.lock().unwrap().insert(object, now);
 }
 
 /// A store of `api`'s objects that `config` selects, without their managed fields, and
@@ -260,7 +347,19 @@ async fn reconcile_database(db: &GuildDatabase, ctx: &Context) -> Result<Action,
     };
     let schema = match failure {
         Some(_) => schema::Checked::NoServerReady,
-        None => check_schema(db, servers.as_ref(), ctx).await?,
+        None => {
+            let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
+            let admin =
+                secret_value(&secrets, &admin_secret_name(&name), ADMIN_PASSWORD_KEY).await?;
+            hand_admin_password(db, admin.as_deref().ok(), ctx).await;
+            check_schema(
+                db,
+                servers.as_ref(),
+                admin.as_deref().map_err(String::as_str),
+                ctx,
+            )
+            .await?
+        }
     };
     let next = status::compute(
         db,
@@ -294,13 +393,15 @@ async fn reconcile_database(db: &GuildDatabase, ctx: &Context) -> Result<Action,
 }
 
 /// Applies the declared schema of `db` to its servers (`servers` is its StatefulSet) once
-/// one is ready, and says what it found.
+/// one is ready, as admin with `admin` (or why its password could not be read), and says
+/// what it found.
 async fn check_schema(
     db: &GuildDatabase,
     servers: Option<&StatefulSet>,
+    admin: Result<&str, &str>,
     ctx: &Context,
 ) -> Result<schema::Checked, Error> {
-    use schema::{Checked, Declared, Unavailable};
+    use schema::{Checked, Declared};
     let key = ObjectRef::from_obj(db);
     if !db.declares_schema() {
         ctx.connections.close(&key);
@@ -316,12 +417,12 @@ async fn check_schema(
     let namespace = db.namespace().unwrap_or_default();
     let name = db.name_any();
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
-    let admin = match secret_value(&secrets, &admin_secret_name(&name), ADMIN_PASSWORD_KEY).await? {
+    let admin = match admin {
         Ok(password) => password,
         Err(why) => {
             return Ok(Checked::Unavailable(Unavailable {
                 class: ErrorClass::AuthenticationFailed,
-                message: why,
+                message: why.to_owned(),
                 retry_in: None,
             }));
         }
@@ -340,7 +441,16 @@ async fn check_schema(
     let uid = db.uid().unwrap_or_default();
     let connection = match ctx
         .connections
-        .get(&key, &uid, &admin, &addresses, &ctx.metrics)
+        .get(
+            &key,
+            Target {
+                uid: &uid,
+                user: "admin",
+                password: admin,
+                servers: &addresses,
+            },
+            |class| ctx.metrics.connection_error(class),
+        )
         .await
     {
         Ok(connection) => connection,
@@ -356,7 +466,7 @@ async fn check_schema(
         .map(|s| s.users.as_slice())
         .unwrap_or_default();
     Ok(
-        match schema::apply(&*connection, &declared, applied, &admin, &ctx.metrics).await {
+        match schema::apply(&*connection, &declared, applied, admin, &ctx.metrics).await {
             Ok(outcome) => {
                 if connection.is_broken() {
                     ctx.connections.close(&key);

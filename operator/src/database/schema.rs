@@ -3,12 +3,10 @@
 //! their grants applied when they changed. Nothing undeclared is ever dropped or changed.
 //! Every failure is kept with what it was about, so the status lists them.
 
-use std::time::Duration;
-
 use data_encoding::HEXLOWER;
 use guildnet_api::database::facts::Reason;
 use guildnet_api::database::{AppliedUser, Database, DatabaseUser};
-use guildnet_rethinkdb::{ErrorClass, Reql, Term};
+use guildnet_rethinkdb::{ErrorClass, Reql, Term, Unavailable};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
@@ -20,27 +18,6 @@ pub struct Declared<'a> {
     pub databases: &'a [Database],
     /// `spec.users`, each with its password as read from its Secret (or why not).
     pub users: Vec<(&'a DatabaseUser, Result<String, String>)>,
-}
-
-/// Why the schema could not be looked at: no connection, or listing the databases failed.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Unavailable {
-    /// The class of the failure.
-    pub class: ErrorClass,
-    /// What failed.
-    pub message: String,
-    /// When a new connection will be tried (backing off), if not at once.
-    pub retry_in: Option<Duration>,
-}
-
-impl From<&guildnet_rethinkdb::Error> for Unavailable {
-    fn from(error: &guildnet_rethinkdb::Error) -> Self {
-        Self {
-            class: error.class(),
-            message: error.to_string(),
-            retry_in: None,
-        }
-    }
 }
 
 /// One declared thing that is not in place.

@@ -262,8 +262,9 @@ mod tests {
 
     #[test]
     fn schema_applied_says_what_is_missing_and_why_or_that_all_is_as_declared() {
-        use super::super::schema::{Failure, Outcome, Unavailable};
+        use super::super::schema::{Failure, Outcome};
         use guildnet_rethinkdb::ErrorClass;
+        use guildnet_rethinkdb::Unavailable;
         let db = database(
             1,
             serde_json::json!([{"name": "shop", "tables": [{"name": "items"}, {"name": "orders"}]}]),

@@ -1,8 +1,13 @@
-//! The kubeconfigs the proxy sends requests with, for the clusters whose registration says
-//! `network: APIServerProxy`: one Secret of GuildNet's own (`--cluster-credentials-secret`),
-//! one key per such cluster, kept by that cluster's instance. The proxy's RBAC names that
-//! Secret alone, so it never reads the Secrets clusters are registered with, and a rotated
-//! kubeconfig reaches it through its watch as soon as the instance has connected with it.
+//! Secrets the operator hands to the proxy, so the proxy's RBAC names them alone and it
+//! never reads the Secrets they are made from: one Secret of GuildNet's own per purpose,
+//! one key per object, each key written with a field manager of its own, and the proxy
+//! watching that one Secret.
+//!
+//! - `--cluster-credentials-secret`: the kubeconfig of each cluster registered with
+//!   `network: APIServerProxy`, kept by that cluster's instance; a rotated kubeconfig
+//!   reaches the proxy as soon as the instance has connected with it.
+//! - `--database-credentials-secret`: the admin password of each GuildDatabase, under
+//!   `<namespace>.<name>` (a namespace has no dot), for the database API.
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
@@ -10,7 +15,7 @@ use kube::Client;
 use kube::api::{Api, ObjectMeta, Patch, PatchParams};
 use sha2::{Digest, Sha256};
 
-/// Where the handed-over kubeconfigs are kept.
+/// Where handed-over values are kept.
 #[derive(Clone, Debug)]
 pub struct CredentialsSecret {
     /// Its namespace, GuildNet's own.
@@ -19,38 +24,38 @@ pub struct CredentialsSecret {
     pub name: String,
 }
 
-/// What one cluster's key of the Secret holds, as far as its instance knows.
+/// What one key of the Secret holds, as far as its writer knows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Handed {
     /// Not looked at yet (a new instance, or a failed write).
     Unknown,
-    /// No key for the cluster.
+    /// No such key.
     Absent,
-    /// The kubeconfig of this SHA-256.
+    /// The value of this SHA-256.
     Present([u8; 32]),
 }
 
 impl Handed {
-    /// What the key should hold: `kubeconfig` when given.
-    pub fn of(kubeconfig: Option<&str>) -> Self {
-        kubeconfig.map_or(Self::Absent, |text| {
+    /// What the key should hold: `value` when given.
+    pub fn of(value: Option<&str>) -> Self {
+        value.map_or(Self::Absent, |text| {
             Self::Present(Sha256::digest(text.as_bytes()).into())
         })
     }
 }
 
 impl CredentialsSecret {
-    /// Makes the cluster's key hold `kubeconfig`, or removes it (`None`), unless `handed`
-    /// shows it does already; returns what it holds now. An unknown state is read first,
-    /// so a new leader writes nothing that is already so.
+    /// Makes `key` hold `value`, or removes it (`None`), unless `handed` shows it does
+    /// already; returns what it holds now. An unknown state is read first, so a new leader
+    /// writes nothing that is already so.
     pub async fn hand(
         &self,
         client: &Client,
-        cluster: &str,
-        kubeconfig: Option<&str>,
+        key: &str,
+        value: Option<&str>,
         handed: Handed,
     ) -> kube::Result<Handed> {
-        let wanted = Handed::of(kubeconfig);
+        let wanted = Handed::of(value);
         if handed == wanted {
             return Ok(wanted);
         }
@@ -63,7 +68,7 @@ impl CredentialsSecret {
                     Handed::of(
                         s.data
                             .as_ref()
-                            .and_then(|d| d.get(cluster))
+                            .and_then(|d| d.get(key))
                             .and_then(|b| std::str::from_utf8(&b.0).ok()),
                     )
                 });
@@ -71,31 +76,30 @@ impl CredentialsSecret {
                 return Ok(wanted);
             }
         }
-        // Each cluster's key has a field manager of its own: applying one key (or none)
-        // leaves the others' keys as they are.
+        // Each key has a field manager of its own: applying one key (or none) leaves the
+        // others as they are.
         let secret = Secret {
             metadata: ObjectMeta {
                 name: Some(self.name.clone()),
                 namespace: Some(self.namespace.clone()),
                 ..ObjectMeta::default()
             },
-            data: kubeconfig
-                .map(|text| [(cluster.to_owned(), ByteString(text.as_bytes().to_vec()))].into()),
+            data: value.map(|text| [(key.to_owned(), ByteString(text.as_bytes().to_vec()))].into()),
             ..Secret::default()
         };
         secrets
             .patch(
                 &self.name,
-                &PatchParams::apply(&field_manager(cluster)).force(),
+                &PatchParams::apply(&field_manager(key)).force(),
                 &Patch::Apply(&secret),
             )
             .await?;
         Ok(wanted)
     }
 
-    /// The clusters that have a key, so keys of registrations deleted while no replica led
-    /// can be removed.
-    pub async fn clusters(&self, client: &Client) -> kube::Result<Vec<String>> {
+    /// The keys the Secret holds, so those of objects deleted while no replica led (or
+    /// while it was not looking) can be removed.
+    pub async fn keys(&self, client: &Client) -> kube::Result<Vec<String>> {
         let secrets: Api<Secret> = Api::namespaced(client.clone(), &self.namespace);
         Ok(secrets
             .get_opt(&self.name)
@@ -106,15 +110,15 @@ impl CredentialsSecret {
     }
 }
 
-/// The field manager of `cluster`'s key: at most 128 characters, as the API server allows.
-fn field_manager(cluster: &str) -> String {
-    let manager = format!("guildnet-operator.{cluster}");
+/// The field manager of `key`: at most 128 characters, as the API server allows.
+fn field_manager(key: &str) -> String {
+    let manager = format!("guildnet-operator.{key}");
     if manager.len() <= 128 {
         return manager;
     }
-    let digest = Sha256::digest(cluster.as_bytes());
+    let digest = Sha256::digest(key.as_bytes());
     let hash: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
-    format!("guildnet-operator.{}-{hash}", &cluster[..90])
+    format!("guildnet-operator.{}-{hash}", &key[..90])
 }
 
 #[cfg(test)]
@@ -122,7 +126,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn each_cluster_has_a_field_manager_of_its_own_within_the_api_servers_limit() {
+    fn each_key_has_a_field_manager_of_its_own_within_the_api_servers_limit() {
         assert_eq!(field_manager("edge"), "guildnet-operator.edge");
         let long = "a".repeat(253);
         let other = format!("{}b", "a".repeat(252));
@@ -131,7 +135,7 @@ mod tests {
     }
 
     #[test]
-    fn the_wanted_state_follows_the_kubeconfig() {
+    fn the_wanted_state_follows_the_value() {
         assert_eq!(Handed::of(None), Handed::Absent);
         assert_eq!(Handed::of(Some("a")), Handed::of(Some("a")));
         assert_ne!(Handed::of(Some("a")), Handed::of(Some("b")));

@@ -7,6 +7,7 @@
 //! - [`conditions`]: `metav1.Condition`s whose `lastTransitionTime` moves only on a flip.
 //! - [`events`]: Events published once per change, logged in the reconcile's span.
 //! - [`backoff`]: capped exponential retry delays per object.
+//! - [`handoff`]: Secrets handed to the proxy, one key per object.
 //! - [`lead`]: running a controller while this replica leads, and stopping it in time.
 //! - [`slots`]: how many reconciles run at once, and which waiting one starts next.
 //! - [`throttle`]: the first change of an object at once, bursts after it coalesced.
@@ -15,6 +16,7 @@ pub mod apply;
 pub mod backoff;
 pub mod conditions;
 pub mod events;
+pub mod handoff;
 pub mod lead;
 pub mod slots;
 pub mod throttle;

@@ -12,10 +12,10 @@
 pub mod leader;
 
 use crate::cluster;
-use crate::cluster::handoff::CredentialsSecret;
 use crate::cluster::remote::Remotes;
 use crate::database;
 use crate::metrics::Metrics;
+use crate::reconcile::handoff::CredentialsSecret;
 use crate::reconcile::lead::Term;
 use crate::workspace::caches::Caches;
 use crate::workspace::controller::{self, Context, Settings};
@@ -61,6 +61,8 @@ pub struct Options {
     pub hub_id: String,
     /// Where the proxy's kubeconfigs of registered clusters go.
     pub credentials: CredentialsSecret,
+    /// Where the proxy's admin passwords of GuildDatabases go.
+    pub database_credentials: CredentialsSecret,
 }
 
 /// The uid of the cluster's `kube-system` namespace: the id a cluster is known by
@@ -147,6 +149,7 @@ pub async fn run(client: Client, lease_client: Client, options: Options) -> Resu
                 database_client.clone(),
                 database_metrics.clone(),
                 &options.identity,
+                options.database_credentials.clone(),
                 Term {
                     lost: until(leading.clone(), false),
                     shutdown: until(stopping.clone(), true),

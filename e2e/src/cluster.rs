@@ -6,7 +6,7 @@
 //! `.guildnet/` and installs the CRDs; dropping it stops the control plane (its directory is
 //! kept when the test failed, for the logs). [`Operator`] runs `target/debug/guildnet-operator`
 //! (built by `make build`) with JSON logs in that directory and its metrics on a port of its
-//! own.
+//! own; [`Proxy`] runs `target/debug/guildnet-proxy` as the proxy's identity.
 
 use crate::User;
 use kube::Client;
@@ -99,6 +99,11 @@ impl Cluster {
     /// The kubeconfig of the webhook's own identity, written next to [`Self::kubeconfig`].
     pub fn webhook_kubeconfig(&self) -> PathBuf {
         self.dir.join("webhook.kubeconfig")
+    }
+
+    /// The kubeconfig of the proxy's own identity, written next to [`Self::kubeconfig`].
+    pub fn proxy_kubeconfig(&self) -> PathBuf {
+        self.dir.join("proxy.kubeconfig")
     }
 
     /// The directory the control plane and the operators write their logs to.
@@ -498,5 +503,69 @@ impl Webhook {
 impl Drop for Webhook {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// `target/debug/guildnet-proxy` as the proxy's own identity (the chart's RBAC), listening
+/// on a free loopback port, JSON logs in the cluster's log directory; killed when dropped.
+pub struct Proxy {
+    child: Child,
+    listen: SocketAddr,
+    log: PathBuf,
+}
+
+impl Proxy {
+    /// Starts a proxy with `args` added to the command line and waits until `/readyz`
+    /// says its caches are synced.
+    pub async fn start(cluster: &Cluster, args: &[&str]) -> Self {
+        let binary = target_dir().join("guildnet-proxy");
+        assert!(
+            binary.exists(),
+            "{} is missing: run `make build` first",
+            binary.display()
+        );
+        let listen = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let log = cluster.logs().join(format!("proxy-{}.log", listen.port()));
+        let file = std::fs::File::create(&log).expect("create the proxy log");
+        let child = Command::new(binary)
+            .env("KUBECONFIG", cluster.proxy_kubeconfig())
+            .env_remove("POD_NAMESPACE")
+            .env("RUST_LOG", "info,kube=warn")
+            // JSON logs: not a terminal.
+            .arg("--listen")
+            .arg(listen.to_string())
+            .args(args)
+            .stdout(file.try_clone().expect("log file"))
+            .stderr(file)
+            .spawn()
+            .expect("start the proxy");
+        let proxy = Self { child, listen, log };
+        crate::eventually("the proxy to be ready", Duration::from_secs(60), || async {
+            let response = crate::upstream::get(proxy.listen, "/readyz").await.ok()?;
+            (response.status() == 200).then_some(())
+        })
+        .await;
+        proxy
+    }
+
+    /// The address it serves on.
+    pub fn listen(&self) -> SocketAddr {
+        self.listen
+    }
+
+    /// The JSON log lines written so far.
+    pub fn log_lines(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }

@@ -422,6 +422,7 @@ fn proxy_rules() -> Vec<Rule> {
         (vec![""], vec!["pods/log"], vec![], vec!["get"]),
         (vec![""], vec!["persistentvolumeclaims"], vec![], vec!["list", "watch", "delete"]),
         (vec!["guildnet.io"], vec!["quotas"], vec![], vec!["list", "watch"]),
+        (vec!["guildnet.io"], vec!["guilddatabases"], vec![], vec!["list", "watch"]),
         (vec![""], vec!["users", "groups"], vec![], vec!["impersonate"]),
     ]
 }
@@ -451,6 +452,13 @@ fn rbac_is_exactly_what_each_component_needs() {
                 vec![""],
                 vec!["secrets"],
                 vec!["guildnet-cluster-credentials"],
+                vec!["get", "patch"],
+            ),
+            // The GuildDatabases' admin passwords for the proxy: this Secret alone.
+            (
+                vec![""],
+                vec!["secrets"],
+                vec!["guildnet-database-credentials"],
                 vec!["get", "patch"],
             ),
         ],
@@ -532,6 +540,13 @@ fn rbac_is_exactly_what_each_component_needs() {
                 vec![""],
                 vec!["secrets"],
                 vec!["guildnet-cluster-credentials"],
+                vec!["get", "list", "watch"],
+            ),
+            // The GuildDatabases' admin passwords, for the database API: this Secret alone.
+            (
+                vec![""],
+                vec!["secrets"],
+                vec!["guildnet-database-credentials"],
                 vec!["get", "list", "watch"],
             ),
         ],

@@ -98,7 +98,9 @@ async fn each_failure_is_told_by_its_class() {
 #[tokio::test]
 async fn rows_are_paged_by_key_filtered_and_written_one_by_one() {
     let server = Reqlite::start(ip("127.0.28.4"), "pw", "rows").await;
-    let db = Connection::open(&options(server.addr(), "pw")).await.unwrap();
+    let db = Connection::open(&options(server.addr(), "pw"))
+        .await
+        .unwrap();
     db.run(Term::db_create("shop")).await.unwrap();
     db.run(Term::table_create("shop", "items", "sku"))
         .await
@@ -117,7 +119,11 @@ async fn rows_are_paged_by_key_filtered_and_written_one_by_one() {
     assert_eq!(inserted["inserted"], 5, "{inserted}");
     // A key that is taken is refused, not overwritten.
     let again = db
-        .run(Term::insert("shop", "items", json!({"sku": "a", "colour": "green"})))
+        .run(Term::insert(
+            "shop",
+            "items",
+            json!({"sku": "a", "colour": "green"}),
+        ))
         .await
         .unwrap();
     assert_eq!(again["errors"], 1, "{again}");
@@ -135,24 +141,50 @@ async fn rows_are_paged_by_key_filtered_and_written_one_by_one() {
         .unwrap();
     assert_eq!(skus(first), ["a", "b"]);
     let second = db
-        .run(Term::page("shop", "items", "sku", Some(&json!("b")), None, 2))
+        .run(Term::page(
+            "shop",
+            "items",
+            "sku",
+            Some(&json!("b")),
+            None,
+            2,
+        ))
         .await
         .unwrap();
     assert_eq!(skus(second), ["c", "d"]);
     let last = db
-        .run(Term::page("shop", "items", "sku", Some(&json!("d")), None, 2))
+        .run(Term::page(
+            "shop",
+            "items",
+            "sku",
+            Some(&json!("d")),
+            None,
+            2,
+        ))
         .await
         .unwrap();
     assert_eq!(skus(last), ["e"]);
     let red = json!({"colour": "red"});
     let filtered = db
-        .run(Term::page("shop", "items", "sku", None, red.as_object(), 10))
+        .run(Term::page(
+            "shop",
+            "items",
+            "sku",
+            None,
+            red.as_object(),
+            10,
+        ))
         .await
         .unwrap();
     assert_eq!(skus(filtered), ["a", "b"]);
 
     let replaced = db
-        .run(Term::replace("shop", "items", "a", json!({"sku": "a", "n": 1})))
+        .run(Term::replace(
+            "shop",
+            "items",
+            "a",
+            json!({"sku": "a", "n": 1}),
+        ))
         .await
         .unwrap();
     assert_eq!(replaced["replaced"], 1, "{replaced}");

@@ -88,10 +88,12 @@ fn proxy(user: &str, rbac: Arc<SlowRbac>) -> AppState {
     let (store, mut writer) = reflector::store();
     let (claims, _) = reflector::store();
     let (quotas, _) = reflector::store();
+    let (databases, _) = reflector::store();
     let caches = Caches {
         workspaces: store,
         claims,
         quotas,
+        databases,
     };
     let state = Shared::with_reviewers(
         client.clone(),

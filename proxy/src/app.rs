@@ -5,7 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use futures::{FutureExt, StreamExt};
+use futures::StreamExt;
+use guildnet_api::GuildDatabase;
 use guildnet_api::quota::Quota;
 use guildnet_api::workspace::Workspace;
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
@@ -19,6 +20,7 @@ use crate::authz::{AccessReviewer, Authorizer, SubjectAccessReviews};
 use crate::config::{Args, AuthMode};
 use crate::dashboard::claims;
 use crate::dashboard::events::EventHub;
+use crate::database::{self, AdminPasswords};
 use crate::forward::api_servers::ApiServers;
 use crate::forward::endpoints::Endpoints;
 use crate::session::{self, SessionKeys};
@@ -35,6 +37,13 @@ pub struct Shared {
     pub claims: Store<PersistentVolumeClaim>,
     /// Every Quota in the cluster, kept by a watch: each caller sees their own usage.
     pub quotas: Store<Quota>,
+    /// Every GuildDatabase in the cluster, kept by a watch: who owns each, for the
+    /// database API.
+    pub databases: Store<GuildDatabase>,
+    /// The databases' admin passwords, as the operator hands them over.
+    pub database_passwords: AdminPasswords,
+    /// The database API's connections, one per GuildDatabase.
+    pub database_connections: database::Connections,
     /// Where each workspace answers, from its Service's EndpointSlices.
     pub endpoints: Endpoints,
     /// The API servers of registered clusters whose workspaces are reached through them.
@@ -80,6 +89,8 @@ pub struct Caches {
     pub claims: Store<PersistentVolumeClaim>,
     /// Every Quota.
     pub quotas: Store<Quota>,
+    /// Every GuildDatabase.
+    pub databases: Store<GuildDatabase>,
 }
 
 impl Shared {
@@ -106,11 +117,18 @@ impl Shared {
             workspaces,
             claims,
             quotas,
+            databases,
         } = caches;
         Self {
             workspaces,
             claims,
             quotas,
+            databases,
+            database_passwords: AdminPasswords::default(),
+            database_connections: database::Connections::new(
+                args.connect_timeout,
+                args.upstream_timeout,
+            ),
             endpoints: Endpoints::default(),
             api_servers: ApiServers::default(),
             auth: Authenticator::with_reviewer(
@@ -177,17 +195,7 @@ impl Shared {
     }
 }
 
-/// Whether the watch behind `store` has listed everything once.
-pub fn synced<K>(store: &Store<K>) -> bool
-where
-    K: kube::Resource + Clone + 'static,
-    K::DynamicType: Eq + std::hash::Hash + Clone,
-{
-    store
-        .wait_until_ready()
-        .now_or_never()
-        .is_some_and(|ready| ready.is_ok())
-}
+pub use guildnet_runtime::watch::synced;
 
 /// Re-reads the revoked sessions every `interval` (`--session-revocation-poll`): how a
 /// logout on another replica reaches this one.
@@ -263,10 +271,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let (workspaces, writer) = reflector::store();
     let (claims, claims_writer) = reflector::store();
     let (quotas, quotas_writer) = reflector::store();
+    let (databases, databases_writer) = reflector::store();
     let caches = Caches {
         workspaces,
         claims,
         quotas,
+        databases,
     };
     let state: AppState = Arc::new(Shared::new(client.clone(), &args, sessions, caches));
     if state.auth.sessions.has_store() {
@@ -296,10 +306,22 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     ));
     tokio::spawn(keep_current(
         Api::<Quota>::all(client.clone()),
-        all,
+        all.clone(),
         quotas_writer,
         "Quotas",
     ));
+    tokio::spawn(keep_current(
+        Api::<GuildDatabase>::all(client.clone()),
+        all,
+        databases_writer,
+        "GuildDatabases",
+    ));
+    tokio::spawn(state.database_passwords.clone().run(
+        client.clone(),
+        args.database_credentials_namespace.clone(),
+        args.database_credentials_secret.clone(),
+    ));
+    tokio::spawn(close_connections_of_deleted_databases(state.clone()));
     tokio::spawn(state.endpoints.clone().run(client.clone()));
     tokio::spawn(state.api_servers.clone().run(
         client.clone(),
@@ -313,6 +335,21 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         args.activity_interval,
     ));
     server::serve(router::router(state), &args).await
+}
+
+/// Every 30 s, closes the database API's connections of GuildDatabases that are gone (or
+/// were made again under the same name).
+async fn close_connections_of_deleted_databases(state: AppState) {
+    let mut ticks = tokio::time::interval(Duration::from_secs(30));
+    loop {
+        ticks.tick().await;
+        state.database_connections.retain(|(namespace, name), uid| {
+            state
+                .databases
+                .get(&reflector::ObjectRef::new(name).within(namespace))
+                .is_some_and(|db| db.metadata.uid.as_deref() == Some(uid))
+        });
+    }
 }
 
 /// Keeps `writer` current from a watch of `api` (retried with backoff, failures logged as

@@ -1,13 +1,16 @@
 //! Who may enter a workspace: its owner, or whoever RBAC allows `get` on
-//! `workspaces/proxy` for it. Decisions are cached briefly.
+//! `workspaces/proxy` for it; and who may use a GuildDatabase's data: its owner, or whoever
+//! RBAC allows the verb of the request on `guilddatabases/data`. Decisions are cached
+//! briefly.
 //!
-//! A caller who may not enter gets the same answer whether or not the workspace exists:
-//! both paths ask the same (cached) SubjectAccessReview before anything else is decided.
+//! A caller who may not enter gets the same answer whether or not the object exists: both
+//! paths ask the same (cached) SubjectAccessReview before anything else is decided.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
+use guildnet_api::GuildDatabase;
 use guildnet_api::workspace::Workspace;
 use k8s_openapi::api::authorization::v1::{
     ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
@@ -21,36 +24,70 @@ use crate::cache::{Verdict, Verdicts};
 /// never push out: anyone can ask about workspaces that do not exist).
 const MAX_REFUSALS: usize = 10_000;
 
-/// RBAC `get workspaces/proxy` on `name` (all names when None) in `namespace`, for one
-/// user and their groups.
+/// What is asked of RBAC: a verb on a subresource of a `guildnet.io` resource.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Access {
+    /// The resource, e.g. `workspaces`.
+    pub resource: &'static str,
+    /// The subresource, e.g. `proxy`.
+    pub subresource: &'static str,
+    /// The verb, e.g. `get`.
+    pub verb: &'static str,
+}
+
+impl Access {
+    /// Entering a workspace: `get workspaces/proxy`, as `kubectl port-forward` asks of pods.
+    pub const OPEN_WORKSPACE: Self = Self {
+        resource: "workspaces",
+        subresource: "proxy",
+        verb: "get",
+    };
+
+    /// Using a GuildDatabase's data through the database API with `verb` (`get` to read,
+    /// `create`, `update`, `patch` or `delete` to write): `<verb> guilddatabases/data`.
+    pub const fn database_data(verb: &'static str) -> Self {
+        Self {
+            resource: "guilddatabases",
+            subresource: "data",
+            verb,
+        }
+    }
+}
+
+/// RBAC `access` on `name` (all names when None) in `namespace`, for one user and their
+/// groups.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct Question {
     username: String,
     groups: Vec<String>,
+    access: Access,
     namespace: String,
     name: Option<String>,
 }
 
 impl Question {
-    fn new(identity: &Identity, namespace: &str, name: Option<&str>) -> Self {
+    fn new(identity: &Identity, access: Access, namespace: &str, name: Option<&str>) -> Self {
         Self {
             username: identity.username.clone(),
             groups: identity.groups.clone(),
+            access,
             namespace: namespace.to_owned(),
             name: name.map(str::to_owned),
         }
     }
 }
 
-/// One RBAC question as a [`AccessReviewer`] gets it: may `identity` `get workspaces/proxy`
-/// on `name` (every name when None) in `namespace`?
+/// One RBAC question as a [`AccessReviewer`] gets it: may `identity` do `access` (e.g.
+/// `get workspaces/proxy`) on `name` (every name when None) in `namespace`?
 #[derive(Clone, Copy, Debug)]
 pub struct AccessQuestion<'a> {
     /// Who asks: user name, uid, groups and extras, as authenticated.
     pub identity: &'a Identity,
-    /// The workspace's namespace.
+    /// What they would do.
+    pub access: Access,
+    /// The object's namespace.
     pub namespace: &'a str,
-    /// The workspace's name; None asks about every workspace of the namespace.
+    /// The object's name; None asks about every object of the namespace.
     pub name: Option<&'a str>,
 }
 
@@ -85,9 +122,9 @@ impl AccessReviewer for SubjectAccessReviews {
                 extra: Some(identity.extra.clone()).filter(|e| !e.is_empty()),
                 resource_attributes: Some(ResourceAttributes {
                     group: Some("guildnet.io".into()),
-                    resource: Some("workspaces".into()),
-                    subresource: Some("proxy".into()),
-                    verb: Some("get".into()),
+                    resource: Some(question.access.resource.into()),
+                    subresource: Some(question.access.subresource.into()),
+                    verb: Some(question.access.verb.into()),
                     namespace: Some(question.namespace.to_owned()),
                     name: question.name.map(str::to_owned),
                     ..ResourceAttributes::default()
@@ -105,7 +142,7 @@ impl AccessReviewer for SubjectAccessReviews {
     }
 }
 
-/// Decides who may open a workspace, reusing RBAC answers for a while (allowed and refused
+/// Decides who may open a workspace or use a database, reusing RBAC answers for a while (allowed and refused
 /// ones apart, so a flood of refusals never pushes out what was allowed).
 pub struct Authorizer {
     reviewer: Arc<dyn AccessReviewer>,
@@ -147,23 +184,50 @@ impl Authorizer {
         if workspace.is_some_and(|ws| owns(identity, ws)) {
             return true;
         }
-        self.may_proxy(identity, namespace, Some(name)).await
+        self.may(identity, Access::OPEN_WORKSPACE, namespace, Some(name))
+            .await
     }
 
     /// May `identity` open every workspace of `namespace` (RBAC `get workspaces/proxy`
     /// without a resource name)?
     pub async fn may_open_all(&self, identity: &Identity, namespace: &str) -> bool {
-        self.may_proxy(identity, namespace, None).await
+        self.may(identity, Access::OPEN_WORKSPACE, namespace, None)
+            .await
     }
 
-    /// RBAC `get workspaces/proxy` on `name` (all names when None) in `namespace`.
-    async fn may_proxy(&self, identity: &Identity, namespace: &str, name: Option<&str>) -> bool {
-        let question = Question::new(identity, namespace, name);
+    /// May `identity` use the data of database `namespace/name` (`db` when it exists) with
+    /// `verb`? Its owner may do anything; anyone else as RBAC allows on
+    /// `guilddatabases/data`.
+    pub async fn may_use_database(
+        &self,
+        identity: &Identity,
+        verb: &'static str,
+        namespace: &str,
+        name: &str,
+        db: Option<&GuildDatabase>,
+    ) -> bool {
+        if db.is_some_and(|db| db.owner_id() == Some(identity.owner_id())) {
+            return true;
+        }
+        self.may(identity, Access::database_data(verb), namespace, Some(name))
+            .await
+    }
+
+    /// RBAC `access` on `name` (all names when None) in `namespace`.
+    async fn may(
+        &self,
+        identity: &Identity,
+        access: Access,
+        namespace: &str,
+        name: Option<&str>,
+    ) -> bool {
+        let question = Question::new(identity, access, namespace, name);
         if let Some(verdict) = self.decisions.get(&question) {
             return verdict == Verdict::Accepted(());
         }
         let asked = AccessQuestion {
             identity,
+            access,
             namespace,
             name,
         };
@@ -195,7 +259,18 @@ impl Authorizer {
         name: Option<&str>,
         allowed: bool,
     ) {
-        let question = Question::new(identity, namespace, name);
+        self.remember_access(identity, Access::OPEN_WORKSPACE, namespace, name, allowed);
+    }
+
+    pub(crate) fn remember_access(
+        &self,
+        identity: &Identity,
+        access: Access,
+        namespace: &str,
+        name: Option<&str>,
+        allowed: bool,
+    ) {
+        let question = Question::new(identity, access, namespace, name);
         if allowed {
             self.decisions.accept(question, ());
         } else {

@@ -105,6 +105,17 @@ pub struct Args {
     /// runs (the operator's --system-namespace).
     #[arg(long, env = "POD_NAMESPACE", default_value = "guildnet-system")]
     pub cluster_credentials_namespace: String,
+    /// The Secret the operator hands each GuildDatabase's admin password over in (key
+    /// `<namespace>.<name>`), for the database API under `/api/databases/`.
+    #[arg(
+        long,
+        env = "GUILDNET_PROXY_DATABASE_CREDENTIALS_SECRET",
+        default_value = "guildnet-database-credentials"
+    )]
+    pub database_credentials_secret: String,
+    /// The namespace of `--database-credentials-secret` (the operator's --system-namespace).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "guildnet-system")]
+    pub database_credentials_namespace: String,
 
     /// How long a login lasts at most, from the login on, however active the session.
     #[arg(long, env = "GUILDNET_PROXY_SESSION_TTL", value_parser = humantime::parse_duration, default_value = "8h")]

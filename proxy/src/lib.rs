@@ -6,8 +6,8 @@
 //! workspace (its owner, or RBAC `get workspaces/proxy`). Traffic is remembered and written
 //! to `status.lastAccessTime` so the operator's reaper sees real use.
 //!
-//! [`forward`] is the half that serves workspaces, [`dashboard`] the half that serves people;
-//! the modules at the top level serve both.
+//! [`forward`] is the half that serves workspaces, [`dashboard`] the half that serves people,
+//! [`database`] the data of GuildDatabases; the modules at the top level serve them all.
 
 pub mod activity;
 pub mod app;
@@ -17,8 +17,10 @@ pub mod body;
 pub mod cache;
 pub mod config;
 pub mod dashboard;
+pub mod database;
 pub mod error;
 pub mod forward;
+pub mod handed;
 pub mod limits;
 pub mod router;
 pub mod server;

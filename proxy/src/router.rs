@@ -16,6 +16,7 @@ use http::{HeaderMap, StatusCode};
 use crate::app::AppState;
 use crate::body;
 use crate::dashboard::{api, claims, events, logs, pages, quotas};
+use crate::database;
 use crate::error::ApiError;
 use crate::forward;
 use crate::limits::UnauthenticatedSlot;
@@ -46,6 +47,37 @@ pub fn router(state: AppState) -> Router {
         .route("/api/claims/{namespace}/{name}", delete(claims::delete))
         .route("/api/quotas", get(quotas::list))
         .route("/api/events", get(events::list))
+        .route(
+            "/api/databases/{namespace}/{name}/dbs",
+            get(database::list_databases).post(database::create_database),
+        )
+        .route(
+            "/api/databases/{namespace}/{name}/dbs/{db}",
+            delete(database::drop_database),
+        )
+        .route(
+            "/api/databases/{namespace}/{name}/dbs/{db}/tables",
+            get(database::list_tables).post(database::create_table),
+        )
+        .route(
+            "/api/databases/{namespace}/{name}/dbs/{db}/tables/{table}",
+            delete(database::drop_table),
+        )
+        .route(
+            "/api/databases/{namespace}/{name}/dbs/{db}/tables/{table}/rows",
+            get(database::list_rows).post(database::insert_rows),
+        )
+        .route(
+            "/api/databases/{namespace}/{name}/dbs/{db}/tables/{table}/rows/{key}",
+            get(database::get_row)
+                .put(database::write_row)
+                .patch(database::write_row)
+                .delete(database::write_row),
+        )
+        .route(
+            "/api/databases/{namespace}/{name}/audit",
+            get(database::audit_log),
+        )
         .route("/sse/events", get(events::stream))
         .merge(health.router())
         // Bodies the proxy reads itself, whole and in time; workspaces' stream (fallback).

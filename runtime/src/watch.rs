@@ -1,5 +1,7 @@
-//! What a failed watch is worth telling an operator about.
+//! What a failed watch is worth telling an operator about, and whether a watch cache has
+//! listed everything once.
 
+use kube::runtime::reflector::Store;
 use kube::runtime::watcher;
 use tracing::{debug, warn};
 
@@ -8,6 +10,22 @@ use tracing::{debug, warn};
 /// not a fault, so it is logged at debug; everything else is a warning.
 fn is_routine_restart(error: &watcher::Error) -> bool {
     matches!(error, watcher::Error::WatchError(status) if status.code == 410)
+}
+
+/// Whether the watch behind `store` has listed everything once, asked without waiting.
+/// (Ask it afresh each time: a task awaiting the readiness of a controller's store was seen
+/// never to be woken.)
+pub fn synced<K>(store: &Store<K>) -> bool
+where
+    K: kube::Resource + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    let ready = std::pin::pin!(store.wait_until_ready());
+    let waker = std::task::Waker::noop();
+    matches!(
+        ready.poll(&mut std::task::Context::from_waker(waker)),
+        std::task::Poll::Ready(Ok(()))
+    )
 }
 
 /// Logs a watcher error about `what` (a kind or a cache) at the level it deserves; the

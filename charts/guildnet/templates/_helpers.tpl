@@ -21,6 +21,8 @@
 {{- define "guildnet.proxy.name" -}}{{ include "guildnet.fullname" . }}-proxy{{- end -}}
 {{/* The kubeconfigs the operator hands the proxy for clusters with network: APIServerProxy. */}}
 {{- define "guildnet.clusterCredentials.name" -}}{{ include "guildnet.fullname" . }}-cluster-credentials{{- end -}}
+{{/* The GuildDatabases' admin passwords the operator hands the proxy for the database API. */}}
+{{- define "guildnet.databaseCredentials.name" -}}{{ include "guildnet.fullname" . }}-database-credentials{{- end -}}
 
 {{/* The webhook configurations' name is fixed in guildnet-webhook, which keeps their CA bundle. */}}
 {{- define "guildnet.webhook.configurationName" -}}guildnet-webhook{{- end -}}

@@ -26,6 +26,7 @@ use guildnet_api::database::facts::{
 };
 use guildnet_api::labels;
 use guildnet_rethinkdb::{ErrorClass, Pool, Target, Unavailable};
+use guildnet_runtime::watch::synced;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -145,12 +146,13 @@ pub async fn lead(
     let sweep = {
         let ctx = ctx.clone();
         async move {
-            if ctx.databases.wait_until_ready().await.is_err() {
-                return;
-            }
             let mut every = tokio::time::interval(CONNECTION_SWEEP);
             loop {
                 every.tick().await;
+                // Until the watch has listed every database, every key would look stray.
+                if !synced(&ctx.databases) {
+                    continue;
+                }
                 ctx.connections.retain(|key, uid| {
                     ctx.databases
                         .get(key)
@@ -187,6 +189,10 @@ async fn take_back_strays(ctx: &Context) {
             .await
         {
             Ok(_) => {
+                info!(
+                    key,
+                    "took back the admin password of a database that is gone"
+                );
                 if let Some((namespace, name)) = from_credentials_key(&key) {
                     let db = ObjectRef::new(name).within(namespace);
                     ctx.handed.lock().unwrap().remove(&db);

@@ -21,7 +21,7 @@ use std::sync::{Arc, RwLock};
 
 use axum::body::Body;
 use bytes::Bytes;
-use futures::{Stream, StreamExt};
+use futures::Stream;
 use guildnet_runtime::kubeconfig;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Request, Response};
@@ -31,13 +31,13 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
-use kube::Api;
 use kube::client::ConfigExt;
-use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use sha2::{Digest, Sha256};
 use tower::util::BoxCloneSyncService;
 use tower::{BoxError, ServiceBuilder, ServiceExt};
+
+use crate::handed;
 
 /// A registered cluster's API server, as the proxy sends workspace requests to it.
 pub struct ApiServer {
@@ -221,30 +221,16 @@ impl ApiServers {
     /// Keeps the clients current from a watch of the Secret `name` in `namespace`, until
     /// the stream ends.
     pub async fn run(self, client: kube::Client, namespace: String, name: String) {
-        let api: Api<Secret> = Api::namespaced(client, &namespace);
-        let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
-        self.follow(watcher::watcher(api, config).default_backoff())
-            .await;
+        self.follow(handed::watch(client, &namespace, &name)).await;
     }
 
     /// Applies watch `events` of the credentials Secret until they end.
     pub async fn follow(self, events: impl Stream<Item = watcher::Result<Event<Secret>>>) {
-        let mut events = std::pin::pin!(events);
-        let mut listed: Option<BTreeMap<String, ByteString>> = None;
-        while let Some(event) = events.next().await {
-            match event {
-                Ok(Event::Apply(secret)) => self.replace(secret.data.unwrap_or_default()).await,
-                Ok(Event::Delete(_)) => self.replace(BTreeMap::new()).await,
-                Ok(Event::Init) => listed = Some(BTreeMap::new()),
-                Ok(Event::InitApply(secret)) => {
-                    listed = secret.data.or_else(|| Some(BTreeMap::new()))
-                }
-                Ok(Event::InitDone) => self.replace(listed.take().unwrap_or_default()).await,
-                Err(error) => {
-                    guildnet_runtime::watch::log_error("the cluster credentials Secret", &error)
-                }
-            }
-        }
+        let this = &self;
+        handed::follow(events, "the cluster credentials Secret", |data| {
+            this.replace(data)
+        })
+        .await;
     }
 
     /// Makes the clients those of `kubeconfigs` (cluster → kubeconfig), keeping each one

@@ -72,6 +72,28 @@ impl Endpoints {
         Some(SocketAddr::new(backend.ip, port))
     }
 
+    /// The addresses of the serving backends of `service` in `namespace` on the port named
+    /// `port_name` (none without one of that name): a database's servers, which the
+    /// client tries in turn.
+    pub fn serving_on(&self, namespace: &str, service: &str, port_name: &str) -> Vec<SocketAddr> {
+        let index = self.index.read().unwrap();
+        let Some(slices) = index.get(&(namespace.to_owned(), service.to_owned())) else {
+            return Vec::new();
+        };
+        slices
+            .values()
+            .flatten()
+            .filter(|b| b.serving)
+            .filter_map(|b| {
+                let (_, port) = b
+                    .ports
+                    .iter()
+                    .find(|(name, _)| name.as_deref() == Some(port_name))?;
+                Some(SocketAddr::new(b.ip, *port))
+            })
+            .collect()
+    }
+
     fn apply(index: &mut Index, slice: &EndpointSlice) {
         let Some(key) = key(slice) else { return };
         let name = slice.metadata.name.clone().unwrap_or_default();
@@ -255,6 +277,21 @@ mod tests {
         );
         let terminating = endpoints(&[slice("ide-a", &[("10.244.0.2", true, true)])]);
         assert_eq!(terminating.pick("team", "ide", Some("http")), None);
+    }
+
+    #[test]
+    fn a_database_is_reached_on_its_named_port_of_serving_servers_only() {
+        let e = endpoints(&[slice(
+            "ide-a",
+            &[("10.244.0.1", true, false), ("10.244.0.2", false, false)],
+        )]);
+        assert_eq!(
+            e.serving_on("team", "ide", "http"),
+            ["10.244.0.1:8080".parse::<SocketAddr>().unwrap()]
+        );
+        // No port of that name: not some other port of the Service.
+        assert_eq!(e.serving_on("team", "ide", "driver"), []);
+        assert_eq!(e.serving_on("team", "other", "http"), []);
     }
 
     #[test]

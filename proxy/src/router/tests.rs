@@ -17,6 +17,7 @@ use axum::extract::Request;
 use axum::extract::connect_info::MockConnectInfo;
 use axum::response::{IntoResponse, Response};
 use clap::Parser;
+use guildnet_api::GuildDatabase;
 use guildnet_api::labels;
 use guildnet_api::policy::owner::owner_id;
 use guildnet_api::quota::Quota;
@@ -33,7 +34,7 @@ use tower::ServiceExt;
 use super::router;
 use crate::app::{AppState, Caches, Shared};
 use crate::auth::{Identity, TokenReviewer, TokenReviews};
-use crate::authz::{AccessQuestion, AccessReviewer, SubjectAccessReviews};
+use crate::authz::{Access, AccessQuestion, AccessReviewer, SubjectAccessReviews};
 use crate::config::Args;
 use crate::session::SessionKeys;
 
@@ -50,6 +51,7 @@ struct Proxy {
     workspaces: Writer<Workspace>,
     claims: Writer<PersistentVolumeClaim>,
     quotas: Writer<Quota>,
+    databases: Writer<GuildDatabase>,
     args: Args,
 }
 
@@ -96,11 +98,13 @@ impl Proxy {
         let (workspace_store, workspaces) = reflector::store();
         let (claim_store, claims) = reflector::store();
         let (quota_store, quotas) = reflector::store();
+        let (database_store, databases) = reflector::store();
         let sessions = sessions(&args);
         let caches = Caches {
             workspaces: workspace_store,
             claims: claim_store,
             quotas: quota_store,
+            databases: database_store,
         };
         let state = Arc::new(Shared::with_reviewers(
             client, &args, sessions, caches, tokens, access,
@@ -110,6 +114,7 @@ impl Proxy {
             workspaces,
             claims,
             quotas,
+            databases,
             args,
         }
     }
@@ -123,6 +128,8 @@ impl Proxy {
         self.claims.apply_watcher_event(&Event::InitDone);
         self.quotas.apply_watcher_event(&Event::Init);
         self.quotas.apply_watcher_event(&Event::InitDone);
+        self.databases.apply_watcher_event(&Event::Init);
+        self.databases.apply_watcher_event(&Event::InitDone);
     }
 
     /// A proxy whose RBAC questions `access` answers (TokenReviews go nowhere).
@@ -2763,4 +2770,206 @@ async fn quotas_are_refused_until_the_caches_are_listed() {
         json_body(response).await["error"]["reason"],
         "CachesNotSynced"
     );
+}
+
+/// GuildDatabase `team/{name}` owned by `owner`, declaring database `shop` with table
+/// `items`.
+fn guild_database(name: &str, owner: &str) -> GuildDatabase {
+    let mut db: GuildDatabase = serde_json::from_value(json!({
+        "apiVersion": "guildnet.io/v1alpha1",
+        "kind": "GuildDatabase",
+        "metadata": {
+            "name": name,
+            "namespace": "team",
+            "uid": format!("uid-{name}"),
+            "labels": {labels::OWNER: owner_id(owner)},
+        },
+        "spec": {
+            "storage": {"size": "1Gi"},
+            "databases": [{"name": "shop", "tables": [{"name": "items"}]}],
+        },
+    }))
+    .unwrap();
+    db.metadata.namespace = Some("team".into());
+    db
+}
+
+impl Proxy {
+    /// A proxy (`--auth=none`, as [`DEV_USER`]) whose caches have listed `databases`.
+    fn with_databases(databases: &[GuildDatabase]) -> Self {
+        let mut proxy = Proxy::new(&["--auth=none"]);
+        proxy.sync_caches();
+        for db in databases {
+            proxy
+                .databases
+                .apply_watcher_event(&Event::Apply(db.clone()));
+        }
+        proxy
+    }
+}
+
+#[tokio::test]
+async fn a_database_is_refused_alike_to_a_non_owner_whether_or_not_it_exists() {
+    let proxy = Proxy::with_databases(&[guild_database("inventory", "alice")]);
+    // RBAC's answers, as SubjectAccessReviews would give them: nothing on guilddatabases/data.
+    for name in ["inventory", "ghost"] {
+        proxy.state.authz.remember_access(
+            &identity(DEV_USER),
+            Access::database_data("get"),
+            "team",
+            Some(name),
+            false,
+        );
+    }
+    let mut answers = Vec::new();
+    for name in ["inventory", "ghost"] {
+        let response = proxy
+            .send(get(&format!("/api/databases/team/{name}/dbs")))
+            .await;
+        assert_eq!(response.status(), StatusCode::FORBIDDEN, "{name}");
+        let body = json_body(response).await;
+        answers.push(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .replace(name, "NAME"),
+        );
+    }
+    assert_eq!(answers[0], answers[1]);
+    assert!(answers[0].contains("guilddatabases/data"), "{}", answers[0]);
+}
+
+#[tokio::test]
+async fn each_method_is_asked_of_rbac_with_its_own_verb() {
+    let proxy = Proxy::with_databases(&[guild_database("inventory", "alice")]);
+    // May read, may not delete.
+    for (verb, allowed) in [("get", true), ("delete", false)] {
+        proxy.state.authz.remember_access(
+            &identity(DEV_USER),
+            Access::database_data(verb),
+            "team",
+            Some("inventory"),
+            allowed,
+        );
+    }
+    // Allowed to read: it gets as far as the admin password, not handed over here.
+    let read = proxy.send(get("/api/databases/team/inventory/dbs")).await;
+    assert_eq!(read.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(json_body(read).await["error"]["reason"], "DatabaseNotReady");
+    let drop = proxy
+        .send(write(
+            "DELETE",
+            "/api/databases/team/inventory/dbs/orders",
+            Some(OWN_ORIGIN),
+        ))
+        .await;
+    assert_eq!(drop.status(), StatusCode::FORBIDDEN);
+    let message = json_body(drop).await["error"]["message"].clone();
+    assert!(message.as_str().unwrap().contains("`delete`"), "{message}");
+}
+
+#[tokio::test]
+async fn the_owner_is_told_when_no_server_is_ready() {
+    let proxy = Proxy::with_databases(&[guild_database("inventory", DEV_USER)]);
+    let mut data = BTreeMap::new();
+    data.insert(
+        "team.inventory".to_owned(),
+        k8s_openapi::ByteString(b"pw".to_vec()),
+    );
+    proxy.state.database_passwords.replace(data);
+    let response = proxy.send(get("/api/databases/team/inventory/dbs")).await;
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(response.headers().contains_key(header::RETRY_AFTER));
+    let message = json_body(response).await["error"]["message"].clone();
+    assert!(message.as_str().unwrap().contains("no server"), "{message}");
+}
+
+#[tokio::test]
+async fn database_requests_with_bad_names_or_queries_are_refused_naming_the_part() {
+    let proxy = Proxy::with_databases(&[guild_database("inventory", DEV_USER)]);
+    for (uri, status, names) in [
+        (
+            "/api/databases/team/inventory/dbs/rethinkdb/tables",
+            StatusCode::FORBIDDEN,
+            "RethinkDB",
+        ),
+        (
+            "/api/databases/team/inventory/dbs/guildnet/tables/guildnet_audit/rows",
+            StatusCode::FORBIDDEN,
+            "GuildNet",
+        ),
+        (
+            "/api/databases/team/inventory/dbs/shop-2/tables",
+            StatusCode::BAD_REQUEST,
+            "database",
+        ),
+        (
+            "/api/databases/team/inventory/dbs/shop/tables/it%20ems/rows",
+            StatusCode::BAD_REQUEST,
+            "table",
+        ),
+        (
+            "/api/databases/team/inventory/dbs/shop/tables/items/rows?limit=5000",
+            StatusCode::BAD_REQUEST,
+            "limit",
+        ),
+        (
+            "/api/databases/team/inventory/dbs/shop/tables/items/rows/7?keyType=date",
+            StatusCode::BAD_REQUEST,
+            "keyType",
+        ),
+        (
+            "/api/databases/Team/inventory/dbs",
+            StatusCode::BAD_REQUEST,
+            "namespace",
+        ),
+    ] {
+        let response = proxy.send(get(uri)).await;
+        assert_eq!(response.status(), status, "{uri}");
+        let message = json_body(response).await["error"]["message"].clone();
+        assert!(
+            message.as_str().unwrap().contains(names),
+            "{uri}: {message}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn database_writes_need_the_dashboards_origin_and_a_json_body() {
+    let proxy = Proxy::with_databases(&[guild_database("inventory", DEV_USER)]);
+    let rows = "/api/databases/team/inventory/dbs/shop/tables/items/rows";
+    let foreign = proxy
+        .send_body(write("POST", rows, Some("https://evil.example")), "{}")
+        .await;
+    assert_eq!(foreign.status(), StatusCode::FORBIDDEN);
+    assert_eq!(
+        json_body(foreign).await["error"]["reason"],
+        "CrossOriginRefused"
+    );
+    for (body, names) in [
+        ("{\"sku\": ", "not valid JSON"),
+        ("\"a\"", "JSON object"),
+        ("[]", "non-empty array"),
+    ] {
+        let response = proxy
+            .send_body(write("POST", rows, Some(OWN_ORIGIN)), body)
+            .await;
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{body}");
+        let message = json_body(response).await["error"]["message"].clone();
+        assert!(
+            message.as_str().unwrap().contains(names),
+            "{body}: {message}"
+        );
+    }
+    let unnamed = proxy
+        .send_body(
+            write(
+                "POST",
+                "/api/databases/team/inventory/dbs",
+                Some(OWN_ORIGIN),
+            ),
+            "{\"title\": \"shop\"}",
+        )
+        .await;
+    assert_eq!(unnamed.status(), StatusCode::BAD_REQUEST);
 }

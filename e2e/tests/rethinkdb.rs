@@ -201,6 +201,65 @@ async fn rows_are_paged_by_key_filtered_and_written_one_by_one() {
     assert_eq!(gone, serde_json::Value::Null);
 }
 
+#[tokio::test]
+async fn a_cursor_reads_a_table_batch_by_batch_and_follows_its_changes_until_dropped() {
+    let server = Reqlite::start(ip("127.0.28.5"), "pw", "cursor").await;
+    let db = std::sync::Arc::new(
+        Connection::open(&options(server.addr(), "pw"))
+            .await
+            .unwrap(),
+    );
+    db.run(Term::db_create("shop")).await.unwrap();
+    db.run(Term::table_create("shop", "items", "sku"))
+        .await
+        .unwrap();
+    let rows: Vec<_> = (0..30)
+        .map(|i| json!({"sku": format!("k{i:02}")}))
+        .collect();
+    db.run(Term::insert("shop", "items", &rows)).await.unwrap();
+    let mut read = db
+        .cursor(
+            Term::by_key("shop", "items", "sku"),
+            Some(Duration::from_secs(10)),
+        )
+        .await
+        .unwrap();
+    let mut keys = Vec::new();
+    while let Some(batch) = read.next_batch().await {
+        keys.extend(batch.unwrap().into_iter().map(|row| row["sku"].clone()));
+    }
+    assert_eq!(keys.len(), 30);
+    assert_eq!(keys.first(), Some(&json!("k00")));
+    assert_eq!(keys.last(), Some(&json!("k29")));
+
+    let mut feed = db
+        .cursor(Term::changes("shop", "items"), None)
+        .await
+        .unwrap();
+    // The server answers the start at once, with no change yet: the feed is open.
+    let opened = tokio::time::timeout(Duration::from_secs(10), feed.next_batch())
+        .await
+        .expect("the server answers the feed's start")
+        .expect("the feed goes on")
+        .unwrap();
+    assert_eq!(opened, Vec::<serde_json::Value>::new());
+    db.run(Term::update("shop", "items", "k07", json!({"n": 1})))
+        .await
+        .unwrap();
+    let change = tokio::time::timeout(Duration::from_secs(10), feed.next_batch())
+        .await
+        .expect("the change arrives")
+        .expect("the feed goes on")
+        .unwrap()
+        .remove(0);
+    assert_eq!(change["old_val"], json!({"sku": "k07"}));
+    assert_eq!(change["new_val"], json!({"sku": "k07", "n": 1}));
+    // Dropped: the server is told to stop, and the connection goes on serving queries.
+    drop(feed);
+    db.run(Term::db_list()).await.unwrap();
+    assert!(!db.is_broken());
+}
+
 /// A real RethinkDB server (the `rethinkdb` binary on PATH when the tests were built) on
 /// loopback: a user made with the term the operator sends can log in with its password, and
 /// its grants decide what it may do. reqlite has no users or grants, so without the binary

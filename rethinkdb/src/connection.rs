@@ -19,6 +19,7 @@ use crate::{Error, QueryErrorKind, Reql, Term, handshake};
 /// `Query.QueryType` of `ql2.proto`.
 const START: u32 = 1;
 const CONTINUE: u32 = 2;
+const STOP: u32 = 3;
 
 /// `Response.ResponseType` of `ql2.proto`.
 const SUCCESS_ATOM: i64 = 1;
@@ -139,21 +140,28 @@ impl Connection {
         })
     }
 
-    async fn query(&self, term: &Term) -> Result<Value, Error> {
+    /// Sends `term` under a new token; its responses arrive on the receiver, until the
+    /// returned guard forgets the token.
+    async fn start(&self, term: &Term) -> Result<(u64, mpsc::UnboundedReceiver<Response>), Error> {
         if self.is_broken() {
             return Err(Error::Lost("the connection is closed".into()));
         }
         let token = self.next_token.fetch_add(1, Ordering::Relaxed);
-        let (tx, mut rx) = mpsc::unbounded_channel();
+        let (tx, rx) = mpsc::unbounded_channel();
         self.waiters.lock().unwrap().insert(token, tx);
+        if let Err(error) = self.send(token, &json!([START, term, {}])).await {
+            self.waiters.lock().unwrap().remove(&token);
+            return Err(error);
+        }
+        Ok((token, rx))
+    }
+
+    async fn query(&self, term: &Term) -> Result<Value, Error> {
+        let (token, mut rx) = self.start(term).await?;
         let _forget = Forget(&self.waiters, token);
-        self.send(token, &json!([START, term, {}])).await?;
         let mut items = Vec::new();
         loop {
-            let response = tokio::time::timeout(self.query_timeout, rx.recv())
-                .await
-                .map_err(|_| Error::Lost(format!("no answer in {:?}", self.query_timeout)))?
-                .ok_or_else(|| Error::Lost("the server closed the connection".into()))?;
+            let response = next_response(&mut rx, Some(self.query_timeout)).await?;
             match response.t {
                 SUCCESS_ATOM => return Ok(response.r.into_iter().next().unwrap_or(Value::Null)),
                 SUCCESS_SEQUENCE => {
@@ -166,6 +174,122 @@ impl Connection {
                 }
                 _ => return Err(query_error(&response)),
             }
+        }
+    }
+
+    /// Runs `term` and hands its results over batch by batch, as the server sends them: a
+    /// large read without holding it all, or a changefeed, which never ends by itself
+    /// (`batch_timeout` None: wait for each batch as long as it takes). Dropping the
+    /// cursor stops the query on the server.
+    pub async fn cursor(
+        self: &Arc<Self>,
+        term: Term,
+        batch_timeout: Option<Duration>,
+    ) -> Result<Cursor, Error> {
+        let (token, responses) = self.start(&term).await?;
+        Ok(Cursor {
+            connection: self.clone(),
+            token,
+            responses,
+            batch_timeout,
+            state: CursorState::Started,
+        })
+    }
+}
+
+/// The next response of a query, within `timeout` if given.
+async fn next_response(
+    rx: &mut mpsc::UnboundedReceiver<Response>,
+    timeout: Option<Duration>,
+) -> Result<Response, Error> {
+    let response = match timeout {
+        Some(timeout) => tokio::time::timeout(timeout, rx.recv())
+            .await
+            .map_err(|_| Error::Lost(format!("no answer in {timeout:?}")))?,
+        None => rx.recv().await,
+    };
+    response.ok_or_else(|| Error::Lost("the server closed the connection".into()))
+}
+
+/// Where a [`Cursor`] is in its query.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum CursorState {
+    /// Started; the first batch is on its way.
+    Started,
+    /// A batch was handed over and more follow once asked for (`CONTINUE`).
+    Partial,
+    /// The server ended it (the last batch, or an error): nothing to stop.
+    Done,
+}
+
+/// The batches of one query ([`Connection::cursor`]).
+pub struct Cursor {
+    connection: Arc<Connection>,
+    token: u64,
+    responses: mpsc::UnboundedReceiver<Response>,
+    batch_timeout: Option<Duration>,
+    state: CursorState,
+}
+
+impl Cursor {
+    /// The next batch, or None once the query has ended.
+    pub async fn next_batch(&mut self) -> Option<Result<Vec<Value>, Error>> {
+        match self.state {
+            CursorState::Done => return None,
+            CursorState::Partial => {
+                if let Err(error) = self.connection.send(self.token, &json!([CONTINUE])).await {
+                    self.state = CursorState::Done;
+                    return Some(Err(error));
+                }
+            }
+            CursorState::Started => {}
+        }
+        let response = match next_response(&mut self.responses, self.batch_timeout).await {
+            Ok(response) => response,
+            Err(error) => {
+                self.state = CursorState::Done;
+                return Some(Err(error));
+            }
+        };
+        Some(match response.t {
+            SUCCESS_PARTIAL => {
+                self.state = CursorState::Partial;
+                Ok(response.r)
+            }
+            SUCCESS_SEQUENCE => {
+                self.state = CursorState::Done;
+                Ok(response.r)
+            }
+            SUCCESS_ATOM => {
+                self.state = CursorState::Done;
+                // An atom that is an array is the whole result.
+                Ok(match response.r.into_iter().next() {
+                    Some(Value::Array(items)) => items,
+                    Some(Value::Null) | None => Vec::new(),
+                    Some(value) => vec![value],
+                })
+            }
+            _ => {
+                self.state = CursorState::Done;
+                Err(query_error(&response))
+            }
+        })
+    }
+}
+
+impl Drop for Cursor {
+    fn drop(&mut self) {
+        self.connection.waiters.lock().unwrap().remove(&self.token);
+        // A query the server still runs (a changefeed, a read not read to its end) is
+        // stopped, so the server does not keep it for a client that is gone.
+        if self.state != CursorState::Done
+            && !self.connection.is_broken()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            let (connection, token) = (self.connection.clone(), self.token);
+            runtime.spawn(async move {
+                let _ = connection.send(token, &json!([STOP])).await;
+            });
         }
     }
 }

@@ -13,7 +13,7 @@ mod handshake;
 mod pool;
 mod term;
 
-pub use connection::{Connection, Options};
+pub use connection::{Connection, Cursor, Options};
 pub use error::{Error, ErrorClass, QueryErrorKind};
 pub use pool::{Pool, Target, Unavailable};
 pub use term::{Term, TermType};

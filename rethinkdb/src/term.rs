@@ -29,6 +29,7 @@ pub enum TermType {
     Limit = 71,
     Desc = 74,
     Info = 79,
+    Changes = 152,
     Minval = 180,
     Maxval = 181,
     Between = 182,
@@ -213,6 +214,24 @@ impl Term {
         Self::new(TermType::Limit, vec![rows, Term::datum(limit)], None)
     }
 
+    /// Every document of a table in primary-key order, for reading through a
+    /// [`Cursor`](crate::Cursor) batch by batch:
+    /// `r.db(db).table(table).orderBy({index: primary_key})`.
+    pub fn by_key(db: &str, table: &str, primary_key: &str) -> Self {
+        Self::new(
+            TermType::OrderBy,
+            vec![Self::table(db, table)],
+            Some(json!({ "index": primary_key })),
+        )
+    }
+
+    /// The changes of a table as they happen, each `{old_val, new_val}` (`null` for an
+    /// insert's old and a delete's new): `r.db(db).table(table).changes()`. Never ends by
+    /// itself: read it through a [`Cursor`](crate::Cursor).
+    pub fn changes(db: &str, table: &str) -> Self {
+        Self::new(TermType::Changes, vec![Self::table(db, table)], None)
+    }
+
     /// The newest `limit` documents of a table by `field`, newest first:
     /// `r.db(db).table(table).orderBy(r.desc(field)).limit(limit)` (a scan: for small
     /// tables, such as an audit log read a page at a time).
@@ -369,6 +388,17 @@ mod tests {
         assert_eq!(
             Term::delete("shop", "items", "a-7").as_json(),
             &json!([54, [get]])
+        );
+        let table = json!([15, [[14, ["shop"]], "items"]]);
+        // r.db('shop').table('items').orderBy({index: 'sku'})
+        assert_eq!(
+            Term::by_key("shop", "items", "sku").as_json(),
+            &json!([41, [table.clone()], {"index": "sku"}])
+        );
+        // r.db('shop').table('items').changes()
+        assert_eq!(
+            Term::changes("shop", "items").as_json(),
+            &json!([152, [table]])
         );
         // r.db('shop').table('log').orderBy(r.desc('at')).limit(20)
         assert_eq!(

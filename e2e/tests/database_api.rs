@@ -4,8 +4,8 @@
 //! loopback) serves the owner the databases, tables and rows of its servers — reqlite
 //! (`e2e/reqlite`) at the server's pod IP, in the pods' network namespace — pages them by
 //! key, filters them, writes them one by one, keeps an audit log of every write, refuses
-//! another user until RBAC grants `guilddatabases/data`, and refuses bad requests naming
-//! what is wrong. The password is taken back once the database is deleted.
+//! another user until RBAC grants `guilddatabases/data`, exports and imports tables (NDJSON,
+//! CSV), streams a table's changes over SSE, and refuses bad requests naming what is wrong. The password is taken back once the database is deleted.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -64,6 +64,77 @@ impl Caller {
     async fn get(&self, path: &str) -> (StatusCode, Value) {
         self.call("GET", path, None).await
     }
+
+    fn sse_request(&self, path: &str) -> Request<String> {
+        Request::get(format!("/sse/databases/{NAMESPACE}/inventory{path}"))
+            .header("host", self.proxy.to_string())
+            .header("accept", "text/event-stream")
+            .header("x-auth-request-user", self.user)
+            .body(String::new())
+            .unwrap()
+    }
+
+    /// A refused feed's answer.
+    async fn get_sse(&self, path: &str) -> (StatusCode, Value) {
+        let response = send(self.proxy, self.sse_request(path)).await.unwrap();
+        let json = serde_json::from_slice(response.body()).unwrap_or(Value::Null);
+        (response.status(), json)
+    }
+
+    /// An open changefeed, or None when it is refused.
+    async fn try_feed(&self, path: &str) -> Option<Feed> {
+        let stream = tokio::net::TcpStream::connect(self.proxy).await.unwrap();
+        let (mut sender, connection) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .unwrap();
+        tokio::spawn(connection);
+        let response = sender.send_request(self.sse_request(path)).await.unwrap();
+        (response.status() == StatusCode::OK).then(|| Feed {
+            body: response.into_body(),
+            text: String::new(),
+            _sender: sender,
+        })
+    }
+
+    async fn feed(&self, path: &str) -> Feed {
+        self.try_feed(path).await.expect("the changefeed opens")
+    }
+}
+
+/// A changefeed as the browser's EventSource reads it.
+struct Feed {
+    body: hyper::body::Incoming,
+    text: String,
+    _sender: hyper::client::conn::http1::SendRequest<String>,
+}
+
+impl Feed {
+    /// The data of the next `change` event, within the deadline.
+    async fn next_event(&mut self) -> Value {
+        use http_body_util::BodyExt;
+        tokio::time::timeout(TIMEOUT, async {
+            loop {
+                if let Some(end) = self.text.find("\n\n") {
+                    let event: String = self.text.drain(..end + 2).collect();
+                    if let Some(data) = event
+                        .lines()
+                        .find_map(|line| line.strip_prefix("data: "))
+                        .filter(|_| event.contains("event: change"))
+                    {
+                        return serde_json::from_str(data).unwrap();
+                    }
+                    continue;
+                }
+                let frame = self.body.frame().await.expect("the feed goes on").unwrap();
+                if let Ok(data) = frame.into_data() {
+                    self.text.push_str(&String::from_utf8_lossy(&data));
+                }
+            }
+        })
+        .await
+        .expect("a change event within the deadline")
+    }
 }
 
 fn skus(page: &Value) -> Vec<&str> {
@@ -82,7 +153,14 @@ async fn the_owner_reads_and_writes_rows_through_the_proxy_and_every_write_is_au
     let _operator = Operator::start_as_service_account(&hub, "op", &["--leader-elect=false"]);
     let proxy = Proxy::start(
         &hub,
-        &["--auth", "header", "--trusted-proxy", "127.0.0.1/32"],
+        &[
+            "--auth",
+            "header",
+            "--trusted-proxy",
+            "127.0.0.1/32",
+            "--max-database-feeds-per-user",
+            "1",
+        ],
     )
     .await;
     create_namespace(
@@ -359,6 +437,106 @@ async fn the_owner_reads_and_writes_rows_through_the_proxy_and_every_write_is_au
                 && l["fields"]["action"] == "row.delete"),
         "a log line per write"
     );
+
+    // Export: every row, NDJSON as stored, CSV with a header.
+    let response = alice
+        .raw("GET", "/dbs/shop/tables/items/export", String::new())
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["content-type"], "application/x-ndjson");
+    let exported = String::from_utf8(response.body().to_vec()).unwrap();
+    let lines: Vec<Value> = exported
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 4, "{exported}");
+    assert_eq!(lines[0]["sku"], "b");
+    let csv = alice
+        .raw(
+            "GET",
+            "/dbs/shop/tables/items/export?format=csv",
+            String::new(),
+        )
+        .await;
+    let csv = String::from_utf8(csv.body().to_vec()).unwrap();
+    assert_eq!(csv.lines().next(), Some("sku,colour"), "{csv}");
+    assert_eq!(csv.lines().count(), 5, "{csv}");
+
+    // Import: into a new table, then again with conflicts refused, then merged.
+    alice
+        .call(
+            "POST",
+            "/dbs/shop/tables",
+            Some(json!({"name": "copy", "primaryKey": "sku"})),
+        )
+        .await;
+    let response = alice
+        .raw("POST", "/dbs/shop/tables/copy/import", exported.clone())
+        .await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let report: Value = serde_json::from_slice(response.body()).unwrap();
+    assert_eq!(
+        (report["rows"].clone(), report["inserted"].clone()),
+        (json!(4), json!(4))
+    );
+    let again = alice
+        .raw("POST", "/dbs/shop/tables/copy/import", exported.clone())
+        .await;
+    assert_eq!(again.status(), StatusCode::CONFLICT);
+    let report: Value = serde_json::from_slice(again.body()).unwrap();
+    assert_eq!(report["errors"], 4, "{report}");
+    let merged = alice
+        .raw(
+            "POST",
+            "/dbs/shop/tables/copy/import?format=csv&conflict=update",
+            "sku,n\nb,7\n".to_owned(),
+        )
+        .await;
+    assert_eq!(merged.status(), StatusCode::CREATED);
+    let (_, b) = alice.get("/dbs/shop/tables/copy/rows/b").await;
+    assert_eq!(b, json!({"sku": "b", "colour": "red", "n": 7}));
+    let broken = alice
+        .raw(
+            "POST",
+            "/dbs/shop/tables/copy/import",
+            "{\"sku\": \"z\"}\nnot json\n".to_owned(),
+        )
+        .await;
+    assert_eq!(broken.status(), StatusCode::BAD_REQUEST);
+    assert!(String::from_utf8_lossy(broken.body()).contains("line 2"));
+
+    // The declared users, without their passwords.
+    let (status, users) = alice.get("/users").await;
+    assert_eq!(
+        (status, users["items"].clone()),
+        (StatusCode::OK, json!([]))
+    );
+
+    // A changefeed: a change made through the API arrives as an event; a second feed of the
+    // same user is refused while the first is open (--max-database-feeds-per-user 1), and
+    // taken once the first client has gone.
+    let mut feed = alice.feed("/shop/items/changes").await;
+    let (status, _) = alice
+        .call(
+            "PATCH",
+            "/dbs/shop/tables/items/rows/b",
+            Some(json!({"n": 3})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let event = feed.next_event().await;
+    assert_eq!(event["old_val"], json!({"sku": "b", "colour": "red"}));
+    assert_eq!(
+        event["new_val"],
+        json!({"sku": "b", "colour": "red", "n": 3})
+    );
+    let (status, busy) = alice.get_sse("/shop/items/changes").await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{busy}");
+    drop(feed);
+    eventually("the closed feed's place given back", TIMEOUT, || async {
+        alice.try_feed("/shop/items/changes").await.map(drop)
+    })
+    .await;
 
     // Bob reads (RBAC `get`), and may not write; Carol, with no grant, may do neither.
     let (status, page) = bob.get("/dbs/shop/tables/items/rows").await;

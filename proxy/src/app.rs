@@ -44,6 +44,8 @@ pub struct Shared {
     pub database_passwords: AdminPasswords,
     /// The database API's connections, one per GuildDatabase.
     pub database_connections: database::Connections,
+    /// The changefeeds open, per user and per database.
+    pub database_feeds: database::Feeds,
     /// Where each workspace answers, from its Service's EndpointSlices.
     pub endpoints: Endpoints,
     /// The API servers of registered clusters whose workspaces are reached through them.
@@ -128,6 +130,10 @@ impl Shared {
             database_connections: database::Connections::new(
                 args.connect_timeout,
                 args.upstream_timeout,
+            ),
+            database_feeds: database::Feeds::new(
+                args.max_database_feeds_per_user,
+                args.max_database_feeds_per_database,
             ),
             endpoints: Endpoints::default(),
             api_servers: ApiServers::default(),

@@ -28,11 +28,28 @@ use crate::error::ApiError;
 /// The largest body the proxy reads itself (a login form, a launch request).
 pub const MAX_OWN_BODY: usize = 1024 * 1024;
 
+/// The largest import into a database table (`…/tables/{table}/import`), read whole before
+/// a row is written.
+pub const MAX_IMPORT_BODY: usize = 64 * 1024 * 1024;
+
+/// The largest body read for a request to `path`, and what to do about a larger one.
+fn body_limit(path: &str) -> (usize, &'static str) {
+    if path.starts_with("/api/databases/") && path.ends_with("/import") {
+        (
+            MAX_IMPORT_BODY,
+            "; split the import into files of at most that size",
+        )
+    } else {
+        (MAX_OWN_BODY, "")
+    }
+}
+
 /// Seconds to wait before trying again when too many unauthenticated bodies are being read.
 const BUSY_RETRY_AFTER_SECONDS: u32 = 1;
 
 /// In front of the proxy's own routes: reads the request body whole, within
-/// `--body-read-timeout` (else `408`), at most [`MAX_OWN_BODY`] bytes (else `413`), and for a
+/// `--body-read-timeout` (else `408`), at most [`MAX_OWN_BODY`] bytes ([`MAX_IMPORT_BODY`] for a
+/// database import; else `413`), and for a
 /// caller not known to be authenticated only while fewer than `--max-unauthenticated-bodies`
 /// others are (else `503` with Retry-After). A body the client breaks off or frames wrongly
 /// is `400`. Each of these closes the connection, whose rest cannot be read.
@@ -46,6 +63,7 @@ pub async fn read_own_body(
         return next.run(request).await;
     }
     let (parts, body) = request.into_parts();
+    let (limit, advice) = body_limit(parts.uri.path());
     // Decided without asking the API server: a session, a recently accepted token.
     let permit = if state.auth.is_known_caller(&parts.headers, peer.ip()) {
         None
@@ -64,11 +82,8 @@ pub async fn read_own_body(
             }
         }
     };
-    let read = tokio::time::timeout(
-        state.body_read_timeout,
-        Limited::new(body, MAX_OWN_BODY).collect(),
-    )
-    .await;
+    let read =
+        tokio::time::timeout(state.body_read_timeout, Limited::new(body, limit).collect()).await;
     drop(permit);
     let bytes = match read {
         Ok(Ok(collected)) => collected.to_bytes(),
@@ -76,7 +91,7 @@ pub async fn read_own_body(
             let error = ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "BodyTooLarge",
-                format!("the request body is over {MAX_OWN_BODY} bytes"),
+                format!("the request body is over {limit} bytes{advice}"),
             );
             return closing(error, &parts.headers);
         }

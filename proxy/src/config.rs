@@ -207,6 +207,22 @@ pub struct Args {
     #[arg(long, env = "GUILDNET_PROXY_WORKERS")]
     pub workers: Option<usize>,
 
+    /// Changefeeds of database tables (`/sse/databases/…/changes`) one user may hold open
+    /// at once; more are refused with 429.
+    #[arg(
+        long,
+        env = "GUILDNET_PROXY_MAX_DATABASE_FEEDS_PER_USER",
+        default_value_t = 8
+    )]
+    pub max_database_feeds_per_user: usize,
+    /// Changefeeds open at once on one GuildDatabase, whoever holds them.
+    #[arg(
+        long,
+        env = "GUILDNET_PROXY_MAX_DATABASE_FEEDS_PER_DATABASE",
+        default_value_t = 64
+    )]
+    pub max_database_feeds_per_database: usize,
+
     /// Kubernetes Events about workspaces kept for `/api/events` and SSE resumption.
     #[arg(long, env = "GUILDNET_PROXY_EVENT_BUFFER", default_value_t = 2000)]
     pub event_buffer: usize,

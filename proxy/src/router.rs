@@ -75,8 +75,24 @@ pub fn router(state: AppState) -> Router {
                 .delete(database::write_row),
         )
         .route(
+            "/api/databases/{namespace}/{name}/dbs/{db}/tables/{table}/export",
+            get(database::export),
+        )
+        .route(
+            "/api/databases/{namespace}/{name}/dbs/{db}/tables/{table}/import",
+            post(database::import),
+        )
+        .route(
+            "/api/databases/{namespace}/{name}/users",
+            get(database::users),
+        )
+        .route(
             "/api/databases/{namespace}/{name}/audit",
             get(database::audit_log),
+        )
+        .route(
+            "/sse/databases/{namespace}/{name}/{db}/{table}/changes",
+            get(database::changes),
         )
         .route("/sse/events", get(events::stream))
         .merge(health.router())

@@ -162,6 +162,22 @@ impl Term {
         )
     }
 
+    /// `r.db(db).table(table).insert(documents, {conflict})`: as [`insert`](Self::insert),
+    /// but a document whose key is taken is refused (`error`), replaces the one there
+    /// (`replace`) or is merged into it (`update`).
+    pub fn insert_on_conflict(
+        db: &str,
+        table: &str,
+        documents: impl Serialize,
+        conflict: &str,
+    ) -> Self {
+        Self::new(
+            TermType::Insert,
+            vec![Self::table(db, table), Term::datum(documents)],
+            Some(json!({ "conflict": conflict })),
+        )
+    }
+
     /// `r.db(db).table(table).get(key)`: the document, or `null`.
     pub fn get(db: &str, table: &str, key: impl Serialize) -> Self {
         Self::new(
@@ -390,6 +406,11 @@ mod tests {
             &json!([54, [get]])
         );
         let table = json!([15, [[14, ["shop"]], "items"]]);
+        // r.db('shop').table('items').insert([{sku: 'a'}], {conflict: 'update'})
+        assert_eq!(
+            Term::insert_on_conflict("shop", "items", json!([{"sku": "a"}]), "update").as_json(),
+            &json!([56, [table.clone(), [2, [{"sku": "a"}]]], {"conflict": "update"}])
+        );
         // r.db('shop').table('items').orderBy({index: 'sku'})
         assert_eq!(
             Term::by_key("shop", "items", "sku").as_json(),

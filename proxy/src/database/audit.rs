@@ -20,7 +20,7 @@ pub struct Entry {
     /// Who asked: the user name as authenticated.
     pub user: String,
     /// What: `database.create`, `database.drop`, `table.create`, `table.drop`,
-    /// `rows.insert`, `row.replace`, `row.update`, `row.delete`.
+    /// `rows.insert`, `rows.import`, `row.replace`, `row.update`, `row.delete`.
     pub action: &'static str,
     /// The database written to.
     pub database: String,

@@ -16,6 +16,7 @@
 
 pub mod audit;
 pub mod request;
+pub mod transfer;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -26,6 +27,7 @@ use axum::body::Bytes;
 use axum::extract::{ConnectInfo, Path, RawQuery, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
+use guildnet_api::GuildDatabase;
 use guildnet_api::database::facts::{AUDIT_DATABASE, AUDIT_TABLE, credentials_key};
 use guildnet_rethinkdb::{Connection, Error as ReqlError, ErrorClass, Pool, Reql, Target, Term};
 use http::{Method, StatusCode};
@@ -147,39 +149,8 @@ async fn open(
     if let Some(table) = &place.table {
         check_name("table", table)?;
     }
-    if !synced(&state.databases) {
-        let mut error = ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "NotReady",
-            "the proxy is still reading the GuildDatabases; try again shortly",
-        );
-        error.retry_after = Some(1);
-        return Err(error);
-    }
+    let db = authorised(&state, &caller, method, &place.namespace, &place.name).await?;
     let (namespace, name) = (place.namespace.as_str(), place.name.as_str());
-    let db = state.databases.get(&ObjectRef::new(name).within(namespace));
-    let verb = request::verb(method);
-    if !state
-        .authz
-        .may_use_database(&caller.identity, verb, namespace, name, db.as_deref())
-        .await
-    {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "Forbidden",
-            format!(
-                "you may not {verb} the data of GuildDatabase {namespace}/{name}: only its \
-                 owner, or users RBAC allows `{verb}` on guilddatabases/data in {namespace}, may"
-            ),
-        ));
-    }
-    let Some(db) = db else {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "NotFound",
-            format!("GuildDatabase {namespace}/{name} not found"),
-        ));
-    };
     let not_ready = |why: String| {
         let mut error = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "DatabaseNotReady", why);
         error.retry_after = Some(UNAVAILABLE_RETRY_AFTER_SECONDS);
@@ -246,6 +217,50 @@ async fn open(
         place,
         state,
         declared,
+    })
+}
+
+/// The GuildDatabase `namespace/name`, once `caller` is shown to be allowed the verb of
+/// `method` on its data: its owner, or RBAC on `guilddatabases/data` (`403` alike whether
+/// or not it exists; then `404` when it does not).
+async fn authorised(
+    state: &AppState,
+    caller: &Caller,
+    method: &Method,
+    namespace: &str,
+    name: &str,
+) -> Result<Arc<GuildDatabase>, ApiError> {
+    if !synced(&state.databases) {
+        let mut error = ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "NotReady",
+            "the proxy is still reading the GuildDatabases; try again shortly",
+        );
+        error.retry_after = Some(1);
+        return Err(error);
+    }
+    let db = state.databases.get(&ObjectRef::new(name).within(namespace));
+    let verb = request::verb(method);
+    if !state
+        .authz
+        .may_use_database(&caller.identity, verb, namespace, name, db.as_deref())
+        .await
+    {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            format!(
+                "you may not {verb} the data of GuildDatabase {namespace}/{name}: only its \
+                 owner, or users RBAC allows `{verb}` on guilddatabases/data in {namespace}, may"
+            ),
+        ));
+    }
+    db.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            format!("GuildDatabase {namespace}/{name} not found"),
+        )
     })
 }
 
@@ -668,4 +683,367 @@ pub async fn audit_log(
         Err(error) => return Err(opened.failed(error)),
     };
     Ok(ok(json!({ "items": items })))
+}
+
+/// `GET …/tables/{table}/export?format=ndjson|csv`: every row in primary-key order,
+/// streamed batch by batch as the server sends them (a download: `Content-Disposition`).
+/// CSV's columns are the primary key and the fields of the first batch.
+pub async fn export(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path(place): Path<Place>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    let format =
+        transfer::Format::parse(only_parameter(query.as_deref(), "format")?.as_deref(), true)?;
+    let opened = open(state, &headers, peer, &Method::GET, place).await?;
+    let primary_key = opened.primary_key().await?;
+    let (db, table) = (
+        opened.place.db().to_owned(),
+        opened.place.table().to_owned(),
+    );
+    let mut cursor = opened
+        .connection
+        .cursor(
+            Term::by_key(&db, &table, &primary_key),
+            Some(opened.state.upstream_timeout),
+        )
+        .await
+        .map_err(|error| opened.failed(error))?;
+    let body = async_stream(move |sender| async move {
+        let mut columns: Option<Vec<String>> = None;
+        while let Some(batch) = cursor.next_batch().await {
+            let rows = match batch {
+                Ok(rows) => rows,
+                Err(error) => {
+                    // The download ends short: the client sees it broken off.
+                    tracing::warn!(%error, db, table, "export broken off");
+                    let _ = sender
+                        .send(Err(std::io::Error::other(error.to_string())))
+                        .await;
+                    return;
+                }
+            };
+            let chunk = match format {
+                transfer::Format::Csv => {
+                    let header = columns.is_none();
+                    let columns =
+                        columns.get_or_insert_with(|| transfer::csv_columns(&primary_key, &rows));
+                    transfer::csv_records(columns, &rows, header)
+                }
+                _ => transfer::ndjson_lines(&rows),
+            };
+            if !chunk.is_empty() && sender.send(Ok(Bytes::from(chunk))).await.is_err() {
+                return; // The client went away: the cursor is dropped, the query stopped.
+            }
+        }
+    });
+    let file = format!(
+        "{}.{}.{}",
+        opened.place.db(),
+        opened.place.table(),
+        format.extension()
+    );
+    Ok((
+        [
+            (http::header::CONTENT_TYPE, format.content_type().to_owned()),
+            (
+                http::header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{file}\""),
+            ),
+        ],
+        body,
+    )
+        .into_response())
+}
+
+/// A response body fed by `produce` through a small channel (backpressure: the producer
+/// waits while the client reads).
+fn async_stream<F, Fut>(produce: F) -> axum::body::Body
+where
+    F: FnOnce(tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let (sender, receiver) = tokio::sync::mpsc::channel(4);
+    tokio::spawn(produce(sender));
+    axum::body::Body::from_stream(futures::stream::unfold(receiver, |mut receiver| async {
+        receiver.recv().await.map(|chunk| (chunk, receiver))
+    }))
+}
+
+/// The value of the one query parameter `name` a route takes; any other is refused.
+fn only_parameter(query: Option<&str>, name: &str) -> Result<Option<String>, ApiError> {
+    let mut value = None;
+    for (key, given) in form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+        if key != name {
+            return Err(ApiError::bad_request(format!(
+                "unknown query parameter {key:?}: this takes {name} only"
+            )));
+        }
+        value = Some(given.into_owned());
+    }
+    Ok(value)
+}
+
+/// `POST …/tables/{table}/import?format=ndjson|json|csv&conflict=error|replace|update`:
+/// the file's rows inserted in batches of 500; a report of how many went which way and the
+/// server's reasons for those refused (`409` when every row was). A file that is not rows
+/// is refused whole, naming the line, before anything is written.
+pub async fn import(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path(place): Path<Place>,
+    RawQuery(query): RawQuery,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let (mut format, mut conflict) = (None, None);
+    for (key, value) in form_urlencoded::parse(query.as_deref().unwrap_or_default().as_bytes()) {
+        match &*key {
+            "format" => format = Some(value.into_owned()),
+            "conflict" => conflict = Some(value.into_owned()),
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "unknown query parameter {other:?}: an import takes format and conflict"
+                )));
+            }
+        }
+    }
+    let format = transfer::Format::parse(format.as_deref(), false)?;
+    let conflict = transfer::conflict_mode(conflict.as_deref())?;
+    let rows = transfer::import_rows(format, &body)?;
+    let opened = open(state, &headers, peer, &Method::POST, place).await?;
+    opened.primary_key().await?;
+    let mut report = transfer::Report {
+        rows: rows.len(),
+        ..transfer::Report::default()
+    };
+    let mut failed = None;
+    for batch in rows.chunks(transfer::IMPORT_BATCH) {
+        let term =
+            Term::insert_on_conflict(opened.place.db(), opened.place.table(), batch, conflict);
+        match opened.run(term).await {
+            Ok(result) => report.add(&result),
+            Err(error) => {
+                failed = Some(error);
+                break;
+            }
+        }
+    }
+    let outcome = serde_json::to_value(&report).unwrap_or_default();
+    let mut entry = opened.entry("rows.import");
+    entry.outcome = outcome.clone();
+    let answer = match failed {
+        // Batches before it were written: say how far it got.
+        Some(error) => Err(ApiError {
+            message: format!(
+                "{} (after {} rows written)",
+                error.message,
+                report.inserted + report.replaced
+            ),
+            ..error
+        }),
+        None => Ok(outcome),
+    };
+    let answer = opened.audited(entry, answer).await?;
+    Ok((report.status(), Json(answer)).into_response())
+}
+
+/// `GET …/users`: the users the GuildDatabase declares, their grants, and whether the
+/// operator has applied them (passwords are never shown, nor their Secrets' contents).
+pub async fn users(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path(place): Path<Place>,
+) -> Result<Response, ApiError> {
+    let caller = state.auth.require(&headers, peer.ip()).await?;
+    check_path_parameters(&place.namespace, &place.name)?;
+    let db = authorised(&state, &caller, &Method::GET, &place.namespace, &place.name).await?;
+    let applied: Vec<&str> = db
+        .status
+        .iter()
+        .flat_map(|s| s.users.iter().map(|u| u.name.as_str()))
+        .collect();
+    let items: Vec<Value> = db
+        .spec
+        .users
+        .iter()
+        .map(|user| {
+            json!({
+                "name": user.name,
+                "passwordSecret": user.password_secret_ref.name,
+                "grants": user.grants,
+                "applied": applied.contains(&user.name.as_str()),
+            })
+        })
+        .collect();
+    Ok(ok(json!({ "items": items })))
+}
+
+/// Open feeds by user, and by database.
+type FeedCounts = Arc<std::sync::Mutex<(HashMap<String, usize>, HashMap<(String, String), usize>)>>;
+
+/// How many changefeeds each user and each database holds open, within the
+/// `--max-database-feeds-per-*` bounds.
+pub struct Feeds {
+    open: FeedCounts,
+    per_user: usize,
+    per_database: usize,
+}
+
+/// One open feed's place among them; given back when dropped (the client went away).
+pub struct FeedSlot {
+    open: FeedCounts,
+    user: String,
+    database: (String, String),
+}
+
+impl Feeds {
+    /// At most `per_user` feeds per user and `per_database` per database.
+    pub fn new(per_user: usize, per_database: usize) -> Self {
+        Self {
+            open: Arc::default(),
+            per_user,
+            per_database,
+        }
+    }
+
+    /// A place for a feed of `user` on `database` (namespace, name), or `429` saying which
+    /// bound is reached.
+    pub fn take(&self, user: &str, database: (String, String)) -> Result<FeedSlot, ApiError> {
+        let mut open = self.open.lock().unwrap();
+        let users = open.0.get(user).copied().unwrap_or(0);
+        let on_database = open.1.get(&database).copied().unwrap_or(0);
+        let full = if users >= self.per_user {
+            Some(format!(
+                "you have {users} changefeeds open, the most one user may; close one"
+            ))
+        } else if on_database >= self.per_database {
+            Some(format!(
+                "{on_database} changefeeds are open on GuildDatabase {}/{}, the most it may have",
+                database.0, database.1
+            ))
+        } else {
+            None
+        };
+        if let Some(message) = full {
+            let mut error = ApiError::new(StatusCode::TOO_MANY_REQUESTS, "TooManyFeeds", message);
+            error.retry_after = Some(UNAVAILABLE_RETRY_AFTER_SECONDS);
+            return Err(error);
+        }
+        *open.0.entry(user.to_owned()).or_default() += 1;
+        *open.1.entry(database.clone()).or_default() += 1;
+        Ok(FeedSlot {
+            open: self.open.clone(),
+            user: user.to_owned(),
+            database,
+        })
+    }
+
+    /// Feeds open now.
+    pub fn len(&self) -> usize {
+        self.open.lock().unwrap().1.values().sum()
+    }
+
+    /// Whether none is.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl Drop for FeedSlot {
+    fn drop(&mut self) {
+        let mut open = self.open.lock().unwrap();
+        let (users, databases) = &mut *open;
+        if let Some(count) = users.get_mut(&self.user) {
+            *count -= 1;
+            if *count == 0 {
+                users.remove(&self.user);
+            }
+        }
+        if let Some(count) = databases.get_mut(&self.database) {
+            *count -= 1;
+            if *count == 0 {
+                databases.remove(&self.database);
+            }
+        }
+    }
+}
+
+/// `GET /sse/databases/{namespace}/{name}/{db}/{table}/changes`: the table's changes as
+/// they happen, one `change` event each (`{"old_val", "new_val"}`), with a comment every
+/// 15 s to keep the connection open; the feed is stopped on the server when the client
+/// goes. Each user and each database may hold only so many at once (`429`).
+pub async fn changes(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path(place): Path<Place>,
+) -> Result<Response, ApiError> {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    let opened = open(state, &headers, peer, &Method::GET, place).await?;
+    opened.primary_key().await?;
+    let slot = opened.state.database_feeds.take(
+        &opened.caller.identity.username,
+        (opened.place.namespace.clone(), opened.place.name.clone()),
+    )?;
+    let cursor = opened
+        .connection
+        .cursor(Term::changes(opened.place.db(), opened.place.table()), None)
+        .await
+        .map_err(|error| opened.failed(error))?;
+    // The slot goes with the stream: dropped (the client gone) with the cursor, which
+    // stops the feed on the server.
+    let state = (cursor, std::collections::VecDeque::new(), slot);
+    let events = futures::stream::unfold(state, |(mut cursor, mut pending, slot)| async move {
+        loop {
+            if let Some(event) = pending.pop_front() {
+                let event: Result<Event, std::convert::Infallible> = Ok(event);
+                return Some((event, (cursor, pending, slot)));
+            }
+            match cursor.next_batch().await? {
+                Ok(changes) => pending.extend(changes.into_iter().map(|change| {
+                    Event::default()
+                        .event("change")
+                        .json_data(change)
+                        .unwrap_or_default()
+                })),
+                Err(error) => {
+                    tracing::info!(%error, "changefeed ended");
+                    return None;
+                }
+            }
+        }
+    });
+    Ok(Sse::new(events)
+        .keep_alive(KeepAlive::new().interval(std::time::Duration::from_secs(15)))
+        .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn feeds_are_bounded_per_user_and_per_database_and_given_back_when_closed() {
+        let feeds = Feeds::new(2, 3);
+        let db = || ("team".to_owned(), "inventory".to_owned());
+        let alice: Vec<_> = (0..2).map(|_| feeds.take("alice", db()).unwrap()).collect();
+        let refused = feeds.take("alice", db()).err().unwrap();
+        assert_eq!(refused.status, StatusCode::TOO_MANY_REQUESTS);
+        assert!(refused.message.contains("one user"), "{}", refused.message);
+        let bob = feeds.take("bob", db()).unwrap();
+        let full = feeds.take("carol", db()).err().unwrap();
+        assert!(full.message.contains("team/inventory"), "{}", full.message);
+        // Another database is not this one's bound.
+        let elsewhere = feeds
+            .take("carol", ("team".into(), "other".into()))
+            .unwrap();
+        drop(alice);
+        assert!(feeds.take("alice", db()).is_ok());
+        drop((bob, elsewhere));
+        assert!(feeds.is_empty());
+    }
 }

@@ -213,6 +213,13 @@ impl Authorizer {
             .await
     }
 
+    /// May `identity` read the data of every database of `namespace` (RBAC `get
+    /// guilddatabases/data` without a resource name)?
+    pub async fn may_read_all_databases(&self, identity: &Identity, namespace: &str) -> bool {
+        self.may(identity, Access::database_data("get"), namespace, None)
+            .await
+    }
+
     /// RBAC `access` on `name` (all names when None) in `namespace`.
     async fn may(
         &self,

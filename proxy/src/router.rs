@@ -47,6 +47,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/claims/{namespace}/{name}", delete(claims::delete))
         .route("/api/quotas", get(quotas::list))
         .route("/api/events", get(events::list))
+        .route("/api/databases", get(database::list))
         .route(
             "/api/databases/{namespace}/{name}/dbs",
             get(database::list_databases).post(database::create_database),

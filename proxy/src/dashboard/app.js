@@ -1,6 +1,7 @@
 // The GuildNet dashboard: the caller's workspaces with live status, a launch form, actions,
-// logs, an events pane, the volumes kept after their workspace was deleted and the caller's
-// usage against their Quotas' limits. Plain ES module, no build step; everything talks to the proxy's
+// logs, an events pane, the volumes kept after their workspace was deleted, the caller's
+// usage against their Quotas' limits, and their databases: a paged row browser with
+// insert, edit and delete, export and import, and a table's changes live. Plain ES module, no build step; everything talks to the proxy's
 // JSON API on this origin (the session cookie is HttpOnly, so fetch just sends it).
 
 const POLL_MS = 15000; // slow poll, a fallback for the event stream
@@ -655,6 +656,288 @@ function connectEvents() {
   });
 }
 
+// ---- databases ---------------------------------------------------------------------------
+
+const PAGE_ROWS = 50;
+const MAX_CHANGES = 100;
+let databasesLoaded = false;
+let gdbItems = [];
+/** What the data panel shows: the GuildDatabase, database, table, page and the row edited. */
+const data = { gdb: null, db: '', table: '', primaryKey: 'id', after: null, next: null, editing: null, feed: null };
+const gdbPath = (d) => `/api/databases/${seg(d.namespace)}/${seg(d.name)}`;
+const tablePath = () => `${gdbPath(data.gdb)}/dbs/${seg(data.db)}/tables/${seg(data.table)}`;
+
+async function refreshDatabases() {
+  if (leaving) return;
+  try {
+    const answer = await api('/api/databases');
+    gdbItems = answer.items || [];
+    databasesLoaded = true;
+    document.body.dataset.databasesLoaded = 'true';
+    $('gdb-error').textContent = '';
+    renderDatabases();
+  } catch (e) {
+    if (e.status !== 401) $('gdb-error').textContent = 'Could not load databases: ' + e.message;
+  }
+}
+
+function gdbRow(d) {
+  const n = d.name;
+  const schema = d.schema ? d.schema.reason : '—';
+  return el('tr', { 'data-testid': `gdb-row-${n}`, dataset: { namespace: d.namespace, name: n } },
+    el('th', { scope: 'row' },
+      el('span', { class: 'name', text: n }),
+      el('div', { class: 'muted small', text: d.namespace })),
+    el('td', { 'data-testid': `gdb-phase-${n}`, text: `${d.phase || 'Pending'} (${d.readyReplicas}/${d.replicas})` }),
+    el('td', { title: d.schema ? d.schema.message : '', text: schema }),
+    el('td', { class: 'small', text: d.endpoint || '—' }),
+    el('td', { class: 'actions' }, el('button', {
+      type: 'button',
+      'data-testid': `gdb-browse-${n}`,
+      'aria-label': `Browse the data of ${n}`,
+      onclick: () => openData(d),
+      text: 'Browse',
+    })));
+}
+
+function renderDatabases() {
+  $('gdb-body').replaceChildren(...gdbItems.map(gdbRow));
+  $('gdb-table').hidden = gdbItems.length === 0;
+  $('gdb-empty').hidden = !databasesLoaded || gdbItems.length > 0;
+}
+
+function dataError(e) {
+  $('data-error').textContent = e ? e.message : '';
+}
+
+function fillSelect(select, names, current) {
+  select.replaceChildren(...names.map((n) => el('option', { value: n, text: n })));
+  if (names.includes(current)) select.value = current;
+  return select.value;
+}
+
+async function openData(d) {
+  data.gdb = d;
+  $('data-name').textContent = `${d.namespace}/${d.name}`;
+  $('data').hidden = false;
+  document.body.dataset.dataTable = '';
+  try {
+    const dbs = await api(`${gdbPath(d)}/dbs`);
+    data.db = fillSelect($('data-db'), dbs.items || [], data.db);
+    dataError(null);
+    await loadTables();
+  } catch (e) {
+    dataError(e);
+  }
+  $('data').scrollIntoView({ block: 'start' });
+}
+
+function closeData() {
+  stopFeed();
+  $('data').hidden = true;
+  data.gdb = null;
+}
+
+async function loadTables() {
+  if (!data.db) {
+    fillSelect($('data-table'), [], '');
+    data.table = '';
+    return showTable();
+  }
+  try {
+    const tables = await api(`${gdbPath(data.gdb)}/dbs/${seg(data.db)}/tables`);
+    data.table = fillSelect($('data-table'), tables.items || [], data.table);
+    dataError(null);
+  } catch (e) {
+    dataError(e);
+  }
+  await showTable();
+}
+
+/** A table chosen: its first page, its export links, and a feed of its changes. */
+async function showTable() {
+  stopFeed();
+  cancelEdit();
+  $('changes-list').replaceChildren();
+  const ready = !!data.table;
+  for (const id of ['export-ndjson', 'export-csv']) {
+    $(id).href = ready ? `${tablePath()}/export?format=${id.slice(7)}` : '#';
+    $(id).setAttribute('download', ready ? `${data.db}.${data.table}.${id.slice(7)}` : '');
+  }
+  if (!ready) {
+    $('rows-head').replaceChildren();
+    $('rows-body').replaceChildren();
+    return;
+  }
+  data.after = null;
+  await loadRows();
+  startFeed();
+}
+
+async function loadRows() {
+  const query = new URLSearchParams({ limit: String(PAGE_ROWS) });
+  if (data.after) query.set('after', data.after);
+  try {
+    const page = await api(`${tablePath()}/rows?${query}`);
+    data.primaryKey = page.primaryKey || 'id';
+    data.next = page.next;
+    renderRows(page.items || []);
+    dataError(null);
+    document.body.dataset.dataTable = `${data.db}.${data.table}`;
+  } catch (e) {
+    dataError(e);
+  }
+}
+
+function cell(value) {
+  if (value === undefined) return '';
+  return typeof value === 'string' ? value : JSON.stringify(value);
+}
+
+function renderRows(rows) {
+  const pk = data.primaryKey;
+  const columns = [pk, ...new Set(rows.flatMap((r) => Object.keys(r)).filter((k) => k !== pk).sort())];
+  $('rows-head').replaceChildren(
+    ...columns.map((c) => el('th', { scope: 'col', text: c })),
+    el('th', { scope: 'col' }, el('span', { class: 'visually-hidden', text: 'Actions' })));
+  $('rows-body').replaceChildren(...rows.map((r) => {
+    const k = cell(r[pk]);
+    return el('tr', { 'data-testid': `row-${k}`, dataset: { key: k } },
+      ...columns.map((c) => el('td', { text: cell(r[c]) })),
+      el('td', { class: 'actions' },
+        el('button', { type: 'button', 'data-testid': `row-edit-${k}`, onclick: () => editRow(r), text: 'Edit' }),
+        el('button', { type: 'button', class: 'danger', 'data-testid': `row-delete-${k}`, onclick: () => deleteRow(r), text: 'Delete' })));
+  }));
+  $('rows-empty').hidden = rows.length > 0;
+  $('rows-next').disabled = !data.next;
+}
+
+/** The path of row `r` (a number key says so: a path segment is a string otherwise). */
+function rowPath(r) {
+  const k = r[data.primaryKey];
+  return `${tablePath()}/rows/${seg(String(k))}${typeof k === 'number' ? '?keyType=number' : ''}`;
+}
+
+function editRow(r) {
+  data.editing = r;
+  $('row-label').textContent = `Row ${cell(r[data.primaryKey])} (JSON: the whole row)`;
+  $('row-json').value = JSON.stringify(r, null, 2);
+  $('row-save').textContent = 'Save';
+  $('row-cancel').hidden = false;
+  $('row-json').focus();
+}
+
+function cancelEdit() {
+  data.editing = null;
+  $('row-label').textContent = 'New row (JSON: an object, or an array of them)';
+  $('row-json').value = '';
+  $('row-save').textContent = 'Insert';
+  $('row-cancel').hidden = true;
+}
+
+async function saveRow(ev) {
+  ev.preventDefault();
+  let body;
+  try {
+    body = JSON.parse($('row-json').value);
+  } catch (e) {
+    dataError(new Error('The row is not valid JSON: ' + e.message));
+    return;
+  }
+  try {
+    if (data.editing) {
+      await api(rowPath(data.editing), { method: 'PUT', body });
+      say(`Row ${cell(data.editing[data.primaryKey])} saved.`);
+    } else {
+      const result = await api(`${tablePath()}/rows`, { method: 'POST', body });
+      say(`${result.inserted ?? 0} row(s) inserted.`);
+    }
+    cancelEdit();
+    dataError(null);
+    await loadRows();
+  } catch (e) {
+    dataError(e);
+  }
+}
+
+async function deleteRow(r) {
+  const k = cell(r[data.primaryKey]);
+  if (!window.confirm(`Delete row ${k} of ${data.db}.${data.table}?`)) return;
+  try {
+    await api(rowPath(r), { method: 'DELETE' });
+    say(`Row ${k} deleted.`);
+    await loadRows();
+  } catch (e) {
+    dataError(e);
+  }
+}
+
+async function importFile() {
+  const file = $('import-file').files[0];
+  if (!file || !data.table) return;
+  const format = file.name.endsWith('.csv') ? 'csv' : file.name.endsWith('.json') ? 'json' : 'ndjson';
+  try {
+    const res = await fetch(`${tablePath()}/import?format=${format}`, {
+      method: 'POST',
+      credentials: 'same-origin',
+      headers: { 'Content-Type': format === 'csv' ? 'text/csv' : 'application/json' },
+      body: await file.text(),
+    });
+    const report = await res.json().catch(() => ({}));
+    if (report.error) throw new ApiError(res.status, report.error.reason, report.error.message);
+    const failed = report.errors ? `; ${report.errors} refused: ${(report.failures || [])[0] || ''}` : '';
+    say(`Imported ${file.name}: ${report.inserted} inserted, ${report.replaced} replaced${failed}.`, report.errors ? 'error' : 'info');
+    dataError(null);
+    await loadRows();
+  } catch (e) {
+    dataError(e);
+  } finally {
+    $('import-file').value = '';
+  }
+}
+
+function stopFeed() {
+  data.feed?.close();
+  data.feed = null;
+  $('changes-live').textContent = '';
+  $('changes-live').dataset.live = 'false';
+}
+
+function startFeed() {
+  const g = data.gdb;
+  const feed = new EventSource(`/sse/databases/${seg(g.namespace)}/${seg(g.name)}/${seg(data.db)}/${seg(data.table)}/changes`);
+  data.feed = feed;
+  $('changes-live').textContent = 'Connecting…';
+  feed.addEventListener('open', () => {
+    $('changes-live').textContent = 'Live.';
+    $('changes-live').dataset.live = 'true';
+  });
+  feed.addEventListener('change', (ev) => {
+    let change;
+    try {
+      change = JSON.parse(ev.data);
+    } catch {
+      return;
+    }
+    const row = change.new_val ?? change.old_val ?? {};
+    const what = change.old_val == null ? 'inserted' : change.new_val == null ? 'deleted' : 'changed';
+    const item = el('li', { class: 'event normal', 'data-testid': 'change', dataset: { key: cell(row[data.primaryKey]), what } },
+      el('time', { text: new Date().toLocaleTimeString() }), ' ',
+      el('span', { class: 'reason', text: what }), ' ',
+      el('span', { class: 'message', text: JSON.stringify(row) }));
+    const list = $('changes-list');
+    list.prepend(item);
+    while (list.children.length > MAX_CHANGES) list.lastChild.remove();
+  });
+  feed.addEventListener('error', () => {
+    if (data.feed !== feed) return;
+    $('changes-live').dataset.live = 'false';
+    $('changes-live').textContent = feed.readyState === EventSource.CLOSED
+      ? 'Live changes stopped; choose the table again to retry.'
+      : 'Live changes interrupted; retrying…';
+  });
+}
+
 // ---- logout ------------------------------------------------------------------------------
 
 async function logout(ev) {
@@ -664,6 +947,7 @@ async function logout(ev) {
   if (leaving) return;
   leaving = true;
   stream?.close();
+  stopFeed();
   stopFollowing();
   try {
     await fetch('/logout', {
@@ -687,6 +971,7 @@ function poll() {
     if (leaving) return;
     if (!document.hidden) {
       await refresh();
+      await refreshDatabases();
       if (!streamUp) await loadEvents();
     }
     poll();
@@ -702,6 +987,14 @@ async function start() {
   $('logs-reload').addEventListener('click', loadLogs);
   $('logs-follow').addEventListener('change', loadLogs);
   $('events-warnings').addEventListener('change', renderEvents);
+  $('data-close').addEventListener('click', closeData);
+  $('data-db').addEventListener('change', () => { data.db = $('data-db').value; data.table = ''; loadTables(); });
+  $('data-table').addEventListener('change', () => { data.table = $('data-table').value; showTable(); });
+  $('rows-first').addEventListener('click', () => { data.after = null; loadRows(); });
+  $('rows-next').addEventListener('click', () => { if (data.next) { data.after = data.next; loadRows(); } });
+  $('row-form').addEventListener('submit', saveRow);
+  $('row-cancel').addEventListener('click', cancelEdit);
+  $('import-file').addEventListener('change', importFile);
   document.addEventListener('visibilitychange', () => { if (!document.hidden) refreshSoon(); });
 
   let me;
@@ -714,7 +1007,7 @@ async function start() {
   $('user').textContent = me.user;
   $('user').title = (me.groups || []).join(', ');
   document.body.dataset.user = me.user;
-  await Promise.all([refresh(), loadEvents()]);
+  await Promise.all([refresh(), loadEvents(), refreshDatabases()]);
   connectEvents();
   poll();
   // Relative times ("5m ago") stay fresh between updates.

@@ -392,6 +392,56 @@ fn ok(value: Value) -> Response {
     Json(value).into_response()
 }
 
+/// `GET /api/databases`: the GuildDatabases whose data the caller may read — their own,
+/// and all of each namespace where RBAC grants `get guilddatabases/data` — with their
+/// status, sorted by namespace and name.
+pub async fn list(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    use guildnet_api::database::facts::ConditionType;
+    let caller = state.auth.require(&headers, peer.ip()).await?;
+    let mut all = state.databases.state();
+    all.sort_by(|a, b| {
+        (&a.metadata.namespace, &a.metadata.name).cmp(&(&b.metadata.namespace, &b.metadata.name))
+    });
+    let mut readable: HashMap<String, bool> = HashMap::new();
+    let mut items = Vec::new();
+    for db in all {
+        let namespace = db.metadata.namespace.clone().unwrap_or_default();
+        let visible = db.owner_id() == Some(caller.identity.owner_id())
+            || match readable.get(&namespace) {
+                Some(allowed) => *allowed,
+                None => {
+                    let allowed = state
+                        .authz
+                        .may_read_all_databases(&caller.identity, &namespace)
+                        .await;
+                    readable.insert(namespace.clone(), allowed);
+                    allowed
+                }
+            };
+        if !visible {
+            continue;
+        }
+        let status = db.status.clone().unwrap_or_default();
+        let schema =
+            guildnet_api::common::find_condition(&status.conditions, ConditionType::SchemaApplied);
+        items.push(json!({
+            "namespace": namespace,
+            "name": db.metadata.name,
+            "replicas": db.replicas(),
+            "readyReplicas": status.ready_replicas.unwrap_or(0),
+            "phase": status.phase,
+            "endpoint": status.endpoint,
+            "schema": schema.map(|c| json!({"reason": c.reason, "message": c.message})),
+            "databases": db.spec.databases.iter().map(|d| &d.name).collect::<Vec<_>>(),
+        }));
+    }
+    Ok(ok(json!({ "items": items })))
+}
+
 /// `GET …/dbs`: the databases, GuildNet's and RethinkDB's own left out.
 pub async fn list_databases(
     State(state): State<AppState>,

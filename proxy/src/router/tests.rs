@@ -2973,3 +2973,40 @@ async fn database_writes_need_the_dashboards_origin_and_a_json_body() {
         .await;
     assert_eq!(unnamed.status(), StatusCode::BAD_REQUEST);
 }
+
+#[tokio::test]
+async fn the_database_list_shows_the_callers_own_and_those_rbac_lets_them_read() {
+    let mut theirs = guild_database("theirs", "alice");
+    theirs.metadata.namespace = Some("shared".into());
+    let proxy = Proxy::with_databases(&[
+        guild_database("mine", DEV_USER),
+        guild_database("alices", "alice"),
+        theirs,
+    ]);
+    for (namespace, allowed) in [("team", false), ("shared", true)] {
+        proxy.state.authz.remember_access(
+            &identity(DEV_USER),
+            Access::database_data("get"),
+            namespace,
+            None,
+            allowed,
+        );
+    }
+    let response = proxy.send(get("/api/databases")).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let listed = json_body(response).await;
+    let names: Vec<_> = listed["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            format!(
+                "{}/{}",
+                d["namespace"].as_str().unwrap(),
+                d["name"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(names, ["shared/theirs", "team/mine"]);
+    assert_eq!(listed["items"][1]["databases"], json!(["shop"]));
+}

@@ -3,7 +3,8 @@
 # walk-through"; one of its commands is refused on purpose, so it runs as a reader would,
 # without stopping at a failure), then checks what it printed: the workspace Ready, the
 # invalid one refused with its reason, the workspace placed on the second control plane
-# recording it and answering from its pod there, the GuildDatabase Ready, alice's request
+# recording it and answering from its pod there, the GuildDatabase Ready and a row written
+# and read back through the database API, alice's request
 # reaching the real code-server (302 to its login), bob's refused (403), and a password read
 # from the generated Secret. Stops what it started with `make dev-down`. Part of `make e2e`;
 # needs root (the pods' network namespace), as the walk-through's real IDE does. Refuses to
@@ -38,6 +39,8 @@ grep -q 'HTTP/1.1 403' "$out/output.txt" || fail "bob's request was not refused 
 grep -q 'guilddatabase.guildnet.io/app condition met' "$out/output.txt" || fail "the GuildDatabase did not become Ready"
 grep -q '^user app: does not exist' "$out/output.txt" ||
   fail "the GuildDatabase's schema was not applied at reqlite up to its user (.guildnet/logs/databases.log)"
+grep -q '"items":\[{"id":"a1","name":"anvil"}\]' "$out/output.txt" ||
+  fail "the row inserted through the database API was not listed back"
 # The workspace was just resumed: its code-server comes a moment later (the README says so).
 deadline=$((SECONDS + 60))
 until curl -sI -H "Authorization: Bearer $(cat .guildnet/tokens/alice)" http://127.0.0.1:8090/w/default/ide/ |

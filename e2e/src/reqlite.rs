@@ -80,6 +80,40 @@ impl Reqlite {
         reqlite
     }
 
+    /// Serves GuildDatabase `namespace/name`'s first server: at the pod IP KWOK gave
+    /// `<name>-0`, with the admin password of `<name>-admin` (read as `admin`, a client
+    /// that may). Returns the server and the password.
+    pub async fn serve_database(
+        admin: &kube::Client,
+        namespace: &str,
+        name: &str,
+    ) -> (Self, String) {
+        use k8s_openapi::api::core::v1::{Pod, Secret};
+        use kube::Api;
+        let secrets: Api<Secret> = Api::namespaced(admin.clone(), namespace);
+        let secret = secrets
+            .get(&format!("{name}-admin"))
+            .await
+            .expect("the database's admin Secret");
+        let password = secret
+            .data
+            .and_then(|d| d.get("password").map(|p| p.0.clone()))
+            .and_then(|p| String::from_utf8(p).ok())
+            .expect("an admin password");
+        let pods: Api<Pod> = Api::namespaced(admin.clone(), namespace);
+        let pod_ip: IpAddr = pods
+            .get(&format!("{name}-0"))
+            .await
+            .expect("the database's first server")
+            .status
+            .and_then(|s| s.pod_ip)
+            .expect("KWOK gave the server a pod IP")
+            .parse()
+            .expect("a pod IP");
+        let server = Self::start(pod_ip, &password, &format!("{namespace}-{name}-0")).await;
+        (server, password)
+    }
+
     /// Where it serves.
     pub fn addr(&self) -> SocketAddr {
         self.addr

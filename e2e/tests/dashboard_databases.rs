@@ -18,7 +18,6 @@ use guildnet_e2e::reqlite::Reqlite;
 use guildnet_e2e::workspaces::wait_for;
 use guildnet_e2e::{User, browser, client, token, unique_name};
 use guildnet_rethinkdb::{Connection, Options, Reql, Term};
-use k8s_openapi::api::core::v1::{Pod, Secret};
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::json;
@@ -69,29 +68,7 @@ async fn alice_browses_edits_exports_imports_and_follows_her_database_in_the_bro
     })
     .await;
 
-    let secrets: Api<Secret> = Api::namespaced(admin.clone(), "default");
-    let password = String::from_utf8(
-        secrets
-            .get(&format!("{name}-admin"))
-            .await
-            .unwrap()
-            .data
-            .unwrap()["password"]
-            .0
-            .clone(),
-    )
-    .unwrap();
-    let pods: Api<Pod> = Api::namespaced(admin, "default");
-    let pod_ip = pods
-        .get(&format!("{name}-0"))
-        .await
-        .unwrap()
-        .status
-        .and_then(|s| s.pod_ip)
-        .expect("KWOK gave the server a pod IP")
-        .parse()
-        .unwrap();
-    let server = Reqlite::start(pod_ip, &password, &name).await;
+    let (server, password) = Reqlite::serve_database(&admin, "default", &name).await;
     // Long enough for a schema check after the longest connection backoff.
     tokio::time::timeout(Duration::from_secs(120), async {
         wait_for(&databases, &name, "the schema applied", |db| {

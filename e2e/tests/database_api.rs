@@ -4,8 +4,9 @@
 //! loopback) serves the owner the databases, tables and rows of its servers — reqlite
 //! (`e2e/reqlite`) at the server's pod IP, in the pods' network namespace — pages them by
 //! key, filters them, writes them one by one, keeps an audit log of every write, refuses
-//! another user until RBAC grants `guilddatabases/data`, exports and imports tables (NDJSON,
-//! CSV), streams a table's changes over SSE, and refuses bad requests naming what is wrong. The password is taken back once the database is deleted.
+//! another user until RBAC grants `guilddatabases/data`, exports and imports tables
+//! (NDJSON, CSV), streams a table's changes over SSE, and refuses bad requests naming what
+//! is wrong. The password is taken back once the database is deleted.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -20,7 +21,7 @@ use guildnet_e2e::upstream::send;
 use guildnet_e2e::workspaces::wait_for;
 use guildnet_e2e::{User, create_namespace, eventually};
 use hyper::{Request, Response, StatusCode};
-use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::{Api, DeleteParams, PostParams};
 use serde_json::{Value, json};
@@ -223,22 +224,7 @@ async fn the_owner_reads_and_writes_rows_through_the_proxy_and_every_write_is_au
     )
     .await;
 
-    let pods: Api<Pod> = Api::namespaced(admin.clone(), NAMESPACE);
-    let pod_ip = pods
-        .get("inventory-0")
-        .await
-        .unwrap()
-        .status
-        .and_then(|s| s.pod_ip)
-        .expect("KWOK gave the server a pod IP")
-        .parse()
-        .unwrap();
-    let _server = Reqlite::start(
-        pod_ip,
-        &String::from_utf8(password).unwrap(),
-        "dbapi-inventory-0",
-    )
-    .await;
+    let (_server, _) = Reqlite::serve_database(&admin, NAMESPACE, "inventory").await;
     wait_for(&databases, "inventory", "SchemaApplied AsDeclared", |db| {
         guildnet_api::common::find_condition(
             &db.status

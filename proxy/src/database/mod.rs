@@ -388,6 +388,19 @@ fn name_in(body: &Value, what: &str) -> Result<String, ApiError> {
     Ok(name.to_owned())
 }
 
+/// The names of a `dbList` or `tableList` answer that `keep` says yes to, sorted.
+fn sorted_names(names: &Value, keep: impl Fn(&str) -> bool) -> Vec<&str> {
+    let mut items: Vec<&str> = names
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .filter(|name| keep(name))
+        .collect();
+    items.sort_unstable();
+    items
+}
+
 fn ok(value: Value) -> Response {
     Json(value).into_response()
 }
@@ -451,15 +464,9 @@ pub async fn list_databases(
 ) -> Result<Response, ApiError> {
     let opened = open(state, &headers, peer, &Method::GET, place).await?;
     let names = opened.run(Term::db_list()).await?;
-    let mut items: Vec<&str> = names
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
-        .filter(|db| request::is_listed(db))
-        .collect();
-    items.sort_unstable();
-    Ok(ok(json!({ "items": items })))
+    Ok(ok(
+        json!({ "items": sorted_names(&names, request::is_listed) }),
+    ))
 }
 
 /// `POST …/dbs` `{"name": "shop"}`: makes a database (`409` when it exists).
@@ -505,14 +512,7 @@ pub async fn list_tables(
 ) -> Result<Response, ApiError> {
     let opened = open(state, &headers, peer, &Method::GET, place).await?;
     let names = opened.run(Term::table_list(opened.place.db())).await?;
-    let mut items: Vec<&str> = names
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
-        .collect();
-    items.sort_unstable();
-    Ok(ok(json!({ "items": items })))
+    Ok(ok(json!({ "items": sorted_names(&names, |_| true) })))
 }
 
 /// `POST …/dbs/{db}/tables` `{"name": "items", "primaryKey": "sku"}` (primary key `id`

@@ -58,6 +58,11 @@ cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')
     cargo bench -q -p guildnet-e2e --bench proxy
   # Event visibility: one authorisation per workspace, concurrently, streamed as decided.
   cargo bench -q -p guildnet-proxy --bench events
+  # The database API: a control plane, operator and proxy (release builds) of its own, and
+  # reqlite at the database's pod IP (the pods' network namespace: root).
+  scripts/upstream-netns.sh up >/dev/null
+  GUILDNET_TARGET=$PWD/target/release GUILDNET_BIN=$PWD/.guildnet/bin \
+    cargo bench -q -p guildnet-e2e --bench database
   # `make fuzz` writes its own section; keep it.
   if [ -f "$out" ]; then sed -n '/^## Fuzzing$/,$p' "$out"; fi
 } > "$tmp"

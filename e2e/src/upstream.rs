@@ -152,3 +152,59 @@ where
     .await
     .context("WebSocket echo timed out")?
 }
+
+/// A Server-Sent Events stream as a browser's EventSource reads it, from one request.
+pub struct EventStream {
+    body: hyper::body::Incoming,
+    text: String,
+    _sender: hyper::client::conn::http1::SendRequest<String>,
+}
+
+impl EventStream {
+    /// Sends `request` to `addr` and keeps its answer's body as a stream; None when the
+    /// answer is not `200` (a refusal).
+    pub async fn open(addr: SocketAddr, request: Request<String>) -> Option<Self> {
+        let stream = TcpStream::connect(addr).await.ok()?;
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .ok()?;
+        tokio::spawn(connection);
+        let response = sender.send_request(request).await.ok()?;
+        (response.status() == 200).then(|| Self {
+            body: response.into_body(),
+            text: String::new(),
+            _sender: sender,
+        })
+    }
+
+    /// The data of the next event named `name`, as JSON, within `timeout`.
+    pub async fn next_event(&mut self, name: &str, timeout: Duration) -> serde_json::Value {
+        let wanted = format!("event: {name}");
+        tokio::time::timeout(timeout, async {
+            loop {
+                if let Some(end) = self.text.find("\n\n") {
+                    let event: String = self.text.drain(..end + 2).collect();
+                    let data = event
+                        .lines()
+                        .find_map(|line| line.strip_prefix("data: "))
+                        .filter(|_| event.lines().any(|line| line == wanted));
+                    if let Some(data) = data {
+                        return serde_json::from_str(data).expect("an event's data is JSON");
+                    }
+                    continue;
+                }
+                let frame = self
+                    .body
+                    .frame()
+                    .await
+                    .expect("the event stream goes on")
+                    .expect("the event stream reads");
+                if let Ok(data) = frame.into_data() {
+                    self.text.push_str(&String::from_utf8_lossy(&data));
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("no {name} event within {timeout:?}"))
+    }
+}

@@ -17,7 +17,7 @@ use guildnet_api::database::facts::ConditionType;
 use guildnet_api::policy::owner::owner_id;
 use guildnet_e2e::cluster::{Cluster, Operator, Proxy};
 use guildnet_e2e::reqlite::Reqlite;
-use guildnet_e2e::upstream::send;
+use guildnet_e2e::upstream::{EventStream, send};
 use guildnet_e2e::workspaces::wait_for;
 use guildnet_e2e::{User, create_namespace, eventually};
 use hyper::{Request, Response, StatusCode};
@@ -83,58 +83,12 @@ impl Caller {
     }
 
     /// An open changefeed, or None when it is refused.
-    async fn try_feed(&self, path: &str) -> Option<Feed> {
-        let stream = tokio::net::TcpStream::connect(self.proxy).await.unwrap();
-        let (mut sender, connection) =
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-                .await
-                .unwrap();
-        tokio::spawn(connection);
-        let response = sender.send_request(self.sse_request(path)).await.unwrap();
-        (response.status() == StatusCode::OK).then(|| Feed {
-            body: response.into_body(),
-            text: String::new(),
-            _sender: sender,
-        })
+    async fn try_feed(&self, path: &str) -> Option<EventStream> {
+        EventStream::open(self.proxy, self.sse_request(path)).await
     }
 
-    async fn feed(&self, path: &str) -> Feed {
+    async fn feed(&self, path: &str) -> EventStream {
         self.try_feed(path).await.expect("the changefeed opens")
-    }
-}
-
-/// A changefeed as the browser's EventSource reads it.
-struct Feed {
-    body: hyper::body::Incoming,
-    text: String,
-    _sender: hyper::client::conn::http1::SendRequest<String>,
-}
-
-impl Feed {
-    /// The data of the next `change` event, within the deadline.
-    async fn next_event(&mut self) -> Value {
-        use http_body_util::BodyExt;
-        tokio::time::timeout(TIMEOUT, async {
-            loop {
-                if let Some(end) = self.text.find("\n\n") {
-                    let event: String = self.text.drain(..end + 2).collect();
-                    if let Some(data) = event
-                        .lines()
-                        .find_map(|line| line.strip_prefix("data: "))
-                        .filter(|_| event.contains("event: change"))
-                    {
-                        return serde_json::from_str(data).unwrap();
-                    }
-                    continue;
-                }
-                let frame = self.body.frame().await.expect("the feed goes on").unwrap();
-                if let Ok(data) = frame.into_data() {
-                    self.text.push_str(&String::from_utf8_lossy(&data));
-                }
-            }
-        })
-        .await
-        .expect("a change event within the deadline")
     }
 }
 
@@ -510,7 +464,7 @@ async fn the_owner_reads_and_writes_rows_through_the_proxy_and_every_write_is_au
         )
         .await;
     assert_eq!(status, StatusCode::OK);
-    let event = feed.next_event().await;
+    let event = feed.next_event("change", TIMEOUT).await;
     assert_eq!(event["old_val"], json!({"sku": "b", "colour": "red"}));
     assert_eq!(
         event["new_val"],

@@ -6,6 +6,7 @@
 //! A caller who may not enter gets the same answer whether or not the object exists: both
 //! paths ask the same (cached) SubjectAccessReview before anything else is decided.
 
+use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -213,11 +214,21 @@ impl Authorizer {
             .await
     }
 
-    /// May `identity` read the data of every database of `namespace` (RBAC `get
-    /// guilddatabases/data` without a resource name)?
-    pub async fn may_read_all_databases(&self, identity: &Identity, namespace: &str) -> bool {
-        self.may(identity, Access::database_data("get"), namespace, None)
-            .await
+    /// Those of `namespaces` where RBAC grants `identity` `access` on every object (no
+    /// resource name), each asked once: what a list shows besides the caller's own.
+    pub async fn namespaces_granting(
+        &self,
+        identity: &Identity,
+        access: Access,
+        namespaces: impl IntoIterator<Item = String>,
+    ) -> HashSet<String> {
+        let mut granted = HashSet::new();
+        for namespace in namespaces.into_iter().collect::<BTreeSet<_>>() {
+            if self.may(identity, access, &namespace, None).await {
+                granted.insert(namespace);
+            }
+        }
+        granted
     }
 
     /// RBAC `access` on `name` (all names when None) in `namespace`.

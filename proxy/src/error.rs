@@ -51,6 +51,14 @@ impl ApiError {
         )
     }
 
+    /// 503 with `reason` and `message`, to be asked again after `retry_after` seconds.
+    pub fn unavailable(reason: &str, message: impl Into<String>, retry_after: u32) -> Self {
+        Self {
+            retry_after: Some(retry_after),
+            ..Self::new(StatusCode::SERVICE_UNAVAILABLE, reason, message)
+        }
+    }
+
     /// 400 `BadRequest` with `message`.
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "BadRequest", message)

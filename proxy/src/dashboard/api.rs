@@ -29,7 +29,7 @@ use serde_json::json;
 
 use crate::app::AppState;
 use crate::auth::{Caller, Identity, Via};
-use crate::authz::owns;
+use crate::authz::{Access, owns};
 use crate::error::{ApiError, escape_html};
 use crate::session::COOKIE_NAME;
 
@@ -117,23 +117,21 @@ pub async fn list(
     all.sort_by(|a, b| {
         (&a.metadata.namespace, &a.metadata.name).cmp(&(&b.metadata.namespace, &b.metadata.name))
     });
-    let mut items = Vec::new();
-    let mut openable: std::collections::HashMap<String, bool> = std::collections::HashMap::new();
-    for ws in all {
-        let namespace = ws.metadata.namespace.clone().unwrap_or_default();
-        let visible = owns(&caller.identity, &ws)
-            || match openable.get(&namespace) {
-                Some(allowed) => *allowed,
-                None => {
-                    let allowed = state.authz.may_open_all(&caller.identity, &namespace).await;
-                    openable.insert(namespace, allowed);
-                    allowed
-                }
-            };
-        if visible {
-            items.push(WorkspaceSummary::from(ws.as_ref()));
-        }
-    }
+    let namespace = |ws: &Workspace| ws.metadata.namespace.clone().unwrap_or_default();
+    let foreign = all.iter().filter(|ws| !owns(&caller.identity, ws));
+    let openable = state
+        .authz
+        .namespaces_granting(
+            &caller.identity,
+            Access::OPEN_WORKSPACE,
+            foreign.map(|ws| namespace(ws)),
+        )
+        .await;
+    let items: Vec<WorkspaceSummary> = all
+        .iter()
+        .filter(|ws| owns(&caller.identity, ws) || openable.contains(&namespace(ws)))
+        .map(|ws| WorkspaceSummary::from(ws.as_ref()))
+        .collect();
     Ok(Json(json!({ "items": items })).into_response())
 }
 

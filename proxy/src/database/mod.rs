@@ -38,6 +38,7 @@ use serde_json::{Value, json};
 
 use crate::app::{AppState, synced};
 use crate::auth::Caller;
+use crate::authz::Access;
 use crate::dashboard::api::{check_path_parameters, writer};
 use crate::error::ApiError;
 use crate::handed;
@@ -123,9 +124,9 @@ struct Opened {
     connection: Arc<Connection>,
     place: Place,
     state: AppState,
-    /// Names declared in `spec.databases` (database, and its tables), which are not dropped
-    /// here.
-    declared: Vec<(String, Vec<String>)>,
+    /// The GuildDatabase, as the watch cache has it: what `spec.databases` declares is not
+    /// dropped here.
+    db: Arc<GuildDatabase>,
 }
 
 /// Authenticates and authorises a request with `method` to `place`, checks its names, and
@@ -152,9 +153,7 @@ async fn open(
     let db = authorised(&state, &caller, method, &place.namespace, &place.name).await?;
     let (namespace, name) = (place.namespace.as_str(), place.name.as_str());
     let not_ready = |why: String| {
-        let mut error = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "DatabaseNotReady", why);
-        error.retry_after = Some(UNAVAILABLE_RETRY_AFTER_SECONDS);
-        error
+        ApiError::unavailable("DatabaseNotReady", why, UNAVAILABLE_RETRY_AFTER_SECONDS)
     };
     let password = state
         .database_passwords
@@ -187,36 +186,23 @@ async fn open(
         .get(&key, target, |_| ())
         .await
         .map_err(|why| {
-            let mut error = ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::unavailable(
                 "DatabaseUnavailable",
                 format!(
                     "GuildDatabase {namespace}/{name} cannot be reached: {}",
                     why.message
                 ),
-            );
-            error.retry_after = Some(why.retry_in.map_or(UNAVAILABLE_RETRY_AFTER_SECONDS, |d| {
-                d.as_secs().max(1) as u32
-            }));
-            error
-        })?;
-    let declared = db
-        .spec
-        .databases
-        .iter()
-        .map(|d| {
-            (
-                d.name.clone(),
-                d.tables.iter().map(|t| t.name.clone()).collect(),
+                why.retry_in.map_or(UNAVAILABLE_RETRY_AFTER_SECONDS, |d| {
+                    d.as_secs().max(1) as u32
+                }),
             )
-        })
-        .collect();
+        })?;
     Ok(Opened {
         caller,
         connection,
         place,
         state,
-        declared,
+        db,
     })
 }
 
@@ -231,13 +217,11 @@ async fn authorised(
     name: &str,
 ) -> Result<Arc<GuildDatabase>, ApiError> {
     if !synced(&state.databases) {
-        let mut error = ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
+        return Err(ApiError::unavailable(
             "NotReady",
             "the proxy is still reading the GuildDatabases; try again shortly",
-        );
-        error.retry_after = Some(1);
-        return Err(error);
+            1,
+        ));
     }
     let db = state.databases.get(&ObjectRef::new(name).within(namespace));
     let verb = request::verb(method);
@@ -280,13 +264,11 @@ impl Opened {
                 self.state
                     .database_connections
                     .close(&(namespace.clone(), name.clone()));
-                let mut api = ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
+                ApiError::unavailable(
                     "DatabaseUnavailable",
                     format!("GuildDatabase {namespace}/{name} stopped answering: {error}"),
-                );
-                api.retry_after = Some(UNAVAILABLE_RETRY_AFTER_SECONDS);
-                api
+                    UNAVAILABLE_RETRY_AFTER_SECONDS,
+                )
             }
             ErrorClass::AuthenticationFailed => ApiError::new(
                 StatusCode::BAD_GATEWAY,
@@ -348,12 +330,12 @@ impl Opened {
     /// `409` when the GuildDatabase declares the database (or, with `table`, that table).
     fn refuse_if_declared(&self, table: Option<&str>) -> Result<(), ApiError> {
         let db = self.place.db();
-        let Some((_, tables)) = self.declared.iter().find(|(name, _)| name == db) else {
+        let Some(database) = self.db.spec.databases.iter().find(|d| d.name == db) else {
             return Ok(());
         };
         let declared = match table {
             None => true,
-            Some(table) => tables.iter().any(|t| t == table),
+            Some(table) => database.tables.iter().any(|t| t.name == table),
         };
         if !declared {
             return Ok(());
@@ -419,23 +401,20 @@ pub async fn list(
     all.sort_by(|a, b| {
         (&a.metadata.namespace, &a.metadata.name).cmp(&(&b.metadata.namespace, &b.metadata.name))
     });
-    let mut readable: HashMap<String, bool> = HashMap::new();
+    let owned = |db: &GuildDatabase| db.owner_id() == Some(caller.identity.owner_id());
+    let foreign = all.iter().filter(|db| !owned(db));
+    let readable = state
+        .authz
+        .namespaces_granting(
+            &caller.identity,
+            Access::database_data("get"),
+            foreign.map(|db| db.metadata.namespace.clone().unwrap_or_default()),
+        )
+        .await;
     let mut items = Vec::new();
     for db in all {
         let namespace = db.metadata.namespace.clone().unwrap_or_default();
-        let visible = db.owner_id() == Some(caller.identity.owner_id())
-            || match readable.get(&namespace) {
-                Some(allowed) => *allowed,
-                None => {
-                    let allowed = state
-                        .authz
-                        .may_read_all_databases(&caller.identity, &namespace)
-                        .await;
-                    readable.insert(namespace.clone(), allowed);
-                    allowed
-                }
-            };
-        if !visible {
+        if !owned(&db) && !readable.contains(&namespace) {
             continue;
         }
         let status = db.status.clone().unwrap_or_default();
@@ -979,9 +958,10 @@ impl Feeds {
             None
         };
         if let Some(message) = full {
-            let mut error = ApiError::new(StatusCode::TOO_MANY_REQUESTS, "TooManyFeeds", message);
-            error.retry_after = Some(UNAVAILABLE_RETRY_AFTER_SECONDS);
-            return Err(error);
+            return Err(ApiError {
+                retry_after: Some(UNAVAILABLE_RETRY_AFTER_SECONDS),
+                ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, "TooManyFeeds", message)
+            });
         }
         *open.0.entry(user.to_owned()).or_default() += 1;
         *open.1.entry(database.clone()).or_default() += 1;
